@@ -1,0 +1,535 @@
+//! The async client: one connection, many concurrent requests.
+//!
+//! A background task reads frames and routes each reply or chunk to the request that is
+//! waiting for it, by id; writers share the socket behind an async mutex and write each
+//! frame whole, so frames of concurrent requests never interleave.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use interprocess::local_socket::tokio::{prelude::*, Stream};
+use interprocess::local_socket::{GenericFilePath, ToFsName};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{ErrorCode, WireError};
+use crate::socket::SharedStream;
+use crate::frame::{self, FrameError, DEFAULT_MAX_FRAME_BYTES, MAX_DEPTH};
+use crate::message::{
+    self, method, notification, CancelParams, Chunk, Empty, Envelope, GenerateDone,
+    GenerateRequest, Hello, HelloResult, ListModelsParams, ModelList, ProviderList,
+    StatusResult, PROTOCOL_VERSION,
+};
+
+/// What can go wrong talking to the daemon.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    /// The socket could not be reached (no daemon, wrong path, no permission).
+    #[error("cannot connect to provd at {path}: {reason}")]
+    Connect {
+        /// The socket path tried.
+        path: PathBuf,
+        /// The OS error.
+        reason: String,
+        /// The OS error kind, to tell "no daemon" from "not allowed".
+        kind: std::io::ErrorKind,
+    },
+    /// The daemon answered with an error.
+    #[error("{0}")]
+    Server(WireError),
+    /// The connection ended before the answer came.
+    #[error("connection to provd lost: {0}")]
+    Disconnected(String),
+    /// The daemon sent bytes this client cannot understand.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The request was refused before it was sent (too large, not encodable).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+}
+
+impl ClientError {
+    /// The system-wide code for this error, as the C ABI reports it.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ClientError::Connect { kind, .. } if *kind == std::io::ErrorKind::PermissionDenied => {
+                ErrorCode::PermissionDenied
+            }
+            ClientError::Connect { .. } | ClientError::Disconnected(_) => ErrorCode::Unavailable,
+            ClientError::Server(e) => e.code,
+            ClientError::Protocol(_) => ErrorCode::ProtocolError,
+            ClientError::InvalidRequest(_) => ErrorCode::InvalidRequest,
+        }
+    }
+
+    /// The error as the daemon would have sent it, for callers that report one shape.
+    pub fn to_wire(&self) -> WireError {
+        match self {
+            ClientError::Server(e) => e.clone(),
+            other => WireError::new(other.code(), other.to_string()),
+        }
+    }
+}
+
+impl From<FrameError> for ClientError {
+    fn from(e: FrameError) -> Self {
+        match e {
+            FrameError::Io(e) => ClientError::Disconnected(e.to_string()),
+            FrameError::Truncated { .. } => ClientError::Disconnected(e.to_string()),
+            other => ClientError::Protocol(other.to_string()),
+        }
+    }
+}
+
+/// One event of a generation's stream.
+#[derive(Clone, Debug, PartialEq)]
+pub enum GenerateEvent {
+    /// A piece of text.
+    Chunk(Chunk),
+    /// The end: usage and finish reason. Nothing follows it.
+    Done(GenerateDone),
+}
+
+type Event = Result<GenerateEvent, ClientError>;
+
+enum Waiter {
+    Unary(oneshot::Sender<Result<Vec<u8>, ClientError>>),
+    // Unbounded on purpose: the daemon already bounds what it sends per connection, and a
+    // bounded queue here would let one unread stream block the reader and so every other
+    // request on the connection.
+    Stream(mpsc::UnboundedSender<Event>),
+}
+
+#[derive(Default)]
+struct Routes {
+    waiters: HashMap<u32, Waiter>,
+    /// Set once the reader has stopped; new requests fail fast with it.
+    closed: Option<String>,
+}
+
+struct Shared {
+    writer: tokio::sync::Mutex<SharedStream>,
+    routes: Arc<Mutex<Routes>>,
+    next_id: AtomicU32,
+    max_frame_bytes: AtomicU32,
+    runtime: tokio::runtime::Handle,
+    reader: tokio::task::AbortHandle,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // The reader holds only the routes, not `Shared`, so it would otherwise outlive
+        // every handle and keep the connection open.
+        self.reader.abort();
+    }
+}
+
+/// An async connection to the daemon. Cheap to clone; clones share the connection, and
+/// any number of requests may run on it at once.
+#[derive(Clone)]
+pub struct Client {
+    shared: Arc<Shared>,
+    hello: Arc<HelloResult>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("daemon", &self.hello).finish()
+    }
+}
+
+impl Client {
+    /// Connects to the daemon at `path` and exchanges hellos.
+    pub async fn connect(path: &Path) -> Result<Client, ClientError> {
+        Client::connect_as(path, "provd-client").await
+    }
+
+    /// Connects, naming the client in the daemon's logs.
+    pub async fn connect_as(path: &Path, client_name: &str) -> Result<Client, ClientError> {
+        let connect_err = |e: std::io::Error| ClientError::Connect {
+            path: path.to_owned(),
+            reason: e.to_string(),
+            kind: e.kind(),
+        };
+        let name = path
+            .to_fs_name::<GenericFilePath>()
+            .map_err(connect_err)?;
+        let stream = Stream::connect(name).await.map_err(connect_err)?;
+        let send = SharedStream::new(stream);
+        let recv = send.clone();
+        let routes = Arc::new(Mutex::new(Routes::default()));
+        let reader = tokio::spawn(read_loop(BufReader::new(recv), routes.clone()));
+        let shared = Arc::new(Shared {
+            writer: tokio::sync::Mutex::new(send),
+            routes,
+            next_id: AtomicU32::new(1),
+            max_frame_bytes: AtomicU32::new(DEFAULT_MAX_FRAME_BYTES),
+            runtime: tokio::runtime::Handle::current(),
+            reader: reader.abort_handle(),
+        });
+        let hello: HelloResult = call_with_id(
+            &shared,
+            0,
+            method::HELLO,
+            &Hello {
+                protocol_version: PROTOCOL_VERSION,
+                client: client_name.to_owned(),
+            },
+        )
+        .await?;
+        shared
+            .max_frame_bytes
+            .store(hello.max_frame_bytes, Ordering::Relaxed);
+        Ok(Client {
+            shared,
+            hello: Arc::new(hello),
+        })
+    }
+
+    /// What the daemon said about itself in the hello.
+    pub fn daemon(&self) -> &HelloResult {
+        &self.hello
+    }
+
+    /// Sends a `ping` and waits for its reply.
+    pub async fn ping(&self) -> Result<(), ClientError> {
+        let _: Empty = self.call(method::PING, &Empty {}).await?;
+        Ok(())
+    }
+
+    /// Lists the configured providers.
+    pub async fn list_providers(&self) -> Result<ProviderList, ClientError> {
+        self.call(method::LIST_PROVIDERS, &Empty {}).await
+    }
+
+    /// Lists models of one provider, or of all when `provider` is `None`.
+    pub async fn list_models(&self, provider: Option<&str>) -> Result<ModelList, ClientError> {
+        let params = ListModelsParams {
+            provider: provider.map(str::to_owned),
+        };
+        self.call(method::LIST_MODELS, &params).await
+    }
+
+    /// The daemon's status: connections, streams, providers and their counters.
+    pub async fn status(&self) -> Result<StatusResult, ClientError> {
+        self.call(method::STATUS, &Empty {}).await
+    }
+
+    /// Starts a generation. Chunks arrive through the returned [`Generation`]; dropping it
+    /// before its end cancels the generation in the daemon.
+    pub async fn generate(&self, request: GenerateRequest) -> Result<Generation, ClientError> {
+        let id = self.shared.allocate_id();
+        let frame = message::encode_request(id, method::GENERATE, &request)
+            .map_err(|e| ClientError::InvalidRequest(e.to_string()))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.shared.register(id, Waiter::Stream(tx))?;
+        if let Err(e) = self.shared.send(&frame).await {
+            self.shared.unregister(id);
+            return Err(e);
+        }
+        Ok(Generation {
+            id,
+            rx,
+            shared: self.shared.clone(),
+            finished: false,
+        })
+    }
+
+    /// Cancels generation `id` (as returned by [`Generation::id`]).
+    pub async fn cancel(&self, id: u32) -> Result<(), ClientError> {
+        cancel(&self.shared, id).await
+    }
+
+    async fn call<P: Serialize, R: DeserializeOwned>(
+        &self,
+        method: &str,
+        params: &P,
+    ) -> Result<R, ClientError> {
+        let id = self.shared.allocate_id();
+        call_with_id(&self.shared, id, method, params).await
+    }
+}
+
+async fn cancel(shared: &Shared, id: u32) -> Result<(), ClientError> {
+    let req_id = shared.allocate_id();
+    let _: Empty = call_with_id(shared, req_id, method::CANCEL, &CancelParams { id }).await?;
+    Ok(())
+}
+
+async fn call_with_id<P: Serialize, R: DeserializeOwned>(
+    shared: &Shared,
+    id: u32,
+    method: &str,
+    params: &P,
+) -> Result<R, ClientError> {
+    let frame = message::encode_request(id, method, params)
+        .map_err(|e| ClientError::InvalidRequest(e.to_string()))?;
+    let (tx, rx) = oneshot::channel();
+    shared.register(id, Waiter::Unary(tx))?;
+    if let Err(e) = shared.send(&frame).await {
+        shared.unregister(id);
+        return Err(e);
+    }
+    let bytes = rx
+        .await
+        .map_err(|_| ClientError::Disconnected("the reader stopped".into()))??;
+    message::decode(&bytes).map_err(|e| ClientError::Protocol(format!("{method} result: {e}")))
+}
+
+impl Shared {
+    fn allocate_id(&self) -> u32 {
+        loop {
+            // Id 0 is the hello's; skipping it on wrap-around keeps replies unambiguous.
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            if id != 0 {
+                return id;
+            }
+        }
+    }
+
+    fn register(&self, id: u32, waiter: Waiter) -> Result<(), ClientError> {
+        let mut routes = self.routes.lock().expect("routes lock poisoned");
+        if let Some(reason) = &routes.closed {
+            return Err(ClientError::Disconnected(reason.clone()));
+        }
+        routes.waiters.insert(id, waiter);
+        Ok(())
+    }
+
+    fn unregister(&self, id: u32) -> bool {
+        let mut routes = self.routes.lock().expect("routes lock poisoned");
+        routes.waiters.remove(&id).is_some()
+    }
+
+    async fn send(&self, frame: &[u8]) -> Result<(), ClientError> {
+        let payload = frame.len() - frame::HEADER_BYTES;
+        let max = self.max_frame_bytes.load(Ordering::Relaxed);
+        if payload > max as usize {
+            return Err(ClientError::InvalidRequest(format!(
+                "request of {payload} bytes exceeds the daemon's max_frame_bytes of {max}"
+            )));
+        }
+        let mut writer = self.writer.lock().await;
+        let result = async {
+            frame::write_frame(&mut *writer, frame).await?;
+            writer.flush().await
+        }
+        .await;
+        result.map_err(|e| ClientError::Disconnected(e.to_string()))
+    }
+}
+
+async fn read_loop(mut reader: BufReader<SharedStream>, routes: Arc<Mutex<Routes>>) {
+    let mut buf = Vec::new();
+    let reason = loop {
+        match frame::read_frame(&mut reader, &mut buf, u32::MAX).await {
+            Ok(None) => break "the daemon closed the connection".to_owned(),
+            Ok(Some(())) => {}
+            Err(e) => break e.to_string(),
+        }
+        if let Err(e) = route(&buf, &routes) {
+            break format!("daemon sent an unreadable frame: {e}");
+        }
+    };
+    let (waiters, reason) = {
+        let mut routes = routes.lock().expect("routes lock poisoned");
+        // An error notification that came before the close explains it better.
+        let reason = routes.closed.get_or_insert(reason).clone();
+        (std::mem::take(&mut routes.waiters), reason)
+    };
+    for (_, waiter) in waiters {
+        let err = ClientError::Disconnected(reason.clone());
+        match waiter {
+            Waiter::Unary(tx) => drop(tx.send(Err(err))),
+            Waiter::Stream(tx) => drop(tx.send(Err(err))),
+        }
+    }
+}
+
+fn route(bytes: &[u8], routes: &Mutex<Routes>) -> Result<(), FrameError> {
+    frame::validate(bytes, MAX_DEPTH)?;
+    match Envelope::parse(bytes)? {
+        Envelope::Reply { id, outcome } => {
+            let waiter = routes
+                .lock()
+                .expect("routes lock poisoned")
+                .waiters
+                .remove(&id);
+            match waiter {
+                Some(Waiter::Unary(tx)) => {
+                    let _ = tx.send(outcome.map(<[u8]>::to_vec).map_err(ClientError::Server));
+                }
+                Some(Waiter::Stream(tx)) => {
+                    let event = match outcome {
+                        Ok(bytes) => message::decode::<GenerateDone>(bytes)
+                            .map(GenerateEvent::Done)
+                            .map_err(|e| ClientError::Protocol(format!("generate result: {e}"))),
+                        Err(e) => Err(ClientError::Server(e)),
+                    };
+                    let _ = tx.send(event);
+                }
+                // A reply for a request nobody waits for any more (a dropped generation).
+                None => {}
+            }
+        }
+        Envelope::Notification { method, params } if method == notification::CHUNK => {
+            let chunk: Chunk = message::decode(params)?;
+            let routes = routes.lock().expect("routes lock poisoned");
+            if let Some(Waiter::Stream(tx)) = routes.waiters.get(&chunk.id) {
+                let _ = tx.send(Ok(GenerateEvent::Chunk(chunk)));
+            }
+        }
+        Envelope::Notification { method, params } if method == notification::ERROR => {
+            let err: WireError = message::decode(params)?;
+            routes
+                .lock()
+                .expect("routes lock poisoned")
+                .closed
+                .get_or_insert(err.to_string());
+        }
+        // Notifications added by newer daemons (keep-alives, progress) are skippable.
+        Envelope::Notification { .. } => {}
+        Envelope::Request { method, .. } => {
+            return Err(FrameError::Invalid(format!(
+                "the daemon sent a request ({method}); clients serve none"
+            )))
+        }
+    }
+    Ok(())
+}
+
+/// A running generation: a stream of [`GenerateEvent`]s that ends after `Done` or an
+/// error. Dropping it before then cancels the generation in the daemon.
+pub struct Generation {
+    id: u32,
+    rx: mpsc::UnboundedReceiver<Event>,
+    shared: Arc<Shared>,
+    finished: bool,
+}
+
+impl std::fmt::Debug for Generation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Generation")
+            .field("id", &self.id)
+            .field("finished", &self.finished)
+            .finish()
+    }
+}
+
+impl Generation {
+    /// The request id, as used by `cancel`.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The next event, or `None` after the terminal one.
+    pub async fn next(&mut self) -> Option<Event> {
+        std::future::poll_fn(|cx| self.poll_event(cx)).await
+    }
+
+    /// A handle that can cancel this generation from another task or thread.
+    pub fn cancel_handle(&self) -> CancelHandle {
+        CancelHandle {
+            id: self.id,
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Reads to the end and returns the whole text with the terminal result.
+    pub async fn collect_text(mut self) -> Result<(String, GenerateDone), ClientError> {
+        let mut text = String::new();
+        while let Some(event) = self.next().await {
+            match event? {
+                GenerateEvent::Chunk(c) => text.push_str(&c.text),
+                GenerateEvent::Done(done) => {
+                    if let Some(t) = &done.text {
+                        text.push_str(t);
+                    }
+                    return Ok((text, done));
+                }
+            }
+        }
+        Err(ClientError::Disconnected(
+            "the generation ended without a terminal frame".into(),
+        ))
+    }
+
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        if self.finished {
+            return Poll::Ready(None);
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(event)) => {
+                if !matches!(event, Ok(GenerateEvent::Chunk(_))) {
+                    self.finished = true;
+                }
+                Poll::Ready(Some(event))
+            }
+            Poll::Ready(None) => {
+                self.finished = true;
+                Poll::Ready(Some(Err(ClientError::Disconnected(
+                    "the connection closed mid-generation".into(),
+                ))))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl futures_core::Stream for Generation {
+    type Item = Event;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.get_mut().poll_event(cx)
+    }
+}
+
+impl Drop for Generation {
+    fn drop(&mut self) {
+        if self.finished || !self.shared.unregister(self.id) {
+            return;
+        }
+        let shared = self.shared.clone();
+        let id = self.id;
+        // Best effort: if the connection is gone, the daemon has cancelled it already.
+        self.shared.runtime.spawn(async move {
+            let _ = cancel(&shared, id).await;
+        });
+    }
+}
+
+/// Cancels one generation from anywhere (another task, another thread).
+#[derive(Clone)]
+pub struct CancelHandle {
+    id: u32,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for CancelHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CancelHandle").field("id", &self.id).finish()
+    }
+}
+
+impl CancelHandle {
+    /// Asks the daemon to cancel the generation. The generation's stream then ends with a
+    /// `cancelled` error (or with its done, if it finished first).
+    pub async fn cancel(&self) -> Result<(), ClientError> {
+        cancel(&self.shared, self.id).await
+    }
+
+    /// The generation's id.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    pub(crate) fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.shared.runtime
+    }
+}

@@ -1,0 +1,614 @@
+//! The messages: the msgpack-rpc-shaped envelope and every request, result and
+//! notification payload.
+//!
+//! ```text
+//! request       [0, id, method, params]
+//! reply         [1, id, error | nil, result | nil]
+//! notification  [2, method, params]
+//! ```
+//!
+//! Payloads are maps with named fields. Unknown fields are ignored and optional fields
+//! default, so either side can grow the protocol without breaking the other.
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::WireError;
+use crate::frame::{FrameBuilder, FrameError};
+
+/// The protocol version this build speaks. Bumped only for incompatible changes; adding
+/// optional fields or methods does not bump it.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Envelope type tags (the first element of every envelope).
+pub mod kind {
+    /// `[0, id, method, params]`
+    pub const REQUEST: u64 = 0;
+    /// `[1, id, error, result]`
+    pub const REPLY: u64 = 1;
+    /// `[2, method, params]`
+    pub const NOTIFICATION: u64 = 2;
+}
+
+/// Request method names.
+pub mod method {
+    /// Must be the first request on a connection: [`super::Hello`] → [`super::HelloResult`].
+    pub const HELLO: &str = "hello";
+    /// Liveness and round-trip probe: empty map → empty map.
+    pub const PING: &str = "ping";
+    /// [`super::GenerateRequest`] → chunk notifications, then [`super::GenerateDone`].
+    pub const GENERATE: &str = "generate";
+    /// [`super::CancelParams`] → empty map; the cancelled generation ends with `cancelled`.
+    pub const CANCEL: &str = "cancel";
+    /// Empty map → [`super::ProviderList`].
+    pub const LIST_PROVIDERS: &str = "list_providers";
+    /// [`super::ListModelsParams`] → [`super::ModelList`].
+    pub const LIST_MODELS: &str = "list_models";
+    /// Empty map → [`super::StatusResult`].
+    pub const STATUS: &str = "status";
+}
+
+/// Notification method names.
+pub mod notification {
+    /// One piece of a generation's text: [`super::Chunk`].
+    pub const CHUNK: &str = "chunk";
+    /// A connection-level error not tied to a request id (a frame that could not be
+    /// parsed far enough to find its id, or a refused connection): [`crate::WireError`].
+    pub const ERROR: &str = "error";
+}
+
+/// One decoded envelope. Payloads stay as undecoded MessagePack slices until the receiver
+/// knows which type to expect, so a field of the wrong type becomes an error *for that
+/// request id* rather than an unreadable frame.
+#[derive(Debug, PartialEq)]
+pub enum Envelope<'a> {
+    /// `[0, id, method, params]`
+    Request {
+        /// Client-chosen id, echoed in the reply.
+        id: u32,
+        /// Method name.
+        method: &'a str,
+        /// MessagePack of the params.
+        params: &'a [u8],
+    },
+    /// `[1, id, error, result]`
+    Reply {
+        /// The request's id.
+        id: u32,
+        /// Either the error or the result.
+        outcome: Result<&'a [u8], WireError>,
+    },
+    /// `[2, method, params]`
+    Notification {
+        /// Notification name.
+        method: &'a str,
+        /// MessagePack of the params.
+        params: &'a [u8],
+    },
+}
+
+impl<'a> Envelope<'a> {
+    /// Parses a frame payload that [`crate::frame::validate`] has already accepted.
+    pub fn parse(bytes: &'a [u8]) -> Result<Envelope<'a>, FrameError> {
+        let mut rd = bytes;
+        let len = rmp::decode::read_array_len(&mut rd)
+            .map_err(|_| invalid("the envelope must be an array"))?;
+        let tag: u64 =
+            rmp::decode::read_int(&mut rd).map_err(|_| invalid("envelope[0] must be 0, 1 or 2"))?;
+        match (tag, len) {
+            (kind::REQUEST, 4) => {
+                let id = read_id(&mut rd)?;
+                let method = read_str(&mut rd, "envelope[2] (method) must be a string")?;
+                Ok(Envelope::Request {
+                    id,
+                    method,
+                    params: rd,
+                })
+            }
+            (kind::REPLY, 4) => {
+                let id = read_id(&mut rd)?;
+                let outcome = if rd.first() == Some(&0xc0) {
+                    let result = &rd[1..];
+                    Ok(result)
+                } else {
+                    // The error is followed by the result (nil); decode just the error.
+                    let mut de = rmp_serde::Deserializer::new(&mut rd);
+                    let err = WireError::deserialize(&mut de)
+                        .map_err(|e| invalid(format!("reply error is malformed: {e}")))?;
+                    Err(err)
+                };
+                Ok(Envelope::Reply { id, outcome })
+            }
+            (kind::NOTIFICATION, 3) => {
+                let method = read_str(&mut rd, "envelope[1] (method) must be a string")?;
+                Ok(Envelope::Notification { method, params: rd })
+            }
+            (kind::REQUEST | kind::REPLY, n) | (kind::NOTIFICATION, n) => Err(invalid(format!(
+                "envelope of type {tag} must have {} elements, got {n}",
+                if tag == kind::NOTIFICATION { 3 } else { 4 }
+            ))),
+            (other, _) => Err(invalid(format!(
+                "unknown envelope type {other} (expected 0, 1 or 2)"
+            ))),
+        }
+    }
+}
+
+fn invalid(msg: impl Into<String>) -> FrameError {
+    FrameError::Invalid(msg.into())
+}
+
+fn read_id(rd: &mut &[u8]) -> Result<u32, FrameError> {
+    rmp::decode::read_int(rd).map_err(|_| invalid("the request id must be an integer from 0 to 2^32-1"))
+}
+
+fn read_str<'a>(rd: &mut &'a [u8], what: &str) -> Result<&'a str, FrameError> {
+    let (s, rest) = rmp::decode::read_str_from_slice(*rd).map_err(|_| invalid(what))?;
+    *rd = rest;
+    Ok(s)
+}
+
+/// Decodes a payload slice into its typed form.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FrameError> {
+    rmp_serde::from_slice(bytes).map_err(|e| invalid(e.to_string()))
+}
+
+/// Encodes `[0, id, method, params]`.
+pub fn encode_request<T: Serialize + ?Sized>(
+    id: u32,
+    method: &str,
+    params: &T,
+) -> Result<Vec<u8>, FrameError> {
+    Ok(FrameBuilder::envelope(4)
+        .uint(kind::REQUEST)
+        .uint(id.into())
+        .str(method)
+        .value(params)?
+        .finish())
+}
+
+/// Encodes `[1, id, nil, result]`.
+pub fn encode_result<T: Serialize + ?Sized>(id: u32, result: &T) -> Result<Vec<u8>, FrameError> {
+    Ok(FrameBuilder::envelope(4)
+        .uint(kind::REPLY)
+        .uint(id.into())
+        .nil()
+        .value(result)?
+        .finish())
+}
+
+/// Encodes `[1, id, error, nil]`.
+pub fn encode_error(id: u32, error: &WireError) -> Vec<u8> {
+    FrameBuilder::envelope(4)
+        .uint(kind::REPLY)
+        .uint(id.into())
+        .value(error)
+        .expect("WireError always encodes")
+        .nil()
+        .finish()
+}
+
+/// Encodes `[2, method, params]`.
+pub fn encode_notification<T: Serialize + ?Sized>(
+    method: &str,
+    params: &T,
+) -> Result<Vec<u8>, FrameError> {
+    Ok(FrameBuilder::envelope(3)
+        .uint(kind::NOTIFICATION)
+        .str(method)
+        .value(params)?
+        .finish())
+}
+
+/// An empty map: the params of `ping`, `status`, `list_providers` and the result of
+/// `ping` and `cancel`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Empty {}
+
+/// `hello` params.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The protocol version the client speaks.
+    pub protocol_version: u32,
+    /// A name for logs (`provd-cli`, `libprovd`, `my-app`).
+    #[serde(default)]
+    pub client: String,
+}
+
+/// `hello` result.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HelloResult {
+    /// The protocol version the daemon speaks.
+    pub protocol_version: u32,
+    /// The daemon's release.
+    pub daemon_version: String,
+    /// The largest frame the daemon accepts.
+    pub max_frame_bytes: u32,
+    /// How many generations this connection may run at once.
+    #[serde(default)]
+    pub max_streams: u32,
+}
+
+/// Who said a message in a conversation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Instructions; most providers take it apart from the turns.
+    System,
+    /// The person or program asking.
+    User,
+    /// The model.
+    Assistant,
+}
+
+/// One turn of a conversation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    /// Who said it.
+    pub role: Role,
+    /// What was said.
+    pub content: String,
+}
+
+/// `generate` params: what to generate, from which provider and model.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct GenerateRequest {
+    /// Configured provider id; the daemon's default provider when absent.
+    #[serde(default)]
+    pub provider: Option<String>,
+    /// Model id; the provider's default model when absent.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// A single user prompt. Appended as the last user turn when `messages` is given too.
+    #[serde(default)]
+    pub prompt: Option<String>,
+    /// The conversation so far.
+    #[serde(default)]
+    pub messages: Vec<Message>,
+    /// System prompt.
+    #[serde(default)]
+    pub system: Option<String>,
+    /// Cap on generated tokens; the provider's configured `max_tokens` when absent.
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
+    /// Sampling temperature.
+    #[serde(default)]
+    pub temperature: Option<f32>,
+    /// Nucleus sampling.
+    #[serde(default)]
+    pub top_p: Option<f32>,
+    /// Stop sequences.
+    #[serde(default)]
+    pub stop: Vec<String>,
+    /// Stream chunks as they arrive (default). When false the daemon sends no chunk
+    /// notifications and the whole text comes in [`GenerateDone::text`].
+    #[serde(default = "yes")]
+    pub stream: bool,
+    /// Provider-specific parameters, passed into the upstream request body.
+    #[serde(default)]
+    pub additional_params: BTreeMap<String, serde_json::Value>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl GenerateRequest {
+    /// A streaming request for one prompt on the default provider.
+    pub fn prompt(prompt: impl Into<String>) -> Self {
+        GenerateRequest {
+            prompt: Some(prompt.into()),
+            stream: true,
+            ..GenerateRequest::default()
+        }
+    }
+}
+
+/// `chunk` notification: one piece of text of generation `id`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Chunk {
+    /// The generation's request id.
+    pub id: u32,
+    /// 0, 1, 2, … within the generation; lets a client prove nothing was lost.
+    pub index: u32,
+    /// The text.
+    pub text: String,
+    /// The model that produced it.
+    pub model: String,
+    /// When the daemon received it, in milliseconds since the Unix epoch.
+    pub created_at: u64,
+}
+
+/// Token counts, normalized across providers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Tokens in the prompt, system prompt and conversation.
+    pub prompt_tokens: u32,
+    /// Tokens generated.
+    pub completion_tokens: u32,
+    /// The sum.
+    pub total_tokens: u32,
+}
+
+impl Usage {
+    /// Usage with the total filled in.
+    pub fn new(prompt_tokens: u32, completion_tokens: u32) -> Self {
+        Usage {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens.saturating_add(completion_tokens),
+        }
+    }
+}
+
+/// Why a generation stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// The model finished, or hit a stop sequence.
+    Stop,
+    /// `max_tokens` was reached.
+    Length,
+    /// The provider's content filter stopped it.
+    ContentFilter,
+    /// The model asked to call a tool (not carried by provd yet).
+    ToolUse,
+    /// Anything else the provider reported.
+    #[serde(other)]
+    Other,
+}
+
+/// The terminal result of a `generate`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GenerateDone {
+    /// Always true; lets a reader that only looks at one field tell the end apart.
+    pub done: bool,
+    /// The provider that answered.
+    pub provider: String,
+    /// The model that answered.
+    pub model: String,
+    /// Token usage.
+    pub usage: Usage,
+    /// Why it stopped.
+    pub finish_reason: FinishReason,
+    /// Chunk notifications sent for this generation.
+    pub chunks: u32,
+    /// The whole text, only for `stream: false`.
+    #[serde(default)]
+    pub text: Option<String>,
+}
+
+/// `cancel` params.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CancelParams {
+    /// The id of the generation to cancel.
+    pub id: u32,
+}
+
+/// `list_models` params.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ListModelsParams {
+    /// One provider's models; every provider's when absent.
+    #[serde(default)]
+    pub provider: Option<String>,
+}
+
+/// A model a provider offers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// The id to pass as `model`.
+    pub id: String,
+    /// The provider id it belongs to.
+    pub provider: String,
+    /// A human name, when the provider has one.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// Context window in tokens, when known.
+    #[serde(default)]
+    pub context_window: Option<u32>,
+    /// Creation time in seconds since the Unix epoch, when known.
+    #[serde(default)]
+    pub created_at: Option<u64>,
+}
+
+/// `list_models` result.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModelList {
+    /// The models.
+    pub models: Vec<ModelInfo>,
+    /// Providers that could not be asked, with why; the others' models are still listed.
+    #[serde(default)]
+    pub errors: Vec<ProviderFailure>,
+}
+
+/// A provider that failed a fan-out request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProviderFailure {
+    /// The provider id.
+    pub provider: String,
+    /// What went wrong.
+    pub error: WireError,
+}
+
+/// Lifecycle of a provider instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderStatus {
+    /// Configured, never used yet (instances start on first use).
+    Idle,
+    /// Being set up.
+    Initializing,
+    /// Serving.
+    Ready,
+    /// Set-up or the last request failed; the next request retries.
+    Error,
+    /// The daemon is stopping it.
+    ShuttingDown,
+}
+
+/// A configured provider.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProviderInfo {
+    /// The id from the config (`[providers.<id>]`).
+    pub id: String,
+    /// The provider type (`anthropic`, `openai`, `mock`, …).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The model used when a request names none.
+    #[serde(default)]
+    pub default_model: Option<String>,
+    /// What it can do (`streaming`, …).
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// Whether this is the daemon's default provider.
+    #[serde(default)]
+    pub is_default: bool,
+}
+
+/// `list_providers` result.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProviderList {
+    /// The configured providers, sorted by id.
+    pub providers: Vec<ProviderInfo>,
+}
+
+/// Counters for one provider instance since the daemon started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderMetrics {
+    /// Generations started.
+    pub requests: u64,
+    /// Generations that ended with an error other than `cancelled`.
+    pub errors: u64,
+    /// Generations cancelled by their client.
+    pub cancelled: u64,
+    /// Generations running now.
+    pub active: u64,
+    /// Chunks forwarded.
+    pub chunks: u64,
+    /// Prompt tokens reported by the provider.
+    pub prompt_tokens: u64,
+    /// Completion tokens reported by the provider.
+    pub completion_tokens: u64,
+}
+
+/// One provider instance (a provider id and model) in `status`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InstanceStatus {
+    /// The provider id.
+    pub provider: String,
+    /// The provider type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The model this instance serves.
+    pub model: String,
+    /// Its lifecycle state.
+    pub status: ProviderStatus,
+    /// Its counters.
+    pub metrics: ProviderMetrics,
+}
+
+/// `status` result.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StatusResult {
+    /// The daemon's release.
+    pub daemon_version: String,
+    /// The daemon's protocol version.
+    pub protocol_version: u32,
+    /// The daemon's process id.
+    pub pid: u32,
+    /// Milliseconds since the daemon started.
+    pub uptime_ms: u64,
+    /// Client connections open now.
+    pub connections: u64,
+    /// Generations running now, over all connections.
+    pub active_streams: u64,
+    /// Configured providers.
+    pub providers: Vec<ProviderInfo>,
+    /// Provider instances started so far, with their state and counters.
+    pub instances: Vec<InstanceStatus>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorCode;
+    use crate::frame::{validate, MAX_DEPTH};
+
+    fn payload(frame: &[u8]) -> &[u8] {
+        &frame[4..]
+    }
+
+    #[test]
+    fn request_round_trips_with_named_fields() {
+        let req = GenerateRequest::prompt("hi");
+        let frame = encode_request(7, method::GENERATE, &req).unwrap();
+        validate(payload(&frame), MAX_DEPTH).unwrap();
+        let Envelope::Request { id, method, params } = Envelope::parse(payload(&frame)).unwrap()
+        else {
+            panic!("not a request")
+        };
+        assert_eq!((id, method), (7, "generate"));
+        assert_eq!(decode::<GenerateRequest>(params).unwrap(), req);
+        // Named fields: the key text is in the bytes, so other languages read by name.
+        assert!(params.windows(6).any(|w| w == b"prompt"));
+    }
+
+    #[test]
+    fn reply_carries_either_error_or_result() {
+        let err = WireError::new(ErrorCode::NotFound, "no provider 'x'");
+        let frame = encode_error(3, &err);
+        assert_eq!(
+            Envelope::parse(payload(&frame)).unwrap(),
+            Envelope::Reply {
+                id: 3,
+                outcome: Err(err)
+            }
+        );
+        let frame = encode_result(4, &Empty {}).unwrap();
+        assert_eq!(
+            Envelope::parse(payload(&frame)).unwrap(),
+            Envelope::Reply {
+                id: 4,
+                outcome: Ok(&[0x80][..])
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_and_missing_optionals_default() {
+        #[derive(Serialize)]
+        struct Newer<'a> {
+            prompt: &'a str,
+            some_future_field: u8,
+        }
+        let bytes = rmp_serde::to_vec_named(&Newer {
+            prompt: "p",
+            some_future_field: 1,
+        })
+        .unwrap();
+        let req: GenerateRequest = decode(&bytes).unwrap();
+        assert_eq!(req.prompt.as_deref(), Some("p"));
+        assert!(req.stream, "stream defaults to true");
+    }
+
+    #[test]
+    fn wrong_field_type_is_an_error_not_a_panic() {
+        let bytes = rmp_serde::to_vec_named(&serde_json::json!({"prompt": 5})).unwrap();
+        assert!(decode::<GenerateRequest>(&bytes).is_err());
+    }
+
+    #[test]
+    fn envelope_shape_errors_are_typed() {
+        for bad in [
+            rmp_serde::to_vec(&(0u8, 1u32, "ping")).unwrap(),
+            rmp_serde::to_vec(&(9u8, 1u32, "ping", ())).unwrap(),
+            rmp_serde::to_vec(&(0u8, -1i32, "ping", ())).unwrap(),
+            rmp_serde::to_vec(&(0u8, 1u32, 5u8, ())).unwrap(),
+            rmp_serde::to_vec("not an array").unwrap(),
+        ] {
+            assert!(matches!(Envelope::parse(&bad), Err(FrameError::Invalid(_))));
+        }
+    }
+}
