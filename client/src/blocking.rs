@@ -8,7 +8,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::client::{self, CancelHandle, ClientError, GenerateEvent};
-use crate::message::{GenerateDone, GenerateRequest, HelloResult, ModelList, ProviderList, StatusResult};
+use crate::message::{
+    GenerateDone, GenerateRequest, HelloResult, ModelList, ProviderList, StatusResult,
+};
 
 /// A blocking connection to the daemon. `Send + Sync`; share it by reference or `Arc`.
 #[derive(Debug)]
@@ -31,7 +33,9 @@ impl Client {
             .thread_name("provd-client")
             .enable_all()
             .build()
-            .map_err(|e| ClientError::Disconnected(format!("cannot start the client runtime: {e}")))?;
+            .map_err(|e| {
+                ClientError::Disconnected(format!("cannot start the client runtime: {e}"))
+            })?;
         let inner = runtime.block_on(client::Client::connect_as(path, client_name))?;
         Ok(Client {
             inner,
@@ -90,7 +94,9 @@ impl Generation {
 
     /// A handle to cancel this generation from another thread.
     pub fn cancel_handle(&self) -> Option<BlockingCancel> {
-        self.inner.as_ref().map(|g| BlockingCancel(g.cancel_handle()))
+        self.inner
+            .as_ref()
+            .map(|g| BlockingCancel(g.cancel_handle()))
     }
 
     /// Reads to the end; returns the text and the terminal result.

@@ -19,13 +19,13 @@ use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{ErrorCode, WireError};
-use crate::socket::SharedStream;
 use crate::frame::{self, FrameError, DEFAULT_MAX_FRAME_BYTES, MAX_DEPTH};
 use crate::message::{
     self, method, notification, CancelParams, Chunk, Empty, Envelope, GenerateDone,
-    GenerateRequest, Hello, HelloResult, ListModelsParams, ModelList, ProviderList,
-    StatusResult, PROTOCOL_VERSION,
+    GenerateRequest, Hello, HelloResult, ListModelsParams, ModelList, ProviderList, StatusResult,
+    PROTOCOL_VERSION,
 };
+use crate::socket::SharedStream;
 
 /// What can go wrong talking to the daemon.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -140,7 +140,9 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("daemon", &self.hello).finish()
+        f.debug_struct("Client")
+            .field("daemon", &self.hello)
+            .finish()
     }
 }
 
@@ -157,9 +159,7 @@ impl Client {
             reason: e.to_string(),
             kind: e.kind(),
         };
-        let name = path
-            .to_fs_name::<GenericFilePath>()
-            .map_err(connect_err)?;
+        let name = path.to_fs_name::<GenericFilePath>().map_err(connect_err)?;
         let stream = Stream::connect(name).await.map_err(connect_err)?;
         let send = SharedStream::new(stream);
         let recv = send.clone();
@@ -513,7 +513,9 @@ pub struct CancelHandle {
 
 impl std::fmt::Debug for CancelHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CancelHandle").field("id", &self.id).finish()
+        f.debug_struct("CancelHandle")
+            .field("id", &self.id)
+            .finish()
     }
 }
 

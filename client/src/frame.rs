@@ -323,7 +323,13 @@ mod tests {
         let mut input: &[u8] = &[0x7f, 0xff, 0xff, 0xff, 1, 2, 3];
         let mut buf = Vec::new();
         let err = read_frame(&mut input, &mut buf, 1024).await.unwrap_err();
-        assert!(matches!(err, FrameError::TooLarge { len: 0x7fff_ffff, max: 1024 }));
+        assert!(matches!(
+            err,
+            FrameError::TooLarge {
+                len: 0x7fff_ffff,
+                max: 1024
+            }
+        ));
         assert_eq!(buf.capacity(), 0, "no buffer was allocated for the payload");
         assert_eq!(input, &[1, 2, 3], "the payload was not consumed");
     }
@@ -332,12 +338,17 @@ mod tests {
     async fn truncated_frame_and_clean_eof_are_told_apart() {
         let mut buf = Vec::new();
         let mut empty: &[u8] = &[];
-        assert!(read_frame(&mut empty, &mut buf, 1024).await.unwrap().is_none());
+        assert!(read_frame(&mut empty, &mut buf, 1024)
+            .await
+            .unwrap()
+            .is_none());
         let mut cut: &[u8] = &[0, 0, 0, 5, 0x93];
         let err = read_frame(&mut cut, &mut buf, 1024).await.unwrap_err();
         assert!(matches!(err, FrameError::Truncated { got: 1, want: 5 }));
         let mut cut_header: &[u8] = &[0, 0];
-        let err = read_frame(&mut cut_header, &mut buf, 1024).await.unwrap_err();
+        let err = read_frame(&mut cut_header, &mut buf, 1024)
+            .await
+            .unwrap_err();
         assert!(matches!(err, FrameError::Truncated { got: 2, want: 4 }));
     }
 

@@ -141,7 +141,8 @@ fn invalid(msg: impl Into<String>) -> FrameError {
 }
 
 fn read_id(rd: &mut &[u8]) -> Result<u32, FrameError> {
-    rmp::decode::read_int(rd).map_err(|_| invalid("the request id must be an integer from 0 to 2^32-1"))
+    rmp::decode::read_int(rd)
+        .map_err(|_| invalid("the request id must be an integer from 0 to 2^32-1"))
 }
 
 fn read_str<'a>(rd: &mut &'a [u8], what: &str) -> Result<&'a str, FrameError> {

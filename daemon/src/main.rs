@@ -1,1 +1,175 @@
-fn main(){}
+//! The `provd` command: argument parsing and logging set-up only; the work is in
+//! [`provd::commands`].
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use provd::commands::{self, GenerateOptions};
+use provd_client::{GenerateRequest, SOCKET_ENV};
+
+/// provd: a local LLM provider daemon. Programs talk to it over a Unix socket and never
+/// hold an API key.
+#[derive(Debug, Parser)]
+#[command(name = "provd", version, about, propagate_version = true)]
+struct Cli {
+    /// More logging (-v debug, -vv trace). PROVD_LOG overrides, e.g. PROVD_LOG=provd=debug.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    /// The daemon's socket [default: $XDG_RUNTIME_DIR/provd/provd.sock]
+    #[arg(long, global = true, env = SOCKET_ENV, value_name = "PATH")]
+    socket: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon in the foreground.
+    Serve {
+        /// Configuration file [default: $PROVD_CONFIG, ~/.config/provd/provd.toml,
+        /// /etc/provd/provd.toml, else a built-in mock provider]
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Stream a generation through the daemon.
+    Generate {
+        /// Provider id [default: the daemon's default provider]
+        #[arg(long)]
+        provider: Option<String>,
+        /// Model [default: the provider's default model]
+        #[arg(long)]
+        model: Option<String>,
+        /// System prompt.
+        #[arg(long)]
+        system: Option<String>,
+        /// Cap on generated tokens.
+        #[arg(long)]
+        max_tokens: Option<u32>,
+        /// Sampling temperature.
+        #[arg(long)]
+        temperature: Option<f32>,
+        /// Print one JSON event per line.
+        #[arg(long)]
+        json: bool,
+        /// The prompt; read from stdin when absent.
+        prompt: Option<String>,
+    },
+    /// List models.
+    Models {
+        /// Only this provider's.
+        #[arg(long)]
+        provider: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List configured providers.
+    Providers {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the daemon's state and counters.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure one round trip to the daemon.
+    Ping,
+    /// Start a daemon on a temporary socket, stream one generation from the built-in
+    /// mock provider through it, and stop.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let serving = matches!(cli.command, Command::Serve { .. });
+    init_logging(cli.verbose, serving);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("provd: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(verbose: u8, serving: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = match (verbose, serving) {
+        (0, true) => "info",
+        (0, false) => "warn",
+        (1, _) => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_env("PROVD_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    // The runtime is built here, not by #[tokio::main], so that self-daemonizing can fork
+    // before any runtime thread exists.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("provd")
+        .build()?;
+    let client_socket = || {
+        cli.socket
+            .clone()
+            .unwrap_or_else(provd_client::default_socket_path)
+    };
+    runtime.block_on(async {
+        match cli.command {
+            Command::Serve { config } => {
+                let (config, source) = commands::load_config(config.as_deref())?;
+                tracing::info!(config = %source, "configuration loaded");
+                let socket = commands::serve_socket(cli.socket.clone(), &config);
+                commands::serve(config, &socket).await?;
+            }
+            Command::Generate {
+                provider,
+                model,
+                system,
+                max_tokens,
+                temperature,
+                json,
+                prompt,
+            } => {
+                let prompt = match prompt {
+                    Some(p) => p,
+                    None => {
+                        let mut p = String::new();
+                        std::io::stdin().read_to_string(&mut p)?;
+                        p
+                    }
+                };
+                let request = GenerateRequest {
+                    provider,
+                    model,
+                    system,
+                    max_tokens,
+                    temperature,
+                    ..GenerateRequest::prompt(prompt)
+                };
+                commands::generate(&client_socket(), GenerateOptions { request, json }).await?;
+            }
+            Command::Models { provider, json } => {
+                commands::models(&client_socket(), provider.as_deref(), json).await?
+            }
+            Command::Providers { json } => commands::providers(&client_socket(), json).await?,
+            Command::Status { json } => commands::status(&client_socket(), json).await?,
+            Command::Ping => commands::ping(&client_socket()).await?,
+            Command::Demo => commands::demo().await?,
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,404 @@
+//! Configuration: the TOML file, its defaults, and validation with errors that name the
+//! file, the key and the rule broken.
+//!
+//! ```toml
+//! [daemon]
+//! socket = "/run/provd/provd.sock"   # else $PROVD_SOCKET, else the default path
+//! default_provider = "anthropic"
+//! max_connections = 1024
+//!
+//! [providers.anthropic]
+//! type = "anthropic"
+//! default_model = "claude-sonnet-4-5"
+//! timeout_seconds = 60
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Which implementation serves a configured provider.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProviderKind {
+    /// Anthropic Messages API.
+    Anthropic,
+    /// OpenAI Chat Completions.
+    Openai,
+    /// Any server speaking the OpenAI Chat Completions protocol.
+    OpenaiCompatible,
+    /// Ollama's native API.
+    Ollama,
+    /// Google Gemini API.
+    Gemini,
+    /// The built-in deterministic mock.
+    Mock,
+}
+
+impl ProviderKind {
+    /// The name used in the config and on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Openai => "openai",
+            ProviderKind::OpenaiCompatible => "openai-compatible",
+            ProviderKind::Ollama => "ollama",
+            ProviderKind::Gemini => "gemini",
+            ProviderKind::Mock => "mock",
+        }
+    }
+}
+
+impl fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Default per-request upstream timeout.
+pub const DEFAULT_TIMEOUT_SECONDS: u64 = 30;
+/// Default retries of a retryable upstream failure.
+pub const DEFAULT_RETRY_ATTEMPTS: u32 = 3;
+/// Default cap on generated tokens when neither request nor config says.
+pub const DEFAULT_MAX_TOKENS: u32 = 4096;
+
+/// One `[providers.<id>]` table: the original design's `ProviderConfig`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// The provider type.
+    #[serde(rename = "type")]
+    pub kind: ProviderKind,
+    /// The API's base URL; each type has its documented default.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Model used when a request names none.
+    #[serde(default)]
+    pub default_model: Option<String>,
+    /// Upstream timeout in seconds (>= 1).
+    #[serde(default = "default_timeout")]
+    pub timeout_seconds: u64,
+    /// Retries of retryable failures before the first chunk (>= 0).
+    #[serde(default = "default_retries")]
+    pub retry_attempts: u32,
+    /// Cap on generated tokens when the request names none (> 0).
+    #[serde(default = "default_max_tokens")]
+    pub max_tokens: u32,
+    /// What the provider can do, reported to clients (`streaming`, `tools`, …).
+    #[serde(default = "default_capabilities")]
+    pub capabilities: Vec<String>,
+    /// Type-specific settings (the mock's text and faults, say), checked by the type.
+    #[serde(default)]
+    pub options: toml::Table,
+}
+
+fn default_timeout() -> u64 {
+    DEFAULT_TIMEOUT_SECONDS
+}
+fn default_retries() -> u32 {
+    DEFAULT_RETRY_ATTEMPTS
+}
+fn default_max_tokens() -> u32 {
+    DEFAULT_MAX_TOKENS
+}
+fn default_capabilities() -> Vec<String> {
+    vec!["streaming".to_owned()]
+}
+
+/// The `[daemon]` table.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    /// Socket path; `--socket` and `$PROVD_SOCKET` take precedence.
+    pub socket: Option<PathBuf>,
+    /// Group allowed to connect (name or numeric gid); the socket becomes 0660.
+    pub socket_group: Option<String>,
+    /// Where the daemon keeps state (sealed credentials).
+    pub state_dir: Option<PathBuf>,
+    /// Provider used when a request names none.
+    pub default_provider: Option<String>,
+    /// Client connections served at once; more are refused with `overloaded`.
+    pub max_connections: usize,
+    /// Generations one connection may run at once.
+    pub max_streams_per_connection: usize,
+    /// Largest frame accepted, in bytes.
+    pub max_frame_bytes: u32,
+    /// Frames queued for one connection before its generations wait for the client to
+    /// read: what a slow reader can cost the daemon.
+    pub connection_queue_frames: usize,
+    /// How long running generations may go on after SIGTERM before they are ended.
+    pub drain_timeout_seconds: u64,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            socket: None,
+            socket_group: None,
+            state_dir: None,
+            default_provider: None,
+            max_connections: 1024,
+            max_streams_per_connection: 64,
+            max_frame_bytes: provd_client::frame::DEFAULT_MAX_FRAME_BYTES,
+            connection_queue_frames: 64,
+            drain_timeout_seconds: 10,
+        }
+    }
+}
+
+/// The whole configuration file.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Daemon settings.
+    #[serde(default)]
+    pub daemon: DaemonConfig,
+    /// Providers by id.
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderConfig>,
+}
+
+/// A configuration that cannot be used, and exactly why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("config {}: cannot read: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or a value has the wrong type.
+    #[error("config {}: {message}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said, with line and column.
+        message: String,
+    },
+    /// A value breaks a rule.
+    #[error("config {}: {key} {rule}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The dotted key (`providers.anthropic.timeout_seconds`).
+        key: String,
+        /// The rule and the value found (`must be >= 1, got 0`).
+        rule: String,
+    },
+}
+
+/// The configuration used when no file exists: one mock provider, so a new user sees a
+/// generation stream through the daemon with no key and no setup.
+pub const EMBEDDED_DEFAULT: &str = r#"
+[daemon]
+default_provider = "mock"
+
+[providers.mock]
+type = "mock"
+default_model = "mock-1"
+"#;
+
+/// Where the embedded default claims to come from in error messages.
+pub const EMBEDDED_NAME: &str = "<embedded default>";
+
+impl Config {
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// The embedded default (one mock provider).
+    pub fn embedded() -> Config {
+        Config::parse(EMBEDDED_DEFAULT, Path::new(EMBEDDED_NAME))
+            .expect("the embedded default config is valid")
+    }
+
+    /// Parses and validates TOML text; `path` only names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: String, rule: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            rule,
+        };
+        let d = &self.daemon;
+        let positive = [
+            ("max_connections", d.max_connections as u64),
+            (
+                "max_streams_per_connection",
+                d.max_streams_per_connection as u64,
+            ),
+            ("max_frame_bytes", u64::from(d.max_frame_bytes)),
+            ("connection_queue_frames", d.connection_queue_frames as u64),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(invalid(
+                    format!("daemon.{key}"),
+                    "must be > 0, got 0".into(),
+                ));
+            }
+        }
+        if d.max_frame_bytes < 1024 {
+            return Err(invalid(
+                "daemon.max_frame_bytes".into(),
+                format!("must be >= 1024, got {}", d.max_frame_bytes),
+            ));
+        }
+        if let Some(default) = &d.default_provider {
+            if !self.providers.contains_key(default) {
+                return Err(invalid(
+                    "daemon.default_provider".into(),
+                    format!(
+                        "names provider '{default}', which is not configured (configured: {})",
+                        self.provider_ids()
+                    ),
+                ));
+            }
+        }
+        for (id, p) in &self.providers {
+            let key = |field: &str| format!("providers.{id}.{field}");
+            if id.is_empty()
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(invalid(
+                    format!("providers.{id}"),
+                    "id must be letters, digits, '-' or '_'".into(),
+                ));
+            }
+            if p.timeout_seconds < 1 {
+                return Err(invalid(
+                    key("timeout_seconds"),
+                    format!("must be >= 1, got {}", p.timeout_seconds),
+                ));
+            }
+            if p.max_tokens == 0 {
+                return Err(invalid(key("max_tokens"), "must be > 0, got 0".into()));
+            }
+            if let Some(url) = &p.base_url {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(invalid(
+                        key("base_url"),
+                        format!("must start with http:// or https://, got '{url}'"),
+                    ));
+                }
+            }
+            if let Some(model) = &p.default_model {
+                if model.trim().is_empty() {
+                    return Err(invalid(key("default_model"), "must not be empty".into()));
+                }
+            }
+            if p.kind == ProviderKind::Mock {
+                crate::provider::mock::MockOptions::from_table(&p.options)
+                    .map_err(|(field, rule)| invalid(key(&format!("options.{field}")), rule))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The default provider: the configured one, else the only one, else none.
+    pub fn default_provider(&self) -> Option<&str> {
+        match &self.daemon.default_provider {
+            Some(p) => Some(p),
+            None if self.providers.len() == 1 => self.providers.keys().next().map(String::as_str),
+            None => None,
+        }
+    }
+
+    fn provider_ids(&self) -> String {
+        if self.providers.is_empty() {
+            return "none".into();
+        }
+        self.providers
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// The config file to use when `--config` is not given: `$PROVD_CONFIG`, else
+/// `$XDG_CONFIG_HOME/provd/provd.toml` (or `~/.config/…`), else `/etc/provd/provd.toml`,
+/// the first that exists; `None` means the embedded default.
+pub fn find_config_file() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("PROVD_CONFIG").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    let user = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .map(|d| d.join("provd").join("provd.toml"));
+    user.into_iter()
+        .chain([PathBuf::from("/etc/provd/provd.toml")])
+        .find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Config::parse(text, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn embedded_default_serves_a_mock() {
+        let c = Config::embedded();
+        assert_eq!(c.default_provider(), Some("mock"));
+        assert_eq!(c.providers["mock"].kind, ProviderKind::Mock);
+        assert_eq!(c.providers["mock"].timeout_seconds, 30);
+        assert_eq!(c.providers["mock"].retry_attempts, 3);
+    }
+
+    #[test]
+    fn errors_name_the_file_the_key_and_the_rule() {
+        assert_eq!(
+            err("[providers.a]\ntype = \"mock\"\ntimeout_seconds = 0\n"),
+            "config t.toml: providers.a.timeout_seconds must be >= 1, got 0"
+        );
+        assert_eq!(
+            err("[providers.a]\ntype = \"mock\"\nmax_tokens = 0\n"),
+            "config t.toml: providers.a.max_tokens must be > 0, got 0"
+        );
+        assert!(err("[daemon]\ndefault_provider = \"x\"\n")
+            .contains("daemon.default_provider names provider 'x'"));
+        assert!(
+            err("[providers.a]\ntype = \"mock\"\nbase_url = \"ftp://x\"\n")
+                .contains("providers.a.base_url must start with")
+        );
+    }
+
+    #[test]
+    fn type_errors_and_unknown_keys_are_reported_with_their_place() {
+        let e = err("[providers.a]\ntype = \"mock\"\nretry_attempts = -1\n");
+        assert!(
+            e.starts_with("config t.toml:") && e.contains("line 3"),
+            "{e}"
+        );
+        let e = err("[providers.a]\ntype = \"mock\"\ntimeout_secs = 5\n");
+        assert!(e.contains("unknown field `timeout_secs`"), "{e}");
+        let e = err("[providers.a]\ntype = \"grok\"\n");
+        assert!(e.contains("unknown variant `grok`"), "{e}");
+    }
+}

@@ -1,0 +1,320 @@
+//! The provider factory: which type builds which provider, one cached instance per
+//! provider id and model, initialized exactly once even when many requests arrive for it
+//! at the same moment, and all shut down together when the daemon stops.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+
+use provd_client::message::{InstanceStatus, ProviderFailure, ProviderStatus};
+use provd_client::{ErrorCode, ModelList, ProviderInfo};
+use tokio::sync::OnceCell;
+
+use crate::config::{Config, ProviderKind};
+use crate::provider::mock::MockProvider;
+use crate::provider::{BaseLlmProvider, ProviderError, ProviderSpec};
+
+/// Builds a provider instance from its spec. Cheap and synchronous: network work belongs
+/// in [`BaseLlmProvider::initialize`].
+pub type Constructor = fn(ProviderSpec) -> Result<Arc<dyn BaseLlmProvider>, ProviderError>;
+
+type Slot = Arc<OnceCell<Arc<dyn BaseLlmProvider>>>;
+
+/// Registry, cache and lifecycle of provider instances (the original design's
+/// `LlmProviderFactory`).
+pub struct LlmProviderFactory {
+    registry: HashMap<ProviderKind, Constructor>,
+    config: RwLock<Arc<Config>>,
+    // A std mutex: it guards only map look-ups, never an await; the slow part
+    // (initialize) runs inside the slot's OnceCell, so other keys are never blocked by it.
+    instances: Mutex<BTreeMap<(String, String), Slot>>,
+}
+
+impl std::fmt::Debug for LlmProviderFactory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlmProviderFactory")
+            .field("types", &self.registry.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LlmProviderFactory {
+    /// A factory with no provider types registered.
+    pub fn empty(config: Config) -> Self {
+        LlmProviderFactory {
+            registry: HashMap::new(),
+            config: RwLock::new(Arc::new(config)),
+            instances: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// A factory with every provider type this build has.
+    pub fn with_builtin_providers(config: Config) -> Self {
+        let mut f = LlmProviderFactory::empty(config);
+        f.register(ProviderKind::Mock, |spec| {
+            Ok(Arc::new(MockProvider::new(spec)?) as Arc<dyn BaseLlmProvider>)
+        });
+        f
+    }
+
+    /// Registers (or replaces) the constructor for a type.
+    pub fn register(&mut self, kind: ProviderKind, constructor: Constructor) {
+        self.registry.insert(kind, constructor);
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().expect("config lock poisoned").clone()
+    }
+
+    /// Resolves a request's provider and model (defaults applied) to a ready instance,
+    /// creating and initializing it on first use.
+    pub async fn get(
+        &self,
+        provider: Option<&str>,
+        model: Option<&str>,
+    ) -> Result<(String, Arc<dyn BaseLlmProvider>), ProviderError> {
+        let config = self.config();
+        let id = match provider {
+            Some(id) => id,
+            None => config.default_provider().ok_or_else(|| {
+                ProviderError::new(
+                    ErrorCode::InvalidRequest,
+                    "no provider named and no default_provider configured; pass a provider id",
+                )
+            })?,
+        };
+        let provider_config = config.providers.get(id).ok_or_else(|| {
+            ProviderError::new(
+                ErrorCode::NotFound,
+                format!(
+                    "no provider '{id}' is configured (configured: {})",
+                    config
+                        .providers
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+        })?;
+        let model = match model.or(provider_config.default_model.as_deref()) {
+            Some(m) => m.to_owned(),
+            None => {
+                return Err(ProviderError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("provider '{id}' has no default_model; name a model in the request"),
+                ))
+            }
+        };
+        let constructor = *self.registry.get(&provider_config.kind).ok_or_else(|| {
+            ProviderError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "provider type '{}' (providers.{id}) is not available in this build",
+                    provider_config.kind
+                ),
+            )
+        })?;
+        let slot = self
+            .instances
+            .lock()
+            .expect("instances lock poisoned")
+            .entry((id.to_owned(), model.clone()))
+            .or_default()
+            .clone();
+        let spec = ProviderSpec {
+            id: id.to_owned(),
+            model,
+            config: provider_config.clone(),
+        };
+        let instance = slot
+            .get_or_try_init(|| async move {
+                let instance = constructor(spec)?;
+                tracing::info!(provider = id, model = instance.model(), kind = %instance.kind(), "initializing provider");
+                if let Err(e) = instance.initialize().await {
+                    instance.state().set_status(ProviderStatus::Error);
+                    tracing::warn!(provider = id, error = %e, "provider failed to initialize");
+                    return Err(e);
+                }
+                Ok(instance)
+            })
+            .await?;
+        Ok((id.to_owned(), instance.clone()))
+    }
+
+    /// The configured providers, sorted by id.
+    pub fn providers(&self) -> Vec<ProviderInfo> {
+        let config = self.config();
+        let default = config.default_provider();
+        config
+            .providers
+            .iter()
+            .map(|(id, p)| ProviderInfo {
+                id: id.clone(),
+                kind: p.kind.to_string(),
+                default_model: p.default_model.clone(),
+                capabilities: p.capabilities.clone(),
+                is_default: default == Some(id.as_str()),
+            })
+            .collect()
+    }
+
+    /// Every instance created so far, with state and counters.
+    pub fn instances(&self) -> Vec<InstanceStatus> {
+        let slots: Vec<_> = self
+            .instances
+            .lock()
+            .expect("instances lock poisoned")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        slots
+            .into_iter()
+            .filter_map(|((provider, model), slot)| {
+                let instance = slot.get()?;
+                Some(InstanceStatus {
+                    provider,
+                    kind: instance.kind().to_string(),
+                    model,
+                    status: instance.status(),
+                    metrics: instance.metrics(),
+                })
+            })
+            .collect()
+    }
+
+    /// Models of one provider, or of every provider. With every provider, one that fails
+    /// is reported in `errors` and the others are still listed.
+    pub async fn list_models(&self, provider: Option<&str>) -> Result<ModelList, ProviderError> {
+        if let Some(id) = provider {
+            let (_, instance) = self.get(Some(id), None).await?;
+            return Ok(ModelList {
+                models: instance.list_models().await?,
+                errors: Vec::new(),
+            });
+        }
+        let ids: Vec<String> = self.config().providers.keys().cloned().collect();
+        let mut list = ModelList::default();
+        for id in ids {
+            let models = async {
+                let (_, instance) = self.get(Some(&id), None).await?;
+                instance.list_models().await
+            };
+            match models.await {
+                Ok(models) => list.models.extend(models),
+                Err(e) => list.errors.push(ProviderFailure {
+                    provider: id,
+                    error: e.to_wire(),
+                }),
+            }
+        }
+        Ok(list)
+    }
+
+    /// Shuts every instance down; called once when the daemon stops.
+    pub async fn shutdown_all(&self) {
+        let slots: Vec<Slot> =
+            std::mem::take(&mut *self.instances.lock().expect("instances lock poisoned"))
+                .into_values()
+                .collect();
+        for slot in slots {
+            if let Some(instance) = slot.get() {
+                instance.shutdown().await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::{BoxFuture, EventStream, ProviderState};
+    use provd_client::{GenerateRequest, ModelInfo};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static INITS: AtomicUsize = AtomicUsize::new(0);
+
+    struct Counting(ProviderState, String);
+
+    impl BaseLlmProvider for Counting {
+        fn kind(&self) -> ProviderKind {
+            ProviderKind::Mock
+        }
+        fn model(&self) -> &str {
+            &self.1
+        }
+        fn state(&self) -> &ProviderState {
+            &self.0
+        }
+        fn initialize(&self) -> BoxFuture<'_, Result<(), ProviderError>> {
+            Box::pin(async {
+                INITS.fetch_add(1, Ordering::SeqCst);
+                // Yield so that concurrent callers really do overlap with this one.
+                tokio::task::yield_now().await;
+                Ok(())
+            })
+        }
+        fn generate(
+            &self,
+            _: GenerateRequest,
+        ) -> BoxFuture<'_, Result<EventStream, ProviderError>> {
+            Box::pin(async { Err(ProviderError::new(ErrorCode::Internal, "unused")) })
+        }
+        fn list_models(&self) -> BoxFuture<'_, Result<Vec<ModelInfo>, ProviderError>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+        fn shutdown(&self) -> BoxFuture<'_, ()> {
+            Box::pin(async {})
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_first_use_initializes_exactly_once() {
+        let mut f = LlmProviderFactory::empty(Config::embedded());
+        f.register(ProviderKind::Mock, |spec| {
+            Ok(Arc::new(Counting(ProviderState::default(), spec.model))
+                as Arc<dyn BaseLlmProvider>)
+        });
+        let f = Arc::new(f);
+        let tasks: Vec<_> = (0..32)
+            .map(|_| {
+                let f = f.clone();
+                tokio::spawn(async move {
+                    f.get(None, None)
+                        .await
+                        .map(|(_, p)| Arc::as_ptr(&p) as *const () as usize)
+                })
+            })
+            .collect();
+        let mut ptrs = Vec::new();
+        for t in tasks {
+            ptrs.push(t.await.unwrap().unwrap());
+        }
+        assert_eq!(INITS.load(Ordering::SeqCst), 1);
+        assert!(
+            ptrs.windows(2).all(|w| w[0] == w[1]),
+            "every caller got the same instance"
+        );
+        // A different model is a different instance.
+        f.get(None, Some("other")).await.unwrap();
+        assert_eq!(INITS.load(Ordering::SeqCst), 2);
+        assert_eq!(f.instances().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn unknown_provider_and_missing_model_are_typed_errors() {
+        let f = LlmProviderFactory::with_builtin_providers(Config::embedded());
+        let e = f.get(Some("nope"), None).await.err().unwrap();
+        assert_eq!(e.code, ErrorCode::NotFound);
+        assert!(e.message.contains("no provider 'nope'"), "{}", e.message);
+        let config = Config::parse(
+            "[providers.m]\ntype = \"mock\"\n",
+            std::path::Path::new("t"),
+        )
+        .unwrap();
+        let f = LlmProviderFactory::with_builtin_providers(config);
+        let e = f.get(None, None).await.err().unwrap();
+        assert_eq!(e.code, ErrorCode::InvalidRequest);
+        assert!(e.message.contains("no default_model"), "{}", e.message);
+    }
+}

@@ -1,0 +1,522 @@
+//! The built-in mock provider: a deterministic answer streamed chunk by chunk, with the
+//! knobs tests and benchmarks need (text, chunk count, delay, faults).
+//!
+//! Options come from `[providers.<id>.options]` and may be overridden per request with
+//! `additional_params.mock = { … }`, with the same names:
+//!
+//! | option | meaning | default |
+//! |---|---|---|
+//! | `text` | the answer | a sentence about provd |
+//! | `chunks` | split the text into this many chunks (0: one chunk per word) | 0 |
+//! | `numbered` | ignore `text`; chunk *i* is `"i "` (needs `chunks`) | false |
+//! | `chunk_delay_ms` | pause before each chunk after the first | 0 |
+//! | `fault` | `none`, `before_first_chunk` or `mid_stream` | `none` |
+//! | `fault_after_chunks` | for `mid_stream`: chunks sent before the failure | half |
+//! | `fault_code` | the error code of the fault | `upstream_error` |
+//! | `models` | model ids `list_models` returns | the default model |
+//!
+//! Usage is deterministic too: prompt tokens are the words of the system prompt, the
+//! messages and the prompt; each chunk is one completion token, and `max_tokens` cuts the
+//! answer short with finish reason `length`.
+
+use std::time::Duration;
+
+use futures_util::stream;
+use provd_client::message::ProviderStatus;
+use provd_client::{ErrorCode, FinishReason, GenerateRequest, ModelInfo, Usage};
+use serde_json::{Map, Value};
+
+use super::{
+    word_count, BaseLlmProvider, BoxFuture, EventStream, ProviderError, ProviderSpec,
+    ProviderState, StreamEvent,
+};
+use crate::config::ProviderKind;
+
+/// The answer when none is configured.
+pub const DEFAULT_TEXT: &str = "provd streamed this answer from its built-in mock provider, \
+chunk by chunk, over a local socket; configure a real provider to talk to a model.";
+
+/// Where a mock generation fails, if it does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MockFault {
+    /// It doesn't.
+    None,
+    /// `generate` itself fails, before any chunk.
+    BeforeFirstChunk,
+    /// The stream fails after `fault_after_chunks` chunks.
+    MidStream,
+}
+
+/// The mock's knobs; see the module docs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MockOptions {
+    /// The answer.
+    pub text: String,
+    /// Chunks to split it into (0: per word).
+    pub chunks: u32,
+    /// Chunk *i* is `"i "`.
+    pub numbered: bool,
+    /// Pause between chunks.
+    pub chunk_delay: Duration,
+    /// Fault mode.
+    pub fault: MockFault,
+    /// For a mid-stream fault: chunks before it.
+    pub fault_after_chunks: Option<u32>,
+    /// Code of the fault.
+    pub fault_code: ErrorCode,
+    /// What `list_models` returns.
+    pub models: Vec<String>,
+}
+
+impl Default for MockOptions {
+    fn default() -> Self {
+        MockOptions {
+            text: DEFAULT_TEXT.to_owned(),
+            chunks: 0,
+            numbered: false,
+            chunk_delay: Duration::ZERO,
+            fault: MockFault::None,
+            fault_after_chunks: None,
+            fault_code: ErrorCode::UpstreamError,
+            models: Vec::new(),
+        }
+    }
+}
+
+/// A bad option: the field and the rule it broke.
+pub type OptionError = (String, String);
+
+impl MockOptions {
+    /// Reads `[providers.<id>.options]`.
+    pub fn from_table(table: &toml::Table) -> Result<MockOptions, OptionError> {
+        let json = serde_json::to_value(table).map_err(|e| (String::new(), e.to_string()))?;
+        let mut options = MockOptions::default();
+        if let Value::Object(map) = json {
+            options.apply(&map)?;
+        }
+        Ok(options)
+    }
+
+    /// Applies every option present in `map` over the current values.
+    pub fn apply(&mut self, map: &Map<String, Value>) -> Result<(), OptionError> {
+        let bad =
+            |field: &str, rule: &str, v: &Value| (field.to_owned(), format!("{rule}, got {v}"));
+        for (key, v) in map {
+            match key.as_str() {
+                "text" => {
+                    self.text = v
+                        .as_str()
+                        .ok_or_else(|| bad(key, "must be a string", v))?
+                        .to_owned()
+                }
+                "chunks" => {
+                    self.chunks = as_u32(v).ok_or_else(|| bad(key, "must be an integer >= 0", v))?
+                }
+                "numbered" => {
+                    self.numbered = v
+                        .as_bool()
+                        .ok_or_else(|| bad(key, "must be true or false", v))?
+                }
+                "chunk_delay_ms" => {
+                    self.chunk_delay = Duration::from_millis(
+                        v.as_u64()
+                            .ok_or_else(|| bad(key, "must be an integer >= 0", v))?,
+                    )
+                }
+                "fault" => {
+                    self.fault = match v.as_str() {
+                        Some("none") => MockFault::None,
+                        Some("before_first_chunk") => MockFault::BeforeFirstChunk,
+                        Some("mid_stream") => MockFault::MidStream,
+                        _ => {
+                            return Err(bad(
+                                key,
+                                "must be \"none\", \"before_first_chunk\" or \"mid_stream\"",
+                                v,
+                            ))
+                        }
+                    }
+                }
+                "fault_after_chunks" => {
+                    self.fault_after_chunks =
+                        Some(as_u32(v).ok_or_else(|| bad(key, "must be an integer >= 0", v))?)
+                }
+                "fault_code" => {
+                    self.fault_code =
+                        v.as_str().and_then(ErrorCode::from_name).ok_or_else(|| {
+                            bad(
+                                key,
+                                "must be an error code name such as \"rate_limited\"",
+                                v,
+                            )
+                        })?
+                }
+                "models" => {
+                    self.models = v
+                        .as_array()
+                        .and_then(|a| a.iter().map(|m| m.as_str().map(str::to_owned)).collect())
+                        .ok_or_else(|| bad(key, "must be a list of strings", v))?
+                }
+                _ => return Err((key.clone(), "is not a mock option".to_owned())),
+            }
+        }
+        if self.numbered && self.chunks == 0 {
+            return Err((
+                "chunks".into(),
+                "must be > 0 when numbered = true, got 0".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The answer, split into chunks.
+    pub fn chunk_texts(&self) -> Vec<String> {
+        if self.numbered {
+            return (0..self.chunks).map(|i| format!("{i} ")).collect();
+        }
+        if self.chunks == 0 {
+            return split_words(&self.text);
+        }
+        split_even(&self.text, self.chunks as usize)
+    }
+}
+
+fn as_u32(v: &Value) -> Option<u32> {
+    v.as_u64().and_then(|n| u32::try_from(n).ok())
+}
+
+/// Words with their trailing whitespace, so the chunks concatenate back to the text.
+fn split_words(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut in_space = false;
+    for (i, c) in text.char_indices() {
+        if c.is_whitespace() {
+            in_space = true;
+        } else if in_space {
+            out.push(text[start..i].to_owned());
+            start = i;
+            in_space = false;
+        }
+    }
+    if start < text.len() {
+        out.push(text[start..].to_owned());
+    }
+    out
+}
+
+/// `n` pieces of near-equal length, cut on character boundaries.
+fn split_even(text: &str, n: usize) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    (0..n)
+        .map(|i| {
+            let a = i * chars.len() / n;
+            let b = (i + 1) * chars.len() / n;
+            chars[a..b].iter().collect()
+        })
+        .collect()
+}
+
+/// The mock provider instance.
+#[derive(Debug)]
+pub struct MockProvider {
+    spec: ProviderSpec,
+    options: MockOptions,
+    state: ProviderState,
+}
+
+impl MockProvider {
+    /// Builds an instance from its configuration.
+    pub fn new(spec: ProviderSpec) -> Result<MockProvider, ProviderError> {
+        let options = MockOptions::from_table(&spec.config.options).map_err(|(field, rule)| {
+            ProviderError::new(
+                ErrorCode::Internal,
+                format!("providers.{}.options.{field} {rule}", spec.id),
+            )
+        })?;
+        Ok(MockProvider {
+            spec,
+            options,
+            state: ProviderState::default(),
+        })
+    }
+
+    fn options_for(&self, request: &GenerateRequest) -> Result<MockOptions, ProviderError> {
+        let mut options = self.options.clone();
+        match request.additional_params.get("mock") {
+            None => {}
+            Some(Value::Object(map)) => options.apply(map).map_err(|(field, rule)| {
+                ProviderError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("additional_params.mock.{field} {rule}"),
+                )
+            })?,
+            Some(other) => {
+                return Err(ProviderError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("additional_params.mock must be a map, got {other}"),
+                ))
+            }
+        }
+        Ok(options)
+    }
+}
+
+fn fault_error(options: &MockOptions, at: &str) -> ProviderError {
+    ProviderError::new(options.fault_code, format!("mock fault {at} (configured)"))
+}
+
+impl BaseLlmProvider for MockProvider {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Mock
+    }
+
+    fn model(&self) -> &str {
+        &self.spec.model
+    }
+
+    fn state(&self) -> &ProviderState {
+        &self.state
+    }
+
+    fn initialize(&self) -> BoxFuture<'_, Result<(), ProviderError>> {
+        Box::pin(async {
+            self.state.set_status(ProviderStatus::Ready);
+            Ok(())
+        })
+    }
+
+    fn generate(
+        &self,
+        request: GenerateRequest,
+    ) -> BoxFuture<'_, Result<EventStream, ProviderError>> {
+        Box::pin(async move {
+            let options = self.options_for(&request)?;
+            if options.fault == MockFault::BeforeFirstChunk {
+                return Err(fault_error(&options, "before the first chunk"));
+            }
+            let prompt_tokens = word_count(request.system.as_deref().unwrap_or(""))
+                + request
+                    .messages
+                    .iter()
+                    .map(|m| word_count(&m.content))
+                    .sum::<u32>()
+                + word_count(request.prompt.as_deref().unwrap_or(""));
+            let max_tokens = request.max_tokens.unwrap_or(self.spec.config.max_tokens) as usize;
+            let mut chunks = options.chunk_texts();
+            let finish_reason = if chunks.len() > max_tokens {
+                chunks.truncate(max_tokens);
+                FinishReason::Length
+            } else {
+                FinishReason::Stop
+            };
+            let fail_at = match options.fault {
+                MockFault::MidStream => Some(
+                    options
+                        .fault_after_chunks
+                        .map_or(chunks.len() / 2, |n| n as usize),
+                ),
+                _ => None,
+            };
+            let state = Playback {
+                chunks: chunks.into_iter(),
+                sent: 0,
+                prompt_tokens,
+                delay: options.chunk_delay,
+                fail_at,
+                finish_reason,
+                fault: fault_error(&options, "in the middle of the stream"),
+                phase: Phase::Start,
+            };
+            let events = stream::unfold(state, |mut s| async move {
+                let event = s.step().await?;
+                Some((event, s))
+            });
+            Ok(Box::pin(events) as EventStream)
+        })
+    }
+
+    fn list_models(&self) -> BoxFuture<'_, Result<Vec<ModelInfo>, ProviderError>> {
+        Box::pin(async {
+            let ids = if self.options.models.is_empty() {
+                vec![self.spec.model.clone()]
+            } else {
+                self.options.models.clone()
+            };
+            Ok(ids
+                .into_iter()
+                .map(|id| ModelInfo {
+                    display_name: Some(format!("Mock ({id})")),
+                    id,
+                    provider: self.spec.id.clone(),
+                    context_window: Some(1 << 20),
+                    created_at: None,
+                })
+                .collect())
+        })
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {
+            self.state.set_status(ProviderStatus::ShuttingDown);
+        })
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Start,
+    Streaming,
+    Finished,
+}
+
+struct Playback {
+    chunks: std::vec::IntoIter<String>,
+    sent: usize,
+    prompt_tokens: u32,
+    delay: Duration,
+    fail_at: Option<usize>,
+    finish_reason: FinishReason,
+    fault: ProviderError,
+    phase: Phase,
+}
+
+impl Playback {
+    async fn step(&mut self) -> Option<Result<StreamEvent, ProviderError>> {
+        let usage = Usage::new(self.prompt_tokens, self.sent as u32);
+        match self.phase {
+            Phase::Finished => None,
+            Phase::Start => {
+                self.phase = Phase::Streaming;
+                Some(Ok(StreamEvent::Usage(usage)))
+            }
+            Phase::Streaming => {
+                if self.fail_at == Some(self.sent) {
+                    self.phase = Phase::Finished;
+                    return Some(Err(self.fault.clone()));
+                }
+                let Some(text) = self.chunks.next() else {
+                    self.phase = Phase::Finished;
+                    return Some(Ok(StreamEvent::Done {
+                        usage,
+                        finish_reason: self.finish_reason,
+                    }));
+                };
+                if self.sent > 0 && !self.delay.is_zero() {
+                    tokio::time::sleep(self.delay).await;
+                }
+                self.sent += 1;
+                Some(Ok(StreamEvent::Text(text)))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+
+    fn provider(options: &str) -> MockProvider {
+        let config = crate::config::Config::parse(
+            &format!("[providers.m]\ntype = \"mock\"\n[providers.m.options]\n{options}\n"),
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap();
+        MockProvider::new(ProviderSpec {
+            id: "m".into(),
+            model: "mock-1".into(),
+            config: config.providers["m"].clone(),
+        })
+        .unwrap()
+    }
+
+    async fn run(
+        p: &MockProvider,
+        req: GenerateRequest,
+    ) -> Vec<Result<StreamEvent, ProviderError>> {
+        match p.generate(req).await {
+            Ok(s) => s.collect().await,
+            Err(e) => vec![Err(e)],
+        }
+    }
+
+    #[tokio::test]
+    async fn chunks_concatenate_to_the_text_and_usage_counts_them() {
+        let p = provider("");
+        let mut req = GenerateRequest::prompt("three word prompt");
+        req.system = Some("be brief".into());
+        let events = run(&p, req).await;
+        let text: String = events
+            .iter()
+            .filter_map(|e| match e {
+                Ok(StreamEvent::Text(t)) => Some(t.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(text, DEFAULT_TEXT);
+        let n = split_words(DEFAULT_TEXT).len() as u32;
+        assert_eq!(
+            events.last().unwrap().as_ref().unwrap(),
+            &StreamEvent::Done {
+                usage: Usage::new(5, n),
+                finish_reason: FinishReason::Stop
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn max_tokens_cuts_the_answer_with_finish_reason_length() {
+        let p = provider("numbered = true\nchunks = 10");
+        let mut req = GenerateRequest::prompt("x");
+        req.max_tokens = Some(3);
+        let events = run(&p, req).await;
+        assert_eq!(events.len(), 1 + 3 + 1);
+        assert!(matches!(
+            events.last().unwrap(),
+            Ok(StreamEvent::Done { finish_reason: FinishReason::Length, usage }) if usage.completion_tokens == 3
+        ));
+    }
+
+    #[tokio::test]
+    async fn faults_fail_where_configured() {
+        let p = provider("fault = \"before_first_chunk\"\nfault_code = \"rate_limited\"");
+        let events = run(&p, GenerateRequest::prompt("x")).await;
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].as_ref().unwrap_err().code, ErrorCode::RateLimited);
+
+        let p =
+            provider("numbered = true\nchunks = 6\nfault = \"mid_stream\"\nfault_after_chunks = 4");
+        let events = run(&p, GenerateRequest::prompt("x")).await;
+        let texts = events
+            .iter()
+            .filter(|e| matches!(e, Ok(StreamEvent::Text(_))))
+            .count();
+        assert_eq!(texts, 4);
+        assert!(events.last().unwrap().is_err());
+    }
+
+    #[tokio::test]
+    async fn request_overrides_are_checked() {
+        let p = provider("");
+        let mut req = GenerateRequest::prompt("x");
+        req.additional_params
+            .insert("mock".into(), serde_json::json!({"chunks": "many"}));
+        let events = run(&p, req).await;
+        let err = events[0].as_ref().unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidRequest);
+        assert!(
+            err.message
+                .contains("additional_params.mock.chunks must be an integer"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn even_split_respects_utf8_boundaries() {
+        let parts = split_even("héllo wörld ✓", 5);
+        assert_eq!(parts.len(), 5);
+        assert_eq!(parts.concat(), "héllo wörld ✓");
+    }
+}

@@ -1,0 +1,250 @@
+//! What every provider is: the [`BaseLlmProvider`] trait, the events a generation yields,
+//! the provider error, and the status and counters each instance keeps.
+//!
+//! Everything above this module sees only these types; a provider's quirks (wire format,
+//! headers, error bodies) stay in its own file.
+
+pub mod mock;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::time::Duration;
+
+use futures_core::Stream;
+use provd_client::message::{ProviderMetrics, ProviderStatus};
+use provd_client::{ErrorCode, FinishReason, GenerateRequest, ModelInfo, Usage, WireError};
+
+use crate::config::{ProviderConfig, ProviderKind};
+
+/// A boxed, sendable future: the trait is used as `dyn`, so its async methods box.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A generation in progress. It owns everything it needs (it is `'static`), so dropping
+/// it is the one way to stop it, and dropping it closes the upstream connection.
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<StreamEvent, ProviderError>> + Send>>;
+
+/// One step of a generation.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StreamEvent {
+    /// Text to forward to the client.
+    Text(String),
+    /// Usage known so far (Anthropic reports input tokens at the start, say), kept so a
+    /// cancelled or failed generation can still report it.
+    Usage(Usage),
+    /// The end. Nothing follows it.
+    Done {
+        /// Final token usage.
+        usage: Usage,
+        /// Why the model stopped.
+        finish_reason: FinishReason,
+    },
+}
+
+/// A provider failure, already mapped to the system-wide code.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ProviderError {
+    /// The system-wide code.
+    pub code: ErrorCode,
+    /// What failed; the upstream's own message where there is one, never a credential.
+    pub message: String,
+    /// Whether retrying may help.
+    pub retryable: bool,
+    /// When to retry, if the upstream said.
+    pub retry_after: Option<Duration>,
+}
+
+impl ProviderError {
+    /// An error with the code's default retryability.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ProviderError {
+            code,
+            message: message.into(),
+            retryable: code.is_retryable_by_default(),
+            retry_after: None,
+        }
+    }
+
+    /// The error as it goes on the wire.
+    pub fn to_wire(&self) -> WireError {
+        let mut e = WireError::new(self.code, self.message.clone());
+        e.retryable = self.retryable;
+        if let Some(after) = self.retry_after {
+            e = e.with_retry_after(after);
+        }
+        e
+    }
+}
+
+/// What a provider constructor is given.
+#[derive(Clone, Debug)]
+pub struct ProviderSpec {
+    /// The configured id (`[providers.<id>]`).
+    pub id: String,
+    /// The model this instance serves.
+    pub model: String,
+    /// Its configuration.
+    pub config: ProviderConfig,
+}
+
+/// Status and counters of one provider instance, updated lock-free from the request path.
+#[derive(Debug)]
+pub struct ProviderState {
+    status: AtomicU8,
+    requests: AtomicU64,
+    errors: AtomicU64,
+    cancelled: AtomicU64,
+    active: AtomicU64,
+    chunks: AtomicU64,
+    prompt_tokens: AtomicU64,
+    completion_tokens: AtomicU64,
+}
+
+impl Default for ProviderState {
+    fn default() -> Self {
+        ProviderState {
+            status: AtomicU8::new(status_to_u8(ProviderStatus::Initializing)),
+            requests: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            cancelled: AtomicU64::new(0),
+            active: AtomicU64::new(0),
+            chunks: AtomicU64::new(0),
+            prompt_tokens: AtomicU64::new(0),
+            completion_tokens: AtomicU64::new(0),
+        }
+    }
+}
+
+fn status_to_u8(s: ProviderStatus) -> u8 {
+    match s {
+        ProviderStatus::Idle => 0,
+        ProviderStatus::Initializing => 1,
+        ProviderStatus::Ready => 2,
+        ProviderStatus::Error => 3,
+        ProviderStatus::ShuttingDown => 4,
+    }
+}
+
+/// How a generation ended, for the counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done.
+    Completed,
+    /// Ended with an error.
+    Failed,
+    /// Cancelled by the client or its disconnect.
+    Cancelled,
+}
+
+impl ProviderState {
+    /// The current lifecycle state.
+    pub fn status(&self) -> ProviderStatus {
+        match self.status.load(Ordering::Acquire) {
+            0 => ProviderStatus::Idle,
+            1 => ProviderStatus::Initializing,
+            2 => ProviderStatus::Ready,
+            3 => ProviderStatus::Error,
+            _ => ProviderStatus::ShuttingDown,
+        }
+    }
+
+    /// Moves to another lifecycle state.
+    pub fn set_status(&self, status: ProviderStatus) {
+        self.status.store(status_to_u8(status), Ordering::Release);
+    }
+
+    /// A generation started.
+    pub fn record_start(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.active.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A chunk was forwarded.
+    pub fn record_chunk(&self) {
+        self.chunks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A generation ended.
+    pub fn record_end(&self, outcome: Outcome, usage: Usage) {
+        self.active.fetch_sub(1, Ordering::Relaxed);
+        self.prompt_tokens
+            .fetch_add(usage.prompt_tokens.into(), Ordering::Relaxed);
+        self.completion_tokens
+            .fetch_add(usage.completion_tokens.into(), Ordering::Relaxed);
+        match outcome {
+            Outcome::Completed => {}
+            Outcome::Failed => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::Cancelled => {
+                self.cancelled.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// A snapshot of the counters.
+    pub fn metrics(&self) -> ProviderMetrics {
+        ProviderMetrics {
+            requests: self.requests.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            cancelled: self.cancelled.load(Ordering::Relaxed),
+            active: self.active.load(Ordering::Relaxed),
+            chunks: self.chunks.load(Ordering::Relaxed),
+            prompt_tokens: self.prompt_tokens.load(Ordering::Relaxed),
+            completion_tokens: self.completion_tokens.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A provider instance: one configured provider id serving one model.
+///
+/// Instances are created and initialized by the [`crate::factory::LlmProviderFactory`],
+/// shared behind `Arc` by every request for that provider and model, and shut down once
+/// when the daemon stops.
+pub trait BaseLlmProvider: Send + Sync + 'static {
+    /// The provider type.
+    fn kind(&self) -> ProviderKind;
+
+    /// The model this instance serves.
+    fn model(&self) -> &str;
+
+    /// Status and counters.
+    fn state(&self) -> &ProviderState;
+
+    /// Prepares the instance (HTTP client, credentials). Called exactly once before the
+    /// first request; a failure leaves the instance uncached so the next request retries.
+    fn initialize(&self) -> BoxFuture<'_, Result<(), ProviderError>>;
+
+    /// Starts a generation. Errors before the first event come back here; later ones in
+    /// the stream.
+    fn generate(
+        &self,
+        request: GenerateRequest,
+    ) -> BoxFuture<'_, Result<EventStream, ProviderError>>;
+
+    /// The models the provider offers.
+    fn list_models(&self) -> BoxFuture<'_, Result<Vec<ModelInfo>, ProviderError>>;
+
+    /// Releases the instance's resources; no request follows.
+    fn shutdown(&self) -> BoxFuture<'_, ()>;
+
+    /// The current lifecycle state.
+    fn status(&self) -> ProviderStatus {
+        self.state().status()
+    }
+
+    /// A snapshot of the counters.
+    fn metrics(&self) -> ProviderMetrics {
+        self.state().metrics()
+    }
+}
+
+/// Counts whitespace-separated words: the mock's stand-in for a tokenizer, and nothing
+/// else's.
+pub(crate) fn word_count(text: &str) -> u32 {
+    text.split_whitespace()
+        .count()
+        .try_into()
+        .unwrap_or(u32::MAX)
+}

@@ -1,0 +1,522 @@
+//! One client connection: read frames, dispatch requests, write replies and chunks.
+//!
+//! A connection is two tasks. This one reads and dispatches; a writer task drains a
+//! bounded queue of encoded frames into the socket. Generations run as tasks of their own
+//! and push into the same queue, so a client that reads slowly fills only its own queue
+//! and slows only its own generations (tokio's bounded channel wakes waiting senders in
+//! order, so the connection's streams share it fairly). The daemon's memory per
+//! connection is bounded by `connection_queue_frames × max frame`.
+//!
+//! Closing the connection cancels everything it started. Errors that leave the byte
+//! stream aligned on a frame boundary get an error frame and the connection goes on;
+//! errors that don't (an oversized or truncated frame) close it.
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use interprocess::local_socket::tokio::Stream;
+use provd_client::frame::{self, FrameError, MAX_DEPTH};
+use provd_client::message::{
+    self, method, notification, CancelParams, Empty, Envelope, GenerateRequest, Hello, HelloResult,
+    ListModelsParams, ProviderList, StatusResult, PROTOCOL_VERSION,
+};
+use provd_client::socket::SharedStream;
+use provd_client::{ErrorCode, WireError};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::generation::{self, StreamCtx};
+use super::peer::PeerIdentity;
+use super::Daemon;
+use crate::shutdown::Shutdown;
+
+/// How long a closing connection may take to flush its last frames (an error frame that
+/// explains the close) before it is dropped anyway.
+const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Socket buffer sizes: one page-ish read buffer, a write buffer that batches a burst of
+/// small chunk frames into one syscall.
+const READ_BUFFER_BYTES: usize = 8 * 1024;
+const WRITE_BUFFER_BYTES: usize = 16 * 1024;
+
+/// Running generations of one connection, by request id, with the token that cancels each.
+pub(super) type Streams = Arc<Mutex<HashMap<u32, CancellationToken>>>;
+
+/// Serves one client until it leaves, breaks the protocol, or the daemon stops.
+pub(super) async fn serve(stream: Stream, daemon: Arc<Daemon>, shutdown: Shutdown) {
+    let peer = match PeerIdentity::of(&stream) {
+        Ok(peer) => peer,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read peer credentials; closing the connection");
+            return;
+        }
+    };
+    tracing::debug!(%peer, "connection opened");
+    daemon.stats.connections.fetch_add(1, Ordering::Relaxed);
+
+    let stream = SharedStream::new(stream);
+    let (out, rx) = mpsc::channel(daemon.limits.connection_queue_frames);
+    // `peer_gone`: the socket is dead, stop writing. `closing` (its child): stop every
+    // generation of this connection. A protocol error cancels only `closing`, so the frame
+    // explaining it is still written.
+    let peer_gone = CancellationToken::new();
+    let closing = peer_gone.child_token();
+    let mut writer = tokio::spawn(write_loop(stream.clone(), rx, peer_gone.clone()));
+
+    let mut conn = Connection {
+        ctx: StreamCtx {
+            daemon: daemon.clone(),
+            out,
+            peer_gone: peer_gone.clone(),
+            shutdown,
+            streams: Streams::default(),
+        },
+        closing: closing.clone(),
+        tasks: TaskTracker::new(),
+        greeted: false,
+        peer,
+    };
+    conn.read_loop(BufReader::with_capacity(READ_BUFFER_BYTES, stream))
+        .await;
+
+    closing.cancel();
+    conn.tasks.close();
+    conn.tasks.wait().await;
+    drop(conn);
+    if tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, &mut writer)
+        .await
+        .is_err()
+    {
+        peer_gone.cancel();
+        let _ = writer.await;
+    }
+    daemon.stats.connections.fetch_sub(1, Ordering::Relaxed);
+    tracing::debug!(%peer, "connection closed");
+}
+
+async fn write_loop(
+    stream: SharedStream,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    peer_gone: CancellationToken,
+) {
+    let mut w = BufWriter::with_capacity(WRITE_BUFFER_BYTES, stream);
+    loop {
+        let frame = tokio::select! {
+            biased;
+            _ = peer_gone.cancelled() => return,
+            frame = rx.recv() => frame,
+        };
+        let Some(frame) = frame else {
+            let _ = w.flush().await;
+            return;
+        };
+        // Write everything already queued before flushing: under load, many chunk
+        // frames leave in one syscall; when idle, each frame leaves at once.
+        let written = tokio::select! {
+            _ = peer_gone.cancelled() => return,
+            r = async {
+                w.write_all(&frame).await?;
+                while let Ok(frame) = rx.try_recv() {
+                    w.write_all(&frame).await?;
+                }
+                w.flush().await
+            } => r,
+        };
+        if let Err(e) = written {
+            tracing::debug!(error = %e, "client socket failed; closing the connection");
+            peer_gone.cancel();
+            return;
+        }
+    }
+}
+
+struct Connection {
+    ctx: StreamCtx,
+    closing: CancellationToken,
+    tasks: TaskTracker,
+    greeted: bool,
+    peer: PeerIdentity,
+}
+
+impl Connection {
+    async fn read_loop(&mut self, mut reader: BufReader<SharedStream>) {
+        let mut buf = Vec::new();
+        let max = self.ctx.daemon.limits.max_frame_bytes;
+        let mut draining = false;
+        loop {
+            let read = tokio::select! {
+                biased;
+                _ = self.closing.cancelled() => return,
+                _ = self.ctx.shutdown.stopping(), if !draining => {
+                    draining = true;
+                    self.tasks.close();
+                    continue;
+                }
+                // While draining, the connection stays open for cancels and pings until
+                // its last generation ends.
+                _ = self.tasks.wait(), if draining => return,
+                read = frame::read_frame(&mut reader, &mut buf, max) => read,
+            };
+            match read {
+                Ok(Some(())) => {
+                    if self.handle_frame(&buf).await.is_break() {
+                        return;
+                    }
+                }
+                Ok(None) => {
+                    tracing::debug!(peer = %self.peer, "client closed the connection");
+                    self.ctx.peer_gone.cancel();
+                    return;
+                }
+                Err(e @ FrameError::TooLarge { .. }) => {
+                    tracing::warn!(peer = %self.peer, error = %e, "closing connection");
+                    self.notify_error(ErrorCode::ProtocolError, format!(
+                        "{e} (max_frame_bytes); closing the connection because the rest of the frame cannot be skipped safely"
+                    ))
+                    .await;
+                    return;
+                }
+                Err(e @ FrameError::Empty) => {
+                    self.notify_error(ErrorCode::ProtocolError, e.to_string())
+                        .await;
+                }
+                Err(e) => {
+                    // Truncated or I/O: the peer is gone mid-frame; nobody to tell.
+                    tracing::debug!(peer = %self.peer, error = %e, "connection broken");
+                    self.ctx.peer_gone.cancel();
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn handle_frame(&mut self, bytes: &[u8]) -> ControlFlow<()> {
+        let envelope = match frame::validate(bytes, MAX_DEPTH).and_then(|()| Envelope::parse(bytes))
+        {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::debug!(peer = %self.peer, error = %e, "unreadable frame");
+                self.notify_error(ErrorCode::ProtocolError, e.to_string())
+                    .await;
+                return ControlFlow::Continue(());
+            }
+        };
+        let Envelope::Request { id, method, params } = envelope else {
+            self.notify_error(
+                ErrorCode::ProtocolError,
+                "clients send only requests ([0, id, method, params]); replies and notifications go from the daemon to clients",
+            )
+            .await;
+            return ControlFlow::Continue(());
+        };
+        if !self.greeted {
+            return self.hello(id, method, params).await;
+        }
+        match method {
+            method::PING => {
+                self.unary(id, method, params, |_: Empty| Ok(Empty {}))
+                    .await
+            }
+            method::STATUS => {
+                let status = self.status();
+                self.unary(id, method, params, move |_: Empty| Ok(status))
+                    .await
+            }
+            method::LIST_PROVIDERS => {
+                let providers = self.ctx.daemon.factory.providers();
+                self.unary(id, method, params, |_: Empty| {
+                    Ok(ProviderList { providers })
+                })
+                .await
+            }
+            method::LIST_MODELS => self.list_models(id, params).await,
+            method::CANCEL => {
+                let streams = self.ctx.streams.clone();
+                self.unary(id, method, params, |p: CancelParams| {
+                    let token = streams.lock().expect("streams lock poisoned").get(&p.id).cloned();
+                    match token {
+                        Some(token) => {
+                            token.cancel();
+                            Ok(Empty {})
+                        }
+                        None => Err(WireError::new(
+                            ErrorCode::NotFound,
+                            format!("no running generation with id {} on this connection (it may have finished already)", p.id),
+                        )),
+                    }
+                })
+                .await
+            }
+            method::GENERATE => self.generate(id, params).await,
+            method::HELLO => {
+                self.reply_error(
+                    id,
+                    WireError::new(
+                        ErrorCode::InvalidRequest,
+                        "hello was already exchanged on this connection",
+                    ),
+                )
+                .await
+            }
+            other => {
+                let known = [
+                    method::PING,
+                    method::GENERATE,
+                    method::CANCEL,
+                    method::LIST_PROVIDERS,
+                    method::LIST_MODELS,
+                    method::STATUS,
+                ];
+                self.reply_error(
+                    id,
+                    WireError::new(
+                        ErrorCode::InvalidRequest,
+                        format!(
+                            "unknown method '{}' (this daemon serves: {})",
+                            truncate(other, 64),
+                            known.join(", ")
+                        ),
+                    ),
+                )
+                .await
+            }
+        }
+    }
+
+    async fn hello(&mut self, id: u32, method: &str, params: &[u8]) -> ControlFlow<()> {
+        if method != method::HELLO {
+            let _ = self.reply_error(id, WireError::new(
+                ErrorCode::ProtocolError,
+                format!("the first request on a connection must be hello (protocol version {PROTOCOL_VERSION}), got '{}'", truncate(method, 64)),
+            ))
+            .await;
+            return ControlFlow::Break(());
+        }
+        let hello: Hello = match message::decode(params) {
+            Ok(h) => h,
+            Err(e) => {
+                let _ = self
+                    .reply_error(
+                        id,
+                        WireError::new(ErrorCode::ProtocolError, format!("hello params: {e}")),
+                    )
+                    .await;
+                return ControlFlow::Break(());
+            }
+        };
+        if hello.protocol_version != PROTOCOL_VERSION {
+            tracing::info!(peer = %self.peer, client_version = hello.protocol_version, "protocol version mismatch");
+            let _ = self.reply_error(id, WireError::new(
+                ErrorCode::ProtocolError,
+                format!(
+                    "protocol version mismatch: the client speaks version {}, this daemon speaks version {PROTOCOL_VERSION}; upgrade the older side",
+                    hello.protocol_version
+                ),
+            ))
+            .await;
+            return ControlFlow::Break(());
+        }
+        tracing::info!(peer = %self.peer, client = %truncate(&hello.client, 64), "client connected");
+        self.greeted = true;
+        let limits = &self.ctx.daemon.limits;
+        let result = HelloResult {
+            protocol_version: PROTOCOL_VERSION,
+            daemon_version: env!("CARGO_PKG_VERSION").to_owned(),
+            max_frame_bytes: limits.max_frame_bytes,
+            max_streams: limits
+                .max_streams_per_connection
+                .try_into()
+                .unwrap_or(u32::MAX),
+        };
+        self.reply(id, &result).await
+    }
+
+    fn status(&self) -> StatusResult {
+        let daemon = &self.ctx.daemon;
+        StatusResult {
+            daemon_version: env!("CARGO_PKG_VERSION").to_owned(),
+            protocol_version: PROTOCOL_VERSION,
+            pid: std::process::id(),
+            uptime_ms: daemon
+                .started
+                .elapsed()
+                .as_millis()
+                .try_into()
+                .unwrap_or(u64::MAX),
+            connections: daemon.stats.connections.load(Ordering::Relaxed),
+            active_streams: daemon.stats.active_streams.load(Ordering::Relaxed),
+            providers: daemon.factory.providers(),
+            instances: daemon.factory.instances(),
+        }
+    }
+
+    async fn list_models(&mut self, id: u32, params: &[u8]) -> ControlFlow<()> {
+        let params: ListModelsParams = match message::decode(params) {
+            Ok(p) => p,
+            Err(e) => {
+                return self
+                    .reply_error(id, invalid_params(method::LIST_MODELS, e))
+                    .await
+            }
+        };
+        // Listing may reach an upstream; it must not hold up this connection's reader.
+        let daemon = self.ctx.daemon.clone();
+        let out = self.ctx.out.clone();
+        let closing = self.closing.clone();
+        self.tasks.spawn(async move {
+            let frame = tokio::select! {
+                _ = closing.cancelled() => return,
+                r = daemon.factory.list_models(params.provider.as_deref()) => match r {
+                    Ok(list) => encode_or_internal(id, &list),
+                    Err(e) => message::encode_error(id, &e.to_wire()),
+                },
+            };
+            let _ = out.send(frame).await;
+        });
+        ControlFlow::Continue(())
+    }
+
+    async fn generate(&mut self, id: u32, params: &[u8]) -> ControlFlow<()> {
+        let request: GenerateRequest = match message::decode(params) {
+            Ok(r) => r,
+            Err(e) => {
+                return self
+                    .reply_error(id, invalid_params(method::GENERATE, e))
+                    .await
+            }
+        };
+        if request.prompt.as_deref().is_none_or(str::is_empty) && request.messages.is_empty() {
+            return self
+                .reply_error(
+                    id,
+                    WireError::new(
+                        ErrorCode::InvalidRequest,
+                        "a generate request needs a prompt or messages",
+                    ),
+                )
+                .await;
+        }
+        if self.ctx.shutdown.is_stopping() {
+            return self
+                .reply_error(
+                    id,
+                    WireError::new(
+                        ErrorCode::Unavailable,
+                        "provd is shutting down and starts no new generations",
+                    ),
+                )
+                .await;
+        }
+        let limit = self.ctx.daemon.limits.max_streams_per_connection;
+        let token = {
+            let mut streams = self.ctx.streams.lock().expect("streams lock poisoned");
+            if streams.contains_key(&id) {
+                Err(WireError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("request id {id} is already used by a running generation on this connection; ids must be unique among running requests"),
+                ))
+            } else if streams.len() >= limit {
+                Err(WireError::new(
+                    ErrorCode::Overloaded,
+                    format!("this connection already runs {limit} generations (max_streams_per_connection); wait for one to finish or open another connection"),
+                ))
+            } else {
+                let token = self.closing.child_token();
+                streams.insert(id, token.clone());
+                Ok(token)
+            }
+        };
+        match token {
+            Ok(token) => {
+                self.ctx
+                    .daemon
+                    .stats
+                    .active_streams
+                    .fetch_add(1, Ordering::Relaxed);
+                self.tasks
+                    .spawn(generation::run(id, request, token, self.ctx.clone()));
+                ControlFlow::Continue(())
+            }
+            Err(e) => self.reply_error(id, e).await,
+        }
+    }
+
+    /// Decodes params, applies `f`, and replies with its result or error.
+    async fn unary<P, R, F>(
+        &mut self,
+        id: u32,
+        method: &str,
+        params: &[u8],
+        f: F,
+    ) -> ControlFlow<()>
+    where
+        P: DeserializeOwned,
+        R: Serialize,
+        F: FnOnce(P) -> Result<R, WireError>,
+    {
+        let result = message::decode::<P>(params)
+            .map_err(|e| invalid_params(method, e))
+            .and_then(f);
+        match result {
+            Ok(r) => self.reply(id, &r).await,
+            Err(e) => self.reply_error(id, e).await,
+        }
+    }
+
+    async fn reply<R: Serialize>(&mut self, id: u32, result: &R) -> ControlFlow<()> {
+        self.send(encode_or_internal(id, result)).await
+    }
+
+    async fn reply_error(&mut self, id: u32, error: WireError) -> ControlFlow<()> {
+        self.send(message::encode_error(id, &error)).await
+    }
+
+    async fn notify_error(&mut self, code: ErrorCode, message: impl Into<String>) {
+        let error = WireError::new(code, message);
+        if let Ok(frame) = message::encode_notification(notification::ERROR, &error) {
+            let _ = self.send(frame).await;
+        }
+    }
+
+    async fn send(&mut self, frame: Vec<u8>) -> ControlFlow<()> {
+        tokio::select! {
+            _ = self.ctx.peer_gone.cancelled() => ControlFlow::Break(()),
+            r = self.ctx.out.send(frame) => if r.is_ok() { ControlFlow::Continue(()) } else { ControlFlow::Break(()) },
+        }
+    }
+}
+
+fn invalid_params(method: &str, e: FrameError) -> WireError {
+    let detail = match e {
+        FrameError::Invalid(s) => s,
+        other => other.to_string(),
+    };
+    WireError::new(
+        ErrorCode::InvalidRequest,
+        format!("{method} params: {detail}"),
+    )
+}
+
+fn encode_or_internal<R: Serialize>(id: u32, result: &R) -> Vec<u8> {
+    message::encode_result(id, result).unwrap_or_else(|e| {
+        message::encode_error(
+            id,
+            &WireError::new(ErrorCode::Internal, format!("cannot encode the reply: {e}")),
+        )
+    })
+}
+
+/// Client-chosen strings echoed in errors and logs are cut, so a hostile client cannot
+/// make the daemon amplify its input.
+fn truncate(s: &str, max_chars: usize) -> String {
+    match s.char_indices().nth(max_chars) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
+}

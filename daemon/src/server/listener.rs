@@ -1,0 +1,223 @@
+//! The listening socket: a filesystem Unix socket (never the abstract namespace, which
+//! has no permissions) in a private directory, or a named pipe on Windows.
+//!
+//! Binding follows ssh-agent's rules: the directory is created 0700 (0710 with a socket
+//! group) and must be ours and not writable by others; the socket is 0600 (0660 with a
+//! group); a socket file left by a dead daemon is reclaimed, and a live daemon on the same
+//! path makes this one refuse to start.
+
+use std::path::{Path, PathBuf};
+
+use interprocess::local_socket::tokio::{prelude::*, Listener, Stream};
+use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
+
+/// Why the daemon cannot listen.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    /// Another daemon answers on the path.
+    #[error("another provd is already listening on {}; stop it first or pass another --socket", .0.display())]
+    InUse(PathBuf),
+    /// Something other than a socket is in the way.
+    #[error("{} exists and is not a socket; refusing to replace it", .0.display())]
+    NotASocket(PathBuf),
+    /// The socket directory is unsafe to use.
+    #[error("socket directory {}: {reason}", path.display())]
+    UnsafeDirectory {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The configured socket group does not exist.
+    #[error("socket_group '{0}' is not a group on this host")]
+    UnknownGroup(String),
+    /// Any other OS failure, with what was being done.
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// A bound listener. Dropping it removes the socket file (unless it was inherited).
+#[derive(Debug)]
+pub struct SocketListener {
+    listener: Listener,
+    path: PathBuf,
+}
+
+impl SocketListener {
+    /// Binds `path`, preparing its directory and reclaiming a stale socket.
+    pub fn bind(path: &Path, group: Option<&str>) -> Result<SocketListener, ListenError> {
+        #[cfg(unix)]
+        let mode = {
+            let gid = group
+                .map(|g| {
+                    crate::sys::group_id(g).ok_or_else(|| ListenError::UnknownGroup(g.to_owned()))
+                })
+                .transpose()?;
+            prepare_directory(path, gid)?;
+            reclaim_stale(path)?;
+            if gid.is_some() {
+                0o660
+            } else {
+                0o600
+            }
+        };
+        let io = |what| {
+            move |source| ListenError::Io {
+                what,
+                path: path.to_owned(),
+                source,
+            }
+        };
+        let name = path
+            .to_fs_name::<GenericFilePath>()
+            .map_err(io("invalid socket name"))?;
+        let options = ListenerOptions::new().name(name).reclaim_name(true);
+        #[cfg(unix)]
+        let options = {
+            use interprocess::os::unix::local_socket::ListenerOptionsExt;
+            options.mode(mode)
+        };
+        let listener = options.create_tokio().map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AddrInUse {
+                ListenError::InUse(path.to_owned())
+            } else {
+                io("cannot listen on")(e)
+            }
+        })?;
+        #[cfg(unix)]
+        if let Some(g) = group {
+            let gid = crate::sys::group_id(g);
+            std::os::unix::fs::chown(path, None, gid).map_err(io("cannot set the group of"))?;
+        }
+        let _ = group;
+        Ok(SocketListener {
+            listener,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Waits for the next connection.
+    pub async fn accept(&self) -> std::io::Result<Stream> {
+        self.listener.accept().await
+    }
+}
+
+#[cfg(unix)]
+fn prepare_directory(path: &Path, gid: Option<u32>) -> Result<(), ListenError> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let unsafe_dir = |reason: String| ListenError::UnsafeDirectory {
+        path: dir.to_owned(),
+        reason,
+    };
+    let mode = if gid.is_some() { 0o710 } else { 0o700 };
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(mode)
+                .create(dir)
+                .map_err(|source| ListenError::Io {
+                    what: "cannot create the socket directory",
+                    path: dir.to_owned(),
+                    source,
+                })?;
+            // `mode` is filtered by the umask; set it exactly.
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(
+                |source| ListenError::Io {
+                    what: "cannot set the mode of",
+                    path: dir.to_owned(),
+                    source,
+                },
+            )?;
+            if let Some(gid) = gid {
+                std::os::unix::fs::chown(dir, None, Some(gid)).map_err(|source| {
+                    ListenError::Io {
+                        what: "cannot set the group of",
+                        path: dir.to_owned(),
+                        source,
+                    }
+                })?;
+            }
+        }
+        Err(source) => {
+            return Err(ListenError::Io {
+                what: "cannot inspect the socket directory",
+                path: dir.to_owned(),
+                source,
+            })
+        }
+        Ok(meta) => {
+            if !meta.is_dir() {
+                return Err(unsafe_dir("is not a directory".into()));
+            }
+            let me = crate::sys::effective_uid();
+            if meta.uid() != me && meta.uid() != 0 {
+                return Err(unsafe_dir(format!(
+                    "is owned by uid {}, not by this user (uid {me}) or root",
+                    meta.uid()
+                )));
+            }
+            // A directory others can write to lets them swap our socket for theirs,
+            // unless the sticky bit stops them (as on /tmp).
+            let m = meta.mode();
+            if m & 0o022 != 0 && m & 0o1000 == 0 {
+                return Err(unsafe_dir(format!(
+                    "is writable by group or others (mode {:o}); make it 0700",
+                    m & 0o7777
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn reclaim_stale(path: &Path) -> Result<(), ListenError> {
+    use std::os::unix::fs::FileTypeExt;
+    let meta = match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(ListenError::Io {
+                what: "cannot inspect",
+                path: path.to_owned(),
+                source,
+            })
+        }
+        Ok(m) => m,
+    };
+    if !meta.file_type().is_socket() {
+        return Err(ListenError::NotASocket(path.to_owned()));
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err(ListenError::InUse(path.to_owned())),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            tracing::info!(path = %path.display(), "reclaiming the stale socket of a daemon that is gone");
+            std::fs::remove_file(path).map_err(|source| ListenError::Io {
+                what: "cannot remove the stale socket",
+                path: path.to_owned(),
+                source,
+            })
+        }
+        Err(source) => Err(ListenError::Io {
+            what: "cannot probe the existing socket",
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}

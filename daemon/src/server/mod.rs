@@ -1,0 +1,192 @@
+//! The server: accept loop, connection limit, graceful drain.
+//!
+//! Layering follows mini-redis: [`listener`] binds the socket, [`connection`] owns one
+//! client (frames in, frames out, dispatch), [`generation`] runs one streamed generation,
+//! and this module accepts connections under a semaphore and drains them on shutdown.
+
+pub mod connection;
+pub mod generation;
+pub mod listener;
+pub mod peer;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use provd_client::{message, ErrorCode, WireError};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, DaemonConfig};
+use crate::factory::LlmProviderFactory;
+use crate::shutdown::Shutdown;
+use listener::SocketListener;
+
+/// After the drain deadline, how long ended generations get to write their error frames
+/// before the daemon exits regardless (a client that stopped reading cannot hold it up).
+pub const ABORT_GRACE: Duration = Duration::from_secs(2);
+/// How long a refused connection's error frame may take to write.
+const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Pause after an accept error (out of descriptors, say) so the loop does not spin.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The bounds that keep one client from taking the daemon's memory or attention.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Generations per connection.
+    pub max_streams_per_connection: usize,
+    /// Largest frame accepted.
+    pub max_frame_bytes: u32,
+    /// Outgoing frames queued per connection.
+    pub connection_queue_frames: usize,
+    /// How long running generations may go on after a stop signal.
+    pub drain_timeout: Duration,
+}
+
+impl From<&DaemonConfig> for Limits {
+    fn from(d: &DaemonConfig) -> Self {
+        Limits {
+            max_connections: d.max_connections,
+            max_streams_per_connection: d.max_streams_per_connection,
+            max_frame_bytes: d.max_frame_bytes,
+            connection_queue_frames: d.connection_queue_frames,
+            drain_timeout: Duration::from_secs(d.drain_timeout_seconds),
+        }
+    }
+}
+
+/// Daemon-wide gauges reported by `status`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Connections open now.
+    pub connections: AtomicU64,
+    /// Generations running now.
+    pub active_streams: AtomicU64,
+}
+
+/// What every connection shares.
+#[derive(Debug)]
+pub struct Daemon {
+    /// Providers.
+    pub factory: LlmProviderFactory,
+    /// Bounds.
+    pub limits: Limits,
+    /// Gauges.
+    pub stats: Stats,
+    /// Start time, for uptime.
+    pub started: Instant,
+}
+
+impl Daemon {
+    /// Daemon state for a configuration, with every built-in provider type.
+    pub fn new(config: Config) -> Daemon {
+        Daemon {
+            limits: Limits::from(&config.daemon),
+            factory: LlmProviderFactory::with_builtin_providers(config),
+            stats: Stats::default(),
+            started: Instant::now(),
+        }
+    }
+}
+
+/// A bound server, ready to run.
+#[derive(Debug)]
+pub struct Server {
+    daemon: Arc<Daemon>,
+    listener: SocketListener,
+    shutdown: Shutdown,
+}
+
+impl Server {
+    /// A server for `daemon` on `listener`; `shutdown` stops it.
+    pub fn new(daemon: Arc<Daemon>, listener: SocketListener, shutdown: Shutdown) -> Server {
+        Server {
+            daemon,
+            listener,
+            shutdown,
+        }
+    }
+
+    /// Serves until `shutdown` begins, drains, shuts the providers down and returns.
+    pub async fn run(self) {
+        let Server {
+            daemon,
+            listener,
+            shutdown,
+        } = self;
+        let connections = TaskTracker::new();
+        let permits = Arc::new(Semaphore::new(daemon.limits.max_connections));
+        tracing::info!(socket = %listener.path().display(), "listening");
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.stopping() => break,
+                accepted = listener.accept() => accepted,
+            };
+            let stream = match accepted {
+                Ok(stream) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                    continue;
+                }
+            };
+            match permits.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    let daemon = daemon.clone();
+                    let shutdown = shutdown.clone();
+                    connections.spawn(async move {
+                        connection::serve(stream, daemon, shutdown).await;
+                        drop(permit);
+                    });
+                }
+                Err(_) => {
+                    let max = daemon.limits.max_connections;
+                    connections.spawn(refuse(stream, max));
+                }
+            }
+        }
+        // Removing the socket now makes new clients fail fast instead of queueing on a
+        // listener nobody accepts from.
+        let path = listener.path().to_owned();
+        drop(listener);
+        let active = daemon.stats.active_streams.load(Ordering::Relaxed);
+        tracing::info!(socket = %path.display(), active_streams = active, drain_timeout_s = daemon.limits.drain_timeout.as_secs(), "stopped accepting; draining");
+        connections.close();
+        if tokio::time::timeout(daemon.limits.drain_timeout, connections.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                active_streams = daemon.stats.active_streams.load(Ordering::Relaxed),
+                "drain deadline passed; ending the remaining generations"
+            );
+            shutdown.abort();
+            let _ = tokio::time::timeout(ABORT_GRACE, connections.wait()).await;
+        }
+        daemon.factory.shutdown_all().await;
+        tracing::info!("stopped");
+    }
+}
+
+/// Tells a client over the connection limit why, instead of leaving it to hang.
+async fn refuse(stream: interprocess::local_socket::tokio::Stream, max: usize) {
+    tracing::warn!(max_connections = max, "connection refused: limit reached");
+    let error = WireError::new(
+        ErrorCode::Overloaded,
+        format!(
+            "provd is serving its maximum of {max} connections (max_connections); try again later"
+        ),
+    );
+    let Ok(frame) = message::encode_notification(message::notification::ERROR, &error) else {
+        return;
+    };
+    let mut stream = provd_client::socket::SharedStream::new(stream);
+    let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, async {
+        stream.write_all(&frame).await?;
+        stream.flush().await
+    })
+    .await;
+}
