@@ -1,0 +1,124 @@
+//! Cancel by id and client disconnect stop a generation's provider work at once.
+
+use provd_client::{ErrorCode, GenerateEvent, GenerateRequest};
+use provd_tests::raw::{Frame, RawConn};
+use provd_tests::{eventually, Daemon};
+use serde_json::json;
+
+/// A generation that would run for minutes: 100,000 chunks 10 ms apart.
+fn endless() -> GenerateRequest {
+    let mut r = GenerateRequest::prompt("go on forever");
+    r.additional_params.insert(
+        "mock".into(),
+        json!({"numbered": true, "chunks": 100_000, "chunk_delay_ms": 10}),
+    );
+    r
+}
+
+#[tokio::test]
+async fn cancel_by_id_ends_the_stream_with_cancelled_and_the_count() {
+    let daemon = Daemon::start();
+    let client = daemon.client().await;
+    let mut generation = client.generate(endless()).await.unwrap();
+    let Some(Ok(GenerateEvent::Chunk(first))) = generation.next().await else {
+        panic!("no first chunk")
+    };
+    assert_eq!(first.index, 0);
+    client.cancel(generation.id()).await.unwrap();
+    let mut seen = 1;
+    let err = loop {
+        match generation.next().await.expect("a terminal frame") {
+            Ok(GenerateEvent::Chunk(_)) => seen += 1,
+            Ok(GenerateEvent::Done(_)) => panic!("a cancelled generation finished"),
+            Err(e) => break e.to_wire(),
+        }
+    };
+    assert_eq!(err.code, ErrorCode::Cancelled);
+    assert!(!err.retryable);
+    assert_eq!(
+        err.chunks,
+        Some(seen),
+        "the count matches what the client received"
+    );
+    assert!(seen < 100_000);
+    assert!(
+        generation.next().await.is_none(),
+        "nothing after the terminal frame"
+    );
+
+    let status = client.status().await.unwrap();
+    assert_eq!(status.active_streams, 0);
+    assert_eq!(status.instances[0].metrics.cancelled, 1);
+    assert_eq!(status.instances[0].metrics.active, 0);
+}
+
+#[tokio::test]
+async fn cancel_handle_works_from_another_task() {
+    let daemon = Daemon::start();
+    let client = daemon.client().await;
+    let mut generation = client.generate(endless()).await.unwrap();
+    let handle = generation.cancel_handle();
+    let first = generation.next().await.unwrap().unwrap();
+    assert!(matches!(first, GenerateEvent::Chunk(_)));
+    tokio::spawn(async move { handle.cancel().await })
+        .await
+        .unwrap()
+        .unwrap();
+    let err = generation.collect_text().await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Cancelled);
+}
+
+#[tokio::test]
+async fn cancel_of_an_unknown_id_is_not_found() {
+    let daemon = Daemon::start();
+    let client = daemon.client().await;
+    let err = client.cancel(4242).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NotFound);
+    assert!(err.to_string().contains("4242"), "{err}");
+}
+
+#[tokio::test]
+async fn dropping_a_generation_cancels_it_in_the_daemon() {
+    let daemon = Daemon::start();
+    let client = daemon.client().await;
+    let mut generation = client.generate(endless()).await.unwrap();
+    generation.next().await.unwrap().unwrap();
+    drop(generation);
+    let cancelled = eventually(100_000, || async {
+        let s = client.status().await.unwrap();
+        (s.active_streams == 0).then_some(s.instances[0].metrics.cancelled)
+    })
+    .await;
+    assert_eq!(cancelled, Some(1));
+}
+
+#[tokio::test]
+async fn disconnect_cancels_every_generation_of_the_connection() {
+    let daemon = Daemon::start();
+    let observer = daemon.client().await;
+    {
+        let mut raw = RawConn::greeted(&daemon.socket);
+        for id in 1..=5 {
+            raw.request(id, "generate", &endless());
+        }
+        // Wait until every one of them is streaming.
+        let mut streaming = std::collections::HashSet::new();
+        while streaming.len() < 5 {
+            if let Some(Frame::Notification(m, p)) = raw.read_frame() {
+                assert_eq!(m, "chunk");
+                streaming.insert(p["id"].as_u64().unwrap());
+            }
+        }
+        assert_eq!(observer.status().await.unwrap().active_streams, 5);
+    } // the raw socket closes here
+    let stopped = eventually(100_000, || async {
+        let s = observer.status().await.unwrap();
+        (s.active_streams == 0 && s.connections == 1).then_some(s.instances[0].metrics.cancelled)
+    })
+    .await;
+    assert_eq!(
+        stopped,
+        Some(5),
+        "all five stopped as cancelled when the client left"
+    );
+}
