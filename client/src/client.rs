@@ -109,8 +109,9 @@ enum Waiter {
 #[derive(Default)]
 struct Routes {
     waiters: HashMap<u32, Waiter>,
-    /// Set once the reader has stopped; new requests fail fast with it.
-    closed: Option<String>,
+    /// Set once the reader has stopped (or the daemon said why it will close); new
+    /// requests fail fast with it.
+    closed: Option<ClientError>,
 }
 
 struct Shared {
@@ -296,7 +297,7 @@ impl Shared {
     fn register(&self, id: u32, waiter: Waiter) -> Result<(), ClientError> {
         let mut routes = self.routes.lock().expect("routes lock poisoned");
         if let Some(reason) = &routes.closed {
-            return Err(ClientError::Disconnected(reason.clone()));
+            return Err(reason.clone());
         }
         routes.waiters.insert(id, waiter);
         Ok(())
@@ -340,11 +341,14 @@ async fn read_loop(mut reader: BufReader<SharedStream>, routes: Arc<Mutex<Routes
     let (waiters, reason) = {
         let mut routes = routes.lock().expect("routes lock poisoned");
         // An error notification that came before the close explains it better.
-        let reason = routes.closed.get_or_insert(reason).clone();
+        let reason = routes
+            .closed
+            .get_or_insert(ClientError::Disconnected(reason))
+            .clone();
         (std::mem::take(&mut routes.waiters), reason)
     };
     for (_, waiter) in waiters {
-        let err = ClientError::Disconnected(reason.clone());
+        let err = reason.clone();
         match waiter {
             Waiter::Unary(tx) => drop(tx.send(Err(err))),
             Waiter::Stream(tx) => drop(tx.send(Err(err))),
@@ -391,7 +395,7 @@ fn route(bytes: &[u8], routes: &Mutex<Routes>) -> Result<(), FrameError> {
                 .lock()
                 .expect("routes lock poisoned")
                 .closed
-                .get_or_insert(err.to_string());
+                .get_or_insert(ClientError::Server(err));
         }
         // Notifications added by newer daemons (keep-alives, progress) are skippable.
         Envelope::Notification { .. } => {}

@@ -57,12 +57,19 @@ pub struct DaemonBuilder {
     config: Option<String>,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    socket: Option<PathBuf>,
 }
 
 impl DaemonBuilder {
     /// Uses this TOML as the config file.
     pub fn config(mut self, toml: &str) -> Self {
         self.config = Some(toml.to_owned());
+        self
+    }
+
+    /// Listens on this path instead of one in the daemon's own temp dir.
+    pub fn socket(mut self, path: &Path) -> Self {
+        self.socket = Some(path.to_owned());
         self
     }
 
@@ -91,7 +98,10 @@ impl DaemonBuilder {
             .prefix("provd-test-")
             .tempdir()
             .expect("tempdir");
-        let socket = dir.path().join("run").join("provd.sock");
+        let socket = self
+            .socket
+            .clone()
+            .unwrap_or_else(|| dir.path().join("run").join("provd.sock"));
         let mut cmd = Command::new(provd_bin());
         cmd.arg("serve").arg("--socket").arg(&socket);
         if let Some(toml) = &self.config {
