@@ -80,6 +80,34 @@ async fn time_generation(client: &Client, chunks: u32) -> (Duration, Duration) {
     (first.unwrap_or(total), total)
 }
 
+/// The machine's floor: a 16-byte round trip over a Unix socket pair to an echo thread,
+/// with blocking std I/O and no protocol at all.
+fn raw_socket_round_trip(iterations: usize) -> Samples {
+    use std::io::{Read, Write};
+    let (mut a, mut b) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+    let echo = std::thread::spawn(move || {
+        let mut buf = [0u8; 16];
+        while b.read_exact(&mut buf).is_ok() {
+            if b.write_all(&buf).is_err() {
+                break;
+            }
+        }
+    });
+    let mut samples = Samples::new("raw socket echo, no protocol (machine floor)", "µs");
+    let mut buf = [0u8; 16];
+    for i in 0..iterations + iterations / 10 {
+        let start = Instant::now();
+        a.write_all(&buf).expect("write");
+        a.read_exact(&mut buf).expect("read");
+        if i >= iterations / 10 {
+            samples.push(start.elapsed());
+        }
+    }
+    drop(a);
+    echo.join().expect("echo thread");
+    samples
+}
+
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
@@ -92,11 +120,13 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(5000);
     let out = arg("--out");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+    // One thread for the client side: every wake-up stays on it, so the figures are the
+    // daemon's and the socket's, not the benchmark's own thread hops.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
+    let floor = raw_socket_round_trip(iterations);
     let daemon = Daemon::builder().env("PROVD_LOG", "info").start();
     let idle_rss_kib = daemon.rss_kib();
     let report = runtime.block_on(async {
@@ -142,12 +172,16 @@ fn main() {
             "| measurement | samples | p50 | p99 | max | unit |".to_owned(),
             "|---|---|---|---|---|---|".to_owned(),
         ];
-        for s in [&ping, &short_first, &short_total, &long_total, &concurrent] {
+        for s in [&floor, &ping, &short_first, &short_total, &long_total, &concurrent] {
             lines.push(s.row());
         }
         lines.push(String::new());
         lines.push("| figure | value |".to_owned());
         lines.push("|---|---|".to_owned());
+        lines.push(format!(
+            "| ping / raw socket echo (p50) | {:.2}× |",
+            ping.quantile(0.5) / floor.quantile(0.5)
+        ));
         lines.push(format!(
             "| first chunk of a short generation / ping (p50) | {:.2}× |",
             short_first.quantile(0.5) / ping.quantile(0.5)
