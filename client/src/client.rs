@@ -16,10 +16,10 @@ use interprocess::local_socket::{GenericFilePath, ToFsName};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::io::{AsyncWriteExt, BufReader};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::{ErrorCode, WireError};
-use crate::frame::{self, FrameError, DEFAULT_MAX_FRAME_BYTES, MAX_DEPTH};
+use crate::frame::{self, FrameError, DEFAULT_MAX_FRAME_BYTES, MAX_DEPTH, MAX_REPLY_FRAME_BYTES};
 use crate::message::{
     self, method, notification, CancelParams, Chunk, Empty, Envelope, GenerateDone,
     GenerateRequest, Hello, HelloResult, ListModelsParams, ModelList, ProviderList, StatusResult,
@@ -98,6 +98,9 @@ pub enum GenerateEvent {
 
 type Event = Result<GenerateEvent, ClientError>;
 
+/// How long a failed write waits for the reader to learn why the daemon closed.
+const CLOSE_REASON_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 enum Waiter {
     Unary(oneshot::Sender<Result<Vec<u8>, ClientError>>),
     // Unbounded on purpose: the daemon already bounds what it sends per connection, and a
@@ -121,6 +124,8 @@ struct Shared {
     max_frame_bytes: AtomicU32,
     runtime: tokio::runtime::Handle,
     reader: tokio::task::AbortHandle,
+    /// Becomes true when the reader has stopped and `routes.closed` says why.
+    reader_done: watch::Receiver<bool>,
 }
 
 impl Drop for Shared {
@@ -165,7 +170,8 @@ impl Client {
         let send = SharedStream::new(stream);
         let recv = send.clone();
         let routes = Arc::new(Mutex::new(Routes::default()));
-        let reader = tokio::spawn(read_loop(BufReader::new(recv), routes.clone()));
+        let (done_tx, reader_done) = watch::channel(false);
+        let reader = tokio::spawn(read_loop(BufReader::new(recv), routes.clone(), done_tx));
         let shared = Arc::new(Shared {
             writer: tokio::sync::Mutex::new(send),
             routes,
@@ -173,6 +179,7 @@ impl Client {
             max_frame_bytes: AtomicU32::new(DEFAULT_MAX_FRAME_BYTES),
             runtime: tokio::runtime::Handle::current(),
             reader: reader.abort_handle(),
+            reader_done,
         });
         let hello: HelloResult = call_with_id(
             &shared,
@@ -322,14 +329,35 @@ impl Shared {
             writer.flush().await
         }
         .await;
-        result.map_err(|e| ClientError::Disconnected(e.to_string()))
+        drop(writer);
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self
+                .close_reason(ClientError::Disconnected(e.to_string()))
+                .await),
+        }
+    }
+
+    /// Why the connection is unusable. A write fails when the daemon has closed the
+    /// connection, and the daemon may have said why just before (a full house, a protocol
+    /// error); that explanation beats the bare "broken pipe", so wait briefly for the
+    /// reader to finish reading it.
+    async fn close_reason(&self, fallback: ClientError) -> ClientError {
+        let mut done = self.reader_done.clone();
+        let _ = tokio::time::timeout(CLOSE_REASON_WAIT, done.wait_for(|d| *d)).await;
+        let routes = self.routes.lock().expect("routes lock poisoned");
+        routes.closed.clone().unwrap_or(fallback)
     }
 }
 
-async fn read_loop(mut reader: BufReader<SharedStream>, routes: Arc<Mutex<Routes>>) {
+async fn read_loop(
+    mut reader: BufReader<SharedStream>,
+    routes: Arc<Mutex<Routes>>,
+    done: watch::Sender<bool>,
+) {
     let mut buf = Vec::new();
     let reason = loop {
-        match frame::read_frame(&mut reader, &mut buf, u32::MAX).await {
+        match frame::read_frame(&mut reader, &mut buf, MAX_REPLY_FRAME_BYTES).await {
             Ok(None) => break "the daemon closed the connection".to_owned(),
             Ok(Some(())) => {}
             Err(e) => break e.to_string(),
@@ -354,6 +382,7 @@ async fn read_loop(mut reader: BufReader<SharedStream>, routes: Arc<Mutex<Routes
             Waiter::Stream(tx) => drop(tx.send(Err(err))),
         }
     }
+    let _ = done.send(true);
 }
 
 fn route(bytes: &[u8], routes: &Mutex<Routes>) -> Result<(), FrameError> {

@@ -18,6 +18,10 @@ pub const DEFAULT_MAX_FRAME_BYTES: u32 = 4 * 1024 * 1024;
 /// Cap on MessagePack nesting. The protocol itself needs 4 (envelope, params, messages,
 /// message); `additional_params` may carry provider JSON, which rarely nests deeper than 10.
 pub const MAX_DEPTH: usize = 32;
+/// Cap on a frame a client accepts from the daemon. Larger than the daemon's request cap
+/// because a non-streamed answer or a long model list arrives in one frame; still bounded,
+/// so a broken daemon cannot make a client allocate gigabytes.
+pub const MAX_REPLY_FRAME_BYTES: u32 = 64 * 1024 * 1024;
 
 /// Why a frame could not be read or understood.
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +63,10 @@ impl FrameError {
     /// Whether the byte stream is still aligned on a frame boundary after this error,
     /// i.e. whether the connection may go on.
     pub fn framing_intact(&self) -> bool {
-        matches!(self, FrameError::Malformed(_) | FrameError::Invalid(_))
+        matches!(
+            self,
+            FrameError::Malformed(_) | FrameError::Invalid(_) | FrameError::Empty
+        )
     }
 }
 

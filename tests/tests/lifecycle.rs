@@ -40,6 +40,40 @@ async fn socket_is_private_and_peers_are_identified() {
 }
 
 #[tokio::test]
+async fn a_socket_group_opens_the_socket_to_that_group_only() {
+    // SAFETY: getegid cannot fail.
+    let gid = unsafe { libc::getegid() };
+    let daemon = Daemon::with_config(&format!(
+        "[daemon]\nsocket_group = \"{gid}\"\n[providers.mock]\ntype = \"mock\"\ndefault_model = \"m\"\n"
+    ));
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(&daemon.socket).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    assert_eq!(meta.gid(), gid);
+    let dir = std::fs::metadata(daemon.socket.parent().unwrap()).unwrap();
+    assert_eq!(dir.permissions().mode() & 0o777, 0o710);
+    daemon.client().await.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_directory_others_can_write_to_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = std::process::Command::new(provd_bin())
+        .args(["serve", "--socket"])
+        .arg(dir.path().join("provd.sock"))
+        .env("PROVD_CONFIG", "")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("is writable by group or others (mode 777)"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
 async fn a_stale_socket_file_is_reclaimed() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("provd.sock");

@@ -6,7 +6,9 @@ use std::process::Command;
 use provd_tests::Daemon;
 
 fn python_with_msgpack() -> Result<(), String> {
-    let probe = Command::new("python3").args(["-c", "import msgpack"]).output();
+    let probe = Command::new("python3")
+        .args(["-c", "import msgpack"])
+        .output();
     match probe {
         Ok(out) if out.status.success() => Ok(()),
         Ok(_) => Err("the python3 package 'msgpack' is not installed (pip install msgpack)".into()),

@@ -91,12 +91,19 @@ impl SocketListener {
                 io("cannot listen on")(e)
             }
         })?;
+        // The mode given to bind is still filtered by the umask (Linux masks the socket
+        // inode's mode with it), so it can only come out tighter than asked. Set the
+        // group, then the exact mode.
         #[cfg(unix)]
-        if let Some(g) = group {
-            let gid = crate::sys::group_id(g);
-            std::os::unix::fs::chown(path, None, gid).map_err(io("cannot set the group of"))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            if let Some(g) = group {
+                let gid = crate::sys::group_id(g);
+                std::os::unix::fs::chown(path, None, gid).map_err(io("cannot set the group of"))?;
+            }
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                .map_err(io("cannot set the mode of"))?;
         }
-        let _ = group;
         Ok(SocketListener {
             listener,
             path: path.to_owned(),

@@ -172,7 +172,14 @@ fn main() {
             "| measurement | samples | p50 | p99 | max | unit |".to_owned(),
             "|---|---|---|---|---|---|".to_owned(),
         ];
-        for s in [&floor, &ping, &short_first, &short_total, &long_total, &concurrent] {
+        for s in [
+            &floor,
+            &ping,
+            &short_first,
+            &short_total,
+            &long_total,
+            &concurrent,
+        ] {
             lines.push(s.row());
         }
         lines.push(String::new());
