@@ -10,7 +10,29 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use provd_client::Client;
+use provd_client::{Client, GenerateRequest};
+
+/// A request to the mock provider with these options (`additional_params.mock`; the
+/// names are documented in `daemon/src/provider/mock.rs`).
+pub fn mock_request(prompt: &str, options: serde_json::Value) -> GenerateRequest {
+    let mut request = GenerateRequest::prompt(prompt);
+    request.additional_params.insert("mock".into(), options);
+    request
+}
+
+/// A mock generation of `chunks` numbered chunks (`"0 "`, `"1 "`, …) `delay_ms` apart,
+/// for the three-word prompt "count for me".
+pub fn numbered(chunks: u32, delay_ms: u32) -> GenerateRequest {
+    mock_request(
+        "count for me",
+        serde_json::json!({"numbered": true, "chunks": chunks, "chunk_delay_ms": delay_ms}),
+    )
+}
+
+/// The text of [`numbered`]`(chunks, _)`.
+pub fn numbered_text(chunks: u32) -> String {
+    (0..chunks).map(|i| format!("{i} ")).collect()
+}
 
 /// How long a daemon may take to print "listening" before a test gives up. Generous: the
 /// machine is shared and a debug build starts slowly under load. A safety net against

@@ -1,18 +1,8 @@
 //! The blocking client (the one the C ABI builds on) from plain threads, no runtime.
 
 use provd_client::blocking::Client;
-use provd_client::{ErrorCode, GenerateEvent, GenerateRequest};
-use provd_tests::Daemon;
-use serde_json::json;
-
-fn numbered(chunks: u32, delay_ms: u32) -> GenerateRequest {
-    let mut r = GenerateRequest::prompt("x");
-    r.additional_params.insert(
-        "mock".into(),
-        json!({"numbered": true, "chunks": chunks, "chunk_delay_ms": delay_ms}),
-    );
-    r
-}
+use provd_client::{ErrorCode, GenerateEvent};
+use provd_tests::{numbered, Daemon};
 
 #[test]
 fn blocking_client_streams_lists_and_reports() {

@@ -1,25 +1,14 @@
 //! Cancel by id and client disconnect stop a generation's provider work at once.
 
-use provd_client::{ErrorCode, GenerateEvent, GenerateRequest};
+use provd_client::{ErrorCode, GenerateEvent};
 use provd_tests::raw::{Frame, RawConn};
-use provd_tests::{eventually, Daemon};
-use serde_json::json;
-
-/// A generation that would run for minutes: 100,000 chunks 10 ms apart.
-fn endless() -> GenerateRequest {
-    let mut r = GenerateRequest::prompt("go on forever");
-    r.additional_params.insert(
-        "mock".into(),
-        json!({"numbered": true, "chunks": 100_000, "chunk_delay_ms": 10}),
-    );
-    r
-}
+use provd_tests::{eventually, numbered, Daemon};
 
 #[tokio::test]
 async fn cancel_by_id_ends_the_stream_with_cancelled_and_the_count() {
     let daemon = Daemon::start();
     let client = daemon.client().await;
-    let mut generation = client.generate(endless()).await.unwrap();
+    let mut generation = client.generate(numbered(100_000, 10)).await.unwrap();
     let Some(Ok(GenerateEvent::Chunk(first))) = generation.next().await else {
         panic!("no first chunk")
     };
@@ -56,7 +45,7 @@ async fn cancel_by_id_ends_the_stream_with_cancelled_and_the_count() {
 async fn cancel_handle_works_from_another_task() {
     let daemon = Daemon::start();
     let client = daemon.client().await;
-    let mut generation = client.generate(endless()).await.unwrap();
+    let mut generation = client.generate(numbered(100_000, 10)).await.unwrap();
     let handle = generation.cancel_handle();
     let first = generation.next().await.unwrap().unwrap();
     assert!(matches!(first, GenerateEvent::Chunk(_)));
@@ -81,7 +70,7 @@ async fn cancel_of_an_unknown_id_is_not_found() {
 async fn dropping_a_generation_cancels_it_in_the_daemon() {
     let daemon = Daemon::start();
     let client = daemon.client().await;
-    let mut generation = client.generate(endless()).await.unwrap();
+    let mut generation = client.generate(numbered(100_000, 10)).await.unwrap();
     generation.next().await.unwrap().unwrap();
     drop(generation);
     let cancelled = eventually(100_000, || async {
@@ -99,7 +88,7 @@ async fn disconnect_cancels_every_generation_of_the_connection() {
     {
         let mut raw = RawConn::greeted(&daemon.socket);
         for id in 1..=5 {
-            raw.request(id, "generate", &endless());
+            raw.request(id, "generate", &numbered(100_000, 10));
         }
         // Wait until every one of them is streaming.
         let mut streaming = std::collections::HashSet::new();

@@ -5,20 +5,10 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 
 use provd_client::{ErrorCode, GenerateEvent, GenerateRequest};
-use provd_tests::{provd_bin, Daemon};
-use serde_json::json;
+use provd_tests::{numbered, provd_bin, Daemon};
 
 const SIGTERM: i32 = 15;
 const SIGINT: i32 = 2;
-
-fn slow(chunks: u32, delay_ms: u32) -> GenerateRequest {
-    let mut r = GenerateRequest::prompt("x");
-    r.additional_params.insert(
-        "mock".into(),
-        json!({"numbered": true, "chunks": chunks, "chunk_delay_ms": delay_ms}),
-    );
-    r
-}
 
 #[tokio::test]
 async fn socket_is_private_and_peers_are_identified() {
@@ -183,7 +173,7 @@ fn config_errors_name_file_key_and_rule_and_stop_start_up() {
 async fn sigterm_lets_running_streams_finish_and_removes_the_socket() {
     let daemon = Daemon::start();
     let client = daemon.client().await;
-    let mut generation = client.generate(slow(40, 5)).await.unwrap();
+    let mut generation = client.generate(numbered(40, 5)).await.unwrap();
     assert!(matches!(
         generation.next().await,
         Some(Ok(GenerateEvent::Chunk(_)))
@@ -218,7 +208,7 @@ async fn sigterm_lets_running_streams_finish_and_removes_the_socket() {
 async fn drain_deadline_ends_streams_with_unavailable_naming_the_shutdown() {
     let daemon = Daemon::with_config("[daemon]\ndrain_timeout_seconds = 0\n[providers.mock]\ntype = \"mock\"\ndefault_model = \"m\"\n");
     let client = daemon.client().await;
-    let mut generation = client.generate(slow(100_000, 10)).await.unwrap();
+    let mut generation = client.generate(numbered(100_000, 10)).await.unwrap();
     assert!(matches!(
         generation.next().await,
         Some(Ok(GenerateEvent::Chunk(_)))
@@ -237,7 +227,7 @@ async fn drain_deadline_ends_streams_with_unavailable_naming_the_shutdown() {
 async fn a_second_signal_ends_the_drain_at_once() {
     let daemon = Daemon::start(); // default drain deadline: 10 s
     let client = daemon.client().await;
-    let mut generation = client.generate(slow(100_000, 10)).await.unwrap();
+    let mut generation = client.generate(numbered(100_000, 10)).await.unwrap();
     assert!(matches!(
         generation.next().await,
         Some(Ok(GenerateEvent::Chunk(_)))

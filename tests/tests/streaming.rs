@@ -2,25 +2,14 @@
 
 use futures_util::future::join_all;
 use provd_client::{ErrorCode, FinishReason, GenerateEvent, GenerateRequest, Message, Role};
-use provd_tests::Daemon;
+use provd_tests::{mock_request, numbered, numbered_text, Daemon};
 use serde_json::json;
-
-fn numbered(chunks: u32) -> GenerateRequest {
-    let mut r = GenerateRequest::prompt("count for me");
-    r.additional_params
-        .insert("mock".into(), json!({"numbered": true, "chunks": chunks}));
-    r
-}
-
-fn expected_numbered(chunks: u32) -> String {
-    (0..chunks).map(|i| format!("{i} ")).collect()
-}
 
 #[tokio::test]
 async fn chunks_arrive_in_order_and_complete_then_exactly_one_done() {
     let daemon = Daemon::start();
     let client = daemon.client().await;
-    let mut generation = client.generate(numbered(200)).await.unwrap();
+    let mut generation = client.generate(numbered(200, 0)).await.unwrap();
     let mut next_index = 0;
     let mut text = String::new();
     let mut done = None;
@@ -45,7 +34,7 @@ async fn chunks_arrive_in_order_and_complete_then_exactly_one_done() {
         }
     }
     let done = done.expect("a done frame");
-    assert_eq!(text, expected_numbered(200));
+    assert_eq!(text, numbered_text(200));
     assert!(done.done);
     assert_eq!(done.chunks, 200);
     assert_eq!(
@@ -77,7 +66,7 @@ async fn default_mock_answer_streams_word_by_word() {
 async fn non_streaming_request_gets_the_whole_text_in_done() {
     let daemon = Daemon::start();
     let client = daemon.client().await;
-    let mut req = numbered(5);
+    let mut req = numbered(5, 0);
     req.stream = false;
     let mut generation = client.generate(req).await.unwrap();
     let first = generation.next().await.unwrap().unwrap();
@@ -94,7 +83,7 @@ async fn non_streaming_request_gets_the_whole_text_in_done() {
 async fn max_tokens_and_messages_shape_the_answer() {
     let daemon = Daemon::start();
     let client = daemon.client().await;
-    let mut req = numbered(50);
+    let mut req = numbered(50, 0);
     req.max_tokens = Some(7);
     req.system = Some("be terse".into());
     req.messages = vec![
@@ -114,7 +103,7 @@ async fn max_tokens_and_messages_shape_the_answer() {
         .collect_text()
         .await
         .unwrap();
-    assert_eq!(text, expected_numbered(7));
+    assert_eq!(text, numbered_text(7));
     assert_eq!(done.finish_reason, FinishReason::Length);
     // "be terse" + "one two" + "three" + "count for me"
     assert_eq!(done.usage.prompt_tokens, 2 + 2 + 1 + 3);
@@ -128,7 +117,7 @@ async fn many_concurrent_generations_share_one_connection() {
         let client = client.clone();
         async move {
             let (text, done) = client
-                .generate(numbered(20 + i))
+                .generate(numbered(20 + i, 0))
                 .await?
                 .collect_text()
                 .await?;
@@ -137,7 +126,7 @@ async fn many_concurrent_generations_share_one_connection() {
     });
     for result in join_all(runs).await {
         let (i, text, done) = result.unwrap();
-        assert_eq!(text, expected_numbered(20 + i));
+        assert_eq!(text, numbered_text(20 + i));
         assert_eq!(done.chunks, 20 + i);
     }
 }
@@ -153,7 +142,7 @@ async fn many_connections_stream_at_once() {
                 let client = client.clone();
                 async move {
                     client
-                        .generate(numbered(30 + i))
+                        .generate(numbered(30 + i, 0))
                         .await?
                         .collect_text()
                         .await
@@ -166,7 +155,7 @@ async fn many_connections_stream_at_once() {
     for result in join_all(runs).await {
         let (i, results) = result.unwrap();
         for r in results {
-            assert_eq!(r.unwrap().0, expected_numbered(30 + i));
+            assert_eq!(r.unwrap().0, numbered_text(30 + i));
         }
     }
 }
@@ -176,9 +165,8 @@ async fn provider_faults_end_the_stream_with_a_typed_error() {
     let daemon = Daemon::start();
     let client = daemon.client().await;
 
-    let mut req = numbered(10);
-    req.additional_params.insert(
-        "mock".into(),
+    let req = mock_request(
+        "count for me",
         json!({"numbered": true, "chunks": 10, "fault": "mid_stream", "fault_after_chunks": 4, "fault_code": "overloaded"}),
     );
     let mut generation = client.generate(req).await.unwrap();
@@ -198,9 +186,8 @@ async fn provider_faults_end_the_stream_with_a_typed_error() {
     // The usage the provider reported before failing: the mock reports the prompt's up front.
     assert_eq!(wire.usage.map(|u| u.prompt_tokens), Some(3));
 
-    let mut req = numbered(10);
-    req.additional_params.insert(
-        "mock".into(),
+    let req = mock_request(
+        "x",
         json!({"fault": "before_first_chunk", "fault_code": "rate_limited"}),
     );
     let err = client
@@ -252,7 +239,7 @@ capabilities = ["streaming", "tools"]
     assert_eq!(err.code(), ErrorCode::NotFound);
 
     let (_, done) = client
-        .generate(numbered(3))
+        .generate(numbered(3, 0))
         .await
         .unwrap()
         .collect_text()

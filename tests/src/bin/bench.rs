@@ -12,9 +12,8 @@
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use provd_client::{Client, GenerateEvent, GenerateRequest};
-use provd_tests::Daemon;
-use serde_json::json;
+use provd_client::{Client, GenerateEvent};
+use provd_tests::{numbered, Daemon};
 
 struct Samples {
     name: String,
@@ -54,17 +53,10 @@ impl Samples {
     }
 }
 
-fn mock_request(chunks: u32) -> GenerateRequest {
-    let mut r = GenerateRequest::prompt("benchmark");
-    r.additional_params
-        .insert("mock".into(), json!({"numbered": true, "chunks": chunks}));
-    r
-}
-
 async fn time_generation(client: &Client, chunks: u32) -> (Duration, Duration) {
     let start = Instant::now();
     let mut g = client
-        .generate(mock_request(chunks))
+        .generate(numbered(chunks, 0))
         .await
         .expect("generate");
     let mut first = None;
