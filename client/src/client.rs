@@ -112,9 +112,11 @@ enum Waiter {
 #[derive(Default)]
 struct Routes {
     waiters: HashMap<u32, Waiter>,
-    /// Set once the reader has stopped (or the daemon said why it will close); new
-    /// requests fail fast with it.
+    /// Set once the reader has stopped; new requests fail fast with it.
     closed: Option<ClientError>,
+    /// The last `error` notification, if no other frame came after it: the daemon's
+    /// explanation when the connection then closes.
+    last_error: Option<WireError>,
 }
 
 struct Shared {
@@ -369,10 +371,11 @@ async fn read_loop(
     let (waiters, reason) = {
         let mut routes = routes.lock().expect("routes lock poisoned");
         // An error notification that came before the close explains it better.
-        let reason = routes
-            .closed
-            .get_or_insert(ClientError::Disconnected(reason))
-            .clone();
+        let reason = match routes.last_error.take() {
+            Some(explained) => ClientError::Server(explained),
+            None => ClientError::Disconnected(reason),
+        };
+        let reason = routes.closed.get_or_insert(reason).clone();
         (std::mem::take(&mut routes.waiters), reason)
     };
     for (_, waiter) in waiters {
@@ -387,7 +390,10 @@ async fn read_loop(
 
 fn route(bytes: &[u8], routes: &Mutex<Routes>) -> Result<(), FrameError> {
     frame::validate(bytes, MAX_DEPTH)?;
-    match Envelope::parse(bytes)? {
+    let envelope = Envelope::parse(bytes)?;
+    // Any frame after an error notification shows that the connection survived it.
+    routes.lock().expect("routes lock poisoned").last_error = None;
+    match envelope {
         Envelope::Reply { id, outcome } => {
             let waiter = routes
                 .lock()
@@ -419,12 +425,11 @@ fn route(bytes: &[u8], routes: &Mutex<Routes>) -> Result<(), FrameError> {
             }
         }
         Envelope::Notification { method, params } if method == notification::ERROR => {
+            // Not every error notification ends the connection (a malformed frame does
+            // not); remember it as the explanation in case the close follows.
             let err: WireError = message::decode(params)?;
-            routes
-                .lock()
-                .expect("routes lock poisoned")
-                .closed
-                .get_or_insert(ClientError::Server(err));
+            routes.lock().expect("routes lock poisoned").last_error = Some(err);
+            return Ok(());
         }
         // Notifications added by newer daemons (keep-alives, progress) are skippable.
         Envelope::Notification { .. } => {}

@@ -266,7 +266,7 @@ pub struct GenerateRequest {
     #[serde(default)]
     pub prompt: Option<String>,
     /// The conversation so far.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nil_as_default")]
     pub messages: Vec<Message>,
     /// System prompt.
     #[serde(default)]
@@ -281,19 +281,33 @@ pub struct GenerateRequest {
     #[serde(default)]
     pub top_p: Option<f32>,
     /// Stop sequences.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nil_as_default")]
     pub stop: Vec<String>,
     /// Stream chunks as they arrive (default). When false the daemon sends no chunk
     /// notifications and the whole text comes in [`GenerateDone::text`].
-    #[serde(default = "yes")]
+    #[serde(default = "yes", deserialize_with = "nil_as_yes")]
     pub stream: bool,
     /// Provider-specific parameters, passed into the upstream request body.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nil_as_default")]
     pub additional_params: BTreeMap<String, serde_json::Value>,
 }
 
 fn yes() -> bool {
     true
+}
+
+/// Clients in languages without a distinction between "absent" and "null" send nil for
+/// fields they leave unset; every optional field accepts it.
+fn nil_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+fn nil_as_yes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Ok(Option::<bool>::deserialize(d)?.unwrap_or(true))
 }
 
 impl GenerateRequest {
@@ -592,6 +606,18 @@ mod tests {
         let req: GenerateRequest = decode(&bytes).unwrap();
         assert_eq!(req.prompt.as_deref(), Some("p"));
         assert!(req.stream, "stream defaults to true");
+    }
+
+    #[test]
+    fn nil_is_accepted_for_every_optional_field() {
+        let bytes = rmp_serde::to_vec_named(&serde_json::json!({
+            "prompt": "p", "provider": null, "model": null, "messages": null, "system": null,
+            "max_tokens": null, "temperature": null, "top_p": null, "stop": null,
+            "stream": null, "additional_params": null,
+        }))
+        .unwrap();
+        let req: GenerateRequest = decode(&bytes).unwrap();
+        assert_eq!(req, GenerateRequest::prompt("p"));
     }
 
     #[test]

@@ -122,10 +122,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .thread_name("provd")
         .build()?;
+    // Clients find the daemon where `provd serve` would listen: --socket/$PROVD_SOCKET,
+    // else the config file's `daemon.socket`, else the default path.
     let client_socket = || {
-        cli.socket
-            .clone()
-            .unwrap_or_else(provd_client::default_socket_path)
+        cli.socket.clone().unwrap_or_else(|| {
+            let config = commands::load_config(None)
+                .map(|(config, _)| config)
+                .unwrap_or_else(|_| provd::config::Config::embedded());
+            commands::serve_socket(None, &config)
+        })
     };
     runtime.block_on(async {
         match cli.command {

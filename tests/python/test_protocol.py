@@ -363,7 +363,7 @@ def wrong_param_types_are_invalid_request_and_connection_survives() -> None:
     expect_reply_error(raw.recv(), 33, "invalid_request")
     raw.send([0, 34, "generate", {"prompt": "x", "max_tokens": -1}])
     expect_reply_error(raw.recv(), 34, "invalid_request")
-    raw.send([0, 35, "generate", {"prompt": "x", "messages": None}])  # list fields refuse nil
+    raw.send([0, 35, "generate", {"prompt": "x", "messages": [{"role": "robot", "content": "x"}]}])
     expect_reply_error(raw.recv(), 35, "invalid_request")
     raw.send([0, 36, "generate", {"system": "no prompt, no messages"}])
     expect_reply_error(raw.recv(), 36, "invalid_request")
@@ -481,10 +481,14 @@ def duplicate_running_id_is_invalid_request() -> None:
     first = raw.recv()
     check(first[:2] == [2, "chunk"] and first[2]["id"] == 40, f"first chunk of 40: {first!r}")
     raw.send([0, 40, "generate", {"prompt": "again"}])
-    # The refusal carries the same id as the running generation (PROTOCOL.md section 10).
-    refusal = raw.recv()
-    err = expect_reply_error(refusal, 40, "invalid_request")
-    check("already used" in err["message"], f"message explains: {err['message']!r}")
+    raw.send([0, 40, "ping", {}])
+    # Both duplicates are refused with `error` notifications, never with a reply carrying
+    # id 40, which would read as the end of the running generation (PROTOCOL.md section 10).
+    for _ in range(2):
+        refusal = raw.recv()
+        check(refusal[:2] == [2, "error"], f"an error notification: {refusal!r}")
+        eq(refusal[2]["code"], "invalid_request", "refusal code")
+        check("request id 40" in refusal[2]["message"], f"message names the id: {refusal[2]['message']!r}")
     # The running generation is unharmed: its remaining chunks, then its done.
     rest = raw.recv_until_reply(40)
     eq([e[2]["index"] for e in rest[:-1]], [1, 2, 3], "remaining chunk indexes")

@@ -183,8 +183,8 @@ async fn provider_faults_end_the_stream_with_a_typed_error() {
     assert_eq!(wire.code, ErrorCode::Overloaded);
     assert!(wire.retryable);
     assert_eq!(wire.chunks, Some(4));
-    // The usage the provider reported before failing: the mock reports the prompt's up front.
-    assert_eq!(wire.usage.map(|u| u.prompt_tokens), Some(3));
+    // The usage the provider reported before failing.
+    assert_eq!(wire.usage, Some(provd_client::Usage::new(3, 4)));
 
     let req = mock_request(
         "x",

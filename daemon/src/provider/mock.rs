@@ -367,6 +367,7 @@ impl BaseLlmProvider for MockProvider {
 enum Phase {
     Start,
     Streaming,
+    Failing,
     Finished,
 }
 
@@ -386,14 +387,20 @@ impl Playback {
         let usage = Usage::new(self.prompt_tokens, self.sent as u32);
         match self.phase {
             Phase::Finished => None,
+            Phase::Failing => {
+                self.phase = Phase::Finished;
+                Some(Err(self.fault.clone()))
+            }
             Phase::Start => {
                 self.phase = Phase::Streaming;
                 Some(Ok(StreamEvent::Usage(usage)))
             }
             Phase::Streaming => {
                 if self.fail_at == Some(self.sent) {
-                    self.phase = Phase::Finished;
-                    return Some(Err(self.fault.clone()));
+                    // Report the usage so far first, as a real upstream's last usage
+                    // event would, so the failure carries it.
+                    self.phase = Phase::Failing;
+                    return Some(Ok(StreamEvent::Usage(usage)));
                 }
                 let Some(text) = self.chunks.next() else {
                     self.phase = Phase::Finished;

@@ -45,7 +45,8 @@ const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 const READ_BUFFER_BYTES: usize = 8 * 1024;
 const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 
-/// Running generations of one connection, by request id, with the token that cancels each.
+/// Requests in flight on one connection (generations and model listings), by request id,
+/// with the token that cancels each.
 pub(super) type Streams = Arc<Mutex<HashMap<u32, CancellationToken>>>;
 
 /// Serves one client until it leaves, breaks the protocol, or the daemon stops.
@@ -159,8 +160,11 @@ impl Connection {
                     continue;
                 }
                 // While draining, the connection stays open for cancels and pings until
-                // its last generation ends.
-                _ = self.tasks.wait(), if draining => return,
+                // its last generation ends; then the client is told why it closes.
+                _ = self.tasks.wait(), if draining => {
+                    self.notify_error(ErrorCode::Unavailable, "provd is shutting down; reconnect when it is back").await;
+                    return;
+                }
                 read = frame::read_frame(&mut reader, &mut buf, max) => read,
             };
             match read {
@@ -217,6 +221,25 @@ impl Connection {
         };
         if !self.greeted {
             return self.hello(id, method, params).await;
+        }
+        // A reply carrying the id of a running request would read as that request's end,
+        // so a duplicate gets a connection-level error instead, and is ignored.
+        if self
+            .ctx
+            .streams
+            .lock()
+            .expect("streams lock poisoned")
+            .contains_key(&id)
+        {
+            self.notify_error(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "request id {id} ({}) ignored: a running request on this connection already uses it; ids must be unique among requests in flight",
+                    truncate(method, 64)
+                ),
+            )
+            .await;
+            return ControlFlow::Continue(());
         }
         match method {
             method::PING => {
@@ -365,17 +388,25 @@ impl Connection {
                     .await
             }
         };
-        // Listing may reach an upstream; it must not hold up this connection's reader.
+        // Listing may reach an upstream; it must not hold up this connection's reader. It
+        // is registered like a generation, so its id is taken and `cancel` reaches it.
         let daemon = self.ctx.daemon.clone();
         let out = self.ctx.out.clone();
-        let closing = self.closing.clone();
+        let cancel = self.closing.child_token();
+        let streams = self.ctx.streams.clone();
+        streams
+            .lock()
+            .expect("streams lock poisoned")
+            .insert(id, cancel.clone());
         self.tasks.spawn(async move {
-            let frame = tokio::select! {
-                _ = closing.cancelled() => return,
-                r = daemon.factory.list_models(params.provider.as_deref()) => match r {
-                    Ok(list) => encode_or_internal(id, &list),
-                    Err(e) => message::encode_error(id, &e.to_wire()),
-                },
+            let result = tokio::select! {
+                _ = cancel.cancelled() => Err(WireError::new(ErrorCode::Cancelled, format!("list_models {id} was cancelled"))),
+                r = daemon.factory.list_models(params.provider.as_deref()) => r.map_err(|e| e.to_wire()),
+            };
+            streams.lock().expect("streams lock poisoned").remove(&id);
+            let frame = match result {
+                Ok(list) => encode_or_internal(id, &list),
+                Err(e) => message::encode_error(id, &e),
             };
             let _ = out.send(frame).await;
         });
@@ -416,12 +447,7 @@ impl Connection {
         let limit = self.ctx.daemon.limits.max_streams_per_connection;
         let token = {
             let mut streams = self.ctx.streams.lock().expect("streams lock poisoned");
-            if streams.contains_key(&id) {
-                Err(WireError::new(
-                    ErrorCode::InvalidRequest,
-                    format!("request id {id} is already used by a running generation on this connection; ids must be unique among running requests"),
-                ))
-            } else if streams.len() >= limit {
+            if streams.len() >= limit {
                 Err(WireError::new(
                     ErrorCode::Overloaded,
                     format!("this connection already runs {limit} generations (max_streams_per_connection); wait for one to finish or open another connection"),

@@ -120,7 +120,11 @@ async fn drive(
     let (provider_id, provider) = tokio::select! {
         biased;
         why = interrupted(cancel, &ctx.shutdown) => return Err(stop(why, 0, None)),
-        r = ctx.daemon.factory.get(request.provider.as_deref(), request.model.as_deref()) => r.map_err(|e| e.to_wire())?,
+        r = ctx.daemon.factory.get(request.provider.as_deref(), request.model.as_deref()) => r.map_err(|e| {
+            let mut e = e.to_wire();
+            e.chunks = Some(0);
+            e
+        })?,
     };
     let state = provider.state();
     let model = provider.model().to_owned();
