@@ -1,0 +1,1 @@
+//! libprovd: the C ABI over `provd-client` (in progress).
