@@ -59,6 +59,10 @@ impl fmt::Display for ProviderKind {
 
 /// Default per-request upstream timeout.
 pub const DEFAULT_TIMEOUT_SECONDS: u64 = 30;
+/// Default connect timeout.
+pub const DEFAULT_CONNECT_TIMEOUT_SECONDS: u64 = 10;
+/// Default bound on a whole request (a long answer from a slow model fits).
+pub const DEFAULT_TOTAL_TIMEOUT_SECONDS: u64 = 600;
 /// Default retries of a retryable upstream failure.
 pub const DEFAULT_RETRY_ATTEMPTS: u32 = 3;
 /// Default cap on generated tokens when neither request nor config says.
@@ -77,9 +81,16 @@ pub struct ProviderConfig {
     /// Model used when a request names none.
     #[serde(default)]
     pub default_model: Option<String>,
-    /// Upstream timeout in seconds (>= 1).
+    /// How long the upstream may stay silent, in seconds (>= 1): before the response
+    /// headers arrive (first byte) and between two pieces of a streamed body (idle).
     #[serde(default = "default_timeout")]
     pub timeout_seconds: u64,
+    /// TCP and TLS connect timeout in seconds (>= 1).
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_seconds: u64,
+    /// The whole request, retries and fallbacks included, in seconds (>= 1).
+    #[serde(default = "default_total_timeout")]
+    pub total_timeout_seconds: u64,
     /// Retries of retryable failures before the first chunk (>= 0).
     #[serde(default = "default_retries")]
     pub retry_attempts: u32,
@@ -96,6 +107,12 @@ pub struct ProviderConfig {
 
 fn default_timeout() -> u64 {
     DEFAULT_TIMEOUT_SECONDS
+}
+fn default_connect_timeout() -> u64 {
+    DEFAULT_CONNECT_TIMEOUT_SECONDS
+}
+fn default_total_timeout() -> u64 {
+    DEFAULT_TOTAL_TIMEOUT_SECONDS
 }
 fn default_retries() -> u32 {
     DEFAULT_RETRY_ATTEMPTS
@@ -284,11 +301,14 @@ impl Config {
                     "id must be letters, digits, '-' or '_'".into(),
                 ));
             }
-            if p.timeout_seconds < 1 {
-                return Err(invalid(
-                    key("timeout_seconds"),
-                    format!("must be >= 1, got {}", p.timeout_seconds),
-                ));
+            for (field, value) in [
+                ("timeout_seconds", p.timeout_seconds),
+                ("connect_timeout_seconds", p.connect_timeout_seconds),
+                ("total_timeout_seconds", p.total_timeout_seconds),
+            ] {
+                if value < 1 {
+                    return Err(invalid(key(field), format!("must be >= 1, got {value}")));
+                }
             }
             if p.max_tokens == 0 {
                 return Err(invalid(key("max_tokens"), "must be > 0, got 0".into()));

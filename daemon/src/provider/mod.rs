@@ -4,7 +4,10 @@
 //! Everything above this module sees only these types; a provider's quirks (wire format,
 //! headers, error bodies) stay in its own file.
 
+pub mod http;
 pub mod mock;
+pub mod ndjson;
+pub mod sse;
 
 use std::future::Future;
 use std::pin::Pin;

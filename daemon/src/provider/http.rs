@@ -1,0 +1,574 @@
+//! What every HTTP provider shares: the client (rustls on ring, pooled, HTTP/2 when the
+//! server offers it, no retries of its own), the timeouts, the mapping of HTTP failures
+//! to the system-wide codes, and the driver that turns a streamed body into
+//! [`StreamEvent`]s through a framer (SSE or NDJSON) and a provider's decoder.
+//!
+//! Retries are not here: the request path owns them (one owner, one deadline), so this
+//! layer reports each failure once, classified.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Once;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures_util::{stream, Stream, StreamExt};
+use provd_client::ErrorCode;
+use reqwest::header::HeaderMap;
+use reqwest::{RequestBuilder, Response, StatusCode};
+
+use super::ndjson::NdjsonSplitter;
+use super::sse::{SseEvent, SseParser};
+use super::{EventStream, ProviderError, StreamEvent};
+use crate::config::ProviderConfig;
+
+/// Largest error or non-streamed response body read into memory.
+pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+/// How much of an unparseable error body is quoted in a message.
+const QUOTED_BODY_CHARS: usize = 300;
+/// How long idle pooled connections are kept.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+static CRYPTO: Once = Once::new();
+
+/// Makes ring the process's TLS crypto provider (reqwest is built without one, which keeps
+/// a second crypto library out of the build). Idempotent.
+pub fn install_crypto_provider() {
+    CRYPTO.call_once(|| {
+        // Err means a provider is installed already, which is all we need.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// The per-request time limits of a provider, each named in the error it causes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP + TLS connect.
+    pub connect: Duration,
+    /// From sending the request to the response headers.
+    pub first_byte: Duration,
+    /// The longest silence between two pieces of the body.
+    pub idle: Duration,
+}
+
+impl Timeouts {
+    /// The limits a provider's config sets.
+    pub fn from_config(config: &ProviderConfig) -> Timeouts {
+        Timeouts {
+            connect: Duration::from_secs(config.connect_timeout_seconds),
+            first_byte: Duration::from_secs(config.timeout_seconds),
+            idle: Duration::from_secs(config.timeout_seconds),
+        }
+    }
+}
+
+/// The shared HTTP client of one provider instance.
+pub fn client(timeouts: &Timeouts) -> Result<reqwest::Client, ProviderError> {
+    install_crypto_provider();
+    reqwest::Client::builder()
+        .user_agent(concat!("provd/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(timeouts.connect)
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .tcp_nodelay(true)
+        .http2_adaptive_window(true)
+        // The request path owns retries; a second layer would multiply them.
+        .retry(reqwest::retry::never())
+        .build()
+        .map_err(|e| {
+            ProviderError::new(
+                ErrorCode::Internal,
+                format!("cannot build the HTTP client: {e}"),
+            )
+        })
+}
+
+/// Sends a request and returns the response if its status is a success. Failures are
+/// classified: connection problems are `unavailable`, the first-byte limit `timeout`, an
+/// HTTP error status by [`status_error`] with the provider's own message, which
+/// `error_message` extracts from the error body.
+pub async fn send(
+    provider: &str,
+    request: RequestBuilder,
+    timeouts: &Timeouts,
+    error_message: fn(&[u8]) -> Option<String>,
+) -> Result<Response, ProviderError> {
+    let response = match tokio::time::timeout(timeouts.first_byte, request.send()).await {
+        Err(_) => {
+            return Err(ProviderError::new(
+                ErrorCode::Timeout,
+                format!(
+                    "{provider}: no response within the first-byte timeout of {}s",
+                    timeouts.first_byte.as_secs()
+                ),
+            ))
+        }
+        Ok(Err(e)) => return Err(transport_error(provider, e, timeouts)),
+        Ok(Ok(r)) => r,
+    };
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let headers = response.headers().clone();
+    let body = read_body(provider, response, timeouts, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let message = error_message(&body).unwrap_or_else(|| quote_body(&body));
+    Err(status_error(provider, status, &headers, &message))
+}
+
+/// Maps an HTTP error status to the system-wide code; retryable statuses carry the
+/// upstream's retry-after hint.
+pub fn status_error(
+    provider: &str,
+    status: StatusCode,
+    headers: &HeaderMap,
+    message: &str,
+) -> ProviderError {
+    let code = match status.as_u16() {
+        400 | 413 | 422 => ErrorCode::InvalidRequest,
+        401 => ErrorCode::Unauthenticated,
+        403 => ErrorCode::PermissionDenied,
+        404 => ErrorCode::NotFound,
+        408 => ErrorCode::Timeout,
+        429 => ErrorCode::RateLimited,
+        529 => ErrorCode::Overloaded,
+        503 => ErrorCode::Unavailable,
+        500..=599 => ErrorCode::UpstreamError,
+        _ => ErrorCode::InvalidRequest,
+    };
+    let mut error = ProviderError::new(
+        code,
+        format!("{provider} returned HTTP {}: {message}", status.as_u16()),
+    );
+    error.retryable = code.is_retryable_by_default() || status.is_server_error();
+    if error.retryable {
+        error.retry_after = retry_after(headers);
+    }
+    error
+}
+
+/// The upstream's retry hint: `retry-after-ms` (OpenAI, Anthropic), else `retry-after`
+/// in seconds or as an HTTP date.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    if let Some(ms) = text("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
+        if ms.is_finite() && ms >= 0.0 {
+            return Some(Duration::from_secs_f64(ms / 1000.0));
+        }
+    }
+    let value = text("retry-after")?;
+    if let Ok(seconds) = value.parse::<f64>() {
+        return (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds));
+    }
+    let at = httpdate_to_system_time(value)?;
+    Some(
+        at.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// Parses the IMF-fixdate form of an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`), the only
+/// form a current server sends.
+fn httpdate_to_system_time(s: &str) -> Option<SystemTime> {
+    let parts: Vec<&str> = s.split_whitespace().collect();
+    let [_, day, month, year, time, "GMT"] = parts.as_slice() else {
+        return None;
+    };
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|m| m == month)? as i64
+        + 1;
+    let (day, year): (i64, i64) = (day.parse().ok()?, year.parse().ok()?);
+    let hms: Vec<i64> = time
+        .split(':')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    let [h, m, sec] = hms.as_slice() else {
+        return None;
+    };
+    let days = days_from_civil(year, month, day);
+    let secs = days * 86_400 + h * 3600 + m * 60 + sec;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).ok()?))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+pub(crate) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// A failure below HTTP: connect, TLS, reset.
+pub fn transport_error(provider: &str, e: reqwest::Error, timeouts: &Timeouts) -> ProviderError {
+    let (connect, timeout) = (e.is_connect(), e.is_timeout());
+    // Never echo the URL: some APIs put keys in query strings.
+    let detail = error_chain(&e.without_url());
+    if connect {
+        if timeout {
+            return ProviderError::new(
+                ErrorCode::Timeout,
+                format!(
+                    "{provider}: connect timeout of {}s exceeded ({detail})",
+                    timeouts.connect.as_secs()
+                ),
+            );
+        }
+        return ProviderError::new(
+            ErrorCode::Unavailable,
+            format!("{provider}: cannot connect: {detail}"),
+        );
+    }
+    if timeout {
+        return ProviderError::new(
+            ErrorCode::Timeout,
+            format!("{provider}: request timed out ({detail})"),
+        );
+    }
+    let mut error = ProviderError::new(
+        ErrorCode::Unavailable,
+        format!("{provider}: connection failed: {detail}"),
+    );
+    error.retryable = true;
+    error
+}
+
+/// An error with its sources, which is where reqwest keeps the useful part
+/// ("connection refused").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+fn quote_body(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.is_empty() {
+        return "(empty body)".to_owned();
+    }
+    match text.char_indices().nth(QUOTED_BODY_CHARS) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_owned(),
+    }
+}
+
+/// Reads a whole (non-streamed or error) body, at most `limit` bytes, with the idle
+/// timeout between pieces.
+pub async fn read_body(
+    provider: &str,
+    response: Response,
+    timeouts: &Timeouts,
+    limit: usize,
+) -> Result<Vec<u8>, ProviderError> {
+    let mut body = body_stream(provider, response, *timeouts);
+    let mut out = Vec::new();
+    while let Some(piece) = body.next().await {
+        let piece = piece?;
+        if out.len() + piece.len() > limit {
+            return Err(ProviderError::new(
+                ErrorCode::UpstreamError,
+                format!("{provider}: response body exceeds {limit} bytes"),
+            ));
+        }
+        out.extend_from_slice(&piece);
+    }
+    Ok(out)
+}
+
+/// Reads and parses a whole JSON body.
+pub async fn read_json<T: serde::de::DeserializeOwned>(
+    provider: &str,
+    response: Response,
+    timeouts: &Timeouts,
+) -> Result<T, ProviderError> {
+    let body = read_body(provider, response, timeouts, MAX_BODY_BYTES).await?;
+    serde_json::from_slice(&body).map_err(|e| malformed(provider, e))
+}
+
+/// An upstream response that is not what the API documents.
+pub fn malformed(provider: &str, e: impl std::fmt::Display) -> ProviderError {
+    let mut error = ProviderError::new(
+        ErrorCode::UpstreamError,
+        format!("{provider}: malformed response: {e}"),
+    );
+    error.retryable = false;
+    error
+}
+
+type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, ProviderError>> + Send>>;
+
+/// The body as it arrives, with the idle timeout between pieces; a reset or a silence
+/// past the limit ends it with a classified error.
+pub fn body_stream(provider: &str, response: Response, timeouts: Timeouts) -> BodyStream {
+    let provider = provider.to_owned();
+    let body = response.bytes_stream();
+    Box::pin(stream::unfold(
+        (Box::pin(body), false),
+        move |(mut body, failed)| {
+            let provider = provider.clone();
+            async move {
+                if failed {
+                    return None;
+                }
+                match tokio::time::timeout(timeouts.idle, body.next()).await {
+                Err(_) => Some((
+                    Err(ProviderError::new(
+                        ErrorCode::Timeout,
+                        format!("{provider}: the stream was idle longer than the idle timeout of {}s", timeouts.idle.as_secs()),
+                    )),
+                    (body, true),
+                )),
+                Ok(None) => None,
+                Ok(Some(Ok(bytes))) => Some((Ok(bytes), (body, false))),
+                Ok(Some(Err(e))) => {
+                    let mut error = ProviderError::new(
+                        ErrorCode::UpstreamError,
+                        format!("{provider}: the connection broke mid-response: {}", error_chain(&e.without_url())),
+                    );
+                    error.retryable = true;
+                    Some((Err(error), (body, true)))
+                }
+            }
+            }
+        },
+    ))
+}
+
+/// Cuts a byte stream into units: SSE events or NDJSON lines.
+pub trait Framer: Send + 'static {
+    /// What comes out.
+    type Unit: Send;
+    /// Feeds bytes; complete units go to `out`.
+    fn push(&mut self, bytes: &[u8], out: &mut Vec<Self::Unit>) -> Result<(), String>;
+    /// The stream ended; a last unit, if the format allows one without a terminator.
+    fn finish(&mut self) -> Option<Self::Unit>;
+}
+
+impl Framer for SseParser {
+    type Unit = SseEvent;
+    fn push(&mut self, bytes: &[u8], out: &mut Vec<SseEvent>) -> Result<(), String> {
+        SseParser::push(self, bytes, out).map_err(|e| e.to_string())
+    }
+    fn finish(&mut self) -> Option<SseEvent> {
+        // The spec discards an event cut off by the end of the stream; the decoder then
+        // notices that its final event never came.
+        None
+    }
+}
+
+impl Framer for NdjsonSplitter {
+    type Unit = Vec<u8>;
+    fn push(&mut self, bytes: &[u8], out: &mut Vec<Vec<u8>>) -> Result<(), String> {
+        NdjsonSplitter::push(self, bytes, out).map_err(|e| e.to_string())
+    }
+    fn finish(&mut self) -> Option<Vec<u8>> {
+        NdjsonSplitter::finish(self)
+    }
+}
+
+/// A provider's reading of its stream format: each unit becomes zero or more events, and
+/// the end of the body is checked (a stream that ends without its final event is an
+/// error, never a silent success).
+pub trait Decoder: Send + 'static {
+    /// The framer's unit.
+    type Unit;
+    /// Decodes one unit. Returning [`StreamEvent::Done`] ends the stream.
+    fn unit(&mut self, unit: Self::Unit, out: &mut Vec<StreamEvent>) -> Result<(), ProviderError>;
+    /// The body ended without `Done`: the error to report.
+    fn ended_early(&mut self) -> ProviderError;
+}
+
+struct Pump<F, D> {
+    provider: String,
+    body: BodyStream,
+    framer: F,
+    decoder: D,
+    pending: VecDeque<Result<StreamEvent, ProviderError>>,
+    finished: bool,
+}
+
+/// Streams a provider's events from a response body.
+pub fn event_stream<F, D>(
+    provider: &str,
+    response: Response,
+    timeouts: Timeouts,
+    framer: F,
+    decoder: D,
+) -> EventStream
+where
+    F: Framer,
+    D: Decoder<Unit = F::Unit>,
+{
+    let pump = Pump {
+        provider: provider.to_owned(),
+        body: body_stream(provider, response, timeouts),
+        framer,
+        decoder,
+        pending: VecDeque::new(),
+        finished: false,
+    };
+    Box::pin(stream::unfold(pump, |mut p| async move {
+        loop {
+            if let Some(event) = p.pending.pop_front() {
+                return Some((event, p));
+            }
+            if p.finished {
+                return None;
+            }
+            let mut units = Vec::new();
+            match p.body.next().await {
+                Some(Ok(bytes)) => {
+                    if let Err(e) = p.framer.push(&bytes, &mut units) {
+                        p.finished = true;
+                        p.pending.push_back(Err(malformed(&p.provider, e)));
+                        continue;
+                    }
+                }
+                Some(Err(e)) => {
+                    p.finished = true;
+                    p.pending.push_back(Err(e));
+                    continue;
+                }
+                None => {
+                    p.finished = true;
+                    units.extend(p.framer.finish());
+                    let mut events = Vec::new();
+                    let mut done = false;
+                    for unit in units {
+                        match p.decoder.unit(unit, &mut events) {
+                            Ok(()) => {}
+                            Err(e) => {
+                                p.pending.extend(events.drain(..).map(Ok));
+                                p.pending.push_back(Err(e));
+                                done = true;
+                                break;
+                            }
+                        }
+                        if events.iter().any(|e| matches!(e, StreamEvent::Done { .. })) {
+                            done = true;
+                            break;
+                        }
+                    }
+                    p.pending.extend(events.into_iter().map(Ok));
+                    if !done {
+                        p.pending.push_back(Err(p.decoder.ended_early()));
+                    }
+                    continue;
+                }
+            }
+            let mut events = Vec::new();
+            for unit in units {
+                if let Err(e) = p.decoder.unit(unit, &mut events) {
+                    p.finished = true;
+                    p.pending.extend(events.drain(..).map(Ok));
+                    p.pending.push_back(Err(e));
+                    break;
+                }
+                if events.iter().any(|e| matches!(e, StreamEvent::Done { .. })) {
+                    // Nothing after the final event matters; dropping the body here
+                    // closes the stream as soon as its end is known.
+                    p.finished = true;
+                    break;
+                }
+            }
+            p.pending.extend(events.into_iter().map(Ok));
+        }
+    }))
+}
+
+/// Replaces every occurrence of a secret in an upstream message (an API that echoes the
+/// key it refused), so it cannot travel on in an error.
+pub fn scrub(message: &str, secret: Option<&crate::secret::Secret>) -> String {
+    match secret {
+        Some(s) if s.expose().len() >= 8 => message.replace(s.expose(), "***"),
+        _ => message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    #[test]
+    fn statuses_map_to_the_system_codes() {
+        let h = HeaderMap::new();
+        let code = |s: u16| status_error("p", StatusCode::from_u16(s).unwrap(), &h, "m");
+        for (s, c, retry) in [
+            (400, ErrorCode::InvalidRequest, false),
+            (413, ErrorCode::InvalidRequest, false),
+            (422, ErrorCode::InvalidRequest, false),
+            (401, ErrorCode::Unauthenticated, false),
+            (403, ErrorCode::PermissionDenied, false),
+            (404, ErrorCode::NotFound, false),
+            (408, ErrorCode::Timeout, true),
+            (429, ErrorCode::RateLimited, true),
+            (529, ErrorCode::Overloaded, true),
+            (503, ErrorCode::Unavailable, true),
+            (500, ErrorCode::UpstreamError, true),
+            (502, ErrorCode::UpstreamError, true),
+        ] {
+            let e = code(s);
+            assert_eq!((e.code, e.retryable), (c, retry), "HTTP {s}");
+            assert_eq!(e.message, format!("p returned HTTP {s}: m"));
+        }
+    }
+
+    #[test]
+    fn retry_after_reads_milliseconds_seconds_and_dates() {
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", HeaderValue::from_static("7"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        h.insert("retry-after-ms", HeaderValue::from_static("1500"));
+        assert_eq!(
+            retry_after(&h),
+            Some(Duration::from_millis(1500)),
+            "the finer header wins"
+        );
+        let mut h = HeaderMap::new();
+        h.insert(
+            "retry-after",
+            HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT"),
+        );
+        assert_eq!(
+            retry_after(&h),
+            Some(Duration::ZERO),
+            "a past date means now"
+        );
+        assert_eq!(
+            httpdate_to_system_time("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777))
+        );
+        h.insert("retry-after", HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn secrets_are_scrubbed_from_upstream_messages() {
+        let key = crate::secret::Secret::new("sk-abcdefghijkl".into());
+        assert_eq!(
+            scrub("bad key sk-abcdefghijkl given", Some(&key)),
+            "bad key *** given"
+        );
+    }
+}
