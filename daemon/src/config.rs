@@ -100,6 +100,24 @@ pub struct ProviderConfig {
     /// What the provider can do, reported to clients (`streaming`, `tools`, …).
     #[serde(default = "default_capabilities")]
     pub capabilities: Vec<String>,
+    /// The environment variable holding the API key; each type has a default
+    /// (`ANTHROPIC_API_KEY`, `OPENAI_API_KEY`, `GEMINI_API_KEY`), the others need none.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// OpenAI organization id (sent as `OpenAI-Organization`).
+    #[serde(default)]
+    pub organization: Option<String>,
+    /// OpenAI project id (sent as `OpenAI-Project`).
+    #[serde(default)]
+    pub project: Option<String>,
+    /// Extra HTTP headers for every request (an OpenRouter `HTTP-Referer`, say). Not for
+    /// secrets: these are configuration, shown in logs.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Where a request goes when this provider fails with a retryable error before its
+    /// first chunk, in order: `"provider"` (its default model) or `"provider/model"`.
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
     /// Type-specific settings (the mock's text and faults, say), checked by the type.
     #[serde(default)]
     pub options: toml::Table,
@@ -175,6 +193,36 @@ pub struct Config {
     /// Providers by id.
     #[serde(default)]
     pub providers: BTreeMap<String, ProviderConfig>,
+    /// Model aliases: a request whose model is an alias name (and that names no provider)
+    /// is served by the first target that answers, in order (`"provider/model"` or
+    /// `"provider"`).
+    #[serde(default)]
+    pub aliases: BTreeMap<String, Vec<String>>,
+}
+
+/// A provider and model a request can be routed to (`"provider"` or `"provider/model"`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// Provider id.
+    pub provider: String,
+    /// Model; the provider's default when `None`.
+    pub model: Option<String>,
+}
+
+impl Target {
+    /// Parses `"provider"` or `"provider/model"` (a model may itself contain `/`).
+    pub fn parse(s: &str) -> Target {
+        match s.split_once('/') {
+            Some((provider, model)) => Target {
+                provider: provider.to_owned(),
+                model: Some(model.to_owned()),
+            },
+            None => Target {
+                provider: s.to_owned(),
+                model: None,
+            },
+        }
+    }
 }
 
 /// A configuration that cannot be used, and exactly why.
@@ -289,6 +337,17 @@ impl Config {
                 ));
             }
         }
+        for (alias, targets) in &self.aliases {
+            if targets.is_empty() {
+                return Err(invalid(
+                    format!("aliases.{alias}"),
+                    "must name at least one target".into(),
+                ));
+            }
+            for (i, target) in targets.iter().enumerate() {
+                self.check_target(target, &format!("aliases.{alias}[{i}]"), path)?;
+            }
+        }
         for (id, p) in &self.providers {
             let key = |field: &str| format!("providers.{id}.{field}");
             if id.is_empty()
@@ -326,10 +385,29 @@ impl Config {
                     return Err(invalid(key("default_model"), "must not be empty".into()));
                 }
             }
+            for (i, target) in p.fallbacks.iter().enumerate() {
+                self.check_target(target, &key(&format!("fallbacks[{i}]")), path)?;
+            }
             if p.kind == ProviderKind::Mock {
                 crate::provider::mock::MockOptions::from_table(&p.options)
                     .map_err(|(field, rule)| invalid(key(&format!("options.{field}")), rule))?;
             }
+        }
+        Ok(())
+    }
+
+    fn check_target(&self, target: &str, key: &str, path: &Path) -> Result<(), ConfigError> {
+        let t = Target::parse(target);
+        if !self.providers.contains_key(&t.provider) {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                key: key.to_owned(),
+                rule: format!(
+                    "names provider '{}', which is not configured (configured: {})",
+                    t.provider,
+                    self.provider_ids()
+                ),
+            });
         }
         Ok(())
     }

@@ -11,6 +11,7 @@ use tokio::sync::OnceCell;
 
 use crate::config::{Config, ProviderKind};
 use crate::provider::mock::MockProvider;
+use crate::provider::openai::OpenAiProvider;
 use crate::provider::{BaseLlmProvider, ProviderError, ProviderSpec};
 
 /// Builds a provider instance from its spec. Cheap and synchronous: network work belongs
@@ -18,6 +19,21 @@ use crate::provider::{BaseLlmProvider, ProviderError, ProviderSpec};
 pub type Constructor = fn(ProviderSpec) -> Result<Arc<dyn BaseLlmProvider>, ProviderError>;
 
 type Slot = Arc<OnceCell<Arc<dyn BaseLlmProvider>>>;
+
+/// The API key named by a provider's `api_key_env` (or its type's default variable).
+fn credential_from_env(config: &crate::config::ProviderConfig) -> Option<crate::secret::Secret> {
+    let var = config
+        .api_key_env
+        .as_deref()
+        .or(crate::provider::default_key_env(config.kind))?;
+    let value = std::env::var(var).ok().or_else(|| {
+        (config.kind == ProviderKind::Gemini)
+            .then(|| std::env::var("GOOGLE_API_KEY").ok())
+            .flatten()
+    })?;
+    let secret = crate::secret::Secret::new(value);
+    (!secret.is_empty()).then_some(secret)
+}
 
 /// Registry, cache and lifecycle of provider instances (the original design's
 /// `LlmProviderFactory`).
@@ -52,6 +68,16 @@ impl LlmProviderFactory {
         let mut f = LlmProviderFactory::empty(config);
         f.register(ProviderKind::Mock, |spec| {
             Ok(Arc::new(MockProvider::new(spec)?) as Arc<dyn BaseLlmProvider>)
+        });
+        f.register(ProviderKind::Openai, |spec| {
+            Ok(Arc::new(OpenAiProvider::new(spec, ProviderKind::Openai)?)
+                as Arc<dyn BaseLlmProvider>)
+        });
+        f.register(ProviderKind::OpenaiCompatible, |spec| {
+            Ok(
+                Arc::new(OpenAiProvider::new(spec, ProviderKind::OpenaiCompatible)?)
+                    as Arc<dyn BaseLlmProvider>,
+            )
         });
         f
     }
@@ -126,6 +152,7 @@ impl LlmProviderFactory {
             id: id.to_owned(),
             model,
             config: provider_config.clone(),
+            credential: credential_from_env(provider_config),
         };
         let instance = slot
             .get_or_try_init(|| async move {

@@ -3,6 +3,7 @@
 //! to it through the Rust client or raw bytes.
 
 pub mod raw;
+pub mod upstream;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -82,15 +82,31 @@ pub fn client(timeouts: &Timeouts) -> Result<reqwest::Client, ProviderError> {
         })
 }
 
+/// How one API reports failures: where its error bodies keep the message, and which
+/// headers carry its rate-limit reset hints besides the standard ones.
+#[derive(Clone, Copy)]
+pub struct Dialect {
+    /// The upstream's own error message from an error body.
+    pub error_message: fn(&[u8]) -> Option<String>,
+    /// The retry hint from response headers.
+    pub retry_after: fn(&HeaderMap) -> Option<Duration>,
+}
+
+impl std::fmt::Debug for Dialect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Dialect")
+    }
+}
+
 /// Sends a request and returns the response if its status is a success. Failures are
 /// classified: connection problems are `unavailable`, the first-byte limit `timeout`, an
-/// HTTP error status by [`status_error`] with the provider's own message, which
-/// `error_message` extracts from the error body.
+/// HTTP error status by [`status_error`] with the provider's own message and retry hint,
+/// which the `dialect` extracts.
 pub async fn send(
     provider: &str,
     request: RequestBuilder,
     timeouts: &Timeouts,
-    error_message: fn(&[u8]) -> Option<String>,
+    dialect: &Dialect,
 ) -> Result<Response, ProviderError> {
     let response = match tokio::time::timeout(timeouts.first_byte, request.send()).await {
         Err(_) => {
@@ -113,8 +129,12 @@ pub async fn send(
     let body = read_body(provider, response, timeouts, 64 * 1024)
         .await
         .unwrap_or_default();
-    let message = error_message(&body).unwrap_or_else(|| quote_body(&body));
-    Err(status_error(provider, status, &headers, &message))
+    let message = (dialect.error_message)(&body).unwrap_or_else(|| quote_body(&body));
+    let mut error = status_error(provider, status, &headers, &message);
+    if error.retryable {
+        error.retry_after = (dialect.retry_after)(&headers);
+    }
+    Err(error)
 }
 
 /// Maps an HTTP error status to the system-wide code; retryable statuses carry the

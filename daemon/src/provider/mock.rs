@@ -434,6 +434,7 @@ mod tests {
             id: "m".into(),
             model: "mock-1".into(),
             config: config.providers["m"].clone(),
+            credential: None,
         })
         .unwrap()
     }

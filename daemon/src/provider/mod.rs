@@ -7,6 +7,7 @@
 pub mod http;
 pub mod mock;
 pub mod ndjson;
+pub mod openai;
 pub mod sse;
 
 use std::future::Future;
@@ -89,6 +90,91 @@ pub struct ProviderSpec {
     pub model: String,
     /// Its configuration.
     pub config: ProviderConfig,
+    /// Its API key, if it has one. Redacted in Debug.
+    pub credential: Option<crate::secret::Secret>,
+}
+
+impl ProviderSpec {
+    /// The configured base URL, else the type's documented default, without a trailing
+    /// slash so that paths join cleanly.
+    pub fn base_url(&self, default: &str) -> String {
+        self.config
+            .base_url
+            .as_deref()
+            .unwrap_or(default)
+            .trim_end_matches('/')
+            .to_owned()
+    }
+
+    /// The API key, or an `unauthenticated` error naming where it should come from.
+    pub fn require_credential(&self) -> Result<&crate::secret::Secret, ProviderError> {
+        self.credential.as_ref().ok_or_else(|| {
+            ProviderError::new(
+                ErrorCode::Unauthenticated,
+                format!(
+                    "provider '{}' has no API key: set {} in the daemon's environment",
+                    self.id,
+                    self.config
+                        .api_key_env
+                        .as_deref()
+                        .or(default_key_env(self.config.kind))
+                        .unwrap_or("its api_key_env")
+                ),
+            )
+        })
+    }
+}
+
+/// The environment variable a provider type reads its key from by default.
+pub fn default_key_env(kind: ProviderKind) -> Option<&'static str> {
+    match kind {
+        ProviderKind::Anthropic => Some("ANTHROPIC_API_KEY"),
+        ProviderKind::Openai => Some("OPENAI_API_KEY"),
+        ProviderKind::Gemini => Some("GEMINI_API_KEY"),
+        ProviderKind::OpenaiCompatible | ProviderKind::Ollama | ProviderKind::Mock => None,
+    }
+}
+
+/// A request's conversation in the shape every API wants: the system prompt apart (the
+/// `system` field and any system turns, joined), then the turns, with `prompt` appended
+/// as the last user turn.
+pub fn conversation(request: &GenerateRequest) -> (Option<String>, Vec<provd_client::Message>) {
+    let mut system: Vec<&str> = request.system.iter().map(String::as_str).collect();
+    let mut turns = Vec::with_capacity(request.messages.len() + 1);
+    for m in &request.messages {
+        match m.role {
+            provd_client::Role::System => system.push(&m.content),
+            _ => turns.push(m.clone()),
+        }
+    }
+    if let Some(prompt) = request.prompt.as_ref().filter(|p| !p.is_empty()) {
+        turns.push(provd_client::Message {
+            role: provd_client::Role::User,
+            content: prompt.clone(),
+        });
+    }
+    let system = (!system.is_empty()).then(|| system.join("\n\n"));
+    (system, turns)
+}
+
+/// Copies `additional_params` into a JSON request body. Keys that would change what
+/// the daemon relies on (`reserved`: the model, streaming) are refused rather than
+/// silently ignored, so the caller learns why their parameter had no effect.
+pub fn merge_additional_params(
+    body: &mut serde_json::Map<String, serde_json::Value>,
+    request: &GenerateRequest,
+    reserved: &[&str],
+) -> Result<(), ProviderError> {
+    for (key, value) in &request.additional_params {
+        if reserved.contains(&key.as_str()) {
+            return Err(ProviderError::new(
+                ErrorCode::InvalidRequest,
+                format!("additional_params.{key} is set by provd and may not be overridden"),
+            ));
+        }
+        body.insert(key.clone(), value.clone());
+    }
+    Ok(())
 }
 
 /// Status and counters of one provider instance, updated lock-free from the request path.

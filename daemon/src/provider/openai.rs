@@ -1,0 +1,560 @@
+//! OpenAI Chat Completions, and every server that speaks the same protocol at another
+//! `base_url` (vLLM, llama.cpp server, LM Studio, LiteLLM, OpenRouter, Groq, Together,
+//! DeepSeek, Mistral).
+//!
+//! - Generate: `POST {base_url}/chat/completions`; streamed as SSE `data:` chunks
+//!   (`chat.completion.chunk`) ending with `data: [DONE]`, with
+//!   `stream_options.include_usage` so the last chunk before `[DONE]` carries usage.
+//! - List models: `GET {base_url}/models`.
+//! - Auth: `Authorization: Bearer <key>`; `OpenAI-Organization` / `OpenAI-Project` when
+//!   configured. For `openai-compatible` the key is optional.
+//!
+//! `base_url` includes the version prefix, as OpenAI's own SDKs expect
+//! (`https://api.openai.com/v1`, `http://localhost:8000/v1`).
+
+use std::time::Duration;
+
+use provd_client::message::ProviderStatus;
+use provd_client::{ErrorCode, FinishReason, GenerateRequest, ModelInfo, Role, Usage};
+use reqwest::header::HeaderMap;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::http::{self, Decoder, Dialect, Timeouts};
+use super::sse::{SseEvent, SseParser};
+use super::{
+    conversation, merge_additional_params, BaseLlmProvider, BoxFuture, EventStream, ProviderError,
+    ProviderSpec, ProviderState, StreamEvent,
+};
+use crate::config::ProviderKind;
+
+/// OpenAI's API root.
+pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
+
+/// Body keys provd sets itself.
+const RESERVED: &[&str] = &["model", "stream", "stream_options", "messages"];
+
+/// OpenAI, or a server that speaks its protocol.
+#[derive(Debug)]
+pub struct OpenAiProvider {
+    spec: ProviderSpec,
+    kind: ProviderKind,
+    base_url: String,
+    timeouts: Timeouts,
+    http: reqwest::Client,
+    state: ProviderState,
+}
+
+const DIALECT: Dialect = Dialect {
+    error_message,
+    retry_after,
+};
+
+impl OpenAiProvider {
+    /// An instance for `openai` or `openai-compatible`.
+    pub fn new(spec: ProviderSpec, kind: ProviderKind) -> Result<OpenAiProvider, ProviderError> {
+        let timeouts = Timeouts::from_config(&spec.config);
+        let default_url = match kind {
+            ProviderKind::Openai => DEFAULT_BASE_URL,
+            _ => spec.config.base_url.as_deref().ok_or_else(|| {
+                ProviderError::new(
+                    ErrorCode::InvalidRequest,
+                    format!(
+                        "provider '{}' (openai-compatible) needs a base_url",
+                        spec.id
+                    ),
+                )
+            })?,
+        };
+        Ok(OpenAiProvider {
+            base_url: spec.base_url(default_url),
+            http: http::client(&timeouts)?,
+            timeouts,
+            kind,
+            spec,
+            state: ProviderState::default(),
+        })
+    }
+
+    fn authorized(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::RequestBuilder, ProviderError> {
+        let mut request = request;
+        let key = match self.kind {
+            ProviderKind::Openai => Some(self.spec.require_credential()?),
+            _ => self.spec.credential.as_ref(),
+        };
+        if let Some(key) = key {
+            request = request.bearer_auth(key.expose());
+        }
+        if let Some(org) = &self.spec.config.organization {
+            request = request.header("OpenAI-Organization", org);
+        }
+        if let Some(project) = &self.spec.config.project {
+            request = request.header("OpenAI-Project", project);
+        }
+        for (name, value) in &self.spec.config.headers {
+            request = request.header(name, value);
+        }
+        Ok(request)
+    }
+
+    fn body(&self, request: &GenerateRequest) -> Result<Value, ProviderError> {
+        let (system, turns) = conversation(request);
+        let mut messages: Vec<Value> = Vec::with_capacity(turns.len() + 1);
+        if let Some(system) = system {
+            messages.push(json!({"role": "system", "content": system}));
+        }
+        for m in turns {
+            let role = match m.role {
+                Role::Assistant => "assistant",
+                _ => "user",
+            };
+            messages.push(json!({"role": role, "content": m.content}));
+        }
+        let mut body = Map::new();
+        body.insert("model".into(), json!(self.spec.model));
+        body.insert("messages".into(), Value::Array(messages));
+        let max_tokens = request.max_tokens.unwrap_or(self.spec.config.max_tokens);
+        // OpenAI's current models take max_completion_tokens and refuse max_tokens;
+        // compatible servers mostly know only max_tokens.
+        let max_key = match self.kind {
+            ProviderKind::Openai => "max_completion_tokens",
+            _ => "max_tokens",
+        };
+        body.insert(max_key.into(), json!(max_tokens));
+        if let Some(t) = request.temperature {
+            body.insert("temperature".into(), json!(t));
+        }
+        if let Some(p) = request.top_p {
+            body.insert("top_p".into(), json!(p));
+        }
+        if !request.stop.is_empty() {
+            body.insert("stop".into(), json!(request.stop));
+        }
+        merge_additional_params(&mut body, request, RESERVED)?;
+        body.insert("stream".into(), json!(request.stream));
+        if request.stream {
+            body.insert("stream_options".into(), json!({"include_usage": true}));
+        }
+        Ok(Value::Object(body))
+    }
+}
+
+impl BaseLlmProvider for OpenAiProvider {
+    fn kind(&self) -> ProviderKind {
+        self.kind
+    }
+
+    fn model(&self) -> &str {
+        &self.spec.model
+    }
+
+    fn state(&self) -> &ProviderState {
+        &self.state
+    }
+
+    fn initialize(&self) -> BoxFuture<'_, Result<(), ProviderError>> {
+        Box::pin(async {
+            if self.kind == ProviderKind::Openai {
+                self.spec.require_credential()?;
+            }
+            self.state.set_status(ProviderStatus::Ready);
+            Ok(())
+        })
+    }
+
+    fn generate(
+        &self,
+        request: GenerateRequest,
+    ) -> BoxFuture<'_, Result<EventStream, ProviderError>> {
+        Box::pin(async move {
+            let body = self.body(&request)?;
+            let http_request = self
+                .authorized(
+                    self.http
+                        .post(format!("{}/chat/completions", self.base_url)),
+                )?
+                .json(&body);
+            let response =
+                http::send(&self.spec.id, http_request, &self.timeouts, &DIALECT).await?;
+            if request.stream {
+                return Ok(http::event_stream(
+                    &self.spec.id,
+                    response,
+                    self.timeouts,
+                    SseParser::new(),
+                    ChunkDecoder::new(&self.spec.id),
+                ));
+            }
+            let completion: Completion =
+                http::read_json(&self.spec.id, response, &self.timeouts).await?;
+            let events = completion.into_events(&self.spec.id)?;
+            Ok(Box::pin(futures_util::stream::iter(events.into_iter().map(Ok))) as EventStream)
+        })
+    }
+
+    fn list_models(&self) -> BoxFuture<'_, Result<Vec<ModelInfo>, ProviderError>> {
+        Box::pin(async {
+            let request = self.authorized(self.http.get(format!("{}/models", self.base_url)))?;
+            let response = http::send(&self.spec.id, request, &self.timeouts, &DIALECT).await?;
+            let list: ModelsPage = http::read_json(&self.spec.id, response, &self.timeouts).await?;
+            Ok(list
+                .data
+                .into_iter()
+                .map(|m| ModelInfo {
+                    id: m.id,
+                    provider: self.spec.id.clone(),
+                    display_name: None,
+                    context_window: m.context_length,
+                    created_at: m.created,
+                })
+                .collect())
+        })
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {
+            self.state.set_status(ProviderStatus::ShuttingDown);
+        })
+    }
+}
+
+/// `{"error": {"message": …}}` (OpenAI), `{"error": "…"}` or `{"message": …}` /
+/// `{"detail": …}` (compatible servers).
+fn error_message(body: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let text = v
+        .pointer("/error/message")
+        .or_else(|| v.get("error").filter(|e| e.is_string()))
+        .or_else(|| v.get("message"))
+        .or_else(|| v.get("detail"))?;
+    Some(match text {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    })
+}
+
+/// OpenAI's reset headers (`x-ratelimit-reset-requests: 6m0s`, `…-tokens: 20ms`) after
+/// the standard ones; the later of the two resets is when both limits allow a retry.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    http::retry_after(headers).or_else(|| {
+        ["x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"]
+            .iter()
+            .filter_map(|h| headers.get(*h)?.to_str().ok().and_then(parse_go_duration))
+            .max()
+    })
+}
+
+/// Parses durations like `1s`, `6m0s`, `20ms`, `1h2m3.5s`.
+fn parse_go_duration(s: &str) -> Option<Duration> {
+    let mut total = 0f64;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let value: f64 = rest[..num_end].parse().ok()?;
+        rest = &rest[num_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_end] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 0.001,
+            "us" | "µs" => 0.000_001,
+            "ns" => 0.000_000_001,
+            _ => return None,
+        };
+        total += value * scale;
+        rest = &rest[unit_end..];
+    }
+    Some(Duration::from_secs_f64(total))
+}
+
+fn finish_reason(reason: &str) -> FinishReason {
+    match reason {
+        "stop" => FinishReason::Stop,
+        "length" => FinishReason::Length,
+        "content_filter" => FinishReason::ContentFilter,
+        "tool_calls" | "function_call" => FinishReason::ToolUse,
+        _ => FinishReason::Other,
+    }
+}
+
+#[derive(Deserialize)]
+struct WireUsage {
+    #[serde(default)]
+    prompt_tokens: u32,
+    #[serde(default)]
+    completion_tokens: u32,
+}
+
+impl From<WireUsage> for Usage {
+    fn from(u: WireUsage) -> Usage {
+        Usage::new(u.prompt_tokens, u.completion_tokens)
+    }
+}
+
+#[derive(Deserialize)]
+struct StreamChunk {
+    #[serde(default)]
+    choices: Vec<StreamChoice>,
+    #[serde(default)]
+    usage: Option<WireUsage>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct StreamChoice {
+    #[serde(default)]
+    delta: Delta,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Default, Deserialize)]
+struct Delta {
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    refusal: Option<String>,
+}
+
+/// Reads `chat.completion.chunk` events up to `[DONE]`.
+struct ChunkDecoder {
+    provider: String,
+    usage: Option<Usage>,
+    finish: Option<FinishReason>,
+}
+
+impl ChunkDecoder {
+    fn new(provider: &str) -> Self {
+        ChunkDecoder {
+            provider: provider.to_owned(),
+            usage: None,
+            finish: None,
+        }
+    }
+}
+
+impl Decoder for ChunkDecoder {
+    type Unit = SseEvent;
+
+    fn unit(&mut self, event: SseEvent, out: &mut Vec<StreamEvent>) -> Result<(), ProviderError> {
+        if event.data.trim() == "[DONE]" {
+            out.push(StreamEvent::Done {
+                usage: self.usage.unwrap_or_default(),
+                finish_reason: self.finish.unwrap_or(FinishReason::Other),
+            });
+            return Ok(());
+        }
+        let chunk: StreamChunk =
+            serde_json::from_str(&event.data).map_err(|e| http::malformed(&self.provider, e))?;
+        if let Some(error) = chunk.error {
+            return Err(stream_error(&self.provider, &error));
+        }
+        for choice in chunk.choices {
+            // Tool calls, reasoning and audio deltas are not carried (yet); they are
+            // skipped, and the finish reason (tool_calls → tool_use) says so.
+            if let Some(text) = choice.delta.content.filter(|t| !t.is_empty()) {
+                out.push(StreamEvent::Text(text));
+            }
+            if let Some(text) = choice.delta.refusal.filter(|t| !t.is_empty()) {
+                out.push(StreamEvent::Text(text));
+            }
+            if let Some(reason) = choice.finish_reason {
+                self.finish = Some(finish_reason(&reason));
+            }
+        }
+        if let Some(usage) = chunk.usage {
+            let usage = Usage::from(usage);
+            self.usage = Some(usage);
+            out.push(StreamEvent::Usage(usage));
+        }
+        Ok(())
+    }
+
+    fn ended_early(&mut self) -> ProviderError {
+        let mut e = ProviderError::new(
+            ErrorCode::UpstreamError,
+            format!(
+                "{}: the stream ended without its final [DONE] event",
+                self.provider
+            ),
+        );
+        e.retryable = true;
+        e
+    }
+}
+
+/// An error sent inside a stream (`data: {"error": {...}}`), as some compatible servers
+/// and OpenAI itself do when a generation fails after the headers went out.
+fn stream_error(provider: &str, error: &Value) -> ProviderError {
+    let message = error
+        .get("message")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .unwrap_or_else(|| error.to_string());
+    let kind = error
+        .get("type")
+        .or_else(|| error.get("code"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let code = match kind {
+        "invalid_request_error" => ErrorCode::InvalidRequest,
+        "authentication_error" | "invalid_api_key" => ErrorCode::Unauthenticated,
+        "rate_limit_error" | "rate_limit_exceeded" | "requests" | "tokens" => {
+            ErrorCode::RateLimited
+        }
+        "server_overloaded" | "overloaded_error" => ErrorCode::Overloaded,
+        _ => ErrorCode::UpstreamError,
+    };
+    ProviderError::new(code, format!("{provider}: error in stream: {message}"))
+}
+
+#[derive(Deserialize)]
+struct Completion {
+    #[serde(default)]
+    choices: Vec<CompletionChoice>,
+    #[serde(default)]
+    usage: Option<WireUsage>,
+}
+
+#[derive(Deserialize)]
+struct CompletionChoice {
+    message: CompletionMessage,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct CompletionMessage {
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    refusal: Option<String>,
+}
+
+impl Completion {
+    fn into_events(self, provider: &str) -> Result<Vec<StreamEvent>, ProviderError> {
+        let choice = self
+            .choices
+            .into_iter()
+            .next()
+            .ok_or_else(|| http::malformed(provider, "no choices in the completion"))?;
+        let mut events = Vec::new();
+        let text: String = choice
+            .message
+            .content
+            .into_iter()
+            .chain(choice.message.refusal)
+            .collect();
+        if !text.is_empty() {
+            events.push(StreamEvent::Text(text));
+        }
+        events.push(StreamEvent::Done {
+            usage: self.usage.map(Usage::from).unwrap_or_default(),
+            finish_reason: choice
+                .finish_reason
+                .as_deref()
+                .map_or(FinishReason::Other, finish_reason),
+        });
+        Ok(events)
+    }
+}
+
+#[derive(Deserialize)]
+struct ModelsPage {
+    #[serde(default)]
+    data: Vec<WireModel>,
+}
+
+#[derive(Deserialize)]
+struct WireModel {
+    id: String,
+    #[serde(default)]
+    created: Option<u64>,
+    /// OpenRouter and some gateways report the context window.
+    #[serde(default)]
+    context_length: Option<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(stream: &str) -> Result<Vec<StreamEvent>, ProviderError> {
+        let mut parser = SseParser::new();
+        let mut events = Vec::new();
+        parser.push(stream.as_bytes(), &mut events).unwrap();
+        let mut d = ChunkDecoder::new("openai");
+        let mut out = Vec::new();
+        for e in events {
+            d.unit(e, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn a_documented_stream_decodes_to_text_usage_and_done() {
+        let stream = "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}],\"usage\":null}\n\n\
+            data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}],\"usage\":null}\n\n\
+            data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0}]},\"finish_reason\":\"tool_calls\"}],\"usage\":null}\n\n\
+            data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2,\"total_tokens\":11}}\n\n\
+            data: [DONE]\n\n";
+        let events = decode(stream).unwrap();
+        assert_eq!(
+            events,
+            vec![
+                StreamEvent::Text("Hi".into()),
+                StreamEvent::Usage(Usage::new(9, 2)),
+                StreamEvent::Done {
+                    usage: Usage::new(9, 2),
+                    finish_reason: FinishReason::ToolUse
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn an_error_inside_the_stream_is_typed() {
+        let err = decode(
+            "data: {\"error\":{\"message\":\"slow down\",\"type\":\"rate_limit_error\"}}\n\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.code, ErrorCode::RateLimited);
+        assert!(err.message.contains("slow down"));
+    }
+
+    #[test]
+    fn go_durations_parse() {
+        assert_eq!(parse_go_duration("6m0s"), Some(Duration::from_secs(360)));
+        assert_eq!(parse_go_duration("20ms"), Some(Duration::from_millis(20)));
+        assert_eq!(parse_go_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_go_duration("soon"), None);
+    }
+
+    #[test]
+    fn error_bodies_of_every_flavour_yield_their_message() {
+        assert_eq!(
+            error_message(br#"{"error":{"message":"bad key","type":"invalid_request_error"}}"#)
+                .as_deref(),
+            Some("bad key")
+        );
+        assert_eq!(
+            error_message(br#"{"error":"model not loaded"}"#).as_deref(),
+            Some("model not loaded")
+        );
+        assert_eq!(
+            error_message(br#"{"object":"error","message":"too long"}"#).as_deref(),
+            Some("too long")
+        );
+        assert_eq!(error_message(b"<html>"), None);
+    }
+}
