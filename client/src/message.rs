@@ -57,6 +57,9 @@ pub mod notification {
     /// A connection-level error not tied to a request id (a frame that could not be
     /// parsed far enough to find its id, or a refused connection): [`crate::WireError`].
     pub const ERROR: &str = "error";
+    /// Generation `id` is alive but its upstream is silent (a model thinking):
+    /// [`super::Keepalive`]. Sent so that client-side timers don't misfire.
+    pub const KEEPALIVE: &str = "keepalive";
 }
 
 /// One decoded envelope. Payloads stay as undecoded MessagePack slices until the receiver
@@ -334,6 +337,13 @@ pub struct Chunk {
     pub model: String,
     /// When the daemon received it, in milliseconds since the Unix epoch.
     pub created_at: u64,
+}
+
+/// `keepalive` notification: generation `id` is still running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Keepalive {
+    /// The generation's request id.
+    pub id: u32,
 }
 
 /// Token counts, normalized across providers.

@@ -165,6 +165,10 @@ pub struct DaemonConfig {
     pub connection_queue_frames: usize,
     /// How long running generations may go on after SIGTERM before they are ended.
     pub drain_timeout_seconds: u64,
+    /// While a generation's upstream is silent, a `keepalive` notification is sent this
+    /// often (milliseconds; 0 = never), so client-side timers don't fire while a model
+    /// thinks.
+    pub keepalive_interval_ms: u64,
 }
 
 impl Default for DaemonConfig {
@@ -179,6 +183,7 @@ impl Default for DaemonConfig {
             max_frame_bytes: provd_client::frame::DEFAULT_MAX_FRAME_BYTES,
             connection_queue_frames: 64,
             drain_timeout_seconds: 10,
+            keepalive_interval_ms: 15_000,
         }
     }
 }

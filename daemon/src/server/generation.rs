@@ -1,22 +1,26 @@
-//! One generation: resolve the provider, stream its events to the client as chunk
-//! notifications, and end with exactly one terminal reply, whatever happens.
+//! One generation: open it on a provider (retries and fallbacks in
+//! [`crate::resilience`]), stream its events to the client as chunk notifications, and
+//! end with exactly one terminal reply, whatever happens.
 //!
-//! The task stops at once when the client cancels, the connection closes, or the drain
-//! deadline passes: it drops the provider's stream, which closes the upstream request.
+//! The task stops at once when the client cancels, the connection closes, the request's
+//! deadline passes, or the drain deadline passes: it drops the provider's stream, which
+//! closes the upstream request. While the upstream is silent it sends keepalives.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
-use provd_client::message::{self, notification, Chunk, GenerateDone};
+use provd_client::message::{self, notification, Chunk, GenerateDone, Keepalive};
 use provd_client::{ErrorCode, GenerateRequest, Usage, WireError};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::connection::Streams;
 use super::Daemon;
-use crate::provider::{Outcome, StreamEvent};
+use crate::provider::{Outcome, ProviderError, StreamEvent};
+use crate::resilience;
 use crate::shutdown::Shutdown;
 
 /// What a generation task needs from its connection.
@@ -55,14 +59,7 @@ impl Drop for Registration<'_> {
 enum Interrupt {
     Cancelled,
     Shutdown,
-}
-
-async fn interrupted(cancel: &CancellationToken, shutdown: &Shutdown) -> Interrupt {
-    tokio::select! {
-        biased;
-        _ = cancel.cancelled() => Interrupt::Cancelled,
-        _ = shutdown.aborting() => Interrupt::Shutdown,
-    }
+    Deadline,
 }
 
 /// Runs generation `id` to its terminal reply. `cancel` is registered under `id` in the
@@ -74,7 +71,15 @@ pub(super) async fn run(
     ctx: StreamCtx,
 ) {
     let registration = Registration { id, ctx: &ctx };
-    let result = drive(id, request, &cancel, &ctx).await;
+    let result = Generation {
+        id,
+        ctx: &ctx,
+        cancel: &cancel,
+        chunks: 0,
+        usage: None,
+    }
+    .drive(request)
+    .await;
     // Free the id before the client can see the end, so it may reuse it at once.
     drop(registration);
     let frame = match result {
@@ -95,13 +100,41 @@ pub(super) async fn run(
     }
 }
 
-async fn drive(
+struct Generation<'a> {
     id: u32,
-    request: GenerateRequest,
-    cancel: &CancellationToken,
-    ctx: &StreamCtx,
-) -> Result<GenerateDone, WireError> {
-    let stop = |why: Interrupt, chunks: u32, usage: Option<Usage>| {
+    ctx: &'a StreamCtx,
+    cancel: &'a CancellationToken,
+    chunks: u32,
+    usage: Option<Usage>,
+}
+
+/// Resolves after `interval` of silence, or never when keepalives are off.
+async fn silence(interval: Option<std::time::Duration>, since: Instant) {
+    match interval {
+        Some(interval) => tokio::time::sleep_until(since + interval).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Generation<'_> {
+    async fn interrupted(&self, deadline: Option<Instant>) -> Interrupt {
+        let deadline = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => Interrupt::Cancelled,
+            _ = self.ctx.shutdown.aborting() => Interrupt::Shutdown,
+            _ = deadline => Interrupt::Deadline,
+        }
+    }
+
+    /// The terminal error for an interruption, with what the client got so far.
+    fn stop(&self, why: Interrupt, deadline_error: impl FnOnce(u32) -> ProviderError) -> WireError {
+        let (id, chunks) = (self.id, self.chunks);
         let mut e = match why {
             Interrupt::Cancelled => WireError::new(
                 ErrorCode::Cancelled,
@@ -111,115 +144,155 @@ async fn drive(
                 ErrorCode::Unavailable,
                 format!("provd is shutting down: the drain deadline passed after {chunks} chunks of generation {id}"),
             ),
+            Interrupt::Deadline => deadline_error(chunks).to_wire(),
         };
         e.chunks = Some(chunks);
-        e.usage = usage;
+        e.usage = self.usage;
         e
-    };
+    }
 
-    let (provider_id, provider) = tokio::select! {
-        biased;
-        why = interrupted(cancel, &ctx.shutdown) => return Err(stop(why, 0, None)),
-        r = ctx.daemon.factory.get(request.provider.as_deref(), request.model.as_deref()) => r.map_err(|e| {
-            let mut e = e.to_wire();
-            e.chunks = Some(0);
-            e
-        })?,
-    };
-    let state = provider.state();
-    let model = provider.model().to_owned();
-    let streaming = request.stream;
-    state.record_start();
+    fn failed(&self, e: ProviderError) -> WireError {
+        let mut e = e.to_wire();
+        e.chunks = Some(self.chunks);
+        e.usage = self.usage;
+        e
+    }
 
-    let mut events = tokio::select! {
-        biased;
-        why = interrupted(cancel, &ctx.shutdown) => {
-            state.record_end(Outcome::Cancelled, Usage::default());
-            return Err(stop(why, 0, None));
-        }
-        r = provider.generate(request) => match r {
-            Ok(events) => events,
-            Err(e) => {
-                state.record_end(Outcome::Failed, Usage::default());
-                let mut e = e.to_wire();
-                e.chunks = Some(0);
-                return Err(e);
-            }
-        },
-    };
+    async fn keepalive(&self) -> Result<(), ()> {
+        let frame =
+            message::encode_notification(notification::KEEPALIVE, &Keepalive { id: self.id })
+                .expect("a keepalive always encodes");
+        self.ctx.out.send(frame).await.map_err(|_| ())
+    }
 
-    let mut chunks: u32 = 0;
-    let mut usage = Usage::default();
-    let mut text = String::new();
-    loop {
-        let event = tokio::select! {
-            biased;
-            why = interrupted(cancel, &ctx.shutdown) => {
-                state.record_end(Outcome::Cancelled, usage);
-                return Err(stop(why, chunks, Some(usage)));
-            }
-            event = events.next() => event,
-        };
-        match event {
-            Some(Ok(StreamEvent::Text(piece))) if streaming => {
-                let chunk = Chunk {
-                    id,
-                    index: chunks,
-                    text: piece,
-                    model: model.clone(),
-                    created_at: unix_millis(),
-                };
-                let frame =
-                    message::encode_notification(notification::CHUNK, &chunk).map_err(|e| {
-                        WireError::new(ErrorCode::Internal, format!("cannot encode a chunk: {e}"))
-                    })?;
-                tokio::select! {
-                    biased;
-                    why = interrupted(cancel, &ctx.shutdown) => {
-                        state.record_end(Outcome::Cancelled, usage);
-                        return Err(stop(why, chunks, Some(usage)));
+    async fn drive(mut self, request: GenerateRequest) -> Result<GenerateDone, WireError> {
+        let daemon = &self.ctx.daemon;
+        let keepalive_every = daemon.limits.keepalive_interval;
+        let streaming = request.stream;
+        let config = daemon.factory.config();
+        let targets = resilience::targets(&config, &request);
+        let deadline_error = |chunks| resilience::deadline_error(&config, &targets, chunks);
+
+        // Opening: retries and fallbacks happen inside; keepalives go out meanwhile.
+        let open = resilience::open(&daemon.factory, &request);
+        tokio::pin!(open);
+        let mut quiet_since = Instant::now();
+        let opened = loop {
+            tokio::select! {
+                biased;
+                why = self.interrupted(None) => return Err(self.stop(why, deadline_error)),
+                opened = &mut open => break opened.map_err(|e| self.failed(e))?,
+                _ = silence(keepalive_every, quiet_since) => {
+                    if self.keepalive().await.is_err() {
+                        return Err(self.stop(Interrupt::Cancelled, deadline_error));
                     }
-                    sent = ctx.out.send(frame) => if sent.is_err() {
-                        state.record_end(Outcome::Cancelled, usage);
-                        return Err(stop(Interrupt::Cancelled, chunks, Some(usage)));
-                    },
+                    quiet_since = Instant::now();
                 }
-                chunks += 1;
-                state.record_chunk();
             }
-            Some(Ok(StreamEvent::Text(piece))) => text.push_str(&piece),
-            Some(Ok(StreamEvent::Usage(u))) => usage = u,
-            Some(Ok(StreamEvent::Done {
-                usage,
-                finish_reason,
-            })) => {
-                state.record_end(Outcome::Completed, usage);
-                return Ok(GenerateDone {
-                    done: true,
-                    provider: provider_id,
-                    model,
+        };
+        let resilience::Opened {
+            provider_id,
+            instance,
+            mut first,
+            mut rest,
+            deadline,
+        } = opened;
+        let state = instance.state();
+        let model = instance.model().to_owned();
+        let mut text = String::new();
+
+        loop {
+            let event = match first.pop_front() {
+                Some(event) => Some(Ok(event)),
+                None => {
+                    quiet_since = Instant::now();
+                    loop {
+                        tokio::select! {
+                            biased;
+                            why = self.interrupted(Some(deadline)) => {
+                                let outcome = match why {
+                                    Interrupt::Cancelled => Outcome::Cancelled,
+                                    _ => Outcome::Failed,
+                                };
+                                state.record_end(outcome, self.usage.unwrap_or_default());
+                                return Err(self.stop(why, deadline_error));
+                            }
+                            event = rest.next() => break event,
+                            _ = silence(keepalive_every, quiet_since) => {
+                                if self.keepalive().await.is_err() {
+                                    state.record_end(Outcome::Cancelled, self.usage.unwrap_or_default());
+                                    return Err(self.stop(Interrupt::Cancelled, deadline_error));
+                                }
+                                quiet_since = Instant::now();
+                            }
+                        }
+                    }
+                }
+            };
+            match event {
+                Some(Ok(StreamEvent::Text(piece))) if streaming => {
+                    let chunk = Chunk {
+                        id: self.id,
+                        index: self.chunks,
+                        text: piece,
+                        model: model.clone(),
+                        created_at: unix_millis(),
+                    };
+                    let frame =
+                        message::encode_notification(notification::CHUNK, &chunk).map_err(|e| {
+                            WireError::new(
+                                ErrorCode::Internal,
+                                format!("cannot encode a chunk: {e}"),
+                            )
+                        })?;
+                    // A slow reader makes this wait; cancel and shutdown still cut in.
+                    tokio::select! {
+                        biased;
+                        why = self.interrupted(Some(deadline)) => {
+                            let outcome = match why {
+                                Interrupt::Cancelled => Outcome::Cancelled,
+                                _ => Outcome::Failed,
+                            };
+                            state.record_end(outcome, self.usage.unwrap_or_default());
+                            return Err(self.stop(why, deadline_error));
+                        }
+                        sent = self.ctx.out.send(frame) => if sent.is_err() {
+                            state.record_end(Outcome::Cancelled, self.usage.unwrap_or_default());
+                            return Err(self.stop(Interrupt::Cancelled, deadline_error));
+                        },
+                    }
+                    self.chunks += 1;
+                    state.record_chunk();
+                }
+                Some(Ok(StreamEvent::Text(piece))) => text.push_str(&piece),
+                Some(Ok(StreamEvent::Usage(u))) => self.usage = Some(u),
+                Some(Ok(StreamEvent::Done {
                     usage,
                     finish_reason,
-                    chunks,
-                    text: (!streaming).then_some(text),
-                });
-            }
-            Some(Err(e)) => {
-                state.record_end(Outcome::Failed, usage);
-                let mut e = e.to_wire();
-                e.chunks = Some(chunks);
-                e.usage = Some(usage);
-                return Err(e);
-            }
-            None => {
-                state.record_end(Outcome::Failed, usage);
-                let mut e = WireError::new(
-                    ErrorCode::UpstreamError,
-                    format!("provider '{provider_id}' ended the stream without a final event after {chunks} chunks"),
-                );
-                e.chunks = Some(chunks);
-                e.usage = Some(usage);
-                return Err(e);
+                })) => {
+                    state.record_end(Outcome::Completed, usage);
+                    return Ok(GenerateDone {
+                        done: true,
+                        provider: provider_id,
+                        model,
+                        usage,
+                        finish_reason,
+                        chunks: self.chunks,
+                        text: (!streaming).then_some(text),
+                    });
+                }
+                Some(Err(e)) => {
+                    state.record_end(Outcome::Failed, self.usage.unwrap_or_default());
+                    return Err(self.failed(e));
+                }
+                None => {
+                    state.record_end(Outcome::Failed, self.usage.unwrap_or_default());
+                    let chunks = self.chunks;
+                    return Err(self.failed(ProviderError::new(
+                        ErrorCode::UpstreamError,
+                        format!("provider '{provider_id}' ended the stream without a final event after {chunks} chunks"),
+                    )));
+                }
             }
         }
     }

@@ -44,6 +44,8 @@ pub struct Limits {
     pub connection_queue_frames: usize,
     /// How long running generations may go on after a stop signal.
     pub drain_timeout: Duration,
+    /// Silence after which a running generation sends a keepalive (`None`: never).
+    pub keepalive_interval: Option<Duration>,
 }
 
 impl From<&DaemonConfig> for Limits {
@@ -54,6 +56,8 @@ impl From<&DaemonConfig> for Limits {
             max_frame_bytes: d.max_frame_bytes,
             connection_queue_frames: d.connection_queue_frames,
             drain_timeout: Duration::from_secs(d.drain_timeout_seconds),
+            keepalive_interval: (d.keepalive_interval_ms > 0)
+                .then(|| Duration::from_millis(d.keepalive_interval_ms)),
         }
     }
 }

@@ -1,0 +1,270 @@
+//! Retries, fallbacks and the request deadline: the one place that decides whether a
+//! failed generation is tried again, and where.
+//!
+//! A generation is *opened* here: its first provider is asked, and the stream is read up
+//! to its first piece of text (or its end). Only then is anything sent to the client, so
+//! a retry or a fallback can never duplicate text. A retryable failure before that point
+//! is retried on the same provider with exponential backoff and full jitter, honouring
+//! the upstream's retry-after, up to the provider's `retry_attempts`; then the next
+//! target in the fallback list (or the model alias) is tried. One deadline, the primary
+//! provider's `total_timeout_seconds`, bounds all of it together. Nothing below this
+//! layer retries (the HTTP client is built with retries off).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use provd_client::{ErrorCode, GenerateRequest, Usage};
+use ring::rand::{SecureRandom, SystemRandom};
+use tokio::time::Instant;
+
+use crate::config::{Config, Target};
+use crate::factory::LlmProviderFactory;
+use crate::provider::{BaseLlmProvider, EventStream, Outcome, ProviderError, StreamEvent};
+
+/// First backoff step; doubles per attempt.
+const BACKOFF_BASE: Duration = Duration::from_millis(250);
+/// Largest backoff step.
+const BACKOFF_CAP: Duration = Duration::from_secs(10);
+
+/// A generation that has produced its first event and may now stream to the client.
+pub struct Opened {
+    /// The provider id that answered.
+    pub provider_id: String,
+    /// The instance that answered; its counters get the rest of the generation.
+    pub instance: Arc<dyn BaseLlmProvider>,
+    /// Events read while opening (usage reports, then the first text or the end).
+    pub first: VecDeque<StreamEvent>,
+    /// The rest of the stream.
+    pub rest: EventStream,
+    /// When the whole request must be over.
+    pub deadline: Instant,
+}
+
+/// The providers a request may be served by, in order: an alias's targets, or the named
+/// (or default) provider followed by its fallbacks.
+pub fn targets(config: &Config, request: &GenerateRequest) -> Vec<Target> {
+    if request.provider.is_none() {
+        if let Some(alias) = request.model.as_ref().and_then(|m| config.aliases.get(m)) {
+            return alias.iter().map(|t| Target::parse(t)).collect();
+        }
+    }
+    let provider = request
+        .provider
+        .clone()
+        .or_else(|| config.default_provider().map(str::to_owned));
+    let Some(provider) = provider else {
+        // Let the factory produce its "no provider" error.
+        return vec![Target {
+            provider: String::new(),
+            model: request.model.clone(),
+        }];
+    };
+    let fallbacks = config
+        .providers
+        .get(&provider)
+        .map(|p| {
+            p.fallbacks
+                .iter()
+                .map(|t| Target::parse(t))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    std::iter::once(Target {
+        provider,
+        model: request.model.clone(),
+    })
+    .chain(fallbacks)
+    .collect()
+}
+
+/// The deadline of a request: its first target's `total_timeout_seconds` from now.
+pub fn deadline(config: &Config, targets: &[Target]) -> Instant {
+    let seconds = targets
+        .first()
+        .and_then(|t| config.providers.get(&t.provider))
+        .map_or(crate::config::DEFAULT_TOTAL_TIMEOUT_SECONDS, |p| {
+            p.total_timeout_seconds
+        });
+    Instant::now() + Duration::from_secs(seconds)
+}
+
+/// The error for a request whose deadline passed.
+pub fn deadline_error(config: &Config, targets: &[Target], chunks: u32) -> ProviderError {
+    let seconds = targets
+        .first()
+        .and_then(|t| config.providers.get(&t.provider))
+        .map_or(crate::config::DEFAULT_TOTAL_TIMEOUT_SECONDS, |p| {
+            p.total_timeout_seconds
+        });
+    ProviderError::new(
+        ErrorCode::Timeout,
+        format!("the request's total timeout of {seconds}s (total_timeout_seconds) passed after {chunks} chunks"),
+    )
+}
+
+/// Opens a generation on the first target that answers, retrying and falling back as the
+/// module docs say.
+pub async fn open(
+    factory: &LlmProviderFactory,
+    request: &GenerateRequest,
+) -> Result<Opened, ProviderError> {
+    let config = factory.config();
+    let targets = targets(&config, request);
+    let deadline = deadline(&config, &targets);
+    let mut last_error: Option<ProviderError> = None;
+    for (index, target) in targets.iter().enumerate() {
+        let provider = (!target.provider.is_empty()).then_some(target.provider.as_str());
+        let (provider_id, instance) = match factory.get(provider, target.model.as_deref()).await {
+            Ok(found) => found,
+            // The first target failing to resolve is the caller's problem to hear
+            // about; a broken fallback just passes the turn.
+            Err(e) if index == 0 || !e.retryable => {
+                return Err(last_error.filter(|_| index > 0).unwrap_or(e))
+            }
+            Err(e) => {
+                last_error = Some(e);
+                continue;
+            }
+        };
+        let attempts = config
+            .providers
+            .get(&provider_id)
+            .map_or(0, |p| p.retry_attempts);
+        for attempt in 0..=attempts {
+            if Instant::now() >= deadline {
+                return Err(deadline_error(&config, &targets, 0));
+            }
+            let state = instance.state();
+            state.record_start();
+            let opened =
+                tokio::time::timeout_at(deadline, first_event(instance.as_ref(), request)).await;
+            let error = match opened {
+                Err(_) => {
+                    state.record_end(Outcome::Failed, Usage::default());
+                    return Err(deadline_error(&config, &targets, 0));
+                }
+                Ok(Ok((first, rest))) => {
+                    if index > 0 || attempt > 0 {
+                        tracing::info!(provider = %provider_id, model = instance.model(), attempt, "served after retry or fallback");
+                    }
+                    return Ok(Opened {
+                        provider_id,
+                        instance,
+                        first,
+                        rest,
+                        deadline,
+                    });
+                }
+                Ok(Err(e)) => e,
+            };
+            state.record_end(Outcome::Failed, Usage::default());
+            if !error.retryable {
+                return Err(error);
+            }
+            tracing::warn!(provider = %provider_id, attempt, error = %error, "retryable failure before the first chunk");
+            let wait = backoff(attempt, error.retry_after);
+            last_error = Some(error);
+            if attempt == attempts || Instant::now() + wait >= deadline {
+                break;
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+    Err(last_error.unwrap_or_else(|| ProviderError::new(ErrorCode::Internal, "no provider to try")))
+}
+
+/// Starts a generation and reads it up to its first text or its end.
+async fn first_event(
+    instance: &dyn BaseLlmProvider,
+    request: &GenerateRequest,
+) -> Result<(VecDeque<StreamEvent>, EventStream), ProviderError> {
+    let mut rest = instance.generate(request.clone()).await?;
+    let mut first = VecDeque::new();
+    loop {
+        match rest.next().await {
+            Some(Ok(event @ StreamEvent::Usage(_))) => first.push_back(event),
+            Some(Ok(event)) => {
+                first.push_back(event);
+                return Ok((first, rest));
+            }
+            Some(Err(e)) => return Err(e),
+            None => {
+                let mut e = ProviderError::new(
+                    ErrorCode::UpstreamError,
+                    "the provider's stream ended before its first event",
+                );
+                e.retryable = true;
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// How long to wait before retry number `attempt + 1`: the upstream's retry-after when it
+/// gave one, else a uniformly random time up to `BACKOFF_BASE × 2^attempt` (full jitter,
+/// so that clients that failed together do not retry together).
+pub fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
+    if let Some(after) = retry_after {
+        return after;
+    }
+    let ceiling = BACKOFF_BASE
+        .checked_mul(1u32.checked_shl(attempt).unwrap_or(u32::MAX))
+        .unwrap_or(BACKOFF_CAP)
+        .min(BACKOFF_CAP);
+    let mut bytes = [0u8; 8];
+    // A failing system RNG only costs the jitter.
+    if SystemRandom::new().fill(&mut bytes).is_err() {
+        return ceiling;
+    }
+    let fraction = (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64;
+    ceiling.mul_f64(fraction)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_honours_retry_after_and_stays_under_the_ceiling() {
+        assert_eq!(
+            backoff(0, Some(Duration::from_millis(1234))),
+            Duration::from_millis(1234)
+        );
+        for attempt in 0..40 {
+            let ceiling = (BACKOFF_BASE * 2u32.saturating_pow(attempt.min(20))).min(BACKOFF_CAP);
+            assert!(backoff(attempt, None) <= ceiling);
+        }
+    }
+
+    #[test]
+    fn targets_follow_aliases_then_fallbacks() {
+        let config = Config::parse(
+            "[daemon]\ndefault_provider = \"a\"\n[providers.a]\ntype = \"mock\"\nfallbacks = [\"b/big\", \"c\"]\n\
+             [providers.b]\ntype = \"mock\"\n[providers.c]\ntype = \"mock\"\n[aliases]\nfast = [\"c/small\", \"b\"]\n",
+            std::path::Path::new("t"),
+        )
+        .unwrap();
+        let t = |p: &str, m: Option<&str>| Target {
+            provider: p.into(),
+            model: m.map(str::to_owned),
+        };
+        let mut req = GenerateRequest::prompt("x");
+        assert_eq!(
+            targets(&config, &req),
+            [t("a", None), t("b", Some("big")), t("c", None)]
+        );
+        req.model = Some("fast".into());
+        assert_eq!(
+            targets(&config, &req),
+            [t("c", Some("small")), t("b", None)]
+        );
+        req.provider = Some("b".into());
+        assert_eq!(
+            targets(&config, &req),
+            [t("b", Some("fast"))],
+            "an alias applies only without a provider"
+        );
+    }
+}
