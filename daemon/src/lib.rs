@@ -14,6 +14,7 @@ pub mod commands;
 pub mod config;
 pub mod factory;
 pub mod provider;
+pub mod resilience;
 pub mod secret;
 pub mod server;
 pub mod shutdown;
