@@ -2,6 +2,7 @@
 //! directory, wait for it to be ready by reading its log (never by sleeping), and talk
 //! to it through the Rust client or raw bytes.
 
+pub mod apis;
 pub mod raw;
 pub mod upstream;
 

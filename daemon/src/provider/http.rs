@@ -102,11 +102,15 @@ impl std::fmt::Debug for Dialect {
 /// classified: connection problems are `unavailable`, the first-byte limit `timeout`, an
 /// HTTP error status by [`status_error`] with the provider's own message and retry hint,
 /// which the `dialect` extracts.
+///
+/// `secret` is the key the request carries: some APIs quote a refused key in their error
+/// message, and it is cut out before the message goes anywhere.
 pub async fn send(
     provider: &str,
     request: RequestBuilder,
     timeouts: &Timeouts,
     dialect: &Dialect,
+    secret: Option<&crate::secret::Secret>,
 ) -> Result<Response, ProviderError> {
     let response = match tokio::time::timeout(timeouts.first_byte, request.send()).await {
         Err(_) => {
@@ -130,7 +134,7 @@ pub async fn send(
         .await
         .unwrap_or_default();
     let message = (dialect.error_message)(&body).unwrap_or_else(|| quote_body(&body));
-    let mut error = status_error(provider, status, &headers, &message);
+    let mut error = status_error(provider, status, &headers, &scrub(&message, secret));
     if error.retryable {
         error.retry_after = (dialect.retry_after)(&headers);
     }

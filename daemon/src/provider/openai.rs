@@ -198,7 +198,14 @@ impl BaseLlmProvider for OpenAiProvider {
     fn list_models(&self) -> BoxFuture<'_, Result<Vec<ModelInfo>, ProviderError>> {
         Box::pin(async {
             let request = self.authorized(self.http.get(format!("{}/models", self.base_url)))?;
-            let response = http::send(&self.spec.id, request, &self.timeouts, &DIALECT).await?;
+            let response = http::send(
+                &self.spec.id,
+                request,
+                &self.timeouts,
+                &DIALECT,
+                self.spec.credential.as_ref(),
+            )
+            .await?;
             let list: ModelsPage = http::read_json(&self.spec.id, response, &self.timeouts).await?;
             Ok(list
                 .data

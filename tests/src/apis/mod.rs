@@ -1,0 +1,20 @@
+//! Faithful mock versions of each provider's HTTP API, built on [`crate::upstream`]:
+//! the documented response bodies, stream event shapes, error bodies and headers, so the
+//! daemon's providers are tested against the wire format they will meet.
+
+pub mod openai;
+
+/// A daemon config with one provider of `kind` pointed at `base_url`, its key read from
+/// `PROVD_TEST_KEY`, short timeouts and `retry_attempts` retries; `extra` is appended to
+/// the provider's table.
+pub fn provider_config(kind: &str, base_url: &str, retry_attempts: u32, extra: &str) -> String {
+    format!(
+        "[daemon]\ndefault_provider = \"p\"\nkeepalive_interval_ms = 0\n\n\
+         [providers.p]\ntype = \"{kind}\"\nbase_url = \"{base_url}\"\ndefault_model = \"test-model\"\n\
+         api_key_env = \"PROVD_TEST_KEY\"\nretry_attempts = {retry_attempts}\ntimeout_seconds = 30\n{extra}\n"
+    )
+}
+
+/// The key the test daemons are given; tests assert it reaches the upstream and nothing
+/// else.
+pub const TEST_KEY: &str = "sk-test-0123456789abcdef-SECRET";
