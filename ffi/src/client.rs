@@ -103,9 +103,9 @@ pub extern "C" fn provd_client_connect(
 /// Closes the connection and frees the client. NULL is ignored.
 ///
 /// No other thread may be using the client, and it must not be used afterwards. Streams
-/// started from it stay usable until they are freed (they keep the connection open);
-/// when no stream is left, the connection closes and the background thread ends, which
-/// this call waits for. Closing cancels nothing that still has a stream.
+/// started from it stay usable until they are freed: they keep the connection open. The
+/// connection closes and the background thread ends when the client and all its streams
+/// are freed; the last of those calls waits for the thread to end.
 #[no_mangle]
 pub extern "C" fn provd_client_close(client: *mut provd_client) {
     crate::panic::free(|| {

@@ -291,6 +291,27 @@ static void test_pull_stream(provd_client *client) {
   provd_request_free(req);
 }
 
+static void test_stream_outlives_its_client(void) {
+  provd_client *other = connect_or_die();
+  provd_request *req = mock_request("count for me", "{\"numbered\": true, \"chunks\": 4}");
+  provd_stream *stream = NULL;
+  CHECK(provd_stream_start(other, req, &stream, NULL) == PROVD_OK, "start");
+  provd_request_free(req);
+  provd_client_close(other); /* the stream keeps the connection */
+  provd_str chunk;
+  int chunks = 0;
+  provd_error *err = NULL;
+  provd_status st;
+  while ((st = provd_stream_next(stream, &chunk, &err)) == PROVD_OK && chunk.data != NULL) {
+    chunks++;
+  }
+  CHECK(st == PROVD_OK && chunks == 4, "%s after %d chunks (%s)", provd_status_name(st), chunks,
+        message(err));
+  provd_error_free(err);
+  CHECK(provd_stream_finish(stream, NULL, NULL) == PROVD_OK, "finish");
+  provd_stream_free(stream); /* closes the connection */
+}
+
 static void *cancel_stream_thread(void *arg) {
   provd_error *err = NULL;
   provd_status st = provd_stream_cancel(arg, &err);
@@ -673,6 +694,7 @@ int main(int argc, char **argv) {
   test_messages_and_sampling(client);
   test_callback_stop(client);
   test_pull_stream(client);
+  test_stream_outlives_its_client();
   test_stream_cancel_from_another_thread(client);
   test_token_cancel_from_another_thread(client);
   test_concurrent_generations_on_one_client(client);
