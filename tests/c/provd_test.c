@@ -246,6 +246,41 @@ static void test_callback_stop(provd_client *client) {
   provd_request_free(req);
 }
 
+struct nested {
+  provd_client *client;
+  provd_status ping;
+  provd_status inner_generate;
+  uint32_t calls;
+};
+
+/* A callback that calls back into the library: a ping and a whole nested generation. */
+static int on_chunk_nested(void *userdata, const char *text, size_t len, uint32_t index) {
+  (void)text;
+  (void)len;
+  struct nested *n = userdata;
+  n->calls++;
+  if (index == 1) {
+    n->ping = provd_client_ping(n->client, NULL);
+    provd_request *inner = mock_request("count for me", "{\"numbered\": true, \"chunks\": 3}");
+    struct collected c;
+    collected_init(&c);
+    n->inner_generate = provd_client_generate(n->client, inner, on_chunk, &c, NULL, NULL, NULL);
+    provd_request_free(inner);
+  }
+  return PROVD_CONTINUE;
+}
+
+static void test_callback_may_call_the_library(provd_client *client) {
+  provd_request *req = mock_request("count for me", "{\"numbered\": true, \"chunks\": 4}");
+  struct nested n = {client, PROVD_INTERNAL, PROVD_INTERNAL, 0};
+  provd_status st = provd_client_generate(client, req, on_chunk_nested, &n, NULL, NULL, NULL);
+  CHECK(st == PROVD_OK && n.calls == 4, "%s, %u calls", provd_status_name(st), n.calls);
+  CHECK(n.ping == PROVD_OK, "ping from a callback: %s", provd_status_name(n.ping));
+  CHECK(n.inner_generate == PROVD_OK, "generation from a callback: %s",
+        provd_status_name(n.inner_generate));
+  provd_request_free(req);
+}
+
 static void test_pull_stream(provd_client *client) {
   provd_request *req = mock_request("count for me", "{\"numbered\": true, \"chunks\": 10}");
   provd_stream *stream = NULL;
@@ -693,6 +728,7 @@ int main(int argc, char **argv) {
   test_callback_stream(client);
   test_messages_and_sampling(client);
   test_callback_stop(client);
+  test_callback_may_call_the_library(client);
   test_pull_stream(client);
   test_stream_outlives_its_client();
   test_stream_cancel_from_another_thread(client);
