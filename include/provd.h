@@ -146,8 +146,8 @@ enum provd_status
   PROVD_INVALID_UTF8 = 101,
   /**
    * Library only: an argument had a value the function does not accept (malformed
-   * JSON, a NaN temperature, an unknown role, an index out of range, a NUL byte in a
-   * socket path). Nothing was done.
+   * JSON, a NaN temperature, an unknown role, an index out of range, a socket path
+   * that is empty, holds a NUL byte or is too long). Nothing was done.
    */
   PROVD_INVALID_ARGUMENT = 102,
 };
@@ -535,7 +535,7 @@ uint32_t provd_protocol_version(void);
  * `PROVD_PERMISSION_DENIED` (the socket's permissions refuse this user),
  * `PROVD_PROTOCOL_ERROR` (the daemon speaks another protocol version; the message names
  * both), `PROVD_NULL_ARGUMENT` (client_out), `PROVD_INVALID_ARGUMENT` (an empty path,
- * or one with a NUL byte).
+ * one with a NUL byte, or one too long for a socket address).
  *
  * Thread-safe. Starts the client's background thread.
  */

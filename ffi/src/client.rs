@@ -9,7 +9,7 @@
 use std::ffi::c_char;
 use std::path::PathBuf;
 
-use ::provd_client::blocking;
+use ::provd_client::{blocking, ClientError};
 
 use crate::args;
 use crate::error::{provd_error, provd_status, Error};
@@ -78,7 +78,7 @@ unsafe fn socket_path(path: *const c_char, len: usize) -> Result<PathBuf, Error>
 /// `PROVD_PERMISSION_DENIED` (the socket's permissions refuse this user),
 /// `PROVD_PROTOCOL_ERROR` (the daemon speaks another protocol version; the message names
 /// both), `PROVD_NULL_ARGUMENT` (client_out), `PROVD_INVALID_ARGUMENT` (an empty path,
-/// or one with a NUL byte).
+/// one with a NUL byte, or one too long for a socket address).
 ///
 /// Thread-safe. Starts the client's background thread.
 #[no_mangle]
@@ -94,7 +94,15 @@ pub extern "C" fn provd_client_connect(
         let out = unsafe { args::out_object(client_out, "client_out") }?;
         // SAFETY: as above.
         let path = unsafe { socket_path(path, path_len) }?;
-        let inner = blocking::Client::connect_as(&path, CLIENT_NAME)?;
+        let inner = blocking::Client::connect_as(&path, CLIENT_NAME).map_err(|e| match e {
+            // The OS refused the path itself (longer than a socket address holds): the
+            // caller's argument is wrong, and no retry will help, so not "unavailable".
+            ClientError::Connect {
+                kind: std::io::ErrorKind::InvalidInput,
+                ..
+            } => Error::invalid("path", format!("is not a usable socket path: {e}")),
+            other => Error::from(other),
+        })?;
         out.write(args::give(provd_client { inner }));
         Ok(())
     })

@@ -60,8 +60,8 @@ pub enum provd_status {
     /// Library only: a string argument was not valid UTF-8. Nothing was done.
     PROVD_INVALID_UTF8 = 101,
     /// Library only: an argument had a value the function does not accept (malformed
-    /// JSON, a NaN temperature, an unknown role, an index out of range, a NUL byte in a
-    /// socket path). Nothing was done.
+    /// JSON, a NaN temperature, an unknown role, an index out of range, a socket path
+    /// that is empty, holds a NUL byte or is too long). Nothing was done.
     PROVD_INVALID_ARGUMENT = 102,
 }
 

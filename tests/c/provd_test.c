@@ -557,6 +557,14 @@ static void test_connect_errors(void) {
   provd_error_free(err);
   st = provd_client_connect("", 0, &client, NULL);
   CHECK(st == PROVD_INVALID_ARGUMENT, "%s", provd_status_name(st));
+  /* Longer than a socket address holds (108 bytes on Linux). */
+  char long_path[300];
+  memset(long_path, 'x', sizeof long_path);
+  long_path[0] = '/';
+  st = provd_client_connect(long_path, sizeof long_path, &client, &err);
+  CHECK(st == PROVD_INVALID_ARGUMENT && client == NULL, "%s", provd_status_name(st));
+  CHECK(strstr(message(err), "socket path") != NULL, "%s", message(err));
+  provd_error_free(err);
   /* A directory is no socket. */
   st = provd_client_connect(LIT("/"), &client, &err);
   CHECK(st == PROVD_UNAVAILABLE && client == NULL, "%s", provd_status_name(st));
