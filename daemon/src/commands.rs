@@ -82,7 +82,8 @@ pub struct ServeArgs {
 pub struct ServeStart {
     config: Config,
     source: String,
-    config_flag: Option<PathBuf>,
+    /// The file the configuration came from (`None`: the embedded default).
+    config_path: Option<PathBuf>,
     socket_flag: Option<PathBuf>,
     socket: PathBuf,
     notifier: Notifier,
@@ -105,9 +106,11 @@ pub fn default_pid_file(socket: &Path) -> PathBuf {
 pub fn prepare_serve(args: ServeArgs) -> Result<ServeStart, CommandError> {
     // The daemon moves to / when it detaches, and a reload reads the config file again.
     let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
-    let config_flag = args.config.map(absolute);
+    // Resolved once: a reload reads the same file again, and fails if it is gone rather
+    // than falling back to another file or the embedded default.
+    let config_path = args.config.or_else(config::find_config_file).map(absolute);
     let socket_flag = args.socket.map(absolute);
-    let (config, source) = load_config(config_flag.as_deref())?;
+    let (config, source) = load_config(config_path.as_deref())?;
     let socket = serve_socket(socket_flag.clone(), &config);
     #[cfg(unix)]
     let detached = if args.daemon {
@@ -140,7 +143,7 @@ pub fn prepare_serve(args: ServeArgs) -> Result<ServeStart, CommandError> {
     Ok(ServeStart {
         config,
         source,
-        config_flag,
+        config_path,
         socket_flag,
         socket,
         notifier: Notifier::from_env(),
@@ -180,7 +183,7 @@ async fn serve_until_stopped(start: ServeStart) -> Result<(), CommandError> {
     let ServeStart {
         config,
         source,
-        config_flag,
+        config_path,
         socket_flag,
         socket,
         notifier,
@@ -210,7 +213,7 @@ async fn serve_until_stopped(start: ServeStart) -> Result<(), CommandError> {
 
     let providers = config.providers.len();
     let mut daemon = Daemon::new(config);
-    daemon.reloader = Reloader::new(config_flag, &daemon.factory.config(), notifier.clone())
+    daemon.reloader = Reloader::new(config_path, &daemon.factory.config(), notifier.clone())
         .with_socket(
             socket_flag,
             listener.path().to_owned(),

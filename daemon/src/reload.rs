@@ -2,6 +2,8 @@
 //! configuration again (from where start-up found it), unseal the credentials again, and
 //! swap them in without interrupting anything.
 //!
+//! - The file is the one start-up read (`--config`, or the one it found); if it is gone,
+//!   the reload fails rather than falling back to another file.
 //! - A configuration that does not load or validate is rejected: the error is logged
 //!   (and returned to a `reload` caller), and the configuration in force stays.
 //! - Providers whose `[providers.<id>]` table changed, and providers that are gone, have
@@ -103,8 +105,9 @@ impl ReloadError {
 /// file and can tell which changes need a restart.
 #[derive(Debug, Default)]
 pub struct Reloader {
-    /// `--config`, if given; else the file is looked up again as at start-up.
-    config_flag: Option<PathBuf>,
+    /// The file start-up read, read again by every reload; `None` when the daemon runs
+    /// on the embedded default, and then a reload looks for a file as start-up did.
+    config_path: Option<PathBuf>,
     /// `--socket`/`$PROVD_SOCKET`, if given (it beats `daemon.socket`).
     socket_flag: Option<PathBuf>,
     /// The socket being served, and whether systemd owns it.
@@ -117,10 +120,10 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    /// A reloader for a daemon started with `config`, found again through `config_flag`.
-    pub fn new(config_flag: Option<PathBuf>, config: &Config, notifier: Notifier) -> Reloader {
+    /// A reloader for a daemon started with `config`, read from `config_path`.
+    pub fn new(config_path: Option<PathBuf>, config: &Config, notifier: Notifier) -> Reloader {
         Reloader {
-            config_flag,
+            config_path,
             started_with: config.daemon.clone(),
             notifier,
             ..Reloader::default()
@@ -177,10 +180,10 @@ impl Reloader {
     }
 
     async fn apply(&self, daemon: &Arc<Daemon>) -> Result<ReloadResult, ReloadError> {
-        let flag = self.config_flag.clone();
+        let path = self.config_path.clone();
         // A small file, but read off the runtime's threads all the same.
         let (config, source) =
-            tokio::task::spawn_blocking(move || crate::commands::load_config(flag.as_deref()))
+            tokio::task::spawn_blocking(move || crate::commands::load_config(path.as_deref()))
                 .await
                 .map_err(|e| ReloadError::Internal(e.to_string()))??;
         unseal_credentials(&config)?;

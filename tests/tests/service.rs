@@ -881,6 +881,12 @@ async fn a_bad_config_is_rejected_and_the_old_one_stays_while_a_stream_runs() {
     more_chunks(&mut running, &mut next, 5).await;
     assert_eq!(answer(&client, None).await.unwrap(), "old answer");
 
+    // Gone: the daemon does not fall back to another file or the embedded default.
+    std::fs::remove_file(config_path(&daemon)).unwrap();
+    let e = client.reload().await.unwrap_err().to_wire();
+    assert!(e.message.contains("cannot read"), "{}", e.message);
+    assert_eq!(answer(&client, None).await.unwrap(), "old answer");
+
     // Fixed: the next reload applies.
     std::fs::write(config_path(&daemon), config_text("fixed answer", "")).unwrap();
     let result = client.reload().await.unwrap();
