@@ -360,7 +360,9 @@ async fn cancel_closes_the_upstream_connection_while_streaming_and_while_waiting
     );
 }
 
-#[tokio::test]
+// Multi-threaded: the raw client blocks its thread, and the mock upstream must keep
+// serving on another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_disconnect_closes_the_upstream_connection() {
     let first = openai::chunk_event(MODEL, json!({"content": "x"}), None);
     let upstream = Upstream::start(move |_| {

@@ -177,8 +177,14 @@ impl BaseLlmProvider for OpenAiProvider {
                         .post(format!("{}/chat/completions", self.base_url)),
                 )?
                 .json(&body);
-            let response =
-                http::send(&self.spec.id, http_request, &self.timeouts, &DIALECT).await?;
+            let response = http::send(
+                &self.spec.id,
+                http_request,
+                &self.timeouts,
+                &DIALECT,
+                self.spec.credential.as_ref(),
+            )
+            .await?;
             if request.stream {
                 return Ok(http::event_stream(
                     &self.spec.id,
