@@ -195,21 +195,22 @@ impl OllamaProvider {
             options.insert("stop".into(), json!(request.stop));
         }
 
-        // Top-level parameters go through the shared merge (which refuses the reserved
-        // keys); option keys are taken out first and routed into `options`.
-        let mut top_level = request.clone();
+        // Option keys are routed into `options`; the rest go through the shared merge
+        // (which refuses the reserved keys), given only the parameters, not a copy of
+        // the whole conversation.
+        let mut top_level = GenerateRequest::default();
         let mut explicit_options = None;
-        top_level.additional_params.retain(|key, value| {
+        for (key, value) in &request.additional_params {
             if key == "options" {
                 explicit_options = Some(value.clone());
-                false
             } else if OPTION_KEYS.contains(&key.as_str()) {
                 options.insert(key.clone(), value.clone());
-                false
             } else {
-                true
+                top_level
+                    .additional_params
+                    .insert(key.clone(), value.clone());
             }
-        });
+        }
         match explicit_options {
             None => {}
             Some(Value::Object(map)) => options.extend(map),
