@@ -11,6 +11,7 @@ use tokio::sync::OnceCell;
 
 use crate::config::{Config, ProviderKind};
 use crate::provider::mock::MockProvider;
+use crate::provider::ollama::OllamaProvider;
 use crate::provider::openai::OpenAiProvider;
 use crate::provider::{BaseLlmProvider, ProviderError, ProviderSpec};
 
@@ -78,6 +79,9 @@ impl LlmProviderFactory {
                 Arc::new(OpenAiProvider::new(spec, ProviderKind::OpenaiCompatible)?)
                     as Arc<dyn BaseLlmProvider>,
             )
+        });
+        f.register(ProviderKind::Ollama, |spec| {
+            Ok(Arc::new(OllamaProvider::new(spec)?) as Arc<dyn BaseLlmProvider>)
         });
         f
     }

@@ -7,6 +7,7 @@
 pub mod http;
 pub mod mock;
 pub mod ndjson;
+pub mod ollama;
 pub mod openai;
 pub mod sse;
 
