@@ -111,7 +111,7 @@ async fn streams_a_documented_answer_split_at_odd_bytes_and_sends_the_documented
             "options": {
                 "num_predict": 77,
                 "temperature": 0.5,
-                "top_p": 0.8999999761581421,
+                "top_p": 0.9,
                 "stop": ["END"],
                 "seed": 42,
                 "num_ctx": 4096,

@@ -94,7 +94,7 @@ async fn streams_a_documented_answer_split_at_odd_bytes_and_sends_the_documented
             ],
             "max_completion_tokens": 77,
             "temperature": 0.5,
-            "top_p": 0.8999999761581421,
+            "top_p": 0.9,
             "stop": ["END"],
             "seed": 42,
             "stream": true,

@@ -41,8 +41,8 @@ use serde_json::{json, Map, Value};
 use super::http::{self, Decoder, Dialect, Timeouts};
 use super::ndjson::NdjsonSplitter;
 use super::{
-    conversation, merge_additional_params, BaseLlmProvider, BoxFuture, EventStream, ProviderError,
-    ProviderSpec, ProviderState, StreamEvent,
+    conversation, json_f32, merge_additional_params, BaseLlmProvider, BoxFuture, EventStream,
+    ProviderError, ProviderSpec, ProviderState, StreamEvent,
 };
 use crate::config::ProviderKind;
 
@@ -186,10 +186,10 @@ impl OllamaProvider {
         let max_tokens = request.max_tokens.unwrap_or(self.spec.config.max_tokens);
         options.insert("num_predict".into(), json!(max_tokens));
         if let Some(t) = request.temperature {
-            options.insert("temperature".into(), json!(t));
+            options.insert("temperature".into(), json_f32(t));
         }
         if let Some(p) = request.top_p {
-            options.insert("top_p".into(), json!(p));
+            options.insert("top_p".into(), json_f32(p));
         }
         if !request.stop.is_empty() {
             options.insert("stop".into(), json!(request.stop));
