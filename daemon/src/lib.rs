@@ -10,6 +10,7 @@
 //! - [`config`]: the TOML configuration and its validation.
 //! - [`commands`]: what the `provd` command does, for `main.rs` to call.
 
+pub mod access;
 pub mod commands;
 pub mod config;
 pub mod factory;
