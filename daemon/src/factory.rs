@@ -10,6 +10,7 @@ use provd_client::{ErrorCode, ModelList, ProviderInfo};
 use tokio::sync::OnceCell;
 
 use crate::config::{Config, ProviderKind};
+use crate::provider::gemini::GeminiProvider;
 use crate::provider::mock::MockProvider;
 use crate::provider::openai::OpenAiProvider;
 use crate::provider::{BaseLlmProvider, ProviderError, ProviderSpec};
@@ -78,6 +79,9 @@ impl LlmProviderFactory {
                 Arc::new(OpenAiProvider::new(spec, ProviderKind::OpenaiCompatible)?)
                     as Arc<dyn BaseLlmProvider>,
             )
+        });
+        f.register(ProviderKind::Gemini, |spec| {
+            Ok(Arc::new(GeminiProvider::new(spec)?) as Arc<dyn BaseLlmProvider>)
         });
         f
     }
