@@ -10,6 +10,7 @@ use provd_client::{ErrorCode, ModelList, ProviderInfo};
 use tokio::sync::OnceCell;
 
 use crate::config::{Config, ProviderKind};
+use crate::provider::gemini::GeminiProvider;
 use crate::provider::mock::MockProvider;
 use crate::provider::ollama::OllamaProvider;
 use crate::provider::openai::OpenAiProvider;
@@ -82,6 +83,9 @@ impl LlmProviderFactory {
         });
         f.register(ProviderKind::Ollama, |spec| {
             Ok(Arc::new(OllamaProvider::new(spec)?) as Arc<dyn BaseLlmProvider>)
+        });
+        f.register(ProviderKind::Gemini, |spec| {
+            Ok(Arc::new(GeminiProvider::new(spec)?) as Arc<dyn BaseLlmProvider>)
         });
         f
     }

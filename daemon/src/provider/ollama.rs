@@ -89,6 +89,7 @@ pub const OPTION_KEYS: &[&str] = &[
 const DIALECT: Dialect = Dialect {
     error_message,
     retry_after: http::retry_after,
+    refine: http::no_refinement,
 };
 
 /// An Ollama server.

@@ -48,6 +48,7 @@ pub struct OpenAiProvider {
 const DIALECT: Dialect = Dialect {
     error_message,
     retry_after,
+    refine: http::no_refinement,
 };
 
 impl OpenAiProvider {
