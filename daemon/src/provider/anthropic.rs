@@ -591,7 +591,8 @@ fn unix_seconds(s: &str) -> Option<u64> {
 fn finish_reason(reason: &str) -> FinishReason {
     match reason {
         "end_turn" | "stop_sequence" => FinishReason::Stop,
-        // Both mean the answer was cut short by a token limit.
+        // Both cut the answer short at a token limit: the documentation says to treat
+        // a response that filled the context window as truncated.
         "max_tokens" | "model_context_window_exceeded" => FinishReason::Length,
         "tool_use" => FinishReason::ToolUse,
         "refusal" => FinishReason::ContentFilter,
