@@ -10,6 +10,7 @@ use provd_client::{ErrorCode, ModelList, ProviderInfo};
 use tokio::sync::OnceCell;
 
 use crate::config::{Config, ProviderKind};
+use crate::provider::anthropic::AnthropicProvider;
 use crate::provider::gemini::GeminiProvider;
 use crate::provider::mock::MockProvider;
 use crate::provider::ollama::OllamaProvider;
@@ -70,6 +71,9 @@ impl LlmProviderFactory {
         let mut f = LlmProviderFactory::empty(config);
         f.register(ProviderKind::Mock, |spec| {
             Ok(Arc::new(MockProvider::new(spec)?) as Arc<dyn BaseLlmProvider>)
+        });
+        f.register(ProviderKind::Anthropic, |spec| {
+            Ok(Arc::new(AnthropicProvider::new(spec)?) as Arc<dyn BaseLlmProvider>)
         });
         f.register(ProviderKind::Openai, |spec| {
             Ok(Arc::new(OpenAiProvider::new(spec, ProviderKind::Openai)?)

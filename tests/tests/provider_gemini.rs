@@ -110,7 +110,7 @@ async fn streams_a_documented_answer_split_at_odd_bytes_and_sends_the_documented
                 "generationConfig": {
                     "maxOutputTokens": 77,
                     "temperature": 0.5,
-                    "topP": 0.8999999761581421,
+                    "topP": 0.9,
                     "stopSequences": ["END"],
                     "topK": 40,
                 },

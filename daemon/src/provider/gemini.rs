@@ -180,10 +180,10 @@ impl GeminiProvider {
             json!(request.max_tokens.unwrap_or(self.spec.config.max_tokens)),
         );
         if let Some(t) = request.temperature {
-            config.insert("temperature".into(), json!(t));
+            config.insert("temperature".into(), super::json_f32(t));
         }
         if let Some(p) = request.top_p {
-            config.insert("topP".into(), json!(p));
+            config.insert("topP".into(), super::json_f32(p));
         }
         if !request.stop.is_empty() {
             config.insert("stopSequences".into(), json!(request.stop));

@@ -4,6 +4,7 @@
 //! Everything above this module sees only these types; a provider's quirks (wire format,
 //! headers, error bodies) stay in its own file.
 
+pub mod anthropic;
 pub mod gemini;
 pub mod http;
 pub mod mock;
