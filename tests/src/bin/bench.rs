@@ -246,8 +246,7 @@ fn upstream_section(rounds: usize, ping_p50: f64) -> Vec<String> {
             daemon_64_wall.push(start.elapsed());
         }
         let mut cancel = Samples::new("cancel → upstream sees its connection closed", "µs");
-        let mut request_index = 0;
-        for _ in 0..rounds.min(200) {
+        for request_index in 0..rounds.min(200) {
             let mut req = GenerateRequest::prompt("q");
             req.provider = Some("stall".into());
             let mut g = client.generate(req).await.expect("generate");
@@ -256,7 +255,6 @@ fn upstream_section(rounds: usize, ping_p50: f64) -> Vec<String> {
             g.cancel_handle().cancel().await.expect("cancel");
             stalling.wait_for(Seen::ClientClosedEarly(request_index)).await;
             cancel.push(start.elapsed());
-            request_index += 1;
             drop(g);
         }
 
