@@ -22,8 +22,8 @@ use crate::error::{ErrorCode, WireError};
 use crate::frame::{self, FrameError, DEFAULT_MAX_FRAME_BYTES, MAX_DEPTH, MAX_REPLY_FRAME_BYTES};
 use crate::message::{
     self, method, notification, CancelParams, Chunk, Empty, Envelope, GenerateDone,
-    GenerateRequest, Hello, HelloResult, ListModelsParams, ModelList, ProviderList, StatusResult,
-    PROTOCOL_VERSION,
+    GenerateRequest, Hello, HelloResult, ListModelsParams, ModelList, ProviderList, ReloadResult,
+    StatusResult, PROTOCOL_VERSION,
 };
 use crate::socket::SharedStream;
 
@@ -229,6 +229,13 @@ impl Client {
     /// The daemon's status: connections, streams, providers and their counters.
     pub async fn status(&self) -> Result<StatusResult, ClientError> {
         self.call(method::STATUS, &Empty {}).await
+    }
+
+    /// Asks the daemon to re-read its configuration and credentials (an admin request:
+    /// only the daemon's own user and root may). A rejected reload is an error; the
+    /// daemon then keeps the configuration in force.
+    pub async fn reload(&self) -> Result<ReloadResult, ClientError> {
+        self.call(method::RELOAD, &Empty {}).await
     }
 
     /// Starts a generation. Chunks arrive through the returned [`Generation`]; dropping it

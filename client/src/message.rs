@@ -48,6 +48,10 @@ pub mod method {
     pub const LIST_MODELS: &str = "list_models";
     /// Empty map → [`super::StatusResult`].
     pub const STATUS: &str = "status";
+    /// Admin: re-read the configuration and credentials. Empty map →
+    /// [`super::ReloadResult`]; `permission_denied` for callers other than the daemon's
+    /// own user and root.
+    pub const RELOAD: &str = "reload";
 }
 
 /// Notification method names.
@@ -553,6 +557,30 @@ pub struct StatusResult {
     pub providers: Vec<ProviderInfo>,
     /// Provider instances started so far, with their state and counters.
     pub instances: Vec<InstanceStatus>,
+}
+
+/// `reload` result: what the reload changed. A rejected reload is an error reply instead,
+/// and the configuration in force stays.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReloadResult {
+    /// Where the configuration was read from (a path, or `<embedded default>`).
+    pub config: String,
+    /// Providers configured now.
+    pub providers: u32,
+    /// Provider ids that are new.
+    #[serde(default, deserialize_with = "nil_as_default")]
+    pub added: Vec<String>,
+    /// Provider ids whose configuration changed; their instances are replaced (running
+    /// generations finish on the old one).
+    #[serde(default, deserialize_with = "nil_as_default")]
+    pub changed: Vec<String>,
+    /// Provider ids no longer configured.
+    #[serde(default, deserialize_with = "nil_as_default")]
+    pub removed: Vec<String>,
+    /// Settings that changed in the file but take effect only when the daemon restarts
+    /// (`daemon.max_connections`, …).
+    #[serde(default, deserialize_with = "nil_as_default")]
+    pub needs_restart: Vec<String>,
 }
 
 #[cfg(test)]

@@ -4,14 +4,17 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use provd_client::{Client, ClientError, GenerateEvent, GenerateRequest};
 use serde_json::json;
 
 use crate::config::{self, Config, ConfigError};
+use crate::reload::Reloader;
 use crate::server::listener::{ListenError, SocketListener};
 use crate::server::{Daemon, Server};
-use crate::shutdown::{termination_signal, Shutdown};
+use crate::shutdown::{Shutdown, TerminationSignals};
+use crate::systemd::Notifier;
 
 /// Why a command failed; printed as one line on stderr.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +31,16 @@ pub enum CommandError {
     /// Local I/O failed (stdout closed, temp dir).
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The socket systemd passed is unusable.
+    #[error(transparent)]
+    Activation(#[from] crate::systemd::ActivationError),
+    /// Going to the background, or stopping a daemon there, failed.
+    #[cfg(unix)]
+    #[error(transparent)]
+    Daemonize(#[from] crate::daemonize::DaemonizeError),
+    /// The credentials cannot be unsealed.
+    #[error(transparent)]
+    Credentials(#[from] crate::reload::CredentialsError),
 }
 
 /// Loads `--config FILE`, else the first config file found, else the embedded default.
@@ -48,38 +61,248 @@ pub fn serve_socket(flag: Option<PathBuf>, config: &Config) -> PathBuf {
         .unwrap_or_else(provd_client::default_socket_path)
 }
 
-/// `provd serve`: listens until SIGINT/SIGTERM, then drains and exits. A second signal
-/// during the drain ends the remaining generations at once.
-pub async fn serve(config: Config, socket: &Path) -> Result<(), CommandError> {
-    let listener = SocketListener::bind(socket, config.daemon.socket_group.as_deref())?;
-    let providers = config.providers.len();
-    let daemon = Arc::new(Daemon::new(config));
-    let shutdown = Shutdown::new();
-    let signals = shutdown.clone();
-    tokio::spawn(async move {
-        match termination_signal().await {
-            Ok(sig) => tracing::info!(signal = sig, "stopping: draining running generations"),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot install signal handlers; stopping");
+/// `provd serve` as the command line gave it.
+#[derive(Clone, Debug, Default)]
+pub struct ServeArgs {
+    /// `--config`.
+    pub config: Option<PathBuf>,
+    /// `--socket` / `$PROVD_SOCKET`.
+    pub socket: Option<PathBuf>,
+    /// `--daemon`: detach into the background (hosts without systemd).
+    pub daemon: bool,
+    /// `--pid-file` [default: beside the socket, `provd.pid`].
+    pub pid_file: Option<PathBuf>,
+    /// `--log-file` [default: beside the pid file, `provd.log`].
+    pub log_file: Option<PathBuf>,
+}
+
+/// What [`prepare_serve`] readied for [`serve`]: the loaded configuration and how the
+/// daemon was activated.
+#[derive(Debug)]
+pub struct ServeStart {
+    config: Config,
+    source: String,
+    config_flag: Option<PathBuf>,
+    socket_flag: Option<PathBuf>,
+    socket: PathBuf,
+    notifier: Notifier,
+    #[cfg(unix)]
+    inherited: Option<std::os::fd::OwnedFd>,
+    #[cfg(unix)]
+    detached: Option<crate::daemonize::Detached>,
+}
+
+/// The pid file `--daemon` uses when none is given, and `provd stop` looks for: beside
+/// the socket, in its private directory.
+pub fn default_pid_file(socket: &Path) -> PathBuf {
+    socket.with_file_name("provd.pid")
+}
+
+/// Everything `provd serve` does before the tokio runtime exists, and must: load and
+/// validate the configuration (so its errors reach the terminal), take the socket systemd
+/// passed (removing `LISTEN_*` from the environment), and with `--daemon` fork into the
+/// background. Call it while the process has one thread.
+pub fn prepare_serve(args: ServeArgs) -> Result<ServeStart, CommandError> {
+    // The daemon moves to / when it detaches, and a reload reads the config file again.
+    let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
+    let config_flag = args.config.map(absolute);
+    let socket_flag = args.socket.map(absolute);
+    let (config, source) = load_config(config_flag.as_deref())?;
+    let socket = serve_socket(socket_flag.clone(), &config);
+    #[cfg(unix)]
+    let detached = if args.daemon {
+        crate::daemonize::check_no_service_manager()?;
+        let pid_file = match args.pid_file {
+            Some(p) => absolute(p),
+            None => {
+                // The default pid file lives in the socket's directory: make it now, as
+                // the listener would, for the pid file comes first.
+                let gid = config
+                    .daemon
+                    .socket_group
+                    .as_deref()
+                    .and_then(crate::sys::group_id);
+                crate::server::listener::prepare_directory(&socket, gid)?;
+                default_pid_file(&socket)
             }
+        };
+        let log_file = args
+            .log_file
+            .map(absolute)
+            .unwrap_or_else(|| pid_file.with_extension("log"));
+        let options = crate::daemonize::DetachOptions { pid_file, log_file };
+        Some(crate::daemonize::detach(&options)?)
+    } else {
+        None
+    };
+    #[cfg(unix)]
+    let inherited = crate::systemd::take_listen_fds()?;
+    Ok(ServeStart {
+        config,
+        source,
+        config_flag,
+        socket_flag,
+        socket,
+        notifier: Notifier::from_env(),
+        #[cfg(unix)]
+        inherited,
+        #[cfg(unix)]
+        detached,
+    })
+}
+
+/// How often the service manager's status line is refreshed (only when it changed).
+const STATUS_INTERVAL: Duration = Duration::from_secs(2);
+
+/// `provd serve`: listens until SIGINT/SIGTERM, then drains and exits. A second signal
+/// during the drain ends the remaining generations at once. SIGHUP reloads.
+///
+/// Start-up order, which readiness depends on: the configuration was validated by
+/// [`prepare_serve`]; then the socket listens (bound here, or passed by systemd); then
+/// the credentials are unsealed ([`crate::reload::unseal_credentials`]); then signal
+/// handlers are installed; only then does the daemon report ready: `READY=1` to systemd,
+/// and the `--daemon` parent exits 0. A failure before that point is the start-up error
+/// (`--daemon`: the parent prints it and exits 1).
+pub async fn serve(start: ServeStart) -> Result<(), CommandError> {
+    #[cfg(unix)]
+    let report = start.detached.as_ref().map(|d| d.report.clone());
+    let result = serve_until_stopped(start).await;
+    #[cfg(unix)]
+    if let (Err(e), Some(report)) = (&result, report) {
+        // Into the log file before the waiting parent exits with it.
+        tracing::error!(error = %e, "provd could not start");
+        report.failed(&e.to_string());
+    }
+    result
+}
+
+async fn serve_until_stopped(start: ServeStart) -> Result<(), CommandError> {
+    let ServeStart {
+        config,
+        source,
+        config_flag,
+        socket_flag,
+        socket,
+        notifier,
+        #[cfg(unix)]
+        inherited,
+        #[cfg(unix)]
+        detached,
+    } = start;
+    tracing::info!(config = %source, "configuration loaded");
+    #[cfg(unix)]
+    let listener = match inherited {
+        Some(fd) => {
+            let listener = SocketListener::from_inherited(fd)?;
+            tracing::info!(socket = %listener.path().display(), "adopted the listening socket systemd passed (socket activation); it stays when provd stops");
+            listener
         }
-        signals.stop();
-        if let Ok(sig) = termination_signal().await {
-            tracing::warn!(
-                signal = sig,
-                "second signal: ending running generations now"
-            );
-            signals.abort();
-        }
+        None => SocketListener::bind(&socket, config.daemon.socket_group.as_deref())?,
+    };
+    #[cfg(not(unix))]
+    let listener = SocketListener::bind(&socket, config.daemon.socket_group.as_deref())?;
+    crate::reload::unseal_credentials(&config)?;
+
+    let shutdown = Shutdown::new();
+    let mut signals = TerminationSignals::install()?;
+    #[cfg(unix)]
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+
+    let providers = config.providers.len();
+    let mut daemon = Daemon::new(config);
+    daemon.reloader = Reloader::new(config_flag, &daemon.factory.config(), notifier.clone())
+        .with_socket(
+            socket_flag,
+            listener.path().to_owned(),
+            listener.is_inherited(),
+        );
+    let daemon = Arc::new(daemon);
+
+    let stopper = shutdown.clone();
+    tokio::spawn(async move {
+        let sig = signals.recv().await;
+        tracing::info!(signal = sig, "stopping: draining running generations");
+        stopper.stop();
+        let sig = signals.recv().await;
+        tracing::warn!(
+            signal = sig,
+            "second signal: ending running generations now"
+        );
+        stopper.abort();
     });
+    #[cfg(unix)]
+    {
+        let (daemon, shutdown) = (daemon.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.stopping() => return,
+                    _ = hangups.recv() => {
+                        // The outcome is logged by the reloader; a rejected reload keeps
+                        // the configuration in force.
+                        let _ = daemon.reloader.reload(&daemon, "SIGHUP").await;
+                    }
+                }
+            }
+        });
+    }
+
+    let ready = crate::reload::status_line(&daemon, "ready");
+    notifier.ready(&ready);
+    #[cfg(unix)]
+    if let Some(detached) = &detached {
+        detached.report.ready();
+    }
     tracing::info!(
         providers,
         pid = std::process::id(),
         "provd {} ready",
         env!("CARGO_PKG_VERSION")
     );
+    let supervisor = tokio::spawn(supervise(daemon.clone(), notifier, shutdown.clone(), ready));
     Server::new(daemon, listener, shutdown).run().await;
+    supervisor.abort();
+    // `detached` (the pid file) goes last: the pid file stays until the daemon has stopped.
+    #[cfg(unix)]
+    drop(detached);
     Ok(())
+}
+
+/// Keeps the service manager informed while the daemon runs: `STATUS=` when the numbers
+/// change, `STOPPING=1` when the drain begins, and watchdog pings (`WATCHDOG=1` at half
+/// of `WatchdogSec=`) until the very end, drain included. Sent from the runtime, so a
+/// wedged runtime stops the pings and the watchdog fires.
+async fn supervise(daemon: Arc<Daemon>, notifier: Notifier, shutdown: Shutdown, ready: String) {
+    if !notifier.is_enabled() {
+        return;
+    }
+    let mut watchdog = crate::systemd::watchdog_interval().map(tokio::time::interval);
+    let mut status = tokio::time::interval(STATUS_INTERVAL);
+    status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut state = "ready";
+    let mut last = ready;
+    loop {
+        tokio::select! {
+            _ = shutdown.stopping(), if state == "ready" => {
+                state = "stopping, draining";
+                last = crate::reload::status_line(&daemon, state);
+                notifier.stopping(&last);
+            }
+            _ = async {
+                match watchdog.as_mut() {
+                    Some(w) => { w.tick().await; }
+                    None => std::future::pending().await,
+                }
+            } => notifier.watchdog(),
+            _ = status.tick() => {
+                let now = crate::reload::status_line(&daemon, state);
+                if now != last {
+                    notifier.status(&now);
+                    last = now;
+                }
+            }
+        }
+    }
 }
 
 /// Options of `provd generate`.
@@ -244,6 +467,58 @@ pub async fn ping(socket: &Path) -> Result<(), CommandError> {
         start.elapsed()
     );
     Ok(())
+}
+
+/// `provd reload`: asks the daemon to re-read its configuration and credentials, and
+/// prints what changed. A rejected reload is an error (the daemon keeps its configuration).
+pub async fn reload(socket: &Path, as_json: bool) -> Result<(), CommandError> {
+    let client = Client::connect_as(socket, "provd-cli").await?;
+    let r = client.reload().await?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+        return Ok(());
+    }
+    let list = |ids: &[String]| {
+        if ids.is_empty() {
+            "none".to_owned()
+        } else {
+            ids.join(", ")
+        }
+    };
+    println!(
+        "reloaded {}: {} provider{} (added: {}; changed: {}; removed: {})",
+        r.config,
+        r.providers,
+        if r.providers == 1 { "" } else { "s" },
+        list(&r.added),
+        list(&r.changed),
+        list(&r.removed)
+    );
+    if !r.needs_restart.is_empty() {
+        println!(
+            "needs restart to take effect: {}",
+            r.needs_restart.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// `provd stop`: stops the daemon `provd serve --daemon` started, through its pid file,
+/// and waits up to `wait` for it to drain and exit.
+#[cfg(unix)]
+pub fn stop(pid_file: &Path, wait: Duration) -> Result<(), CommandError> {
+    let pid = crate::daemonize::stop(pid_file, wait)?;
+    eprintln!("provd (pid {pid}) stopped");
+    Ok(())
+}
+
+/// `provd stop`: background daemons are a Unix feature.
+#[cfg(not(unix))]
+pub fn stop(_pid_file: &Path, _wait: Duration) -> Result<(), CommandError> {
+    Err(CommandError::Io(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "provd stop works with `provd serve --daemon`, which needs Unix",
+    )))
 }
 
 /// `provd demo`: a daemon on a temporary socket with the embedded mock provider, one

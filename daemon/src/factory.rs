@@ -46,6 +46,22 @@ pub struct LlmProviderFactory {
     // A std mutex: it guards only map look-ups, never an await; the slow part
     // (initialize) runs inside the slot's OnceCell, so other keys are never blocked by it.
     instances: Mutex<BTreeMap<(String, String), Slot>>,
+    // Instances a reload took out of the cache, waiting for their last generation to end
+    // before they are shut down (see `reload`).
+    retired: Mutex<Vec<((String, String), Slot)>>,
+}
+
+/// What a [`LlmProviderFactory::reload`] changed among the providers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProviderChanges {
+    /// Provider ids that are new.
+    pub added: Vec<String>,
+    /// Provider ids whose table changed.
+    pub changed: Vec<String>,
+    /// Provider ids that are gone.
+    pub removed: Vec<String>,
+    /// Instances taken out of the cache, to be shut down once unused.
+    pub retired: usize,
 }
 
 impl std::fmt::Debug for LlmProviderFactory {
@@ -63,6 +79,7 @@ impl LlmProviderFactory {
             registry: HashMap::new(),
             config: RwLock::new(Arc::new(config)),
             instances: Mutex::new(BTreeMap::new()),
+            retired: Mutex::new(Vec::new()),
         }
     }
 
@@ -111,6 +128,7 @@ impl LlmProviderFactory {
         provider: Option<&str>,
         model: Option<&str>,
     ) -> Result<(String, Arc<dyn BaseLlmProvider>), ProviderError> {
+        let requested = (provider, model);
         let config = self.config();
         let id = match provider {
             Some(id) => id,
@@ -153,13 +171,20 @@ impl LlmProviderFactory {
                 ),
             )
         })?;
-        let slot = self
-            .instances
-            .lock()
-            .expect("instances lock poisoned")
-            .entry((id.to_owned(), model.clone()))
-            .or_default()
-            .clone();
+        let slot = {
+            let mut instances = self.instances.lock().expect("instances lock poisoned");
+            // A reload swaps the config and retires instances under this lock. A slot made
+            // here from a config that is no longer in force would keep serving the old
+            // table after the reload, so resolve again with the new one.
+            if !Arc::ptr_eq(&config, &self.config()) {
+                drop(instances);
+                return Box::pin(self.get(requested.0, requested.1)).await;
+            }
+            instances
+                .entry((id.to_owned(), model.clone()))
+                .or_default()
+                .clone()
+        };
         let spec = ProviderSpec {
             id: id.to_owned(),
             model,
@@ -250,15 +275,86 @@ impl LlmProviderFactory {
         Ok(list)
     }
 
+    /// Puts `config` in force. Requests resolved from now on use it; instances of
+    /// providers whose table changed or that are gone leave the cache (the next request
+    /// builds a new one) and are retired: generations already running keep them, and
+    /// [`Self::shut_down_unused_retired`] shuts each down once nothing uses it.
+    pub fn reload(&self, config: Config) -> ProviderChanges {
+        let mut instances = self.instances.lock().expect("instances lock poisoned");
+        let old = self.config();
+        let mut changes = ProviderChanges::default();
+        for (id, table) in &config.providers {
+            match old.providers.get(id) {
+                None => changes.added.push(id.clone()),
+                Some(previous) if previous != table => changes.changed.push(id.clone()),
+                Some(_) => {}
+            }
+        }
+        changes.removed = old
+            .providers
+            .keys()
+            .filter(|id| !config.providers.contains_key(*id))
+            .cloned()
+            .collect();
+        *self.config.write().expect("config lock poisoned") = Arc::new(config);
+        let stale = |id: &String| changes.changed.contains(id) || changes.removed.contains(id);
+        let keys: Vec<_> = instances
+            .keys()
+            .filter(|(id, _)| stale(id))
+            .cloned()
+            .collect();
+        let mut retired = self.retired.lock().expect("retired lock poisoned");
+        for key in keys {
+            if let Some(slot) = instances.remove(&key) {
+                retired.push((key, slot));
+                changes.retired += 1;
+            }
+        }
+        changes
+    }
+
+    /// Shuts down the retired instances nothing uses any more, and returns how many are
+    /// still in use.
+    pub async fn shut_down_unused_retired(&self) -> usize {
+        let unused: Vec<_> = {
+            let mut retired = self.retired.lock().expect("retired lock poisoned");
+            // Nobody can reach a retired slot or its instance again except through clones
+            // taken before it was retired: when ours are the only references left, its
+            // last generation (or initialization) has ended.
+            let (unused, in_use) = std::mem::take(&mut *retired).into_iter().partition(
+                |(_, slot): &((String, String), Slot)| {
+                    Arc::strong_count(slot) == 1
+                        && slot.get().is_none_or(|i| Arc::strong_count(i) == 1)
+                },
+            );
+            *retired = in_use;
+            unused
+        };
+        for ((provider, model), slot) in unused {
+            if let Some(instance) = slot.get() {
+                instance.shutdown().await;
+                tracing::info!(
+                    provider,
+                    model,
+                    "retired provider instance shut down after a reload"
+                );
+            }
+        }
+        self.retired.lock().expect("retired lock poisoned").len()
+    }
+
     /// Shuts every instance down; called once when the daemon stops.
     pub async fn shutdown_all(&self) {
+        let retired = std::mem::take(&mut *self.retired.lock().expect("retired lock poisoned"));
         let slots: Vec<Slot> =
             std::mem::take(&mut *self.instances.lock().expect("instances lock poisoned"))
                 .into_values()
+                .chain(retired.into_iter().map(|(_, slot)| slot))
                 .collect();
         for slot in slots {
             if let Some(instance) = slot.get() {
                 instance.shutdown().await;
+                tracing::debug!(model = instance.model(), kind = %instance.kind(), "provider instance shut down");
             }
         }
     }
@@ -355,5 +451,56 @@ mod tests {
         let e = f.get(None, None).await.err().unwrap();
         assert_eq!(e.code, ErrorCode::InvalidRequest);
         assert!(e.message.contains("no default_model"), "{}", e.message);
+    }
+
+    #[tokio::test]
+    async fn reload_replaces_changed_providers_and_retires_their_instances_once_unused() {
+        let parse = |t: &str| Config::parse(t, std::path::Path::new("t")).unwrap();
+        let f = LlmProviderFactory::with_builtin_providers(parse(
+            "[providers.a]\ntype = \"mock\"\ndefault_model = \"a1\"\n\
+             [providers.b]\ntype = \"mock\"\ndefault_model = \"b1\"\n\
+             [providers.c]\ntype = \"mock\"\ndefault_model = \"c1\"\n",
+        ));
+        let (_, a) = f.get(Some("a"), None).await.unwrap();
+        let (_, b) = f.get(Some("b"), None).await.unwrap();
+        drop(f.get(Some("c"), None).await.unwrap());
+
+        // a unchanged, b changed, c removed, d added.
+        let changes = f.reload(parse(
+            "[providers.a]\ntype = \"mock\"\ndefault_model = \"a1\"\n\
+             [providers.b]\ntype = \"mock\"\ndefault_model = \"b1\"\nmax_tokens = 7\n\
+             [providers.d]\ntype = \"mock\"\ndefault_model = \"d1\"\n",
+        ));
+        assert_eq!(
+            changes,
+            ProviderChanges {
+                added: vec!["d".into()],
+                changed: vec!["b".into()],
+                removed: vec!["c".into()],
+                retired: 2,
+            }
+        );
+        // The unchanged instance is kept; the changed one is new; the removed one is gone.
+        let (_, a2) = f.get(Some("a"), None).await.unwrap();
+        assert!(Arc::ptr_eq(&a, &a2));
+        let (_, b2) = f.get(Some("b"), None).await.unwrap();
+        assert!(!Arc::ptr_eq(&b, &b2));
+        assert_eq!(
+            f.get(Some("c"), None).await.err().unwrap().code,
+            ErrorCode::NotFound
+        );
+        // c's instance is unused and shuts down; b's old one is still held ("running").
+        assert_eq!(f.shut_down_unused_retired().await, 1);
+        assert_eq!(b.status(), ProviderStatus::Ready);
+        drop(b2);
+        let old_b = b.clone();
+        drop(b);
+        assert_eq!(
+            f.shut_down_unused_retired().await,
+            1,
+            "a clone is still out"
+        );
+        drop(old_b);
+        assert_eq!(f.shut_down_unused_retired().await, 0);
     }
 }

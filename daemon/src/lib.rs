@@ -9,14 +9,20 @@
 //! - [`provider`]: the [`provider::BaseLlmProvider`] trait and the providers.
 //! - [`config`]: the TOML configuration and its validation.
 //! - [`commands`]: what the `provd` command does, for `main.rs` to call.
+//! - [`systemd`], [`daemonize`], [`reload`]: running as a service: readiness and socket
+//!   activation under systemd, `--daemon` without it, SIGHUP and the `reload` request.
 
 pub mod access;
 pub mod commands;
 pub mod config;
+#[cfg(unix)]
+pub mod daemonize;
 pub mod factory;
 pub mod provider;
+pub mod reload;
 pub mod resilience;
 pub mod secret;
 pub mod server;
 pub mod shutdown;
 mod sys;
+pub mod systemd;

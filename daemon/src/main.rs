@@ -28,12 +28,44 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the daemon in the foreground.
+    /// Run the daemon: in the foreground, under systemd (socket activation and readiness
+    /// are automatic), or with --daemon in the background. SIGHUP reloads the
+    /// configuration; SIGTERM/SIGINT drain and stop.
     Serve {
         /// Configuration file [default: $PROVD_CONFIG, ~/.config/provd/provd.toml,
         /// /etc/provd/provd.toml, else a built-in mock provider]
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Detach into the background (for hosts without systemd); returns once the
+        /// daemon serves, or fails with its start-up error. Refused under systemd.
+        #[arg(long)]
+        daemon: bool,
+        /// With --daemon: the pid file, locked while the daemon runs [default: provd.pid
+        /// beside the socket]
+        #[arg(long, value_name = "FILE", requires = "daemon")]
+        pid_file: Option<PathBuf>,
+        /// With --daemon: where the daemon's log goes [default: provd.log beside the pid
+        /// file]
+        #[arg(long, value_name = "FILE", requires = "daemon")]
+        log_file: Option<PathBuf>,
+    },
+    /// Stop the daemon `serve --daemon` started (SIGTERM through its pid file) and wait
+    /// for it to drain and exit.
+    Stop {
+        /// Its pid file [default: provd.pid beside the socket]
+        #[arg(long, value_name = "FILE")]
+        pid_file: Option<PathBuf>,
+        /// How long to wait for it to exit, in seconds.
+        #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Make the daemon re-read its configuration and credentials (its own user and root
+    /// only). Running generations go on; a bad configuration is rejected and the old one
+    /// stays.
+    Reload {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Stream a generation through the daemon.
     Generate {
@@ -89,7 +121,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let serving = matches!(cli.command, Command::Serve { .. });
-    init_logging(cli.verbose, serving);
+    let detaching = matches!(cli.command, Command::Serve { daemon: true, .. });
+    init_logging(cli.verbose, serving, detaching);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -99,7 +132,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(verbose: u8, serving: bool) {
+/// Logs go to stderr: the terminal, the journal under systemd, or the log file of
+/// `--daemon`. Colours only on a terminal; in the journal no timestamps (it has its own)
+/// and a `<N>` priority prefix, so `journalctl -p warning` selects by level.
+fn init_logging(verbose: u8, serving: bool, detaching: bool) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let default = match (verbose, serving) {
         (0, true) => "info",
@@ -108,16 +145,44 @@ fn init_logging(verbose: u8, serving: bool) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_env("PROVD_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let journal = provd::systemd::stderr_is_journal();
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+        .with_ansi(!detaching && !journal && std::io::stderr().is_terminal())
+        .with_target(false);
+    if journal {
+        let format = tracing_subscriber::fmt::format()
+            .with_target(false)
+            .with_ansi(false)
+            .without_time();
+        builder
+            .event_format(provd::systemd::JournalPriority(format))
+            .init();
+    } else {
+        builder.init();
+    }
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     // The runtime is built here, not by #[tokio::main], so that self-daemonizing can fork
-    // before any runtime thread exists.
+    // before any runtime thread exists: `prepare_serve` forks (--daemon) and edits the
+    // environment (LISTEN_*) while the process still has one thread.
+    let serve = match &cli.command {
+        Command::Serve {
+            config,
+            daemon,
+            pid_file,
+            log_file,
+        } => Some(commands::prepare_serve(commands::ServeArgs {
+            config: config.clone(),
+            socket: cli.socket.clone(),
+            daemon: *daemon,
+            pid_file: pid_file.clone(),
+            log_file: log_file.clone(),
+        })?),
+        _ => None,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("provd")
@@ -134,12 +199,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     };
     runtime.block_on(async {
         match cli.command {
-            Command::Serve { config } => {
-                let (config, source) = commands::load_config(config.as_deref())?;
-                tracing::info!(config = %source, "configuration loaded");
-                let socket = commands::serve_socket(cli.socket.clone(), &config);
-                commands::serve(config, &socket).await?;
+            Command::Serve { .. } => {
+                if let Some(start) = serve {
+                    commands::serve(start).await?;
+                }
             }
+            Command::Stop { pid_file, timeout } => {
+                let pid_file =
+                    pid_file.unwrap_or_else(|| commands::default_pid_file(&client_socket()));
+                commands::stop(&pid_file, std::time::Duration::from_secs(timeout))?;
+            }
+            Command::Reload { json } => commands::reload(&client_socket(), json).await?,
             Command::Generate {
                 provider,
                 model,

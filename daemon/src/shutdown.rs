@@ -67,3 +67,48 @@ pub async fn termination_signal() -> std::io::Result<&'static str> {
         Ok("Ctrl-C")
     }
 }
+
+/// SIGTERM and SIGINT handlers (Ctrl-C on Windows), installed when this is created: a
+/// signal that arrives before anyone awaits it is kept for the next [`Self::recv`]
+/// instead of ending the process with the default action. `serve` installs them before
+/// it reports readiness, since a service manager may stop the daemon the moment it is
+/// ready.
+#[derive(Debug)]
+pub struct TerminationSignals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl TerminationSignals {
+    /// Installs the handlers (needs a tokio runtime).
+    pub fn install() -> std::io::Result<TerminationSignals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(TerminationSignals {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
+        }
+        #[cfg(windows)]
+        Ok(TerminationSignals {})
+    }
+
+    /// Resolves on the next signal, with its name.
+    pub async fn recv(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.term.recv() => "SIGTERM",
+                _ = self.int.recv() => "SIGINT",
+            }
+        }
+        #[cfg(windows)]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
+        }
+    }
+}

@@ -39,6 +39,139 @@ pub fn group_id(group: &str) -> Option<u32> {
     }
 }
 
+/// Takes ownership of descriptor `fd`, inherited from the process that started us
+/// (systemd's socket activation passes listening sockets from fd 3), after checking that
+/// it is open and a listening Unix stream socket. It is marked close-on-exec, as every
+/// descriptor of ours is, so that it does not leak into anything we might start.
+#[cfg(unix)]
+pub fn adopt_listening_unix_socket(
+    fd: std::os::fd::RawFd,
+) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::io::{Error, ErrorKind};
+    use std::os::fd::FromRawFd;
+    // SAFETY: F_GETFD only reads the descriptor's flags; an fd that is not open gives
+    // EBADF, which is how we learn that nothing was passed there.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags < 0 {
+        return Err(Error::last_os_error());
+    }
+    // SAFETY: as above; setting FD_CLOEXEC touches only this descriptor's flags.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } < 0 {
+        return Err(Error::last_os_error());
+    }
+    let int_option = |level, name| -> std::io::Result<libc::c_int> {
+        let mut value: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `value` and `len` are live locals of the size passed; getsockopt writes
+        // at most `len` bytes into `value` and fails with ENOTSOCK for a non-socket.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                level,
+                name,
+                (&mut value as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if rc < 0 {
+            Err(Error::last_os_error())
+        } else {
+            Ok(value)
+        }
+    };
+    let domain = int_option(libc::SOL_SOCKET, libc::SO_DOMAIN)?;
+    let kind = int_option(libc::SOL_SOCKET, libc::SO_TYPE)?;
+    let listening = int_option(libc::SOL_SOCKET, libc::SO_ACCEPTCONN)?;
+    if domain != libc::AF_UNIX || kind != libc::SOCK_STREAM || listening == 0 {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("fd {fd} is not a listening Unix stream socket (ListenStream= with a path is)"),
+        ));
+    }
+    // SAFETY: the descriptor is open (checked above), was given to this process to own,
+    // and nothing else in the process refers to it: it is taken exactly once, at start-up.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// CLOCK_MONOTONIC in microseconds: the clock systemd's `MONOTONIC_USEC=` is read on.
+#[cfg(unix)]
+pub fn monotonic_usec() -> u64 {
+    // SAFETY: an all-zero timespec is a valid value for a plain C struct.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: `ts` is a live local; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000 + (ts.tv_nsec as u64) / 1_000
+}
+
+/// A pipe whose two ends are close-on-exec: (read end, write end).
+#[cfg(unix)]
+pub fn pipe() -> std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` is a live array of the two ints pipe2 writes.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
+    Ok(unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    })
+}
+
+/// How [`flock`] locks.
+#[cfg(unix)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lock {
+    /// Shared, waiting until it is granted.
+    SharedWait,
+    /// Shared, failing with `WouldBlock` if an exclusive lock is held.
+    SharedTry,
+    /// Exclusive, failing with `WouldBlock` if any lock is held (what the daemonize crate
+    /// takes; tests stand in for a daemon with it).
+    #[cfg(test)]
+    ExclusiveTry,
+}
+
+/// `flock(2)` on an open file: the lock the daemonize crate holds on the pid file for
+/// the daemon's whole life, released by the kernel when the daemon exits.
+#[cfg(unix)]
+pub fn flock(file: &std::fs::File, lock: Lock) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let op = match lock {
+        Lock::SharedWait => libc::LOCK_SH,
+        Lock::SharedTry => libc::LOCK_SH | libc::LOCK_NB,
+        #[cfg(test)]
+        Lock::ExclusiveTry => libc::LOCK_EX | libc::LOCK_NB,
+    };
+    loop {
+        // SAFETY: the descriptor belongs to `file`, which outlives the call.
+        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Sends `signal` to process `pid`.
+#[cfg(unix)]
+pub fn kill(pid: u32, signal: libc::c_int) -> std::io::Result<()> {
+    let pid = libc::pid_t::try_from(pid)
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: kill touches no memory of ours; a positive pid names one process.
+    if unsafe { libc::kill(pid, signal) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Every group `uid` belongs to (its supplementary groups and `primary_gid`), for access
 /// checks: SO_PEERCRED reports only the peer's primary gid.
 #[cfg(unix)]

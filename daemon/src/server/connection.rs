@@ -277,6 +277,7 @@ impl Connection {
                 .await
             }
             method::GENERATE => self.generate(id, params).await,
+            method::RELOAD => self.reload(id, params).await,
             method::HELLO => {
                 self.reply_error(
                     id,
@@ -295,6 +296,7 @@ impl Connection {
                     method::LIST_PROVIDERS,
                     method::LIST_MODELS,
                     method::STATUS,
+                    method::RELOAD,
                 ];
                 self.reply_error(
                     id,
@@ -376,6 +378,48 @@ impl Connection {
             active_streams: daemon.stats.active_streams.load(Ordering::Relaxed),
             providers: daemon.factory.providers(),
             instances: daemon.factory.instances(),
+        }
+    }
+
+    /// `reload`: re-read the configuration and credentials. An admin request: until the
+    /// credentials change brings admin authorization, only peers running as the daemon's
+    /// own user or as root may send it (they could send SIGHUP anyway); others get
+    /// `permission_denied`. Answered in order: the connection reads its next frame when
+    /// the reload is over.
+    async fn reload(&mut self, id: u32, params: &[u8]) -> ControlFlow<()> {
+        if let Err(e) = message::decode::<Empty>(params) {
+            return self
+                .reply_error(id, invalid_params(method::RELOAD, e))
+                .await;
+        }
+        if !crate::reload::may_reload(&self.peer) {
+            tracing::warn!(peer = %self.peer, "reload refused: not the daemon's user or root");
+            return self
+                .reply_error(
+                    id,
+                    WireError::new(
+                        ErrorCode::PermissionDenied,
+                        "reload is an admin request: only the daemon's own user and root may send it",
+                    ),
+                )
+                .await;
+        }
+        if self.ctx.shutdown.is_stopping() {
+            return self
+                .reply_error(
+                    id,
+                    WireError::new(
+                        ErrorCode::Unavailable,
+                        "provd is shutting down and reloads nothing",
+                    ),
+                )
+                .await;
+        }
+        let daemon = self.ctx.daemon.clone();
+        let trigger = format!("reload request from {}", self.peer);
+        match daemon.reloader.reload(&daemon, &trigger).await {
+            Ok(result) => self.reply(id, &result).await,
+            Err(e) => self.reply_error(id, e.to_wire()).await,
         }
     }
 

@@ -31,6 +31,9 @@ pub enum ListenError {
     /// The configured socket group does not exist.
     #[error("socket_group '{0}' is not a group on this host")]
     UnknownGroup(String),
+    /// The socket systemd passed has no filesystem path.
+    #[error("the socket systemd passed is not a filesystem socket ({0}); provd serves only sockets with a path, whose permissions guard them (ListenStream=/run/provd/provd.sock)")]
+    Inherited(String),
     /// Any other OS failure, with what was being done.
     #[error("{what} {}: {source}", path.display())]
     Io {
@@ -48,6 +51,7 @@ pub enum ListenError {
 pub struct SocketListener {
     listener: Listener,
     path: PathBuf,
+    inherited: bool,
 }
 
 impl SocketListener {
@@ -107,7 +111,48 @@ impl SocketListener {
         Ok(SocketListener {
             listener,
             path: path.to_owned(),
+            inherited: false,
         })
+    }
+
+    /// Serves a listening socket systemd passed (socket activation) instead of binding
+    /// one. systemd made it (path, owner, mode: `provd.socket`), so it is used as it is,
+    /// and it is never unlinked: interprocess reclaims only names it bound itself, and the
+    /// socket must outlive this process so that connections queued on it start the next.
+    #[cfg(unix)]
+    pub fn from_inherited(fd: std::os::fd::OwnedFd) -> Result<SocketListener, ListenError> {
+        let std_listener = std::os::unix::net::UnixListener::from(fd);
+        let address = std_listener
+            .local_addr()
+            .map_err(|source| ListenError::Io {
+                what: "cannot read the address of the socket systemd passed",
+                path: PathBuf::from("fd 3"),
+                source,
+            })?;
+        // The abstract namespace has no permissions: anyone on the host could connect.
+        let path = address
+            .as_pathname()
+            .map(Path::to_owned)
+            .ok_or_else(|| ListenError::Inherited(format!("{address:?}")))?;
+        let listener = interprocess::os::unix::uds_local_socket::tokio::Listener::try_from(
+            std::os::fd::OwnedFd::from(std_listener),
+        )
+        .map_err(|source| ListenError::Io {
+            what: "cannot serve the socket systemd passed,",
+            path: path.clone(),
+            source,
+        })?
+        .into();
+        Ok(SocketListener {
+            listener,
+            path,
+            inherited: true,
+        })
+    }
+
+    /// Whether systemd passed this socket (it stays when the daemon stops).
+    pub fn is_inherited(&self) -> bool {
+        self.inherited
     }
 
     /// The socket path.
@@ -121,8 +166,10 @@ impl SocketListener {
     }
 }
 
+/// Creates the socket's directory (0700, 0710 with a group) or checks that the existing
+/// one is safe. `bind` calls it; `--daemon` calls it first, as its pid file lives there.
 #[cfg(unix)]
-fn prepare_directory(path: &Path, gid: Option<u32>) -> Result<(), ListenError> {
+pub(crate) fn prepare_directory(path: &Path, gid: Option<u32>) -> Result<(), ListenError> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,

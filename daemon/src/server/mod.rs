@@ -42,7 +42,8 @@ pub struct Limits {
     pub max_frame_bytes: u32,
     /// Outgoing frames queued per connection.
     pub connection_queue_frames: usize,
-    /// How long running generations may go on after a stop signal.
+    /// How long running generations may go on after a stop signal, as configured at
+    /// start-up (the drain itself uses the value in force, which a reload may change).
     pub drain_timeout: Duration,
     /// Silence after which a running generation sends a keepalive (`None`: never).
     pub keepalive_interval: Option<Duration>,
@@ -82,6 +83,8 @@ pub struct Daemon {
     pub stats: Stats,
     /// Start time, for uptime.
     pub started: Instant,
+    /// Reloads the configuration (SIGHUP, the `reload` request).
+    pub reloader: crate::reload::Reloader,
 }
 
 impl Daemon {
@@ -89,6 +92,7 @@ impl Daemon {
     pub fn new(config: Config) -> Daemon {
         Daemon {
             limits: Limits::from(&config.daemon),
+            reloader: crate::reload::Reloader::new(None, &config, Default::default()),
             factory: LlmProviderFactory::with_builtin_providers(config),
             stats: Stats::default(),
             started: Instant::now(),
@@ -153,13 +157,17 @@ impl Server {
             }
         }
         // Removing the socket now makes new clients fail fast instead of queueing on a
-        // listener nobody accepts from.
+        // listener nobody accepts from. A socket systemd passed stays: it is systemd's,
+        // and connections queued on it start the next instance.
         let path = listener.path().to_owned();
         drop(listener);
         let active = daemon.stats.active_streams.load(Ordering::Relaxed);
-        tracing::info!(socket = %path.display(), active_streams = active, drain_timeout_s = daemon.limits.drain_timeout.as_secs(), "stopped accepting; draining");
+        // The deadline in force now: a reload may have changed it.
+        let drain_timeout =
+            Duration::from_secs(daemon.factory.config().daemon.drain_timeout_seconds);
+        tracing::info!(socket = %path.display(), active_streams = active, drain_timeout_s = drain_timeout.as_secs(), "stopped accepting; draining");
         connections.close();
-        if tokio::time::timeout(daemon.limits.drain_timeout, connections.wait())
+        if tokio::time::timeout(drain_timeout, connections.wait())
             .await
             .is_err()
         {

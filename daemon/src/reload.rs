@@ -1,0 +1,328 @@
+//! Reloading what the daemon serves, on SIGHUP or the admin `reload` request: read the
+//! configuration again (from where start-up found it), unseal the credentials again, and
+//! swap them in without interrupting anything.
+//!
+//! - A configuration that does not load or validate is rejected: the error is logged
+//!   (and returned to a `reload` caller), and the configuration in force stays.
+//! - Providers whose `[providers.<id>]` table changed, and providers that are gone, have
+//!   their cached instances dropped from the factory: the next request builds a new one
+//!   from the new table. A generation already running keeps the instance it started
+//!   with; an old instance is shut down once no generation uses it any more (checked
+//!   every [`RETIRE_CHECK_INTERVAL`], and at the latest when the daemon stops).
+//! - `default_provider`, `aliases` and `drain_timeout_seconds` apply at once. The other
+//!   `[daemon]` settings shape the socket and every connection, so a change to them is
+//!   logged as "needs restart" (and listed in the reply) and takes effect only when provd
+//!   restarts.
+//! - Under systemd the manager hears `RELOADING=1` when a reload begins and `READY=1`
+//!   when it is over, whatever the outcome (the old configuration still serves).
+//!
+//! Reloads are serialized: a SIGHUP arriving during a `reload` request waits for it.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use provd_client::message::ReloadResult;
+use provd_client::{ErrorCode, WireError};
+
+use crate::config::{Config, ConfigError, DaemonConfig};
+use crate::server::peer::PeerIdentity;
+use crate::server::Daemon;
+use crate::systemd::Notifier;
+
+/// How often instances retired by a reload are checked for their last user.
+pub const RETIRE_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Why the credentials cannot be made available (see [`unseal_credentials`]).
+#[derive(Debug, thiserror::Error)]
+#[error("credentials: {0}")]
+pub struct CredentialsError(pub String);
+
+/// Start-up and reload step: make the credentials `config` needs available to the
+/// providers. Start-up sends `READY=1` (and lets a `--daemon` parent exit) only after
+/// this succeeds; a reload that fails here keeps the configuration and credentials in
+/// force.
+///
+/// **Hook for the sealed credential store.** Today provider API keys come from the
+/// daemon's environment, read when an instance is created (`factory.rs`), so there is
+/// nothing to unseal and this always succeeds. The credentials change fills it in:
+/// unseal the store with the master key (under systemd, from
+/// `$CREDENTIALS_DIRECTORY/provd-master-key`, see `systemd/README.md`) and fail with a
+/// [`CredentialsError`] naming what is missing. Providers whose credentials changed should
+/// then be reported to [`crate::factory::LlmProviderFactory::reload`] like changed
+/// configuration, so their instances are rebuilt.
+pub fn unseal_credentials(_config: &Config) -> Result<(), CredentialsError> {
+    Ok(())
+}
+
+/// Who may ask for a reload over the socket: the daemon's own user and root.
+///
+/// This is a stopgap until the credentials change builds admin authorization (tokens
+/// and an admin policy); the daemon's user can already send it SIGHUP, so this grants
+/// nobody anything new.
+pub fn may_reload(peer: &PeerIdentity) -> bool {
+    #[cfg(unix)]
+    let me = crate::sys::effective_uid();
+    #[cfg(not(unix))]
+    let me = u32::MAX;
+    matches!(peer.uid, Some(uid) if uid == me || uid == 0)
+}
+
+/// Why a reload was rejected. The configuration in force stays.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The new configuration does not load or validate.
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    /// The credentials cannot be unsealed.
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
+    /// The reload task failed (a bug).
+    #[error("reload failed: {0}")]
+    Internal(String),
+}
+
+impl ReloadError {
+    /// The wire error for a `reload` caller.
+    pub fn to_wire(&self) -> WireError {
+        let code = match self {
+            // The request is fine; what it asks for is not possible with the file as it
+            // is. Not retryable unchanged: the file has to be fixed first.
+            ReloadError::Config(_) | ReloadError::Credentials(_) => ErrorCode::InvalidRequest,
+            ReloadError::Internal(_) => ErrorCode::Internal,
+        };
+        WireError::new(
+            code,
+            format!("reload rejected, the previous configuration stays in force: {self}"),
+        )
+    }
+}
+
+/// Where the configuration comes from and what start-up fixed, so a reload reads the same
+/// file and can tell which changes need a restart.
+#[derive(Debug, Default)]
+pub struct Reloader {
+    /// `--config`, if given; else the file is looked up again as at start-up.
+    config_flag: Option<PathBuf>,
+    /// `--socket`/`$PROVD_SOCKET`, if given (it beats `daemon.socket`).
+    socket_flag: Option<PathBuf>,
+    /// The socket being served, and whether systemd owns it.
+    socket: Option<(PathBuf, bool)>,
+    /// The `[daemon]` table start-up applied: the values in force for the settings that
+    /// need a restart.
+    started_with: DaemonConfig,
+    notifier: Notifier,
+    serial: tokio::sync::Mutex<()>,
+}
+
+impl Reloader {
+    /// A reloader for a daemon started with `config`, found again through `config_flag`.
+    pub fn new(config_flag: Option<PathBuf>, config: &Config, notifier: Notifier) -> Reloader {
+        Reloader {
+            config_flag,
+            started_with: config.daemon.clone(),
+            notifier,
+            ..Reloader::default()
+        }
+    }
+
+    /// Records the socket being served (`inherited`: passed by systemd), and the
+    /// `--socket` flag, so that a changed `daemon.socket` is reported as needing a restart.
+    pub fn with_socket(mut self, flag: Option<PathBuf>, serving: PathBuf, inherited: bool) -> Self {
+        self.socket_flag = flag;
+        self.socket = Some((serving, inherited));
+        self
+    }
+
+    /// Reloads the configuration and credentials; `trigger` names the cause in the log
+    /// (`SIGHUP`, `reload request from uid=…`).
+    pub async fn reload(
+        &self,
+        daemon: &Arc<Daemon>,
+        trigger: &str,
+    ) -> Result<ReloadResult, ReloadError> {
+        let _one_at_a_time = self.serial.lock().await;
+        tracing::info!(trigger, "reloading the configuration");
+        self.notifier.reloading();
+        let outcome = self.apply(daemon).await;
+        match &outcome {
+            Ok(r) => {
+                tracing::info!(
+                    trigger,
+                    config = %r.config,
+                    providers = r.providers,
+                    added = ?r.added,
+                    changed = ?r.changed,
+                    removed = ?r.removed,
+                    "configuration reloaded"
+                );
+                for setting in &r.needs_restart {
+                    tracing::warn!(
+                        setting = %setting,
+                        "{setting} changed in the configuration but needs restart to take effect; the running daemon keeps its start-up value"
+                    );
+                }
+                self.notifier.ready(&status_line(daemon, "ready"));
+            }
+            Err(e) => {
+                tracing::error!(trigger, error = %e, "reload rejected; the previous configuration stays in force");
+                self.notifier.ready(&format!(
+                    "{} (the last reload was rejected: {e})",
+                    status_line(daemon, "ready")
+                ));
+            }
+        }
+        outcome
+    }
+
+    async fn apply(&self, daemon: &Arc<Daemon>) -> Result<ReloadResult, ReloadError> {
+        let flag = self.config_flag.clone();
+        // A small file, but read off the runtime's threads all the same.
+        let (config, source) =
+            tokio::task::spawn_blocking(move || crate::commands::load_config(flag.as_deref()))
+                .await
+                .map_err(|e| ReloadError::Internal(e.to_string()))??;
+        unseal_credentials(&config)?;
+        let needs_restart = self.needs_restart(&config);
+        let providers = config.providers.len().try_into().unwrap_or(u32::MAX);
+        let changes = daemon.factory.reload(config);
+        if changes.retired > 0 {
+            tokio::spawn(shut_down_retired(daemon.clone()));
+        }
+        Ok(ReloadResult {
+            config: source,
+            providers,
+            added: changes.added,
+            changed: changes.changed,
+            removed: changes.removed,
+            needs_restart,
+        })
+    }
+
+    /// The `[daemon]` settings whose new value differs from the one in force and cannot
+    /// be applied live.
+    fn needs_restart(&self, new: &Config) -> Vec<String> {
+        let (old, d) = (&self.started_with, &new.daemon);
+        let mut changed = Vec::new();
+        if let Some((serving, inherited)) = &self.socket {
+            // An inherited socket is systemd's (ListenStream=); the flag beats the file.
+            let wanted = crate::commands::serve_socket(self.socket_flag.clone(), new);
+            if !inherited && &wanted != serving {
+                changed.push("daemon.socket");
+            }
+        }
+        if old.socket_group != d.socket_group {
+            changed.push("daemon.socket_group");
+        }
+        if old.state_dir != d.state_dir {
+            changed.push("daemon.state_dir");
+        }
+        if old.max_connections != d.max_connections {
+            changed.push("daemon.max_connections");
+        }
+        if old.max_streams_per_connection != d.max_streams_per_connection {
+            changed.push("daemon.max_streams_per_connection");
+        }
+        if old.max_frame_bytes != d.max_frame_bytes {
+            changed.push("daemon.max_frame_bytes");
+        }
+        if old.connection_queue_frames != d.connection_queue_frames {
+            changed.push("daemon.connection_queue_frames");
+        }
+        changed.into_iter().map(str::to_owned).collect()
+    }
+}
+
+/// Shuts down the instances a reload retired as each loses its last user; ends when none
+/// is left. Several may run after quick reloads; each instance is taken by one of them.
+async fn shut_down_retired(daemon: Arc<Daemon>) {
+    while daemon.factory.shut_down_unused_retired().await > 0 {
+        tokio::time::sleep(RETIRE_CHECK_INTERVAL).await;
+    }
+}
+
+/// The one-line state shown by `systemctl status` (`STATUS=`).
+pub fn status_line(daemon: &Daemon, state: &str) -> String {
+    let providers = daemon.factory.config().providers.len();
+    let streams = daemon.stats.active_streams.load(Ordering::Relaxed);
+    format!(
+        "{state}: {providers} provider{}, {streams} active stream{}",
+        if providers == 1 { "" } else { "s" },
+        if streams == 1 { "" } else { "s" }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn config(text: &str) -> Config {
+        Config::parse(text, Path::new("t.toml")).unwrap()
+    }
+
+    #[test]
+    fn only_settings_that_cannot_change_live_need_a_restart() {
+        let started = config("[daemon]\nmax_connections = 10\n[providers.m]\ntype = \"mock\"\n");
+        let reloader = Reloader::new(None, &started, Notifier::disabled()).with_socket(
+            None,
+            crate::commands::serve_socket(None, &started),
+            false,
+        );
+        let same = config(
+            "[daemon]\nmax_connections = 10\ndrain_timeout_seconds = 3\ndefault_provider = \"n\"\n[providers.n]\ntype = \"mock\"\n",
+        );
+        assert!(reloader.needs_restart(&same).is_empty());
+        let moved = config(
+            "[daemon]\nmax_connections = 11\nsocket = \"/elsewhere/provd.sock\"\nmax_frame_bytes = 2048\n",
+        );
+        assert_eq!(
+            reloader.needs_restart(&moved),
+            [
+                "daemon.socket",
+                "daemon.max_connections",
+                "daemon.max_frame_bytes"
+            ]
+        );
+        // systemd's socket is not ours to move.
+        let inherited = Reloader::new(None, &started, Notifier::disabled()).with_socket(
+            None,
+            "/run/provd/provd.sock".into(),
+            true,
+        );
+        assert_eq!(
+            inherited.needs_restart(&moved),
+            ["daemon.max_connections", "daemon.max_frame_bytes"]
+        );
+    }
+
+    #[test]
+    fn reload_is_for_the_daemons_own_user_and_root() {
+        let me = crate::sys::effective_uid();
+        let peer = |uid| PeerIdentity {
+            uid,
+            gid: None,
+            pid: None,
+        };
+        assert!(may_reload(&peer(Some(me))));
+        assert!(may_reload(&peer(Some(0))));
+        assert!(!may_reload(&peer(Some(me.wrapping_add(4242)))));
+        assert!(!may_reload(&peer(None)));
+    }
+
+    #[test]
+    fn a_rejected_reload_says_the_old_configuration_stays() {
+        let e = ReloadError::Config(ConfigError::Invalid {
+            path: "p.toml".into(),
+            key: "providers.m.max_tokens".into(),
+            rule: "must be > 0, got 0".into(),
+        });
+        let w = e.to_wire();
+        assert_eq!(w.code, ErrorCode::InvalidRequest);
+        assert_eq!(
+            w.message,
+            "reload rejected, the previous configuration stays in force: config p.toml: providers.m.max_tokens must be > 0, got 0"
+        );
+    }
+}

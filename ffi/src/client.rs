@@ -1,0 +1,266 @@
+//! The connection handle: connect, close, and the short requests (ping, lists, status).
+//!
+//! A `provd_client` wraps [`::provd_client::blocking::Client`]: one connection to the
+//! daemon and one background thread (named `provd-client`) that reads it and routes each
+//! reply to the call waiting for it. Calls block the calling thread until their answer
+//! arrives, so any number of threads may use one client at once, each running its own
+//! requests and generations over the shared connection.
+
+use std::ffi::c_char;
+use std::path::PathBuf;
+
+use ::provd_client::blocking;
+
+use crate::args;
+use crate::error::{provd_error, provd_status, Error};
+use crate::lists::{provd_daemon_status, provd_model_list, provd_provider_list};
+use crate::panic::boundary;
+
+/// The name the daemon logs for connections from this library.
+const CLIENT_NAME: &str = "libprovd";
+
+/// A connection to the daemon. Made by `provd_client_connect`, closed and freed by
+/// `provd_client_close`.
+///
+/// Thread-safe: every function that takes a `const provd_client *` may be called from
+/// any number of threads at once on the same client, including several generations at a
+/// time. Only `provd_client_close` needs the client to be otherwise unused.
+#[derive(Debug)]
+pub struct provd_client {
+    pub(crate) inner: blocking::Client,
+}
+
+/// The socket path from the caller's bytes; NULL means the default.
+///
+/// # Safety
+///
+/// As [`args::bytes`].
+unsafe fn socket_path(path: *const c_char, len: usize) -> Result<PathBuf, Error> {
+    if path.is_null() {
+        return Ok(::provd_client::default_socket_path());
+    }
+    // SAFETY: forwarded contract.
+    let bytes = unsafe { args::bytes(path, len, "path") }?;
+    if bytes.is_empty() {
+        return Err(Error::invalid(
+            "path",
+            "is empty; pass NULL for the default socket path",
+        ));
+    }
+    if let Some(at) = bytes.iter().position(|b| *b == 0) {
+        return Err(Error::invalid(
+            "path",
+            format!("contains a NUL byte at offset {at}; a socket path cannot"),
+        ));
+    }
+    // A Unix path is bytes, and need not be UTF-8; take it as the OS would.
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        Ok(PathBuf::from(std::ffi::OsStr::from_bytes(bytes)))
+    }
+    #[cfg(not(unix))]
+    {
+        let text = std::str::from_utf8(bytes).map_err(|e| Error::utf8("path", e))?;
+        Ok(PathBuf::from(text))
+    }
+}
+
+/// Connects to the daemon and exchanges the protocol hello.
+///
+/// `path` is the socket path as `path_len` bytes (on Unix any bytes but NUL, as the OS
+/// takes paths; no terminator needed). NULL means the default path: `$PROVD_SOCKET`, else
+/// `$XDG_RUNTIME_DIR/provd/provd.sock`, else `/run/provd/provd.sock` for root, else
+/// `/tmp/provd-<uid>/provd.sock`. On success `*client_out` is a new client the caller
+/// closes with `provd_client_close`; on failure it is NULL.
+///
+/// Errors: `PROVD_UNAVAILABLE` (no daemon listens there, or it closed the connection),
+/// `PROVD_PERMISSION_DENIED` (the socket's permissions refuse this user),
+/// `PROVD_PROTOCOL_ERROR` (the daemon speaks another protocol version; the message names
+/// both), `PROVD_NULL_ARGUMENT` (client_out), `PROVD_INVALID_ARGUMENT` (an empty path,
+/// or one with a NUL byte).
+///
+/// Thread-safe. Starts the client's background thread.
+#[no_mangle]
+pub extern "C" fn provd_client_connect(
+    path: *const c_char,
+    path_len: usize,
+    client_out: *mut *mut provd_client,
+    err_out: *mut *mut provd_error,
+) -> provd_status {
+    boundary("provd_client_connect", err_out, || {
+        // SAFETY: the header requires `client_out` to be NULL or writable, and `path` to
+        // be NULL or `path_len` readable bytes.
+        let out = unsafe { args::out_object(client_out, "client_out") }?;
+        // SAFETY: as above.
+        let path = unsafe { socket_path(path, path_len) }?;
+        let inner = blocking::Client::connect_as(&path, CLIENT_NAME)?;
+        out.write(args::give(provd_client { inner }));
+        Ok(())
+    })
+}
+
+/// Closes the connection and frees the client. NULL is ignored.
+///
+/// No other thread may be using the client, and it must not be used afterwards. Streams
+/// started from it stay usable until they are freed: they keep the connection open. The
+/// connection closes and the background thread ends when the client and all its streams
+/// are freed; the last of those calls waits for the thread to end.
+#[no_mangle]
+pub extern "C" fn provd_client_close(client: *mut provd_client) {
+    crate::panic::free(|| {
+        // SAFETY: the header requires `client` to be NULL or a client from
+        // provd_client_connect, closed only this once and not in use by another thread.
+        drop(unsafe { args::take(client) });
+    })
+}
+
+/// Borrows the client argument of a request function.
+///
+/// # Safety
+///
+/// As [`args::handle`].
+pub(crate) unsafe fn borrow_client<'a>(
+    client: *const provd_client,
+) -> Result<&'a blocking::Client, Error> {
+    // SAFETY: forwarded contract.
+    Ok(&unsafe { args::handle(client, "client") }?.inner)
+}
+
+/// One round trip to the daemon: a liveness check.
+///
+/// Errors: `PROVD_UNAVAILABLE` (the connection is lost), `PROVD_NULL_ARGUMENT`.
+/// Thread-safe.
+#[no_mangle]
+pub extern "C" fn provd_client_ping(
+    client: *const provd_client,
+    err_out: *mut *mut provd_error,
+) -> provd_status {
+    boundary("provd_client_ping", err_out, || {
+        // SAFETY: the header requires a live client.
+        let client = unsafe { borrow_client(client) }?;
+        client.ping()?;
+        Ok(())
+    })
+}
+
+/// Lists the configured providers into `*list_out` (NULL on failure), which the caller
+/// frees with `provd_provider_list_free`.
+///
+/// Errors: `PROVD_UNAVAILABLE`, `PROVD_NULL_ARGUMENT`. Thread-safe.
+#[no_mangle]
+pub extern "C" fn provd_client_list_providers(
+    client: *const provd_client,
+    list_out: *mut *mut provd_provider_list,
+    err_out: *mut *mut provd_error,
+) -> provd_status {
+    boundary("provd_client_list_providers", err_out, || {
+        // SAFETY: the header requires a live client and a NULL or writable `list_out`.
+        let (out, client) = unsafe {
+            (
+                args::out_object(list_out, "list_out")?,
+                borrow_client(client)?,
+            )
+        };
+        let list = client.list_providers()?;
+        out.write(args::give(provd_provider_list::new(list)));
+        Ok(())
+    })
+}
+
+/// Lists the models of one provider (`provider`: `len` bytes of UTF-8) or, with
+/// `provider` NULL, of every provider, into `*list_out` (NULL on failure), which the
+/// caller frees with `provd_model_list_free`. When every provider is listed, providers
+/// that could not be asked are reported inside the list
+/// (`provd_model_list_failure`), and the others' models are still there.
+///
+/// Errors: `PROVD_NOT_FOUND` (an unknown provider), the provider's own error,
+/// `PROVD_UNAVAILABLE`, `PROVD_NULL_ARGUMENT`, `PROVD_INVALID_UTF8`. Thread-safe.
+#[no_mangle]
+pub extern "C" fn provd_client_list_models(
+    client: *const provd_client,
+    provider: *const c_char,
+    len: usize,
+    list_out: *mut *mut provd_model_list,
+    err_out: *mut *mut provd_error,
+) -> provd_status {
+    boundary("provd_client_list_models", err_out, || {
+        // SAFETY: the header requires a live client, a NULL or writable `list_out`, and
+        // `provider` NULL or `len` readable bytes.
+        let (out, client, provider) = unsafe {
+            (
+                args::out_object(list_out, "list_out")?,
+                borrow_client(client)?,
+                args::opt_text(provider, len, "provider")?,
+            )
+        };
+        let list = client.list_models(provider)?;
+        out.write(args::give(provd_model_list::new(list)));
+        Ok(())
+    })
+}
+
+/// The daemon's status (version, uptime, connections, running streams, and each
+/// provider instance with its counters) into `*status_out` (NULL on failure), which the
+/// caller frees with `provd_daemon_status_free`.
+///
+/// Errors: `PROVD_UNAVAILABLE`, `PROVD_NULL_ARGUMENT`. Thread-safe.
+#[no_mangle]
+pub extern "C" fn provd_client_status(
+    client: *const provd_client,
+    status_out: *mut *mut provd_daemon_status,
+    err_out: *mut *mut provd_error,
+) -> provd_status {
+    boundary("provd_client_status", err_out, || {
+        // SAFETY: the header requires a live client and a NULL or writable `status_out`.
+        let (out, client) = unsafe {
+            (
+                args::out_object(status_out, "status_out")?,
+                borrow_client(client)?,
+            )
+        };
+        let status = client.status()?;
+        out.write(args::give(provd_daemon_status::new(status)));
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_socket_paths_are_refused_before_connecting() {
+        let mut client = std::ptr::dangling_mut();
+        let none = std::ptr::null_mut();
+        let with_nul = "/tmp/a\0b";
+        let status =
+            provd_client_connect(with_nul.as_ptr().cast(), with_nul.len(), &mut client, none);
+        assert_eq!(status, provd_status::PROVD_INVALID_ARGUMENT);
+        assert!(client.is_null(), "the out-pointer is NULL on failure");
+        let status = provd_client_connect(c"".as_ptr(), 0, &mut client, none);
+        assert_eq!(status, provd_status::PROVD_INVALID_ARGUMENT);
+        let status = provd_client_connect(
+            c"/x".as_ptr(),
+            2,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        );
+        assert_eq!(status, provd_status::PROVD_NULL_ARGUMENT);
+    }
+
+    #[test]
+    fn a_missing_daemon_is_unavailable_with_a_message_naming_the_path() {
+        let dir = std::env::temp_dir().join(format!("provd-ffi-missing-{}", std::process::id()));
+        let path = dir.join("none.sock");
+        let path = path.to_str().unwrap();
+        let mut client = std::ptr::null_mut();
+        let mut err = std::ptr::null_mut();
+        let status = provd_client_connect(path.as_ptr().cast(), path.len(), &mut client, &mut err);
+        assert_eq!(status, provd_status::PROVD_UNAVAILABLE);
+        // SAFETY: a fresh error object, taken once.
+        let e = unsafe { args::take(err) }.unwrap();
+        assert!(e.message.as_str().contains(path), "{:?}", e.message);
+        assert!(client.is_null());
+    }
+}

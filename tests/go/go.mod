@@ -1,0 +1,3 @@
+module provd.invalid/ffi-go-caller
+
+go 1.19
