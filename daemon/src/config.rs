@@ -397,6 +397,10 @@ impl Config {
                 crate::provider::mock::MockOptions::from_table(&p.options)
                     .map_err(|(field, rule)| invalid(key(&format!("options.{field}")), rule))?;
             }
+            if p.kind == ProviderKind::Anthropic {
+                crate::provider::anthropic::AnthropicOptions::from_table(&p.options)
+                    .map_err(|(field, rule)| invalid(key(&format!("options.{field}")), rule))?;
+            }
         }
         Ok(())
     }

@@ -10,7 +10,10 @@ use provd_client::{ErrorCode, ModelList, ProviderInfo};
 use tokio::sync::OnceCell;
 
 use crate::config::{Config, ProviderKind};
+use crate::provider::anthropic::AnthropicProvider;
+use crate::provider::gemini::GeminiProvider;
 use crate::provider::mock::MockProvider;
+use crate::provider::ollama::OllamaProvider;
 use crate::provider::openai::OpenAiProvider;
 use crate::provider::{BaseLlmProvider, ProviderError, ProviderSpec};
 
@@ -86,6 +89,9 @@ impl LlmProviderFactory {
         f.register(ProviderKind::Mock, |spec| {
             Ok(Arc::new(MockProvider::new(spec)?) as Arc<dyn BaseLlmProvider>)
         });
+        f.register(ProviderKind::Anthropic, |spec| {
+            Ok(Arc::new(AnthropicProvider::new(spec)?) as Arc<dyn BaseLlmProvider>)
+        });
         f.register(ProviderKind::Openai, |spec| {
             Ok(Arc::new(OpenAiProvider::new(spec, ProviderKind::Openai)?)
                 as Arc<dyn BaseLlmProvider>)
@@ -95,6 +101,12 @@ impl LlmProviderFactory {
                 Arc::new(OpenAiProvider::new(spec, ProviderKind::OpenaiCompatible)?)
                     as Arc<dyn BaseLlmProvider>,
             )
+        });
+        f.register(ProviderKind::Ollama, |spec| {
+            Ok(Arc::new(OllamaProvider::new(spec)?) as Arc<dyn BaseLlmProvider>)
+        });
+        f.register(ProviderKind::Gemini, |spec| {
+            Ok(Arc::new(GeminiProvider::new(spec)?) as Arc<dyn BaseLlmProvider>)
         });
         f
     }

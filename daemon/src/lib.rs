@@ -12,6 +12,7 @@
 //! - [`systemd`], [`daemonize`], [`reload`]: running as a service: readiness and socket
 //!   activation under systemd, `--daemon` without it, SIGHUP and the `reload` request.
 
+pub mod access;
 pub mod commands;
 pub mod config;
 #[cfg(unix)]

@@ -14,6 +14,12 @@ use std::time::Duration;
 
 use provd_client::{Client, GenerateRequest};
 
+/// Makes ring the process's TLS crypto provider, which a reqwest client built without
+/// one needs (benchmarks call reqwest directly). Idempotent.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// A request to the mock provider with these options (`additional_params.mock`; the
 /// names are documented in `daemon/src/provider/mock.rs`).
 pub fn mock_request(prompt: &str, options: serde_json::Value) -> GenerateRequest {

@@ -94,7 +94,7 @@ async fn streams_a_documented_answer_split_at_odd_bytes_and_sends_the_documented
             ],
             "max_completion_tokens": 77,
             "temperature": 0.5,
-            "top_p": 0.8999999761581421,
+            "top_p": 0.9,
             "stop": ["END"],
             "seed": 42,
             "stream": true,
@@ -360,7 +360,9 @@ async fn cancel_closes_the_upstream_connection_while_streaming_and_while_waiting
     );
 }
 
-#[tokio::test]
+// Multi-threaded: the raw client blocks its thread, and the mock upstream must keep
+// serving on another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_disconnect_closes_the_upstream_connection() {
     let first = openai::chunk_event(MODEL, json!({"content": "x"}), None);
     let upstream = Upstream::start(move |_| {

@@ -82,15 +82,23 @@ pub fn client(timeouts: &Timeouts) -> Result<reqwest::Client, ProviderError> {
         })
 }
 
-/// How one API reports failures: where its error bodies keep the message, and which
-/// headers carry its rate-limit reset hints besides the standard ones.
+/// How one API reports failures: where its error bodies keep the message, which
+/// headers carry its rate-limit reset hints besides the standard ones, and what else its
+/// error bodies say that the status alone does not.
 #[derive(Clone, Copy)]
 pub struct Dialect {
     /// The upstream's own error message from an error body.
     pub error_message: fn(&[u8]) -> Option<String>,
     /// The retry hint from response headers.
     pub retry_after: fn(&HeaderMap) -> Option<Duration>,
+    /// Corrects the status-based classification from the error body: a code the status
+    /// gets wrong (Gemini refuses a bad key with 400), a retry hint kept in the body
+    /// rather than a header. Runs last; most APIs need [`no_refinement`].
+    pub refine: fn(&mut ProviderError, &[u8]),
 }
+
+/// A [`Dialect::refine`] for APIs whose status and headers say it all.
+pub fn no_refinement(_: &mut ProviderError, _: &[u8]) {}
 
 impl std::fmt::Debug for Dialect {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -138,6 +146,7 @@ pub async fn send(
     if error.retryable {
         error.retry_after = (dialect.retry_after)(&headers);
     }
+    (dialect.refine)(&mut error, &body);
     Err(error)
 }
 
@@ -420,6 +429,13 @@ pub trait Decoder: Send + 'static {
     fn unit(&mut self, unit: Self::Unit, out: &mut Vec<StreamEvent>) -> Result<(), ProviderError>;
     /// The body ended without `Done`: the error to report.
     fn ended_early(&mut self) -> ProviderError;
+    /// The body ended cleanly without `Done` having been decoded. A format with a final
+    /// event (the default) reports [`Decoder::ended_early`]; a format whose end *is* the
+    /// end of the body (Gemini sends no final event) pushes its `Done` here instead.
+    fn ended(&mut self, out: &mut Vec<StreamEvent>) -> Result<(), ProviderError> {
+        let _ = out;
+        Err(self.ended_early())
+    }
 }
 
 struct Pump<F, D> {
@@ -493,9 +509,14 @@ where
                             break;
                         }
                     }
+                    let ended = if done {
+                        Ok(())
+                    } else {
+                        p.decoder.ended(&mut events)
+                    };
                     p.pending.extend(events.into_iter().map(Ok));
-                    if !done {
-                        p.pending.push_back(Err(p.decoder.ended_early()));
+                    if let Err(e) = ended {
+                        p.pending.push_back(Err(e));
                     }
                     continue;
                 }

@@ -4,9 +4,12 @@
 //! Everything above this module sees only these types; a provider's quirks (wire format,
 //! headers, error bodies) stay in its own file.
 
+pub mod anthropic;
+pub mod gemini;
 pub mod http;
 pub mod mock;
 pub mod ndjson;
+pub mod ollama;
 pub mod openai;
 pub mod sse;
 
@@ -155,6 +158,17 @@ pub fn conversation(request: &GenerateRequest) -> (Option<String>, Vec<provd_cli
     }
     let system = (!system.is_empty()).then(|| system.join("\n\n"));
     (system, turns)
+}
+
+/// A sampling parameter as JSON. The wire carries `f32`; widening it to `f64` directly
+/// would send `0.8999999761581421` for 0.9, so it goes through its shortest decimal form.
+pub fn json_f32(value: f32) -> serde_json::Value {
+    value
+        .to_string()
+        .parse::<f64>()
+        .ok()
+        .and_then(serde_json::Number::from_f64)
+        .map_or(serde_json::Value::Null, serde_json::Value::Number)
 }
 
 /// Copies `additional_params` into a JSON request body. Keys that would change what

@@ -23,8 +23,8 @@ use serde_json::{json, Map, Value};
 use super::http::{self, Decoder, Dialect, Timeouts};
 use super::sse::{SseEvent, SseParser};
 use super::{
-    conversation, merge_additional_params, BaseLlmProvider, BoxFuture, EventStream, ProviderError,
-    ProviderSpec, ProviderState, StreamEvent,
+    conversation, json_f32, merge_additional_params, BaseLlmProvider, BoxFuture, EventStream,
+    ProviderError, ProviderSpec, ProviderState, StreamEvent,
 };
 use crate::config::ProviderKind;
 
@@ -48,6 +48,7 @@ pub struct OpenAiProvider {
 const DIALECT: Dialect = Dialect {
     error_message,
     retry_after,
+    refine: http::no_refinement,
 };
 
 impl OpenAiProvider {
@@ -125,10 +126,10 @@ impl OpenAiProvider {
         };
         body.insert(max_key.into(), json!(max_tokens));
         if let Some(t) = request.temperature {
-            body.insert("temperature".into(), json!(t));
+            body.insert("temperature".into(), json_f32(t));
         }
         if let Some(p) = request.top_p {
-            body.insert("top_p".into(), json!(p));
+            body.insert("top_p".into(), json_f32(p));
         }
         if !request.stop.is_empty() {
             body.insert("stop".into(), json!(request.stop));
@@ -177,8 +178,14 @@ impl BaseLlmProvider for OpenAiProvider {
                         .post(format!("{}/chat/completions", self.base_url)),
                 )?
                 .json(&body);
-            let response =
-                http::send(&self.spec.id, http_request, &self.timeouts, &DIALECT).await?;
+            let response = http::send(
+                &self.spec.id,
+                http_request,
+                &self.timeouts,
+                &DIALECT,
+                self.spec.credential.as_ref(),
+            )
+            .await?;
             if request.stream {
                 return Ok(http::event_stream(
                     &self.spec.id,

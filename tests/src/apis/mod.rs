@@ -2,6 +2,9 @@
 //! the documented response bodies, stream event shapes, error bodies and headers, so the
 //! daemon's providers are tested against the wire format they will meet.
 
+pub mod anthropic;
+pub mod gemini;
+pub mod ollama;
 pub mod openai;
 
 /// A daemon config with one provider of `kind` pointed at `base_url`, its key read from

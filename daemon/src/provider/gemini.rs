@@ -1,0 +1,1087 @@
+//! Google's Gemini API (the Generative Language API, `v1beta`).
+//!
+//! - Generate: `POST {base_url}/v1beta/models/{model}:streamGenerateContent?alt=sse`, an SSE
+//!   stream whose every `data:` event is a whole `GenerateContentResponse`; without
+//!   streaming, `POST …/models/{model}:generateContent` returns one such object. Both go
+//!   through the same [`ResponseDecoder`], so streamed and whole answers cannot disagree.
+//! - List models: `GET {base_url}/v1beta/models`, paginated with `pageToken` /
+//!   `nextPageToken`.
+//! - Auth: the key in the `x-goog-api-key` header, never in the URL (the API also takes
+//!   `?key=`, but a URL ends up in logs and error messages; a header does not).
+//!
+//! `base_url` is the API root *without* the version (`https://generativelanguage.googleapis.com`,
+//! or a proxy's root); provd appends `/v1beta`.
+//!
+//! Mapping decisions, each one deliberate:
+//!
+//! - **End of stream.** Gemini sends no final event: the last chunk carries a
+//!   `finishReason` and then the body ends. So `Done` is produced when the body ends
+//!   cleanly after some chunk carried a `finishReason`; a body that ends without one, or
+//!   that breaks after it, is an error, never a silent success.
+//! - **Text.** Only text parts of candidate 0 are forwarded. Parts marked `thought: true`
+//!   (thought summaries), `functionCall`, `inlineData`, `executableCode` and the like are
+//!   skipped without interrupting the text; when a `functionCall` was seen the finish
+//!   reason is `tool_use` (Gemini itself says `STOP` then). Other candidates
+//!   (`candidateCount > 1`) are not forwarded; their tokens still count in usage.
+//! - **Usage.** Each chunk carries cumulative `usageMetadata`; the latest wins. `prompt` =
+//!   `promptTokenCount + toolUsePromptTokenCount` (tool results are fed back to the model
+//!   as input), `completion` = `candidatesTokenCount + thoughtsTokenCount` (thinking is
+//!   billed as output, and OpenAI's `completion_tokens` include reasoning likewise), so
+//!   `total` equals Gemini's `totalTokenCount`. Streamed and non-streamed agree because
+//!   both read the same fields.
+//! - **Finish reasons.** `STOP` → stop (tool_use after a `functionCall`), `MAX_TOKENS` →
+//!   length; `SAFETY`, `RECITATION`, `BLOCKLIST`, `PROHIBITED_CONTENT`, `SPII`,
+//!   `IMAGE_SAFETY` and the other `IMAGE_*` / `MODEL_ARMOR` blocks → content_filter;
+//!   everything else, `MALFORMED_FUNCTION_CALL` and `UNEXPECTED_TOOL_CALL` included, →
+//!   other: `tool_use` would tell the caller a call awaits it, and a malformed one does not.
+//! - **Blocked prompt.** `promptFeedback.blockReason` (no candidates at all) ends the
+//!   generation with finish reason content_filter and no text, like an answer the filter
+//!   stopped: the request was well-formed, the usage is real, and retrying cannot help.
+//! - **Errors.** Bodies are `{"error": {"code", "message", "status", "details"}}`. The
+//!   status decides the code as for every API, refined by the body: a refused key
+//!   (`ErrorInfo.reason = API_KEY_INVALID`, sent as HTTP 400) is unauthenticated,
+//!   `DEADLINE_EXCEEDED` a timeout, and a `google.rpc.RetryInfo.retryDelay` is the retry
+//!   hint when no `retry-after` header gave one. The same body inside the stream
+//!   (`data: {"error": …}`) ends the generation with that error.
+//!
+//! `additional_params` are merged into the request body: `generationConfig` (or
+//! `generation_config`) merges key by key into the one provd builds, the caller's keys
+//! winning (`topK`, `seed`, `thinkingConfig`, `responseMimeType`, or a `maxOutputTokens`
+//! that overrides `max_tokens`); every other key (`safetySettings`, `tools`,
+//! `cachedContent`, even `systemInstruction`) is set as given. `model`, `stream` and
+//! `contents` are refused: the model and streaming are in the URL provd chooses, and the
+//! conversation comes from `prompt` / `messages`.
+
+use provd_client::message::ProviderStatus;
+use provd_client::{ErrorCode, FinishReason, GenerateRequest, ModelInfo, Role, Usage};
+use reqwest::header::HeaderValue;
+use reqwest::Url;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::http::{self, Decoder, Dialect, Timeouts};
+use super::sse::{SseEvent, SseParser};
+use super::{
+    conversation, merge_additional_params, BaseLlmProvider, BoxFuture, EventStream, ProviderError,
+    ProviderSpec, ProviderState, StreamEvent,
+};
+use crate::config::ProviderKind;
+
+/// The Gemini API's root.
+pub const DEFAULT_BASE_URL: &str = "https://generativelanguage.googleapis.com";
+
+/// The API version provd speaks; `v1beta` is the one with system instructions, thinking
+/// and every current model.
+const API_VERSION: &str = "v1beta";
+
+/// Body keys provd sets itself (the model and streaming are in the URL, but a body field
+/// of that name would be a silent conflict).
+const RESERVED: &[&str] = &["model", "stream", "contents"];
+
+/// The header that carries the key.
+const KEY_HEADER: &str = "x-goog-api-key";
+
+/// Models per `models.list` page: the documented maximum, so one request usually does.
+const MODELS_PAGE_SIZE: u32 = 1000;
+
+/// Pages of `models.list` followed before giving up on the rest: a bound against a
+/// server that keeps handing out tokens, far above the few dozen models Gemini has.
+const MAX_MODEL_PAGES: usize = 20;
+
+/// Gemini, through its own API.
+#[derive(Debug)]
+pub struct GeminiProvider {
+    spec: ProviderSpec,
+    base_url: String,
+    timeouts: Timeouts,
+    http: reqwest::Client,
+    state: ProviderState,
+}
+
+const DIALECT: Dialect = Dialect {
+    error_message,
+    retry_after: http::retry_after,
+    refine,
+};
+
+impl GeminiProvider {
+    /// An instance for `gemini`.
+    pub fn new(spec: ProviderSpec) -> Result<GeminiProvider, ProviderError> {
+        let timeouts = Timeouts::from_config(&spec.config);
+        Ok(GeminiProvider {
+            base_url: spec.base_url(DEFAULT_BASE_URL),
+            http: http::client(&timeouts)?,
+            timeouts,
+            spec,
+            state: ProviderState::default(),
+        })
+    }
+
+    /// `{base_url}/v1beta/{path}`, with the query pairs encoded.
+    fn url(&self, path: &str, query: &[(&str, &str)]) -> Result<Url, ProviderError> {
+        let mut url =
+            Url::parse(&format!("{}/{API_VERSION}/{path}", self.base_url)).map_err(|e| {
+                // A configuration fault: no retry can fix it.
+                let mut error = ProviderError::new(
+                    ErrorCode::Unavailable,
+                    format!(
+                        "providers.{}.base_url '{}' does not make a valid URL: {e}",
+                        self.spec.id, self.base_url
+                    ),
+                );
+                error.retryable = false;
+                error
+            })?;
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        Ok(url)
+    }
+
+    fn authorized(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::RequestBuilder, ProviderError> {
+        let key = self.spec.require_credential()?;
+        let mut value = HeaderValue::from_str(key.expose()).map_err(|_| {
+            // Never quote the value: it is the key.
+            ProviderError::new(
+                ErrorCode::Unauthenticated,
+                format!(
+                    "provider '{}': the API key contains characters an HTTP header cannot carry",
+                    self.spec.id
+                ),
+            )
+        })?;
+        // Keeps the key out of any Debug output of the request.
+        value.set_sensitive(true);
+        let mut request = request.header(KEY_HEADER, value);
+        for (name, value) in &self.spec.config.headers {
+            request = request.header(name, value);
+        }
+        Ok(request)
+    }
+
+    fn body(&self, request: &GenerateRequest) -> Result<Value, ProviderError> {
+        let (system, turns) = conversation(request);
+        let contents: Vec<Value> = turns
+            .into_iter()
+            .map(|m| {
+                let role = match m.role {
+                    Role::Assistant => "model",
+                    _ => "user",
+                };
+                json!({"role": role, "parts": [{"text": m.content}]})
+            })
+            .collect();
+        let mut config = Map::new();
+        config.insert(
+            "maxOutputTokens".into(),
+            json!(request.max_tokens.unwrap_or(self.spec.config.max_tokens)),
+        );
+        if let Some(t) = request.temperature {
+            config.insert("temperature".into(), super::json_f32(t));
+        }
+        if let Some(p) = request.top_p {
+            config.insert("topP".into(), super::json_f32(p));
+        }
+        if !request.stop.is_empty() {
+            config.insert("stopSequences".into(), json!(request.stop));
+        }
+        let mut body = Map::new();
+        body.insert("contents".into(), Value::Array(contents));
+        if let Some(system) = system {
+            body.insert(
+                "systemInstruction".into(),
+                json!({"parts": [{"text": system}]}),
+            );
+        }
+        merge_additional_params(&mut body, request, RESERVED)?;
+        for key in ["generationConfig", "generation_config"] {
+            match body.remove(key) {
+                None => {}
+                Some(Value::Object(theirs)) => config.extend(theirs),
+                Some(_) => {
+                    return Err(ProviderError::new(
+                        ErrorCode::InvalidRequest,
+                        format!("additional_params.{key} must be an object"),
+                    ))
+                }
+            }
+        }
+        body.insert("generationConfig".into(), Value::Object(config));
+        Ok(Value::Object(body))
+    }
+}
+
+/// The resource name of a model (`models/gemini-2.5-flash`, `tunedModels/my-model`) from
+/// the configured or requested model id. Anything that could leave the path (`/..`, `?`,
+/// `#`, `%`) is refused rather than escaped: no Gemini model name contains it.
+fn model_resource(model: &str) -> Result<String, ProviderError> {
+    let valid_segment = |s: &str| {
+        !s.is_empty()
+            && s != "."
+            && s != ".."
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    let resource = match model.split_once('/') {
+        None if valid_segment(model) => format!("models/{model}"),
+        Some((collection, name)) if valid_segment(collection) && valid_segment(name) => {
+            model.to_owned()
+        }
+        _ => {
+            return Err(ProviderError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "'{model}' is not a Gemini model name: expected letters, digits, '-', '_' \
+                     and '.', optionally after 'models/' or 'tunedModels/'"
+                ),
+            ))
+        }
+    };
+    Ok(resource)
+}
+
+impl BaseLlmProvider for GeminiProvider {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Gemini
+    }
+
+    fn model(&self) -> &str {
+        &self.spec.model
+    }
+
+    fn state(&self) -> &ProviderState {
+        &self.state
+    }
+
+    fn initialize(&self) -> BoxFuture<'_, Result<(), ProviderError>> {
+        Box::pin(async {
+            self.spec.require_credential()?;
+            self.state.set_status(ProviderStatus::Ready);
+            Ok(())
+        })
+    }
+
+    fn generate(
+        &self,
+        request: GenerateRequest,
+    ) -> BoxFuture<'_, Result<EventStream, ProviderError>> {
+        Box::pin(async move {
+            let resource = model_resource(&self.spec.model)?;
+            let body = self.body(&request)?;
+            let url = if request.stream {
+                self.url(
+                    &format!("{resource}:streamGenerateContent"),
+                    &[("alt", "sse")],
+                )?
+            } else {
+                self.url(&format!("{resource}:generateContent"), &[])?
+            };
+            let http_request = self.authorized(self.http.post(url))?.json(&body);
+            let response = http::send(
+                &self.spec.id,
+                http_request,
+                &self.timeouts,
+                &DIALECT,
+                self.spec.credential.as_ref(),
+            )
+            .await?;
+            if request.stream {
+                return Ok(http::event_stream(
+                    &self.spec.id,
+                    response,
+                    self.timeouts,
+                    SseParser::new(),
+                    ResponseDecoder::new(&self.spec.id),
+                ));
+            }
+            let whole: WireResponse =
+                http::read_json(&self.spec.id, response, &self.timeouts).await?;
+            let mut decoder = ResponseDecoder::new(&self.spec.id);
+            let mut events = Vec::new();
+            decoder.response(whole, &mut events)?;
+            events.push(decoder.done().ok_or_else(|| {
+                http::malformed(&self.spec.id, "the response has no finishReason")
+            })?);
+            Ok(Box::pin(futures_util::stream::iter(events.into_iter().map(Ok))) as EventStream)
+        })
+    }
+
+    fn list_models(&self) -> BoxFuture<'_, Result<Vec<ModelInfo>, ProviderError>> {
+        Box::pin(async {
+            let page_size = MODELS_PAGE_SIZE.to_string();
+            let mut models = Vec::new();
+            let mut token: Option<String> = None;
+            for _ in 0..MAX_MODEL_PAGES {
+                let mut query = vec![("pageSize", page_size.as_str())];
+                if let Some(token) = &token {
+                    query.push(("pageToken", token.as_str()));
+                }
+                let request = self.authorized(self.http.get(self.url("models", &query)?))?;
+                let response = http::send(
+                    &self.spec.id,
+                    request,
+                    &self.timeouts,
+                    &DIALECT,
+                    self.spec.credential.as_ref(),
+                )
+                .await?;
+                let page: ModelsPage =
+                    http::read_json(&self.spec.id, response, &self.timeouts).await?;
+                models.extend(
+                    page.models
+                        .unwrap_or_default()
+                        .into_iter()
+                        // Embedding and other models cannot serve a generation.
+                        .filter(|m| {
+                            m.supported_generation_methods
+                                .iter()
+                                .any(|g| g == "generateContent")
+                        })
+                        .map(|m| ModelInfo {
+                            id: m.name.strip_prefix("models/").unwrap_or(&m.name).to_owned(),
+                            provider: self.spec.id.clone(),
+                            display_name: m.display_name,
+                            context_window: m.input_token_limit,
+                            created_at: None,
+                        }),
+                );
+                token = page.next_page_token.filter(|t| !t.is_empty());
+                if token.is_none() {
+                    return Ok(models);
+                }
+            }
+            tracing::warn!(
+                provider = %self.spec.id,
+                pages = MAX_MODEL_PAGES,
+                "models.list still had more pages; listing only the first ones"
+            );
+            Ok(models)
+        })
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {
+            self.state.set_status(ProviderStatus::ShuttingDown);
+        })
+    }
+}
+
+/// The `error` object of a Gemini error body (google.rpc.Status in JSON).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct GoogleError {
+    code: Option<u16>,
+    message: Option<String>,
+    status: Option<String>,
+    details: Vec<Value>,
+}
+
+/// `{"error": {...}}`, or the same wrapped in a one-element array (how the non-SSE
+/// streaming endpoint answers).
+fn google_error(body: &[u8]) -> Option<GoogleError> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let error = match &v {
+        Value::Array(items) => items.first()?.get("error")?,
+        _ => v.get("error")?,
+    };
+    serde_json::from_value(error.clone()).ok()
+}
+
+impl GoogleError {
+    /// `STATUS: message`, so a log reader sees Google's classification too.
+    fn describe(&self) -> Option<String> {
+        match (&self.status, &self.message) {
+            (Some(status), Some(message)) => Some(format!("{status}: {message}")),
+            (None, Some(message)) => Some(message.clone()),
+            (Some(status), None) => Some(status.clone()),
+            (None, None) => None,
+        }
+    }
+
+    /// A `google.rpc.*` detail of this type (`ErrorInfo`, `RetryInfo`).
+    fn detail(&self, kind: &str) -> impl Iterator<Item = &Value> {
+        let suffix = format!("google.rpc.{kind}");
+        self.details.iter().filter(move |d| {
+            d.get("@type")
+                .and_then(Value::as_str)
+                .is_some_and(|t| t.ends_with(&suffix))
+        })
+    }
+
+    fn key_refused(&self) -> bool {
+        self.status.as_deref() == Some("UNAUTHENTICATED")
+            || self
+                .detail("ErrorInfo")
+                .any(|d| d.get("reason").and_then(Value::as_str) == Some("API_KEY_INVALID"))
+    }
+
+    fn retry_delay(&self) -> Option<std::time::Duration> {
+        self.detail("RetryInfo").find_map(|d| {
+            d.get("retryDelay")
+                .and_then(Value::as_str)
+                .and_then(parse_proto_duration)
+        })
+    }
+}
+
+fn error_message(body: &[u8]) -> Option<String> {
+    google_error(body)?.describe()
+}
+
+/// [`Dialect::refine`] for Gemini: a refused key is unauthenticated (Gemini says 400
+/// INVALID_ARGUMENT), DEADLINE_EXCEEDED is a timeout, and RetryInfo's delay is the
+/// retry hint when no header gave one.
+fn refine(error: &mut ProviderError, body: &[u8]) {
+    let Some(google) = google_error(body) else {
+        return;
+    };
+    if google.key_refused() {
+        error.code = ErrorCode::Unauthenticated;
+        error.retryable = false;
+        error.retry_after = None;
+        return;
+    }
+    if google.status.as_deref() == Some("DEADLINE_EXCEEDED") {
+        error.code = ErrorCode::Timeout;
+        error.retryable = true;
+    }
+    if error.retryable && error.retry_after.is_none() {
+        error.retry_after = google.retry_delay();
+    }
+}
+
+/// A protobuf `Duration` in its JSON form: seconds with an `s` suffix (`"34s"`,
+/// `"1.5s"`).
+fn parse_proto_duration(s: &str) -> Option<std::time::Duration> {
+    let seconds: f64 = s.trim().strip_suffix('s')?.parse().ok()?;
+    (seconds.is_finite() && seconds >= 0.0).then(|| std::time::Duration::from_secs_f64(seconds))
+}
+
+/// The system-wide code for a google.rpc status name, as Gemini puts it in `status`.
+fn status_code(status: &str) -> ErrorCode {
+    match status {
+        "INVALID_ARGUMENT" | "FAILED_PRECONDITION" | "OUT_OF_RANGE" => ErrorCode::InvalidRequest,
+        "UNAUTHENTICATED" => ErrorCode::Unauthenticated,
+        "PERMISSION_DENIED" => ErrorCode::PermissionDenied,
+        "NOT_FOUND" => ErrorCode::NotFound,
+        "RESOURCE_EXHAUSTED" => ErrorCode::RateLimited,
+        "UNAVAILABLE" => ErrorCode::Unavailable,
+        "DEADLINE_EXCEEDED" => ErrorCode::Timeout,
+        _ => ErrorCode::UpstreamError,
+    }
+}
+
+/// An error object inside the stream (`data: {"error": {...}}`): the generation failed
+/// after the headers went out.
+fn stream_error(provider: &str, error: &Value) -> ProviderError {
+    let google: GoogleError = serde_json::from_value(error.clone()).unwrap_or_default();
+    let description = google.describe().unwrap_or_else(|| error.to_string());
+    let code = google
+        .status
+        .as_deref()
+        .map_or(ErrorCode::UpstreamError, status_code);
+    let mut e = ProviderError::new(code, format!("{provider}: error in stream: {description}"));
+    // As with an HTTP status: a server-side failure may pass on a retry.
+    e.retryable = e.retryable || google.code.is_some_and(|c| c >= 500);
+    if e.retryable {
+        e.retry_after = google.retry_delay();
+    }
+    e
+}
+
+fn finish_reason(reason: &str) -> FinishReason {
+    match reason {
+        "STOP" => FinishReason::Stop,
+        "MAX_TOKENS" => FinishReason::Length,
+        "SAFETY"
+        | "RECITATION"
+        | "BLOCKLIST"
+        | "PROHIBITED_CONTENT"
+        | "SPII"
+        | "IMAGE_SAFETY"
+        | "IMAGE_PROHIBITED_CONTENT"
+        | "IMAGE_RECITATION"
+        | "MODEL_ARMOR" => FinishReason::ContentFilter,
+        // MALFORMED_FUNCTION_CALL, UNEXPECTED_TOOL_CALL, LANGUAGE, OTHER, and values yet to
+        // come: see the module docs for why a broken tool call is not tool_use.
+        _ => FinishReason::Other,
+    }
+}
+
+/// One `GenerateContentResponse`: a stream chunk, or the whole non-streamed answer.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireResponse {
+    #[serde(default)]
+    candidates: Option<Vec<WireCandidate>>,
+    #[serde(default)]
+    prompt_feedback: Option<PromptFeedback>,
+    #[serde(default)]
+    usage_metadata: Option<WireUsage>,
+    /// Set only when the stream carries an error instead of a response.
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireCandidate {
+    #[serde(default)]
+    content: Option<WireContent>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+    #[serde(default)]
+    index: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WireContent {
+    #[serde(default)]
+    parts: Option<Vec<WirePart>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WirePart {
+    #[serde(default)]
+    text: Option<String>,
+    /// A thought summary rather than answer text.
+    #[serde(default)]
+    thought: Option<bool>,
+    #[serde(default)]
+    function_call: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PromptFeedback {
+    #[serde(default)]
+    block_reason: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct WireUsage {
+    prompt_token_count: u32,
+    candidates_token_count: u32,
+    thoughts_token_count: u32,
+    tool_use_prompt_token_count: u32,
+}
+
+impl From<WireUsage> for Usage {
+    fn from(u: WireUsage) -> Usage {
+        Usage::new(
+            u.prompt_token_count
+                .saturating_add(u.tool_use_prompt_token_count),
+            u.candidates_token_count
+                .saturating_add(u.thoughts_token_count),
+        )
+    }
+}
+
+/// Reads `GenerateContentResponse`s, streamed or whole, into events; see the module docs
+/// for every choice it makes.
+#[derive(Debug)]
+struct ResponseDecoder {
+    provider: String,
+    usage: Option<Usage>,
+    /// Candidate 0's finish reason, or content_filter for a blocked prompt.
+    finish: Option<FinishReason>,
+    function_call: bool,
+}
+
+impl ResponseDecoder {
+    fn new(provider: &str) -> Self {
+        ResponseDecoder {
+            provider: provider.to_owned(),
+            usage: None,
+            finish: None,
+            function_call: false,
+        }
+    }
+
+    fn response(
+        &mut self,
+        response: WireResponse,
+        out: &mut Vec<StreamEvent>,
+    ) -> Result<(), ProviderError> {
+        if let Some(error) = response.error {
+            return Err(stream_error(&self.provider, &error));
+        }
+        if let Some(reason) = response.prompt_feedback.and_then(|f| f.block_reason) {
+            tracing::debug!(provider = %self.provider, block_reason = %reason, "Gemini blocked the prompt");
+            self.finish = Some(FinishReason::ContentFilter);
+        }
+        for candidate in response.candidates.unwrap_or_default() {
+            if candidate.index.unwrap_or(0) != 0 {
+                continue;
+            }
+            let parts = candidate.content.and_then(|c| c.parts).unwrap_or_default();
+            for part in parts {
+                if part.function_call.is_some() {
+                    self.function_call = true;
+                    continue;
+                }
+                if part.thought == Some(true) {
+                    continue;
+                }
+                if let Some(text) = part.text.filter(|t| !t.is_empty()) {
+                    out.push(StreamEvent::Text(text));
+                }
+            }
+            if let Some(reason) = candidate.finish_reason {
+                self.finish = Some(finish_reason(&reason));
+            }
+        }
+        if let Some(usage) = response.usage_metadata {
+            let usage = Usage::from(usage);
+            // Every chunk repeats the running totals; only a change is news.
+            if self.usage != Some(usage) {
+                self.usage = Some(usage);
+                out.push(StreamEvent::Usage(usage));
+            }
+        }
+        Ok(())
+    }
+
+    /// The final event, once a finish reason was seen.
+    fn done(&self) -> Option<StreamEvent> {
+        let finish_reason = match self.finish? {
+            FinishReason::Stop if self.function_call => FinishReason::ToolUse,
+            reason => reason,
+        };
+        Some(StreamEvent::Done {
+            usage: self.usage.unwrap_or_default(),
+            finish_reason,
+        })
+    }
+}
+
+impl Decoder for ResponseDecoder {
+    type Unit = SseEvent;
+
+    fn unit(&mut self, event: SseEvent, out: &mut Vec<StreamEvent>) -> Result<(), ProviderError> {
+        let response: WireResponse =
+            serde_json::from_str(&event.data).map_err(|e| http::malformed(&self.provider, e))?;
+        self.response(response, out)
+    }
+
+    fn ended_early(&mut self) -> ProviderError {
+        let mut e = ProviderError::new(
+            ErrorCode::UpstreamError,
+            format!(
+                "{}: the stream ended before any chunk carried a finishReason",
+                self.provider
+            ),
+        );
+        e.retryable = true;
+        e
+    }
+
+    fn ended(&mut self, out: &mut Vec<StreamEvent>) -> Result<(), ProviderError> {
+        match self.done() {
+            Some(done) => {
+                out.push(done);
+                Ok(())
+            }
+            None => Err(self.ended_early()),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ModelsPage {
+    #[serde(default)]
+    models: Option<Vec<WireModel>>,
+    #[serde(default)]
+    next_page_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireModel {
+    name: String,
+    #[serde(default)]
+    display_name: Option<String>,
+    #[serde(default)]
+    input_token_limit: Option<u32>,
+    #[serde(default)]
+    supported_generation_methods: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::time::Duration;
+
+    /// A stream in the shape the service sends (CRLF-terminated events, cumulative usage,
+    /// the finish reason on the last chunk), with a thought summary and a second
+    /// candidate mixed in.
+    const STREAM: &str = "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"Weighing it\", \"thought\": true}],\"role\": \"model\"},\"index\": 0}],\"usageMetadata\": {\"promptTokenCount\": 9,\"totalTokenCount\": 29,\"thoughtsTokenCount\": 20},\"modelVersion\": \"gemini-2.5-flash\",\"responseId\": \"r1\"}\r\n\r\n\
+        data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"Hé\"}],\"role\": \"model\"},\"index\": 0}],\"usageMetadata\": {\"promptTokenCount\": 9,\"candidatesTokenCount\": 1,\"totalTokenCount\": 30,\"thoughtsTokenCount\": 20},\"modelVersion\": \"gemini-2.5-flash\",\"responseId\": \"r1\"}\r\n\r\n\
+        data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"other candidate\"}],\"role\": \"model\"},\"index\": 1}],\"usageMetadata\": {\"promptTokenCount\": 9,\"candidatesTokenCount\": 1,\"totalTokenCount\": 30,\"thoughtsTokenCount\": 20},\"modelVersion\": \"gemini-2.5-flash\",\"responseId\": \"r1\"}\r\n\r\n\
+        data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"llo ✓\"}],\"role\": \"model\"},\"finishReason\": \"STOP\",\"index\": 0}],\"usageMetadata\": {\"promptTokenCount\": 9,\"candidatesTokenCount\": 3,\"totalTokenCount\": 32,\"thoughtsTokenCount\": 20},\"modelVersion\": \"gemini-2.5-flash\",\"responseId\": \"r1\"}\r\n\r\n";
+
+    fn expected() -> Vec<StreamEvent> {
+        vec![
+            StreamEvent::Usage(Usage::new(9, 20)),
+            StreamEvent::Text("Hé".into()),
+            StreamEvent::Usage(Usage::new(9, 21)),
+            StreamEvent::Text("llo ✓".into()),
+            StreamEvent::Usage(Usage::new(9, 23)),
+            StreamEvent::Done {
+                usage: Usage::new(9, 23),
+                finish_reason: FinishReason::Stop,
+            },
+        ]
+    }
+
+    /// Parses and decodes `pieces` in order, then ends the body, as the HTTP pump does.
+    fn decode_pieces<'a>(
+        pieces: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<Vec<StreamEvent>, ProviderError> {
+        let mut parser = SseParser::new();
+        let mut d = ResponseDecoder::new("gemini");
+        let mut out = Vec::new();
+        for piece in pieces {
+            let mut events = Vec::new();
+            parser.push(piece, &mut events).unwrap();
+            for e in events {
+                d.unit(e, &mut out)?;
+            }
+        }
+        d.ended(&mut out)?;
+        Ok(out)
+    }
+
+    fn decode(stream: &str) -> Result<Vec<StreamEvent>, ProviderError> {
+        decode_pieces([stream.as_bytes()])
+    }
+
+    fn chunk(candidate: Value, usage: Value) -> String {
+        format!(
+            "data: {}\r\n\r\n",
+            json!({"candidates": [candidate], "usageMetadata": usage, "modelVersion": "m", "responseId": "r"})
+        )
+    }
+
+    #[test]
+    fn a_documented_stream_decodes_to_text_usage_and_done_skipping_thoughts_and_other_candidates() {
+        assert_eq!(decode(STREAM).unwrap(), expected());
+    }
+
+    #[test]
+    fn a_function_call_is_skipped_and_makes_the_finish_tool_use() {
+        let stream = chunk(
+            json!({"content": {"parts": [{"text": "Let me look."}], "role": "model"}, "index": 0}),
+            json!({"promptTokenCount": 5, "candidatesTokenCount": 3}),
+        ) + &chunk(
+            json!({"content": {"parts": [
+                {"functionCall": {"name": "getWeather", "args": {"location": "Tokyo"}}, "thoughtSignature": "c2ln"},
+                {"text": " Done."}
+            ], "role": "model"}, "finishReason": "STOP", "index": 0}),
+            json!({"promptTokenCount": 5, "candidatesTokenCount": 14}),
+        );
+        assert_eq!(
+            decode(&stream).unwrap(),
+            vec![
+                StreamEvent::Text("Let me look.".into()),
+                StreamEvent::Usage(Usage::new(5, 3)),
+                StreamEvent::Text(" Done.".into()),
+                StreamEvent::Usage(Usage::new(5, 14)),
+                StreamEvent::Done {
+                    usage: Usage::new(5, 14),
+                    finish_reason: FinishReason::ToolUse
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn finish_reasons_map_to_the_system_reasons() {
+        for (gemini, ours) in [
+            ("STOP", FinishReason::Stop),
+            ("MAX_TOKENS", FinishReason::Length),
+            ("SAFETY", FinishReason::ContentFilter),
+            ("RECITATION", FinishReason::ContentFilter),
+            ("BLOCKLIST", FinishReason::ContentFilter),
+            ("PROHIBITED_CONTENT", FinishReason::ContentFilter),
+            ("SPII", FinishReason::ContentFilter),
+            ("IMAGE_SAFETY", FinishReason::ContentFilter),
+            ("MALFORMED_FUNCTION_CALL", FinishReason::Other),
+            ("UNEXPECTED_TOOL_CALL", FinishReason::Other),
+            ("LANGUAGE", FinishReason::Other),
+            ("OTHER", FinishReason::Other),
+            ("SOMETHING_NEW", FinishReason::Other),
+        ] {
+            let stream = chunk(
+                json!({"content": {"parts": [], "role": "model"}, "finishReason": gemini, "index": 0}),
+                json!({"promptTokenCount": 1}),
+            );
+            let events = decode(&stream).unwrap();
+            assert_eq!(
+                events.last(),
+                Some(&StreamEvent::Done {
+                    usage: Usage::new(1, 0),
+                    finish_reason: ours
+                }),
+                "{gemini}"
+            );
+        }
+    }
+
+    #[test]
+    fn usage_counts_tool_results_as_prompt_and_thoughts_as_completion() {
+        let usage: WireUsage = serde_json::from_value(json!({
+            "promptTokenCount": 10, "toolUsePromptTokenCount": 4,
+            "candidatesTokenCount": 7, "thoughtsTokenCount": 30, "totalTokenCount": 51
+        }))
+        .unwrap();
+        let usage = Usage::from(usage);
+        assert_eq!(usage, Usage::new(14, 37));
+        assert_eq!(
+            usage.total_tokens, 51,
+            "the total is Gemini's totalTokenCount"
+        );
+    }
+
+    #[test]
+    fn a_blocked_prompt_ends_with_content_filter_and_no_text() {
+        let stream = format!(
+            "data: {}\r\n\r\n",
+            json!({"promptFeedback": {"blockReason": "SAFETY", "safetyRatings": []},
+                   "usageMetadata": {"promptTokenCount": 8, "totalTokenCount": 8}})
+        );
+        assert_eq!(
+            decode(&stream).unwrap(),
+            vec![
+                StreamEvent::Usage(Usage::new(8, 0)),
+                StreamEvent::Done {
+                    usage: Usage::new(8, 0),
+                    finish_reason: FinishReason::ContentFilter
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn a_stream_without_a_finish_reason_is_an_error() {
+        let stream = chunk(
+            json!({"content": {"parts": [{"text": "cut"}], "role": "model"}, "index": 0}),
+            json!({"promptTokenCount": 1, "candidatesTokenCount": 1}),
+        );
+        let err = decode(&stream).unwrap_err();
+        assert_eq!(err.code, ErrorCode::UpstreamError);
+        assert!(err.retryable);
+        assert!(err.message.contains("finishReason"), "{}", err.message);
+        assert!(decode("").is_err(), "an empty body is no answer");
+    }
+
+    #[test]
+    fn an_error_inside_the_stream_is_typed_by_its_status() {
+        let stream = format!(
+            "data: {}\r\n\r\n",
+            json!({"error": {"code": 429, "message": "Resource has been exhausted", "status": "RESOURCE_EXHAUSTED",
+                   "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "3s"}]}})
+        );
+        let err = decode(&stream).unwrap_err();
+        assert_eq!(err.code, ErrorCode::RateLimited);
+        assert!(err.retryable);
+        assert_eq!(err.retry_after, Some(Duration::from_secs(3)));
+        assert!(
+            err.message
+                .contains("RESOURCE_EXHAUSTED: Resource has been exhausted"),
+            "{}",
+            err.message
+        );
+        let err = stream_error(
+            "g",
+            &json!({"code": 500, "message": "boom", "status": "INTERNAL"}),
+        );
+        assert_eq!((err.code, err.retryable), (ErrorCode::UpstreamError, true));
+    }
+
+    #[test]
+    fn malformed_json_is_a_non_retryable_error() {
+        let err = decode("data: {\"candidates\": [\r\n\r\n").unwrap_err();
+        assert_eq!(err.code, ErrorCode::UpstreamError);
+        assert!(!err.retryable);
+    }
+
+    #[test]
+    fn error_bodies_yield_status_message_and_refinements() {
+        let body = |status: &str, message: &str, details: Value| {
+            json!({"error": {"code": 400, "message": message, "status": status, "details": details}})
+                .to_string()
+                .into_bytes()
+        };
+        let bad_key = body(
+            "INVALID_ARGUMENT",
+            "API key not valid. Please pass a valid API key.",
+            json!([{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID", "domain": "googleapis.com"}]),
+        );
+        assert_eq!(
+            error_message(&bad_key).as_deref(),
+            Some("INVALID_ARGUMENT: API key not valid. Please pass a valid API key.")
+        );
+        let mut e = ProviderError::new(ErrorCode::InvalidRequest, "m");
+        refine(&mut e, &bad_key);
+        assert_eq!((e.code, e.retryable), (ErrorCode::Unauthenticated, false));
+
+        let quota = body(
+            "RESOURCE_EXHAUSTED",
+            "quota",
+            json!([{"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": []},
+                   {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "34s"}]),
+        );
+        let mut e = ProviderError::new(ErrorCode::RateLimited, "m");
+        refine(&mut e, &quota);
+        assert_eq!(e.retry_after, Some(Duration::from_secs(34)));
+        let mut e = ProviderError::new(ErrorCode::RateLimited, "m");
+        e.retry_after = Some(Duration::from_secs(7));
+        refine(&mut e, &quota);
+        assert_eq!(
+            e.retry_after,
+            Some(Duration::from_secs(7)),
+            "a retry-after header wins"
+        );
+
+        let mut e = ProviderError::new(ErrorCode::UpstreamError, "m");
+        e.retryable = true;
+        refine(&mut e, &body("DEADLINE_EXCEEDED", "slow", json!([])));
+        assert_eq!((e.code, e.retryable), (ErrorCode::Timeout, true));
+
+        let array = format!(
+            "[{}]",
+            String::from_utf8(body("NOT_FOUND", "no model", json!([]))).unwrap()
+        );
+        assert_eq!(
+            error_message(array.as_bytes()).as_deref(),
+            Some("NOT_FOUND: no model")
+        );
+        assert_eq!(error_message(b"<html>"), None);
+    }
+
+    #[test]
+    fn proto_durations_parse() {
+        assert_eq!(parse_proto_duration("34s"), Some(Duration::from_secs(34)));
+        assert_eq!(
+            parse_proto_duration("1.5s"),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(parse_proto_duration("34"), None);
+        assert_eq!(parse_proto_duration("-1s"), None);
+        assert_eq!(parse_proto_duration("soon"), None);
+    }
+
+    #[test]
+    fn model_names_become_resources_and_nothing_can_leave_the_path() {
+        assert_eq!(
+            model_resource("gemini-2.5-flash").unwrap(),
+            "models/gemini-2.5-flash"
+        );
+        assert_eq!(
+            model_resource("models/gemini-2.0-flash-001").unwrap(),
+            "models/gemini-2.0-flash-001"
+        );
+        assert_eq!(
+            model_resource("tunedModels/my_model").unwrap(),
+            "tunedModels/my_model"
+        );
+        for bad in [
+            "", "..", "a/b/c", "m?key=x", "m#x", "m%2F", "../v1/x", "models/", "m:x", "m x",
+        ] {
+            let e = model_resource(bad).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidRequest, "{bad:?}");
+        }
+    }
+
+    fn provider(extra: &str) -> GeminiProvider {
+        let config = crate::config::Config::parse(
+            &format!("[providers.g]\ntype = \"gemini\"\nmax_tokens = 100\n{extra}"),
+            std::path::Path::new("t"),
+        )
+        .unwrap();
+        GeminiProvider::new(ProviderSpec {
+            id: "g".into(),
+            model: "gemini-2.5-flash".into(),
+            config: config.providers["g"].clone(),
+            credential: None,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn generation_config_merges_key_by_key_and_other_params_pass_through() {
+        let p = provider("");
+        let mut r = GenerateRequest::prompt("hi");
+        r.temperature = Some(0.5);
+        r.additional_params.insert(
+            "generationConfig".into(),
+            json!({"topK": 40, "maxOutputTokens": 7, "thinkingConfig": {"thinkingBudget": 0}}),
+        );
+        r.additional_params.insert(
+            "safetySettings".into(),
+            json!([{"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_NONE"}]),
+        );
+        assert_eq!(
+            p.body(&r).unwrap(),
+            json!({
+                "contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+                "generationConfig": {"maxOutputTokens": 7, "temperature": 0.5, "topK": 40, "thinkingConfig": {"thinkingBudget": 0}},
+                "safetySettings": [{"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_NONE"}],
+            })
+        );
+        r.additional_params
+            .insert("generationConfig".into(), json!("hot"));
+        assert_eq!(p.body(&r).unwrap_err().code, ErrorCode::InvalidRequest);
+        for key in RESERVED {
+            let mut r = GenerateRequest::prompt("hi");
+            r.additional_params.insert((*key).into(), json!(1));
+            let e = p.body(&r).unwrap_err();
+            assert!(
+                e.message.contains(&format!("additional_params.{key}")),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_key_is_required_and_the_url_never_carries_it() {
+        let p = provider("base_url = \"http://proxy.local/gemini/\"");
+        assert_eq!(
+            p.url("models/m:streamGenerateContent", &[("alt", "sse")])
+                .unwrap()
+                .as_str(),
+            "http://proxy.local/gemini/v1beta/models/m:streamGenerateContent?alt=sse"
+        );
+        assert_eq!(
+            p.url("models", &[("pageToken", "a/b+c")]).unwrap().query(),
+            Some("pageToken=a%2Fb%2Bc")
+        );
+        let e = p.authorized(p.http.get("http://x")).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Unauthenticated);
+        assert!(e.message.contains("GEMINI_API_KEY"), "{}", e.message);
+    }
+
+    proptest! {
+        #[test]
+        fn any_chunking_gives_the_same_events(cuts in proptest::collection::vec(0usize..STREAM.len(), 0..16)) {
+            let bytes = STREAM.as_bytes();
+            let mut cuts = cuts;
+            cuts.sort_unstable();
+            let mut pieces = Vec::new();
+            let mut start = 0;
+            for cut in cuts.into_iter().chain([bytes.len()]) {
+                pieces.push(&bytes[start..cut.max(start)]);
+                start = cut.max(start);
+            }
+            prop_assert_eq!(decode_pieces(pieces).unwrap(), expected());
+        }
+    }
+}

@@ -1,0 +1,784 @@
+//! Ollama's native API (<https://docs.ollama.com/api>), for a local `ollama serve` or one
+//! behind a proxy.
+//!
+//! - Generate: `POST {base_url}/api/chat`. Streamed as NDJSON (`application/x-ndjson`),
+//!   one object a line: `{"model", "created_at", "message": {"role", "content"},
+//!   "done": false}` per piece, then a last line with `"done": true`, `done_reason` and
+//!   the counters (`prompt_eval_count`, `eval_count`). With `"stream": false` the answer
+//!   is that last object alone, carrying the whole message.
+//! - Errors: `{"error": "..."}` with an HTTP status before the stream starts; once it
+//!   has started the status can no longer change, so a failure arrives as an
+//!   `{"error": "..."}` line instead (<https://docs.ollama.com/api/errors>).
+//! - List models: `GET {base_url}/api/tags`.
+//! - Auth: none. A configured key is sent as `Authorization: Bearer` for an Ollama
+//!   behind an authenticating proxy (or ollama.com's hosted API).
+//!
+//! `base_url` is the server root without `/api` (`http://127.0.0.1:11434`, Ollama's own
+//! default). Ollama sends no response headers until the model is loaded and has produced
+//! its first token, so `timeout_seconds` must cover loading the model.
+//!
+//! # Where `additional_params` go
+//!
+//! `/api/chat` keeps sampling and runtime settings in an `options` object and request
+//! settings at the top level, so a flat parameter is routed by name:
+//!
+//! - the keys of Ollama's `Options` ([`OPTION_KEYS`]: `seed`, `top_k`, `num_ctx`,
+//!   `repeat_penalty`, …) go into `options`;
+//! - an `options` object is merged into `options` key by key;
+//! - everything else (`format`, `keep_alive`, `think`, `tools`, `logprobs`, …) goes to
+//!   the top level;
+//! - `model`, `stream` and `messages` are provd's and are refused.
+//!
+//! Later wins: the request's own fields (`max_tokens` as `num_predict`, `temperature`,
+//! `top_p`, `stop`), then flat option keys, then the `options` object.
+
+use provd_client::message::ProviderStatus;
+use provd_client::{ErrorCode, FinishReason, GenerateRequest, ModelInfo, Role, Usage};
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::http::{self, Decoder, Dialect, Timeouts};
+use super::ndjson::NdjsonSplitter;
+use super::{
+    conversation, json_f32, merge_additional_params, BaseLlmProvider, BoxFuture, EventStream,
+    ProviderError, ProviderSpec, ProviderState, StreamEvent,
+};
+use crate::config::ProviderKind;
+
+/// Where `ollama serve` listens unless told otherwise (`OLLAMA_HOST`).
+pub const DEFAULT_BASE_URL: &str = "http://127.0.0.1:11434";
+
+/// Body keys provd sets itself.
+const RESERVED: &[&str] = &["model", "stream", "messages"];
+
+/// The fields of Ollama's `Options` (api/types.go: the predict options and the runner
+/// options), plus the older ones its API docs still list (`mirostat*`,
+/// `penalize_newline`, `numa`, `low_vram`, `vocab_only`, `use_mlock`), which older
+/// servers honour and newer ones ignore.
+pub const OPTION_KEYS: &[&str] = &[
+    "num_keep",
+    "seed",
+    "num_predict",
+    "top_k",
+    "top_p",
+    "min_p",
+    "typical_p",
+    "repeat_last_n",
+    "temperature",
+    "repeat_penalty",
+    "presence_penalty",
+    "frequency_penalty",
+    "stop",
+    "num_ctx",
+    "num_batch",
+    "num_gpu",
+    "main_gpu",
+    "use_mmap",
+    "num_thread",
+    "mirostat",
+    "mirostat_tau",
+    "mirostat_eta",
+    "penalize_newline",
+    "numa",
+    "low_vram",
+    "vocab_only",
+    "use_mlock",
+];
+
+const DIALECT: Dialect = Dialect {
+    error_message,
+    retry_after: http::retry_after,
+    refine: http::no_refinement,
+};
+
+/// An Ollama server.
+#[derive(Debug)]
+pub struct OllamaProvider {
+    spec: ProviderSpec,
+    base_url: String,
+    /// `host:port` of the server, for the "is Ollama running?" hint. Never the whole
+    /// URL: a proxy URL may carry credentials.
+    address: String,
+    timeouts: Timeouts,
+    http: reqwest::Client,
+    state: ProviderState,
+}
+
+impl OllamaProvider {
+    /// An instance for `ollama`.
+    pub fn new(spec: ProviderSpec) -> Result<OllamaProvider, ProviderError> {
+        let base_url = spec.base_url(DEFAULT_BASE_URL);
+        let url = reqwest::Url::parse(&base_url).map_err(|e| {
+            ProviderError::new(
+                ErrorCode::InvalidRequest,
+                format!("provider '{}': base_url is not a URL: {e}", spec.id),
+            )
+        })?;
+        let address = match (url.host_str(), url.port_or_known_default()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_owned(),
+            _ => "its base_url".to_owned(),
+        };
+        let timeouts = Timeouts::from_config(&spec.config);
+        Ok(OllamaProvider {
+            base_url,
+            address,
+            http: http::client(&timeouts)?,
+            timeouts,
+            spec,
+            state: ProviderState::default(),
+        })
+    }
+
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let mut request = request;
+        if let Some(key) = &self.spec.credential {
+            request = request.bearer_auth(key.expose());
+        }
+        for (name, value) in &self.spec.config.headers {
+            request = request.header(name, value);
+        }
+        request
+    }
+
+    /// Sends a request; a server that cannot be reached gets an error that says what to
+    /// check, since "Ollama is not running" is by far the most common cause.
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ProviderError> {
+        http::send(
+            &self.spec.id,
+            self.authorized(request),
+            &self.timeouts,
+            &DIALECT,
+            self.spec.credential.as_ref(),
+        )
+        .await
+        .map_err(|mut e| {
+            // http::transport_error words every failure to connect this way; an HTTP
+            // 503 (a busy server) is also `unavailable` but is answered, so no hint.
+            if e.code == ErrorCode::Unavailable && e.message.contains(": cannot connect:") {
+                e.message = format!(
+                    "{}; is Ollama running at {}? (start it with `ollama serve`, or set base_url)",
+                    e.message, self.address
+                );
+            }
+            e
+        })
+    }
+
+    fn body(&self, request: &GenerateRequest) -> Result<Value, ProviderError> {
+        let (system, turns) = conversation(request);
+        let mut messages: Vec<Value> = Vec::with_capacity(turns.len() + 1);
+        if let Some(system) = system {
+            messages.push(json!({"role": "system", "content": system}));
+        }
+        for m in turns {
+            let role = match m.role {
+                Role::Assistant => "assistant",
+                _ => "user",
+            };
+            messages.push(json!({"role": role, "content": m.content}));
+        }
+
+        let mut options = Map::new();
+        let max_tokens = request.max_tokens.unwrap_or(self.spec.config.max_tokens);
+        options.insert("num_predict".into(), json!(max_tokens));
+        if let Some(t) = request.temperature {
+            options.insert("temperature".into(), json_f32(t));
+        }
+        if let Some(p) = request.top_p {
+            options.insert("top_p".into(), json_f32(p));
+        }
+        if !request.stop.is_empty() {
+            options.insert("stop".into(), json!(request.stop));
+        }
+
+        // Option keys are routed into `options`; the rest go through the shared merge
+        // (which refuses the reserved keys), given only the parameters, not a copy of
+        // the whole conversation.
+        let mut top_level = GenerateRequest::default();
+        let mut explicit_options = None;
+        for (key, value) in &request.additional_params {
+            if key == "options" {
+                explicit_options = Some(value.clone());
+            } else if OPTION_KEYS.contains(&key.as_str()) {
+                options.insert(key.clone(), value.clone());
+            } else {
+                top_level
+                    .additional_params
+                    .insert(key.clone(), value.clone());
+            }
+        }
+        match explicit_options {
+            None => {}
+            Some(Value::Object(map)) => options.extend(map),
+            Some(other) => {
+                return Err(ProviderError::new(
+                    ErrorCode::InvalidRequest,
+                    format!(
+                        "additional_params.options must be an object of Ollama options, got {other}"
+                    ),
+                ))
+            }
+        }
+
+        let mut body = Map::new();
+        body.insert("model".into(), json!(self.spec.model));
+        body.insert("messages".into(), Value::Array(messages));
+        merge_additional_params(&mut body, &top_level, RESERVED)?;
+        body.insert("options".into(), Value::Object(options));
+        body.insert("stream".into(), json!(request.stream));
+        Ok(Value::Object(body))
+    }
+}
+
+impl BaseLlmProvider for OllamaProvider {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Ollama
+    }
+
+    fn model(&self) -> &str {
+        &self.spec.model
+    }
+
+    fn state(&self) -> &ProviderState {
+        &self.state
+    }
+
+    fn initialize(&self) -> BoxFuture<'_, Result<(), ProviderError>> {
+        // No network here: Ollama may start after provd, and the first request reports
+        // clearly if it has not.
+        Box::pin(async {
+            self.state.set_status(ProviderStatus::Ready);
+            Ok(())
+        })
+    }
+
+    fn generate(
+        &self,
+        request: GenerateRequest,
+    ) -> BoxFuture<'_, Result<EventStream, ProviderError>> {
+        Box::pin(async move {
+            let body = self.body(&request)?;
+            let response = self
+                .send(
+                    self.http
+                        .post(format!("{}/api/chat", self.base_url))
+                        .json(&body),
+                )
+                .await?;
+            if request.stream {
+                return Ok(http::event_stream(
+                    &self.spec.id,
+                    response,
+                    self.timeouts,
+                    NdjsonSplitter::new(),
+                    ChatDecoder::new(&self.spec.id),
+                ));
+            }
+            // The non-streamed answer is the stream's last line with the whole message,
+            // so the same decoder reads it and both modes report the same usage and
+            // finish reason.
+            let whole = http::read_body(
+                &self.spec.id,
+                response,
+                &self.timeouts,
+                http::MAX_BODY_BYTES,
+            )
+            .await?;
+            let mut decoder = ChatDecoder::new(&self.spec.id);
+            let mut events = Vec::new();
+            decoder.unit(whole, &mut events)?;
+            if !events.iter().any(|e| matches!(e, StreamEvent::Done { .. })) {
+                return Err(http::malformed(
+                    &self.spec.id,
+                    "the non-streamed response is not marked \"done\": true",
+                ));
+            }
+            Ok(Box::pin(futures_util::stream::iter(events.into_iter().map(Ok))) as EventStream)
+        })
+    }
+
+    fn list_models(&self) -> BoxFuture<'_, Result<Vec<ModelInfo>, ProviderError>> {
+        Box::pin(async {
+            let response = self
+                .send(self.http.get(format!("{}/api/tags", self.base_url)))
+                .await?;
+            let list: Tags = http::read_json(&self.spec.id, response, &self.timeouts).await?;
+            Ok(list
+                .models
+                .into_iter()
+                .map(|m| ModelInfo {
+                    created_at: m.modified_at.as_deref().and_then(rfc3339_to_unix),
+                    display_name: Some(m.name.clone()),
+                    id: m.name,
+                    provider: self.spec.id.clone(),
+                    context_window: None,
+                })
+                .collect())
+        })
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {
+            self.state.set_status(ProviderStatus::ShuttingDown);
+        })
+    }
+}
+
+/// `{"error": "..."}`, Ollama's only error body.
+fn error_message(body: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    match v.get("error")? {
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// One NDJSON line of `/api/chat`, or its non-streamed response. Fields provd does not
+/// use (`created_at`, the durations, `message.images`, `logprobs`) are ignored.
+#[derive(Deserialize)]
+struct ChatLine {
+    #[serde(default)]
+    message: Option<LineMessage>,
+    #[serde(default)]
+    done: bool,
+    #[serde(default)]
+    done_reason: Option<String>,
+    #[serde(default)]
+    prompt_eval_count: Option<u32>,
+    #[serde(default)]
+    eval_count: Option<u32>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct LineMessage {
+    #[serde(default)]
+    content: Option<String>,
+    // `thinking` (the reasoning of thinking models) is deliberately not read: it is not
+    // the answer, and provd carries only the answer's text.
+    /// Counted, not carried: provd does not forward tool calls (yet).
+    #[serde(default)]
+    tool_calls: Option<Vec<IgnoredAny>>,
+}
+
+/// Reads `/api/chat` lines up to the one with `"done": true`.
+struct ChatDecoder {
+    provider: String,
+    saw_tool_calls: bool,
+}
+
+impl ChatDecoder {
+    fn new(provider: &str) -> Self {
+        ChatDecoder {
+            provider: provider.to_owned(),
+            saw_tool_calls: false,
+        }
+    }
+
+    fn finish_reason(&self, done_reason: Option<&str>) -> FinishReason {
+        match done_reason {
+            // A cut-off answer is reported as such even if it called a tool: the call
+            // itself may be the part that was cut.
+            Some("length") => FinishReason::Length,
+            // Ollama says "stop" after a tool call; the caller needs to know the answer
+            // is a call it did not receive.
+            _ if self.saw_tool_calls => FinishReason::ToolUse,
+            Some("stop") => FinishReason::Stop,
+            // "load", "unload", an empty reason (a dropped runner connection) or one
+            // added later.
+            _ => FinishReason::Other,
+        }
+    }
+}
+
+impl Decoder for ChatDecoder {
+    type Unit = Vec<u8>;
+
+    fn unit(&mut self, line: Vec<u8>, out: &mut Vec<StreamEvent>) -> Result<(), ProviderError> {
+        let line: ChatLine =
+            serde_json::from_slice(&line).map_err(|e| http::malformed(&self.provider, e))?;
+        if let Some(error) = line.error {
+            let message = match error {
+                Value::String(s) => s,
+                other => other.to_string(),
+            };
+            return Err(ProviderError::new(
+                ErrorCode::UpstreamError,
+                format!("{}: error in stream: {message}", self.provider),
+            ));
+        }
+        if let Some(message) = line.message {
+            if message.tool_calls.is_some_and(|calls| !calls.is_empty()) {
+                self.saw_tool_calls = true;
+            }
+            if let Some(text) = message.content.filter(|t| !t.is_empty()) {
+                out.push(StreamEvent::Text(text));
+            }
+        }
+        if line.done {
+            out.push(StreamEvent::Done {
+                usage: Usage::new(
+                    line.prompt_eval_count.unwrap_or(0),
+                    line.eval_count.unwrap_or(0),
+                ),
+                finish_reason: self.finish_reason(line.done_reason.as_deref()),
+            });
+        }
+        Ok(())
+    }
+
+    fn ended_early(&mut self) -> ProviderError {
+        let mut e = ProviderError::new(
+            ErrorCode::UpstreamError,
+            format!(
+                "{}: the stream ended without its final line (\"done\": true)",
+                self.provider
+            ),
+        );
+        e.retryable = true;
+        e
+    }
+}
+
+#[derive(Deserialize)]
+struct Tags {
+    #[serde(default)]
+    models: Vec<TagModel>,
+}
+
+#[derive(Deserialize)]
+struct TagModel {
+    name: String,
+    /// When the model was last pulled or created: the nearest Ollama has to a creation
+    /// time.
+    #[serde(default)]
+    modified_at: Option<String>,
+}
+
+/// Seconds since the Unix epoch of an RFC 3339 timestamp as Ollama writes them
+/// (`2023-11-04T14:56:49.277302595-07:00`, `2024-12-06T00:48:09.983619Z`); `None` for
+/// anything else or a time before 1970.
+fn rfc3339_to_unix(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    let number = |range: std::ops::Range<usize>| -> Option<i64> {
+        let digits = b.get(range)?;
+        if !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(digits).ok()?.parse().ok()
+    };
+    let separators_ok = b.get(4) == Some(&b'-')
+        && b.get(7) == Some(&b'-')
+        && matches!(b.get(10), Some(b'T' | b't' | b' '))
+        && b.get(13) == Some(&b':')
+        && b.get(16) == Some(&b':');
+    if !separators_ok {
+        return None;
+    }
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let mut rest = &b[19..];
+    if rest.first() == Some(&b'.') {
+        let fraction = rest[1..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if fraction == 0 {
+            return None;
+        }
+        rest = &rest[1 + fraction..];
+    }
+    let offset_seconds = match rest {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let hh = std::str::from_utf8(&[*h1, *h2]).ok()?.parse::<i64>().ok()?;
+            let mm = std::str::from_utf8(&[*m1, *m2]).ok()?.parse::<i64>().ok()?;
+            if hh > 23 || mm > 59 {
+                return None;
+            }
+            let offset = hh * 3600 + mm * 60;
+            if *sign == b'+' {
+                offset
+            } else {
+                -offset
+            }
+        }
+        _ => return None,
+    };
+    let days = http::days_from_civil(year, month, day);
+    let local = days * 86_400 + hour * 3600 + minute * 60 + second;
+    u64::try_from(local - offset_seconds).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const STREAM: &str = "{\"model\":\"llama3.2\",\"created_at\":\"2023-08-04T08:52:19.385406455-07:00\",\"message\":{\"role\":\"assistant\",\"content\":\"Hé\"},\"done\":false}\n\
+        {\"model\":\"llama3.2\",\"created_at\":\"2023-08-04T08:52:19.385406455-07:00\",\"message\":{\"role\":\"assistant\",\"content\":\"llo 😀\"},\"done\":false}\n\
+        {\"model\":\"llama3.2\",\"created_at\":\"2023-08-04T19:22:45.499127Z\",\"message\":{\"role\":\"assistant\",\"content\":\"\"},\"done_reason\":\"stop\",\"done\":true,\"total_duration\":4883583458,\"load_duration\":1334875,\"prompt_eval_count\":26,\"prompt_eval_duration\":342546000,\"eval_count\":282,\"eval_duration\":4535599000}\n";
+
+    /// Splits `stream` into lines at the given cuts and decodes it the way the HTTP
+    /// driver does, stopping at `Done`.
+    fn decode_chunks(chunks: &[&[u8]]) -> Result<Vec<StreamEvent>, ProviderError> {
+        let mut splitter = NdjsonSplitter::new();
+        let mut lines = Vec::new();
+        for c in chunks {
+            splitter.push(c, &mut lines).unwrap();
+        }
+        lines.extend(splitter.finish());
+        let mut d = ChatDecoder::new("ollama");
+        let mut out = Vec::new();
+        for line in lines {
+            d.unit(line, &mut out)?;
+            if out.iter().any(|e| matches!(e, StreamEvent::Done { .. })) {
+                return Ok(out);
+            }
+        }
+        Err(d.ended_early())
+    }
+
+    fn decode(stream: &str) -> Result<Vec<StreamEvent>, ProviderError> {
+        decode_chunks(&[stream.as_bytes()])
+    }
+
+    #[test]
+    fn a_documented_stream_decodes_to_text_and_done_with_usage() {
+        assert_eq!(
+            decode(STREAM).unwrap(),
+            vec![
+                StreamEvent::Text("Hé".into()),
+                StreamEvent::Text("llo 😀".into()),
+                StreamEvent::Done {
+                    usage: Usage::new(26, 282),
+                    finish_reason: FinishReason::Stop
+                },
+            ]
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn any_chunking_decodes_the_same(cuts in proptest::collection::vec(0usize..STREAM.len(), 0..12)) {
+            let b = STREAM.as_bytes();
+            let mut cuts = cuts;
+            cuts.sort_unstable();
+            let mut chunks = Vec::new();
+            let mut start = 0;
+            for cut in cuts.into_iter().chain([b.len()]) {
+                chunks.push(&b[start..cut.max(start)]);
+                start = cut.max(start);
+            }
+            prop_assert_eq!(decode_chunks(&chunks).unwrap(), decode(STREAM).unwrap());
+        }
+    }
+
+    #[test]
+    fn done_reasons_map_to_finish_reasons() {
+        let done = |reason: &str| {
+            let line = if reason.is_empty() {
+                "{\"done\":true}".to_owned()
+            } else {
+                format!("{{\"done\":true,\"done_reason\":\"{reason}\"}}")
+            };
+            match decode(&line).unwrap().pop() {
+                Some(StreamEvent::Done { finish_reason, .. }) => finish_reason,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(done("stop"), FinishReason::Stop);
+        assert_eq!(done("length"), FinishReason::Length);
+        assert_eq!(done("load"), FinishReason::Other);
+        assert_eq!(done("unload"), FinishReason::Other);
+        assert_eq!(done(""), FinishReason::Other);
+    }
+
+    #[test]
+    fn thinking_and_tool_calls_are_skipped_and_tool_use_is_the_finish_reason() {
+        let stream = "{\"message\":{\"role\":\"assistant\",\"content\":\"\",\"thinking\":\"Let me think\"},\"done\":false}\n\
+            {\"message\":{\"role\":\"assistant\",\"content\":\"Checking.\"},\"done\":false}\n\
+            {\"message\":{\"role\":\"assistant\",\"content\":\"\",\"tool_calls\":[{\"function\":{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Paris\"}}}]},\"done\":false}\n\
+            {\"message\":{\"role\":\"assistant\",\"content\":\"\"},\"done\":true,\"done_reason\":\"stop\",\"prompt_eval_count\":5,\"eval_count\":9}\n";
+        assert_eq!(
+            decode(stream).unwrap(),
+            vec![
+                StreamEvent::Text("Checking.".into()),
+                StreamEvent::Done {
+                    usage: Usage::new(5, 9),
+                    finish_reason: FinishReason::ToolUse
+                },
+            ]
+        );
+        // A call cut off by the token limit is reported as cut off.
+        let cut = "{\"message\":{\"role\":\"assistant\",\"content\":\"\",\"tool_calls\":[{\"function\":{\"name\":\"f\",\"arguments\":{}}}]},\"done\":true,\"done_reason\":\"length\"}\n";
+        assert!(matches!(
+            decode(cut).unwrap().pop(),
+            Some(StreamEvent::Done {
+                finish_reason: FinishReason::Length,
+                ..
+            })
+        ));
+        // Null and empty tool call lists are no calls.
+        let none = "{\"message\":{\"role\":\"assistant\",\"content\":\"x\",\"tool_calls\":null},\"done\":false}\n\
+            {\"message\":{\"role\":\"assistant\",\"content\":\"\",\"tool_calls\":[]},\"done\":true,\"done_reason\":\"stop\"}\n";
+        assert!(matches!(
+            decode(none).unwrap().pop(),
+            Some(StreamEvent::Done {
+                finish_reason: FinishReason::Stop,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn an_error_line_is_an_upstream_error_with_its_message() {
+        let stream = "{\"message\":{\"role\":\"assistant\",\"content\":\"I\"},\"done\":false}\n\
+            {\"error\":\"an error was encountered while running the model\"}\n";
+        let mut d = ChatDecoder::new("ollama");
+        let mut out = Vec::new();
+        let mut lines = Vec::new();
+        NdjsonSplitter::new()
+            .push(stream.as_bytes(), &mut lines)
+            .unwrap();
+        let mut lines = lines.into_iter();
+        d.unit(lines.next().unwrap(), &mut out).unwrap();
+        let err = d.unit(lines.next().unwrap(), &mut out).unwrap_err();
+        assert_eq!(out, vec![StreamEvent::Text("I".into())]);
+        assert_eq!(err.code, ErrorCode::UpstreamError);
+        assert_eq!(
+            err.message,
+            "ollama: error in stream: an error was encountered while running the model"
+        );
+    }
+
+    #[test]
+    fn garbage_is_malformed_and_a_missing_done_line_is_an_error() {
+        let err =
+            decode("{\"message\":{\"content\":\"a\"},\"done\":false}\nnot json\n").unwrap_err();
+        assert_eq!(err.code, ErrorCode::UpstreamError);
+        assert!(err.message.contains("malformed"), "{}", err.message);
+        assert!(!err.retryable);
+        let err = decode("[1,2]\n").unwrap_err();
+        assert!(err.message.contains("malformed"), "{}", err.message);
+        let err = decode("{\"message\":{\"content\":\"a\"},\"done\":false}\n").unwrap_err();
+        assert!(
+            err.message.contains("without its final line"),
+            "{}",
+            err.message
+        );
+        assert!(err.retryable);
+    }
+
+    #[test]
+    fn error_bodies_yield_their_message() {
+        assert_eq!(
+            error_message(br#"{"error":"model 'llama9' not found"}"#).as_deref(),
+            Some("model 'llama9' not found")
+        );
+        assert_eq!(error_message(b"404 page not found"), None);
+        assert_eq!(error_message(br#"{"message":"x"}"#), None);
+    }
+
+    #[test]
+    fn rfc3339_timestamps_parse_to_unix_seconds() {
+        assert_eq!(rfc3339_to_unix("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            rfc3339_to_unix("2024-12-06T00:48:09.983619Z"),
+            Some(1_733_446_089)
+        );
+        // 14:56:49 at UTC-7 is 21:56:49 UTC.
+        assert_eq!(
+            rfc3339_to_unix("2023-11-04T14:56:49.277302595-07:00"),
+            Some(1_699_135_009)
+        );
+        assert_eq!(
+            rfc3339_to_unix("2023-11-05T03:26:49+05:30"),
+            Some(1_699_135_009)
+        );
+        for bad in [
+            "",
+            "2023-11-04",
+            "2023-11-04T14:56:49",
+            "2023-13-04T14:56:49Z",
+            "2023-11-04T14:56:49.Z",
+            "2023-11-04T14:56:49+0700",
+            "1969-12-31T23:59:59Z",
+            "2023-11-04T14:56:4éZ",
+            "yesterday",
+        ] {
+            assert_eq!(rfc3339_to_unix(bad), None, "{bad}");
+        }
+    }
+
+    fn provider(additional: &str) -> OllamaProvider {
+        let config = crate::config::Config::parse(
+            &format!("[providers.o]\ntype = \"ollama\"\nmax_tokens = 100\n{additional}"),
+            std::path::Path::new("t"),
+        )
+        .unwrap();
+        OllamaProvider::new(ProviderSpec {
+            id: "o".into(),
+            model: "llama3.2".into(),
+            config: config.providers["o"].clone(),
+            credential: None,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn additional_params_are_routed_into_options_or_the_top_level() {
+        let p = provider("");
+        let mut r = GenerateRequest::prompt("hi");
+        r.temperature = Some(0.5);
+        r.additional_params.insert("seed".into(), json!(7));
+        r.additional_params
+            .insert("temperature".into(), json!(0.25));
+        r.additional_params
+            .insert("options".into(), json!({"num_ctx": 8192, "seed": 8}));
+        r.additional_params
+            .insert("keep_alive".into(), json!("10m"));
+        r.additional_params.insert("think".into(), json!(false));
+        let body = p.body(&r).unwrap();
+        assert_eq!(
+            body,
+            json!({
+                "model": "llama3.2",
+                "messages": [{"role": "user", "content": "hi"}],
+                "options": {"num_predict": 100, "temperature": 0.25, "seed": 8, "num_ctx": 8192},
+                "keep_alive": "10m",
+                "think": false,
+                "stream": true,
+            })
+        );
+        let mut r = GenerateRequest::prompt("hi");
+        r.additional_params.insert("options".into(), json!([1]));
+        assert_eq!(p.body(&r).unwrap_err().code, ErrorCode::InvalidRequest);
+        for key in ["model", "stream", "messages"] {
+            let mut r = GenerateRequest::prompt("hi");
+            r.additional_params.insert(key.into(), json!("x"));
+            let err = p.body(&r).unwrap_err();
+            assert!(err.message.contains(&format!("additional_params.{key}")));
+        }
+    }
+
+    #[test]
+    fn the_default_base_url_is_the_local_server() {
+        let p = provider("");
+        assert_eq!(p.base_url, "http://127.0.0.1:11434");
+        assert_eq!(p.address, "127.0.0.1:11434");
+        let p = provider("base_url = \"https://user:pw@ollama.example/\"");
+        assert_eq!(p.address, "ollama.example:443");
+    }
+}
