@@ -1,17 +1,21 @@
 //! # provd
 //!
 //! The local LLM provider daemon. It owns the connections to LLM providers, the provider
-//! cache and (later) the decrypted credentials; local programs talk to it over a Unix
+//! cache and the decrypted credentials; local programs talk to it over a Unix
 //! socket with the protocol of [`provd_client`].
 //!
 //! - [`server`]: the socket, connections, dispatch, generations, graceful drain.
 //! - [`factory`]: provider registry, per-(provider, model) instance cache, lifecycle.
 //! - [`provider`]: the [`provider::BaseLlmProvider`] trait and the providers.
 //! - [`config`]: the TOML configuration and its validation.
+//! - [`credentials`]: the sealed credential store, the master key and `.env` import
+//!   (Unix only).
 //! - [`commands`]: what the `provd` command does, for `main.rs` to call.
 
 pub mod commands;
 pub mod config;
+#[cfg(unix)]
+pub mod credentials;
 pub mod factory;
 pub mod provider;
 pub mod resilience;
