@@ -162,6 +162,16 @@ impl Client {
 
     /// Connects, naming the client in the daemon's logs.
     pub async fn connect_as(path: &Path, client_name: &str) -> Result<Client, ClientError> {
+        Client::connect_with_token(path, client_name, None).await
+    }
+
+    /// Connects presenting a bearer token (`provd token create`), which narrows what the
+    /// connection may use to the token's providers.
+    pub async fn connect_with_token(
+        path: &Path,
+        client_name: &str,
+        token: Option<&str>,
+    ) -> Result<Client, ClientError> {
         let connect_err = |e: std::io::Error| ClientError::Connect {
             path: path.to_owned(),
             reason: e.to_string(),
@@ -190,6 +200,7 @@ impl Client {
             &Hello {
                 protocol_version: PROTOCOL_VERSION,
                 client: client_name.to_owned(),
+                token: token.map(str::to_owned),
             },
         )
         .await?;
@@ -236,6 +247,16 @@ impl Client {
     /// daemon then keeps the configuration in force.
     pub async fn reload(&self) -> Result<ReloadResult, ClientError> {
         self.call(method::RELOAD, &Empty {}).await
+    }
+
+    /// Sends any request and decodes its result: the admin requests (`creds_*`,
+    /// `token_*`, `key_rotate`, `shutdown`) go through here.
+    pub async fn request<P: Serialize, R: DeserializeOwned>(
+        &self,
+        method: &str,
+        params: &P,
+    ) -> Result<R, ClientError> {
+        self.call(method, params).await
     }
 
     /// Starts a generation. Chunks arrive through the returned [`Generation`]; dropping it

@@ -52,6 +52,27 @@ pub mod method {
     /// [`super::ReloadResult`]; `permission_denied` for callers other than the daemon's
     /// own user and root.
     pub const RELOAD: &str = "reload";
+    /// Admin: [`super::CredsSetParams`] → empty map. Seals a provider's API key.
+    pub const CREDS_SET: &str = "creds_set";
+    /// Admin: empty map → [`super::CredsList`]. Never returns a key.
+    pub const CREDS_LIST: &str = "creds_list";
+    /// Admin: [`super::ProviderParams`] → empty map.
+    pub const CREDS_REMOVE: &str = "creds_remove";
+    /// Admin: [`super::ProviderParams`] → [`super::ModelList`]: a cheap authenticated call
+    /// (list models) with the stored key.
+    pub const CREDS_TEST: &str = "creds_test";
+    /// Admin: [`super::CredsImportParams`] → [`super::CredsImportResult`].
+    pub const CREDS_IMPORT: &str = "creds_import";
+    /// Admin: [`super::KeyRotateParams`] → [`super::KeyRotateResult`].
+    pub const KEY_ROTATE: &str = "key_rotate";
+    /// Admin: [`super::TokenCreateParams`] → [`super::TokenCreated`].
+    pub const TOKEN_CREATE: &str = "token_create";
+    /// Admin: empty map → [`super::TokenList`].
+    pub const TOKEN_LIST: &str = "token_list";
+    /// Admin: [`super::TokenRevokeParams`] → empty map.
+    pub const TOKEN_REVOKE: &str = "token_revoke";
+    /// Admin: empty map → empty map; the daemon then drains and stops.
+    pub const SHUTDOWN: &str = "shutdown";
 }
 
 /// Notification method names.
@@ -223,6 +244,10 @@ pub struct Hello {
     /// A name for logs (`provd-cli`, `libprovd`, `my-app`).
     #[serde(default)]
     pub client: String,
+    /// A bearer token (`provd token create`), which narrows the connection to its
+    /// providers.
+    #[serde(default)]
+    pub token: Option<String>,
 }
 
 /// `hello` result.
@@ -326,6 +351,161 @@ impl GenerateRequest {
             ..GenerateRequest::default()
         }
     }
+}
+
+/// `creds_set` params. The key travels only over the daemon's private socket, and only
+/// towards the daemon: no reply ever carries one.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct CredsSetParams {
+    /// The provider id.
+    pub provider: String,
+    /// The API key.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for CredsSetParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredsSetParams")
+            .field("provider", &self.provider)
+            .field("secret", &"***")
+            .finish()
+    }
+}
+
+/// Params naming one provider.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProviderParams {
+    /// The provider id.
+    pub provider: String,
+}
+
+/// One stored credential, described without its key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CredentialEntry {
+    /// The provider id.
+    pub provider: String,
+    /// Where it came from (`set`, `import:<file>`, `env-file:<file>`).
+    pub source: String,
+    /// A keyed fingerprint: tells two keys apart without revealing either.
+    pub fingerprint: String,
+    /// Last change, Unix seconds.
+    pub updated_at: u64,
+}
+
+/// `creds_list` result.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CredsList {
+    /// The stored credentials, by provider id.
+    pub credentials: Vec<CredentialEntry>,
+    /// Files that could not be read (damaged, under another key), with why.
+    #[serde(default)]
+    pub errors: Vec<ProviderFailure>,
+}
+
+/// `creds_import` params: a `.env` file's content, read by the client.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct CredsImportParams {
+    /// The file's name, for the credentials' source and for errors.
+    pub name: String,
+    /// Its content.
+    pub contents: String,
+}
+
+impl std::fmt::Debug for CredsImportParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredsImportParams")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `creds_import` result.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CredsImportResult {
+    /// Provider ids whose key was sealed.
+    pub sealed: Vec<String>,
+    /// Variables provd does not use.
+    pub unknown: Vec<String>,
+    /// Known variables not used, with why.
+    pub skipped: Vec<String>,
+}
+
+/// `key_rotate` params.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyRotateParams {
+    /// The new master key, 64+ hex digits.
+    pub new_key: String,
+}
+
+impl std::fmt::Debug for KeyRotateParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyRotateParams { .. }")
+    }
+}
+
+/// `key_rotate` result.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KeyRotateResult {
+    /// Credentials re-sealed under the new key.
+    pub resealed: u32,
+}
+
+/// `token_create` params.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TokenCreateParams {
+    /// Providers the token grants.
+    pub providers: Vec<String>,
+    /// Lifetime in seconds; forever when absent.
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+}
+
+/// `token_create` result: the token, shown this once.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenCreated {
+    /// The token. Only its hash is kept by the daemon.
+    pub token: String,
+    /// Its public id.
+    pub id: String,
+    /// Expiry, Unix seconds.
+    #[serde(default)]
+    pub expires_at: Option<u64>,
+}
+
+impl std::fmt::Debug for TokenCreated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCreated")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A token, described without the token.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TokenInfo {
+    /// Its id.
+    pub id: String,
+    /// Providers it grants.
+    pub providers: Vec<String>,
+    /// Creation, Unix seconds.
+    pub created_at: u64,
+    /// Expiry, Unix seconds.
+    #[serde(default)]
+    pub expires_at: Option<u64>,
+}
+
+/// `token_list` result.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TokenList {
+    /// The tokens.
+    pub tokens: Vec<TokenInfo>,
+}
+
+/// `token_revoke` params.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TokenRevokeParams {
+    /// The token's id.
+    pub id: String,
 }
 
 /// `chunk` notification: one piece of text of generation `id`.

@@ -180,6 +180,10 @@ pub async fn serve(start: ServeStart) -> Result<(), CommandError> {
 }
 
 async fn serve_until_stopped(start: ServeStart) -> Result<(), CommandError> {
+    // Before any key is read: no core dumps, no ptrace or /proc/PID/mem by other
+    // processes of this uid.
+    #[cfg(unix)]
+    crate::sys::protect_process_memory();
     let ServeStart {
         config,
         source,
@@ -204,7 +208,20 @@ async fn serve_until_stopped(start: ServeStart) -> Result<(), CommandError> {
     };
     #[cfg(not(unix))]
     let listener = SocketListener::bind(&socket, config.daemon.socket_group.as_deref())?;
-    crate::reload::unseal_credentials(&config)?;
+    // Credentials: the store (with the master key), then the `.env` file's keys, then the
+    // access policy with its tokens. All before READY=1.
+    let mut config = config;
+    #[cfg(unix)]
+    let vault = Arc::new(
+        crate::credentials::Vault::open(&config)
+            .map_err(|e| crate::reload::CredentialsError(e.to_string()))?,
+    );
+    #[cfg(unix)]
+    crate::reload::unseal_credentials(&mut config, &vault)?;
+    #[cfg(unix)]
+    let auth = crate::reload::access_policy(&config, vault.dir())?;
+    #[cfg(not(unix))]
+    let auth = crate::reload::access_policy(&config, &std::env::temp_dir().join("provd"))?;
 
     let shutdown = Shutdown::new();
     let mut signals = TerminationSignals::install()?;
@@ -212,7 +229,10 @@ async fn serve_until_stopped(start: ServeStart) -> Result<(), CommandError> {
     let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
 
     let providers = config.providers.len();
-    let mut daemon = Daemon::new(config);
+    #[cfg(unix)]
+    let mut daemon = Daemon::assemble(config, auth, vault);
+    #[cfg(not(unix))]
+    let mut daemon = Daemon::assemble(config, auth);
     daemon.reloader = Reloader::new(config_path, &daemon.factory.config(), notifier.clone())
         .with_socket(
             socket_flag,

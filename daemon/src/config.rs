@@ -150,8 +150,11 @@ pub struct DaemonConfig {
     pub socket: Option<PathBuf>,
     /// Group allowed to connect (name or numeric gid); the socket becomes 0660.
     pub socket_group: Option<String>,
-    /// Where the daemon keeps state (sealed credentials).
+    /// Where the daemon keeps state (sealed credentials, token hashes).
     pub state_dir: Option<PathBuf>,
+    /// A `.env` file that is the source of truth for API keys: read at start and on
+    /// reload, its keys sealed into the store.
+    pub env_file: Option<PathBuf>,
     /// Provider used when a request names none.
     pub default_provider: Option<String>,
     /// Client connections served at once; more are refused with `overloaded`.
@@ -177,6 +180,7 @@ impl Default for DaemonConfig {
             socket: None,
             socket_group: None,
             state_dir: None,
+            env_file: None,
             default_provider: None,
             max_connections: 1024,
             max_streams_per_connection: 64,
@@ -198,6 +202,9 @@ pub struct Config {
     /// Providers by id.
     #[serde(default)]
     pub providers: BTreeMap<String, ProviderConfig>,
+    /// Who may connect and ask what.
+    #[serde(default)]
+    pub access: crate::access::AccessConfig,
     /// Model aliases: a request whose model is an alias name (and that names no provider)
     /// is served by the first target that answers, in order (`"provider/model"` or
     /// `"provider"`).

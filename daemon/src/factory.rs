@@ -49,6 +49,9 @@ pub struct LlmProviderFactory {
     // Instances a reload took out of the cache, waiting for their last generation to end
     // before they are shut down (see `reload`).
     retired: Mutex<Vec<((String, String), Slot)>>,
+    // Sealed API keys; `None` until the daemon opens its store (tests, the demo).
+    #[cfg(unix)]
+    vault: RwLock<Option<Arc<crate::credentials::Vault>>>,
 }
 
 /// What a [`LlmProviderFactory::reload`] changed among the providers.
@@ -80,6 +83,8 @@ impl LlmProviderFactory {
             config: RwLock::new(Arc::new(config)),
             instances: Mutex::new(BTreeMap::new()),
             retired: Mutex::new(Vec::new()),
+            #[cfg(unix)]
+            vault: RwLock::new(None),
         }
     }
 
@@ -185,14 +190,16 @@ impl LlmProviderFactory {
                 .or_default()
                 .clone()
         };
-        let spec = ProviderSpec {
-            id: id.to_owned(),
-            model,
-            config: provider_config.clone(),
-            credential: credential_from_env(provider_config),
-        };
         let instance = slot
             .get_or_try_init(|| async move {
+                // The key is looked up only when an instance is built: a cached instance
+                // keeps the key it was built with, so nothing is unsealed per request.
+                let spec = ProviderSpec {
+                    id: id.to_owned(),
+                    model,
+                    credential: self.credential(id, provider_config),
+                    config: provider_config.clone(),
+                };
                 let instance = constructor(spec)?;
                 tracing::info!(provider = id, model = instance.model(), kind = %instance.kind(), "initializing provider");
                 if let Err(e) = instance.initialize().await {
@@ -297,20 +304,61 @@ impl LlmProviderFactory {
             .cloned()
             .collect();
         *self.config.write().expect("config lock poisoned") = Arc::new(config);
-        let stale = |id: &String| changes.changed.contains(id) || changes.removed.contains(id);
+        let stale = |id: &str| {
+            changes.changed.iter().any(|c| c == id) || changes.removed.iter().any(|r| r == id)
+        };
+        changes.retired = self.retire_locked(&mut instances, stale);
+        changes
+    }
+
+    /// Takes provider `id`'s instances out of the cache (its key changed): the next
+    /// request builds one with the new key, running generations keep the old one, and
+    /// [`Self::shut_down_unused_retired`] shuts each down once nothing uses it.
+    pub fn retire_provider(&self, id: &str) -> usize {
+        let mut instances = self.instances.lock().expect("instances lock poisoned");
+        self.retire_locked(&mut instances, |candidate| candidate == id)
+    }
+
+    fn retire_locked(
+        &self,
+        instances: &mut BTreeMap<(String, String), Slot>,
+        stale: impl Fn(&str) -> bool,
+    ) -> usize {
         let keys: Vec<_> = instances
             .keys()
             .filter(|(id, _)| stale(id))
             .cloned()
             .collect();
         let mut retired = self.retired.lock().expect("retired lock poisoned");
+        let mut count = 0;
         for key in keys {
             if let Some(slot) = instances.remove(&key) {
                 retired.push((key, slot));
-                changes.retired += 1;
+                count += 1;
             }
         }
-        changes
+        count
+    }
+
+    /// Gives the factory the sealed store to take API keys from.
+    #[cfg(unix)]
+    pub fn set_vault(&self, vault: Arc<crate::credentials::Vault>) {
+        *self.vault.write().expect("vault lock poisoned") = Some(vault);
+    }
+
+    /// A provider's API key: sealed in the store, else from the daemon's environment.
+    fn credential(
+        &self,
+        id: &str,
+        config: &crate::config::ProviderConfig,
+    ) -> Option<crate::secret::Secret> {
+        #[cfg(unix)]
+        if let Some(vault) = self.vault.read().expect("vault lock poisoned").as_ref() {
+            if let Some(secret) = vault.get(id) {
+                return Some(secret);
+            }
+        }
+        credential_from_env(config)
     }
 
     /// Shuts down the retired instances nothing uses any more, and returns how many are

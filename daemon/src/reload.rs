@@ -29,7 +29,6 @@ use provd_client::message::ReloadResult;
 use provd_client::{ErrorCode, WireError};
 
 use crate::config::{Config, ConfigError, DaemonConfig};
-use crate::server::peer::PeerIdentity;
 use crate::server::Daemon;
 use crate::systemd::Notifier;
 
@@ -46,29 +45,51 @@ pub struct CredentialsError(pub String);
 /// this succeeds; a reload that fails here keeps the configuration and credentials in
 /// force.
 ///
-/// **Hook for the sealed credential store.** Today provider API keys come from the
-/// daemon's environment, read when an instance is created (`factory.rs`), so there is
-/// nothing to unseal and this always succeeds. The credentials change fills it in:
-/// unseal the store with the master key (under systemd, from
-/// `$CREDENTIALS_DIRECTORY/provd-master-key`, see `systemd/README.md`) and fail with a
-/// [`CredentialsError`] naming what is missing. Providers whose credentials changed should
-/// then be reported to [`crate::factory::LlmProviderFactory::reload`] like changed
-/// configuration, so their instances are rebuilt.
-pub fn unseal_credentials(_config: &Config) -> Result<(), CredentialsError> {
-    Ok(())
+/// The sealed store was opened at start-up with the master key ([`crate::credentials::Vault`]);
+/// here the configured `.env` file (`[daemon] env_file`), if any, is read and its keys
+/// sealed, and its base URL overrides applied to `config`. Returns the provider ids whose
+/// key changed, so their instances can be rebuilt.
+#[cfg(unix)]
+pub fn unseal_credentials(
+    config: &mut Config,
+    vault: &crate::credentials::Vault,
+) -> Result<Vec<String>, CredentialsError> {
+    if config.daemon.env_file.is_some() && !vault.is_enabled() {
+        return Err(CredentialsError(
+            "daemon.env_file is set but there is no master key to seal its keys with: run `provd key generate` and give the key as the systemd credential provd-master-key, in a file named by PROVD_MASTER_KEY_FILE, or in SECRET_KEY".into(),
+        ));
+    }
+    vault
+        .sync_env_file(config)
+        .map_err(|e| CredentialsError(e.to_string()))
 }
 
-/// Who may ask for a reload over the socket: the daemon's own user and root.
-///
-/// This is a stopgap until the credentials change builds admin authorization (tokens
-/// and an admin policy); the daemon's user can already send it SIGHUP, so this grants
-/// nobody anything new.
-pub fn may_reload(peer: &PeerIdentity) -> bool {
+/// The access policy of `config`, with its token hashes from the state directory.
+pub fn access_policy(
+    config: &Config,
+    state_dir: &std::path::Path,
+) -> Result<crate::access::AuthProvider, CredentialsError> {
     #[cfg(unix)]
-    let me = crate::sys::effective_uid();
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(state_dir)
+            .map_err(|e| {
+                CredentialsError(format!("state directory {}: {e}", state_dir.display()))
+            })?;
+    }
+    let tokens = crate::access::TokenStore::load(state_dir).map_err(CredentialsError)?;
+    #[cfg(unix)]
+    let socket_gid = config
+        .daemon
+        .socket_group
+        .as_deref()
+        .and_then(crate::sys::group_id);
     #[cfg(not(unix))]
-    let me = u32::MAX;
-    matches!(peer.uid, Some(uid) if uid == me || uid == 0)
+    let socket_gid = None;
+    crate::access::AuthProvider::new(&config.access, socket_gid, tokens).map_err(CredentialsError)
 }
 
 /// Why a reload was rejected. The configuration in force stays.
@@ -186,10 +207,21 @@ impl Reloader {
             tokio::task::spawn_blocking(move || crate::commands::load_config(path.as_deref()))
                 .await
                 .map_err(|e| ReloadError::Internal(e.to_string()))??;
-        unseal_credentials(&config)?;
+        let mut config = config;
+        #[cfg(unix)]
+        let rekeyed = unseal_credentials(&mut config, &daemon.vault)?;
+        #[cfg(unix)]
+        let auth = access_policy(&config, daemon.vault.dir())?;
+        #[cfg(not(unix))]
+        let auth = access_policy(&config, &std::env::temp_dir().join("provd"))?;
         let needs_restart = self.needs_restart(&config);
         let providers = config.providers.len().try_into().unwrap_or(u32::MAX);
-        let changes = daemon.factory.reload(config);
+        let mut changes = daemon.factory.reload(config);
+        #[cfg(unix)]
+        for id in &rekeyed {
+            changes.retired += daemon.factory.retire_provider(id);
+        }
+        *daemon.auth.write().expect("auth lock poisoned") = std::sync::Arc::new(auth);
         if changes.retired > 0 {
             tokio::spawn(shut_down_retired(daemon.clone()));
         }
@@ -298,20 +330,6 @@ mod tests {
             inherited.needs_restart(&moved),
             ["daemon.max_connections", "daemon.max_frame_bytes"]
         );
-    }
-
-    #[test]
-    fn reload_is_for_the_daemons_own_user_and_root() {
-        let me = crate::sys::effective_uid();
-        let peer = |uid| PeerIdentity {
-            uid,
-            gid: None,
-            pid: None,
-        };
-        assert!(may_reload(&peer(Some(me))));
-        assert!(may_reload(&peer(Some(0))));
-        assert!(!may_reload(&peer(Some(me.wrapping_add(4242)))));
-        assert!(!may_reload(&peer(None)));
     }
 
     #[test]

@@ -104,15 +104,16 @@ pub fn deadline_error(config: &Config, targets: &[Target], chunks: u32) -> Provi
     )
 }
 
-/// Opens a generation on the first target that answers, retrying and falling back as the
-/// module docs say.
+/// Opens a generation on the first of `targets` that answers (see [`targets`]; the
+/// caller may have removed those the client may not use), retrying and falling back as
+/// the module docs say.
 pub async fn open(
     factory: &LlmProviderFactory,
     request: &GenerateRequest,
+    targets: &[Target],
 ) -> Result<Opened, ProviderError> {
     let config = factory.config();
-    let targets = targets(&config, request);
-    let deadline = deadline(&config, &targets);
+    let deadline = deadline(&config, targets);
     let mut last_error: Option<ProviderError> = None;
     for (index, target) in targets.iter().enumerate() {
         let provider = (!target.provider.is_empty()).then_some(target.provider.as_str());
@@ -134,7 +135,7 @@ pub async fn open(
             .map_or(0, |p| p.retry_attempts);
         for attempt in 0..=attempts {
             if Instant::now() >= deadline {
-                return Err(deadline_error(&config, &targets, 0));
+                return Err(deadline_error(&config, targets, 0));
             }
             let state = instance.state();
             state.record_start();
@@ -143,7 +144,7 @@ pub async fn open(
             let error = match opened {
                 Err(_) => {
                     state.record_end(Outcome::Failed, Usage::default());
-                    return Err(deadline_error(&config, &targets, 0));
+                    return Err(deadline_error(&config, targets, 0));
                 }
                 Ok(Ok((first, rest))) => {
                     if index > 0 || attempt > 0 {

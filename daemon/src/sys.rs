@@ -275,3 +275,25 @@ pub fn try_lock_file(file: &std::fs::File, exclusive: bool) -> std::io::Result<b
         }
     }
 }
+
+/// Makes the process non-dumpable (no core files; no ptrace or `/proc/PID/mem` by other
+/// processes of the same uid) and sets the core size limit to zero, before any secret is
+/// in memory. Failures are logged: they weaken defence in depth, they do not stop service.
+#[cfg(unix)]
+pub fn protect_process_memory() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: PR_SET_DUMPABLE takes one integer argument and touches no memory of ours.
+        if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+            tracing::warn!(error = %std::io::Error::last_os_error(), "cannot make the process non-dumpable");
+        }
+    }
+    let zero = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `zero` is a valid rlimit that outlives the call.
+    if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) } != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot disable core dumps");
+    }
+}

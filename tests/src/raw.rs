@@ -47,6 +47,7 @@ impl RawConn {
             &Hello {
                 protocol_version: PROTOCOL_VERSION,
                 client: "raw".into(),
+                token: None,
             },
         );
         match c.read_frame() {

@@ -162,6 +162,7 @@ async fn unknown_method_gets_invalid_request_naming_it() {
         &Hello {
             protocol_version: 1,
             client: String::new(),
+            token: None,
         },
     );
     expect_error(raw.read_frame().unwrap(), 12, ErrorCode::InvalidRequest);
@@ -233,6 +234,7 @@ async fn requests_before_hello_and_version_mismatch_are_refused_then_closed() {
         &Hello {
             protocol_version: 99,
             client: "future".into(),
+            token: None,
         },
     );
     let frames = raw.expect_close();

@@ -19,6 +19,7 @@
 pub mod dotenv;
 pub mod master_key;
 pub mod store;
+pub mod vault;
 
 pub use dotenv::{
     read_dotenv, BaseUrlOverride, DotenvError, DotenvImport, ImportedCredential, SkipReason,
@@ -28,6 +29,7 @@ pub use master_key::{
     KeyEnvironment, KeyId, MasterKey, MasterKeyError, MasterKeySource, ProcessEnvironment,
 };
 pub use store::{CredentialInfo, SecureStorage, StoreError, StoredCredential};
+pub use vault::{state_dir, Vault, VaultError};
 
 use std::io::Read;
 

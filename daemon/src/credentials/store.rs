@@ -131,7 +131,8 @@ const SALT_AT: usize = KEY_ID_AT + KEY_ID_BYTES;
 const NONCE_AT: usize = SALT_AT + SALT_BYTES;
 const SEALED_LEN_AT: usize = NONCE_AT + NONCE_BYTES;
 
-const FILE_SUFFIX: &str = ".cred";
+/// The ending of every sealed credential file (`<provider id>.cred`).
+pub const FILE_SUFFIX: &str = ".cred";
 const TEMP_PREFIX: &str = ".tmp-";
 const LOCK_NAME: &str = ".lock";
 /// Permission bits that must be clear on the directory and every file in it.

@@ -81,7 +81,9 @@ pub(super) async fn serve(stream: Stream, daemon: Arc<Daemon>, shutdown: Shutdow
         closing: closing.clone(),
         tasks: TaskTracker::new(),
         greeted: false,
+        grant: daemon.auth().authorize(peer),
         peer,
+        scrub_frame: false,
     };
     conn.read_loop(BufReader::with_capacity(READ_BUFFER_BYTES, stream))
         .await;
@@ -142,7 +144,12 @@ struct Connection {
     closing: CancellationToken,
     tasks: TaskTracker,
     greeted: bool,
+    /// What the peer may do, decided when it connected (a refusal is reported in reply to
+    /// its hello, so the client learns why).
+    grant: Result<crate::access::Grant, WireError>,
     peer: PeerIdentity,
+    /// The frame just handled carried a secret: wipe the read buffer.
+    scrub_frame: bool,
 }
 
 impl Connection {
@@ -169,7 +176,11 @@ impl Connection {
             };
             match read {
                 Ok(Some(())) => {
-                    if self.handle_frame(&buf).await.is_break() {
+                    let flow = self.handle_frame(&buf).await;
+                    if std::mem::take(&mut self.scrub_frame) {
+                        zeroize::Zeroize::zeroize(&mut buf);
+                    }
+                    if flow.is_break() {
                         return;
                     }
                 }
@@ -278,6 +289,26 @@ impl Connection {
             }
             method::GENERATE => self.generate(id, params).await,
             method::RELOAD => self.reload(id, params).await,
+            admin if super::admin::METHODS.contains(&admin) => {
+                self.scrub_frame = super::admin::carries_secret(admin);
+                let grant = self
+                    .grant
+                    .clone()
+                    .expect("a greeted connection has a grant");
+                let reply = super::admin::handle(
+                    &self.ctx.daemon,
+                    &grant,
+                    id,
+                    admin,
+                    params,
+                    &self.ctx.shutdown,
+                )
+                .await;
+                match reply {
+                    Ok(frame) => self.send(frame).await,
+                    Err(e) => self.reply_error(id, e).await,
+                }
+            }
             method::HELLO => {
                 self.reply_error(
                     id,
@@ -298,6 +329,7 @@ impl Connection {
                     method::STATUS,
                     method::RELOAD,
                 ];
+                let known: Vec<&str> = known.into_iter().chain(super::admin::METHODS).collect();
                 self.reply_error(
                     id,
                     WireError::new(
@@ -347,6 +379,17 @@ impl Connection {
             .await;
             return ControlFlow::Break(());
         }
+        // Access: the peer's identity was judged when it connected; a token narrows it.
+        let auth = self.ctx.daemon.auth();
+        let verdict = match &mut self.grant {
+            Ok(grant) => auth.apply_token(grant, hello.token.as_deref()),
+            Err(e) => Err(e.clone()),
+        };
+        if let Err(e) = verdict {
+            tracing::warn!(peer = %self.peer, error = %e, "connection refused");
+            let _ = self.reply_error(id, e).await;
+            return ControlFlow::Break(());
+        }
         tracing::info!(peer = %self.peer, client = %truncate(&hello.client, 64), "client connected");
         self.greeted = true;
         let limits = &self.ctx.daemon.limits;
@@ -392,17 +435,13 @@ impl Connection {
                 .reply_error(id, invalid_params(method::RELOAD, e))
                 .await;
         }
-        if !crate::reload::may_reload(&self.peer) {
-            tracing::warn!(peer = %self.peer, "reload refused: not the daemon's user or root");
-            return self
-                .reply_error(
-                    id,
-                    WireError::new(
-                        ErrorCode::PermissionDenied,
-                        "reload is an admin request: only the daemon's own user and root may send it",
-                    ),
-                )
-                .await;
+        let grant = self
+            .grant
+            .clone()
+            .expect("a greeted connection has a grant");
+        if let Err(e) = self.ctx.daemon.auth().check_admin(&grant, method::RELOAD) {
+            tracing::warn!(peer = %self.peer, "reload refused: not an admin");
+            return self.reply_error(id, e).await;
         }
         if self.ctx.shutdown.is_stopping() {
             return self
@@ -432,6 +471,15 @@ impl Connection {
                     .await
             }
         };
+        let grant = self
+            .grant
+            .clone()
+            .expect("a greeted connection has a grant");
+        if let Some(provider) = &params.provider {
+            if let Err(e) = self.ctx.daemon.auth().check_provider(&grant, provider) {
+                return self.reply_error(id, e).await;
+            }
+        }
         // Listing may reach an upstream; it must not hold up this connection's reader. It
         // is registered like a generation, so its id is taken and `cancel` reaches it.
         let daemon = self.ctx.daemon.clone();
@@ -445,7 +493,13 @@ impl Connection {
         self.tasks.spawn(async move {
             let result = tokio::select! {
                 _ = cancel.cancelled() => Err(WireError::new(ErrorCode::Cancelled, format!("list_models {id} was cancelled"))),
-                r = daemon.factory.list_models(params.provider.as_deref()) => r.map_err(|e| e.to_wire()),
+                r = daemon.factory.list_models(params.provider.as_deref()) => r.map(|mut list| {
+                    // Listing every provider shows only those this client may use.
+                    let auth = daemon.auth();
+                    list.models.retain(|m| auth.check_provider(&grant, &m.provider).is_ok());
+                    list.errors.retain(|f| auth.check_provider(&grant, &f.provider).is_ok());
+                    list
+                }).map_err(|e| e.to_wire()),
             };
             streams.lock().expect("streams lock poisoned").remove(&id);
             let frame = match result {
@@ -488,6 +542,22 @@ impl Connection {
                 )
                 .await;
         }
+        // Access: the providers this request may be routed to, of those the client may
+        // use. The first (the named or default provider, or an alias's first target)
+        // must be allowed; fallbacks the client may not use are skipped.
+        let auth = self.ctx.daemon.auth();
+        let grant = self
+            .grant
+            .clone()
+            .expect("a greeted connection has a grant");
+        let mut targets = crate::resilience::targets(&self.ctx.daemon.factory.config(), &request);
+        if let Some(first) = targets.first().filter(|t| !t.provider.is_empty()) {
+            if let Err(e) = auth.check_provider(&grant, &first.provider) {
+                return self.reply_error(id, e).await;
+            }
+        }
+        targets
+            .retain(|t| t.provider.is_empty() || auth.check_provider(&grant, &t.provider).is_ok());
         let limit = self.ctx.daemon.limits.max_streams_per_connection;
         let token = {
             let mut streams = self.ctx.streams.lock().expect("streams lock poisoned");
@@ -509,8 +579,13 @@ impl Connection {
                     .stats
                     .active_streams
                     .fetch_add(1, Ordering::Relaxed);
-                self.tasks
-                    .spawn(generation::run(id, request, token, self.ctx.clone()));
+                self.tasks.spawn(generation::run(
+                    id,
+                    request,
+                    targets,
+                    token,
+                    self.ctx.clone(),
+                ));
                 ControlFlow::Continue(())
             }
             Err(e) => self.reply_error(id, e).await,

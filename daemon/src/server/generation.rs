@@ -67,6 +67,7 @@ enum Interrupt {
 pub(super) async fn run(
     id: u32,
     request: GenerateRequest,
+    targets: Vec<crate::config::Target>,
     cancel: CancellationToken,
     ctx: StreamCtx,
 ) {
@@ -78,7 +79,7 @@ pub(super) async fn run(
         chunks: 0,
         usage: None,
     }
-    .drive(request)
+    .drive(request, targets)
     .await;
     // Free the id before the client can see the end, so it may reuse it at once.
     drop(registration);
@@ -165,16 +166,19 @@ impl Generation<'_> {
         self.ctx.out.send(frame).await.map_err(|_| ())
     }
 
-    async fn drive(mut self, request: GenerateRequest) -> Result<GenerateDone, WireError> {
+    async fn drive(
+        mut self,
+        request: GenerateRequest,
+        targets: Vec<crate::config::Target>,
+    ) -> Result<GenerateDone, WireError> {
         let daemon = &self.ctx.daemon;
         let keepalive_every = daemon.limits.keepalive_interval;
         let streaming = request.stream;
         let config = daemon.factory.config();
-        let targets = resilience::targets(&config, &request);
         let deadline_error = |chunks| resilience::deadline_error(&config, &targets, chunks);
 
         // Opening: retries and fallbacks happen inside; keepalives go out meanwhile.
-        let open = resilience::open(&daemon.factory, &request);
+        let open = resilience::open(&daemon.factory, &request, &targets);
         tokio::pin!(open);
         let mut quiet_since = Instant::now();
         let opened = loop {

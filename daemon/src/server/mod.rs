@@ -4,6 +4,7 @@
 //! client (frames in, frames out, dispatch), [`generation`] runs one streamed generation,
 //! and this module accepts connections under a semaphore and drains them on shutdown.
 
+pub mod admin;
 pub mod connection;
 pub mod generation;
 pub mod listener;
@@ -85,18 +86,58 @@ pub struct Daemon {
     pub started: Instant,
     /// Reloads the configuration (SIGHUP, the `reload` request).
     pub reloader: crate::reload::Reloader,
+    /// Who may ask what; replaced whole on reload.
+    pub auth: std::sync::RwLock<Arc<crate::access::AuthProvider>>,
+    /// The sealed credentials.
+    #[cfg(unix)]
+    pub vault: Arc<crate::credentials::Vault>,
 }
 
 impl Daemon {
-    /// Daemon state for a configuration, with every built-in provider type.
+    /// Daemon state for a configuration, with every built-in provider type, the access
+    /// policy of its `[access]` table (tokens in memory) and no credential store: for the
+    /// demo and tests. `provd serve` uses [`Daemon::assemble`].
     pub fn new(config: Config) -> Daemon {
+        let auth = crate::access::AuthProvider::new(
+            &config.access,
+            None,
+            crate::access::TokenStore::in_memory(),
+        )
+        .unwrap_or_else(|e| panic!("the [access] table of an in-process daemon is invalid: {e}"));
+        #[cfg(unix)]
+        return Daemon::assemble(
+            config,
+            auth,
+            Arc::new(crate::credentials::Vault::disabled()),
+        );
+        #[cfg(not(unix))]
+        return Daemon::assemble(config, auth);
+    }
+
+    /// Daemon state from its parts.
+    pub fn assemble(
+        config: Config,
+        auth: crate::access::AuthProvider,
+        #[cfg(unix)] vault: Arc<crate::credentials::Vault>,
+    ) -> Daemon {
+        let factory = LlmProviderFactory::with_builtin_providers(config.clone());
+        #[cfg(unix)]
+        factory.set_vault(vault.clone());
         Daemon {
             limits: Limits::from(&config.daemon),
             reloader: crate::reload::Reloader::new(None, &config, Default::default()),
-            factory: LlmProviderFactory::with_builtin_providers(config),
+            factory,
             stats: Stats::default(),
             started: Instant::now(),
+            auth: std::sync::RwLock::new(Arc::new(auth)),
+            #[cfg(unix)]
+            vault,
         }
+    }
+
+    /// The access policy in force.
+    pub fn auth(&self) -> Arc<crate::access::AuthProvider> {
+        self.auth.read().expect("auth lock poisoned").clone()
     }
 }
 

@@ -1,0 +1,218 @@
+//! The daemon's credential service: the one owner of the sealed store at run time.
+//!
+//! At start-up (and on reload) it finds the master key, opens the store, and seals the
+//! keys of the configured `.env` file (`[daemon] env_file`, the single source of truth
+//! when set). Providers ask it for their key when an instance is built; admin requests
+//! change it. A provider whose key changes has its cached instances dropped, so the next
+//! request builds one with the new key while running streams keep the old one.
+//!
+//! Without a master key and without sealed files, the vault is off and keys come from the
+//! daemon's environment only (the factory's fallback). Sealed files without a key are a
+//! start-up error: the daemon never runs with credentials it was told about but cannot
+//! read.
+
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+
+use crate::config::Config;
+use crate::secret::Secret;
+
+use super::{
+    read_dotenv, CredentialInfo, MasterKey, MasterKeyError, ProcessEnvironment, SecureStorage,
+    StoreError,
+};
+
+/// Why the credentials are unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    /// Sealed credentials exist but no master key was given.
+    #[error("sealed credentials exist in {} but no master key was found: {hint}", dir.display())]
+    NoKey {
+        /// The state directory.
+        dir: PathBuf,
+        /// How to provide one.
+        hint: String,
+    },
+    /// The master key is unusable.
+    #[error(transparent)]
+    Key(#[from] MasterKeyError),
+    /// The store refused.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The `.env` file could not be imported.
+    #[error("{0}")]
+    EnvFile(String),
+    /// A request needs the store, which is off.
+    #[error("no credential store: start provd with a master key (provd key generate; then $CREDENTIALS_DIRECTORY/provd-master-key, PROVD_MASTER_KEY_FILE or SECRET_KEY)")]
+    Disabled,
+}
+
+/// The sealed store, when there is one.
+#[derive(Debug)]
+pub struct Vault {
+    store: Option<RwLock<SecureStorage>>,
+    dir: PathBuf,
+}
+
+/// The state directory: `[daemon] state_dir`, else `$STATE_DIRECTORY` (systemd), else
+/// `$XDG_STATE_HOME/provd`, else `/var/lib/provd` for root, else `~/.local/state/provd`.
+pub fn state_dir(config: &Config) -> PathBuf {
+    if let Some(dir) = &config.daemon.state_dir {
+        return dir.clone();
+    }
+    let env = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    if let Some(dir) = env("STATE_DIRECTORY") {
+        // systemd may pass several, colon-separated; the first is ours.
+        let first = dir
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        return PathBuf::from(first);
+    }
+    if let Some(dir) = env("XDG_STATE_HOME") {
+        return dir.join("provd");
+    }
+    if crate::sys::effective_uid() == 0 {
+        return PathBuf::from("/var/lib/provd");
+    }
+    env("HOME")
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join(".local/state/provd")
+}
+
+fn has_sealed_files(dir: &Path) -> bool {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries.flatten().any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .ends_with(super::store::FILE_SUFFIX)
+            })
+        })
+        .unwrap_or(false)
+}
+
+impl Vault {
+    /// Opens the store of `config`'s state directory with the master key from the
+    /// environment (the log names the key's source, never the key).
+    pub fn open(config: &Config) -> Result<Vault, VaultError> {
+        let dir = state_dir(config);
+        match MasterKey::load(&ProcessEnvironment) {
+            Ok((key, source)) => {
+                tracing::info!(source = %source, state_dir = %dir.display(), "master key loaded; opening the credential store");
+                let store = SecureStorage::open(dir.clone(), key)?;
+                Ok(Vault { store: Some(RwLock::new(store)), dir })
+            }
+            Err(MasterKeyError::Missing) if !has_sealed_files(&dir) => {
+                tracing::info!("no master key: credentials come from the environment only");
+                Ok(Vault { store: None, dir })
+            }
+            Err(MasterKeyError::Missing) => Err(VaultError::NoKey {
+                dir,
+                hint: "give the key as the systemd credential provd-master-key, in a file named by PROVD_MASTER_KEY_FILE, or in SECRET_KEY".into(),
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A vault that holds nothing (no store): keys come from the environment.
+    pub fn disabled() -> Vault {
+        Vault {
+            store: None,
+            dir: PathBuf::new(),
+        }
+    }
+
+    /// The state directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether a store is open.
+    pub fn is_enabled(&self) -> bool {
+        self.store.is_some()
+    }
+
+    fn with_store<T>(
+        &self,
+        f: impl FnOnce(&SecureStorage) -> Result<T, StoreError>,
+    ) -> Result<T, VaultError> {
+        let store = self.store.as_ref().ok_or(VaultError::Disabled)?;
+        Ok(f(&store.read().expect("store lock poisoned"))?)
+    }
+
+    /// Seals the keys of `config`'s `.env` file (if it names one) and applies its base
+    /// URL overrides to `config`. Returns the provider ids whose key changed.
+    pub fn sync_env_file(&self, config: &mut Config) -> Result<Vec<String>, VaultError> {
+        let Some(path) = config.daemon.env_file.clone() else {
+            return Ok(Vec::new());
+        };
+        let import = read_dotenv(&path, config).map_err(|e| VaultError::EnvFile(e.to_string()))?;
+        for o in &import.base_urls {
+            if let Some(p) = config.providers.get_mut(&o.provider) {
+                p.base_url = Some(o.base_url.clone());
+            }
+        }
+        let source = format!("env-file:{}", path.display());
+        let mut changed = Vec::new();
+        for c in import.credentials {
+            if self.replace(&c.provider, &c.secret, &source)? {
+                changed.push(c.provider);
+            }
+        }
+        if !import.unknown.is_empty() {
+            tracing::info!(file = %path.display(), variables = ?import.unknown, "variables in the env file that provd does not use");
+        }
+        tracing::info!(file = %path.display(), sealed = changed.len(), "env file imported");
+        Ok(changed)
+    }
+
+    /// Stores `secret` for `id` unless the same one is stored; returns whether it changed.
+    pub fn replace(&self, id: &str, secret: &Secret, source: &str) -> Result<bool, VaultError> {
+        self.with_store(|s| {
+            if s.get(id)?.is_some_and(|old| old.secret == *secret) {
+                return Ok(false);
+            }
+            s.put(id, secret, source)?;
+            Ok(true)
+        })
+    }
+
+    /// The key of provider `id`, if sealed. A store error is logged and treated as
+    /// absent (the provider then reports that it has no key), never a plaintext fallback.
+    pub fn get(&self, id: &str) -> Option<Secret> {
+        let store = self.store.as_ref()?;
+        match store.read().expect("store lock poisoned").get(id) {
+            Ok(found) => found.map(|c| c.secret),
+            Err(e) => {
+                tracing::error!(provider = id, error = %e, "cannot unseal the provider's credential");
+                None
+            }
+        }
+    }
+
+    /// Removes provider `id`'s key.
+    pub fn remove(&self, id: &str) -> Result<bool, VaultError> {
+        self.with_store(|s| s.remove(id))
+    }
+
+    /// Every stored credential's public facts.
+    pub fn list(&self) -> Result<Vec<Result<CredentialInfo, StoreError>>, VaultError> {
+        self.with_store(|s| s.list())
+    }
+
+    /// Re-seals everything under `new_key`; the vault uses it from now on.
+    pub fn rotate(&self, new_key: MasterKey) -> Result<usize, VaultError> {
+        let store = self.store.as_ref().ok_or(VaultError::Disabled)?;
+        Ok(store
+            .write()
+            .expect("store lock poisoned")
+            .rotate(new_key)?)
+    }
+}

@@ -1,0 +1,286 @@
+//! Admin requests: credentials, tokens, key rotation, shutdown. Each is allowed only to
+//! admins ([`crate::access::AuthProvider::check_admin`]), and no reply ever carries a
+//! credential: `creds_list` shows fingerprints, a token is shown once, at creation.
+
+use std::sync::Arc;
+
+use provd_client::message::{
+    self, method, CredentialEntry, CredsImportParams, CredsImportResult, CredsList, CredsSetParams,
+    Empty, KeyRotateParams, KeyRotateResult, ProviderFailure, ProviderParams, TokenCreateParams,
+    TokenCreated, TokenInfo, TokenList, TokenRevokeParams,
+};
+use provd_client::{ErrorCode, ModelList, WireError};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::Daemon;
+use crate::access::Grant;
+use crate::secret::Secret;
+
+/// The admin methods, for dispatch and for the "unknown method" message.
+pub const METHODS: [&str; 10] = [
+    method::CREDS_SET,
+    method::CREDS_LIST,
+    method::CREDS_REMOVE,
+    method::CREDS_TEST,
+    method::CREDS_IMPORT,
+    method::KEY_ROTATE,
+    method::TOKEN_CREATE,
+    method::TOKEN_LIST,
+    method::TOKEN_REVOKE,
+    method::SHUTDOWN,
+];
+
+/// Whether a method's params carry a secret (the connection wipes the frame after it).
+pub fn carries_secret(method: &str) -> bool {
+    matches!(
+        method,
+        method::CREDS_SET | method::CREDS_IMPORT | method::KEY_ROTATE
+    )
+}
+
+fn decode<P: DeserializeOwned>(method: &str, params: &[u8]) -> Result<P, WireError> {
+    message::decode(params)
+        .map_err(|e| WireError::new(ErrorCode::InvalidRequest, format!("{method} params: {e}")))
+}
+
+fn encoded<R: Serialize>(id: u32, result: &R) -> Result<Vec<u8>, WireError> {
+    message::encode_result(id, result)
+        .map_err(|e| WireError::new(ErrorCode::Internal, e.to_string()))
+}
+
+fn failed(e: impl std::fmt::Display) -> WireError {
+    WireError::new(ErrorCode::Internal, e.to_string())
+}
+
+fn unknown_provider(daemon: &Daemon, id: &str) -> Result<(), WireError> {
+    if daemon.factory.config().providers.contains_key(id) {
+        return Ok(());
+    }
+    Err(WireError::new(
+        ErrorCode::NotFound,
+        format!("no provider '{id}' is configured"),
+    ))
+}
+
+/// Handles admin request `method`; returns the reply frame. `shutdown` is the daemon's
+/// stop switch.
+pub async fn handle(
+    daemon: &Arc<Daemon>,
+    grant: &Grant,
+    id: u32,
+    method: &str,
+    params: &[u8],
+    shutdown: &crate::shutdown::Shutdown,
+) -> Result<Vec<u8>, WireError> {
+    daemon.auth().check_admin(grant, method)?;
+    tracing::info!(peer = %grant.peer, request = method, "admin request");
+    #[cfg(unix)]
+    let vault = &daemon.vault;
+    match method {
+        method::CREDS_SET => {
+            let p: CredsSetParams = decode(method, params)?;
+            unknown_provider(daemon, &p.provider)?;
+            let secret = Secret::new(p.secret);
+            if secret.is_empty() {
+                return Err(WireError::new(
+                    ErrorCode::InvalidRequest,
+                    "the key is empty",
+                ));
+            }
+            #[cfg(unix)]
+            {
+                vault
+                    .replace(&p.provider, &secret, "set")
+                    .map_err(store_error)?;
+                daemon.factory.retire_provider(&p.provider);
+            }
+            encoded(id, &Empty {})
+        }
+        method::CREDS_LIST => {
+            decode::<Empty>(method, params)?;
+            let mut list = CredsList::default();
+            #[cfg(unix)]
+            for entry in vault.list().map_err(store_error)? {
+                match entry {
+                    Ok(c) => list.credentials.push(CredentialEntry {
+                        provider: c.id,
+                        source: c.source,
+                        fingerprint: c.fingerprint,
+                        updated_at: c.updated,
+                    }),
+                    Err(e) => list.errors.push(ProviderFailure {
+                        provider: String::new(),
+                        error: WireError::new(ErrorCode::Internal, e.to_string()),
+                    }),
+                }
+            }
+            encoded(id, &list)
+        }
+        method::CREDS_REMOVE => {
+            let p: ProviderParams = decode(method, params)?;
+            #[cfg(unix)]
+            {
+                if !vault.remove(&p.provider).map_err(store_error)? {
+                    return Err(WireError::new(
+                        ErrorCode::NotFound,
+                        format!("no stored credential for '{}'", p.provider),
+                    ));
+                }
+                daemon.factory.retire_provider(&p.provider);
+            }
+            encoded(id, &Empty {})
+        }
+        method::CREDS_TEST => {
+            let p: ProviderParams = decode(method, params)?;
+            unknown_provider(daemon, &p.provider)?;
+            // A fresh instance, so the test uses the key stored now.
+            daemon.factory.retire_provider(&p.provider);
+            let list: ModelList = daemon
+                .factory
+                .list_models(Some(&p.provider))
+                .await
+                .map_err(|e| e.to_wire())?;
+            encoded(id, &list)
+        }
+        method::CREDS_IMPORT => {
+            let p: CredsImportParams = decode(method, params)?;
+            encoded(id, &import(daemon, p)?)
+        }
+        method::KEY_ROTATE => {
+            let p: KeyRotateParams = decode(method, params)?;
+            encoded(id, &rotate(daemon, p)?)
+        }
+        method::TOKEN_CREATE => {
+            let p: TokenCreateParams = decode(method, params)?;
+            if p.providers.is_empty() {
+                return Err(WireError::new(
+                    ErrorCode::InvalidRequest,
+                    "a token must name at least one provider",
+                ));
+            }
+            for provider in &p.providers {
+                unknown_provider(daemon, provider)?;
+            }
+            let created = daemon
+                .auth()
+                .tokens()
+                .create(p.providers, p.ttl_seconds)
+                .map_err(failed)?;
+            encoded(
+                id,
+                &TokenCreated {
+                    token: created.token.expose().to_owned(),
+                    id: created.record.id,
+                    expires_at: created.record.expires_at,
+                },
+            )
+        }
+        method::TOKEN_LIST => {
+            decode::<Empty>(method, params)?;
+            let tokens = daemon
+                .auth()
+                .tokens()
+                .list()
+                .into_iter()
+                .map(|r| TokenInfo {
+                    id: r.id,
+                    providers: r.providers,
+                    created_at: r.created_at,
+                    expires_at: r.expires_at,
+                })
+                .collect();
+            encoded(id, &TokenList { tokens })
+        }
+        method::TOKEN_REVOKE => {
+            let p: TokenRevokeParams = decode(method, params)?;
+            if !daemon.auth().tokens().revoke(&p.id).map_err(failed)? {
+                return Err(WireError::new(
+                    ErrorCode::NotFound,
+                    format!("no token with id '{}'", p.id),
+                ));
+            }
+            encoded(id, &Empty {})
+        }
+        method::SHUTDOWN => {
+            decode::<Empty>(method, params)?;
+            tracing::info!(peer = %grant.peer, "stopping: shutdown requested");
+            shutdown.stop();
+            encoded(id, &Empty {})
+        }
+        other => Err(WireError::new(
+            ErrorCode::InvalidRequest,
+            format!("unknown admin method '{other}'"),
+        )),
+    }
+}
+
+#[cfg(unix)]
+fn import(daemon: &Daemon, p: CredsImportParams) -> Result<CredsImportResult, WireError> {
+    let config = daemon.factory.config();
+    let import = crate::credentials::dotenv::parse_dotenv(
+        p.contents.as_bytes(),
+        std::path::Path::new(&p.name),
+        &config,
+    )
+    .map_err(|e| WireError::new(ErrorCode::InvalidRequest, e.to_string()))?;
+    let source = format!("import:{}", p.name);
+    let mut result = CredsImportResult {
+        unknown: import.unknown,
+        skipped: import.skipped.iter().map(|s| format!("{s:?}")).collect(),
+        ..Default::default()
+    };
+    for c in import.credentials {
+        if daemon
+            .vault
+            .replace(&c.provider, &c.secret, &source)
+            .map_err(store_error)?
+        {
+            daemon.factory.retire_provider(&c.provider);
+        }
+        result.sealed.push(c.provider);
+    }
+    Ok(result)
+}
+
+#[cfg(not(unix))]
+fn import(_: &Daemon, p: CredsImportParams) -> Result<CredsImportResult, WireError> {
+    Err(WireError::new(
+        ErrorCode::Unavailable,
+        format!(
+            "cannot import {}: no credential store on this platform",
+            p.name
+        ),
+    ))
+}
+
+#[cfg(unix)]
+fn rotate(daemon: &Daemon, p: KeyRotateParams) -> Result<KeyRotateResult, WireError> {
+    let key = crate::credentials::MasterKey::from_hex(p.new_key.trim().as_bytes(), "key_rotate")
+        .map_err(|e| WireError::new(ErrorCode::InvalidRequest, e.to_string()))?;
+    let resealed = daemon.vault.rotate(key).map_err(store_error)?;
+    tracing::warn!(
+        resealed,
+        "credentials re-sealed under a new master key: update the key source before the next start"
+    );
+    Ok(KeyRotateResult {
+        resealed: resealed.try_into().unwrap_or(u32::MAX),
+    })
+}
+
+#[cfg(not(unix))]
+fn rotate(_: &Daemon, _: KeyRotateParams) -> Result<KeyRotateResult, WireError> {
+    Err(WireError::new(
+        ErrorCode::Unavailable,
+        "no credential store on this platform",
+    ))
+}
+
+#[cfg(unix)]
+fn store_error(e: crate::credentials::VaultError) -> WireError {
+    let code = match e {
+        crate::credentials::VaultError::Disabled => ErrorCode::Unavailable,
+        _ => ErrorCode::Internal,
+    };
+    WireError::new(code, e.to_string())
+}
