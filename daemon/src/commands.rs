@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use provd_client::message;
 use provd_client::{Client, ClientError, GenerateEvent, GenerateRequest};
 use serde_json::json;
 
@@ -339,7 +340,7 @@ pub struct GenerateOptions {
 
 /// `provd generate`: streams text to stdout as it arrives, usage to stderr at the end.
 pub async fn generate(socket: &Path, options: GenerateOptions) -> Result<(), CommandError> {
-    let client = Client::connect_as(socket, "provd-cli").await?;
+    let client = connect(socket).await?;
     stream_to_stdout(&client, options).await
 }
 
@@ -400,13 +401,23 @@ async fn stream_to_stdout(client: &Client, options: GenerateOptions) -> Result<(
     Ok(())
 }
 
+/// Environment variable a client command reads its bearer token from (never an
+/// argument: arguments are visible to every user in `ps`).
+pub const TOKEN_ENV: &str = "PROVD_TOKEN";
+
+/// Connects as the CLI, presenting `$PROVD_TOKEN` if set.
+async fn connect(socket: &Path) -> Result<Client, ClientError> {
+    let token = std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty());
+    Client::connect_with_token(socket, "provd-cli", token.as_deref()).await
+}
+
 /// `provd models`.
 pub async fn models(
     socket: &Path,
     provider: Option<&str>,
     as_json: bool,
 ) -> Result<(), CommandError> {
-    let client = Client::connect_as(socket, "provd-cli").await?;
+    let client = connect(socket).await?;
     let list = client.list_models(provider).await?;
     if as_json {
         println!(
@@ -431,7 +442,7 @@ pub async fn models(
 
 /// `provd providers`.
 pub async fn providers(socket: &Path, as_json: bool) -> Result<(), CommandError> {
-    let client = Client::connect_as(socket, "provd-cli").await?;
+    let client = connect(socket).await?;
     let list = client.list_providers().await?;
     if as_json {
         println!(
@@ -454,7 +465,7 @@ pub async fn providers(socket: &Path, as_json: bool) -> Result<(), CommandError>
 
 /// `provd status`.
 pub async fn status(socket: &Path, as_json: bool) -> Result<(), CommandError> {
-    let client = Client::connect_as(socket, "provd-cli").await?;
+    let client = connect(socket).await?;
     let s = client.status().await?;
     if as_json {
         println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
@@ -481,7 +492,7 @@ pub async fn status(socket: &Path, as_json: bool) -> Result<(), CommandError> {
 
 /// `provd ping`: prints the round trip.
 pub async fn ping(socket: &Path) -> Result<(), CommandError> {
-    let client = Client::connect_as(socket, "provd-cli").await?;
+    let client = connect(socket).await?;
     let start = std::time::Instant::now();
     client.ping().await?;
     println!(
@@ -495,7 +506,7 @@ pub async fn ping(socket: &Path) -> Result<(), CommandError> {
 /// `provd reload`: asks the daemon to re-read its configuration and credentials, and
 /// prints what changed. A rejected reload is an error (the daemon keeps its configuration).
 pub async fn reload(socket: &Path, as_json: bool) -> Result<(), CommandError> {
-    let client = Client::connect_as(socket, "provd-cli").await?;
+    let client = connect(socket).await?;
     let r = client.reload().await?;
     if as_json {
         println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
@@ -583,4 +594,255 @@ pub async fn demo() -> Result<(), CommandError> {
     let _ = server.await;
     eprintln!("provd demo: daemon stopped");
     result
+}
+
+/// `provd creds set ID`: the key is read from stdin, or from the terminal without echo;
+/// never from an argument.
+pub async fn creds_set(socket: &Path, provider: &str) -> Result<(), CommandError> {
+    let secret = crate::secret::Secret::new(read_secret(&format!("API key for {provider}: "))?);
+    if secret.is_empty() {
+        return Err(CommandError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "no key given",
+        )));
+    }
+    let client = connect(socket).await?;
+    let params = message::CredsSetParams {
+        provider: provider.to_owned(),
+        secret: secret.expose().to_owned(),
+    };
+    let _: message::Empty = client.request(message::method::CREDS_SET, &params).await?;
+    eprintln!("sealed the key of '{provider}'; the next request uses it");
+    Ok(())
+}
+
+fn read_secret(prompt: &str) -> Result<String, CommandError> {
+    use std::io::{IsTerminal, Read};
+    if std::io::stdin().is_terminal() {
+        #[cfg(unix)]
+        return Ok(crate::sys::read_password(prompt)?);
+    }
+    let _ = prompt;
+    let mut text = String::new();
+    std::io::stdin().read_to_string(&mut text)?;
+    Ok(text.trim().to_owned())
+}
+
+/// `provd creds list`: ids, sources, fingerprints; never a key.
+pub async fn creds_list(socket: &Path, as_json: bool) -> Result<(), CommandError> {
+    let client = connect(socket).await?;
+    let list: message::CredsList = client
+        .request(message::method::CREDS_LIST, &message::Empty {})
+        .await?;
+    if as_json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&list).unwrap_or_default()
+        );
+        return Ok(());
+    }
+    for c in &list.credentials {
+        println!(
+            "{:<16} {:<14} {:<32} updated {}",
+            c.provider, c.fingerprint, c.source, c.updated_at
+        );
+    }
+    for e in &list.errors {
+        eprintln!("unreadable: {}", e.error);
+    }
+    Ok(())
+}
+
+/// `provd creds remove ID`.
+pub async fn creds_remove(socket: &Path, provider: &str) -> Result<(), CommandError> {
+    let client = connect(socket).await?;
+    let _: message::Empty = client
+        .request(
+            message::method::CREDS_REMOVE,
+            &message::ProviderParams {
+                provider: provider.to_owned(),
+            },
+        )
+        .await?;
+    eprintln!("removed the key of '{provider}'");
+    Ok(())
+}
+
+/// `provd creds test ID`: a cheap authenticated call (list models) with the stored key.
+pub async fn creds_test(socket: &Path, provider: &str) -> Result<(), CommandError> {
+    let client = connect(socket).await?;
+    let list: provd_client::ModelList = client
+        .request(
+            message::method::CREDS_TEST,
+            &message::ProviderParams {
+                provider: provider.to_owned(),
+            },
+        )
+        .await?;
+    println!(
+        "ok: '{provider}' accepted its key and lists {} models",
+        list.models.len()
+    );
+    Ok(())
+}
+
+/// `provd creds import FILE`: the file is read here and sent to the daemon, which maps
+/// its variables to the configured providers and seals the keys.
+pub async fn creds_import(socket: &Path, file: &Path) -> Result<(), CommandError> {
+    let contents = std::fs::read_to_string(file)?;
+    let client = connect(socket).await?;
+    let params = message::CredsImportParams {
+        name: file.display().to_string(),
+        contents,
+    };
+    let result: message::CredsImportResult = client
+        .request(message::method::CREDS_IMPORT, &params)
+        .await?;
+    println!(
+        "sealed: {}",
+        if result.sealed.is_empty() {
+            "nothing".to_owned()
+        } else {
+            result.sealed.join(", ")
+        }
+    );
+    if !result.unknown.is_empty() {
+        println!("not used by provd: {}", result.unknown.join(", "));
+    }
+    for s in &result.skipped {
+        println!("skipped: {s}");
+    }
+    Ok(())
+}
+
+/// `provd key generate`: a new 256-bit master key, printed once.
+pub fn key_generate() -> Result<(), CommandError> {
+    #[cfg(unix)]
+    {
+        let key = crate::credentials::MasterKey::generate()
+            .map_err(|e| CommandError::Io(std::io::Error::other(e.to_string())))?;
+        println!("{}", key.expose());
+    }
+    Ok(())
+}
+
+/// `provd key rotate`: re-seals every credential under a new key (read from a file or
+/// stdin); the daemon uses it at once, and its key source must be updated before the
+/// next start.
+pub async fn key_rotate(socket: &Path, new_key_file: Option<&Path>) -> Result<(), CommandError> {
+    let new_key = match new_key_file {
+        Some(path) => std::fs::read_to_string(path)?.trim().to_owned(),
+        None => read_secret("new master key (hex): ")?,
+    };
+    let client = connect(socket).await?;
+    let result: message::KeyRotateResult = client
+        .request(
+            message::method::KEY_ROTATE,
+            &message::KeyRotateParams { new_key },
+        )
+        .await?;
+    println!(
+        "re-sealed {} credentials under the new key; give provd the new key before it next starts",
+        result.resealed
+    );
+    Ok(())
+}
+
+/// `provd token create`: prints the token once.
+pub async fn token_create(
+    socket: &Path,
+    providers: Vec<String>,
+    expires: Option<&str>,
+) -> Result<(), CommandError> {
+    let ttl_seconds = expires.map(parse_duration).transpose()?;
+    let client = connect(socket).await?;
+    let created: message::TokenCreated = client
+        .request(
+            message::method::TOKEN_CREATE,
+            &message::TokenCreateParams {
+                providers,
+                ttl_seconds,
+            },
+        )
+        .await?;
+    println!("{}", created.token);
+    eprintln!(
+        "token {} created; it is shown only now (clients pass it in ${TOKEN_ENV})",
+        created.id
+    );
+    Ok(())
+}
+
+/// `provd token list`.
+pub async fn token_list(socket: &Path, as_json: bool) -> Result<(), CommandError> {
+    let client = connect(socket).await?;
+    let list: message::TokenList = client
+        .request(message::method::TOKEN_LIST, &message::Empty {})
+        .await?;
+    if as_json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&list).unwrap_or_default()
+        );
+        return Ok(());
+    }
+    for t in &list.tokens {
+        let expires = t
+            .expires_at
+            .map_or_else(|| "never".to_owned(), |e| e.to_string());
+        println!(
+            "{:<14} expires {:<12} {}",
+            t.id,
+            expires,
+            t.providers.join(",")
+        );
+    }
+    Ok(())
+}
+
+/// `provd token revoke ID`.
+pub async fn token_revoke(socket: &Path, id: &str) -> Result<(), CommandError> {
+    let client = connect(socket).await?;
+    let _: message::Empty = client
+        .request(
+            message::method::TOKEN_REVOKE,
+            &message::TokenRevokeParams { id: id.to_owned() },
+        )
+        .await?;
+    eprintln!("revoked token {id}");
+    Ok(())
+}
+
+/// `provd shutdown`: the daemon drains and stops.
+pub async fn shutdown(socket: &Path) -> Result<(), CommandError> {
+    let client = connect(socket).await?;
+    let _: message::Empty = client
+        .request(message::method::SHUTDOWN, &message::Empty {})
+        .await?;
+    eprintln!("provd is draining and will stop");
+    Ok(())
+}
+
+/// Parses `90s`, `15m`, `12h`, `30d` or plain seconds.
+pub fn parse_duration(text: &str) -> Result<u64, CommandError> {
+    let bad = || {
+        CommandError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("'{text}' is not a duration like 90s, 15m, 12h or 30d"),
+        ))
+    };
+    let text = text.trim();
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(scale).ok_or_else(bad)
 }

@@ -113,9 +113,93 @@ enum Command {
     },
     /// Measure one round trip to the daemon.
     Ping,
+    /// Manage the sealed API keys (admin).
+    Creds {
+        #[command(subcommand)]
+        action: CredsAction,
+    },
+    /// Master key: generate one, or rotate the store to a new one (admin).
+    Key {
+        #[command(subcommand)]
+        action: KeyAction,
+    },
+    /// Bearer tokens that restrict a client to some providers (admin).
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+    /// Ask the daemon to drain and stop (admin).
+    Shutdown,
     /// Start a daemon on a temporary socket, stream one generation from the built-in
     /// mock provider through it, and stop.
     Demo,
+}
+
+#[derive(Debug, Subcommand)]
+enum CredsAction {
+    /// Seal a provider's API key, read from stdin or typed without echo.
+    Set {
+        /// The provider id.
+        provider: String,
+    },
+    /// List stored keys: provider, fingerprint, source, last change (never the key).
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a provider's key.
+    Remove {
+        /// The provider id.
+        provider: String,
+    },
+    /// Check a provider's key with a cheap authenticated call (list models).
+    Test {
+        /// The provider id.
+        provider: String,
+    },
+    /// Seal the keys of a .env file (ANTHROPIC_API_KEY, OPENAI_API_KEY, GEMINI_API_KEY,
+    /// PROVD_<ID>_API_KEY, …).
+    Import {
+        /// The .env file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyAction {
+    /// Print a new 256-bit master key (hex).
+    Generate,
+    /// Re-seal every stored key under a new master key (read from the file, or stdin).
+    Rotate {
+        /// A file holding the new key in hex.
+        #[arg(long, value_name = "FILE")]
+        new_key_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenAction {
+    /// Create a token for some providers; it is printed once.
+    Create {
+        /// Providers it grants, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        providers: Vec<String>,
+        /// Lifetime: 90s, 15m, 12h, 30d [default: never expires]
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// List tokens (ids, providers, expiry; never the token).
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token.
+    Revoke {
+        /// The token's id.
+        id: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -210,6 +294,39 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 commands::stop(&pid_file, std::time::Duration::from_secs(timeout))?;
             }
             Command::Reload { json } => commands::reload(&client_socket(), json).await?,
+            Command::Creds { action } => {
+                let socket = client_socket();
+                match action {
+                    CredsAction::Set { provider } => {
+                        commands::creds_set(&socket, &provider).await?
+                    }
+                    CredsAction::List { json } => commands::creds_list(&socket, json).await?,
+                    CredsAction::Remove { provider } => {
+                        commands::creds_remove(&socket, &provider).await?
+                    }
+                    CredsAction::Test { provider } => {
+                        commands::creds_test(&socket, &provider).await?
+                    }
+                    CredsAction::Import { file } => commands::creds_import(&socket, &file).await?,
+                }
+            }
+            Command::Key { action } => match action {
+                KeyAction::Generate => commands::key_generate()?,
+                KeyAction::Rotate { new_key_file } => {
+                    commands::key_rotate(&client_socket(), new_key_file.as_deref()).await?
+                }
+            },
+            Command::Token { action } => {
+                let socket = client_socket();
+                match action {
+                    TokenAction::Create { providers, expires } => {
+                        commands::token_create(&socket, providers, expires.as_deref()).await?
+                    }
+                    TokenAction::List { json } => commands::token_list(&socket, json).await?,
+                    TokenAction::Revoke { id } => commands::token_revoke(&socket, &id).await?,
+                }
+            }
+            Command::Shutdown => commands::shutdown(&client_socket()).await?,
             Command::Generate {
                 provider,
                 model,

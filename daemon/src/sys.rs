@@ -297,3 +297,42 @@ pub fn protect_process_memory() {
         tracing::warn!(error = %std::io::Error::last_os_error(), "cannot disable core dumps");
     }
 }
+
+/// Reads one line from the controlling terminal with echo off (for `provd creds set` and
+/// `provd key rotate`), so a key typed by hand is neither shown nor kept in the shell's
+/// history or the process's arguments.
+#[cfg(unix)]
+pub fn read_password(prompt: &str) -> std::io::Result<String> {
+    use std::io::{BufRead, Write};
+    use std::os::fd::AsRawFd;
+    let tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")?;
+    let fd = tty.as_raw_fd();
+    // SAFETY: an all-zero termios is a valid value to be overwritten by tcgetattr.
+    let mut saved: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is an open terminal owned by `tty`; `saved` is a live local.
+    if unsafe { libc::tcgetattr(fd, &mut saved) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut quiet = saved;
+    quiet.c_lflag &= !libc::ECHO;
+    quiet.c_lflag |= libc::ECHONL;
+    // SAFETY: as above; `quiet` is a valid termios derived from the current one.
+    if unsafe { libc::tcsetattr(fd, libc::TCSANOW, &quiet) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut writer = &tty;
+    let result = writer
+        .write_all(prompt.as_bytes())
+        .and_then(|()| writer.flush())
+        .and_then(|()| {
+            let mut line = String::new();
+            std::io::BufReader::new(&tty).read_line(&mut line)?;
+            Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+        });
+    // SAFETY: restores the settings read above on the same descriptor.
+    unsafe { libc::tcsetattr(fd, libc::TCSANOW, &saved) };
+    result
+}

@@ -32,6 +32,12 @@ fn help_lists_every_command() {
         "status",
         "ping",
         "demo",
+        "stop",
+        "reload",
+        "creds",
+        "key",
+        "token",
+        "shutdown",
     ] {
         assert!(help.contains(command), "{command} missing from:\n{help}");
     }
