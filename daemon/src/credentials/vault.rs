@@ -107,6 +107,11 @@ impl Vault {
             Ok((key, source)) => {
                 tracing::info!(source = %source, state_dir = %dir.display(), "master key loaded; opening the credential store");
                 let store = SecureStorage::open(dir.clone(), key)?;
+                // Every sealed file must open now: a wrong key or a damaged file is a
+                // start-up error naming the provider, not a surprise at its first request.
+                for entry in store.list()? {
+                    entry?;
+                }
                 Ok(Vault { store: Some(RwLock::new(store)), dir })
             }
             Err(MasterKeyError::Missing) if !has_sealed_files(&dir) => {
