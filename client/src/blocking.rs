@@ -94,9 +94,10 @@ impl Generation {
 
     /// A handle to cancel this generation from another thread.
     pub fn cancel_handle(&self) -> Option<BlockingCancel> {
-        self.inner
-            .as_ref()
-            .map(|g| BlockingCancel(g.cancel_handle()))
+        self.inner.as_ref().map(|g| BlockingCancel {
+            handle: g.cancel_handle(),
+            runtime: self.runtime.clone(),
+        })
     }
 
     /// Reads to the end; returns the text and the terminal result.
@@ -125,18 +126,22 @@ impl Drop for Generation {
 
 /// Cancels a blocking generation from any thread.
 #[derive(Clone, Debug)]
-pub struct BlockingCancel(CancelHandle);
+pub struct BlockingCancel {
+    handle: CancelHandle,
+    // Owned, not a `Handle`: a cancel from another thread must keep the runtime alive
+    // even if the client and the generation are dropped meanwhile.
+    runtime: Arc<tokio::runtime::Runtime>,
+}
 
 impl BlockingCancel {
-    /// Asks the daemon to cancel; the generation then ends with `cancelled`.
+    /// Asks the daemon to cancel; the generation then ends with `cancelled`. Call it from
+    /// a plain thread: like every blocking call, it panics inside an async runtime.
     pub fn cancel(&self) -> Result<(), ClientError> {
-        let handle = self.0.runtime().clone();
-        // Not `block_on` of the handle from inside a runtime thread: callers are user threads.
-        handle.block_on(self.0.cancel())
+        self.runtime.block_on(self.handle.cancel())
     }
 
     /// The generation's id.
     pub fn id(&self) -> u32 {
-        self.0.id()
+        self.handle.id()
     }
 }

@@ -596,8 +596,4 @@ impl CancelHandle {
     pub fn id(&self) -> u32 {
         self.id
     }
-
-    pub(crate) fn runtime(&self) -> &tokio::runtime::Handle {
-        &self.shared.runtime
-    }
 }

@@ -400,13 +400,24 @@ impl Config {
             for (i, target) in p.fallbacks.iter().enumerate() {
                 self.check_target(target, &key(&format!("fallbacks[{i}]")), path)?;
             }
-            if p.kind == ProviderKind::Mock {
-                crate::provider::mock::MockOptions::from_table(&p.options)
-                    .map_err(|(field, rule)| invalid(key(&format!("options.{field}")), rule))?;
-            }
-            if p.kind == ProviderKind::Anthropic {
-                crate::provider::anthropic::AnthropicOptions::from_table(&p.options)
-                    .map_err(|(field, rule)| invalid(key(&format!("options.{field}")), rule))?;
+            match p.kind {
+                ProviderKind::Mock => {
+                    crate::provider::mock::MockOptions::from_table(&p.options)
+                        .map_err(|(field, rule)| invalid(key(&format!("options.{field}")), rule))?;
+                }
+                ProviderKind::Anthropic => {
+                    crate::provider::anthropic::AnthropicOptions::from_table(&p.options)
+                        .map_err(|(field, rule)| invalid(key(&format!("options.{field}")), rule))?;
+                }
+                // These types take no options: a typo must not pass silently.
+                _ => {
+                    if let Some(field) = p.options.keys().next() {
+                        return Err(invalid(
+                            key(&format!("options.{field}")),
+                            format!("is not an option of type {} (it has none)", p.kind),
+                        ));
+                    }
+                }
             }
         }
         Ok(())

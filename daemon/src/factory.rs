@@ -29,11 +29,17 @@ fn credential_from_env(config: &crate::config::ProviderConfig) -> Option<crate::
         .api_key_env
         .as_deref()
         .or(crate::provider::default_key_env(config.kind))?;
-    let value = std::env::var(var).ok().or_else(|| {
-        (config.kind == ProviderKind::Gemini)
+    // Gemini's documented second name applies only to the type's default variable, and
+    // also when that one is set but empty.
+    let fallback = || {
+        (config.kind == ProviderKind::Gemini && config.api_key_env.is_none())
             .then(|| std::env::var("GOOGLE_API_KEY").ok())
             .flatten()
-    })?;
+    };
+    let value = std::env::var(var)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .or_else(fallback)?;
     let secret = crate::secret::Secret::new(value);
     (!secret.is_empty()).then_some(secret)
 }

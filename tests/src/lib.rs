@@ -87,6 +87,7 @@ pub struct DaemonBuilder {
     config: Option<String>,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    env_removed: Vec<String>,
     socket: Option<PathBuf>,
 }
 
@@ -112,6 +113,12 @@ impl DaemonBuilder {
     /// Sets an environment variable.
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Removes an environment variable the daemon would otherwise inherit.
+    pub fn env_remove(mut self, key: &str) -> Self {
+        self.env_removed.push(key.to_owned());
         self
     }
 
@@ -151,6 +158,9 @@ impl DaemonBuilder {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        for key in &self.env_removed {
+            cmd.env_remove(key);
+        }
         let mut child = cmd.spawn().expect("spawn provd");
         let stderr = child.stderr.take().expect("stderr piped");
         let log = Arc::new(Mutex::new(String::new()));

@@ -161,7 +161,8 @@ pub fn status_error(
     let code = match status.as_u16() {
         400 | 413 | 422 => ErrorCode::InvalidRequest,
         401 => ErrorCode::Unauthenticated,
-        403 => ErrorCode::PermissionDenied,
+        // 402: a billing or spend limit (Anthropic's billing_error), which no retry fixes.
+        402 | 403 => ErrorCode::PermissionDenied,
         404 => ErrorCode::NotFound,
         408 => ErrorCode::Timeout,
         429 => ErrorCode::RateLimited,
