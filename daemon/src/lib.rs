@@ -1,13 +1,15 @@
 //! # provd
 //!
 //! The local LLM provider daemon. It owns the connections to LLM providers, the provider
-//! cache and (later) the decrypted credentials; local programs talk to it over a Unix
+//! cache and the decrypted credentials; local programs talk to it over a Unix
 //! socket with the protocol of [`provd_client`].
 //!
 //! - [`server`]: the socket, connections, dispatch, generations, graceful drain.
 //! - [`factory`]: provider registry, per-(provider, model) instance cache, lifecycle.
 //! - [`provider`]: the [`provider::BaseLlmProvider`] trait and the providers.
 //! - [`config`]: the TOML configuration and its validation.
+//! - [`credentials`]: the sealed credential store, the master key and `.env` import
+//!   (Unix only).
 //! - [`commands`]: what the `provd` command does, for `main.rs` to call.
 //! - [`systemd`], [`daemonize`], [`reload`]: running as a service: readiness and socket
 //!   activation under systemd, `--daemon` without it, SIGHUP and the `reload` request.
@@ -15,6 +17,8 @@
 pub mod access;
 pub mod commands;
 pub mod config;
+#[cfg(unix)]
+pub mod credentials;
 #[cfg(unix)]
 pub mod daemonize;
 pub mod factory;

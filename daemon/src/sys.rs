@@ -221,3 +221,57 @@ pub fn user_groups(uid: u32, primary_gid: u32) -> Vec<u32> {
         groups.resize(wanted, 0);
     }
 }
+
+/// Takes an advisory `flock(2)` lock on `file`, waiting until it is granted; `exclusive`
+/// picks a write lock over a shared one. The lock belongs to the open file description,
+/// so two `File`s opened separately exclude each other even inside one process, and it
+/// is released when the file is closed (or the process dies: a crash never leaves a
+/// stale lock behind).
+#[cfg(unix)]
+pub fn lock_file(file: &std::fs::File, exclusive: bool) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let op = if exclusive {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_SH
+    };
+    loop {
+        // SAFETY: the descriptor is owned by `file`, which outlives the call; flock reads
+        // no memory of ours.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = std::io::Error::last_os_error();
+        // A signal may interrupt the wait; the lock is not held then, so wait again.
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Like [`lock_file`], but returns `Ok(false)` at once instead of waiting when another
+/// open file description holds a conflicting lock. Only the tests need it (to observe a
+/// lock without blocking on it).
+#[cfg(all(unix, test))]
+pub fn try_lock_file(file: &std::fs::File, exclusive: bool) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let op = if exclusive {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_SH
+    } | libc::LOCK_NB;
+    loop {
+        // SAFETY: as in `lock_file`; LOCK_NB only makes the call return instead of wait.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
+        if rc == 0 {
+            return Ok(true);
+        }
+        let err = std::io::Error::last_os_error();
+        match err.kind() {
+            std::io::ErrorKind::WouldBlock => return Ok(false),
+            std::io::ErrorKind::Interrupted => continue,
+            _ => return Err(err),
+        }
+    }
+}
