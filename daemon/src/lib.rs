@@ -22,6 +22,9 @@ pub mod credentials;
 #[cfg(unix)]
 pub mod daemonize;
 pub mod factory;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod provider;
 pub mod reload;
 pub mod resilience;

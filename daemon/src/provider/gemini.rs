@@ -585,7 +585,7 @@ impl From<WireUsage> for Usage {
 /// Reads `GenerateContentResponse`s, streamed or whole, into events; see the module docs
 /// for every choice it makes.
 #[derive(Debug)]
-struct ResponseDecoder {
+pub(crate) struct ResponseDecoder {
     provider: String,
     usage: Option<Usage>,
     /// Candidate 0's finish reason, or content_filter for a blocked prompt.
@@ -594,7 +594,7 @@ struct ResponseDecoder {
 }
 
 impl ResponseDecoder {
-    fn new(provider: &str) -> Self {
+    pub(crate) fn new(provider: &str) -> Self {
         ResponseDecoder {
             provider: provider.to_owned(),
             usage: None,

@@ -341,14 +341,14 @@ struct Delta {
 }
 
 /// Reads `chat.completion.chunk` events up to `[DONE]`.
-struct ChunkDecoder {
+pub(crate) struct ChunkDecoder {
     provider: String,
     usage: Option<Usage>,
     finish: Option<FinishReason>,
 }
 
 impl ChunkDecoder {
-    fn new(provider: &str) -> Self {
+    pub(crate) fn new(provider: &str) -> Self {
         ChunkDecoder {
             provider: provider.to_owned(),
             usage: None,
