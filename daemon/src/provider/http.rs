@@ -190,14 +190,16 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
     };
-    if let Some(ms) = text("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
-        if ms.is_finite() && ms >= 0.0 {
-            return Some(Duration::from_secs_f64(ms / 1000.0));
-        }
+    // `try_from`: a hint too large for a Duration (`1e30`) is no hint, not a panic.
+    if let Some(after) = text("retry-after-ms")
+        .and_then(|v| v.parse::<f64>().ok())
+        .and_then(|ms| Duration::try_from_secs_f64(ms / 1000.0).ok())
+    {
+        return Some(after);
     }
     let value = text("retry-after")?;
     if let Ok(seconds) = value.parse::<f64>() {
-        return (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds));
+        return Duration::try_from_secs_f64(seconds).ok();
     }
     let at = httpdate_to_system_time(value)?;
     Some(
@@ -219,10 +221,17 @@ fn httpdate_to_system_time(s: &str) -> Option<SystemTime> {
     .iter()
     .position(|m| m == month)? as i64
         + 1;
-    let (day, year): (i64, i64) = (day.parse().ok()?, year.parse().ok()?);
+    // Two-digit fields and a four-digit year, as the format has them: larger numbers
+    // would overflow the arithmetic below.
+    let number = |s: &str, digits: usize| -> Option<i64> {
+        (s.len() == digits && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    let (day, year) = (number(day, 2)?, number(year, 4)?);
     let hms: Vec<i64> = time
         .split(':')
-        .map(|p| p.parse().ok())
+        .map(|p| number(p, 2))
         .collect::<Option<_>>()?;
     let [h, m, sec] = hms.as_slice() else {
         return None;
@@ -643,6 +652,38 @@ mod tests {
         );
         h.insert("retry-after", HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn absurd_retry_hints_are_ignored_not_a_panic() {
+        // Each used to panic the request task: Duration::from_secs_f64 on a value too
+        // large for a Duration, or integer overflow on an over-long date field.
+        for (name, value) in [
+            ("retry-after", "1e30"),
+            ("retry-after", "184467440737095516160"),
+            ("retry-after-ms", "1e300"),
+            ("retry-after", "Sun, 06 Nov 99999999999999999 08:49:37 GMT"),
+            (
+                "retry-after",
+                "Sun, 06 Nov 1994 99999999999999999:49:37 GMT",
+            ),
+            (
+                "retry-after",
+                "Sun, 9999999999999999999 Nov 1994 08:49:37 GMT",
+            ),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(name, HeaderValue::from_static(value));
+            assert_eq!(retry_after(&h), None, "{name}: {value}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert("retry-after-ms", HeaderValue::from_static("1e300"));
+        h.insert("retry-after", HeaderValue::from_static("2"));
+        assert_eq!(
+            retry_after(&h),
+            Some(Duration::from_secs(2)),
+            "an unusable ms hint falls back to retry-after"
+        );
     }
 
     #[test]
