@@ -368,6 +368,12 @@ fn stream_bodies() -> Vec<(&'static str, u8, String)> {
             gemini::event(&json!({"error": gemini::status(503, "UNAVAILABLE", "busy", gemini::quota_details("3s"))})),
         ),
         (
+            // Regression: a RetryInfo delay too large for a Duration used to panic.
+            "gemini-error-huge-retry-delay",
+            2,
+            gemini::event(&json!({"error": gemini::status(503, "UNAVAILABLE", "busy", gemini::quota_details("1e30s"))})),
+        ),
+        (
             "ollama",
             3,
             ollama::stream_text("llama-test", &["Hé", "llo 😀"], "stop", (10, 2)),
