@@ -67,6 +67,11 @@ pub const DEFAULT_TOTAL_TIMEOUT_SECONDS: u64 = 600;
 pub const DEFAULT_RETRY_ATTEMPTS: u32 = 3;
 /// Default cap on generated tokens when neither request nor config says.
 pub const DEFAULT_MAX_TOKENS: u32 = 4096;
+/// The largest count (connections, streams, queued frames) or number of seconds the
+/// configuration accepts. The server sizes semaphores and queues with the counts and adds
+/// the seconds to the clock, where a value near 2^63 overflows and panics; 2^32 - 1
+/// seconds is 136 years, which is "never" enough.
+pub const MAX_COUNT_OR_SECONDS: u64 = u32::MAX as u64;
 
 /// One `[providers.<id>]` table: the original design's `ProviderConfig`.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -81,14 +86,16 @@ pub struct ProviderConfig {
     /// Model used when a request names none.
     #[serde(default)]
     pub default_model: Option<String>,
-    /// How long the upstream may stay silent, in seconds (>= 1): before the response
-    /// headers arrive (first byte) and between two pieces of a streamed body (idle).
+    /// How long the upstream may stay silent, in seconds (1 to [`MAX_COUNT_OR_SECONDS`]):
+    /// before the response headers arrive (first byte) and between two pieces of a
+    /// streamed body (idle).
     #[serde(default = "default_timeout")]
     pub timeout_seconds: u64,
-    /// TCP and TLS connect timeout in seconds (>= 1).
+    /// TCP and TLS connect timeout in seconds (1 to [`MAX_COUNT_OR_SECONDS`]).
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_seconds: u64,
-    /// The whole request, retries and fallbacks included, in seconds (>= 1).
+    /// The whole request, retries and fallbacks included, in seconds (1 to
+    /// [`MAX_COUNT_OR_SECONDS`]).
     #[serde(default = "default_total_timeout")]
     pub total_timeout_seconds: u64,
     /// Retries of retryable failures before the first chunk (>= 0).
@@ -157,16 +164,18 @@ pub struct DaemonConfig {
     pub env_file: Option<PathBuf>,
     /// Provider used when a request names none.
     pub default_provider: Option<String>,
-    /// Client connections served at once; more are refused with `overloaded`.
+    /// Client connections served at once (1 to [`MAX_COUNT_OR_SECONDS`]); more are refused
+    /// with `overloaded`.
     pub max_connections: usize,
-    /// Generations one connection may run at once.
+    /// Generations one connection may run at once (1 to [`MAX_COUNT_OR_SECONDS`]).
     pub max_streams_per_connection: usize,
     /// Largest frame accepted, in bytes.
     pub max_frame_bytes: u32,
     /// Frames queued for one connection before its generations wait for the client to
-    /// read: what a slow reader can cost the daemon.
+    /// read: what a slow reader can cost the daemon (1 to [`MAX_COUNT_OR_SECONDS`]).
     pub connection_queue_frames: usize,
-    /// How long running generations may go on after SIGTERM before they are ended.
+    /// How long running generations may go on after SIGTERM before they are ended, in
+    /// seconds (at most [`MAX_COUNT_OR_SECONDS`]).
     pub drain_timeout_seconds: u64,
     /// While a generation's upstream is silent, a `keepalive` notification is sent this
     /// often (milliseconds; 0 = never), so client-side timers don't fire while a model
@@ -332,6 +341,17 @@ impl Config {
                 ));
             }
         }
+        for (key, value) in positive
+            .into_iter()
+            .chain([("drain_timeout_seconds", d.drain_timeout_seconds)])
+        {
+            if value > MAX_COUNT_OR_SECONDS {
+                return Err(invalid(
+                    format!("daemon.{key}"),
+                    format!("must be <= {MAX_COUNT_OR_SECONDS}, got {value}"),
+                ));
+            }
+        }
         if d.max_frame_bytes < 1024 {
             return Err(invalid(
                 "daemon.max_frame_bytes".into(),
@@ -379,6 +399,12 @@ impl Config {
             ] {
                 if value < 1 {
                     return Err(invalid(key(field), format!("must be >= 1, got {value}")));
+                }
+                if value > MAX_COUNT_OR_SECONDS {
+                    return Err(invalid(
+                        key(field),
+                        format!("must be <= {MAX_COUNT_OR_SECONDS}, got {value}"),
+                    ));
                 }
             }
             if p.max_tokens == 0 {
@@ -512,6 +538,38 @@ mod tests {
             err("[providers.a]\ntype = \"mock\"\nbase_url = \"ftp://x\"\n")
                 .contains("providers.a.base_url must start with")
         );
+    }
+
+    #[test]
+    fn counts_and_seconds_the_server_cannot_use_are_refused() {
+        // Each of these used to be accepted, then panicked the daemon at start-up (a
+        // semaphore of max_connections permits), in every connection (a queue of
+        // connection_queue_frames) or in every generation (now + total_timeout_seconds
+        // overflowed the clock).
+        let huge = i64::MAX;
+        for (table, key) in [
+            ("daemon", "max_connections"),
+            ("daemon", "max_streams_per_connection"),
+            ("daemon", "connection_queue_frames"),
+            ("daemon", "drain_timeout_seconds"),
+            ("providers.a", "timeout_seconds"),
+            ("providers.a", "connect_timeout_seconds"),
+            ("providers.a", "total_timeout_seconds"),
+        ] {
+            let text = match table {
+                "daemon" => format!("[providers.a]\ntype = \"mock\"\n[daemon]\n{key} = {huge}\n"),
+                _ => format!("[providers.a]\ntype = \"mock\"\n{key} = {huge}\n"),
+            };
+            assert_eq!(
+                err(&text),
+                format!("config t.toml: {table}.{key} must be <= 4294967295, got {huge}")
+            );
+            let text = text.replace(&huge.to_string(), &MAX_COUNT_OR_SECONDS.to_string());
+            let config = Config::parse(&text, Path::new("t.toml")).unwrap();
+            let targets = [Target::parse("a")];
+            // The largest accepted deadline is still on the clock.
+            crate::resilience::deadline(&config, &targets);
+        }
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub mod config;
 pub mod credentials;
 pub mod daemonize;
 pub mod factory;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod provider;
 pub mod reload;
 pub mod resilience;

@@ -167,7 +167,7 @@ pub async fn open(
             tracing::warn!(provider = %provider_id, attempt, error = %error, "retryable failure before the first chunk");
             let wait = backoff(attempt, error.retry_after);
             last_error = Some(error);
-            if attempt == attempts || Instant::now() + wait >= deadline {
+            if attempt == attempts || waits_past(deadline, wait) {
                 break;
             }
             tokio::time::sleep(wait).await;
@@ -201,6 +201,14 @@ async fn first_event(
             }
         }
     }
+}
+
+/// Whether waiting `wait` from now reaches `deadline`. A wait too long for the clock (an
+/// upstream's retry-after of 1e19 seconds) certainly does, rather than overflowing it.
+fn waits_past(deadline: Instant, wait: Duration) -> bool {
+    Instant::now()
+        .checked_add(wait)
+        .is_none_or(|at| at >= deadline)
 }
 
 /// How long to wait before retry number `attempt + 1`: the upstream's retry-after when it
@@ -237,6 +245,14 @@ mod tests {
             let ceiling = (BACKOFF_BASE * 2u32.saturating_pow(attempt.min(20))).min(BACKOFF_CAP);
             assert!(backoff(attempt, None) <= ceiling);
         }
+    }
+
+    #[test]
+    fn a_retry_hint_longer_than_the_clock_reaches_the_deadline_without_overflow() {
+        let deadline = Instant::now() + Duration::from_secs(3600);
+        assert!(waits_past(deadline, Duration::MAX));
+        assert!(waits_past(deadline, Duration::from_secs(7200)));
+        assert!(!waits_past(deadline, Duration::from_millis(1)));
     }
 
     #[test]

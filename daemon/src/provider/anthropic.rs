@@ -734,14 +734,14 @@ struct ErrorEvent {
 }
 
 /// Reads the Messages stream up to `message_stop`.
-struct EventDecoder {
+pub(crate) struct EventDecoder {
     provider: String,
     tokens: Tokens,
     finish: Option<FinishReason>,
 }
 
 impl EventDecoder {
-    fn new(provider: &str) -> Self {
+    pub(crate) fn new(provider: &str) -> Self {
         EventDecoder {
             provider: provider.to_owned(),
             tokens: Tokens::default(),

@@ -457,7 +457,8 @@ fn refine(error: &mut ProviderError, body: &[u8]) {
 /// `"1.5s"`).
 fn parse_proto_duration(s: &str) -> Option<std::time::Duration> {
     let seconds: f64 = s.trim().strip_suffix('s')?.parse().ok()?;
-    (seconds.is_finite() && seconds >= 0.0).then(|| std::time::Duration::from_secs_f64(seconds))
+    // `try_from`: a delay too large for a Duration (`1e30s`) is no hint, not a panic.
+    std::time::Duration::try_from_secs_f64(seconds).ok()
 }
 
 /// The system-wide code for a google.rpc status name, as Gemini puts it in `status`.
@@ -585,7 +586,7 @@ impl From<WireUsage> for Usage {
 /// Reads `GenerateContentResponse`s, streamed or whole, into events; see the module docs
 /// for every choice it makes.
 #[derive(Debug)]
-struct ResponseDecoder {
+pub(crate) struct ResponseDecoder {
     provider: String,
     usage: Option<Usage>,
     /// Candidate 0's finish reason, or content_filter for a blocked prompt.
@@ -594,7 +595,7 @@ struct ResponseDecoder {
 }
 
 impl ResponseDecoder {
-    fn new(provider: &str) -> Self {
+    pub(crate) fn new(provider: &str) -> Self {
         ResponseDecoder {
             provider: provider.to_owned(),
             usage: None,
@@ -977,6 +978,21 @@ mod tests {
         assert_eq!(parse_proto_duration("34"), None);
         assert_eq!(parse_proto_duration("-1s"), None);
         assert_eq!(parse_proto_duration("soon"), None);
+        assert_eq!(parse_proto_duration("1e30s"), None);
+        assert_eq!(parse_proto_duration("NaNs"), None);
+    }
+
+    #[test]
+    fn an_absurd_retry_delay_in_a_stream_error_is_no_hint() {
+        // An upstream's RetryInfo of 1e30 seconds used to panic the generation task in
+        // Duration::from_secs_f64 (found reviewing the retry hints; the corpus of the
+        // `provider_streams` fuzz target replays it).
+        let err = decode(
+            "data: {\"error\": {\"code\": 503, \"status\": \"UNAVAILABLE\", \"message\": \"busy\", \
+             \"details\": [{\"@type\": \"type.googleapis.com/google.rpc.RetryInfo\", \"retryDelay\": \"1e30s\"}]}}\r\n\r\n",
+        )
+        .unwrap_err();
+        assert_eq!((err.code, err.retry_after), (ErrorCode::Unavailable, None));
     }
 
     #[test]

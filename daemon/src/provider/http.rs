@@ -191,14 +191,16 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
     };
-    if let Some(ms) = text("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
-        if ms.is_finite() && ms >= 0.0 {
-            return Some(Duration::from_secs_f64(ms / 1000.0));
-        }
+    // `try_from`: a hint too large for a Duration (`1e30`) is no hint, not a panic.
+    if let Some(after) = text("retry-after-ms")
+        .and_then(|v| v.parse::<f64>().ok())
+        .and_then(|ms| Duration::try_from_secs_f64(ms / 1000.0).ok())
+    {
+        return Some(after);
     }
     let value = text("retry-after")?;
     if let Ok(seconds) = value.parse::<f64>() {
-        return (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds));
+        return Duration::try_from_secs_f64(seconds).ok();
     }
     let at = httpdate_to_system_time(value)?;
     Some(
@@ -220,10 +222,17 @@ fn httpdate_to_system_time(s: &str) -> Option<SystemTime> {
     .iter()
     .position(|m| m == month)? as i64
         + 1;
-    let (day, year): (i64, i64) = (day.parse().ok()?, year.parse().ok()?);
+    // Two-digit fields and a four-digit year, as the format has them: larger numbers
+    // would overflow the arithmetic below.
+    let number = |s: &str, digits: usize| -> Option<i64> {
+        (s.len() == digits && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    let (day, year) = (number(day, 2)?, number(year, 4)?);
     let hms: Vec<i64> = time
         .split(':')
-        .map(|p| p.parse().ok())
+        .map(|p| number(p, 2))
         .collect::<Option<_>>()?;
     let [h, m, sec] = hms.as_slice() else {
         return None;
@@ -439,13 +448,110 @@ pub trait Decoder: Send + 'static {
     }
 }
 
-struct Pump<F, D> {
+/// The synchronous heart of [`event_stream`]: body pieces in, events out.
+///
+/// It owns the rules every provider stream obeys, whatever its wire format: units are
+/// decoded in order; nothing follows [`StreamEvent::Done`] or an error; a body that ends
+/// without `Done` is checked by [`Decoder::ended`], so the stream never ends silently.
+/// Kept apart from the HTTP body so that the fuzz targets and their corpus replay drive
+/// exactly this code with arbitrary bytes.
+pub(crate) struct Pump<F, D> {
     provider: String,
-    body: BodyStream,
     framer: F,
     decoder: D,
     pending: VecDeque<Result<StreamEvent, ProviderError>>,
     finished: bool,
+}
+
+impl<F, D> Pump<F, D>
+where
+    F: Framer,
+    D: Decoder<Unit = F::Unit>,
+{
+    /// A pump at the start of a body.
+    pub(crate) fn new(provider: &str, framer: F, decoder: D) -> Self {
+        Pump {
+            provider: provider.to_owned(),
+            framer,
+            decoder,
+            pending: VecDeque::new(),
+            finished: false,
+        }
+    }
+
+    /// Whether the stream's last item is already queued: read no more of the body.
+    pub(crate) fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// The next queued item.
+    pub(crate) fn next_item(&mut self) -> Option<Result<StreamEvent, ProviderError>> {
+        self.pending.pop_front()
+    }
+
+    /// Feeds one piece of the body. Ignored once finished.
+    pub(crate) fn feed(&mut self, bytes: &[u8]) {
+        if self.finished {
+            return;
+        }
+        let mut units = Vec::new();
+        let framed = self.framer.push(bytes, &mut units);
+        // Units completed before a framing error are decoded first, so that where the
+        // body happens to be cut into pieces changes nothing.
+        self.decode(units);
+        if let Err(e) = framed {
+            self.fail(malformed(&self.provider, e));
+        }
+    }
+
+    /// The body failed (a reset, the idle timeout): the error ends the stream.
+    pub(crate) fn fail(&mut self, error: ProviderError) {
+        if !self.finished {
+            self.finished = true;
+            self.pending.push_back(Err(error));
+        }
+    }
+
+    /// The body ended cleanly: the framer's last unit, then the decoder's verdict on a
+    /// stream without `Done`.
+    pub(crate) fn end(&mut self) {
+        if self.finished {
+            return;
+        }
+        let last: Vec<F::Unit> = self.framer.finish().into_iter().collect();
+        self.decode(last);
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        let mut events = Vec::new();
+        let ended = self.decoder.ended(&mut events);
+        self.pending.extend(events.into_iter().map(Ok));
+        if let Err(e) = ended {
+            self.pending.push_back(Err(e));
+        }
+    }
+
+    fn decode(&mut self, units: Vec<F::Unit>) {
+        let mut events = Vec::new();
+        for unit in units {
+            if self.finished {
+                break;
+            }
+            if let Err(e) = self.decoder.unit(unit, &mut events) {
+                self.finished = true;
+                self.pending.extend(events.drain(..).map(Ok));
+                self.pending.push_back(Err(e));
+                return;
+            }
+            if events.iter().any(|e| matches!(e, StreamEvent::Done { .. })) {
+                // Nothing after the final event matters; the caller drops the body
+                // here, which closes the stream as soon as its end is known.
+                self.finished = true;
+            }
+        }
+        self.pending.extend(events.into_iter().map(Ok));
+    }
 }
 
 /// Streams a provider's events from a response body.
@@ -460,86 +566,26 @@ where
     F: Framer,
     D: Decoder<Unit = F::Unit>,
 {
-    let pump = Pump {
-        provider: provider.to_owned(),
-        body: body_stream(provider, response, timeouts),
-        framer,
-        decoder,
-        pending: VecDeque::new(),
-        finished: false,
-    };
-    Box::pin(stream::unfold(pump, |mut p| async move {
-        loop {
-            if let Some(event) = p.pending.pop_front() {
-                return Some((event, p));
-            }
-            if p.finished {
-                return None;
-            }
-            let mut units = Vec::new();
-            match p.body.next().await {
-                Some(Ok(bytes)) => {
-                    if let Err(e) = p.framer.push(&bytes, &mut units) {
-                        p.finished = true;
-                        p.pending.push_back(Err(malformed(&p.provider, e)));
-                        continue;
-                    }
+    let body = body_stream(provider, response, timeouts);
+    let pump = Pump::new(provider, framer, decoder);
+    Box::pin(stream::unfold(
+        (body, pump),
+        |(mut body, mut pump)| async move {
+            loop {
+                if let Some(item) = pump.next_item() {
+                    return Some((item, (body, pump)));
                 }
-                Some(Err(e)) => {
-                    p.finished = true;
-                    p.pending.push_back(Err(e));
-                    continue;
+                if pump.is_finished() {
+                    return None;
                 }
-                None => {
-                    p.finished = true;
-                    units.extend(p.framer.finish());
-                    let mut events = Vec::new();
-                    let mut done = false;
-                    for unit in units {
-                        match p.decoder.unit(unit, &mut events) {
-                            Ok(()) => {}
-                            Err(e) => {
-                                p.pending.extend(events.drain(..).map(Ok));
-                                p.pending.push_back(Err(e));
-                                done = true;
-                                break;
-                            }
-                        }
-                        if events.iter().any(|e| matches!(e, StreamEvent::Done { .. })) {
-                            done = true;
-                            break;
-                        }
-                    }
-                    let ended = if done {
-                        Ok(())
-                    } else {
-                        p.decoder.ended(&mut events)
-                    };
-                    p.pending.extend(events.into_iter().map(Ok));
-                    if let Err(e) = ended {
-                        p.pending.push_back(Err(e));
-                    }
-                    continue;
+                match body.next().await {
+                    Some(Ok(bytes)) => pump.feed(&bytes),
+                    Some(Err(e)) => pump.fail(e),
+                    None => pump.end(),
                 }
             }
-            let mut events = Vec::new();
-            for unit in units {
-                if let Err(e) = p.decoder.unit(unit, &mut events) {
-                    p.finished = true;
-                    p.pending.extend(events.drain(..).map(Ok));
-                    p.pending.push_back(Err(e));
-                    break;
-                }
-                if events.iter().any(|e| matches!(e, StreamEvent::Done { .. })) {
-                    // Nothing after the final event matters; dropping the body here
-                    // closes the stream as soon as its end is known.
-                    p.finished = true;
-                    break;
-                }
-            }
-            p.pending.extend(events.into_iter().map(Ok));
-        }
-    }))
+        },
+    ))
 }
 
 /// Replaces every occurrence of a secret in an upstream message (an API that echoes the
@@ -610,11 +656,123 @@ mod tests {
     }
 
     #[test]
+    fn absurd_retry_hints_are_ignored_not_a_panic() {
+        // Each used to panic the request task: Duration::from_secs_f64 on a value too
+        // large for a Duration, or integer overflow on an over-long date field.
+        for (name, value) in [
+            ("retry-after", "1e30"),
+            ("retry-after", "184467440737095516160"),
+            ("retry-after-ms", "1e300"),
+            ("retry-after", "Sun, 06 Nov 99999999999999999 08:49:37 GMT"),
+            (
+                "retry-after",
+                "Sun, 06 Nov 1994 99999999999999999:49:37 GMT",
+            ),
+            (
+                "retry-after",
+                "Sun, 9999999999999999999 Nov 1994 08:49:37 GMT",
+            ),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(name, HeaderValue::from_static(value));
+            assert_eq!(retry_after(&h), None, "{name}: {value}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert("retry-after-ms", HeaderValue::from_static("1e300"));
+        h.insert("retry-after", HeaderValue::from_static("2"));
+        assert_eq!(
+            retry_after(&h),
+            Some(Duration::from_secs(2)),
+            "an unusable ms hint falls back to retry-after"
+        );
+    }
+
+    #[test]
     fn secrets_are_scrubbed_from_upstream_messages() {
         let key = crate::secret::Secret::new("sk-abcdefghijkl".into());
         assert_eq!(
             scrub("bad key sk-abcdefghijkl given", Some(&key)),
             "bad key *** given"
         );
+    }
+
+    /// Splits on `;`; a `!` is a framing error after the units before it.
+    struct Semicolons(Vec<u8>);
+
+    impl Framer for Semicolons {
+        type Unit = String;
+        fn push(&mut self, bytes: &[u8], out: &mut Vec<String>) -> Result<(), String> {
+            for &b in bytes {
+                match b {
+                    b'!' => return Err("bang".into()),
+                    b';' => out.push(String::from_utf8(std::mem::take(&mut self.0)).unwrap()),
+                    _ => self.0.push(b),
+                }
+            }
+            Ok(())
+        }
+        fn finish(&mut self) -> Option<String> {
+            None
+        }
+    }
+
+    /// `done` ends the stream, `fail` is an error, anything else is text.
+    struct Words;
+
+    impl Decoder for Words {
+        type Unit = String;
+        fn unit(&mut self, unit: String, out: &mut Vec<StreamEvent>) -> Result<(), ProviderError> {
+            match unit.as_str() {
+                "done" => out.push(StreamEvent::Done {
+                    usage: provd_client::Usage::default(),
+                    finish_reason: provd_client::FinishReason::Stop,
+                }),
+                "fail" => return Err(ProviderError::new(ErrorCode::UpstreamError, "p: fail")),
+                _ => out.push(StreamEvent::Text(unit)),
+            }
+            Ok(())
+        }
+        fn ended_early(&mut self) -> ProviderError {
+            ProviderError::new(ErrorCode::UpstreamError, "p: ended early")
+        }
+    }
+
+    fn pumped(pieces: &[&str]) -> Vec<Result<StreamEvent, ProviderError>> {
+        let mut pump = Pump::new("p", Semicolons(Vec::new()), Words);
+        for piece in pieces {
+            pump.feed(piece.as_bytes());
+        }
+        pump.end();
+        std::iter::from_fn(|| pump.next_item()).collect()
+    }
+
+    fn text(t: &str) -> Result<StreamEvent, ProviderError> {
+        Ok(StreamEvent::Text(t.into()))
+    }
+
+    #[test]
+    fn units_before_a_framing_error_are_decoded_wherever_the_body_is_cut() {
+        let whole = pumped(&["a;b;!c;"]);
+        assert_eq!(whole.len(), 3);
+        assert_eq!(whole[..2], [text("a"), text("b")]);
+        assert!(matches!(&whole[2], Err(e) if e.message.contains("malformed response: bang")));
+        assert_eq!(pumped(&["a;", "b;!c;"]), whole);
+        assert_eq!(pumped(&["a;b", ";!"]), whole);
+    }
+
+    #[test]
+    fn nothing_follows_done_or_an_error_and_a_body_without_done_is_an_error() {
+        let done = Ok(StreamEvent::Done {
+            usage: provd_client::Usage::default(),
+            finish_reason: provd_client::FinishReason::Stop,
+        });
+        assert_eq!(pumped(&["a;done;b;"]), [text("a"), done.clone()]);
+        assert_eq!(pumped(&["a;", "done;", "b;!"]), [text("a"), done]);
+        let failed = pumped(&["a;fail;b;"]);
+        assert_eq!(failed.len(), 2);
+        assert!(matches!(&failed[1], Err(e) if e.message == "p: fail"));
+        let early = pumped(&["a;b"]);
+        assert_eq!(early.len(), 2);
+        assert!(matches!(&early[1], Err(e) if e.message == "p: ended early"));
     }
 }

@@ -368,13 +368,13 @@ struct LineMessage {
 }
 
 /// Reads `/api/chat` lines up to the one with `"done": true`.
-struct ChatDecoder {
+pub(crate) struct ChatDecoder {
     provider: String,
     saw_tool_calls: bool,
 }
 
 impl ChatDecoder {
-    fn new(provider: &str) -> Self {
+    pub(crate) fn new(provider: &str) -> Self {
         ChatDecoder {
             provider: provider.to_owned(),
             saw_tool_calls: false,

@@ -287,7 +287,8 @@ fn parse_go_duration(s: &str) -> Option<Duration> {
         total += value * scale;
         rest = &rest[unit_end..];
     }
-    Some(Duration::from_secs_f64(total))
+    // An absurd reset (`99999999999999999999h`) is no hint, not a panic.
+    Duration::try_from_secs_f64(total).ok()
 }
 
 fn finish_reason(reason: &str) -> FinishReason {
@@ -341,14 +342,14 @@ struct Delta {
 }
 
 /// Reads `chat.completion.chunk` events up to `[DONE]`.
-struct ChunkDecoder {
+pub(crate) struct ChunkDecoder {
     provider: String,
     usage: Option<Usage>,
     finish: Option<FinishReason>,
 }
 
 impl ChunkDecoder {
-    fn new(provider: &str) -> Self {
+    pub(crate) fn new(provider: &str) -> Self {
         ChunkDecoder {
             provider: provider.to_owned(),
             usage: None,
@@ -552,6 +553,8 @@ mod tests {
         assert_eq!(parse_go_duration("20ms"), Some(Duration::from_millis(20)));
         assert_eq!(parse_go_duration("1.5s"), Some(Duration::from_millis(1500)));
         assert_eq!(parse_go_duration("soon"), None);
+        assert_eq!(parse_go_duration("99999999999999999999h"), None);
+        assert_eq!(parse_go_duration(&format!("{}s", "9".repeat(400))), None);
     }
 
     #[test]

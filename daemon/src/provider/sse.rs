@@ -5,7 +5,8 @@
 //! Bytes are fed as they arrive, split anywhere: inside a UTF-8 character, between CR and
 //! LF, inside a field name. Lines end with CRLF, LF or CR. Lines starting with `:` are
 //! comments (keep-alive pings). `data:` lines accumulate, joined by LF. An empty line
-//! dispatches the event; an event with no data is dropped, as the spec says.
+//! dispatches the event; an event with no data is dropped, as the spec says. A byte order
+//! mark at the very start of the stream is skipped, as the spec says too.
 //!
 //! The one departure from a browser: an event larger than [`MAX_EVENT_BYTES`] is an error
 //! rather than unbounded memory.
@@ -40,7 +41,13 @@ pub struct SseParser {
     event: Option<String>,
     /// The previous byte was a CR, so an LF right after it ends nothing new.
     after_cr: bool,
+    /// A line has been processed: a byte order mark now is content, not a mark.
+    past_first_line: bool,
 }
+
+/// U+FEFF in UTF-8. The spec ignores one at the start of the stream; kept, it would make
+/// the first field name `\u{feff}data` and silently drop the first event.
+const BYTE_ORDER_MARK: &[u8] = b"\xef\xbb\xbf";
 
 impl SseParser {
     /// A parser at the start of a stream.
@@ -91,6 +98,12 @@ impl SseParser {
     }
 
     fn process_line(&mut self, line: &[u8], out: &mut Vec<SseEvent>) -> Result<(), SseError> {
+        let line = if self.past_first_line {
+            line
+        } else {
+            self.past_first_line = true;
+            line.strip_prefix(BYTE_ORDER_MARK).unwrap_or(line)
+        };
         if line.is_empty() {
             if self.has_data {
                 // The spec drops the data buffer's last LF: join, don't terminate.
@@ -199,6 +212,28 @@ mod tests {
             p.push(&bytes[cut..], &mut out).unwrap();
             assert_eq!(out, expected(), "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn a_byte_order_mark_at_the_start_is_skipped_wherever_the_stream_is_cut() {
+        // Found by the `sse` fuzz target: the mark made the first line's field name
+        // "\u{feff}data", and the first event (OpenAI's first chunk, Anthropic's
+        // message_start) was silently dropped.
+        let stream = b"\xef\xbb\xbfdata: first\n\ndata: \xef\xbb\xbfsecond\n\n";
+        let expected = vec![ev(None, "first"), ev(None, "\u{feff}second")];
+        assert_eq!(parse_whole(stream), expected);
+        for cut in 0..=stream.len() {
+            let mut p = SseParser::new();
+            let mut out = Vec::new();
+            p.push(&stream[..cut], &mut out).unwrap();
+            p.push(&stream[cut..], &mut out).unwrap();
+            assert_eq!(out, expected, "cut at {cut}");
+        }
+        assert_eq!(
+            parse_whole(b"\n\xef\xbb\xbfdata: x\n\n"),
+            vec![],
+            "only at the very start: later it is part of the field name"
+        );
     }
 
     #[test]
