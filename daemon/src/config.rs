@@ -181,7 +181,17 @@ pub struct DaemonConfig {
     /// often (milliseconds; 0 = never), so client-side timers don't fire while a model
     /// thinks.
     pub keepalive_interval_ms: u64,
+    /// How long a connection's socket may accept no byte while frames wait for the
+    /// client before the daemon drops the connection and cancels its generations
+    /// (seconds, >= 1). A client that stops reading first holds only its own bounded
+    /// queue; this bound ends even that, so a stuck client cannot pin streams for ever.
+    pub slow_client_timeout_seconds: u64,
 }
+
+/// Default for `[daemon] slow_client_timeout_seconds`: far longer than any pause of a
+/// client that is reading (a GC pause, a busy UI thread), short enough that a stuck one
+/// gives its generations and upstream connections back within a minute.
+pub const DEFAULT_SLOW_CLIENT_TIMEOUT_SECONDS: u64 = 30;
 
 impl Default for DaemonConfig {
     fn default() -> Self {
@@ -197,6 +207,7 @@ impl Default for DaemonConfig {
             connection_queue_frames: 64,
             drain_timeout_seconds: 10,
             keepalive_interval_ms: 15_000,
+            slow_client_timeout_seconds: DEFAULT_SLOW_CLIENT_TIMEOUT_SECONDS,
         }
     }
 }
@@ -332,6 +343,7 @@ impl Config {
             ),
             ("max_frame_bytes", u64::from(d.max_frame_bytes)),
             ("connection_queue_frames", d.connection_queue_frames as u64),
+            ("slow_client_timeout_seconds", d.slow_client_timeout_seconds),
         ];
         for (key, value) in positive {
             if value == 0 {

@@ -265,6 +265,9 @@ impl Reloader {
         if old.connection_queue_frames != d.connection_queue_frames {
             changed.push("daemon.connection_queue_frames");
         }
+        if old.slow_client_timeout_seconds != d.slow_client_timeout_seconds {
+            changed.push("daemon.slow_client_timeout_seconds");
+        }
         changed.into_iter().map(str::to_owned).collect()
     }
 }

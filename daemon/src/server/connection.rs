@@ -7,14 +7,25 @@
 //! order, so the connection's streams share it fairly). The daemon's memory per
 //! connection is bounded by `connection_queue_frames × max frame`.
 //!
+//! A client that stops reading altogether is dropped: once its socket has accepted no
+//! byte for `slow_client_timeout_seconds` while frames wait for it ([`StallGuard`]), the
+//! connection closes and its generations are cancelled, so a stuck client cannot hold
+//! streams and upstream connections for ever.
+//!
 //! Closing the connection cancels everything it started. Errors that leave the byte
 //! stream aligned on a frame boundary get an error frame and the connection goes on;
-//! errors that don't (an oversized or truncated frame) close it.
+//! errors that don't (an oversized or truncated frame) close it. End of input from the
+//! client (it closed, or shut down its write side) is the client leaving: its
+//! generations are cancelled and nothing more is written.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::io;
 use std::ops::ControlFlow;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use interprocess::local_socket::tokio::Stream;
@@ -27,7 +38,7 @@ use provd_client::socket::SharedStream;
 use provd_client::{ErrorCode, WireError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -68,7 +79,11 @@ pub(super) async fn serve(stream: Stream, daemon: Arc<Daemon>, shutdown: Shutdow
     // explaining it is still written.
     let peer_gone = CancellationToken::new();
     let closing = peer_gone.child_token();
-    let mut writer = tokio::spawn(write_loop(stream.clone(), rx, peer_gone.clone()));
+    let mut writer = tokio::spawn(write_loop(
+        StallGuard::new(stream.clone(), daemon.limits.slow_client_timeout),
+        rx,
+        peer_gone.clone(),
+    ));
 
     let mut conn = Connection {
         ctx: StreamCtx {
@@ -103,8 +118,10 @@ pub(super) async fn serve(stream: Stream, daemon: Arc<Daemon>, shutdown: Shutdow
     tracing::debug!(%peer, "connection closed");
 }
 
+/// Drains the connection's queue into its socket until the queue closes or the peer is
+/// gone. A write that fails, including a [`StallGuard`] timeout, ends the connection.
 async fn write_loop(
-    stream: SharedStream,
+    stream: StallGuard<SharedStream>,
     mut rx: mpsc::Receiver<Vec<u8>>,
     peer_gone: CancellationToken,
 ) {
@@ -132,10 +149,97 @@ async fn write_loop(
             } => r,
         };
         if let Err(e) = written {
-            tracing::debug!(error = %e, "client socket failed; closing the connection");
+            if e.kind() == io::ErrorKind::TimedOut {
+                tracing::warn!(
+                    slow_client_timeout_s = w.get_ref().limit.as_secs(),
+                    queued_frames = rx.len(),
+                    "the client stopped reading: its socket accepted nothing for slow_client_timeout_seconds; dropping the connection and cancelling its generations"
+                );
+            } else {
+                tracing::debug!(error = %e, "client socket failed; closing the connection");
+            }
             peer_gone.cancel();
             return;
         }
+    }
+}
+
+/// A socket writer that fails with [`io::ErrorKind::TimedOut`] when the socket accepts
+/// no byte for `limit` while there is something to write. Any accepted byte resets the
+/// clock, so a client that reads slowly but steadily is never dropped; the writer only
+/// writes when frames are queued, so an idle connection is never dropped either.
+pub(super) struct StallGuard<W> {
+    inner: W,
+    limit: Duration,
+    /// Armed when a write or flush first returns `Pending`; disarmed by any progress.
+    /// One timer per connection, reset rather than reallocated.
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    armed: bool,
+}
+
+impl<W> StallGuard<W> {
+    pub(super) fn new(inner: W, limit: Duration) -> Self {
+        StallGuard {
+            inner,
+            limit,
+            deadline: Box::pin(tokio::time::sleep(limit)),
+            armed: false,
+        }
+    }
+
+    /// After the inner writer returned `Pending`: `Pending` too, or the timeout error
+    /// once the socket has been stuck for `limit`.
+    fn stalled<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        if !self.armed {
+            let at = tokio::time::Instant::now() + self.limit;
+            self.deadline.as_mut().reset(at);
+            self.armed = true;
+        }
+        match self.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                self.armed = false;
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "the client's socket accepted nothing for {}s (slow_client_timeout_seconds)",
+                        self.limit.as_secs()
+                    ),
+                )))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for StallGuard<W> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_write(cx, buf) {
+            Poll::Pending => this.stalled(cx),
+            ready => {
+                this.armed = false;
+                ready
+            }
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_flush(cx) {
+            Poll::Pending => this.stalled(cx),
+            ready => {
+                this.armed = false;
+                ready
+            }
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -663,5 +767,51 @@ fn truncate(s: &str, max_chars: usize) -> String {
     match s.char_indices().nth(max_chars) {
         Some((i, _)) => format!("{}…", &s[..i]),
         None => s.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_socket_fails_with_timed_out_after_the_limit() {
+        // A peer with a 64-byte buffer that never reads.
+        let (near, _far) = tokio::io::duplex(64);
+        let mut w = StallGuard::new(near, Duration::from_secs(30));
+        let e = w.write_all(&[7u8; 1024]).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert!(e.to_string().contains("slow_client_timeout_seconds"), "{e}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_reads_slowly_but_steadily_is_never_timed_out() {
+        // The reader takes 64 bytes every 0.9 × the limit: the whole write lasts hundreds
+        // of limits (in paused, virtual time), yet every pause is shorter than one.
+        let limit = Duration::from_secs(10);
+        let (near, mut far) = tokio::io::duplex(64);
+        let reader = tokio::spawn(async move {
+            let mut total = 0;
+            let mut buf = [0u8; 64];
+            loop {
+                tokio::time::sleep(limit.mul_f64(0.9)).await;
+                match far.read(&mut buf).await {
+                    Ok(0) | Err(_) => return total,
+                    Ok(n) => total += n,
+                }
+            }
+        });
+        let started = tokio::time::Instant::now();
+        let mut w = StallGuard::new(near, limit);
+        w.write_all(&[7u8; 16 * 1024]).await.unwrap();
+        w.flush().await.unwrap();
+        w.shutdown().await.unwrap();
+        drop(w);
+        assert_eq!(reader.await.unwrap(), 16 * 1024);
+        assert!(
+            started.elapsed() > limit * 100,
+            "the write outlasted many limits"
+        );
     }
 }

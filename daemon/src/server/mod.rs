@@ -48,6 +48,9 @@ pub struct Limits {
     pub drain_timeout: Duration,
     /// Silence after which a running generation sends a keepalive (`None`: never).
     pub keepalive_interval: Option<Duration>,
+    /// How long a connection's socket may accept nothing while frames are queued for it
+    /// before the connection is dropped (see `connection::write_loop`).
+    pub slow_client_timeout: Duration,
 }
 
 impl From<&DaemonConfig> for Limits {
@@ -60,6 +63,7 @@ impl From<&DaemonConfig> for Limits {
             drain_timeout: Duration::from_secs(d.drain_timeout_seconds),
             keepalive_interval: (d.keepalive_interval_ms > 0)
                 .then(|| Duration::from_millis(d.keepalive_interval_ms)),
+            slow_client_timeout: Duration::from_secs(d.slow_client_timeout_seconds),
         }
     }
 }
