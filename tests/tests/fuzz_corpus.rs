@@ -153,6 +153,7 @@ fn frame_seeds() {
     let hello = Hello {
         protocol_version: PROTOCOL_VERSION,
         client: "seed".into(),
+        token: None,
     };
     let requests = [
         ("hello", message::encode_request(0, method::HELLO, &hello)),
