@@ -455,12 +455,6 @@ impl BaseLlmProvider for AnthropicProvider {
             Ok(models)
         })
     }
-
-    fn shutdown(&self) -> BoxFuture<'_, ()> {
-        Box::pin(async {
-            self.state.set_status(ProviderStatus::ShuttingDown);
-        })
-    }
 }
 
 /// `{"type": "error", "error": {"type": …, "message": …}, "request_id": …}`, the shape of

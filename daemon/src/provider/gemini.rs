@@ -361,12 +361,6 @@ impl BaseLlmProvider for GeminiProvider {
             Ok(models)
         })
     }
-
-    fn shutdown(&self) -> BoxFuture<'_, ()> {
-        Box::pin(async {
-            self.state.set_status(ProviderStatus::ShuttingDown);
-        })
-    }
 }
 
 /// The `error` object of a Gemini error body (google.rpc.Status in JSON).

@@ -355,12 +355,6 @@ impl BaseLlmProvider for MockProvider {
                 .collect())
         })
     }
-
-    fn shutdown(&self) -> BoxFuture<'_, ()> {
-        Box::pin(async {
-            self.state.set_status(ProviderStatus::ShuttingDown);
-        })
-    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

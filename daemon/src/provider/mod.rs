@@ -329,8 +329,12 @@ pub trait BaseLlmProvider: Send + Sync + 'static {
     /// The models the provider offers.
     fn list_models(&self) -> BoxFuture<'_, Result<Vec<ModelInfo>, ProviderError>>;
 
-    /// Releases the instance's resources; no request follows.
-    fn shutdown(&self) -> BoxFuture<'_, ()>;
+    /// Releases the instance's resources; no request follows. HTTP providers hold
+    /// nothing that dropping does not release (pooled connections close with the
+    /// client), so by default this only records the state.
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async { self.state().set_status(ProviderStatus::ShuttingDown) })
+    }
 
     /// The current lifecycle state.
     fn status(&self) -> ProviderStatus {

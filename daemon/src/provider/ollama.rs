@@ -321,12 +321,6 @@ impl BaseLlmProvider for OllamaProvider {
                 .collect())
         })
     }
-
-    fn shutdown(&self) -> BoxFuture<'_, ()> {
-        Box::pin(async {
-            self.state.set_status(ProviderStatus::ShuttingDown);
-        })
-    }
 }
 
 /// `{"error": "..."}`, Ollama's only error body.

@@ -227,12 +227,6 @@ impl BaseLlmProvider for OpenAiProvider {
                 .collect())
         })
     }
-
-    fn shutdown(&self) -> BoxFuture<'_, ()> {
-        Box::pin(async {
-            self.state.set_status(ProviderStatus::ShuttingDown);
-        })
-    }
 }
 
 /// `{"error": {"message": …}}` (OpenAI), `{"error": "…"}` or `{"message": …}` /
