@@ -93,7 +93,7 @@ fn normalized(mut events: Vec<SseEvent>) -> Vec<SseEvent> {
 ///
 /// Invariants: nothing panics; all three give the same events and the same verdict on
 /// whether the body ended inside an event; the events are those of the specification's
-/// algorithm ([`reference_sse`]); no event's data exceeds [`MAX_EVENT_BYTES`], and no
+/// algorithm (`reference_sse` here); no event's data exceeds [`MAX_EVENT_BYTES`], and no
 /// data or event name holds a CR, nor an event name an LF (they end lines).
 pub fn check_sse(input: &[u8]) {
     let (pieces, body) = pieces(input);
@@ -211,7 +211,7 @@ fn assert_usage(u: &Usage) {
 
 /// `provider_streams`: the first byte picks a provider (OpenAI, Anthropic and Gemini
 /// read SSE, Ollama NDJSON); the rest is a response body, fed whole and in pieces the
-/// input chooses through the provider's decoder and the real [`Pump`].
+/// input chooses through the provider's decoder and the real `Pump` of `provider::http`.
 ///
 /// Invariants: nothing panics; both feedings give the same items; the stream never ends
 /// silently (its last item is `Done` or an error) and nothing follows `Done` or an error;
