@@ -51,27 +51,12 @@ async fn run(
 }
 
 fn full_request() -> GenerateRequest {
-    let mut r = GenerateRequest::prompt("and now?");
-    r.system = Some("be brief".into());
-    r.messages = vec![
-        Message {
-            role: Role::User,
-            content: "hello".into(),
-        },
-        Message {
-            role: Role::Assistant,
-            content: "hi".into(),
-        },
-        Message {
-            role: Role::User,
-            content: "one more thing".into(),
-        },
-    ];
-    r.max_tokens = Some(77);
-    r.temperature = Some(0.5);
-    r.top_p = Some(0.9);
-    r.stop = vec!["END".into()];
-    r.additional_params.insert("top_k".into(), json!(40));
+    let mut r = provd_tests::apis::full_request(&[("top_k", json!(40))]);
+    // A second user turn in a row, which Anthropic's API merges into one turn.
+    r.messages.push(Message {
+        role: Role::User,
+        content: "one more thing".into(),
+    });
     r
 }
 

@@ -3,7 +3,7 @@
 //! usage parity with the non-streamed API, every error mapping, stream faults, cancel
 //! reaching the upstream, paginated model lists.
 
-use provd_client::{ErrorCode, FinishReason, GenerateEvent, GenerateRequest, Message, Role, Usage};
+use provd_client::{ErrorCode, FinishReason, GenerateEvent, GenerateRequest, Usage};
 use provd_tests::apis::{gemini, provider_config, TEST_KEY};
 use provd_tests::raw::{Frame, RawConn};
 use provd_tests::upstream::{Part, Reply, Seen, Upstream};
@@ -27,29 +27,13 @@ fn daemon_for(upstream: &Upstream, retries: u32, extra: &str) -> Daemon {
 }
 
 fn full_request() -> GenerateRequest {
-    let mut r = GenerateRequest::prompt("and now?");
-    r.system = Some("be brief".into());
-    r.messages = vec![
-        Message {
-            role: Role::User,
-            content: "hello".into(),
-        },
-        Message {
-            role: Role::Assistant,
-            content: "hi".into(),
-        },
-    ];
-    r.max_tokens = Some(77);
-    r.temperature = Some(0.5);
-    r.top_p = Some(0.9);
-    r.stop = vec!["END".into()];
-    r.additional_params
-        .insert("generationConfig".into(), json!({"topK": 40}));
-    r.additional_params.insert(
-        "safetySettings".into(),
-        json!([{"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_ONLY_HIGH"}]),
-    );
-    r
+    provd_tests::apis::full_request(&[
+        ("generationConfig", json!({"topK": 40})),
+        (
+            "safetySettings",
+            json!([{"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_ONLY_HIGH"}]),
+        ),
+    ])
 }
 
 /// Reads a generation to its end: the chunk texts and the done, or the error.

@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use provd_client::{ErrorCode, FinishReason, GenerateEvent, GenerateRequest, Message, Role, Usage};
+use provd_client::{ErrorCode, FinishReason, GenerateEvent, GenerateRequest, Usage};
 use provd_tests::apis::{ollama, provider_config, TEST_KEY};
 use provd_tests::raw::{Frame, RawConn};
 use provd_tests::upstream::{Part, Reply, Seen, Upstream};
@@ -28,27 +28,11 @@ fn daemon_for(upstream: &Upstream, retries: u32) -> Daemon {
 }
 
 fn full_request() -> GenerateRequest {
-    let mut r = GenerateRequest::prompt("and now?");
-    r.system = Some("be brief".into());
-    r.messages = vec![
-        Message {
-            role: Role::User,
-            content: "hello".into(),
-        },
-        Message {
-            role: Role::Assistant,
-            content: "hi".into(),
-        },
-    ];
-    r.max_tokens = Some(77);
-    r.temperature = Some(0.5);
-    r.top_p = Some(0.9);
-    r.stop = vec!["END".into()];
-    r.additional_params.insert("seed".into(), json!(42));
-    r.additional_params.insert("keep_alive".into(), json!("5m"));
-    r.additional_params
-        .insert("options".into(), json!({"num_ctx": 4096}));
-    r
+    provd_tests::apis::full_request(&[
+        ("seed", json!(42)),
+        ("keep_alive", json!("5m")),
+        ("options", json!({"num_ctx": 4096})),
+    ])
 }
 
 /// Runs a generation to its end: the chunk texts and the result or the error.

@@ -2,7 +2,7 @@
 //! API: request shape, streaming at odd byte boundaries, usage parity with the
 //! non-streamed API, every error mapping, stream faults, cancel reaching the upstream.
 
-use provd_client::{ErrorCode, FinishReason, GenerateEvent, GenerateRequest, Message, Role, Usage};
+use provd_client::{ErrorCode, FinishReason, GenerateEvent, GenerateRequest, Usage};
 use provd_tests::apis::{openai, provider_config, TEST_KEY};
 use provd_tests::raw::{Frame, RawConn};
 use provd_tests::upstream::{Part, Reply, Seen, Upstream};
@@ -25,24 +25,7 @@ fn daemon_for(upstream: &Upstream, kind: &str, retries: u32, extra: &str) -> Dae
 }
 
 fn full_request() -> GenerateRequest {
-    let mut r = GenerateRequest::prompt("and now?");
-    r.system = Some("be brief".into());
-    r.messages = vec![
-        Message {
-            role: Role::User,
-            content: "hello".into(),
-        },
-        Message {
-            role: Role::Assistant,
-            content: "hi".into(),
-        },
-    ];
-    r.max_tokens = Some(77);
-    r.temperature = Some(0.5);
-    r.top_p = Some(0.9);
-    r.stop = vec!["END".into()];
-    r.additional_params.insert("seed".into(), json!(42));
-    r
+    provd_tests::apis::full_request(&[("seed", json!(42))])
 }
 
 #[tokio::test]

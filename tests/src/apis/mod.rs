@@ -21,3 +21,31 @@ pub fn provider_config(kind: &str, base_url: &str, retry_attempts: u32, extra: &
 /// The key the test daemons are given; tests assert it reaches the upstream and nothing
 /// else.
 pub const TEST_KEY: &str = "sk-test-0123456789abcdef-SECRET";
+
+/// A request that sets every field a provider maps (system prompt, a two-turn
+/// conversation before the prompt, max_tokens, temperature, top_p, stop), plus the given
+/// provider-specific `additional_params`: what each provider's "documented request" test
+/// sends.
+pub fn full_request(additional: &[(&str, serde_json::Value)]) -> provd_client::GenerateRequest {
+    use provd_client::{Message, Role};
+    let mut r = provd_client::GenerateRequest::prompt("and now?");
+    r.system = Some("be brief".into());
+    r.messages = vec![
+        Message {
+            role: Role::User,
+            content: "hello".into(),
+        },
+        Message {
+            role: Role::Assistant,
+            content: "hi".into(),
+        },
+    ];
+    r.max_tokens = Some(77);
+    r.temperature = Some(0.5);
+    r.top_p = Some(0.9);
+    r.stop = vec!["END".into()];
+    for (key, value) in additional {
+        r.additional_params.insert((*key).to_owned(), value.clone());
+    }
+    r
+}
