@@ -78,6 +78,33 @@ fn provd(
     )
 }
 
+/// Runs one generation (on `provider`, else the default) and returns the Authorization
+/// header the upstream received for it.
+async fn key_used(
+    client: &provd_client::Client,
+    up: &Upstream,
+    provider: Option<&str>,
+) -> Option<String> {
+    let mut req = GenerateRequest::prompt("q");
+    req.provider = provider.map(str::to_owned);
+    client
+        .generate(req)
+        .await
+        .unwrap()
+        .collect_text()
+        .await
+        .unwrap();
+    up.requests()
+        .last()
+        .unwrap()
+        .header("authorization")
+        .map(str::to_owned)
+}
+
+fn bearer(key: &str) -> Option<String> {
+    Some(format!("Bearer {key}"))
+}
+
 fn state_dir(daemon: &Daemon) -> PathBuf {
     let config = std::fs::read_to_string(daemon.dir.path().join("provd.toml")).unwrap();
     let line = config.lines().find(|l| l.starts_with("state_dir")).unwrap();
@@ -100,17 +127,7 @@ async fn a_key_set_through_the_daemon_is_used_by_the_next_request_and_never_show
 
     let (ok, _, stderr) = provd(&daemon.socket, &["creds", "set", "a"], KEY_A, &[]);
     assert!(ok, "{stderr}");
-    client
-        .generate(GenerateRequest::prompt("q"))
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap();
-    assert_eq!(
-        up.requests().last().unwrap().header("authorization"),
-        Some(format!("Bearer {KEY_A}").as_str())
-    );
+    assert_eq!(key_used(&client, &up, None).await, bearer(KEY_A));
 
     let (ok, _, _) = provd(
         &daemon.socket,
@@ -119,17 +136,7 @@ async fn a_key_set_through_the_daemon_is_used_by_the_next_request_and_never_show
         &[],
     );
     assert!(ok);
-    client
-        .generate(GenerateRequest::prompt("q"))
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap();
-    assert_eq!(
-        up.requests().last().unwrap().header("authorization"),
-        Some(format!("Bearer {KEY_B}").as_str())
-    );
+    assert_eq!(key_used(&client, &up, None).await, bearer(KEY_B));
 
     let (ok, listing, _) = provd(&daemon.socket, &["creds", "list", "--json"], "", &[]);
     assert!(ok);
@@ -202,31 +209,11 @@ async fn the_env_file_is_the_source_of_truth_and_a_reload_picks_up_changes() {
     std::fs::write(&env, format!("PROVD_A_API_KEY={KEY_A}\n")).unwrap();
     let daemon = daemon(&up, &format!("env_file = \"{}\"", env.display()));
     let client = daemon.client().await;
-    client
-        .generate(GenerateRequest::prompt("q"))
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap();
-    assert_eq!(
-        up.requests().last().unwrap().header("authorization"),
-        Some(format!("Bearer {KEY_A}").as_str())
-    );
+    assert_eq!(key_used(&client, &up, None).await, bearer(KEY_A));
 
     std::fs::write(&env, format!("PROVD_A_API_KEY={KEY_B}\n")).unwrap();
     client.reload().await.unwrap();
-    client
-        .generate(GenerateRequest::prompt("q"))
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap();
-    assert_eq!(
-        up.requests().last().unwrap().header("authorization"),
-        Some(format!("Bearer {KEY_B}").as_str())
-    );
+    assert_eq!(key_used(&client, &up, None).await, bearer(KEY_B));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -287,17 +274,7 @@ async fn sealed_keys_survive_a_restart_and_a_rotation_and_need_their_key() {
 
     let second = config_daemon(&up, &state_path, "", new_master);
     let client = second.client().await;
-    client
-        .generate(GenerateRequest::prompt("q"))
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap();
-    assert_eq!(
-        up.requests().last().unwrap().header("authorization"),
-        Some(format!("Bearer {KEY_A}").as_str())
-    );
+    assert_eq!(key_used(&client, &up, None).await, bearer(KEY_A));
 }
 
 fn write_config(up: &Upstream, state: &Path, dir: &Path) -> PathBuf {
