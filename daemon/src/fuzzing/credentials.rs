@@ -24,27 +24,49 @@ const ALGORITHM_AT: usize = VERSION_AT + 1;
 const KEY_ID: std::ops::Range<usize> = ALGORITHM_AT + 1..ALGORITHM_AT + 1 + KEY_ID_BYTES;
 const SEALED_LEN: std::ops::Range<usize> = HEADER_BYTES - 4..HEADER_BYTES;
 
-/// A store in a private temp directory, sealed under a master key drawn at random for
-/// this process (so no file from a corpus can be authentic by construction), holding one
-/// genuine credential.
+/// A store in a temp directory of this process, sealed under a master key drawn at random
+/// for this process (so no file from a corpus can be authentic by construction), holding
+/// one genuine credential.
 struct Fixture {
     store: SecureStorage,
     path: PathBuf,
     genuine: Vec<u8>,
-    /// Kept so the directory outlives the store; removed when the process ends cleanly.
-    _dir: tempfile::TempDir,
+}
+
+/// The store directories are named after their process: a static is never dropped, so
+/// each process removes those of processes that are gone instead.
+const DIR_PREFIX: &str = "provd-fuzz-credentials-";
+
+fn remove_stale_stores(temp: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(temp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(DIR_PREFIX))
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let gone =
+            matches!(crate::sys::kill(pid, 0), Err(e) if e.raw_os_error() == Some(libc::ESRCH));
+        if gone || pid == std::process::id() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("provd-fuzz-credentials-")
-            .tempdir()
-            .expect("a temp directory");
+        let temp = std::env::temp_dir();
+        remove_stale_stores(&temp);
+        let dir = temp.join(format!("{DIR_PREFIX}{}", std::process::id()));
         let key = MasterKey::generate().expect("a random key");
         let master = MasterKey::from_hex(key.expose().as_bytes(), "fuzz").expect("a valid key");
-        let store = SecureStorage::open(dir.path().join("store"), master).expect("a new store");
+        let store = SecureStorage::open(dir, master).expect("a new store");
         store
             .put(ID, &Secret::new(SECRET.to_owned()), SOURCE)
             .expect("a credential is stored");
@@ -54,7 +76,6 @@ fn fixture() -> &'static Fixture {
             store,
             path,
             genuine,
-            _dir: dir,
         }
     })
 }
