@@ -3,6 +3,7 @@
 //! to it through the Rust client or raw bytes.
 
 pub mod apis;
+pub mod bench;
 pub mod raw;
 pub mod upstream;
 
