@@ -5,6 +5,7 @@
 pub mod apis;
 pub mod bench;
 pub mod raw;
+pub mod soak;
 pub mod upstream;
 
 use std::io::{BufRead, BufReader};
