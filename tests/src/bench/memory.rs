@@ -34,8 +34,9 @@ impl Memory {
     }
 }
 
-/// Waits until the daemon's `status` satisfies `done` (each try is a round trip).
-async fn until(client: &Client, done: impl Fn(u64, u64) -> bool) {
+/// Waits until the daemon's `status` (connections, active streams) satisfies `done`;
+/// each try is a round trip, and a million of them mean the benchmark is broken.
+pub async fn until(client: &Client, done: impl Fn(u64, u64) -> bool) {
     for _ in 0..1_000_000 {
         let s = client.status().await.expect("status");
         if done(s.connections, s.active_streams) {

@@ -33,6 +33,10 @@ use stats::{human, Samples};
 const STREAMS_PER_CONNECTION: usize = 64;
 /// Connections and streams for the memory figures.
 const OPEN_COUNT: usize = 1000;
+/// The text of each of the stuck client's generations: more than its queue
+/// (`connection_queue_frames` × 40 KB chunks) and socket hold, so none can finish, and
+/// less than a request may carry (`max_frame_bytes`).
+const FLOOD_BYTES: usize = 4_000_000;
 /// Log filter for benchmarked daemons: the harness needs "listening"; per-connection
 /// info lines would cost the daemon CPU that is not forwarding.
 const DAEMON_LOG: &str = "warn,provd::server=info,provd::server::connection=warn";
@@ -258,15 +262,15 @@ async fn main_sections(
 
 /// Concurrency 64 through the daemon, in rounds that alternate between a quiet daemon and
 /// one where another connection has stopped reading with its queue full (its four
-/// generations of 2 MB each blocked): (quiet, with the stuck client). The daemon's
-/// slow-client bound is set far beyond the run, so the stuck client stays.
+/// generations blocked): (quiet, with the stuck client). The daemon's slow-client bound
+/// is set far beyond the run, so the stuck client stays.
 async fn stuck_client(rounds: usize, daemon: &Daemon, path: &DaemonPath<'_>) -> (PathRun, PathRun) {
     let client = &path.clients[0];
     let run =
         |worker: usize| load::through(&path.clients[worker % path.clients.len()], path.provider);
     let mut flood = mock_request(
         "x",
-        serde_json::json!({"text": "y".repeat(2_000_000), "chunks": 50}),
+        serde_json::json!({"text": "y".repeat(FLOOD_BYTES), "chunks": 100}),
     );
     flood.provider = Some("mock".into());
     let (mut quiet, mut stuck) = (PathRun::default(), PathRun::default());
@@ -278,21 +282,11 @@ async fn stuck_client(rounds: usize, daemon: &Daemon, path: &DaemonPath<'_>) -> 
         for id in 1..=4 {
             raw.request(id, "generate", &flood);
         }
-        loop {
-            if client.status().await.expect("status").active_streams >= 4 {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
+        memory::until(client, |_, active| active == 4).await;
         let (timings, wall) = load::round(64, 2, run).await;
         stuck.add(timings, wall);
         drop(raw);
-        loop {
-            if client.status().await.expect("status").active_streams == 0 {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
+        memory::until(client, |_, active| active == 0).await;
     }
     (quiet, stuck)
 }
