@@ -9,8 +9,14 @@ use provd_tests::Daemon;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_soak_delivers_every_chunk_once_in_order_and_leaks_nothing() {
-    // Debug logging of thousands of generations would be most of the work.
+    // One worker thread: the soak then also covers the single-threaded runtime that
+    // `worker_threads` allows, while the rest of the suite runs the default. Debug
+    // logging of thousands of generations would be most of the work.
     let daemon = Daemon::builder()
+        .config(
+            "[daemon]\nworker_threads = 1\ndefault_provider = \"mock\"\n\
+             [providers.mock]\ntype = \"mock\"\ndefault_model = \"mock-1\"\n",
+        )
         .env("PROVD_LOG", "warn,provd::server=info")
         .start();
     let report = soak::run(

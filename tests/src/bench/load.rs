@@ -275,7 +275,8 @@ pub struct Level {
     pub direct: PathRun,
     /// Through the daemon.
     pub daemon: PathRun,
-    /// Ping round trips taken between rounds (c = 1 only).
+    /// Ping round trips, each right after a direct generation: in the conditions of
+    /// the daemon path's requests, which also follow a direct generation (c = 1 only).
     pub ping: Samples,
 }
 
@@ -298,14 +299,17 @@ pub struct DaemonPath<'a> {
 }
 
 /// Runs `rounds` alternating rounds of each path after `warmup` unmeasured ones. With
-/// `pings`, each round is preceded by that many pings, sampled (the floor measured in
-/// the same conditions as the generations).
+/// `ping`, each round is direct, through the daemon, direct again, then one ping: the
+/// ping, like the generation through the daemon, follows a direct generation during
+/// which the daemon was idle. On a virtual machine whose idle CPUs sleep, how recently a
+/// process ran changes its wake-up time by tens of microseconds, so a ping taken
+/// back to back with others would be a floor the generations never see.
 pub async fn level(
     concurrency: usize,
     per_worker: usize,
     warmup: usize,
     rounds: usize,
-    pings: usize,
+    ping: bool,
     upstream: &DirectPath<'_>,
     daemon: &DaemonPath<'_>,
 ) -> Level {
@@ -322,11 +326,6 @@ pub async fn level(
         ..Level::default()
     };
     for _ in 0..rounds {
-        for _ in 0..pings {
-            let start = Instant::now();
-            clients[0].ping().await.expect("ping");
-            level.ping.push(start.elapsed());
-        }
         level
             .direct
             .measure(concurrency, per_worker, &daemon.cpu, direct_run)
@@ -335,6 +334,29 @@ pub async fn level(
             .daemon
             .measure(concurrency, per_worker, &daemon.cpu, daemon_run)
             .await;
+        if ping {
+            level
+                .direct
+                .measure(concurrency, per_worker, &daemon.cpu, direct_run)
+                .await;
+            let start = Instant::now();
+            clients[0].ping().await.expect("ping");
+            level.ping.push(start.elapsed());
+        }
     }
     level
+}
+
+/// `count` pings back to back on one connection: the protocol's round trip with every
+/// process awake.
+pub async fn pings(client: &Client, count: usize) -> Samples {
+    let mut samples = Samples::new();
+    for i in 0..count + count / 10 {
+        let start = Instant::now();
+        client.ping().await.expect("ping");
+        if i >= count / 10 {
+            samples.push(start.elapsed());
+        }
+    }
+    samples
 }

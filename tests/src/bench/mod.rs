@@ -49,6 +49,8 @@ pub struct Options {
     /// Run only these sections (`floor`, `c1`, `c64`, `c512`, `stuck`, `cancel`,
     /// `memory`); all when empty. For profiling one path.
     pub only: Vec<String>,
+    /// The daemons' `worker_threads`; their default (one per CPU) when `None`.
+    pub workers: Option<usize>,
 }
 
 impl Options {
@@ -69,6 +71,7 @@ impl Options {
 #[derive(Default)]
 struct Results {
     floor: Option<Samples>,
+    pings: Option<Samples>,
     levels: Vec<Level>,
     stuck: Option<(PathRun, PathRun)>,
     cancel: Option<Samples>,
@@ -151,13 +154,16 @@ pub fn run(options: &Options) -> String {
         .build()
         .expect("client runtime");
 
-    let needs_main = ["c1", "c64", "c512", "stuck", "cancel"]
+    let workers = options
+        .workers
+        .map_or(String::new(), |n| format!("worker_threads = {n}\n"));
+    let needs_main = ["floor", "c1", "c64", "c512", "stuck", "cancel"]
         .iter()
         .any(|s| options.runs(s));
     if needs_main {
         let config = format!(
             "[daemon]\nkeepalive_interval_ms = 0\ndefault_provider = \"up\"\n\
-             slow_client_timeout_seconds = 3600\n\
+             slow_client_timeout_seconds = 3600\n{workers}\
              {}{}[providers.mock]\ntype = \"mock\"\ndefault_model = \"mock-1\"\n",
             provider("up", &streaming.base_url),
             provider("stall", &stalling.base_url),
@@ -182,7 +188,7 @@ pub fn run(options: &Options) -> String {
     if options.runs("memory") {
         let stalling = upstream_rt.block_on(Upstream::start(|_| first_chunk_then_stall()));
         let config = format!(
-            "[daemon]\nkeepalive_interval_ms = 0\nmax_connections = {}\n{}",
+            "[daemon]\nkeepalive_interval_ms = 0\nmax_connections = {}\n{workers}{}",
             OPEN_COUNT + 16,
             provider("stall", &stalling.base_url),
         );
@@ -194,11 +200,15 @@ pub fn run(options: &Options) -> String {
     }
     let header = format!(
         "# provd-bench\n\n\
-         Machine: {}. Load average {} before, {} after; {:.0} s; descriptor limit {fd_limit}{}.\n",
+         Machine: {}. Load average {} before, {} after; {:.0} s; descriptor limit {fd_limit}; \
+         daemon worker threads: {}{}.\n",
         system::machine(),
         load_before,
         system::load_average(),
         started.elapsed().as_secs_f64(),
+        options
+            .workers
+            .map_or("one per CPU (the default)".to_owned(), |n| n.to_string()),
         if options.quick {
             "; --quick (fewer samples)"
         } else {
@@ -234,23 +244,26 @@ async fn main_sections(
         provider: "up",
         cpu,
     };
+    if options.runs("floor") {
+        results.pings = Some(load::pings(&clients[0], options.scale(5000)).await);
+    }
     if options.runs("c1") {
         let n = options.scale(1000);
         results
             .levels
-            .push(load::level(1, 1, 50, n, 3, &direct, &path(1)).await);
+            .push(load::level(1, 1, 50, n, true, &direct, &path(1)).await);
     }
     if options.runs("c64") {
         let n = options.scale(20);
         results
             .levels
-            .push(load::level(64, 2, 2, n, 0, &direct, &path(1)).await);
+            .push(load::level(64, 2, 2, n, false, &direct, &path(1)).await);
     }
     if options.runs("c512") {
         let n = options.scale(10);
         results
             .levels
-            .push(load::level(512, 1, 2, n, 0, &direct, &path(8)).await);
+            .push(load::level(512, 1, 2, n, false, &direct, &path(8)).await);
     }
     if options.runs("stuck") {
         results.stuck = Some(stuck_client(options.scale(10), daemon, &path(1)).await);
@@ -337,17 +350,25 @@ fn report(r: &mut Results) -> String {
             human(floor.max())
         ));
     }
+    if let Some(pings) = &mut r.pings {
+        out.push(format!(
+            "| ping round trip through provd, back to back (the protocol's floor) | {} | {} | {} | {} |",
+            pings.len(),
+            human(pings.p50()),
+            human(pings.p99()),
+            human(pings.max())
+        ));
+    }
     if let Some(c1) = r.levels.iter_mut().find(|l| l.concurrency == 1) {
         ping_p50 = c1.ping.p50();
         out.push(format!(
-            "| ping round trip through provd (taken between the c=1 generations) | {} | {} | {} | {} |",
+            "| ping round trip through provd, each after a direct generation (as the c = 1 generations through provd are) | {} | {} | {} | {} |",
             c1.ping.len(),
             human(c1.ping.p50()),
             human(c1.ping.p99()),
             human(c1.ping.max())
         ));
     }
-
     out.push(format!(
         "\n## Generations: direct to the upstream vs through provd ({} chunks each)\n",
         load::CHUNKS
@@ -452,8 +473,15 @@ fn report(r: &mut Results) -> String {
     if let Some(c1) = r.levels.iter_mut().find(|l| l.concurrency == 1) {
         let added = c1.daemon.first.p50() - c1.direct.first.p50();
         let ratio = added / ping_p50;
+        let back_to_back = r.pings.as_mut().map_or(String::new(), |p| {
+            format!(
+                "; {:.1}× the back-to-back ping ({})",
+                added / p.p50(),
+                human(p.p50())
+            )
+        });
         out.push(format!(
-            "| added median time to first chunk (c = 1) ≤ 3× ping | {} − {} = {} = {ratio:.2}× ping ({}) | {} |",
+            "| added median time to first chunk (c = 1) ≤ 3× ping | {} − {} = {} = {ratio:.2}× the ping after a direct generation ({}){back_to_back} | {} |",
             human(c1.daemon.first.p50()),
             human(c1.direct.first.p50()),
             human(added),

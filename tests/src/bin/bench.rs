@@ -3,12 +3,13 @@
 //!
 //! ```text
 //! cargo build --release -p provd -p provd-tests
-//! target/release/provd-bench [--quick] [--only c1,c64,...] [--out FILE]
+//! target/release/provd-bench [--quick] [--only c1,c64,...] [--workers N] [--out FILE]
 //! ```
 //!
 //! Prints the markdown table and writes it to `--out` (default
-//! `target/provd-bench.md`). The machine is the reader's to judge: the table names it
-//! and its load average, and the targets are ratios measured in the same run.
+//! `target/provd-bench.md`). `--workers N` sets the daemons' `worker_threads`. The
+//! machine is the reader's to judge: the table names it and its load average, and the
+//! targets are ratios measured in the same run.
 
 use std::path::PathBuf;
 
@@ -27,6 +28,7 @@ fn main() {
         only: arg("--only")
             .map(|s| s.split(',').map(str::to_owned).collect())
             .unwrap_or_default(),
+        workers: arg("--workers").map(|n| n.parse().expect("--workers takes a number")),
     };
     let out = PathBuf::from(arg("--out").unwrap_or_else(|| "target/provd-bench.md".into()));
     let report = bench::run(&options);
