@@ -23,7 +23,7 @@ use provd_client::Client;
 
 use crate::raw::RawConn;
 use crate::upstream::{Part, Reply, Seen, Upstream};
-use crate::{apis::openai, mock_request, Daemon};
+use crate::{apis::openai, Daemon};
 use load::{CpuProbe, DaemonPath, DirectPath, Level, PathRun};
 use memory::Memory;
 use stats::{human, Samples};
@@ -33,10 +33,10 @@ use stats::{human, Samples};
 const STREAMS_PER_CONNECTION: usize = 64;
 /// Connections and streams for the memory figures.
 const OPEN_COUNT: usize = 1000;
-/// The text of each of the stuck client's generations: more than its queue
-/// (`connection_queue_frames` × 40 KB chunks) and socket hold, so none can finish, and
-/// less than a request may carry (`max_frame_bytes`).
-const FLOOD_BYTES: usize = 4_000_000;
+/// Chunks in each of the stuck client's generations: far more than its socket and queue
+/// hold, so none can finish; cheap for the mock to produce, so that making them is not
+/// charged to the measured round.
+const FLOOD_CHUNKS: u32 = 20_000;
 /// Log filter for benchmarked daemons: the harness needs "listening"; per-connection
 /// info lines would cost the daemon CPU that is not forwarding.
 const DAEMON_LOG: &str = "warn,provd::server=info,provd::server::connection=warn";
@@ -281,10 +281,7 @@ async fn stuck_client(rounds: usize, daemon: &Daemon, path: &DaemonPath<'_>) -> 
     let client = &path.clients[0];
     let run =
         |worker: usize| load::through(&path.clients[worker % path.clients.len()], path.provider);
-    let mut flood = mock_request(
-        "x",
-        serde_json::json!({"text": "y".repeat(FLOOD_BYTES), "chunks": 100}),
-    );
+    let mut flood = crate::numbered(FLOOD_CHUNKS, 0);
     flood.provider = Some("mock".into());
     let (mut quiet, mut stuck) = (PathRun::default(), PathRun::default());
     for _ in 0..rounds {
@@ -296,12 +293,33 @@ async fn stuck_client(rounds: usize, daemon: &Daemon, path: &DaemonPath<'_>) -> 
             raw.request(id, "generate", &flood);
         }
         memory::until(client, |_, active| active == 4).await;
+        blocked(client).await;
         let (timings, wall) = load::round(64, 2, run).await;
         stuck.add(timings, wall);
         drop(raw);
         memory::until(client, |_, active| active == 0).await;
     }
     (quiet, stuck)
+}
+
+/// Waits until the stuck client's generations have stopped producing: the daemon's
+/// chunk count unchanged over many status round trips (a bench may guess; a test may
+/// not).
+async fn blocked(client: &Client) {
+    let chunks = || async {
+        let status = client.status().await.expect("status");
+        status
+            .instances
+            .iter()
+            .map(|i| i.metrics.chunks)
+            .sum::<u64>()
+    };
+    let (mut last, mut same) = (chunks().await, 0);
+    while same < 100 {
+        let now = chunks().await;
+        same = if now == last { same + 1 } else { 0 };
+        last = now;
+    }
 }
 
 /// From a cancel request to the upstream seeing its connection closed.
