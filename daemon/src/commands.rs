@@ -94,6 +94,14 @@ pub struct ServeStart {
     detached: Option<crate::daemonize::Detached>,
 }
 
+impl ServeStart {
+    /// The runtime threads the configuration asks for (`[daemon] worker_threads`);
+    /// `None`: one per CPU.
+    pub fn worker_threads(&self) -> Option<usize> {
+        Some(self.config.daemon.worker_threads).filter(|&n| n > 0)
+    }
+}
+
 /// The pid file `--daemon` uses when none is given, and `provd stop` looks for: beside
 /// the socket, in its private directory.
 pub fn default_pid_file(socket: &Path) -> PathBuf {

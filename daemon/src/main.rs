@@ -267,10 +267,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         })?),
         _ => None,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("provd")
-        .build()?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = serve.as_ref().and_then(|s| s.worker_threads()) {
+        runtime.worker_threads(threads);
+    }
+    let runtime = runtime.enable_all().thread_name("provd").build()?;
     // Clients find the daemon where `provd serve` would listen: --socket/$PROVD_SOCKET,
     // else the config file's `daemon.socket`, else the default path.
     let client_socket = || {

@@ -268,6 +268,9 @@ impl Reloader {
         if old.slow_client_timeout_seconds != d.slow_client_timeout_seconds {
             changed.push("daemon.slow_client_timeout_seconds");
         }
+        if old.worker_threads != d.worker_threads {
+            changed.push("daemon.worker_threads");
+        }
         changed.into_iter().map(str::to_owned).collect()
     }
 }

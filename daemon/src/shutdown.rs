@@ -38,6 +38,11 @@ impl Shutdown {
         self.stop.is_cancelled()
     }
 
+    /// Whether the drain deadline has passed.
+    pub fn is_aborting(&self) -> bool {
+        self.abort.is_cancelled()
+    }
+
     /// Resolves when the drain begins.
     pub async fn stopping(&self) {
         self.stop.cancelled().await

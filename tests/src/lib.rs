@@ -3,7 +3,9 @@
 //! to it through the Rust client or raw bytes.
 
 pub mod apis;
+pub mod bench;
 pub mod raw;
+pub mod soak;
 pub mod upstream;
 
 use std::io::{BufRead, BufReader};

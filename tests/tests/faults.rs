@@ -7,15 +7,16 @@
 //! | fault | test |
 //! |---|---|
 //! | upstream connection reset or closed mid-stream | `a_truncated_or_reset_stream_is_an_error_never_a_silent_success` in `provider_openai.rs` and `provider_anthropic.rs`, and the cut streams of `provider_ollama.rs` and `provider_gemini.rs` |
-//! | upstream stall past the first-byte, idle and total timeouts | `the_first_byte_timeout_is_named_in_the_error`, `the_idle_timeout_is_named_in_the_error`, `the_total_deadline_ends_a_request_whose_upstream_never_answers` in `resilience.rs` |
+//! | upstream stall past the first-byte, idle and total timeouts | `the_first_byte_timeout_is_named_in_the_error`, `the_idle_timeout_is_named_in_the_error`, `the_total_deadline_ends_a_request_whose_upstream_never_answers` in `resilience.rs` (the connect timeout is here) |
 //! | garbage NDJSON line | `a_garbage_line_is_a_malformed_upstream_response` in `provider_ollama.rs` |
 //! | a client that stops reading slows only itself | `a_client_that_stops_reading_slows_only_itself` in `bad_input.rs` |
 //! | a client that vanishes mid-stream | `disconnect_cancels_every_generation_of_the_connection` in `cancel.rs`, `a_client_disconnect_closes_the_upstream_connection` in `provider_*.rs` |
 //! | the connection limit reached | `connection_limit_gives_a_clear_overloaded_error` in `bad_input.rs` |
 //!
-//! Here: garbage event streams, a huge single event, endless streams, a client that stops
-//! reading being dropped at `slow_client_timeout_seconds`, a client that vanishes while its
-//! queue is full, a half-close, and SIGKILL with a restart on the same socket.
+//! Here: a stalled TCP handshake, garbage event streams, a huge single event, endless
+//! streams, a client that stops reading being dropped at `slow_client_timeout_seconds`, a
+//! client that vanishes while its queue is full, a half-close, and SIGKILL with a restart
+//! on the same socket.
 
 use std::os::unix::process::ExitStatusExt;
 
@@ -409,4 +410,44 @@ async fn a_daemon_killed_mid_stream_fails_its_clients_cleanly_and_a_restart_recl
     restarted.wait_for_log("reclaiming the stale socket");
     let client = Client::connect(&socket).await.unwrap();
     assert_served_in_full(&client).await;
+}
+
+/// A loopback TCP listener nobody accepts from, with its accept queue already full: the
+/// kernel drops the SYN of every further connection, so connecting to it stalls until
+/// the connecting side gives up. Returns its base URL, and the listener and the
+/// connection filling its queue, to keep open.
+async fn unconnectable() -> (String, tokio::net::TcpListener, tokio::net::TcpStream) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(([127, 0, 0, 1], 0).into()).unwrap();
+    // A backlog of 0: one completed connection fills the accept queue.
+    let listener = socket.listen(0).unwrap();
+    let address = listener.local_addr().unwrap();
+    let filler = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("fill the queue");
+    (format!("http://{address}"), listener, filler)
+}
+
+/// An upstream whose TCP handshake never completes is ended by `connect_timeout_seconds`
+/// with a timeout error that names it (the first-byte, idle and total timeouts are
+/// tested in `resilience.rs`).
+#[tokio::test]
+async fn an_upstream_that_never_completes_the_handshake_is_ended_by_the_connect_timeout() {
+    let (base_url, _listener, _filler) = unconnectable().await;
+    let daemon = daemon_for(
+        "openai-compatible",
+        &format!("{base_url}/v1"),
+        "connect_timeout_seconds = 1",
+    );
+    let client = daemon.client().await;
+    let (texts, result) = run(&client, GenerateRequest::prompt("q")).await;
+    let err = result.unwrap_err();
+    assert!(texts.is_empty());
+    assert_eq!(err.code, ErrorCode::Timeout, "{err}");
+    assert!(
+        err.message.contains("connect timeout of 1s"),
+        "{}",
+        err.message
+    );
+    client.ping().await.unwrap();
 }

@@ -363,38 +363,69 @@ type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, ProviderError>> + Send
 /// The body as it arrives, with the idle timeout between pieces; a reset or a silence
 /// past the limit ends it with a classified error.
 pub fn body_stream(provider: &str, response: Response, timeouts: Timeouts) -> BodyStream {
-    let provider = provider.to_owned();
-    let body = response.bytes_stream();
-    Box::pin(stream::unfold(
-        (Box::pin(body), false),
-        move |(mut body, failed)| {
-            let provider = provider.clone();
-            async move {
-                if failed {
-                    return None;
-                }
-                match tokio::time::timeout(timeouts.idle, body.next()).await {
-                Err(_) => Some((
-                    Err(ProviderError::new(
-                        ErrorCode::Timeout,
-                        format!("{provider}: the stream was idle longer than the idle timeout of {}s", timeouts.idle.as_secs()),
-                    )),
-                    (body, true),
-                )),
-                Ok(None) => None,
-                Ok(Some(Ok(bytes))) => Some((Ok(bytes), (body, false))),
-                Ok(Some(Err(e))) => {
-                    let mut error = ProviderError::new(
-                        ErrorCode::UpstreamError,
-                        format!("{provider}: the connection broke mid-response: {}", error_chain(&e.without_url())),
-                    );
-                    error.retryable = true;
-                    Some((Err(error), (body, true)))
+    let body = Body {
+        provider: provider.to_owned(),
+        pieces: Box::pin(response.bytes_stream()),
+        idle: timeouts.idle,
+        idle_timer: Box::pin(tokio::time::sleep(timeouts.idle)),
+        failed: false,
+    };
+    Box::pin(stream::unfold(body, |mut body| async move {
+        let piece = body.next_piece().await?;
+        Some((piece, body))
+    }))
+}
+
+/// The state of [`body_stream`].
+struct Body {
+    provider: String,
+    pieces: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
+    idle: Duration,
+    /// One timer for the whole body, re-armed only when it fires: pieces arrive far more
+    /// often than the idle timeout, and registering a timer per piece cost more than
+    /// reading the piece.
+    idle_timer: Pin<Box<tokio::time::Sleep>>,
+    failed: bool,
+}
+
+impl Body {
+    async fn next_piece(&mut self) -> Option<Result<Bytes, ProviderError>> {
+        if self.failed {
+            return None;
+        }
+        // Silence is counted from when this piece was asked for, not from the last one:
+        // time spent waiting for a slow client is not the upstream's.
+        let waiting_since = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                biased;
+                piece = self.pieces.next() => return match piece {
+                    None => None,
+                    Some(Ok(bytes)) => Some(Ok(bytes)),
+                    Some(Err(e)) => {
+                        self.failed = true;
+                        let mut error = ProviderError::new(
+                            ErrorCode::UpstreamError,
+                            format!("{}: the connection broke mid-response: {}", self.provider, error_chain(&e.without_url())),
+                        );
+                        error.retryable = true;
+                        Some(Err(error))
+                    }
+                },
+                () = &mut self.idle_timer => {
+                    let due = waiting_since + self.idle;
+                    if tokio::time::Instant::now() >= due {
+                        self.failed = true;
+                        return Some(Err(ProviderError::new(
+                            ErrorCode::Timeout,
+                            format!("{}: the stream was idle longer than the idle timeout of {}s", self.provider, self.idle.as_secs()),
+                        )));
+                    }
+                    self.idle_timer.as_mut().reset(due);
                 }
             }
-            }
-        },
-    ))
+        }
+    }
 }
 
 /// Cuts a byte stream into units: SSE events or NDJSON lines.

@@ -27,7 +27,7 @@ impl NdjsonSplitter {
 
     /// Feeds bytes; complete, non-blank lines are appended to `out`.
     pub fn push(&mut self, mut bytes: &[u8], out: &mut Vec<Vec<u8>>) -> Result<(), LineTooLong> {
-        while let Some(end) = bytes.iter().position(|&b| b == b'\n') {
+        while let Some(end) = memchr::memchr(b'\n', bytes) {
             if self.partial.len() + end > MAX_LINE_BYTES {
                 return Err(LineTooLong);
             }

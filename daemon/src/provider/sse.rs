@@ -64,7 +64,8 @@ impl SseParser {
                 continue;
             }
             self.after_cr = false;
-            match bytes.iter().position(|&b| b == b'\n' || b == b'\r') {
+            // memchr scans many bytes per step; this loop sees every byte of a stream.
+            match memchr::memchr2(b'\n', b'\r', bytes) {
                 Some(end) => {
                     self.extend_line(&bytes[..end])?;
                     self.after_cr = bytes[end] == b'\r';
@@ -120,8 +121,13 @@ impl SseParser {
             return Ok(());
         }
         // Lines are cut on CR/LF bytes only, which never occur inside a multi-byte UTF-8
-        // sequence, so a complete line decodes on its own.
-        let line = String::from_utf8_lossy(line);
+        // sequence, so a complete line decodes on its own. Strict validation first: it
+        // is several times faster than the lossy decoder on the valid lines an API
+        // sends, and this runs for every line of every stream.
+        let line = match std::str::from_utf8(line) {
+            Ok(valid) => std::borrow::Cow::Borrowed(valid),
+            Err(_) => String::from_utf8_lossy(line),
+        };
         let (field, value) = match line.find(':') {
             Some(i) => {
                 let v = &line[i + 1..];

@@ -126,10 +126,14 @@ async fn write_loop(
     peer_gone: CancellationToken,
 ) {
     let mut w = BufWriter::with_capacity(WRITE_BUFFER_BYTES, stream);
+    // One wait for the whole connection, polled by every select below: a fresh one per
+    // frame would register with (and leave) the token's waiter list each time.
+    let gone = peer_gone.cancelled();
+    tokio::pin!(gone);
     loop {
         let frame = tokio::select! {
             biased;
-            _ = peer_gone.cancelled() => return,
+            _ = &mut gone => return,
             frame = rx.recv() => frame,
         };
         let Some(frame) = frame else {
@@ -139,7 +143,7 @@ async fn write_loop(
         // Write everything already queued before flushing: under load, many chunk
         // frames leave in one syscall; when idle, each frame leaves at once.
         let written = tokio::select! {
-            _ = peer_gone.cancelled() => return,
+            _ = &mut gone => return,
             r = async {
                 w.write_all(&frame).await?;
                 while let Ok(frame) = rx.try_recv() {

@@ -109,6 +109,9 @@ struct Generation<'a> {
     usage: Option<Usage>,
 }
 
+/// The keepalive timer's period when keepalives are off (it is then never polled).
+const KEEPALIVE_OFF: std::time::Duration = std::time::Duration::from_secs(86_400);
+
 /// Resolves after `interval` of silence, or never when keepalives are off.
 async fn silence(interval: Option<std::time::Duration>, since: Instant) {
     match interval {
@@ -118,21 +121,6 @@ async fn silence(interval: Option<std::time::Duration>, since: Instant) {
 }
 
 impl Generation<'_> {
-    async fn interrupted(&self, deadline: Option<Instant>) -> Interrupt {
-        let deadline = async {
-            match deadline {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            biased;
-            _ = self.cancel.cancelled() => Interrupt::Cancelled,
-            _ = self.ctx.shutdown.aborting() => Interrupt::Shutdown,
-            _ = deadline => Interrupt::Deadline,
-        }
-    }
-
     /// The terminal error for an interruption, with what the client got so far.
     fn stop(&self, why: Interrupt, deadline_error: impl FnOnce(u32) -> ProviderError) -> WireError {
         let (id, chunks) = (self.id, self.chunks);
@@ -150,6 +138,21 @@ impl Generation<'_> {
         e.chunks = Some(chunks);
         e.usage = self.usage;
         e
+    }
+
+    /// Records that a streaming generation stopped early and returns its terminal error.
+    fn end_early(
+        &self,
+        state: &crate::provider::ProviderState,
+        why: Interrupt,
+        deadline_error: impl FnOnce(u32) -> ProviderError,
+    ) -> WireError {
+        let outcome = match why {
+            Interrupt::Cancelled => Outcome::Cancelled,
+            Interrupt::Shutdown | Interrupt::Deadline => Outcome::Failed,
+        };
+        state.record_end(outcome, self.usage.unwrap_or_default());
+        self.stop(why, deadline_error)
     }
 
     fn failed(&self, e: ProviderError) -> WireError {
@@ -180,11 +183,13 @@ impl Generation<'_> {
         // Opening: retries and fallbacks happen inside; keepalives go out meanwhile.
         let open = resilience::open(&daemon.factory, &request, &targets);
         tokio::pin!(open);
+        let opening_interrupted = interruption(self.cancel, &self.ctx.shutdown, None);
+        tokio::pin!(opening_interrupted);
         let mut quiet_since = Instant::now();
         let opened = loop {
             tokio::select! {
                 biased;
-                why = self.interrupted(None) => return Err(self.stop(why, deadline_error)),
+                why = &mut opening_interrupted => return Err(self.stop(why, deadline_error)),
                 opened = &mut open => break opened.map_err(|e| self.failed(e))?,
                 _ = silence(keepalive_every, quiet_since) => {
                     if self.keepalive().await.is_err() {
@@ -205,33 +210,51 @@ impl Generation<'_> {
         let model = instance.model().to_owned();
         let mut text = String::new();
 
+        // Per event, nothing is registered or allocated beyond the event itself: one
+        // interruption future (cancel, shutdown, deadline) and one keepalive timer live
+        // for the whole stream and are only polled, and a chunk goes straight into the
+        // queue when it has room. A stream forwards tens of thousands of chunks per
+        // second, and registering timers and waiters for each one was among the largest
+        // costs of forwarding in profiles.
+        let (cancel, ctx) = (self.cancel, self.ctx);
+        let interrupted = interruption(cancel, &ctx.shutdown, Some(deadline));
+        tokio::pin!(interrupted);
+        let keepalive = tokio::time::sleep(keepalive_every.unwrap_or(KEEPALIVE_OFF));
+        tokio::pin!(keepalive);
+        // The keepalive timer is re-armed lazily: when it fires, it checks whether the
+        // stream was really silent since `quiet_since`, so events need not reset it.
+        quiet_since = Instant::now();
+
         loop {
             let event = match first.pop_front() {
                 Some(event) => Some(Ok(event)),
-                None => {
-                    quiet_since = Instant::now();
-                    loop {
-                        tokio::select! {
-                            biased;
-                            why = self.interrupted(Some(deadline)) => {
-                                let outcome = match why {
-                                    Interrupt::Cancelled => Outcome::Cancelled,
-                                    _ => Outcome::Failed,
-                                };
-                                state.record_end(outcome, self.usage.unwrap_or_default());
-                                return Err(self.stop(why, deadline_error));
-                            }
-                            event = rest.next() => break event,
-                            _ = silence(keepalive_every, quiet_since) => {
+                None => loop {
+                    // The stream first: while events are ready, the interruption future
+                    // is not polled at all (its wakers stay registered from the last
+                    // wait), and these three loads catch an interruption instead.
+                    if let Some(why) = interrupted_now(cancel, &ctx.shutdown, deadline) {
+                        return Err(self.end_early(state, why, deadline_error));
+                    }
+                    tokio::select! {
+                        biased;
+                        event = rest.next() => {
+                            quiet_since = Instant::now();
+                            break event;
+                        }
+                        why = &mut interrupted => return Err(self.end_early(state, why, deadline_error)),
+                        _ = &mut keepalive, if keepalive_every.is_some() => {
+                            let every = keepalive_every.unwrap_or(KEEPALIVE_OFF);
+                            let now = Instant::now();
+                            if now >= quiet_since + every {
                                 if self.keepalive().await.is_err() {
-                                    state.record_end(Outcome::Cancelled, self.usage.unwrap_or_default());
-                                    return Err(self.stop(Interrupt::Cancelled, deadline_error));
+                                    return Err(self.end_early(state, Interrupt::Cancelled, deadline_error));
                                 }
-                                quiet_since = Instant::now();
+                                quiet_since = now;
                             }
+                            keepalive.as_mut().reset(quiet_since + every);
                         }
                     }
-                }
+                },
             };
             match event {
                 Some(Ok(StreamEvent::Text(piece))) if streaming => {
@@ -249,21 +272,24 @@ impl Generation<'_> {
                                 format!("cannot encode a chunk: {e}"),
                             )
                         })?;
-                    // A slow reader makes this wait; cancel and shutdown still cut in.
-                    tokio::select! {
-                        biased;
-                        why = self.interrupted(Some(deadline)) => {
-                            let outcome = match why {
-                                Interrupt::Cancelled => Outcome::Cancelled,
-                                _ => Outcome::Failed,
+                    // A slow reader fills the queue and makes this wait; cancel, shutdown
+                    // and the deadline still cut in.
+                    let sent = match ctx.out.try_send(frame) {
+                        Ok(()) => true,
+                        Err(mpsc::error::TrySendError::Closed(_)) => false,
+                        Err(mpsc::error::TrySendError::Full(frame)) => {
+                            let sent = tokio::select! {
+                                biased;
+                                why = &mut interrupted => return Err(self.end_early(state, why, deadline_error)),
+                                sent = ctx.out.send(frame) => sent.is_ok(),
                             };
-                            state.record_end(outcome, self.usage.unwrap_or_default());
-                            return Err(self.stop(why, deadline_error));
+                            // Waiting for the client is not the upstream's silence.
+                            quiet_since = Instant::now();
+                            sent
                         }
-                        sent = self.ctx.out.send(frame) => if sent.is_err() {
-                            state.record_end(Outcome::Cancelled, self.usage.unwrap_or_default());
-                            return Err(self.stop(Interrupt::Cancelled, deadline_error));
-                        },
+                    };
+                    if !sent {
+                        return Err(self.end_early(state, Interrupt::Cancelled, deadline_error));
                     }
                     self.chunks += 1;
                     state.record_chunk();
@@ -299,6 +325,45 @@ impl Generation<'_> {
                 }
             }
         }
+    }
+}
+
+/// Whether the generation must stop early, checked without waiting: see [`interruption`].
+fn interrupted_now(
+    cancel: &CancellationToken,
+    shutdown: &Shutdown,
+    deadline: Instant,
+) -> Option<Interrupt> {
+    if cancel.is_cancelled() {
+        Some(Interrupt::Cancelled)
+    } else if shutdown.is_aborting() {
+        Some(Interrupt::Shutdown)
+    } else if Instant::now() >= deadline {
+        Some(Interrupt::Deadline)
+    } else {
+        None
+    }
+}
+
+/// Resolves when the generation must stop early: cancelled (by its client or because
+/// the connection closed), the drain deadline passed, or the request's deadline passed.
+/// Created once per stage of a generation and polled by every wait in it.
+async fn interruption(
+    cancel: &CancellationToken,
+    shutdown: &Shutdown,
+    deadline: Option<Instant>,
+) -> Interrupt {
+    let deadline = async {
+        match deadline {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        biased;
+        _ = cancel.cancelled() => Interrupt::Cancelled,
+        _ = shutdown.aborting() => Interrupt::Shutdown,
+        _ = deadline => Interrupt::Deadline,
     }
 }
 

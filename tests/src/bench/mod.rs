@@ -1,0 +1,537 @@
+//! `provd-bench`: the daemon measured against the mock upstreams of this crate, on one
+//! machine, in one run, printed as one markdown table with the targets of issue 7.
+//!
+//! What runs where: the mock upstream has a runtime and thread of its own; the benchmark's
+//! clients (direct reqwest and `provd-client`) share one current-thread runtime, so
+//! their wake-ups stay on one thread and the figures are the daemon's and the sockets';
+//! the daemon is the real release binary in its own process, with its default runtime.
+//!
+//! Sections: the floor (a raw socket echo and the daemon's ping), generations direct
+//! versus through the daemon at concurrency 1, 64 and 512 (with the daemon's CPU time
+//! per forwarded chunk), the same at 64 with a stuck client on another connection,
+//! cancel-to-upstream latency, and the daemon's RSS idle, with 1,000 idle connections and
+//! with 1,000 open streams.
+
+pub mod load;
+pub mod memory;
+pub mod stats;
+pub mod system;
+
+use std::time::Instant;
+
+use provd_client::Client;
+
+use crate::raw::RawConn;
+use crate::upstream::{Part, Reply, Seen, Upstream};
+use crate::{apis::openai, Daemon};
+use load::{CpuProbe, DaemonPath, DirectPath, Level, PathRun};
+use memory::Memory;
+use stats::{human, Samples};
+
+/// Streams per connection the daemon allows by default; concurrency above it is spread
+/// over several connections.
+const STREAMS_PER_CONNECTION: usize = 64;
+/// Connections and streams for the memory figures.
+const OPEN_COUNT: usize = 1000;
+/// Chunks in each of the stuck client's generations: far more than its socket and queue
+/// hold, so none can finish; cheap for the mock to produce, so that making them is not
+/// charged to the measured round.
+const FLOOD_CHUNKS: u32 = 20_000;
+/// Log filter for benchmarked daemons: the harness needs "listening"; per-connection
+/// info lines would cost the daemon CPU that is not forwarding.
+const DAEMON_LOG: &str = "warn,provd::server=info,provd::server::connection=warn";
+
+/// Which parts to run and how long.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Fewer samples, for a smoke run (the figures are noisier).
+    pub quick: bool,
+    /// Run only these sections (`floor`, `c1`, `c64`, `c512`, `stuck`, `cancel`,
+    /// `memory`); all when empty. For profiling one path.
+    pub only: Vec<String>,
+    /// The daemons' `worker_threads`; their default (one per CPU) when `None`.
+    pub workers: Option<usize>,
+}
+
+impl Options {
+    fn runs(&self, section: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|s| s == section)
+    }
+
+    fn scale(&self, full: usize) -> usize {
+        if self.quick {
+            (full / 5).max(2)
+        } else {
+            full
+        }
+    }
+}
+
+/// Everything measured, ready to print.
+#[derive(Default)]
+struct Results {
+    floor: Option<Samples>,
+    pings: Option<Samples>,
+    levels: Vec<Level>,
+    stuck: Option<(PathRun, PathRun)>,
+    cancel: Option<Samples>,
+    memory: Option<Memory>,
+}
+
+/// The machine's floor: a 16-byte round trip over a Unix socket pair to an echo thread,
+/// with blocking std I/O and no protocol at all.
+fn raw_socket_round_trip(iterations: usize) -> Samples {
+    use std::io::{Read, Write};
+    let (mut a, mut b) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+    let echo = std::thread::spawn(move || {
+        let mut buf = [0u8; 16];
+        while b.read_exact(&mut buf).is_ok() {
+            if b.write_all(&buf).is_err() {
+                break;
+            }
+        }
+    });
+    let mut samples = Samples::new();
+    let mut buf = [0u8; 16];
+    for i in 0..iterations + iterations / 10 {
+        let start = Instant::now();
+        a.write_all(&buf).expect("write");
+        a.read_exact(&mut buf).expect("read");
+        if i >= iterations / 10 {
+            samples.push(start.elapsed());
+        }
+    }
+    drop(a);
+    echo.join().expect("echo thread");
+    samples
+}
+
+/// An upstream answer that sends one chunk and then nothing until the client leaves: a
+/// model thinking, for cancel latency and open-stream memory.
+fn first_chunk_then_stall() -> Reply {
+    let first = openai::chunk_event("m", serde_json::json!({"content": "x"}), None);
+    Reply::stream(
+        "text/event-stream",
+        vec![Part::Bytes(first.into_bytes()), Part::Stall],
+    )
+}
+
+/// A provider table forwarding to `base_url` with timeouts far beyond a benchmark run.
+fn provider(id: &str, base_url: &str) -> String {
+    format!(
+        "[providers.{id}]\ntype = \"openai-compatible\"\nbase_url = \"{base_url}/v1\"\n\
+         default_model = \"m\"\nretry_attempts = 0\ntimeout_seconds = 600\n"
+    )
+}
+
+/// Runs the benchmark and returns the markdown report.
+pub fn run(options: &Options) -> String {
+    crate::install_crypto_provider();
+    // The daemon inherits the limit: 1,000 client connections and as many upstream ones.
+    let fd_limit = system::raise_fd_limit((OPEN_COUNT * 4 + 1024) as u64);
+    let load_before = system::load_average();
+    let started = Instant::now();
+    let mut results = Results::default();
+    if options.runs("floor") {
+        results.floor = Some(raw_socket_round_trip(options.scale(20_000)));
+    }
+
+    // The upstreams get a runtime (and thread) of their own, so they serve both paths
+    // alike and their work is not charged to either side's thread.
+    let upstream_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("upstream runtime");
+    let answer = load::answer();
+    let streaming = upstream_rt.block_on(Upstream::start(move |_| answer.clone()));
+    let upstream_tid = upstream_rt
+        .block_on(upstream_rt.spawn(async { system::current_thread_id() }))
+        .expect("the upstream thread's id");
+    let stalling = upstream_rt.block_on(Upstream::start(|_| first_chunk_then_stall()));
+    let client_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("client runtime");
+
+    let workers = options
+        .workers
+        .map_or(String::new(), |n| format!("worker_threads = {n}\n"));
+    let needs_main = ["floor", "c1", "c64", "c512", "stuck", "cancel"]
+        .iter()
+        .any(|s| options.runs(s));
+    if needs_main {
+        let config = format!(
+            "[daemon]\nkeepalive_interval_ms = 0\ndefault_provider = \"up\"\n\
+             slow_client_timeout_seconds = 3600\n{workers}\
+             {}{}[providers.mock]\ntype = \"mock\"\ndefault_model = \"mock-1\"\n",
+            provider("up", &streaming.base_url),
+            provider("stall", &stalling.base_url),
+        );
+        let daemon = Daemon::builder()
+            .config(&config)
+            .env("PROVD_LOG", DAEMON_LOG)
+            .start();
+        let cpu = CpuProbe {
+            daemon_pid: daemon.pid(),
+            upstream_tid,
+        };
+        client_rt.block_on(main_sections(
+            options,
+            &daemon,
+            cpu,
+            &streaming,
+            &stalling,
+            &mut results,
+        ));
+    }
+    if options.runs("memory") {
+        let stalling = upstream_rt.block_on(Upstream::start(|_| first_chunk_then_stall()));
+        let config = format!(
+            "[daemon]\nkeepalive_interval_ms = 0\nmax_connections = {}\n{workers}{}",
+            OPEN_COUNT + 16,
+            provider("stall", &stalling.base_url),
+        );
+        let daemon = Daemon::builder()
+            .config(&config)
+            .env("PROVD_LOG", DAEMON_LOG)
+            .start();
+        results.memory = Some(client_rt.block_on(memory::measure(&daemon, "stall", OPEN_COUNT)));
+    }
+    let header = format!(
+        "# provd-bench\n\n\
+         Machine: {}. Load average {} before, {} after; {:.0} s; descriptor limit {fd_limit}; \
+         daemon worker threads: {}{}.\n",
+        system::machine(),
+        load_before,
+        system::load_average(),
+        started.elapsed().as_secs_f64(),
+        options
+            .workers
+            .map_or("one per CPU (the default)".to_owned(), |n| n.to_string()),
+        if options.quick {
+            "; --quick (fewer samples)"
+        } else {
+            ""
+        },
+    );
+    format!("{header}{}", report(&mut results))
+}
+
+async fn main_sections(
+    options: &Options,
+    daemon: &Daemon,
+    cpu: CpuProbe,
+    streaming: &Upstream,
+    stalling: &Upstream,
+    results: &mut Results,
+) {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .build()
+        .expect("reqwest");
+    let url = format!("{}/v1/chat/completions", streaming.base_url);
+    let direct = DirectPath {
+        http: &http,
+        url: &url,
+    };
+    let mut clients = Vec::new();
+    for _ in 0..512 / STREAMS_PER_CONNECTION {
+        clients.push(daemon.client().await);
+    }
+    let path = |connections: usize| DaemonPath {
+        clients: &clients[..connections],
+        provider: "up",
+        cpu,
+    };
+    if options.runs("floor") {
+        results.pings = Some(load::pings(&clients[0], options.scale(5000)).await);
+    }
+    if options.runs("c1") {
+        let n = options.scale(1000);
+        results
+            .levels
+            .push(load::level(1, 1, 50, n, true, &direct, &path(1)).await);
+    }
+    if options.runs("c64") {
+        let n = options.scale(20);
+        results
+            .levels
+            .push(load::level(64, 2, 2, n, false, &direct, &path(1)).await);
+    }
+    if options.runs("c512") {
+        let n = options.scale(10);
+        results
+            .levels
+            .push(load::level(512, 1, 2, n, false, &direct, &path(8)).await);
+    }
+    if options.runs("stuck") {
+        results.stuck = Some(stuck_client(options.scale(10), daemon, &path(1)).await);
+    }
+    if options.runs("cancel") {
+        results.cancel = Some(cancel_latency(options.scale(200), &clients[0], stalling).await);
+    }
+}
+
+/// Concurrency 64 through the daemon, in rounds that alternate between a quiet daemon and
+/// one where another connection has stopped reading with its queue full (its four
+/// generations blocked): (quiet, with the stuck client). The daemon's slow-client bound
+/// is set far beyond the run, so the stuck client stays.
+async fn stuck_client(rounds: usize, daemon: &Daemon, path: &DaemonPath<'_>) -> (PathRun, PathRun) {
+    let client = &path.clients[0];
+    let run =
+        |worker: usize| load::through(&path.clients[worker % path.clients.len()], path.provider);
+    let mut flood = crate::numbered(FLOOD_CHUNKS, 0);
+    flood.provider = Some("mock".into());
+    let (mut quiet, mut stuck) = (PathRun::default(), PathRun::default());
+    for _ in 0..rounds {
+        let (timings, wall) = load::round(64, 2, run).await;
+        quiet.add(timings, wall);
+        // Blocking std I/O on the client thread: short writes the daemon reads at once.
+        let mut raw = RawConn::greeted(&daemon.socket);
+        for id in 1..=4 {
+            raw.request(id, "generate", &flood);
+        }
+        memory::until(client, |_, active| active == 4).await;
+        blocked(client).await;
+        let (timings, wall) = load::round(64, 2, run).await;
+        stuck.add(timings, wall);
+        drop(raw);
+        memory::until(client, |_, active| active == 0).await;
+    }
+    (quiet, stuck)
+}
+
+/// Waits until the stuck client's generations have stopped producing: the daemon's
+/// chunk count unchanged over many status round trips (a bench may guess; a test may
+/// not).
+async fn blocked(client: &Client) {
+    let chunks = || async {
+        let status = client.status().await.expect("status");
+        status
+            .instances
+            .iter()
+            .map(|i| i.metrics.chunks)
+            .sum::<u64>()
+    };
+    let (mut last, mut same) = (chunks().await, 0);
+    while same < 100 {
+        let now = chunks().await;
+        same = if now == last { same + 1 } else { 0 };
+        last = now;
+    }
+}
+
+/// From a cancel request to the upstream seeing its connection closed.
+async fn cancel_latency(rounds: usize, client: &Client, stalling: &Upstream) -> Samples {
+    use provd_client::{GenerateEvent, GenerateRequest};
+    let mut samples = Samples::new();
+    for _ in 0..rounds {
+        let index = stalling.requests().len();
+        let mut request = GenerateRequest::prompt("q");
+        request.provider = Some("stall".into());
+        let mut g = client.generate(request).await.expect("generate");
+        assert!(matches!(g.next().await, Some(Ok(GenerateEvent::Chunk(_)))));
+        let start = Instant::now();
+        g.cancel_handle().cancel().await.expect("cancel");
+        stalling.wait_for(Seen::ClientClosedEarly(index)).await;
+        samples.push(start.elapsed());
+        drop(g);
+    }
+    samples
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met {
+        "met"
+    } else {
+        "**missed**"
+    }
+}
+
+fn report(r: &mut Results) -> String {
+    let mut out = Vec::<String>::new();
+    let mut ping_p50 = f64::NAN;
+    out.push("\n## Floor\n".into());
+    out.push("| measurement | samples | p50 | p99 | max |".into());
+    out.push("|---|---|---|---|---|".into());
+    if let Some(floor) = &mut r.floor {
+        out.push(format!(
+            "| raw Unix socket echo, 16 bytes, no protocol (machine floor) | {} | {} | {} | {} |",
+            floor.len(),
+            human(floor.p50()),
+            human(floor.p99()),
+            human(floor.max())
+        ));
+    }
+    if let Some(pings) = &mut r.pings {
+        out.push(format!(
+            "| ping round trip through provd, back to back (the protocol's floor) | {} | {} | {} | {} |",
+            pings.len(),
+            human(pings.p50()),
+            human(pings.p99()),
+            human(pings.max())
+        ));
+    }
+    if let Some(c1) = r.levels.iter_mut().find(|l| l.concurrency == 1) {
+        ping_p50 = c1.ping.p50();
+        out.push(format!(
+            "| ping round trip through provd, each after a direct generation (as the c = 1 generations through provd are) | {} | {} | {} | {} |",
+            c1.ping.len(),
+            human(c1.ping.p50()),
+            human(c1.ping.p99()),
+            human(c1.ping.max())
+        ));
+    }
+    out.push(format!(
+        "\n## Generations: direct to the upstream vs through provd ({} chunks each)\n",
+        load::CHUNKS
+    ));
+    out.push("| path | c | connections | requests | first chunk p50 | p99 | max | total p50 | p99 | max | requests/s | chunks/s | CPU ms per 1,000 chunks: daemon | client | upstream |".into());
+    out.push("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|".into());
+    for level in &mut r.levels {
+        let c = level.concurrency;
+        for (name, run, conns) in [
+            ("direct", &mut level.direct, "—".to_owned()),
+            (
+                "through provd",
+                &mut level.daemon,
+                level.connections.to_string(),
+            ),
+        ] {
+            out.push(format!(
+                "| {name} | {c} | {conns} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} |",
+                run.requests,
+                human(run.first.p50()),
+                human(run.first.p99()),
+                human(run.first.max()),
+                human(run.total.p50()),
+                human(run.total.p99()),
+                human(run.total.max()),
+                run.requests_per_s(),
+                run.chunks_per_s(),
+                run.per_1000_chunks(run.daemon_cpu),
+                run.per_1000_chunks(run.client_cpu),
+                run.per_1000_chunks(run.upstream_cpu),
+            ));
+        }
+    }
+    out.push(String::new());
+    out.push(format!(
+        "Direct: reqwest with a connection pool, splitting the SSE body into events and decoding each event's JSON, as an application would. \
+         Through provd: `provd-client`, one connection for c ≤ {STREAMS_PER_CONNECTION}; c = 512 is spread over 8 connections × 64 streams \
+         (`max_streams_per_connection`). Each of c workers runs its generations back to back; direct and daemon rounds alternate. \
+         CPU: utime + stime from /proc over each path's rounds, of the daemon, of the benchmark process but its upstream thread (the client), and of the mock upstream's thread."
+    ));
+
+    if let Some((quiet, stuck)) = &mut r.stuck {
+        out.push("\n## A stuck client on another connection (c = 64 through provd)\n".into());
+        out.push("| the daemon | requests | first chunk p50 | total p50 | chunks/s |".into());
+        out.push("|---|---|---|---|---|".into());
+        for (name, run) in [
+            ("quiet daemon", quiet),
+            ("another connection stopped reading, its queue full", stuck),
+        ] {
+            out.push(format!(
+                "| {name} | {} | {} | {} | {:.0} |",
+                run.requests,
+                human(run.first.p50()),
+                human(run.total.p50()),
+                run.chunks_per_s()
+            ));
+        }
+    }
+
+    if let Some(cancel) = &mut r.cancel {
+        out.push("\n## Cancel\n".into());
+        out.push("| measurement | samples | p50 | p99 | max |".into());
+        out.push("|---|---|---|---|---|".into());
+        out.push(format!(
+            "| cancel request → the upstream sees its connection closed | {} | {} | {} | {} |",
+            cancel.len(),
+            human(cancel.p50()),
+            human(cancel.p99()),
+            human(cancel.max())
+        ));
+    }
+
+    if let Some(m) = &r.memory {
+        out.push("\n## Daemon memory (RSS)\n".into());
+        out.push("| state | RSS | per connection or stream |".into());
+        out.push("|---|---|---|".into());
+        out.push(format!(
+            "| idle (started, one client pinged and left) | {} | |",
+            mib(m.idle_kib)
+        ));
+        out.push(format!(
+            "| {} idle connections | {} | {:.1} KiB per connection |",
+            m.count,
+            mib(m.connections_kib),
+            m.per_connection_kib()
+        ));
+        out.push(format!(
+            "| {} streams open at once, one per connection, each on its own upstream HTTP connection | {} | {:.1} KiB per stream |",
+            m.count,
+            mib(m.streams_kib),
+            m.per_stream_kib()
+        ));
+        out.push(format!(
+            "| after they all closed | {} | |",
+            mib(m.after_kib)
+        ));
+    }
+
+    out.push("\n## Targets\n".into());
+    out.push("| target | measured | |".into());
+    out.push("|---|---|---|".into());
+    if let Some(c1) = r.levels.iter_mut().find(|l| l.concurrency == 1) {
+        let added = c1.daemon.first.p50() - c1.direct.first.p50();
+        let ratio = added / ping_p50;
+        let back_to_back = r.pings.as_mut().map_or(String::new(), |p| {
+            format!(
+                "; {:.1}× the back-to-back ping ({})",
+                added / p.p50(),
+                human(p.p50())
+            )
+        });
+        out.push(format!(
+            "| added median time to first chunk (c = 1) ≤ 3× ping | {} − {} = {} = {ratio:.2}× the ping after a direct generation ({}){back_to_back} | {} |",
+            human(c1.daemon.first.p50()),
+            human(c1.direct.first.p50()),
+            human(added),
+            human(ping_p50),
+            verdict(ratio <= 3.0)
+        ));
+    }
+    if let Some(c64) = r.levels.iter().find(|l| l.concurrency == 64) {
+        let ratio = c64.daemon.chunks_per_s() / c64.direct.chunks_per_s();
+        let cpu_bound = c64.direct.total_per_1000_chunks() / c64.daemon.total_per_1000_chunks();
+        out.push(format!(
+            "| chunks/s through provd ≥ 90% of direct (c = 64) | {:.0} / {:.0} = {:.0}% (CPU per chunk, all processes: direct {:.2} ms, through provd {:.2} ms per 1,000: {:.0}% if the cores are the limit) | {} |",
+            c64.daemon.chunks_per_s(),
+            c64.direct.chunks_per_s(),
+            ratio * 100.0,
+            c64.direct.total_per_1000_chunks(),
+            c64.daemon.total_per_1000_chunks(),
+            cpu_bound * 100.0,
+            verdict(ratio >= 0.9)
+        ));
+    }
+    if let Some(m) = &r.memory {
+        out.push(format!(
+            "| idle RSS ≤ 16 MiB | {} | {} |",
+            mib(m.idle_kib),
+            verdict(m.idle_kib <= 16 * 1024)
+        ));
+        out.push(format!(
+            "| RSS per open stream ≤ 64 KiB | {:.1} KiB | {} |",
+            m.per_stream_kib(),
+            verdict(m.per_stream_kib() <= 64.0)
+        ));
+    }
+    out.join("\n")
+}
