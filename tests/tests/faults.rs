@@ -364,21 +364,99 @@ async fn a_half_closed_client_is_treated_as_gone_and_its_generations_cancelled()
     assert_eq!(cancelled, Some(1));
 }
 
-/// SIGKILL mid-stream: the client's stream ends with `unavailable` (never a hang, never a
-/// silent end), new requests on that connection fail the same way, connecting to the
-/// dead socket is refused with `unavailable`, and a new daemon on the same path reclaims
-/// the stale socket and serves.
-#[tokio::test]
+/// A master key for the daemons with a credential store.
+const MASTER: &str = "8f3a9c2e71d04b6a95e3f0c1d2b7a48e6c5d9f0a1b2c3d4e5f60718293a4b5c6";
+
+/// The `n`th API key the credential writer seals.
+fn nth_key(n: u32) -> String {
+    format!("sk-killed-while-writing-{n:06}-AAAAAAAAAAAAAAAA")
+}
+
+/// Seals `a`'s key to [`nth_key`]`(n)`.
+async fn seal(client: &Client, n: u32) -> Result<(), provd_client::ClientError> {
+    let params = provd_client::message::CredsSetParams {
+        provider: "a".into(),
+        secret: nth_key(n),
+    };
+    client
+        .request::<_, serde::de::IgnoredAny>(provd_client::message::method::CREDS_SET, &params)
+        .await
+        .map(drop)
+}
+
+/// Seals `a`'s key over and over until the daemon goes away: returns the last key whose
+/// write was acknowledged and the one in flight when the connection broke.
+async fn seal_until_killed(client: Client, mut n: u32) -> (String, String) {
+    loop {
+        let sealed = seal(&client, n + 1).await;
+        match sealed {
+            Ok(_) => n += 1,
+            Err(e) => {
+                assert_eq!(e.code(), ErrorCode::Unavailable, "{e}");
+                return (nth_key(n), nth_key(n + 1));
+            }
+        }
+    }
+}
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(files_under(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+/// SIGKILL mid-stream and mid-write of a credential: the client's stream ends with
+/// `unavailable` (never a hang, never a silent end), new requests on that connection fail
+/// the same way, connecting to the dead socket is refused with `unavailable`, and a new
+/// daemon on the same path reclaims the stale socket, opens the credential store (it
+/// refuses to start on any file it cannot open) holding the last acknowledged key or the
+/// one in flight, never a torn one, and serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daemon_killed_mid_stream_fails_its_clients_cleanly_and_a_restart_reclaims_the_socket() {
+    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("provd.sock");
-    let daemon = Daemon::builder().socket(&socket).start();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let up = Upstream::start(|_| {
+        openai::stream_reply(&openai::stream_text(MODEL, &["ok"], "stop", (2, 1)), 64)
+    })
+    .await;
+    let config = format!(
+        "[daemon]\nstate_dir = \"{}\"\ndefault_provider = \"mock\"\n\
+         [providers.mock]\ntype = \"mock\"\ndefault_model = \"mock-1\"\n\
+         [providers.a]\ntype = \"openai\"\nbase_url = \"{}/v1\"\ndefault_model = \"{MODEL}\"\n\
+         retry_attempts = 0\napi_key_env = \"PROVD_UNSET_A\"\n",
+        state.display(),
+        up.base_url
+    );
+    let start = || {
+        Daemon::builder()
+            .config(&config)
+            .socket(&socket)
+            .env("SECRET_KEY", MASTER)
+            .start()
+    };
+    let daemon = start();
     let client = Client::connect(&socket).await.unwrap();
     let mut generation = client.generate(numbered(100_000, 10)).await.unwrap();
     assert!(matches!(
         generation.next().await,
         Some(Ok(GenerateEvent::Chunk(_)))
     ));
+    // One key acknowledged before the kill, then writes back to back while it lands.
+    let admin = Client::connect(&socket).await.unwrap();
+    seal(&admin, 1).await.unwrap();
+    let writer = tokio::spawn(seal_until_killed(admin, 1));
 
     daemon.signal(SIGKILL);
     let (status, _) = daemon.wait();
@@ -399,6 +477,7 @@ async fn a_daemon_killed_mid_stream_fails_its_clients_cleanly_and_a_restart_recl
         client.ping().await.unwrap_err().code(),
         ErrorCode::Unavailable
     );
+    let (last_acked, in_flight) = writer.await.unwrap();
 
     // The dead daemon could not remove its socket; nobody listens on it.
     assert!(socket.exists());
@@ -406,10 +485,48 @@ async fn a_daemon_killed_mid_stream_fails_its_clients_cleanly_and_a_restart_recl
     assert_eq!(refused.code(), ErrorCode::Unavailable, "{refused}");
     assert!(refused.to_string().contains("cannot connect"), "{refused}");
 
-    let restarted = Daemon::builder().socket(&socket).start();
+    let restarted = start();
     restarted.wait_for_log("reclaiming the stale socket");
     let client = Client::connect(&socket).await.unwrap();
     assert_served_in_full(&client).await;
+
+    let listing: provd_client::message::CredsList = client
+        .request(provd_client::message::method::CREDS_LIST, &json!({}))
+        .await
+        .unwrap();
+    assert!(listing.errors.is_empty(), "{:?}", listing.errors);
+    let providers: Vec<&str> = listing
+        .credentials
+        .iter()
+        .map(|c| c.provider.as_str())
+        .collect();
+    assert_eq!(providers, ["a"]);
+    let mut request = GenerateRequest::prompt("q");
+    request.provider = Some("a".into());
+    let (texts, done) = run(&client, request).await;
+    done.unwrap();
+    assert_eq!(texts.concat(), "ok");
+    let used = up
+        .requests()
+        .last()
+        .unwrap()
+        .header("authorization")
+        .map(str::to_owned);
+    assert!(
+        used == Some(format!("Bearer {last_acked}")) || used == Some(format!("Bearer {in_flight}")),
+        "the store holds neither the last acknowledged key nor the one in flight: {used:?}"
+    );
+    // A write the kill cut short left a temp file at most, and opening the store removed it.
+    let stray: Vec<_> = files_under(&state)
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(".tmp-")
+        })
+        .collect();
+    assert!(stray.is_empty(), "{stray:?}");
 }
 
 /// A loopback TCP listener nobody accepts from, with its accept queue already full: the
