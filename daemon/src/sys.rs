@@ -129,29 +129,36 @@ pub enum Lock {
     SharedWait,
     /// Shared, failing with `WouldBlock` if an exclusive lock is held.
     SharedTry,
+    /// Exclusive, waiting until it is granted.
+    ExclusiveWait,
     /// Exclusive, failing with `WouldBlock` if any lock is held (what the daemonize crate
-    /// takes; tests stand in for a daemon with it).
+    /// takes; tests stand in for a daemon, or observe a lock, with it).
     #[cfg(test)]
     ExclusiveTry,
 }
 
-/// `flock(2)` on an open file: the lock the daemonize crate holds on the pid file for
-/// the daemon's whole life, released by the kernel when the daemon exits.
+/// `flock(2)` on an open file. The lock belongs to the open file description, so two
+/// `File`s opened separately exclude each other even inside one process, and the kernel
+/// releases it when the file is closed or the process dies: a crash never leaves a stale
+/// lock behind (the daemonize crate's pid file lock lasts the daemon's whole life).
 #[cfg(unix)]
 pub fn flock(file: &std::fs::File, lock: Lock) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     let op = match lock {
         Lock::SharedWait => libc::LOCK_SH,
         Lock::SharedTry => libc::LOCK_SH | libc::LOCK_NB,
+        Lock::ExclusiveWait => libc::LOCK_EX,
         #[cfg(test)]
         Lock::ExclusiveTry => libc::LOCK_EX | libc::LOCK_NB,
     };
     loop {
-        // SAFETY: the descriptor belongs to `file`, which outlives the call.
+        // SAFETY: the descriptor belongs to `file`, which outlives the call; flock reads
+        // no memory of ours.
         if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
             return Ok(());
         }
         let e = std::io::Error::last_os_error();
+        // A signal may interrupt a wait; the lock is not held then, so ask again.
         if e.kind() != std::io::ErrorKind::Interrupted {
             return Err(e);
         }
@@ -222,58 +229,19 @@ pub fn user_groups(uid: u32, primary_gid: u32) -> Vec<u32> {
     }
 }
 
-/// Takes an advisory `flock(2)` lock on `file`, waiting until it is granted; `exclusive`
-/// picks a write lock over a shared one. The lock belongs to the open file description,
-/// so two `File`s opened separately exclude each other even inside one process, and it
-/// is released when the file is closed (or the process dies: a crash never leaves a
-/// stale lock behind).
-#[cfg(unix)]
-pub fn lock_file(file: &std::fs::File, exclusive: bool) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let op = if exclusive {
-        libc::LOCK_EX
-    } else {
-        libc::LOCK_SH
-    };
-    loop {
-        // SAFETY: the descriptor is owned by `file`, which outlives the call; flock reads
-        // no memory of ours.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
-        if rc == 0 {
-            return Ok(());
-        }
-        let err = std::io::Error::last_os_error();
-        // A signal may interrupt the wait; the lock is not held then, so wait again.
-        if err.kind() != std::io::ErrorKind::Interrupted {
-            return Err(err);
-        }
-    }
+/// Returns the allocator's free memory to the kernel; whether any was returned. glibc
+/// keeps freed memory in its arenas for reuse and gives little of it back by itself.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub fn release_free_memory() -> bool {
+    // SAFETY: malloc_trim takes no pointers; it walks the allocator's own free lists
+    // under the allocator's locks, so it is safe beside other threads allocating.
+    unsafe { libc::malloc_trim(0) == 1 }
 }
 
-/// Like [`lock_file`], but returns `Ok(false)` at once instead of waiting when another
-/// open file description holds a conflicting lock. Only the tests need it (to observe a
-/// lock without blocking on it).
-#[cfg(all(unix, test))]
-pub fn try_lock_file(file: &std::fs::File, exclusive: bool) -> std::io::Result<bool> {
-    use std::os::fd::AsRawFd;
-    let op = if exclusive {
-        libc::LOCK_EX
-    } else {
-        libc::LOCK_SH
-    } | libc::LOCK_NB;
-    loop {
-        // SAFETY: as in `lock_file`; LOCK_NB only makes the call return instead of wait.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
-        if rc == 0 {
-            return Ok(true);
-        }
-        let err = std::io::Error::last_os_error();
-        match err.kind() {
-            std::io::ErrorKind::WouldBlock => return Ok(false),
-            std::io::ErrorKind::Interrupted => continue,
-            _ => return Err(err),
-        }
-    }
+/// Other allocators return memory by themselves (or offer no call to ask them).
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn release_free_memory() -> bool {
+    false
 }
 
 /// Makes the process non-dumpable (no core files; no ptrace or `/proc/PID/mem` by other

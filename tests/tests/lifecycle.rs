@@ -241,3 +241,27 @@ async fn a_second_signal_ends_the_drain_at_once() {
     assert!(status.success());
     assert!(log.contains("second signal"), "{log}");
 }
+
+/// After a burst, once no generation has run for a moment, the daemon gives the memory
+/// it freed back to the kernel, so a daemon that once served many streams does not keep
+/// their memory for the rest of its life (`provd-bench` shows the RSS drop).
+#[tokio::test]
+async fn freed_memory_is_given_back_once_the_last_generation_ends() {
+    let daemon = Daemon::start();
+    let client = daemon.client().await;
+    let burst = (0..64).map(|_| async {
+        let (text, _) = client
+            .generate(numbered(50, 0))
+            .await
+            .unwrap()
+            .collect_text()
+            .await
+            .unwrap();
+        assert_eq!(text, provd_tests::numbered_text(50));
+    });
+    futures_util::future::join_all(burst).await;
+    let line = daemon.wait_for_log("gave freed memory back after the last generation ended");
+    assert!(line.contains("released="), "{line}");
+    // Still serving as before.
+    client.ping().await.unwrap();
+}

@@ -580,7 +580,8 @@ impl SecureStorage {
             .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .map_err(io_err("open the lock file", &path))?;
-        crate::sys::lock_file(&file, true).map_err(io_err("lock the store", &path))?;
+        crate::sys::flock(&file, crate::sys::Lock::ExclusiveWait)
+            .map_err(io_err("lock the store", &path))?;
         Ok(file)
     }
 
@@ -1526,9 +1527,13 @@ mod tests {
         let held = store.lock().unwrap();
         // Another description of the same file, as another thread or process would have.
         let other = File::open(store.dir().join(LOCK_NAME)).unwrap();
-        assert!(!crate::sys::try_lock_file(&other, true).unwrap());
+        let try_lock = || crate::sys::flock(&other, crate::sys::Lock::ExclusiveTry);
+        assert_eq!(
+            try_lock().unwrap_err().kind(),
+            std::io::ErrorKind::WouldBlock
+        );
         drop(held);
-        assert!(crate::sys::try_lock_file(&other, true).unwrap());
+        try_lock().unwrap();
     }
 
     // ---- failure injection ------------------------------------------------------

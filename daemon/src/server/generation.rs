@@ -47,11 +47,10 @@ impl Drop for Registration<'_> {
             .lock()
             .expect("streams lock poisoned")
             .remove(&self.id);
-        self.ctx
-            .daemon
-            .stats
-            .active_streams
-            .fetch_sub(1, Ordering::Relaxed);
+        let stats = &self.ctx.daemon.stats;
+        if stats.active_streams.fetch_sub(1, Ordering::Relaxed) == 1 {
+            stats.last_stream_ended.notify_one();
+        }
     }
 }
 

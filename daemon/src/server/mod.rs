@@ -75,6 +75,33 @@ pub struct Stats {
     pub connections: AtomicU64,
     /// Generations running now.
     pub active_streams: AtomicU64,
+    /// Notified when a generation ends leaving none running (see
+    /// [`release_memory_when_quiet`]).
+    pub last_stream_ended: tokio::sync::Notify,
+}
+
+/// How long the daemon must stay without a running generation before it gives freed
+/// memory back: long enough that a client running generations back to back never pays
+/// for it, short enough that a burst's memory is back before anyone looks.
+const QUIET_BEFORE_RELEASE: Duration = Duration::from_secs(1);
+
+/// Gives the memory freed after a burst back to the kernel once generations stop. The
+/// allocator keeps freed memory for reuse, so without this a daemon that once served a
+/// thousand streams would hold their memory for the rest of its life.
+async fn release_memory_when_quiet(daemon: Arc<Daemon>) {
+    loop {
+        // A notification that came while this task was sleeping is kept (one permit):
+        // every quiet period after a burst is seen.
+        daemon.stats.last_stream_ended.notified().await;
+        tokio::time::sleep(QUIET_BEFORE_RELEASE).await;
+        if daemon.stats.active_streams.load(Ordering::Relaxed) == 0 {
+            let released = tokio::task::spawn_blocking(crate::sys::release_free_memory).await;
+            tracing::debug!(
+                released = released.unwrap_or(false),
+                "gave freed memory back after the last generation ended"
+            );
+        }
+    }
 }
 
 /// What every connection shares.
@@ -172,6 +199,7 @@ impl Server {
         } = self;
         let connections = TaskTracker::new();
         let permits = Arc::new(Semaphore::new(daemon.limits.max_connections));
+        let releaser = tokio::spawn(release_memory_when_quiet(daemon.clone()));
         tracing::info!(socket = %listener.path().display(), "listening");
         loop {
             let accepted = tokio::select! {
@@ -223,6 +251,7 @@ impl Server {
             shutdown.abort();
             let _ = tokio::time::timeout(ABORT_GRACE, connections.wait()).await;
         }
+        releaser.abort();
         daemon.factory.shutdown_all().await;
         tracing::info!("stopped");
     }

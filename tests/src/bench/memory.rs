@@ -18,7 +18,7 @@ pub struct Memory {
     /// With `count` streams open, one per connection, each having received its first
     /// chunk from an upstream that then stays silent.
     pub streams_kib: u64,
-    /// After every stream and connection closed again.
+    /// After every stream and connection closed again, once the RSS settled.
     pub after_kib: u64,
 }
 
@@ -85,6 +85,23 @@ pub async fn measure(daemon: &Daemon, provider: &str, count: usize) -> Memory {
     drop(streams);
     drop(clients);
     until(&observer, |conns, active| conns == 1 && active == 0).await;
-    memory.after_kib = system::rss_kib(pid);
+    memory.after_kib = settled_rss(pid).await;
     memory
+}
+
+/// The RSS once it has stopped changing for 1.5 s (at most 5 s): what the daemon keeps
+/// after a burst, since it gives freed memory back a second after its last generation.
+async fn settled_rss(pid: u32) -> u64 {
+    let mut last = system::rss_kib(pid);
+    let mut unchanged = 0;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let now = system::rss_kib(pid);
+        unchanged = if now == last { unchanged + 1 } else { 0 };
+        last = now;
+        if unchanged == 15 {
+            break;
+        }
+    }
+    last
 }

@@ -480,7 +480,7 @@ fn report(r: &mut Results) -> String {
             m.per_stream_kib()
         ));
         out.push(format!(
-            "| after they all closed | {} | |",
+            "| after they all closed, once the RSS settled (provd gives freed memory back a second after its last generation) | {} | |",
             mib(m.after_kib)
         ));
     }
