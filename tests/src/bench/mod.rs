@@ -491,7 +491,11 @@ fn report(r: &mut Results) -> String {
     if let Some(c1) = r.levels.iter_mut().find(|l| l.concurrency == 1) {
         let added = c1.daemon.first.p50() - c1.direct.first.p50();
         let ratio = added / ping_p50;
+        // Both floors are measured; the verdict takes the stricter one, since the ping
+        // after a direct generation swings with how deeply the daemon's threads slept.
+        let mut worst = ratio;
         let back_to_back = r.pings.as_mut().map_or(String::new(), |p| {
+            worst = worst.max(added / p.p50());
             format!(
                 "; {:.1}× the back-to-back ping ({})",
                 added / p.p50(),
@@ -499,12 +503,12 @@ fn report(r: &mut Results) -> String {
             )
         });
         out.push(format!(
-            "| added median time to first chunk (c = 1) ≤ 3× ping | {} − {} = {} = {ratio:.2}× the ping after a direct generation ({}){back_to_back} | {} |",
+            "| added median time to first chunk (c = 1) ≤ 3× ping (both floors) | {} − {} = {} = {ratio:.2}× the ping after a direct generation ({}){back_to_back} | {} |",
             human(c1.daemon.first.p50()),
             human(c1.direct.first.p50()),
             human(added),
             human(ping_p50),
-            verdict(ratio <= 3.0)
+            verdict(worst <= 3.0)
         ));
     }
     if let Some(c64) = r.levels.iter().find(|l| l.concurrency == 64) {
