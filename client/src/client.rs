@@ -61,6 +61,11 @@ impl ClientError {
             ClientError::Connect { kind, .. } if *kind == std::io::ErrorKind::PermissionDenied => {
                 ErrorCode::PermissionDenied
             }
+            // The OS refused the path itself (longer than a socket address holds): the
+            // caller's argument is wrong and no retry helps, so not "unavailable".
+            ClientError::Connect { kind, .. } if *kind == std::io::ErrorKind::InvalidInput => {
+                ErrorCode::InvalidRequest
+            }
             ClientError::Connect { .. } | ClientError::Disconnected(_) => ErrorCode::Unavailable,
             ClientError::Server(e) => e.code,
             ClientError::Protocol(_) => ErrorCode::ProtocolError,

@@ -126,3 +126,19 @@ async fn a_daemon_that_sends_garbage_is_a_protocol_error_not_a_hang() {
     drop(client);
     server.await.unwrap();
 }
+
+/// A socket path longer than a socket address holds is the caller's mistake, which no
+/// retry mends: `invalid_request`, naming the path, not `unavailable`.
+#[tokio::test]
+async fn a_socket_path_too_long_for_a_socket_address_is_an_invalid_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x".repeat(200)).join("provd.sock");
+    let err = Client::connect(&path).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidRequest, "{err}");
+    assert!(err.to_string().contains(&"x".repeat(200)), "{err}");
+    // A path that fits but where nobody listens is still `unavailable`.
+    let err = Client::connect(&dir.path().join("none.sock"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Unavailable, "{err}");
+}
