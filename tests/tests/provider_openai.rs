@@ -187,6 +187,30 @@ async fn http_errors_map_to_system_codes_with_the_upstream_message_and_never_the
             true,
             Some(360_000),
         ),
+        // Quota and spend limits share 429 with rate limits, but no wait lifts them.
+        (
+            openai::error(
+                429,
+                "You exceeded your current quota, please check your plan and billing details.",
+                "insufficient_quota",
+                Some("insufficient_quota"),
+            ),
+            ErrorCode::PermissionDenied,
+            false,
+            None,
+        ),
+        (
+            openai::error(
+                429,
+                "Your project reached its monthly spend limit.",
+                "insufficient_quota",
+                Some("project_spend_limit_exceeded"),
+            )
+            .header("retry-after", "30"),
+            ErrorCode::PermissionDenied,
+            false,
+            None,
+        ),
         (
             openai::error(500, "The server had an error", "server_error", None),
             ErrorCode::UpstreamError,
@@ -486,4 +510,31 @@ async fn real_openai_streams_a_short_answer() {
         .unwrap();
     assert!(!text.is_empty());
     assert!(done.usage.prompt_tokens > 0 && done.usage.completion_tokens > 0);
+}
+
+/// A used-up quota is final: with retries configured, the upstream is asked once.
+#[tokio::test]
+async fn an_exhausted_quota_is_not_retried() {
+    let upstream = Upstream::start(|_| {
+        openai::error(
+            429,
+            "You exceeded your current quota, please check your plan and billing details.",
+            "insufficient_quota",
+            Some("insufficient_quota"),
+        )
+    })
+    .await;
+    let daemon = daemon_for(&upstream, "openai", 3, "");
+    let client = daemon.client().await;
+    let err = client
+        .generate(GenerateRequest::prompt("q"))
+        .await
+        .unwrap()
+        .collect_text()
+        .await
+        .unwrap_err()
+        .to_wire();
+    assert_eq!(err.code, ErrorCode::PermissionDenied, "{err}");
+    assert!(err.message.contains("exceeded your current quota"), "{err}");
+    assert_eq!(upstream.requests().len(), 1);
 }

@@ -48,7 +48,7 @@ pub struct OpenAiProvider {
 const DIALECT: Dialect = Dialect {
     error_message,
     retry_after,
-    refine: http::no_refinement,
+    refine,
 };
 
 impl OpenAiProvider {
@@ -242,6 +242,38 @@ fn error_message(body: &[u8]) -> Option<String> {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     })
+}
+
+/// Error `type`s and `code`s of a 429 that no wait lifts: credits used up, a spend or
+/// usage limit reached. They share the status with rate limits, but retrying them only
+/// spends the request's deadline (OpenAI says so in its error-code guide).
+const QUOTA_EXHAUSTED: [&str; 5] = [
+    "insufficient_quota",
+    "credit_balance_exhausted",
+    "organization_spend_limit_exceeded",
+    "project_spend_limit_exceeded",
+    "organization_usage_limit_exceeded",
+];
+
+/// A quota or spend limit reported as 429 is `permission_denied` and final, as the 402
+/// of the APIs that use it for billing.
+fn refine(error: &mut ProviderError, body: &[u8]) {
+    if error.code != ErrorCode::RateLimited {
+        return;
+    }
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return;
+    };
+    let exhausted = ["/error/type", "/error/code"].iter().any(|field| {
+        v.pointer(field)
+            .and_then(Value::as_str)
+            .is_some_and(|s| QUOTA_EXHAUSTED.contains(&s))
+    });
+    if exhausted {
+        error.code = ErrorCode::PermissionDenied;
+        error.retryable = false;
+        error.retry_after = None;
+    }
 }
 
 /// OpenAI's reset headers (`x-ratelimit-reset-requests: 6m0s`, `…-tokens: 20ms`) after
