@@ -29,6 +29,25 @@ pub const CHUNKS: usize = 200;
 /// shared among upstream, daemon and client while the whole answer is processed.
 pub const FIRST_CHUNK_PAUSE: Duration = Duration::from_millis(2);
 
+/// The gap between chunks of the paced answer: a fast model's rate (1,000 tokens/s),
+/// several times what hosted models stream at.
+pub const PACE: Duration = Duration::from_millis(1);
+
+/// The answer of [`answer`], with [`PACE`] between chunks: a stream the way a model
+/// produces it, which leaves the machine's cores idle between chunks.
+pub fn paced_answer() -> Reply {
+    let mut reply = answer();
+    let mut paced = Vec::with_capacity(reply.body.len() * 2);
+    for (i, part) in reply.body.drain(..).enumerate() {
+        if i > 1 && matches!(part, Part::Bytes(_)) {
+            paced.push(Part::Delay(PACE));
+        }
+        paced.push(part);
+    }
+    reply.body = paced;
+    reply
+}
+
 /// The mock upstream's answer: 200 content chunks, finish, usage, `[DONE]`, each event
 /// its own HTTP chunk, as the real API sends them; a pause after the first chunk, then
 /// the rest as fast as the upstream can send.
@@ -269,6 +288,8 @@ where
 pub struct Level {
     /// Generations in flight at once.
     pub concurrency: usize,
+    /// Whether the upstream streamed at [`PACE`] rather than as fast as it can.
+    pub paced: bool,
     /// Client connections the daemon path spreads them over.
     pub connections: usize,
     /// Direct to the upstream.

@@ -46,7 +46,7 @@ const DAEMON_LOG: &str = "warn,provd::server=info,provd::server::connection=warn
 pub struct Options {
     /// Fewer samples, for a smoke run (the figures are noisier).
     pub quick: bool,
-    /// Run only these sections (`floor`, `c1`, `c64`, `c512`, `stuck`, `cancel`,
+    /// Run only these sections (`floor`, `c1`, `c64`, `paced`, `c512`, `stuck`, `cancel`,
     /// `memory`); all when empty. For profiling one path.
     pub only: Vec<String>,
     /// The daemons' `worker_threads`; their default (one per CPU) when `None`.
@@ -148,6 +148,8 @@ pub fn run(options: &Options) -> String {
     let upstream_tid = upstream_rt
         .block_on(upstream_rt.spawn(async { system::current_thread_id() }))
         .expect("the upstream thread's id");
+    let paced_answer = load::paced_answer();
+    let paced = upstream_rt.block_on(Upstream::start(move |_| paced_answer.clone()));
     let stalling = upstream_rt.block_on(Upstream::start(|_| first_chunk_then_stall()));
     let client_rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -157,15 +159,16 @@ pub fn run(options: &Options) -> String {
     let workers = options
         .workers
         .map_or(String::new(), |n| format!("worker_threads = {n}\n"));
-    let needs_main = ["floor", "c1", "c64", "c512", "stuck", "cancel"]
+    let needs_main = ["floor", "c1", "c64", "paced", "c512", "stuck", "cancel"]
         .iter()
         .any(|s| options.runs(s));
     if needs_main {
         let config = format!(
             "[daemon]\nkeepalive_interval_ms = 0\ndefault_provider = \"up\"\n\
              slow_client_timeout_seconds = 3600\n{workers}\
-             {}{}[providers.mock]\ntype = \"mock\"\ndefault_model = \"mock-1\"\n",
+             {}{}{}[providers.mock]\ntype = \"mock\"\ndefault_model = \"mock-1\"\n",
             provider("up", &streaming.base_url),
+            provider("paced", &paced.base_url),
             provider("stall", &stalling.base_url),
         );
         let daemon = Daemon::builder()
@@ -180,7 +183,7 @@ pub fn run(options: &Options) -> String {
             options,
             &daemon,
             cpu,
-            &streaming,
+            [&streaming, &paced],
             &stalling,
             &mut results,
         ));
@@ -222,7 +225,7 @@ async fn main_sections(
     options: &Options,
     daemon: &Daemon,
     cpu: CpuProbe,
-    streaming: &Upstream,
+    [streaming, paced]: [&Upstream; 2],
     stalling: &Upstream,
     results: &mut Results,
 ) {
@@ -258,6 +261,21 @@ async fn main_sections(
         results
             .levels
             .push(load::level(64, 2, 2, n, false, &direct, &path(1)).await);
+    }
+    if options.runs("paced") {
+        let url = format!("{}/v1/chat/completions", paced.base_url);
+        let direct = DirectPath {
+            http: &http,
+            url: &url,
+        };
+        let daemon = DaemonPath {
+            provider: "paced",
+            ..path(1)
+        };
+        let n = options.scale(5);
+        let mut level = load::level(64, 1, 1, n, false, &direct, &daemon).await;
+        level.paced = true;
+        results.levels.push(level);
     }
     if options.runs("c512") {
         let n = options.scale(10);
@@ -394,7 +412,11 @@ fn report(r: &mut Results) -> String {
     out.push("| path | c | connections | requests | first chunk p50 | p99 | max | total p50 | p99 | max | requests/s | chunks/s | CPU ms per 1,000 chunks: daemon | client | upstream |".into());
     out.push("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|".into());
     for level in &mut r.levels {
-        let c = level.concurrency;
+        let c = if level.paced {
+            format!("{}, paced", level.concurrency)
+        } else {
+            level.concurrency.to_string()
+        };
         for (name, run, conns) in [
             ("direct", &mut level.direct, "—".to_owned()),
             (
@@ -511,11 +533,21 @@ fn report(r: &mut Results) -> String {
             verdict(worst <= 3.0)
         ));
     }
-    if let Some(c64) = r.levels.iter().find(|l| l.concurrency == 64) {
+    let paced_ratio = r
+        .levels
+        .iter()
+        .find(|l| l.paced)
+        .map_or(String::new(), |l| {
+            format!(
+                "; with the upstream at a model's pace (c = 64, paced): {:.0}%",
+                100.0 * l.daemon.chunks_per_s() / l.direct.chunks_per_s()
+            )
+        });
+    if let Some(c64) = r.levels.iter().find(|l| l.concurrency == 64 && !l.paced) {
         let ratio = c64.daemon.chunks_per_s() / c64.direct.chunks_per_s();
         let cpu_bound = c64.direct.total_per_1000_chunks() / c64.daemon.total_per_1000_chunks();
         out.push(format!(
-            "| chunks/s through provd ≥ 90% of direct (c = 64) | {:.0} / {:.0} = {:.0}% (CPU per chunk, all processes: direct {:.2} ms, through provd {:.2} ms per 1,000: {:.0}% if the cores are the limit) | {} |",
+            "| chunks/s through provd ≥ 90% of direct (c = 64) | {:.0} / {:.0} = {:.0}% (CPU per chunk, all processes: direct {:.2} ms, through provd {:.2} ms per 1,000: {:.0}% if the cores are the limit){paced_ratio} | {} |",
             c64.daemon.chunks_per_s(),
             c64.direct.chunks_per_s(),
             ratio * 100.0,
