@@ -538,3 +538,38 @@ async fn an_exhausted_quota_is_not_retried() {
     assert!(err.message.contains("exceeded your current quota"), "{err}");
     assert_eq!(upstream.requests().len(), 1);
 }
+
+/// A redirect is not followed (it would carry the request and its key somewhere the
+/// configuration does not name): the error says where base_url should point.
+#[tokio::test]
+async fn a_redirect_is_an_error_naming_the_new_place_and_is_not_followed() {
+    let upstream = Upstream::start(|r| match r.path() {
+        "/v1/chat/completions" => Reply::json(307, &json!({"moved": true}))
+            .header("location", "/v2/chat/completions"),
+        _ => openai::stream_reply(&openai::stream_text(MODEL, &["x"], "stop", (1, 1)), 64),
+    })
+    .await;
+    let daemon = daemon_for(&upstream, "openai", 2, "");
+    let client = daemon.client().await;
+    let err = client
+        .generate(GenerateRequest::prompt("q"))
+        .await
+        .unwrap()
+        .collect_text()
+        .await
+        .unwrap_err()
+        .to_wire();
+    assert_eq!(err.code, ErrorCode::InvalidRequest, "{err}");
+    assert!(
+        err.message
+            .contains("HTTP 307 (a redirect to /v2/chat/completions: point base_url there)"),
+        "{}",
+        err.message
+    );
+    let paths: Vec<String> = upstream
+        .requests()
+        .iter()
+        .map(|r| r.path().to_owned())
+        .collect();
+    assert_eq!(paths, ["/v1/chat/completions"]);
+}

@@ -180,7 +180,10 @@ fn is_beta_flag(f: &str) -> bool {
 pub struct AnthropicProvider {
     spec: ProviderSpec,
     options: AnthropicOptions,
+    /// The API root, without the version prefix.
     base_url: String,
+    /// `POST` here to generate.
+    messages_url: reqwest::Url,
     timeouts: Timeouts,
     http: reqwest::Client,
     state: ProviderState,
@@ -203,8 +206,10 @@ impl AnthropicProvider {
                 )
             })?;
         let timeouts = Timeouts::from_config(&spec.config);
+        let base_url = spec.base_url(DEFAULT_BASE_URL);
         Ok(AnthropicProvider {
-            base_url: spec.base_url(DEFAULT_BASE_URL),
+            messages_url: http::endpoint(&spec.id, &base_url, "/v1/messages")?,
+            base_url,
             http: http::client(&timeouts)?,
             timeouts,
             options,
@@ -276,13 +281,7 @@ impl AnthropicProvider {
     }
 
     fn models_url(&self, after_id: Option<&str>) -> Result<reqwest::Url, ProviderError> {
-        let mut url =
-            reqwest::Url::parse(&format!("{}/v1/models", self.base_url)).map_err(|e| {
-                ProviderError::new(
-                    ErrorCode::InvalidRequest,
-                    format!("provider '{}': bad base_url: {e}", self.spec.id),
-                )
-            })?;
+        let mut url = http::endpoint(&self.spec.id, &self.base_url, "/v1/models")?;
         {
             let mut query = url.query_pairs_mut();
             query.append_pair("limit", MODELS_PAGE_LIMIT);
@@ -389,7 +388,7 @@ impl BaseLlmProvider for AnthropicProvider {
         Box::pin(async move {
             let body = self.body(&request)?;
             let http_request = self
-                .authorized(self.http.post(format!("{}/v1/messages", self.base_url)))?
+                .authorized(self.http.post(self.messages_url.clone()))?
                 .json(&body);
             let response = http::send(
                 &self.spec.id,

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use futures_util::{stream, Stream, StreamExt};
 use provd_client::ErrorCode;
 use reqwest::header::HeaderMap;
-use reqwest::{RequestBuilder, Response, StatusCode};
+use reqwest::{RequestBuilder, Response, StatusCode, Url};
 
 use super::ndjson::NdjsonSplitter;
 use super::sse::{SseEvent, SseParser};
@@ -73,6 +73,10 @@ pub fn client(timeouts: &Timeouts) -> Result<reqwest::Client, ProviderError> {
         .http2_adaptive_window(true)
         // The request path owns retries; a second layer would multiply them.
         .retry(reqwest::retry::never())
+        // An API answers where it is configured: a redirect would carry the request (and,
+        // to the same host, its key) somewhere the configuration does not name, so it is
+        // an error that says where base_url should point (as OpenAI's SDKs do).
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| {
             ProviderError::new(
@@ -80,6 +84,18 @@ pub fn client(timeouts: &Timeouts) -> Result<reqwest::Client, ProviderError> {
                 format!("cannot build the HTTP client: {e}"),
             )
         })
+}
+
+/// An API endpoint's URL: `base_url` followed by `path`, parsed once per provider
+/// instance. Parsing it for every request (host validation included) was a visible part
+/// of a request's CPU in profiles.
+pub fn endpoint(provider: &str, base_url: &str, path: &str) -> Result<Url, ProviderError> {
+    Url::parse(&format!("{base_url}{path}")).map_err(|e| {
+        ProviderError::new(
+            ErrorCode::InvalidRequest,
+            format!("provider '{provider}': base_url is not a URL: {e}"),
+        )
+    })
 }
 
 /// How one API reports failures: where its error bodies keep the message, which
@@ -171,9 +187,19 @@ pub fn status_error(
         500..=599 => ErrorCode::UpstreamError,
         _ => ErrorCode::InvalidRequest,
     };
+    let redirect = headers
+        .get(reqwest::header::LOCATION)
+        .and_then(|l| l.to_str().ok())
+        .filter(|_| status.is_redirection())
+        .map_or(String::new(), |l| {
+            format!(" (a redirect to {l}: point base_url there)")
+        });
     let mut error = ProviderError::new(
         code,
-        format!("{provider} returned HTTP {}: {message}", status.as_u16()),
+        format!(
+            "{provider} returned HTTP {}{redirect}: {message}",
+            status.as_u16()
+        ),
     );
     error.retryable = code.is_retryable_by_default() || status.is_server_error();
     if error.retryable {

@@ -96,7 +96,10 @@ const DIALECT: Dialect = Dialect {
 #[derive(Debug)]
 pub struct OllamaProvider {
     spec: ProviderSpec,
-    base_url: String,
+    /// `POST` here to generate.
+    chat_url: reqwest::Url,
+    /// `GET` here to list models.
+    tags_url: reqwest::Url,
     /// `host:port` of the server, for the "is Ollama running?" hint. Never the whole
     /// URL: a proxy URL may carry credentials.
     address: String,
@@ -109,12 +112,7 @@ impl OllamaProvider {
     /// An instance for `ollama`.
     pub fn new(spec: ProviderSpec) -> Result<OllamaProvider, ProviderError> {
         let base_url = spec.base_url(DEFAULT_BASE_URL);
-        let url = reqwest::Url::parse(&base_url).map_err(|e| {
-            ProviderError::new(
-                ErrorCode::InvalidRequest,
-                format!("provider '{}': base_url is not a URL: {e}", spec.id),
-            )
-        })?;
+        let url = http::endpoint(&spec.id, &base_url, "")?;
         let address = match (url.host_str(), url.port_or_known_default()) {
             (Some(host), Some(port)) => format!("{host}:{port}"),
             (Some(host), None) => host.to_owned(),
@@ -122,7 +120,8 @@ impl OllamaProvider {
         };
         let timeouts = Timeouts::from_config(&spec.config);
         Ok(OllamaProvider {
-            base_url,
+            chat_url: http::endpoint(&spec.id, &base_url, "/api/chat")?,
+            tags_url: http::endpoint(&spec.id, &base_url, "/api/tags")?,
             address,
             http: http::client(&timeouts)?,
             timeouts,
@@ -264,11 +263,7 @@ impl BaseLlmProvider for OllamaProvider {
         Box::pin(async move {
             let body = self.body(&request)?;
             let response = self
-                .send(
-                    self.http
-                        .post(format!("{}/api/chat", self.base_url))
-                        .json(&body),
-                )
+                .send(self.http.post(self.chat_url.clone()).json(&body))
                 .await?;
             if request.stream {
                 return Ok(http::event_stream(
@@ -304,9 +299,7 @@ impl BaseLlmProvider for OllamaProvider {
 
     fn list_models(&self) -> BoxFuture<'_, Result<Vec<ModelInfo>, ProviderError>> {
         Box::pin(async {
-            let response = self
-                .send(self.http.get(format!("{}/api/tags", self.base_url)))
-                .await?;
+            let response = self.send(self.http.get(self.tags_url.clone())).await?;
             let list: Tags = http::read_json(&self.spec.id, response, &self.timeouts).await?;
             Ok(list
                 .models
@@ -770,7 +763,7 @@ mod tests {
     #[test]
     fn the_default_base_url_is_the_local_server() {
         let p = provider("");
-        assert_eq!(p.base_url, "http://127.0.0.1:11434");
+        assert_eq!(p.chat_url.as_str(), "http://127.0.0.1:11434/api/chat");
         assert_eq!(p.address, "127.0.0.1:11434");
         let p = provider("base_url = \"https://user:pw@ollama.example/\"");
         assert_eq!(p.address, "ollama.example:443");

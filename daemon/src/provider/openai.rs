@@ -39,7 +39,10 @@ const RESERVED: &[&str] = &["model", "stream", "stream_options", "messages"];
 pub struct OpenAiProvider {
     spec: ProviderSpec,
     kind: ProviderKind,
-    base_url: String,
+    /// `POST` here to generate.
+    chat_url: reqwest::Url,
+    /// `GET` here to list models.
+    models_url: reqwest::Url,
     timeouts: Timeouts,
     http: reqwest::Client,
     state: ProviderState,
@@ -67,8 +70,10 @@ impl OpenAiProvider {
                 )
             })?,
         };
+        let base_url = spec.base_url(default_url);
         Ok(OpenAiProvider {
-            base_url: spec.base_url(default_url),
+            chat_url: http::endpoint(&spec.id, &base_url, "/chat/completions")?,
+            models_url: http::endpoint(&spec.id, &base_url, "/models")?,
             http: http::client(&timeouts)?,
             timeouts,
             kind,
@@ -173,10 +178,7 @@ impl BaseLlmProvider for OpenAiProvider {
         Box::pin(async move {
             let body = self.body(&request)?;
             let http_request = self
-                .authorized(
-                    self.http
-                        .post(format!("{}/chat/completions", self.base_url)),
-                )?
+                .authorized(self.http.post(self.chat_url.clone()))?
                 .json(&body);
             let response = http::send(
                 &self.spec.id,
@@ -204,7 +206,7 @@ impl BaseLlmProvider for OpenAiProvider {
 
     fn list_models(&self) -> BoxFuture<'_, Result<Vec<ModelInfo>, ProviderError>> {
         Box::pin(async {
-            let request = self.authorized(self.http.get(format!("{}/models", self.base_url)))?;
+            let request = self.authorized(self.http.get(self.models_url.clone()))?;
             let response = http::send(
                 &self.spec.id,
                 request,
