@@ -544,8 +544,9 @@ async fn an_exhausted_quota_is_not_retried() {
 #[tokio::test]
 async fn a_redirect_is_an_error_naming_the_new_place_and_is_not_followed() {
     let upstream = Upstream::start(|r| match r.path() {
-        "/v1/chat/completions" => Reply::json(307, &json!({"moved": true}))
-            .header("location", "/v2/chat/completions"),
+        "/v1/chat/completions" => {
+            Reply::json(307, &json!({"moved": true})).header("location", "/v2/chat/completions")
+        }
         _ => openai::stream_reply(&openai::stream_text(MODEL, &["x"], "stop", (1, 1)), 64),
     })
     .await;

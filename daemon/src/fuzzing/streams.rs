@@ -171,7 +171,7 @@ where
 {
     let mut pump = Pump::new(PROVIDER, framer(), decoder());
     for piece in pieces {
-        // Like `event_stream`: the body is no longer read once the stream is over.
+        // Like `Transport::event_stream`: the body is no longer read once the stream is over.
         if pump.is_finished() {
             break;
         }

@@ -37,7 +37,7 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::http::{self, days_from_civil, Decoder, Dialect, Timeouts};
+use super::http::{self, days_from_civil, Decoder, Dialect, Transport};
 use super::sse::{SseEvent, SseParser};
 use super::{
     conversation, BaseLlmProvider, BoxFuture, EventStream, ProviderError, ProviderSpec,
@@ -184,8 +184,7 @@ pub struct AnthropicProvider {
     base_url: String,
     /// `POST` here to generate.
     messages_url: reqwest::Url,
-    timeouts: Timeouts,
-    http: reqwest::Client,
+    http: Transport,
     state: ProviderState,
 }
 
@@ -205,13 +204,11 @@ impl AnthropicProvider {
                     format!("providers.{}.options.{field} {rule}", spec.id),
                 )
             })?;
-        let timeouts = Timeouts::from_config(&spec.config);
         let base_url = spec.base_url(DEFAULT_BASE_URL);
         Ok(AnthropicProvider {
             messages_url: http::endpoint(&spec.id, &base_url, "/v1/messages")?,
             base_url,
-            http: http::client(&timeouts)?,
-            timeouts,
+            http: Transport::new(&spec, &DIALECT)?,
             options,
             spec,
             state: ProviderState::default(),
@@ -390,25 +387,15 @@ impl BaseLlmProvider for AnthropicProvider {
             let http_request = self
                 .authorized(self.http.post(self.messages_url.clone()))?
                 .json(&body);
-            let response = http::send(
-                &self.spec.id,
-                http_request,
-                &self.timeouts,
-                &DIALECT,
-                self.spec.credential.as_ref(),
-            )
-            .await?;
+            let response = self.http.send(http_request).await?;
             if request.stream {
-                return Ok(http::event_stream(
-                    &self.spec.id,
+                return Ok(self.http.event_stream(
                     response,
-                    self.timeouts,
                     SseParser::new(),
                     EventDecoder::new(&self.spec.id),
                 ));
             }
-            let message: WireMessage =
-                http::read_json(&self.spec.id, response, &self.timeouts).await?;
+            let message: WireMessage = self.http.read_json(response).await?;
             let events = message.into_events();
             Ok(Box::pin(futures_util::stream::iter(events.into_iter().map(Ok))) as EventStream)
         })
@@ -420,16 +407,8 @@ impl BaseLlmProvider for AnthropicProvider {
             let mut after: Option<String> = None;
             for _ in 0..MAX_MODEL_PAGES {
                 let request = self.authorized(self.http.get(self.models_url(after.as_deref())?))?;
-                let response = http::send(
-                    &self.spec.id,
-                    request,
-                    &self.timeouts,
-                    &DIALECT,
-                    self.spec.credential.as_ref(),
-                )
-                .await?;
-                let page: ModelsPage =
-                    http::read_json(&self.spec.id, response, &self.timeouts).await?;
+                let response = self.http.send(request).await?;
+                let page: ModelsPage = self.http.read_json(response).await?;
                 models.extend(page.data.into_iter().map(|m| ModelInfo {
                     created_at: m.created_at.as_deref().and_then(unix_seconds),
                     id: m.id,

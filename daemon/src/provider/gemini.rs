@@ -3,7 +3,7 @@
 //! - Generate: `POST {base_url}/v1beta/models/{model}:streamGenerateContent?alt=sse`, an SSE
 //!   stream whose every `data:` event is a whole `GenerateContentResponse`; without
 //!   streaming, `POST …/models/{model}:generateContent` returns one such object. Both go
-//!   through the same [`ResponseDecoder`], so streamed and whole answers cannot disagree.
+//!   through the same `ResponseDecoder`, so streamed and whole answers cannot disagree.
 //! - List models: `GET {base_url}/v1beta/models`, paginated with `pageToken` /
 //!   `nextPageToken`.
 //! - Auth: the key in the `x-goog-api-key` header, never in the URL (the API also takes
@@ -59,7 +59,7 @@ use reqwest::Url;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::http::{self, Decoder, Dialect, Timeouts};
+use super::http::{self, Decoder, Dialect, Transport};
 use super::sse::{SseEvent, SseParser};
 use super::{
     conversation, merge_additional_params, BaseLlmProvider, BoxFuture, EventStream, ProviderError,
@@ -93,8 +93,7 @@ const MAX_MODEL_PAGES: usize = 20;
 pub struct GeminiProvider {
     spec: ProviderSpec,
     base_url: String,
-    timeouts: Timeouts,
-    http: reqwest::Client,
+    http: Transport,
     state: ProviderState,
 }
 
@@ -107,11 +106,9 @@ const DIALECT: Dialect = Dialect {
 impl GeminiProvider {
     /// An instance for `gemini`.
     pub fn new(spec: ProviderSpec) -> Result<GeminiProvider, ProviderError> {
-        let timeouts = Timeouts::from_config(&spec.config);
         Ok(GeminiProvider {
             base_url: spec.base_url(DEFAULT_BASE_URL),
-            http: http::client(&timeouts)?,
-            timeouts,
+            http: Transport::new(&spec, &DIALECT)?,
             spec,
             state: ProviderState::default(),
         })
@@ -280,25 +277,15 @@ impl BaseLlmProvider for GeminiProvider {
                 self.url(&format!("{resource}:generateContent"), &[])?
             };
             let http_request = self.authorized(self.http.post(url))?.json(&body);
-            let response = http::send(
-                &self.spec.id,
-                http_request,
-                &self.timeouts,
-                &DIALECT,
-                self.spec.credential.as_ref(),
-            )
-            .await?;
+            let response = self.http.send(http_request).await?;
             if request.stream {
-                return Ok(http::event_stream(
-                    &self.spec.id,
+                return Ok(self.http.event_stream(
                     response,
-                    self.timeouts,
                     SseParser::new(),
                     ResponseDecoder::new(&self.spec.id),
                 ));
             }
-            let whole: WireResponse =
-                http::read_json(&self.spec.id, response, &self.timeouts).await?;
+            let whole: WireResponse = self.http.read_json(response).await?;
             let mut decoder = ResponseDecoder::new(&self.spec.id);
             let mut events = Vec::new();
             decoder.response(whole, &mut events)?;
@@ -320,16 +307,8 @@ impl BaseLlmProvider for GeminiProvider {
                     query.push(("pageToken", token.as_str()));
                 }
                 let request = self.authorized(self.http.get(self.url("models", &query)?))?;
-                let response = http::send(
-                    &self.spec.id,
-                    request,
-                    &self.timeouts,
-                    &DIALECT,
-                    self.spec.credential.as_ref(),
-                )
-                .await?;
-                let page: ModelsPage =
-                    http::read_json(&self.spec.id, response, &self.timeouts).await?;
+                let response = self.http.send(request).await?;
+                let page: ModelsPage = self.http.read_json(response).await?;
                 models.extend(
                     page.models
                         .unwrap_or_default()

@@ -1,7 +1,8 @@
-//! What every HTTP provider shares: the client (rustls on ring, pooled, HTTP/2 when the
-//! server offers it, no retries of its own), the timeouts, the mapping of HTTP failures
-//! to the system-wide codes, and the driver that turns a streamed body into
-//! [`StreamEvent`]s through a framer (SSE or NDJSON) and a provider's decoder.
+//! What every HTTP provider shares: its [`Transport`] (one pooled client per instance:
+//! rustls on ring, HTTP/2 when the server offers it, no retries or redirects of its own),
+//! the timeouts, the mapping of HTTP failures to the system-wide codes, and the driver
+//! that turns a streamed body into [`StreamEvent`]s through a framer (SSE or NDJSON) and
+//! a provider's decoder.
 //!
 //! Retries are not here: the request path owns them (one owner, one deadline), so this
 //! layer reports each failure once, classified.
@@ -63,7 +64,7 @@ impl Timeouts {
 }
 
 /// The shared HTTP client of one provider instance.
-pub fn client(timeouts: &Timeouts) -> Result<reqwest::Client, ProviderError> {
+fn client(timeouts: &Timeouts) -> Result<reqwest::Client, ProviderError> {
     install_crypto_provider();
     reqwest::Client::builder()
         .user_agent(concat!("provd/", env!("CARGO_PKG_VERSION")))
@@ -84,6 +85,133 @@ pub fn client(timeouts: &Timeouts) -> Result<reqwest::Client, ProviderError> {
                 format!("cannot build the HTTP client: {e}"),
             )
         })
+}
+
+/// One provider instance's way to its API: the pooled client, the instance's limits,
+/// how the API words its failures, and the key to cut out of them. Every HTTP provider
+/// sends and reads through one, so a request is classified, timed and scrubbed alike
+/// whichever API it goes to.
+#[derive(Debug)]
+pub struct Transport {
+    provider: String,
+    client: reqwest::Client,
+    timeouts: Timeouts,
+    dialect: &'static Dialect,
+    /// The key the requests carry: some APIs quote a refused key in their error message,
+    /// and it is cut out before the message goes anywhere.
+    secret: Option<crate::secret::Secret>,
+}
+
+impl Transport {
+    /// The transport of the instance `spec` describes, for an API that speaks `dialect`.
+    pub fn new(
+        spec: &super::ProviderSpec,
+        dialect: &'static Dialect,
+    ) -> Result<Transport, ProviderError> {
+        let timeouts = Timeouts::from_config(&spec.config);
+        Ok(Transport {
+            provider: spec.id.clone(),
+            client: client(&timeouts)?,
+            timeouts,
+            dialect,
+            secret: spec.credential.clone(),
+        })
+    }
+
+    /// The instance's limits.
+    pub fn timeouts(&self) -> &Timeouts {
+        &self.timeouts
+    }
+
+    /// A `POST` to `url`, to be finished by the provider (headers, body) and sent here.
+    pub fn post(&self, url: impl reqwest::IntoUrl) -> RequestBuilder {
+        self.client.post(url)
+    }
+
+    /// A `GET` of `url`.
+    pub fn get(&self, url: impl reqwest::IntoUrl) -> RequestBuilder {
+        self.client.get(url)
+    }
+
+    /// Sends a request and returns the response if its status is a success. Failures
+    /// are classified: connection problems are `unavailable`, the first-byte limit
+    /// `timeout`, an HTTP error status by [`status_error`] with the provider's own
+    /// message and retry hint, which the dialect extracts.
+    pub async fn send(&self, request: RequestBuilder) -> Result<Response, ProviderError> {
+        let (provider, timeouts) = (self.provider.as_str(), &self.timeouts);
+        let response = match tokio::time::timeout(timeouts.first_byte, request.send()).await {
+            Err(_) => {
+                return Err(ProviderError::new(
+                    ErrorCode::Timeout,
+                    format!(
+                        "{provider}: no response within the first-byte timeout of {}s",
+                        timeouts.first_byte.as_secs()
+                    ),
+                ))
+            }
+            Ok(Err(e)) => return Err(transport_error(provider, e, timeouts)),
+            Ok(Ok(r)) => r,
+        };
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let headers = response.headers().clone();
+        let body = read_body(provider, response, timeouts, 64 * 1024)
+            .await
+            .unwrap_or_default();
+        let dialect = self.dialect;
+        let message = (dialect.error_message)(&body).unwrap_or_else(|| quote_body(&body));
+        let message = scrub(&message, self.secret.as_ref());
+        let mut error = status_error(provider, status, &headers, &message);
+        if error.retryable {
+            error.retry_after = (dialect.retry_after)(&headers);
+        }
+        (dialect.refine)(&mut error, &body);
+        Err(error)
+    }
+
+    /// Reads a whole (non-streamed) body, at most [`MAX_BODY_BYTES`].
+    pub async fn read_whole(&self, response: Response) -> Result<Vec<u8>, ProviderError> {
+        read_body(&self.provider, response, &self.timeouts, MAX_BODY_BYTES).await
+    }
+
+    /// Reads and parses a whole JSON body.
+    pub async fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        response: Response,
+    ) -> Result<T, ProviderError> {
+        let body = self.read_whole(response).await?;
+        serde_json::from_slice(&body).map_err(|e| malformed(&self.provider, e))
+    }
+
+    /// Streams the provider's events from a response body.
+    pub fn event_stream<F, D>(&self, response: Response, framer: F, decoder: D) -> EventStream
+    where
+        F: Framer,
+        D: Decoder<Unit = F::Unit>,
+    {
+        let body = body_stream(&self.provider, response, self.timeouts);
+        let pump = Pump::new(&self.provider, framer, decoder);
+        Box::pin(stream::unfold(
+            (body, pump),
+            |(mut body, mut pump)| async move {
+                loop {
+                    if let Some(item) = pump.next_item() {
+                        return Some((item, (body, pump)));
+                    }
+                    if pump.is_finished() {
+                        return None;
+                    }
+                    match body.next().await {
+                        Some(Ok(bytes)) => pump.feed(&bytes),
+                        Some(Err(e)) => pump.fail(e),
+                        None => pump.end(),
+                    }
+                }
+            },
+        ))
+    }
 }
 
 /// An API endpoint's URL: `base_url` followed by `path`, parsed once per provider
@@ -120,50 +248,6 @@ impl std::fmt::Debug for Dialect {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Dialect")
     }
-}
-
-/// Sends a request and returns the response if its status is a success. Failures are
-/// classified: connection problems are `unavailable`, the first-byte limit `timeout`, an
-/// HTTP error status by [`status_error`] with the provider's own message and retry hint,
-/// which the `dialect` extracts.
-///
-/// `secret` is the key the request carries: some APIs quote a refused key in their error
-/// message, and it is cut out before the message goes anywhere.
-pub async fn send(
-    provider: &str,
-    request: RequestBuilder,
-    timeouts: &Timeouts,
-    dialect: &Dialect,
-    secret: Option<&crate::secret::Secret>,
-) -> Result<Response, ProviderError> {
-    let response = match tokio::time::timeout(timeouts.first_byte, request.send()).await {
-        Err(_) => {
-            return Err(ProviderError::new(
-                ErrorCode::Timeout,
-                format!(
-                    "{provider}: no response within the first-byte timeout of {}s",
-                    timeouts.first_byte.as_secs()
-                ),
-            ))
-        }
-        Ok(Err(e)) => return Err(transport_error(provider, e, timeouts)),
-        Ok(Ok(r)) => r,
-    };
-    let status = response.status();
-    if status.is_success() {
-        return Ok(response);
-    }
-    let headers = response.headers().clone();
-    let body = read_body(provider, response, timeouts, 64 * 1024)
-        .await
-        .unwrap_or_default();
-    let message = (dialect.error_message)(&body).unwrap_or_else(|| quote_body(&body));
-    let mut error = status_error(provider, status, &headers, &scrub(&message, secret));
-    if error.retryable {
-        error.retry_after = (dialect.retry_after)(&headers);
-    }
-    (dialect.refine)(&mut error, &body);
-    Err(error)
 }
 
 /// Maps an HTTP error status to the system-wide code; retryable statuses carry the
@@ -280,7 +364,7 @@ pub(crate) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 }
 
 /// A failure below HTTP: connect, TLS, reset.
-pub fn transport_error(provider: &str, e: reqwest::Error, timeouts: &Timeouts) -> ProviderError {
+fn transport_error(provider: &str, e: reqwest::Error, timeouts: &Timeouts) -> ProviderError {
     let (connect, timeout) = (e.is_connect(), e.is_timeout());
     // Never echo the URL: some APIs put keys in query strings.
     let detail = error_chain(&e.without_url());
@@ -343,7 +427,7 @@ fn quote_body(body: &[u8]) -> String {
 
 /// Reads a whole (non-streamed or error) body, at most `limit` bytes, with the idle
 /// timeout between pieces.
-pub async fn read_body(
+async fn read_body(
     provider: &str,
     response: Response,
     timeouts: &Timeouts,
@@ -364,16 +448,6 @@ pub async fn read_body(
     Ok(out)
 }
 
-/// Reads and parses a whole JSON body.
-pub async fn read_json<T: serde::de::DeserializeOwned>(
-    provider: &str,
-    response: Response,
-    timeouts: &Timeouts,
-) -> Result<T, ProviderError> {
-    let body = read_body(provider, response, timeouts, MAX_BODY_BYTES).await?;
-    serde_json::from_slice(&body).map_err(|e| malformed(provider, e))
-}
-
 /// An upstream response that is not what the API documents.
 pub fn malformed(provider: &str, e: impl std::fmt::Display) -> ProviderError {
     let mut error = ProviderError::new(
@@ -388,7 +462,7 @@ type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, ProviderError>> + Send
 
 /// The body as it arrives, with the idle timeout between pieces; a reset or a silence
 /// past the limit ends it with a classified error.
-pub fn body_stream(provider: &str, response: Response, timeouts: Timeouts) -> BodyStream {
+fn body_stream(provider: &str, response: Response, timeouts: Timeouts) -> BodyStream {
     let body = Body {
         provider: provider.to_owned(),
         pieces: Box::pin(response.bytes_stream()),
@@ -505,7 +579,7 @@ pub trait Decoder: Send + 'static {
     }
 }
 
-/// The synchronous heart of [`event_stream`]: body pieces in, events out.
+/// The synchronous heart of [`Transport::event_stream`]: body pieces in, events out.
 ///
 /// It owns the rules every provider stream obeys, whatever its wire format: units are
 /// decoded in order; nothing follows [`StreamEvent::Done`] or an error; a body that ends
@@ -609,40 +683,6 @@ where
         }
         self.pending.extend(events.into_iter().map(Ok));
     }
-}
-
-/// Streams a provider's events from a response body.
-pub fn event_stream<F, D>(
-    provider: &str,
-    response: Response,
-    timeouts: Timeouts,
-    framer: F,
-    decoder: D,
-) -> EventStream
-where
-    F: Framer,
-    D: Decoder<Unit = F::Unit>,
-{
-    let body = body_stream(provider, response, timeouts);
-    let pump = Pump::new(provider, framer, decoder);
-    Box::pin(stream::unfold(
-        (body, pump),
-        |(mut body, mut pump)| async move {
-            loop {
-                if let Some(item) = pump.next_item() {
-                    return Some((item, (body, pump)));
-                }
-                if pump.is_finished() {
-                    return None;
-                }
-                match body.next().await {
-                    Some(Ok(bytes)) => pump.feed(&bytes),
-                    Some(Err(e)) => pump.fail(e),
-                    None => pump.end(),
-                }
-            }
-        },
-    ))
 }
 
 /// Replaces every occurrence of a secret in an upstream message (an API that echoes the

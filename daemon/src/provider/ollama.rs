@@ -38,7 +38,7 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::http::{self, Decoder, Dialect, Timeouts};
+use super::http::{self, Decoder, Dialect, Transport};
 use super::ndjson::NdjsonSplitter;
 use super::{
     conversation, json_f32, merge_additional_params, BaseLlmProvider, BoxFuture, EventStream,
@@ -103,8 +103,7 @@ pub struct OllamaProvider {
     /// `host:port` of the server, for the "is Ollama running?" hint. Never the whole
     /// URL: a proxy URL may carry credentials.
     address: String,
-    timeouts: Timeouts,
-    http: reqwest::Client,
+    http: Transport,
     state: ProviderState,
 }
 
@@ -118,13 +117,11 @@ impl OllamaProvider {
             (Some(host), None) => host.to_owned(),
             _ => "its base_url".to_owned(),
         };
-        let timeouts = Timeouts::from_config(&spec.config);
         Ok(OllamaProvider {
             chat_url: http::endpoint(&spec.id, &base_url, "/api/chat")?,
             tags_url: http::endpoint(&spec.id, &base_url, "/api/tags")?,
             address,
-            http: http::client(&timeouts)?,
-            timeouts,
+            http: Transport::new(&spec, &DIALECT)?,
             spec,
             state: ProviderState::default(),
         })
@@ -147,25 +144,20 @@ impl OllamaProvider {
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, ProviderError> {
-        http::send(
-            &self.spec.id,
-            self.authorized(request),
-            &self.timeouts,
-            &DIALECT,
-            self.spec.credential.as_ref(),
-        )
-        .await
-        .map_err(|mut e| {
-            // http::transport_error words every failure to connect this way; an HTTP
-            // 503 (a busy server) is also `unavailable` but is answered, so no hint.
-            if e.code == ErrorCode::Unavailable && e.message.contains(": cannot connect:") {
-                e.message = format!(
+        self.http
+            .send(self.authorized(request))
+            .await
+            .map_err(|mut e| {
+                // http::transport_error words every failure to connect this way; an HTTP
+                // 503 (a busy server) is also `unavailable` but is answered, so no hint.
+                if e.code == ErrorCode::Unavailable && e.message.contains(": cannot connect:") {
+                    e.message = format!(
                     "{}; is Ollama running at {}? (start it with `ollama serve`, or set base_url)",
                     e.message, self.address
                 );
-            }
-            e
-        })
+                }
+                e
+            })
     }
 
     fn body(&self, request: &GenerateRequest) -> Result<Value, ProviderError> {
@@ -266,10 +258,8 @@ impl BaseLlmProvider for OllamaProvider {
                 .send(self.http.post(self.chat_url.clone()).json(&body))
                 .await?;
             if request.stream {
-                return Ok(http::event_stream(
-                    &self.spec.id,
+                return Ok(self.http.event_stream(
                     response,
-                    self.timeouts,
                     NdjsonSplitter::new(),
                     ChatDecoder::new(&self.spec.id),
                 ));
@@ -277,13 +267,7 @@ impl BaseLlmProvider for OllamaProvider {
             // The non-streamed answer is the stream's last line with the whole message,
             // so the same decoder reads it and both modes report the same usage and
             // finish reason.
-            let whole = http::read_body(
-                &self.spec.id,
-                response,
-                &self.timeouts,
-                http::MAX_BODY_BYTES,
-            )
-            .await?;
+            let whole = self.http.read_whole(response).await?;
             let mut decoder = ChatDecoder::new(&self.spec.id);
             let mut events = Vec::new();
             decoder.unit(whole, &mut events)?;
@@ -300,7 +284,7 @@ impl BaseLlmProvider for OllamaProvider {
     fn list_models(&self) -> BoxFuture<'_, Result<Vec<ModelInfo>, ProviderError>> {
         Box::pin(async {
             let response = self.send(self.http.get(self.tags_url.clone())).await?;
-            let list: Tags = http::read_json(&self.spec.id, response, &self.timeouts).await?;
+            let list: Tags = self.http.read_json(response).await?;
             Ok(list
                 .models
                 .into_iter()

@@ -20,7 +20,7 @@ use reqwest::header::HeaderMap;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::http::{self, Decoder, Dialect, Timeouts};
+use super::http::{self, Decoder, Dialect, Transport};
 use super::sse::{SseEvent, SseParser};
 use super::{
     conversation, json_f32, merge_additional_params, BaseLlmProvider, BoxFuture, EventStream,
@@ -43,8 +43,7 @@ pub struct OpenAiProvider {
     chat_url: reqwest::Url,
     /// `GET` here to list models.
     models_url: reqwest::Url,
-    timeouts: Timeouts,
-    http: reqwest::Client,
+    http: Transport,
     state: ProviderState,
 }
 
@@ -57,7 +56,6 @@ const DIALECT: Dialect = Dialect {
 impl OpenAiProvider {
     /// An instance for `openai` or `openai-compatible`.
     pub fn new(spec: ProviderSpec, kind: ProviderKind) -> Result<OpenAiProvider, ProviderError> {
-        let timeouts = Timeouts::from_config(&spec.config);
         let default_url = match kind {
             ProviderKind::Openai => DEFAULT_BASE_URL,
             _ => spec.config.base_url.as_deref().ok_or_else(|| {
@@ -74,8 +72,7 @@ impl OpenAiProvider {
         Ok(OpenAiProvider {
             chat_url: http::endpoint(&spec.id, &base_url, "/chat/completions")?,
             models_url: http::endpoint(&spec.id, &base_url, "/models")?,
-            http: http::client(&timeouts)?,
-            timeouts,
+            http: Transport::new(&spec, &DIALECT)?,
             kind,
             spec,
             state: ProviderState::default(),
@@ -180,25 +177,15 @@ impl BaseLlmProvider for OpenAiProvider {
             let http_request = self
                 .authorized(self.http.post(self.chat_url.clone()))?
                 .json(&body);
-            let response = http::send(
-                &self.spec.id,
-                http_request,
-                &self.timeouts,
-                &DIALECT,
-                self.spec.credential.as_ref(),
-            )
-            .await?;
+            let response = self.http.send(http_request).await?;
             if request.stream {
-                return Ok(http::event_stream(
-                    &self.spec.id,
+                return Ok(self.http.event_stream(
                     response,
-                    self.timeouts,
                     SseParser::new(),
                     ChunkDecoder::new(&self.spec.id),
                 ));
             }
-            let completion: Completion =
-                http::read_json(&self.spec.id, response, &self.timeouts).await?;
+            let completion: Completion = self.http.read_json(response).await?;
             let events = completion.into_events(&self.spec.id)?;
             Ok(Box::pin(futures_util::stream::iter(events.into_iter().map(Ok))) as EventStream)
         })
@@ -207,15 +194,8 @@ impl BaseLlmProvider for OpenAiProvider {
     fn list_models(&self) -> BoxFuture<'_, Result<Vec<ModelInfo>, ProviderError>> {
         Box::pin(async {
             let request = self.authorized(self.http.get(self.models_url.clone()))?;
-            let response = http::send(
-                &self.spec.id,
-                request,
-                &self.timeouts,
-                &DIALECT,
-                self.spec.credential.as_ref(),
-            )
-            .await?;
-            let list: ModelsPage = http::read_json(&self.spec.id, response, &self.timeouts).await?;
+            let response = self.http.send(request).await?;
+            let list: ModelsPage = self.http.read_json(response).await?;
             Ok(list
                 .data
                 .into_iter()

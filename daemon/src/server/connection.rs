@@ -8,7 +8,7 @@
 //! connection is bounded by `connection_queue_frames × max frame`.
 //!
 //! A client that stops reading altogether is dropped: once its socket has accepted no
-//! byte for `slow_client_timeout_seconds` while frames wait for it ([`StallGuard`]), the
+//! byte for `slow_client_timeout_seconds` while frames wait for it (`StallGuard`), the
 //! connection closes and its generations are cancelled, so a stuck client cannot hold
 //! streams and upstream connections for ever.
 //!

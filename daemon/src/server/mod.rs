@@ -76,7 +76,7 @@ pub struct Stats {
     /// Generations running now.
     pub active_streams: AtomicU64,
     /// Notified when a generation ends leaving none running (see
-    /// [`release_memory_when_quiet`]).
+    /// `release_memory_when_quiet`).
     pub last_stream_ended: tokio::sync::Notify,
 }
 
