@@ -39,6 +39,21 @@ pub fn numbered(chunks: u32, delay_ms: u32) -> GenerateRequest {
     )
 }
 
+/// Runs a generation that must fail and returns its error as the daemon sent it.
+pub async fn generation_error(
+    client: &Client,
+    request: GenerateRequest,
+) -> provd_client::WireError {
+    client
+        .generate(request)
+        .await
+        .expect("the generation starts")
+        .collect_text()
+        .await
+        .expect_err("the generation fails")
+        .to_wire()
+}
+
 /// The text of [`numbered`]`(chunks, _)`.
 pub fn numbered_text(chunks: u32) -> String {
     (0..chunks).map(|i| format!("{i} ")).collect()

@@ -331,14 +331,7 @@ async fn http_errors_map_to_system_codes_with_the_upstream_message_and_never_the
         let upstream = Upstream::start(move |_| reply.clone()).await;
         let daemon = daemon_for(&upstream, 0, "");
         let client = daemon.client().await;
-        let err = client
-            .generate(GenerateRequest::prompt("q"))
-            .await
-            .unwrap()
-            .collect_text()
-            .await
-            .unwrap_err()
-            .to_wire();
+        let err = provd_tests::generation_error(&client, GenerateRequest::prompt("q")).await;
         assert_eq!(err.code, code, "HTTP {status}: {err}");
         assert_eq!(err.retryable, retryable, "HTTP {status}");
         assert_eq!(err.retry_after_ms, retry_after_ms, "HTTP {status}");
@@ -369,16 +362,8 @@ async fn http_errors_map_to_system_codes_with_the_upstream_message_and_never_the
         Upstream::start(|_| gemini::error(404, "NOT_FOUND", "models/x is not found", json!([])))
             .await;
     let daemon = daemon_for(&upstream, 0, "");
-    let err = daemon
-        .client()
-        .await
-        .generate(GenerateRequest::prompt("q"))
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap_err()
-        .to_wire();
+    let err =
+        provd_tests::generation_error(&daemon.client().await, GenerateRequest::prompt("q")).await;
     assert_eq!(
         err.message,
         "p returned HTTP 404: NOT_FOUND: models/x is not found"

@@ -240,14 +240,7 @@ async fn http_errors_map_to_system_codes_with_the_upstream_message_and_never_the
         let upstream = Upstream::start(move |_| reply.clone()).await;
         let daemon = daemon_for(&upstream, "openai", 0, "");
         let client = daemon.client().await;
-        let err = client
-            .generate(GenerateRequest::prompt("q"))
-            .await
-            .unwrap()
-            .collect_text()
-            .await
-            .unwrap_err()
-            .to_wire();
+        let err = provd_tests::generation_error(&client, GenerateRequest::prompt("q")).await;
         assert_eq!(err.code, code, "HTTP {status}: {err}");
         assert_eq!(err.retryable, retryable, "HTTP {status}");
         assert_eq!(err.retry_after_ms, retry_after_ms, "HTTP {status}");
@@ -526,14 +519,7 @@ async fn an_exhausted_quota_is_not_retried() {
     .await;
     let daemon = daemon_for(&upstream, "openai", 3, "");
     let client = daemon.client().await;
-    let err = client
-        .generate(GenerateRequest::prompt("q"))
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap_err()
-        .to_wire();
+    let err = provd_tests::generation_error(&client, GenerateRequest::prompt("q")).await;
     assert_eq!(err.code, ErrorCode::PermissionDenied, "{err}");
     assert!(err.message.contains("exceeded your current quota"), "{err}");
     assert_eq!(upstream.requests().len(), 1);
@@ -552,14 +538,7 @@ async fn a_redirect_is_an_error_naming_the_new_place_and_is_not_followed() {
     .await;
     let daemon = daemon_for(&upstream, "openai", 2, "");
     let client = daemon.client().await;
-    let err = client
-        .generate(GenerateRequest::prompt("q"))
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap_err()
-        .to_wire();
+    let err = provd_tests::generation_error(&client, GenerateRequest::prompt("q")).await;
     assert_eq!(err.code, ErrorCode::InvalidRequest, "{err}");
     assert!(
         err.message

@@ -213,14 +213,7 @@ async fn a_retry_after_past_the_deadline_is_not_waited_for() {
         "retry_attempts = 5\ntotal_timeout_seconds = 2",
     ));
     let client = daemon.client().await;
-    let err = client
-        .generate(GenerateRequest::prompt("q"))
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap_err()
-        .to_wire();
+    let err = provd_tests::generation_error(&client, GenerateRequest::prompt("q")).await;
     assert_eq!(err.code, ErrorCode::RateLimited);
     assert_eq!(err.retry_after_ms, Some(30_000));
     assert_eq!(upstream.requests().len(), 1);
@@ -235,14 +228,7 @@ async fn the_total_deadline_ends_a_request_whose_upstream_never_answers() {
         "total_timeout_seconds = 1\ntimeout_seconds = 60",
     ));
     let client = daemon.client().await;
-    let err = client
-        .generate(GenerateRequest::prompt("q"))
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap_err()
-        .to_wire();
+    let err = provd_tests::generation_error(&client, GenerateRequest::prompt("q")).await;
     assert_eq!(err.code, ErrorCode::Timeout);
     assert!(
         err.message.contains("total timeout of 1s"),
@@ -261,14 +247,7 @@ async fn the_first_byte_timeout_is_named_in_the_error() {
         "timeout_seconds = 1\nretry_attempts = 0",
     ));
     let client = daemon.client().await;
-    let err = client
-        .generate(GenerateRequest::prompt("q"))
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap_err()
-        .to_wire();
+    let err = provd_tests::generation_error(&client, GenerateRequest::prompt("q")).await;
     assert_eq!(err.code, ErrorCode::Timeout);
     assert!(
         err.message.contains("first-byte timeout of 1s"),
@@ -293,14 +272,7 @@ async fn the_idle_timeout_is_named_in_the_error() {
         "timeout_seconds = 1\nretry_attempts = 0",
     ));
     let client = daemon.client().await;
-    let err = client
-        .generate(GenerateRequest::prompt("q"))
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap_err()
-        .to_wire();
+    let err = provd_tests::generation_error(&client, GenerateRequest::prompt("q")).await;
     assert_eq!(err.code, ErrorCode::Timeout);
     assert!(
         err.message
