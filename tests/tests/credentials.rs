@@ -116,14 +116,8 @@ async fn a_key_set_through_the_daemon_is_used_by_the_next_request_and_never_show
     let up = upstream().await;
     let daemon = daemon(&up, "");
     let client = daemon.client().await;
-    let err = client
-        .generate(GenerateRequest::prompt("q"))
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), ErrorCode::Unauthenticated, "no key yet");
+    let err = provd_tests::generation_error(&client, GenerateRequest::prompt("q")).await;
+    assert_eq!(err.code, ErrorCode::Unauthenticated, "no key yet");
 
     let (ok, _, stderr) = provd(&daemon.socket, &["creds", "set", "a"], KEY_A, &[]);
     assert!(ok, "{stderr}");
@@ -158,14 +152,8 @@ async fn a_key_set_through_the_daemon_is_used_by_the_next_request_and_never_show
 
     let (ok, _, _) = provd(&daemon.socket, &["creds", "remove", "a"], "", &[]);
     assert!(ok);
-    let err = client
-        .generate(GenerateRequest::prompt("q"))
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), ErrorCode::Unauthenticated);
+    let err = provd_tests::generation_error(&client, GenerateRequest::prompt("q")).await;
+    assert_eq!(err.code, ErrorCode::Unauthenticated);
     let (ok, _, stderr) = provd(&daemon.socket, &["creds", "remove", "a"], "", &[]);
     assert!(!ok && stderr.contains("not_found"), "{stderr}");
 }

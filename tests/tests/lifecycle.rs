@@ -186,14 +186,8 @@ async fn sigterm_lets_running_streams_finish_and_removes_the_socket() {
         "the socket is removed when accepting stops"
     );
     // New work is refused on the open connection while the old stream drains.
-    let refused = client
-        .generate(GenerateRequest::prompt("more"))
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap_err();
-    assert_eq!(refused.code(), ErrorCode::Unavailable);
+    let refused = provd_tests::generation_error(&client, GenerateRequest::prompt("more")).await;
+    assert_eq!(refused.code, ErrorCode::Unavailable);
 
     let (text, done) = generation.collect_text().await.unwrap();
     assert_eq!(done.chunks, 40);

@@ -4,7 +4,7 @@
 //! reaching the upstream, paginated model lists.
 
 use provd_client::{ErrorCode, FinishReason, GenerateEvent, GenerateRequest, Usage};
-use provd_tests::apis::{gemini, provider_config, TEST_KEY};
+use provd_tests::apis::{assert_overrides_refused, gemini, provider_config, TEST_KEY};
 use provd_tests::raw::{Frame, RawConn};
 use provd_tests::upstream::{Part, Reply, Seen, Upstream};
 use provd_tests::Daemon;
@@ -599,14 +599,8 @@ async fn a_missing_key_is_unauthenticated_and_names_the_variable() {
         .env("GOOGLE_API_KEY", "")
         .start();
     let client = daemon.client().await;
-    let err = client
-        .generate(GenerateRequest::prompt("q"))
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), ErrorCode::Unauthenticated);
+    let err = provd_tests::generation_error(&client, GenerateRequest::prompt("q")).await;
+    assert_eq!(err.code, ErrorCode::Unauthenticated);
     assert!(err.to_string().contains("PROVD_TEST_KEY"), "{err}");
     let listed = client.list_models(Some("p")).await.unwrap_err();
     assert_eq!(listed.code(), ErrorCode::Unauthenticated);
@@ -618,24 +612,8 @@ async fn additional_params_may_not_override_the_model_streaming_or_the_conversat
     let upstream = Upstream::start(|_| Reply::json(500, &json!({}))).await;
     let daemon = daemon_for(&upstream, 0, "");
     let client = daemon.client().await;
-    for key in ["model", "stream", "contents"] {
-        let mut req = GenerateRequest::prompt("q");
-        req.additional_params.insert(key.into(), json!("x"));
-        let err = client
-            .generate(req)
-            .await
-            .unwrap()
-            .collect_text()
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), ErrorCode::InvalidRequest);
-        assert!(
-            err.to_string()
-                .contains(&format!("additional_params.{key}")),
-            "{err}"
-        );
-    }
-    assert!(upstream.requests().is_empty());
+    let overrides = ["model", "stream", "contents"].map(|key| (key, json!("x")));
+    assert_overrides_refused(&client, &upstream, &overrides).await;
 }
 
 #[tokio::test]
@@ -646,14 +624,8 @@ async fn a_model_name_that_could_leave_the_url_path_is_refused_before_any_reques
     for model in ["x:generateContent?key=1#", "../../v1/models/x", "a/b/c"] {
         let mut req = GenerateRequest::prompt("q");
         req.model = Some(model.into());
-        let err = client
-            .generate(req)
-            .await
-            .unwrap()
-            .collect_text()
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), ErrorCode::InvalidRequest, "{model}: {err}");
+        let err = provd_tests::generation_error(&client, req).await;
+        assert_eq!(err.code, ErrorCode::InvalidRequest, "{model}: {err}");
     }
     assert!(upstream.requests().is_empty());
 }

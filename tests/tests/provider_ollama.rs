@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use provd_client::{ErrorCode, FinishReason, GenerateEvent, GenerateRequest, Usage};
-use provd_tests::apis::{ollama, provider_config, TEST_KEY};
+use provd_tests::apis::{assert_overrides_refused, ollama, provider_config, TEST_KEY};
 use provd_tests::raw::{Frame, RawConn};
 use provd_tests::upstream::{Part, Reply, Seen, Upstream};
 use provd_tests::Daemon;
@@ -482,24 +482,13 @@ async fn additional_params_may_not_override_the_model_streaming_or_messages() {
     let upstream = Upstream::start(|_| ollama::error(500, "unreachable")).await;
     let daemon = daemon_for(&upstream, 0);
     let client = daemon.client().await;
-    for (key, value) in [
+    let overrides = [
         ("model", json!("x")),
         ("stream", json!(false)),
         ("messages", json!([])),
         ("options", json!("fast")),
-    ] {
-        let mut req = GenerateRequest::prompt("q");
-        req.additional_params.insert(key.into(), value);
-        let (_, result) = run(&client, req).await;
-        let err = result.unwrap_err();
-        assert_eq!(err.code, ErrorCode::InvalidRequest, "{key}: {err}");
-        assert!(
-            err.message.contains(&format!("additional_params.{key}")),
-            "{}",
-            err.message
-        );
-    }
-    assert!(upstream.requests().is_empty());
+    ];
+    assert_overrides_refused(&client, &upstream, &overrides).await;
 }
 
 /// The real server, when one answers on Ollama's default address.

@@ -3,7 +3,7 @@
 //! non-streamed API, every error mapping, stream faults, cancel reaching the upstream.
 
 use provd_client::{ErrorCode, FinishReason, GenerateEvent, GenerateRequest, Usage};
-use provd_tests::apis::{openai, provider_config, TEST_KEY};
+use provd_tests::apis::{assert_overrides_refused, openai, provider_config, TEST_KEY};
 use provd_tests::raw::{Frame, RawConn};
 use provd_tests::upstream::{Part, Reply, Seen, Upstream};
 use provd_tests::Daemon;
@@ -443,14 +443,8 @@ async fn a_missing_key_is_unauthenticated_and_names_the_variable() {
         ))
         .start();
     let client = daemon.client().await;
-    let err = client
-        .generate(GenerateRequest::prompt("q"))
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), ErrorCode::Unauthenticated);
+    let err = provd_tests::generation_error(&client, GenerateRequest::prompt("q")).await;
+    assert_eq!(err.code, ErrorCode::Unauthenticated);
     assert!(err.to_string().contains("PROVD_TEST_KEY"), "{err}");
     assert!(upstream.requests().is_empty());
 }
@@ -460,24 +454,12 @@ async fn additional_params_may_not_override_the_model_or_streaming() {
     let upstream = Upstream::start(|_| Reply::json(500, &json!({}))).await;
     let daemon = daemon_for(&upstream, "openai", 0, "");
     let client = daemon.client().await;
-    for key in ["model", "stream"] {
-        let mut req = GenerateRequest::prompt("q");
-        req.additional_params.insert(key.into(), json!("x"));
-        let err = client
-            .generate(req)
-            .await
-            .unwrap()
-            .collect_text()
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), ErrorCode::InvalidRequest);
-        assert!(
-            err.to_string()
-                .contains(&format!("additional_params.{key}")),
-            "{err}"
-        );
-    }
-    assert!(upstream.requests().is_empty());
+    assert_overrides_refused(
+        &client,
+        &upstream,
+        &[("model", json!("x")), ("stream", json!("x"))],
+    )
+    .await;
 }
 
 /// The real service, when a key is in the environment.

@@ -78,14 +78,8 @@ async fn retries_stop_after_retry_attempts() {
     .await;
     let daemon = daemon(&provider("p", &upstream, "retry_attempts = 2"));
     let client = daemon.client().await;
-    let err = client
-        .generate(GenerateRequest::prompt("q"))
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), ErrorCode::Unavailable);
+    let err = provd_tests::generation_error(&client, GenerateRequest::prompt("q")).await;
+    assert_eq!(err.code, ErrorCode::Unavailable);
     assert_eq!(
         upstream.requests().len(),
         3,
@@ -166,14 +160,8 @@ async fn a_non_retryable_failure_does_not_fall_back() {
         provider("backup", &backup, "")
     ));
     let client = daemon.client().await;
-    let err = client
-        .generate(GenerateRequest::prompt("q"))
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), ErrorCode::InvalidRequest);
+    let err = provd_tests::generation_error(&client, GenerateRequest::prompt("q")).await;
+    assert_eq!(err.code, ErrorCode::InvalidRequest);
     assert!(backup.requests().is_empty());
 }
 

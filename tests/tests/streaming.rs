@@ -190,15 +190,9 @@ async fn provider_faults_end_the_stream_with_a_typed_error() {
         "x",
         json!({"fault": "before_first_chunk", "fault_code": "rate_limited"}),
     );
-    let err = client
-        .generate(req)
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), ErrorCode::RateLimited);
-    assert_eq!(err.to_wire().chunks, Some(0));
+    let err = provd_tests::generation_error(&client, req).await;
+    assert_eq!(err.code, ErrorCode::RateLimited);
+    assert_eq!(err.chunks, Some(0));
 }
 
 #[tokio::test]
@@ -268,14 +262,8 @@ async fn unknown_provider_is_not_found_and_the_connection_goes_on() {
     let client = daemon.client().await;
     let mut req = GenerateRequest::prompt("x");
     req.provider = Some("nope".into());
-    let err = client
-        .generate(req)
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), ErrorCode::NotFound);
+    let err = provd_tests::generation_error(&client, req).await;
+    assert_eq!(err.code, ErrorCode::NotFound);
     assert!(err.to_string().contains("no provider 'nope'"), "{err}");
     client.ping().await.unwrap();
 }

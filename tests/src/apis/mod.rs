@@ -49,3 +49,30 @@ pub fn full_request(additional: &[(&str, serde_json::Value)]) -> provd_client::G
     }
     r
 }
+
+/// Asserts that each `(key, value)` in `additional_params` is refused as an invalid
+/// request naming `additional_params.<key>`, and that none of them reached `upstream`:
+/// what each provider's "additional_params may not override" test checks.
+pub async fn assert_overrides_refused(
+    client: &provd_client::Client,
+    upstream: &crate::upstream::Upstream,
+    overrides: &[(&str, serde_json::Value)],
+) {
+    for (key, value) in overrides {
+        let mut request = provd_client::GenerateRequest::prompt("q");
+        request
+            .additional_params
+            .insert((*key).to_owned(), value.clone());
+        let err = crate::generation_error(client, request).await;
+        assert_eq!(
+            err.code,
+            provd_client::ErrorCode::InvalidRequest,
+            "{key}: {err}"
+        );
+        assert!(
+            err.message.contains(&format!("additional_params.{key}")),
+            "{key}: {err}"
+        );
+    }
+    assert!(upstream.requests().is_empty());
+}
