@@ -39,6 +39,20 @@ pub fn numbered(chunks: u32, delay_ms: u32) -> GenerateRequest {
     )
 }
 
+/// Runs a generation that must succeed and returns its text and done.
+pub async fn generation_text(
+    client: &Client,
+    request: GenerateRequest,
+) -> (String, provd_client::GenerateDone) {
+    client
+        .generate(request)
+        .await
+        .expect("the generation starts")
+        .collect_text()
+        .await
+        .expect("the generation succeeds")
+}
+
 /// Runs a generation that must fail and returns its error as the daemon sent it.
 pub async fn generation_error(
     client: &Client,

@@ -32,13 +32,8 @@ fn expect_error(frame: Frame, id: u32, code: ErrorCode) -> String {
 async fn assert_still_serving(daemon: &Daemon) {
     let client = daemon.client().await;
     client.ping().await.unwrap();
-    let (text, _) = client
-        .generate(GenerateRequest::prompt("still there?"))
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap();
+    let (text, _) =
+        provd_tests::generation_text(&client, GenerateRequest::prompt("still there?")).await;
     assert!(!text.is_empty());
 }
 

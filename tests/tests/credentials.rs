@@ -87,13 +87,7 @@ async fn key_used(
 ) -> Option<String> {
     let mut req = GenerateRequest::prompt("q");
     req.provider = provider.map(str::to_owned);
-    client
-        .generate(req)
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap();
+    provd_tests::generation_text(client, req).await;
     up.requests()
         .last()
         .unwrap()
@@ -176,13 +170,7 @@ async fn a_dotenv_import_seals_the_keys_it_knows() {
     let client = daemon.client().await;
     let mut req = GenerateRequest::prompt("q");
     req.provider = Some("b".into());
-    client
-        .generate(req)
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap();
+    provd_tests::generation_text(&client, req).await;
     assert_eq!(
         up.requests().last().unwrap().header("authorization"),
         Some(format!("Bearer {KEY_B}").as_str())
@@ -300,13 +288,7 @@ async fn tokens_restrict_a_connection_to_their_providers() {
     let client = provd_client::Client::connect_with_token(&daemon.socket, "t", Some(&token))
         .await
         .unwrap();
-    client
-        .generate(GenerateRequest::prompt("q"))
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap();
+    provd_tests::generation_text(&client, GenerateRequest::prompt("q")).await;
     let mut req = GenerateRequest::prompt("q");
     req.provider = Some("b".into());
     let err = client.generate(req).await.unwrap_err_or_refusal().await;

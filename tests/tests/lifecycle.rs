@@ -244,13 +244,7 @@ async fn freed_memory_is_given_back_once_the_last_generation_ends() {
     let daemon = Daemon::start();
     let client = daemon.client().await;
     let burst = (0..64).map(|_| async {
-        let (text, _) = client
-            .generate(numbered(50, 0))
-            .await
-            .unwrap()
-            .collect_text()
-            .await
-            .unwrap();
+        let (text, _) = provd_tests::generation_text(&client, numbered(50, 0)).await;
         assert_eq!(text, provd_tests::numbered_text(50));
     });
     futures_util::future::join_all(burst).await;

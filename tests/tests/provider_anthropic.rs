@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use provd_client::{
     ErrorCode, FinishReason, GenerateEvent, GenerateRequest, Message, Role, Usage, WireError,
 };
-use provd_tests::apis::{anthropic, provider_config, TEST_KEY};
+use provd_tests::apis::{anthropic, assert_streamed_matches_whole, provider_config, TEST_KEY};
 use provd_tests::raw::{Frame, RawConn};
 use provd_tests::upstream::{Part, Reply, Seen, Upstream};
 use provd_tests::Daemon;
@@ -167,27 +167,9 @@ async fn usage_and_text_are_the_same_streamed_or_not() {
     .await;
     let daemon = daemon_for(&upstream, 0, "");
     let client = daemon.client().await;
-    let (streamed_text, streamed) = client
-        .generate(GenerateRequest::prompt("q"))
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap();
-    let mut req = GenerateRequest::prompt("q");
-    req.stream = false;
-    let (whole_text, whole) = client
-        .generate(req)
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap();
-    assert_eq!(streamed_text, "The answer is 42.");
-    assert_eq!(streamed_text, whole_text);
-    assert_eq!(streamed.usage, whole.usage);
+    let (whole_text, whole) = assert_streamed_matches_whole(&client).await;
+    assert_eq!(whole_text, "The answer is 42.");
     assert_eq!(whole.usage, Usage::new(20, 5));
-    assert_eq!(streamed.finish_reason, whole.finish_reason);
     assert_eq!(whole.finish_reason, FinishReason::Length);
     assert_eq!(upstream.requests()[1].json()["stream"], false);
 }
@@ -205,13 +187,7 @@ async fn configured_api_version_and_betas_are_sent() {
     let client = daemon.client().await;
     let mut req = GenerateRequest::prompt("q");
     req.stream = false;
-    let (text, _) = client
-        .generate(req)
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap();
+    let (text, _) = provd_tests::generation_text(&client, req).await;
     assert_eq!(text, "ok");
     let r = &upstream.requests()[0];
     assert_eq!(r.header("anthropic-version"), Some("2023-01-01"));
@@ -696,13 +672,7 @@ async fn real_anthropic_streams_a_short_answer() {
     let client = daemon.client().await;
     let mut req = GenerateRequest::prompt("Reply with the single word: pong");
     req.max_tokens = Some(10);
-    let (text, done) = client
-        .generate(req)
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap();
+    let (text, done) = provd_tests::generation_text(&client, req).await;
     assert!(!text.is_empty());
     assert!(done.usage.prompt_tokens > 0 && done.usage.completion_tokens > 0);
     let models = client.list_models(Some("anthropic")).await.unwrap().models;

@@ -4,7 +4,9 @@
 //! reaching the upstream, paginated model lists.
 
 use provd_client::{ErrorCode, FinishReason, GenerateEvent, GenerateRequest, Usage};
-use provd_tests::apis::{assert_overrides_refused, gemini, provider_config, TEST_KEY};
+use provd_tests::apis::{
+    assert_overrides_refused, assert_streamed_matches_whole, gemini, provider_config, TEST_KEY,
+};
 use provd_tests::raw::{Frame, RawConn};
 use provd_tests::upstream::{Part, Reply, Seen, Upstream};
 use provd_tests::Daemon;
@@ -158,26 +160,9 @@ async fn usage_and_text_are_the_same_streamed_or_not() {
     .await;
     let daemon = daemon_for(&upstream, 0, "");
     let client = daemon.client().await;
-    let (streamed_text, streamed) = client
-        .generate(GenerateRequest::prompt("q"))
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap();
-    let mut req = GenerateRequest::prompt("q");
-    req.stream = false;
-    let (whole_text, whole) = client
-        .generate(req)
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap();
-    assert_eq!(streamed_text, whole_text);
-    assert_eq!(streamed.usage, whole.usage);
+    let (whole_text, whole) = assert_streamed_matches_whole(&client).await;
+    assert_eq!(whole_text, "The answer is 42.");
     assert_eq!(whole.usage, Usage::new(20, 14));
-    assert_eq!(streamed.finish_reason, whole.finish_reason);
     assert_eq!(whole.finish_reason, FinishReason::Length);
     let requests = upstream.requests();
     assert_eq!(
@@ -202,13 +187,7 @@ async fn a_blocked_prompt_ends_with_content_filter_and_no_text_streamed_or_not()
     for stream in [true, false] {
         let mut req = GenerateRequest::prompt("something the filter refuses");
         req.stream = stream;
-        let (text, done) = client
-            .generate(req)
-            .await
-            .unwrap()
-            .collect_text()
-            .await
-            .unwrap();
+        let (text, done) = provd_tests::generation_text(&client, req).await;
         assert_eq!(text, "", "stream: {stream}");
         assert_eq!(done.finish_reason, FinishReason::ContentFilter);
         assert_eq!(done.usage, Usage::new(8, 0));
@@ -651,13 +630,7 @@ async fn real_gemini_streams_a_short_answer_and_lists_models() {
     );
     for stream in [true, false] {
         req.stream = stream;
-        let (text, done) = client
-            .generate(req.clone())
-            .await
-            .unwrap()
-            .collect_text()
-            .await
-            .unwrap();
+        let (text, done) = provd_tests::generation_text(&client, req.clone()).await;
         assert!(!text.is_empty(), "stream: {stream}");
         assert!(done.usage.prompt_tokens > 0 && done.usage.completion_tokens > 0);
         assert!(matches!(

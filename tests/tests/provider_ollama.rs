@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use provd_client::{ErrorCode, FinishReason, GenerateEvent, GenerateRequest, Usage};
-use provd_tests::apis::{assert_overrides_refused, ollama, provider_config, TEST_KEY};
+use provd_tests::apis::{
+    assert_overrides_refused, assert_streamed_matches_whole, ollama, provider_config, TEST_KEY,
+};
 use provd_tests::raw::{Frame, RawConn};
 use provd_tests::upstream::{Part, Reply, Seen, Upstream};
 use provd_tests::Daemon;
@@ -146,27 +148,9 @@ async fn usage_text_and_finish_are_the_same_streamed_or_not() {
     .await;
     let daemon = daemon_for(&upstream, 0);
     let client = daemon.client().await;
-    let (streamed_text, streamed) = client
-        .generate(GenerateRequest::prompt("q"))
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap();
-    let mut req = GenerateRequest::prompt("q");
-    req.stream = false;
-    let (whole_text, whole) = client
-        .generate(req)
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap();
-    assert_eq!(streamed_text, "The answer is 42.");
-    assert_eq!(streamed_text, whole_text);
-    assert_eq!(streamed.usage, whole.usage);
+    let (whole_text, whole) = assert_streamed_matches_whole(&client).await;
+    assert_eq!(whole_text, "The answer is 42.");
     assert_eq!(whole.usage, Usage::new(20, 5));
-    assert_eq!(streamed.finish_reason, whole.finish_reason);
     assert_eq!(whole.finish_reason, FinishReason::Length);
     let requests = upstream.requests();
     assert_eq!(requests[0].json()["stream"], true);
@@ -519,13 +503,7 @@ async fn real_ollama_streams_a_short_answer() {
     req.model = Some(model.id.clone());
     req.max_tokens = Some(16);
     req.temperature = Some(0.0);
-    let (text, done) = client
-        .generate(req.clone())
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap();
+    let (text, done) = provd_tests::generation_text(&client, req.clone()).await;
     eprintln!("{}: {text:?} {done:?}", model.id);
     assert!(done.usage.prompt_tokens > 0 && done.usage.completion_tokens > 0);
     assert!(matches!(
@@ -533,12 +511,6 @@ async fn real_ollama_streams_a_short_answer() {
         FinishReason::Stop | FinishReason::Length
     ));
     req.stream = false;
-    let (_, whole) = client
-        .generate(req)
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap();
+    let (_, whole) = provd_tests::generation_text(&client, req).await;
     assert!(whole.usage.completion_tokens > 0);
 }

@@ -3,7 +3,9 @@
 //! non-streamed API, every error mapping, stream faults, cancel reaching the upstream.
 
 use provd_client::{ErrorCode, FinishReason, GenerateEvent, GenerateRequest, Usage};
-use provd_tests::apis::{assert_overrides_refused, openai, provider_config, TEST_KEY};
+use provd_tests::apis::{
+    assert_overrides_refused, assert_streamed_matches_whole, openai, provider_config, TEST_KEY,
+};
 use provd_tests::raw::{Frame, RawConn};
 use provd_tests::upstream::{Part, Reply, Seen, Upstream};
 use provd_tests::Daemon;
@@ -104,25 +106,8 @@ async fn usage_and_text_are_the_same_streamed_or_not() {
     .await;
     let daemon = daemon_for(&upstream, "openai", 0, "");
     let client = daemon.client().await;
-    let (streamed_text, streamed) = client
-        .generate(GenerateRequest::prompt("q"))
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap();
-    let mut req = GenerateRequest::prompt("q");
-    req.stream = false;
-    let (whole_text, whole) = client
-        .generate(req)
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap();
-    assert_eq!(streamed_text, whole_text);
-    assert_eq!(streamed.usage, whole.usage);
-    assert_eq!(streamed.finish_reason, whole.finish_reason);
+    let (whole_text, whole) = assert_streamed_matches_whole(&client).await;
+    assert_eq!(whole_text, "The answer is 42.");
     assert_eq!(whole.finish_reason, FinishReason::Length);
     assert_eq!(
         upstream.requests()[1].json().get("stream_options"),
@@ -417,13 +402,7 @@ async fn openai_compatible_servers_get_max_tokens_and_need_no_key() {
         ))
         .start();
     let client = daemon.client().await;
-    let (text, _) = client
-        .generate(GenerateRequest::prompt("q"))
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap();
+    let (text, _) = provd_tests::generation_text(&client, GenerateRequest::prompt("q")).await;
     assert_eq!(text, "ok");
     let r = &upstream.requests()[0];
     assert_eq!(r.header("authorization"), None);
@@ -476,13 +455,7 @@ async fn real_openai_streams_a_short_answer() {
     let client = daemon.client().await;
     let mut req = GenerateRequest::prompt("Reply with the single word: pong");
     req.max_tokens = Some(10);
-    let (text, done) = client
-        .generate(req)
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap();
+    let (text, done) = provd_tests::generation_text(&client, req).await;
     assert!(!text.is_empty());
     assert!(done.usage.prompt_tokens > 0 && done.usage.completion_tokens > 0);
 }

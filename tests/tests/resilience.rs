@@ -51,13 +51,7 @@ async fn retryable_failures_are_retried_until_one_succeeds() {
     let upstream = flaky(2, rate_limited(1)).await;
     let daemon = daemon(&provider("p", &upstream, "retry_attempts = 3"));
     let client = daemon.client().await;
-    let (text, done) = client
-        .generate(GenerateRequest::prompt("q"))
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap();
+    let (text, done) = provd_tests::generation_text(&client, GenerateRequest::prompt("q")).await;
     assert_eq!(text, "ok");
     assert_eq!(done.provider, "p");
     assert_eq!(upstream.requests().len(), 3);
@@ -126,13 +120,7 @@ async fn a_fallback_serves_when_the_primary_keeps_failing_and_the_result_says_wh
         provider("backup", &backup, "retry_attempts = 0")
     ));
     let client = daemon.client().await;
-    let (text, done) = client
-        .generate(GenerateRequest::prompt("q"))
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap();
+    let (text, done) = provd_tests::generation_text(&client, GenerateRequest::prompt("q")).await;
     assert_eq!(text, "ok");
     assert_eq!(
         (done.provider.as_str(), done.model.as_str()),
@@ -177,13 +165,7 @@ async fn a_model_alias_routes_to_its_targets_in_order() {
     let client = daemon.client().await;
     let mut req = GenerateRequest::prompt("q");
     req.model = Some("smart".into());
-    let (_, done) = client
-        .generate(req)
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap();
+    let (_, done) = provd_tests::generation_text(&client, req).await;
     assert_eq!(
         (done.provider.as_str(), done.model.as_str()),
         ("b", "b-large")

@@ -341,13 +341,7 @@ async fn socket_activation_serves_the_inherited_socket_and_leaves_it_for_the_nex
     );
 
     let client = provd_client::Client::connect(&path).await.unwrap();
-    let (text, done) = client
-        .generate(numbered(5, 0))
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap();
+    let (text, done) = provd_tests::generation_text(&client, numbered(5, 0)).await;
     assert_eq!((text.as_str(), done.chunks), (numbered_text(5).as_str(), 5));
     drop(client);
 
@@ -962,13 +956,7 @@ async fn the_example_config_serves() {
     let daemon = Daemon::with_config(&example);
     let client = daemon.client().await;
     let request = mock_request("hello", serde_json::json!({}));
-    let (_, done) = client
-        .generate(request)
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap();
+    let (_, done) = provd_tests::generation_text(&client, request).await;
     assert_eq!(done.provider, "mock");
 }
 

@@ -51,13 +51,8 @@ async fn chunks_arrive_in_order_and_complete_then_exactly_one_done() {
 async fn default_mock_answer_streams_word_by_word() {
     let daemon = Daemon::start();
     let client = daemon.client().await;
-    let (text, done) = client
-        .generate(GenerateRequest::prompt("hello"))
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap();
+    let (text, done) =
+        provd_tests::generation_text(&client, GenerateRequest::prompt("hello")).await;
     assert!(text.starts_with("provd streamed this answer"), "{text}");
     assert_eq!(done.chunks as usize, text.split_whitespace().count());
 }
@@ -96,13 +91,7 @@ async fn max_tokens_and_messages_shape_the_answer() {
             content: "three".into(),
         },
     ];
-    let (text, done) = client
-        .generate(req)
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap();
+    let (text, done) = provd_tests::generation_text(&client, req).await;
     assert_eq!(text, numbered_text(7));
     assert_eq!(done.finish_reason, FinishReason::Length);
     // "be terse" + "one two" + "three" + "count for me"
@@ -232,13 +221,7 @@ capabilities = ["streaming", "tools"]
     let err = client.list_models(Some("zzz")).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::NotFound);
 
-    let (_, done) = client
-        .generate(numbered(3, 0))
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap();
+    let (_, done) = provd_tests::generation_text(&client, numbered(3, 0)).await;
     assert_eq!(done.provider, "b", "the default provider answered");
     let status = client.status().await.unwrap();
     assert_eq!(status.pid, daemon.pid());

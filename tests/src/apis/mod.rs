@@ -76,3 +76,19 @@ pub async fn assert_overrides_refused(
     }
     assert!(upstream.requests().is_empty());
 }
+
+/// Runs the same prompt streamed and not streamed and asserts that both give the same
+/// text, usage and finish reason: the conformance every provider owes. Returns the
+/// non-streamed text and done, for the provider's own expectations.
+pub async fn assert_streamed_matches_whole(
+    client: &provd_client::Client,
+) -> (String, provd_client::GenerateDone) {
+    let streamed = crate::generation_text(client, provd_client::GenerateRequest::prompt("q")).await;
+    let mut request = provd_client::GenerateRequest::prompt("q");
+    request.stream = false;
+    let whole = crate::generation_text(client, request).await;
+    assert_eq!(streamed.0, whole.0);
+    assert_eq!(streamed.1.usage, whole.1.usage);
+    assert_eq!(streamed.1.finish_reason, whole.1.finish_reason);
+    whole
+}
