@@ -6,7 +6,9 @@
 //! a retry or a fallback can never duplicate text. A retryable failure before that point
 //! is retried on the same provider with exponential backoff and full jitter, honouring
 //! the upstream's retry-after, up to the provider's `retry_attempts`; then the next
-//! target in the fallback list (or the model alias) is tried. One deadline, the primary
+//! target in the fallback list (or the model alias) is tried. A failure that is final for
+//! one provider only (a spent quota, a billing limit) skips the retries and goes straight
+//! to the next target. One deadline, the primary
 //! provider's `total_timeout_seconds`, bounds all of it together. Nothing below this
 //! layer retries (the HTTP client is built with retries off).
 
@@ -162,6 +164,11 @@ pub async fn open(
             };
             state.record_end(Outcome::Failed, Usage::default());
             if !error.retryable {
+                if error.try_elsewhere {
+                    tracing::warn!(provider = %provider_id, error = %error, "final failure of this provider before the first chunk; trying the next");
+                    last_error = Some(error);
+                    break;
+                }
                 return Err(error);
             }
             tracing::warn!(provider = %provider_id, attempt, error = %error, "retryable failure before the first chunk");

@@ -282,3 +282,34 @@ async fn keepalives_flow_while_the_upstream_is_silent() {
     assert!(matches!(frame, Frame::Result(7, _)), "{frame:?}");
     assert_eq!(chunks.len(), 1);
 }
+
+/// A spent quota is final for the primary (no retry) but not for another account: the
+/// fallback serves, and the result says so.
+#[tokio::test]
+async fn a_spent_quota_is_not_retried_but_falls_back() {
+    let primary = flaky(
+        usize::MAX,
+        openai::error(
+            429,
+            "You exceeded your current quota, please check your plan and billing details.",
+            "insufficient_quota",
+            Some("insufficient_quota"),
+        ),
+    )
+    .await;
+    let backup = flaky(0, answer()).await;
+    let daemon = daemon(&format!(
+        "default_provider = \"primary\"\n{}{}",
+        provider(
+            "primary",
+            &primary,
+            "retry_attempts = 3\nfallbacks = [\"backup\"]"
+        ),
+        provider("backup", &backup, "retry_attempts = 0")
+    ));
+    let client = daemon.client().await;
+    let (text, done) = provd_tests::generation_text(&client, GenerateRequest::prompt("q")).await;
+    assert_eq!(text, "ok");
+    assert_eq!(done.provider, "backup");
+    assert_eq!(primary.requests().len(), 1, "a spent quota is not retried");
+}

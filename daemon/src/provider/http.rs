@@ -286,6 +286,8 @@ pub fn status_error(
         ),
     );
     error.retryable = code.is_retryable_by_default() || status.is_server_error();
+    // A billing limit (Anthropic's billing_error) binds this account only.
+    error.try_elsewhere = status == StatusCode::PAYMENT_REQUIRED;
     if error.retryable {
         error.retry_after = retry_after(headers);
     }

@@ -60,6 +60,10 @@ pub struct ProviderError {
     pub retryable: bool,
     /// When to retry, if the upstream said.
     pub retry_after: Option<Duration>,
+    /// Whether a fallback may serve the request although this provider will not for a
+    /// while: a spent quota or billing limit is final here, not for another account.
+    /// (Retryable failures fall back too.)
+    pub try_elsewhere: bool,
 }
 
 impl ProviderError {
@@ -70,6 +74,7 @@ impl ProviderError {
             message: message.into(),
             retryable: code.is_retryable_by_default(),
             retry_after: None,
+            try_elsewhere: false,
         }
     }
 

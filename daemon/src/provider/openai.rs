@@ -237,8 +237,8 @@ const QUOTA_EXHAUSTED: [&str; 5] = [
     "organization_usage_limit_exceeded",
 ];
 
-/// A quota or spend limit reported as 429 is `permission_denied` and final, as the 402
-/// of the APIs that use it for billing.
+/// A quota or spend limit reported as 429 is `permission_denied` and final for this
+/// provider, as the 402 of the APIs that use it for billing; a fallback may still serve.
 fn refine(error: &mut ProviderError, body: &[u8]) {
     if error.code != ErrorCode::RateLimited {
         return;
@@ -255,6 +255,7 @@ fn refine(error: &mut ProviderError, body: &[u8]) {
         error.code = ErrorCode::PermissionDenied;
         error.retryable = false;
         error.retry_after = None;
+        error.try_elsewhere = true;
     }
 }
 
