@@ -80,9 +80,10 @@ pub struct Stats {
     pub last_stream_ended: tokio::sync::Notify,
 }
 
-/// How long the daemon must stay without a running generation before it gives freed
-/// memory back: long enough that a client running generations back to back never pays
-/// for it, short enough that a burst's memory is back before anyone looks.
+/// How long after the last running generation ends the daemon looks again and, if none
+/// runs then, gives freed memory back: long enough that a client running generations
+/// back to back rarely pays for it, short enough that a burst's memory is back within
+/// two seconds of its end.
 const QUIET_BEFORE_RELEASE: Duration = Duration::from_secs(1);
 
 /// Gives the memory freed after a burst back to the kernel once generations stop. The
