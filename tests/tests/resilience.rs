@@ -189,41 +189,36 @@ async fn a_retry_after_past_the_deadline_is_not_waited_for() {
     assert_eq!(upstream.requests().len(), 1);
 }
 
+/// Runs one generation against `upstream` with `limits` in the provider's table and
+/// returns its error, which must be a timeout naming `which`, and the daemon, still
+/// running.
+async fn timed_out(
+    upstream: &Upstream,
+    limits: &str,
+    which: &str,
+) -> (provd_client::WireError, Daemon) {
+    let daemon = daemon(&provider("p", upstream, limits));
+    let client = daemon.client().await;
+    let err = provd_tests::generation_error(&client, GenerateRequest::prompt("q")).await;
+    assert_eq!(err.code, ErrorCode::Timeout, "{err}");
+    assert!(err.message.contains(which), "{}", err.message);
+    (err, daemon)
+}
+
 #[tokio::test]
 async fn the_total_deadline_ends_a_request_whose_upstream_never_answers() {
     let upstream = Upstream::start(|_| answer().after(vec![Part::Stall])).await;
-    let daemon = daemon(&provider(
-        "p",
-        &upstream,
-        "total_timeout_seconds = 1\ntimeout_seconds = 60",
-    ));
-    let client = daemon.client().await;
-    let err = provd_tests::generation_error(&client, GenerateRequest::prompt("q")).await;
-    assert_eq!(err.code, ErrorCode::Timeout);
-    assert!(
-        err.message.contains("total timeout of 1s"),
-        "{}",
-        err.message
-    );
+    let limits = "total_timeout_seconds = 1\ntimeout_seconds = 60";
+    let (_, _daemon) = timed_out(&upstream, limits, "total timeout of 1s").await;
+    // The deadline itself closed the upstream connection: the daemon still runs.
     upstream.wait_for(Seen::ClientClosedEarly(0)).await;
 }
 
 #[tokio::test]
 async fn the_first_byte_timeout_is_named_in_the_error() {
     let upstream = Upstream::start(|_| answer().after(vec![Part::Stall])).await;
-    let daemon = daemon(&provider(
-        "p",
-        &upstream,
-        "timeout_seconds = 1\nretry_attempts = 0",
-    ));
-    let client = daemon.client().await;
-    let err = provd_tests::generation_error(&client, GenerateRequest::prompt("q")).await;
-    assert_eq!(err.code, ErrorCode::Timeout);
-    assert!(
-        err.message.contains("first-byte timeout of 1s"),
-        "{}",
-        err.message
-    );
+    let limits = "timeout_seconds = 1\nretry_attempts = 0";
+    timed_out(&upstream, limits, "first-byte timeout of 1s").await;
 }
 
 #[tokio::test]
@@ -236,20 +231,8 @@ async fn the_idle_timeout_is_named_in_the_error() {
         )
     })
     .await;
-    let daemon = daemon(&provider(
-        "p",
-        &upstream,
-        "timeout_seconds = 1\nretry_attempts = 0",
-    ));
-    let client = daemon.client().await;
-    let err = provd_tests::generation_error(&client, GenerateRequest::prompt("q")).await;
-    assert_eq!(err.code, ErrorCode::Timeout);
-    assert!(
-        err.message
-            .contains("idle longer than the idle timeout of 1s"),
-        "{}",
-        err.message
-    );
+    let limits = "timeout_seconds = 1\nretry_attempts = 0";
+    let (err, _) = timed_out(&upstream, limits, "idle longer than the idle timeout of 1s").await;
     assert_eq!(err.chunks, Some(1));
 }
 
