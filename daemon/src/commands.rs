@@ -419,6 +419,15 @@ async fn connect(socket: &Path) -> Result<Client, ClientError> {
     Client::connect_with_token(socket, "provd-cli", token.as_deref()).await
 }
 
+/// Connects and makes one request (the admin commands' shape).
+async fn admin<P: serde::Serialize, R: serde::de::DeserializeOwned>(
+    socket: &Path,
+    method: &str,
+    params: &P,
+) -> Result<R, CommandError> {
+    Ok(connect(socket).await?.request(method, params).await?)
+}
+
 /// `provd models`.
 pub async fn models(
     socket: &Path,
@@ -614,12 +623,11 @@ pub async fn creds_set(socket: &Path, provider: &str) -> Result<(), CommandError
             "no key given",
         )));
     }
-    let client = connect(socket).await?;
     let params = message::CredsSetParams {
         provider: provider.to_owned(),
         secret: secret.expose().to_owned(),
     };
-    let _: message::Empty = client.request(message::method::CREDS_SET, &params).await?;
+    let _: message::Empty = admin(socket, message::method::CREDS_SET, &params).await?;
     eprintln!("sealed the key of '{provider}'; the next request uses it");
     Ok(())
 }
@@ -638,10 +646,8 @@ fn read_secret(prompt: &str) -> Result<String, CommandError> {
 
 /// `provd creds list`: ids, sources, fingerprints; never a key.
 pub async fn creds_list(socket: &Path, as_json: bool) -> Result<(), CommandError> {
-    let client = connect(socket).await?;
-    let list: message::CredsList = client
-        .request(message::method::CREDS_LIST, &message::Empty {})
-        .await?;
+    let list: message::CredsList =
+        admin(socket, message::method::CREDS_LIST, &message::Empty {}).await?;
     if as_json {
         println!(
             "{}",
@@ -663,30 +669,28 @@ pub async fn creds_list(socket: &Path, as_json: bool) -> Result<(), CommandError
 
 /// `provd creds remove ID`.
 pub async fn creds_remove(socket: &Path, provider: &str) -> Result<(), CommandError> {
-    let client = connect(socket).await?;
-    let _: message::Empty = client
-        .request(
-            message::method::CREDS_REMOVE,
-            &message::ProviderParams {
-                provider: provider.to_owned(),
-            },
-        )
-        .await?;
+    let _: message::Empty = admin(
+        socket,
+        message::method::CREDS_REMOVE,
+        &message::ProviderParams {
+            provider: provider.to_owned(),
+        },
+    )
+    .await?;
     eprintln!("removed the key of '{provider}'");
     Ok(())
 }
 
 /// `provd creds test ID`: a cheap authenticated call (list models) with the stored key.
 pub async fn creds_test(socket: &Path, provider: &str) -> Result<(), CommandError> {
-    let client = connect(socket).await?;
-    let list: provd_client::ModelList = client
-        .request(
-            message::method::CREDS_TEST,
-            &message::ProviderParams {
-                provider: provider.to_owned(),
-            },
-        )
-        .await?;
+    let list: provd_client::ModelList = admin(
+        socket,
+        message::method::CREDS_TEST,
+        &message::ProviderParams {
+            provider: provider.to_owned(),
+        },
+    )
+    .await?;
     println!(
         "ok: '{provider}' accepted its key and lists {} models",
         list.models.len()
@@ -698,14 +702,12 @@ pub async fn creds_test(socket: &Path, provider: &str) -> Result<(), CommandErro
 /// its variables to the configured providers and seals the keys.
 pub async fn creds_import(socket: &Path, file: &Path) -> Result<(), CommandError> {
     let contents = std::fs::read_to_string(file)?;
-    let client = connect(socket).await?;
     let params = message::CredsImportParams {
         name: file.display().to_string(),
         contents,
     };
-    let result: message::CredsImportResult = client
-        .request(message::method::CREDS_IMPORT, &params)
-        .await?;
+    let result: message::CredsImportResult =
+        admin(socket, message::method::CREDS_IMPORT, &params).await?;
     println!(
         "sealed: {}",
         if result.sealed.is_empty() {
@@ -742,13 +744,12 @@ pub async fn key_rotate(socket: &Path, new_key_file: Option<&Path>) -> Result<()
         Some(path) => std::fs::read_to_string(path)?.trim().to_owned(),
         None => read_secret("new master key (hex): ")?,
     };
-    let client = connect(socket).await?;
-    let result: message::KeyRotateResult = client
-        .request(
-            message::method::KEY_ROTATE,
-            &message::KeyRotateParams { new_key },
-        )
-        .await?;
+    let result: message::KeyRotateResult = admin(
+        socket,
+        message::method::KEY_ROTATE,
+        &message::KeyRotateParams { new_key },
+    )
+    .await?;
     println!(
         "re-sealed {} credentials under the new key; give provd the new key before it next starts",
         result.resealed
@@ -763,16 +764,15 @@ pub async fn token_create(
     expires: Option<&str>,
 ) -> Result<(), CommandError> {
     let ttl_seconds = expires.map(parse_duration).transpose()?;
-    let client = connect(socket).await?;
-    let created: message::TokenCreated = client
-        .request(
-            message::method::TOKEN_CREATE,
-            &message::TokenCreateParams {
-                providers,
-                ttl_seconds,
-            },
-        )
-        .await?;
+    let created: message::TokenCreated = admin(
+        socket,
+        message::method::TOKEN_CREATE,
+        &message::TokenCreateParams {
+            providers,
+            ttl_seconds,
+        },
+    )
+    .await?;
     println!("{}", created.token);
     eprintln!(
         "token {} created; it is shown only now (clients pass it in ${TOKEN_ENV})",
@@ -783,10 +783,8 @@ pub async fn token_create(
 
 /// `provd token list`.
 pub async fn token_list(socket: &Path, as_json: bool) -> Result<(), CommandError> {
-    let client = connect(socket).await?;
-    let list: message::TokenList = client
-        .request(message::method::TOKEN_LIST, &message::Empty {})
-        .await?;
+    let list: message::TokenList =
+        admin(socket, message::method::TOKEN_LIST, &message::Empty {}).await?;
     if as_json {
         println!(
             "{}",
@@ -810,23 +808,19 @@ pub async fn token_list(socket: &Path, as_json: bool) -> Result<(), CommandError
 
 /// `provd token revoke ID`.
 pub async fn token_revoke(socket: &Path, id: &str) -> Result<(), CommandError> {
-    let client = connect(socket).await?;
-    let _: message::Empty = client
-        .request(
-            message::method::TOKEN_REVOKE,
-            &message::TokenRevokeParams { id: id.to_owned() },
-        )
-        .await?;
+    let _: message::Empty = admin(
+        socket,
+        message::method::TOKEN_REVOKE,
+        &message::TokenRevokeParams { id: id.to_owned() },
+    )
+    .await?;
     eprintln!("revoked token {id}");
     Ok(())
 }
 
 /// `provd shutdown`: the daemon drains and stops.
 pub async fn shutdown(socket: &Path) -> Result<(), CommandError> {
-    let client = connect(socket).await?;
-    let _: message::Empty = client
-        .request(message::method::SHUTDOWN, &message::Empty {})
-        .await?;
+    let _: message::Empty = admin(socket, message::method::SHUTDOWN, &message::Empty {}).await?;
     eprintln!("provd is draining and will stop");
     Ok(())
 }
