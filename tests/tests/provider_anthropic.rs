@@ -10,7 +10,10 @@ use std::time::{Duration, SystemTime};
 use provd_client::{
     ErrorCode, FinishReason, GenerateEvent, GenerateRequest, Message, Role, Usage, WireError,
 };
-use provd_tests::apis::{anthropic, assert_streamed_matches_whole, provider_config, TEST_KEY};
+use provd_tests::apis::{
+    anthropic, assert_streamed_matches_whole, cancel_after_the_first_chunk,
+    cancel_before_the_first_byte, provider_config, TEST_KEY,
+};
 use provd_tests::raw::{Frame, RawConn};
 use provd_tests::upstream::{Part, Reply, Seen, Upstream};
 use provd_tests::Daemon;
@@ -470,16 +473,8 @@ async fn cancel_closes_the_upstream_connection_while_streaming_and_while_waiting
     .await;
     let daemon = daemon_for(&upstream, 0, "");
     let client = daemon.client().await;
-    let mut generation = client.generate(GenerateRequest::prompt("q")).await.unwrap();
-    assert!(matches!(
-        generation.next().await,
-        Some(Ok(GenerateEvent::Chunk(c))) if c.text == "thinking…"
-    ));
-    client.cancel(generation.id()).await.unwrap();
-    upstream.wait_for(Seen::ClientClosedEarly(0)).await;
-    let err = generation.collect_text().await.unwrap_err().to_wire();
-    assert_eq!(err.code, ErrorCode::Cancelled);
-    assert_eq!(err.chunks, Some(1));
+    let (first, err) = cancel_after_the_first_chunk(&client, &upstream).await;
+    assert_eq!(first.text, "thinking…");
     assert_eq!(
         err.usage.map(|u| u.prompt_tokens),
         Some(42),
@@ -496,14 +491,7 @@ async fn cancel_closes_the_upstream_connection_while_streaming_and_while_waiting
     .await;
     let daemon = daemon_for(&upstream, 0, "");
     let client = daemon.client().await;
-    let generation = client.generate(GenerateRequest::prompt("q")).await.unwrap();
-    upstream.wait_for(Seen::Request(0)).await;
-    client.cancel(generation.id()).await.unwrap();
-    upstream.wait_for(Seen::ClientClosedEarly(0)).await;
-    assert_eq!(
-        generation.collect_text().await.unwrap_err().code(),
-        ErrorCode::Cancelled
-    );
+    cancel_before_the_first_byte(&client, &upstream).await;
 }
 
 // Multi-threaded: the raw client blocks its thread, and the mock upstream must keep

@@ -92,3 +92,56 @@ pub async fn assert_streamed_matches_whole(
     assert_eq!(streamed.1.finish_reason, whole.1.finish_reason);
     whole
 }
+
+/// Starts a generation on `client`, reads its first chunk, cancels it, and asserts that
+/// `upstream` saw its connection closed and that the generation ended `cancelled` after
+/// that one chunk. Returns the chunk and the terminal error, for the provider's own
+/// expectations (the usage known so far).
+pub async fn cancel_after_the_first_chunk(
+    client: &provd_client::Client,
+    upstream: &crate::upstream::Upstream,
+) -> (provd_client::Chunk, provd_client::WireError) {
+    let mut generation = client
+        .generate(provd_client::GenerateRequest::prompt("q"))
+        .await
+        .expect("the generation starts");
+    let first = match generation.next().await {
+        Some(Ok(provd_client::GenerateEvent::Chunk(chunk))) => chunk,
+        other => panic!("expected a first chunk, got {other:?}"),
+    };
+    client.cancel(generation.id()).await.expect("cancel");
+    upstream
+        .wait_for(crate::upstream::Seen::ClientClosedEarly(0))
+        .await;
+    let err = generation
+        .collect_text()
+        .await
+        .expect_err("a cancelled generation fails")
+        .to_wire();
+    assert_eq!(err.code, provd_client::ErrorCode::Cancelled, "{err}");
+    assert_eq!(err.chunks, Some(1));
+    (first, err)
+}
+
+/// Starts a generation whose upstream holds its response back, cancels it once the
+/// upstream has the request, and asserts that the upstream saw its connection closed and
+/// that the generation ended `cancelled`.
+pub async fn cancel_before_the_first_byte(
+    client: &provd_client::Client,
+    upstream: &crate::upstream::Upstream,
+) {
+    let generation = client
+        .generate(provd_client::GenerateRequest::prompt("q"))
+        .await
+        .expect("the generation starts");
+    upstream.wait_for(crate::upstream::Seen::Request(0)).await;
+    client.cancel(generation.id()).await.expect("cancel");
+    upstream
+        .wait_for(crate::upstream::Seen::ClientClosedEarly(0))
+        .await;
+    let err = generation
+        .collect_text()
+        .await
+        .expect_err("a cancelled generation fails");
+    assert_eq!(err.code(), provd_client::ErrorCode::Cancelled, "{err}");
+}
