@@ -1160,19 +1160,13 @@ data: {\"type\": \"ping\"}\n\n";
     }
 
     fn provider(options: &str, extra: &str) -> AnthropicProvider {
-        let config = crate::config::Config::parse(
-            &format!(
-                "[providers.a]\ntype = \"anthropic\"\n{extra}\n[providers.a.options]\n{options}\n"
-            ),
-            std::path::Path::new("t.toml"),
-        )
-        .unwrap();
-        AnthropicProvider::new(ProviderSpec {
-            id: "a".into(),
-            model: "claude-x".into(),
-            config: config.providers["a"].clone(),
-            credential: Some(crate::secret::Secret::new("sk-ant-test".into())),
-        })
+        let table = format!("type = \"anthropic\"\n{extra}\n[providers.a.options]\n{options}");
+        AnthropicProvider::new(ProviderSpec::for_test(
+            "a",
+            &table,
+            "claude-x",
+            Some("sk-ant-test"),
+        ))
         .unwrap()
     }
 

@@ -991,17 +991,13 @@ mod tests {
     }
 
     fn provider(extra: &str) -> GeminiProvider {
-        let config = crate::config::Config::parse(
-            &format!("[providers.g]\ntype = \"gemini\"\nmax_tokens = 100\n{extra}"),
-            std::path::Path::new("t"),
-        )
-        .unwrap();
-        GeminiProvider::new(ProviderSpec {
-            id: "g".into(),
-            model: "gemini-2.5-flash".into(),
-            config: config.providers["g"].clone(),
-            credential: None,
-        })
+        let table = format!("type = \"gemini\"\nmax_tokens = 100\n{extra}");
+        GeminiProvider::new(ProviderSpec::for_test(
+            "g",
+            &table,
+            "gemini-2.5-flash",
+            None,
+        ))
         .unwrap()
     }
 

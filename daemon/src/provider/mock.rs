@@ -419,18 +419,8 @@ mod tests {
     use futures_util::StreamExt;
 
     fn provider(options: &str) -> MockProvider {
-        let config = crate::config::Config::parse(
-            &format!("[providers.m]\ntype = \"mock\"\n[providers.m.options]\n{options}\n"),
-            std::path::Path::new("t.toml"),
-        )
-        .unwrap();
-        MockProvider::new(ProviderSpec {
-            id: "m".into(),
-            model: "mock-1".into(),
-            config: config.providers["m"].clone(),
-            credential: None,
-        })
-        .unwrap()
+        let table = format!("type = \"mock\"\n[providers.m.options]\n{options}");
+        MockProvider::new(ProviderSpec::for_test("m", &table, "mock-1", None)).unwrap()
     }
 
     async fn run(

@@ -103,6 +103,23 @@ pub struct ProviderSpec {
 }
 
 impl ProviderSpec {
+    /// A spec for unit tests: provider `id` whose `[providers.<id>]` table (and any
+    /// sub-tables after it) is `table`, serving `model`, with `key` as its credential.
+    #[cfg(test)]
+    pub(crate) fn for_test(id: &str, table: &str, model: &str, key: Option<&str>) -> ProviderSpec {
+        let config = crate::config::Config::parse(
+            &format!("[providers.{id}]\n{table}\n"),
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap();
+        ProviderSpec {
+            id: id.into(),
+            model: model.into(),
+            config: config.providers[id].clone(),
+            credential: key.map(|k| crate::secret::Secret::new(k.into())),
+        }
+    }
+
     /// The configured base URL, else the type's documented default, without a trailing
     /// slash so that paths join cleanly.
     pub fn base_url(&self, default: &str) -> String {

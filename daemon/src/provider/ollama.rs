@@ -694,18 +694,8 @@ mod tests {
     }
 
     fn provider(additional: &str) -> OllamaProvider {
-        let config = crate::config::Config::parse(
-            &format!("[providers.o]\ntype = \"ollama\"\nmax_tokens = 100\n{additional}"),
-            std::path::Path::new("t"),
-        )
-        .unwrap();
-        OllamaProvider::new(ProviderSpec {
-            id: "o".into(),
-            model: "llama3.2".into(),
-            config: config.providers["o"].clone(),
-            credential: None,
-        })
-        .unwrap()
+        let table = format!("type = \"ollama\"\nmax_tokens = 100\n{additional}");
+        OllamaProvider::new(ProviderSpec::for_test("o", &table, "llama3.2", None)).unwrap()
     }
 
     #[test]
