@@ -40,8 +40,8 @@ use serde_json::{json, Map, Value};
 use super::http::{self, days_from_civil, Decoder, Dialect, Transport};
 use super::sse::{SseEvent, SseParser};
 use super::{
-    conversation, BaseLlmProvider, BoxFuture, EventStream, ProviderError, ProviderSpec,
-    ProviderState, StreamEvent,
+    conversation, whole_answer, BaseLlmProvider, BoxFuture, EventStream, ProviderError,
+    ProviderSpec, ProviderState, StreamEvent,
 };
 use crate::config::ProviderKind;
 
@@ -397,7 +397,7 @@ impl BaseLlmProvider for AnthropicProvider {
             }
             let message: WireMessage = self.http.read_json(response).await?;
             let events = message.into_events();
-            Ok(Box::pin(futures_util::stream::iter(events.into_iter().map(Ok))) as EventStream)
+            Ok(whole_answer(events))
         })
     }
 

@@ -62,8 +62,8 @@ use serde_json::{json, Map, Value};
 use super::http::{self, Decoder, Dialect, Transport};
 use super::sse::{SseEvent, SseParser};
 use super::{
-    conversation, merge_additional_params, BaseLlmProvider, BoxFuture, EventStream, ProviderError,
-    ProviderSpec, ProviderState, StreamEvent,
+    conversation, merge_additional_params, whole_answer, BaseLlmProvider, BoxFuture, EventStream,
+    ProviderError, ProviderSpec, ProviderState, StreamEvent,
 };
 use crate::config::ProviderKind;
 
@@ -292,7 +292,7 @@ impl BaseLlmProvider for GeminiProvider {
             events.push(decoder.done().ok_or_else(|| {
                 http::malformed(&self.spec.id, "the response has no finishReason")
             })?);
-            Ok(Box::pin(futures_util::stream::iter(events.into_iter().map(Ok))) as EventStream)
+            Ok(whole_answer(events))
         })
     }
 

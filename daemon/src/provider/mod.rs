@@ -182,6 +182,29 @@ pub fn conversation(request: &GenerateRequest) -> (Option<String>, Vec<provd_cli
     (system, turns)
 }
 
+/// The conversation as the `messages` array of the chat APIs that take the system prompt
+/// as a first `system` message (OpenAI's Chat Completions, Ollama's `/api/chat`).
+pub fn chat_messages(request: &GenerateRequest) -> Vec<serde_json::Value> {
+    let (system, turns) = conversation(request);
+    let mut messages = Vec::with_capacity(turns.len() + 1);
+    if let Some(system) = system {
+        messages.push(serde_json::json!({"role": "system", "content": system}));
+    }
+    for m in turns {
+        let role = match m.role {
+            provd_client::Role::Assistant => "assistant",
+            _ => "user",
+        };
+        messages.push(serde_json::json!({"role": role, "content": m.content}));
+    }
+    messages
+}
+
+/// A non-streamed answer's events, as the stream [`BaseLlmProvider::generate`] returns.
+pub fn whole_answer(events: Vec<StreamEvent>) -> EventStream {
+    Box::pin(futures_util::stream::iter(events.into_iter().map(Ok)))
+}
+
 /// A sampling parameter as JSON. The wire carries `f32`; widening it to `f64` directly
 /// would send `0.8999999761581421` for 0.9, so it goes through its shortest decimal form.
 pub fn json_f32(value: f32) -> serde_json::Value {

@@ -33,7 +33,7 @@
 //! `top_p`, `stop`), then flat option keys, then the `options` object.
 
 use provd_client::message::ProviderStatus;
-use provd_client::{ErrorCode, FinishReason, GenerateRequest, ModelInfo, Role, Usage};
+use provd_client::{ErrorCode, FinishReason, GenerateRequest, ModelInfo, Usage};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -41,8 +41,8 @@ use serde_json::{json, Map, Value};
 use super::http::{self, Decoder, Dialect, Transport};
 use super::ndjson::NdjsonSplitter;
 use super::{
-    conversation, json_f32, merge_additional_params, BaseLlmProvider, BoxFuture, EventStream,
-    ProviderError, ProviderSpec, ProviderState, StreamEvent,
+    chat_messages, json_f32, merge_additional_params, whole_answer, BaseLlmProvider, BoxFuture,
+    EventStream, ProviderError, ProviderSpec, ProviderState, StreamEvent,
 };
 use crate::config::ProviderKind;
 
@@ -161,18 +161,7 @@ impl OllamaProvider {
     }
 
     fn body(&self, request: &GenerateRequest) -> Result<Value, ProviderError> {
-        let (system, turns) = conversation(request);
-        let mut messages: Vec<Value> = Vec::with_capacity(turns.len() + 1);
-        if let Some(system) = system {
-            messages.push(json!({"role": "system", "content": system}));
-        }
-        for m in turns {
-            let role = match m.role {
-                Role::Assistant => "assistant",
-                _ => "user",
-            };
-            messages.push(json!({"role": role, "content": m.content}));
-        }
+        let messages = chat_messages(request);
 
         let mut options = Map::new();
         let max_tokens = request.max_tokens.unwrap_or(self.spec.config.max_tokens);
@@ -277,7 +266,7 @@ impl BaseLlmProvider for OllamaProvider {
                     "the non-streamed response is not marked \"done\": true",
                 ));
             }
-            Ok(Box::pin(futures_util::stream::iter(events.into_iter().map(Ok))) as EventStream)
+            Ok(whole_answer(events))
         })
     }
 

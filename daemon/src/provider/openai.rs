@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use provd_client::message::ProviderStatus;
-use provd_client::{ErrorCode, FinishReason, GenerateRequest, ModelInfo, Role, Usage};
+use provd_client::{ErrorCode, FinishReason, GenerateRequest, ModelInfo, Usage};
 use reqwest::header::HeaderMap;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -23,8 +23,8 @@ use serde_json::{json, Map, Value};
 use super::http::{self, Decoder, Dialect, Transport};
 use super::sse::{SseEvent, SseParser};
 use super::{
-    conversation, json_f32, merge_additional_params, BaseLlmProvider, BoxFuture, EventStream,
-    ProviderError, ProviderSpec, ProviderState, StreamEvent,
+    chat_messages, json_f32, merge_additional_params, whole_answer, BaseLlmProvider, BoxFuture,
+    EventStream, ProviderError, ProviderSpec, ProviderState, StreamEvent,
 };
 use crate::config::ProviderKind;
 
@@ -104,18 +104,7 @@ impl OpenAiProvider {
     }
 
     fn body(&self, request: &GenerateRequest) -> Result<Value, ProviderError> {
-        let (system, turns) = conversation(request);
-        let mut messages: Vec<Value> = Vec::with_capacity(turns.len() + 1);
-        if let Some(system) = system {
-            messages.push(json!({"role": "system", "content": system}));
-        }
-        for m in turns {
-            let role = match m.role {
-                Role::Assistant => "assistant",
-                _ => "user",
-            };
-            messages.push(json!({"role": role, "content": m.content}));
-        }
+        let messages = chat_messages(request);
         let mut body = Map::new();
         body.insert("model".into(), json!(self.spec.model));
         body.insert("messages".into(), Value::Array(messages));
@@ -187,7 +176,7 @@ impl BaseLlmProvider for OpenAiProvider {
             }
             let completion: Completion = self.http.read_json(response).await?;
             let events = completion.into_events(&self.spec.id)?;
-            Ok(Box::pin(futures_util::stream::iter(events.into_iter().map(Ok))) as EventStream)
+            Ok(whole_answer(events))
         })
     }
 
