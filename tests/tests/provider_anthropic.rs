@@ -12,7 +12,7 @@ use provd_client::{
 };
 use provd_tests::apis::{
     anthropic, assert_streamed_matches_whole, cancel_after_the_first_chunk,
-    cancel_before_the_first_byte, provider_config, TEST_KEY,
+    cancel_before_the_first_byte, provider_config, real_service, TEST_KEY,
 };
 use provd_tests::raw::{Frame, RawConn};
 use provd_tests::upstream::{Part, Reply, Seen, Upstream};
@@ -645,18 +645,13 @@ async fn additional_params_may_not_override_what_provd_sets_or_contradict_the_re
 /// The real service, when a key is in the environment.
 #[tokio::test]
 async fn real_anthropic_streams_a_short_answer() {
-    let Ok(key) = std::env::var("ANTHROPIC_API_KEY") else {
-        eprintln!("SKIPPED: ANTHROPIC_API_KEY is not set; the real Anthropic API is not called");
-        return;
-    };
     let model =
         std::env::var("ANTHROPIC_TEST_MODEL").unwrap_or_else(|_| "claude-haiku-4-5".to_owned());
-    let daemon = Daemon::builder()
-        .config(&format!(
-            "[providers.anthropic]\ntype = \"anthropic\"\ndefault_model = \"{model}\"\n"
-        ))
-        .env("ANTHROPIC_API_KEY", &key)
-        .start();
+    let config =
+        format!("[providers.anthropic]\ntype = \"anthropic\"\ndefault_model = \"{model}\"\n");
+    let Some(daemon) = real_service("Anthropic", "ANTHROPIC_API_KEY", &config) else {
+        return;
+    };
     let client = daemon.client().await;
     let mut req = GenerateRequest::prompt("Reply with the single word: pong");
     req.max_tokens = Some(10);

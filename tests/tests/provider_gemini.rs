@@ -6,7 +6,7 @@
 use provd_client::{ErrorCode, FinishReason, GenerateEvent, GenerateRequest, Usage};
 use provd_tests::apis::{
     assert_overrides_refused, assert_streamed_matches_whole, cancel_after_the_first_chunk,
-    cancel_before_the_first_byte, gemini, provider_config, TEST_KEY,
+    cancel_before_the_first_byte, gemini, provider_config, real_service, TEST_KEY,
 };
 use provd_tests::raw::{Frame, RawConn};
 use provd_tests::upstream::{Part, Reply, Seen, Upstream};
@@ -597,14 +597,11 @@ async fn a_model_name_that_could_leave_the_url_path_is_refused_before_any_reques
 /// The real service, when a key is in the environment.
 #[tokio::test]
 async fn real_gemini_streams_a_short_answer_and_lists_models() {
-    let Ok(key) = std::env::var("GEMINI_API_KEY") else {
-        eprintln!("SKIPPED: GEMINI_API_KEY is not set; the real Gemini API is not called");
+    let config = "[providers.gemini]\ntype = \"gemini\"\ndefault_model = \"gemini-2.5-flash\"\n";
+    let Some(daemon) = real_service("Gemini", "GEMINI_API_KEY", config) else {
         return;
     };
-    let daemon = Daemon::builder()
-        .config("[providers.gemini]\ntype = \"gemini\"\ndefault_model = \"gemini-2.5-flash\"\n")
-        .env("GEMINI_API_KEY", &key)
-        .start();
+    let key = std::env::var("GEMINI_API_KEY").expect("real_service found it");
     let client = daemon.client().await;
     let mut req = GenerateRequest::prompt("Reply with the single word: pong");
     req.max_tokens = Some(20);

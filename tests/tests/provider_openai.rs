@@ -5,7 +5,7 @@
 use provd_client::{ErrorCode, FinishReason, GenerateEvent, GenerateRequest, Usage};
 use provd_tests::apis::{
     assert_overrides_refused, assert_streamed_matches_whole, cancel_after_the_first_chunk,
-    cancel_before_the_first_byte, openai, provider_config, TEST_KEY,
+    cancel_before_the_first_byte, openai, provider_config, real_service, TEST_KEY,
 };
 use provd_tests::raw::{Frame, RawConn};
 use provd_tests::upstream::{Part, Reply, Seen, Upstream};
@@ -429,14 +429,10 @@ async fn additional_params_may_not_override_the_model_or_streaming() {
 /// The real service, when a key is in the environment.
 #[tokio::test]
 async fn real_openai_streams_a_short_answer() {
-    let Ok(key) = std::env::var("OPENAI_API_KEY") else {
-        eprintln!("SKIPPED: OPENAI_API_KEY is not set; the real OpenAI API is not called");
+    let config = "[providers.openai]\ntype = \"openai\"\ndefault_model = \"gpt-4o-mini\"\n";
+    let Some(daemon) = real_service("OpenAI", "OPENAI_API_KEY", config) else {
         return;
     };
-    let daemon = Daemon::builder()
-        .config("[providers.openai]\ntype = \"openai\"\ndefault_model = \"gpt-4o-mini\"\n")
-        .env("OPENAI_API_KEY", &key)
-        .start();
     let client = daemon.client().await;
     let mut req = GenerateRequest::prompt("Reply with the single word: pong");
     req.max_tokens = Some(10);

@@ -145,3 +145,19 @@ pub async fn cancel_before_the_first_byte(
         .expect_err("a cancelled generation fails");
     assert_eq!(err.code(), provd_client::ErrorCode::Cancelled, "{err}");
 }
+
+/// A daemon for a test against the real service `name`: one provider configured by
+/// `config`, given the key in `$key_env`. `None`, with a SKIPPED line, when the key is
+/// not in the environment (tests never need a key to pass).
+pub fn real_service(name: &str, key_env: &str, config: &str) -> Option<crate::Daemon> {
+    let Ok(key) = std::env::var(key_env) else {
+        eprintln!("SKIPPED: {key_env} is not set; the real {name} API is not called");
+        return None;
+    };
+    Some(
+        crate::Daemon::builder()
+            .config(config)
+            .env(key_env, &key)
+            .start(),
+    )
+}
