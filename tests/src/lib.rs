@@ -4,6 +4,7 @@
 
 pub mod apis;
 pub mod bench;
+pub mod other_user;
 pub mod raw;
 pub mod soak;
 pub mod upstream;
