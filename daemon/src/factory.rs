@@ -203,7 +203,7 @@ impl LlmProviderFactory {
                 let spec = ProviderSpec {
                     id: id.to_owned(),
                     model,
-                    credential: self.credential(id, provider_config),
+                    credential: self.credential(id, provider_config)?,
                     config: provider_config.clone(),
                 };
                 let instance = constructor(spec)?;
@@ -357,14 +357,30 @@ impl LlmProviderFactory {
         &self,
         id: &str,
         config: &crate::config::ProviderConfig,
-    ) -> Option<crate::secret::Secret> {
+    ) -> Result<Option<crate::secret::Secret>, ProviderError> {
         #[cfg(unix)]
         if let Some(vault) = self.vault.read().expect("vault lock poisoned").as_ref() {
-            if let Some(secret) = vault.get(id) {
-                return Some(secret);
+            // A sealed key that cannot be read refuses the instance: the environment may
+            // hold an older or another user's key, and using it silently would hide that
+            // the sealed one was damaged or removed behind the daemon's back.
+            match vault.get(id) {
+                Ok(Some(secret)) => return Ok(Some(secret)),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(provider = id, error = %e, "the provider's sealed credential cannot be used; refusing the request");
+                    // Final for this provider until an admin mends the store, but a
+                    // fallback with its own key may still serve the request.
+                    let mut error = ProviderError::new(
+                        ErrorCode::Unavailable,
+                        format!("provider '{id}' cannot be used: {e}"),
+                    );
+                    error.retryable = false;
+                    error.try_elsewhere = true;
+                    return Err(error);
+                }
             }
         }
-        credential_from_env(config)
+        Ok(credential_from_env(config))
     }
 
     /// Shuts down the retired instances nothing uses any more, and returns how many are

@@ -34,6 +34,17 @@ fn daemon(upstream: &Upstream, extra: &str) -> Daemon {
 }
 
 fn config_daemon(upstream: &Upstream, state: &Path, extra: &str, master: &str) -> Daemon {
+    config_daemon_env(upstream, state, extra, master, &[])
+}
+
+/// [`config_daemon`] with extra variables in the daemon's environment.
+fn config_daemon_env(
+    upstream: &Upstream,
+    state: &Path,
+    extra: &str,
+    master: &str,
+    env: &[(&str, &str)],
+) -> Daemon {
     let config = format!(
         "[daemon]\nstate_dir = \"{}\"\ndefault_provider = \"a\"\nkeepalive_interval_ms = 0\n{extra}\n\
          [providers.a]\ntype = \"openai\"\nbase_url = \"{base}/v1\"\ndefault_model = \"m\"\nretry_attempts = 0\napi_key_env = \"PROVD_UNSET_A\"\n\
@@ -41,7 +52,8 @@ fn config_daemon(upstream: &Upstream, state: &Path, extra: &str, master: &str) -
         state.display(),
         base = upstream.base_url
     );
-    Daemon::builder()
+    env.iter()
+        .fold(Daemon::builder(), |b, (k, v)| b.env(k, v))
         .config(&config)
         .env("SECRET_KEY", master)
         .start()
@@ -265,6 +277,81 @@ fn write_config(up: &Upstream, state: &Path, dir: &Path) -> PathBuf {
     )
     .unwrap();
     path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sealed_key_damaged_or_removed_while_running_is_refused_never_replaced_by_the_environment(
+) {
+    let up = upstream().await;
+    let state = tempfile::tempdir().unwrap().keep();
+    std::fs::set_permissions(&state, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    // Provider a's environment variable holds another key: the one a silent fall-back
+    // would use.
+    let daemon = config_daemon_env(&up, &state, "", MASTER, &[("PROVD_UNSET_A", KEY_B)]);
+    let (ok, _, stderr) = provd(&daemon.socket, &["creds", "set", "a"], KEY_A, &[]);
+    assert!(ok, "{stderr}");
+    let client = daemon.client().await;
+    assert_eq!(key_used(&client, &up, None).await, bearer(KEY_A));
+
+    // Damage the sealed file in place, as a disk fault or a careless edit would.
+    let file = state.join("a.cred");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x55;
+    std::fs::write(&file, &bytes).unwrap();
+
+    // The instance built before keeps the key it was built with.
+    assert_eq!(key_used(&client, &up, None).await, bearer(KEY_A));
+    // A new instance (another model) needs the key again: refused, saying why.
+    let served = up.requests().len();
+    let mut other_model = GenerateRequest::prompt("q");
+    other_model.model = Some("m2".into());
+    let err = provd_tests::generation_error(&client, other_model.clone()).await;
+    assert_eq!(err.code, ErrorCode::Unavailable, "{err:?}");
+    assert!(!err.retryable, "{err:?}");
+    assert!(
+        err.message.contains("provider 'a'") && err.message.contains("failed authentication"),
+        "{}",
+        err.message
+    );
+    assert_eq!(
+        up.requests().len(),
+        served,
+        "nothing went upstream, with no key"
+    );
+
+    // Removed behind the daemon's back: refused too, not "no sealed key, use the env".
+    std::fs::remove_file(&file).unwrap();
+    let mut third_model = GenerateRequest::prompt("q");
+    third_model.model = Some("m3".into());
+    let err = provd_tests::generation_error(&client, third_model).await;
+    assert_eq!(err.code, ErrorCode::Unavailable, "{err:?}");
+    assert!(
+        err.message.contains("is gone") && err.message.contains("provd creds set a"),
+        "{}",
+        err.message
+    );
+    assert_eq!(up.requests().len(), served);
+    assert!(daemon.log().contains("sealed credential cannot be used"));
+
+    // Setting it again mends it.
+    let (ok, _, stderr) = provd(&daemon.socket, &["creds", "set", "a"], KEY_A, &[]);
+    assert!(ok, "{stderr}");
+    provd_tests::generation_text(&client, other_model).await;
+    assert_eq!(
+        up.requests().last().unwrap().header("authorization"),
+        bearer(KEY_A).as_deref()
+    );
+    // And `creds remove` is a deliberate removal: the environment is the source again.
+    let (ok, _, stderr) = provd(&daemon.socket, &["creds", "remove", "a"], "", &[]);
+    assert!(ok, "{stderr}");
+    let mut fourth_model = GenerateRequest::prompt("q");
+    fourth_model.model = Some("m4".into());
+    provd_tests::generation_text(&client, fourth_model).await;
+    assert_eq!(
+        up.requests().last().unwrap().header("authorization"),
+        bearer(KEY_B).as_deref()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

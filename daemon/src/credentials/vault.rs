@@ -11,8 +11,9 @@
 //! start-up error: the daemon never runs with credentials it was told about but cannot
 //! read.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 
 use crate::config::Config;
 use crate::secret::Secret;
@@ -45,6 +46,15 @@ pub enum VaultError {
     /// A request needs the store, which is off.
     #[error("no credential store: start provd with a master key (provd key generate; then $CREDENTIALS_DIRECTORY/provd-master-key, PROVD_MASTER_KEY_FILE or SECRET_KEY)")]
     Disabled,
+    /// A credential this daemon sealed (or found sealed at start) is gone from the store
+    /// without a `creds remove`: someone removed or renamed the file behind its back.
+    #[error("the sealed credential of provider '{id}' is gone from {} although provd did not remove it; set it again with `provd creds set {id}` (provd does not fall back to the environment for it)", dir.display())]
+    Vanished {
+        /// The provider id.
+        id: String,
+        /// The state directory.
+        dir: PathBuf,
+    },
 }
 
 /// The sealed store, when there is one.
@@ -52,6 +62,10 @@ pub enum VaultError {
 pub struct Vault {
     store: Option<RwLock<SecureStorage>>,
     dir: PathBuf,
+    /// The ids sealed in the store as far as this daemon knows (found at start, set or
+    /// removed through it since). A known id whose file is missing was removed behind the
+    /// daemon's back, which must not turn into a silent fall-back to the environment.
+    sealed: Mutex<BTreeSet<String>>,
 }
 
 /// The state directory: `[daemon] state_dir`, else `$STATE_DIRECTORY` (systemd), else
@@ -109,14 +123,23 @@ impl Vault {
                 let store = SecureStorage::open(dir.clone(), key)?;
                 // Every sealed file must open now: a wrong key or a damaged file is a
                 // start-up error naming the provider, not a surprise at its first request.
+                let mut sealed = BTreeSet::new();
                 for entry in store.list()? {
-                    entry?;
+                    sealed.insert(entry?.id);
                 }
-                Ok(Vault { store: Some(RwLock::new(store)), dir })
+                Ok(Vault {
+                    store: Some(RwLock::new(store)),
+                    dir,
+                    sealed: Mutex::new(sealed),
+                })
             }
             Err(MasterKeyError::Missing) if !has_sealed_files(&dir) => {
                 tracing::info!("no master key: credentials come from the environment only");
-                Ok(Vault { store: None, dir })
+                Ok(Vault {
+                    store: None,
+                    dir,
+                    sealed: Mutex::default(),
+                })
             }
             Err(MasterKeyError::Missing) => Err(VaultError::NoKey {
                 dir,
@@ -131,6 +154,7 @@ impl Vault {
         Vault {
             store: None,
             dir: PathBuf::new(),
+            sealed: Mutex::default(),
         }
     }
 
@@ -180,31 +204,47 @@ impl Vault {
 
     /// Stores `secret` for `id` unless the same one is stored; returns whether it changed.
     pub fn replace(&self, id: &str, secret: &Secret, source: &str) -> Result<bool, VaultError> {
-        self.with_store(|s| {
+        let changed = self.with_store(|s| {
             if s.get(id)?.is_some_and(|old| old.secret == *secret) {
                 return Ok(false);
             }
             s.put(id, secret, source)?;
             Ok(true)
-        })
+        })?;
+        self.sealed_ids().insert(id.to_owned());
+        Ok(changed)
     }
 
-    /// The key of provider `id`, if sealed. A store error is logged and treated as
-    /// absent (the provider then reports that it has no key), never a plaintext fallback.
-    pub fn get(&self, id: &str) -> Option<Secret> {
-        let store = self.store.as_ref()?;
-        match store.read().expect("store lock poisoned").get(id) {
-            Ok(found) => found.map(|c| c.secret),
-            Err(e) => {
-                tracing::error!(provider = id, error = %e, "cannot unseal the provider's credential");
-                None
-            }
+    /// The key of provider `id`: `Ok(None)` when none is sealed (the caller may then look
+    /// in the environment). A sealed file that no longer opens (damaged, replaced, its
+    /// permissions changed) or that vanished without `creds remove` is an error, never
+    /// "absent": falling back to the environment would silently use another key than the
+    /// one the administrator sealed.
+    pub fn get(&self, id: &str) -> Result<Option<Secret>, VaultError> {
+        let Some(store) = self.store.as_ref() else {
+            return Ok(None);
+        };
+        let found = store.read().expect("store lock poisoned").get(id);
+        match found {
+            Ok(Some(c)) => Ok(Some(c.secret)),
+            Ok(None) if self.sealed_ids().contains(id) => Err(VaultError::Vanished {
+                id: id.to_owned(),
+                dir: self.dir.clone(),
+            }),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e.into()),
         }
     }
 
     /// Removes provider `id`'s key.
     pub fn remove(&self, id: &str) -> Result<bool, VaultError> {
-        self.with_store(|s| s.remove(id))
+        let removed = self.with_store(|s| s.remove(id))?;
+        self.sealed_ids().remove(id);
+        Ok(removed)
+    }
+
+    fn sealed_ids(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        self.sealed.lock().expect("sealed ids lock poisoned")
     }
 
     /// Every stored credential's public facts.
