@@ -112,7 +112,9 @@ impl Vault {
                 for entry in store.list()? {
                     entry?;
                 }
-                Ok(Vault { store: Some(RwLock::new(store)), dir })
+                let vault = Vault { store: Some(RwLock::new(store)), dir };
+                vault.publish_keys();
+                Ok(vault)
             }
             Err(MasterKeyError::Missing) if !has_sealed_files(&dir) => {
                 tracing::info!("no master key: credentials come from the environment only");
@@ -187,6 +189,41 @@ impl Vault {
             s.put(id, secret, source)?;
             Ok(true)
         })
+        .inspect(|&changed| {
+            if changed {
+                self.publish_keys();
+            }
+        })
+    }
+
+    /// Hands every sealed key to the scrubber ([`crate::scrub`]), replacing the set it
+    /// had: called whenever the store may have changed (open, set, import, remove,
+    /// reload), so an upstream echoing any sealed key, not only its own provider's, is
+    /// scrubbed. A key that cannot be unsealed now is left out (and logged by `get`).
+    pub fn publish_keys(&self) {
+        let Some(store) = self.store.as_ref() else {
+            return;
+        };
+        let keys = {
+            let store = store.read().expect("store lock poisoned");
+            let ids = store.ids().unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot list the sealed credentials to scrub them from upstream text");
+                Vec::new()
+            });
+            ids.into_iter()
+                .filter_map(|id| match store.get(&id) {
+                    Ok(found) => found.map(|c| crate::scrub::HeldKey {
+                        name: id,
+                        secret: c.secret,
+                    }),
+                    Err(e) => {
+                        tracing::error!(provider = %id, error = %e, "cannot unseal the provider's credential");
+                        None
+                    }
+                })
+                .collect()
+        };
+        crate::scrub::set_keys(crate::scrub::KeySource::Sealed, keys);
     }
 
     /// The key of provider `id`, if sealed. A store error is logged and treated as
@@ -204,7 +241,11 @@ impl Vault {
 
     /// Removes provider `id`'s key.
     pub fn remove(&self, id: &str) -> Result<bool, VaultError> {
-        self.with_store(|s| s.remove(id))
+        let removed = self.with_store(|s| s.remove(id))?;
+        if removed {
+            self.publish_keys();
+        }
+        Ok(removed)
     }
 
     /// Every stored credential's public facts.

@@ -49,8 +49,12 @@ pub enum StreamEvent {
 }
 
 /// A provider failure, already mapped to the system-wide code.
+///
+/// Displayed (log fields) and sent ([`ProviderError::to_wire`]) scrubbed of every key the
+/// daemon holds ([`crate::scrub`]): the transport scrubs upstream text where it arrives,
+/// and these two exits scrub again whatever was composed since.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
-#[error("{code}: {message}")]
+#[error("{code}: {}", crate::scrub::scrub(.message))]
 pub struct ProviderError {
     /// The system-wide code.
     pub code: ErrorCode,
@@ -80,7 +84,7 @@ impl ProviderError {
 
     /// The error as it goes on the wire.
     pub fn to_wire(&self) -> WireError {
-        let mut e = WireError::new(self.code, self.message.clone());
+        let mut e = WireError::new(self.code, crate::scrub::scrub(&self.message).into_owned());
         e.retryable = self.retryable;
         if let Some(after) = self.retry_after {
             e = e.with_retry_after(after);
