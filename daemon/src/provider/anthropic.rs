@@ -24,7 +24,8 @@
 //!   `system`, `temperature`, `top_p` and `stop_sequences` are refused only when the
 //!   request sets them itself. So a caller without a system prompt may pass the block
 //!   form of `system` (with `cache_control`, say), which the request's string cannot
-//!   express.
+//!   express. Gateway-steering keys are refused as for every provider
+//!   ([`super::check_additional_param`]).
 //!
 //! Only text is carried: thinking, redacted thinking and tool-use blocks are skipped
 //! (the finish reason `tool_use` says a tool was asked for).
@@ -40,8 +41,8 @@ use serde_json::{json, Map, Value};
 use super::http::{self, days_from_civil, Decoder, Dialect, Transport};
 use super::sse::{SseEvent, SseParser};
 use super::{
-    conversation, whole_answer, BaseLlmProvider, BoxFuture, EventStream, ProviderError,
-    ProviderSpec, ProviderState, StreamEvent,
+    check_additional_param, conversation, fold_param, whole_answer, BaseLlmProvider, BoxFuture,
+    EventStream, ProviderError, ProviderSpec, ProviderState, StreamEvent,
 };
 use crate::config::ProviderKind;
 
@@ -272,7 +273,7 @@ impl AnthropicProvider {
         if !request.stop.is_empty() {
             body.insert("stop_sequences".into(), json!(request.stop));
         }
-        merge_params(&mut body, request)?;
+        merge_params(&mut body, request, &self.spec)?;
         body.insert("stream".into(), json!(request.stream));
         Ok(Value::Object(body))
     }
@@ -327,18 +328,14 @@ fn alternating_turns(turns: &[provd_client::Message]) -> Vec<Value> {
 fn merge_params(
     body: &mut Map<String, Value>,
     request: &GenerateRequest,
+    spec: &ProviderSpec,
 ) -> Result<(), ProviderError> {
     for (key, value) in &request.additional_params {
-        if RESERVED.contains(&key.as_str()) {
-            let hint = if key == "max_tokens" {
-                "; use the request's max_tokens"
-            } else {
-                ""
-            };
-            return Err(ProviderError::new(
-                ErrorCode::InvalidRequest,
-                format!("additional_params.{key} is set by provd and may not be overridden{hint}"),
-            ));
+        if let Err(mut e) = check_additional_param(key, RESERVED, spec) {
+            if fold_param(key) == "maxtokens" {
+                e.message.push_str("; use the request's max_tokens");
+            }
+            return Err(e);
         }
         if body.contains_key(key) {
             let field = match key.as_str() {

@@ -193,7 +193,7 @@ impl GeminiProvider {
                 json!({"parts": [{"text": system}]}),
             );
         }
-        merge_additional_params(&mut body, request, RESERVED)?;
+        merge_additional_params(&mut body, request, RESERVED, &self.spec)?;
         for key in ["generationConfig", "generation_config"] {
             match body.remove(key) {
                 None => {}

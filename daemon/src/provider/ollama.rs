@@ -208,7 +208,7 @@ impl OllamaProvider {
         let mut body = Map::new();
         body.insert("model".into(), json!(self.spec.model));
         body.insert("messages".into(), Value::Array(messages));
-        merge_additional_params(&mut body, &top_level, RESERVED)?;
+        merge_additional_params(&mut body, &top_level, RESERVED, &self.spec)?;
         body.insert("options".into(), Value::Object(options));
         body.insert("stream".into(), json!(request.stream));
         Ok(Value::Object(body))

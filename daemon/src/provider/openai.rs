@@ -125,7 +125,7 @@ impl OpenAiProvider {
         if !request.stop.is_empty() {
             body.insert("stop".into(), json!(request.stop));
         }
-        merge_additional_params(&mut body, request, RESERVED)?;
+        merge_additional_params(&mut body, request, RESERVED, &self.spec)?;
         body.insert("stream".into(), json!(request.stream));
         if request.stream {
             body.insert("stream_options".into(), json!({"include_usage": true}));
