@@ -34,7 +34,7 @@ use std::time::{Duration, SystemTime};
 
 use provd_client::message::ProviderStatus;
 use provd_client::{ErrorCode, FinishReason, GenerateRequest, ModelInfo, Role, Usage};
-use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::header::HeaderMap;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -221,28 +221,17 @@ impl AnthropicProvider {
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::RequestBuilder, ProviderError> {
         let key = self.spec.require_credential()?;
-        let mut key_header = HeaderValue::from_str(key.expose()).map_err(|_| {
-            // Never quote the key, not even a malformed one.
-            ProviderError::new(
-                ErrorCode::Unauthenticated,
-                format!(
-                    "provider '{}': the API key contains characters an HTTP header cannot carry",
-                    self.spec.id
-                ),
-            )
-        })?;
-        // Sensitive values are redacted wherever the HTTP stack debug-prints headers.
-        key_header.set_sensitive(true);
+        let key_header = http::auth_header(&self.spec.id, "", key)?;
         let mut request = request
             .header("x-api-key", key_header)
             .header("anthropic-version", &self.options.version);
         if !self.options.beta.is_empty() {
             request = request.header("anthropic-beta", self.options.beta.join(","));
         }
-        for (name, value) in &self.spec.config.headers {
-            request = request.header(name, value);
-        }
-        Ok(request)
+        Ok(http::with_config_headers(
+            request,
+            &self.spec.config.headers,
+        ))
     }
 
     fn body(&self, request: &GenerateRequest) -> Result<Value, ProviderError> {
@@ -1100,7 +1089,7 @@ data: {\"type\": \"ping\"}\n\n";
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_755_780_000);
         let mut h = HeaderMap::new();
         let set = |h: &mut HeaderMap, name: &'static str, v: &'static str| {
-            h.insert(name, HeaderValue::from_static(v));
+            h.insert(name, reqwest::header::HeaderValue::from_static(v));
         };
         assert_eq!(reset_hint(&h, now), None);
         // Limits with room left say nothing.

@@ -54,7 +54,6 @@
 
 use provd_client::message::ProviderStatus;
 use provd_client::{ErrorCode, FinishReason, GenerateRequest, ModelInfo, Role, Usage};
-use reqwest::header::HeaderValue;
 use reqwest::Url;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -140,23 +139,12 @@ impl GeminiProvider {
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::RequestBuilder, ProviderError> {
         let key = self.spec.require_credential()?;
-        let mut value = HeaderValue::from_str(key.expose()).map_err(|_| {
-            // Never quote the value: it is the key.
-            ProviderError::new(
-                ErrorCode::Unauthenticated,
-                format!(
-                    "provider '{}': the API key contains characters an HTTP header cannot carry",
-                    self.spec.id
-                ),
-            )
-        })?;
-        // Keeps the key out of any Debug output of the request.
-        value.set_sensitive(true);
-        let mut request = request.header(KEY_HEADER, value);
-        for (name, value) in &self.spec.config.headers {
-            request = request.header(name, value);
-        }
-        Ok(request)
+        let value = http::auth_header(&self.spec.id, "", key)?;
+        let request = request.header(KEY_HEADER, value);
+        Ok(http::with_config_headers(
+            request,
+            &self.spec.config.headers,
+        ))
     }
 
     fn body(&self, request: &GenerateRequest) -> Result<Value, ProviderError> {

@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use futures_util::{stream, Stream, StreamExt};
 use provd_client::ErrorCode;
-use reqwest::header::HeaderMap;
+use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{RequestBuilder, Response, StatusCode, Url};
 
 use super::ndjson::NdjsonSplitter;
@@ -245,6 +245,56 @@ impl Transport {
             },
         ))
     }
+}
+
+/// The value of an auth header (`x-api-key`, `Authorization: Bearer …`,
+/// `x-goog-api-key`, `api-key`): `prefix` then the key, marked sensitive so that the HTTP
+/// stack redacts it in Debug output and HTTP/2 sends it never-indexed (out of HPACK's
+/// table). Built in a zeroizing buffer, so the only plain copy left is the header's own.
+pub fn auth_header(
+    provider: &str,
+    prefix: &str,
+    key: &crate::secret::Secret,
+) -> Result<HeaderValue, ProviderError> {
+    let mut text =
+        zeroize::Zeroizing::new(String::with_capacity(prefix.len() + key.expose().len()));
+    text.push_str(prefix);
+    text.push_str(key.expose());
+    let mut value = HeaderValue::from_str(&text).map_err(|_| {
+        // Never quote the key, not even a malformed one.
+        ProviderError::new(
+            ErrorCode::Unauthenticated,
+            format!(
+                "provider '{provider}': the API key contains characters an HTTP header cannot carry"
+            ),
+        )
+    })?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// Adds the configured `headers` of a provider. They are configuration, not secrets,
+/// but one named like a credential (`Authorization`, `*-key`, `*token*`, cookies) is
+/// marked sensitive all the same, in case someone put a key there.
+pub fn with_config_headers(
+    mut request: RequestBuilder,
+    headers: &std::collections::BTreeMap<String, String>,
+) -> RequestBuilder {
+    for (name, value) in headers {
+        let lower = name.to_ascii_lowercase();
+        let credential = ["auth", "key", "token", "secret", "cookie", "password"]
+            .iter()
+            .any(|word| lower.contains(word));
+        match HeaderValue::from_str(value) {
+            Ok(mut v) if credential => {
+                v.set_sensitive(true);
+                request = request.header(name, v);
+            }
+            // An invalid value is reported by reqwest when the request is sent.
+            _ => request = request.header(name, value),
+        }
+    }
+    request
 }
 
 /// An API endpoint's URL: `base_url` followed by `path`, parsed once per provider
@@ -724,7 +774,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::header::HeaderValue;
 
     #[test]
     fn statuses_map_to_the_system_codes() {
@@ -836,6 +885,86 @@ mod tests {
             assert!(!quoted.contains("sk-straddle"), "offset {offset}: {quoted}");
             assert!(!quoted.contains("sk-"), "offset {offset}: {quoted}");
         }
+    }
+
+    #[test]
+    fn debug_of_every_provider_spec_transport_and_request_shows_no_key() {
+        use crate::config::ProviderKind;
+        use crate::provider::{
+            anthropic::AnthropicProvider, gemini::GeminiProvider, mock::MockProvider,
+            ollama::OllamaProvider, openai::OpenAiProvider,
+        };
+        let key = "sk-debug-canary-0123456789";
+        for kind in [
+            "anthropic",
+            "openai",
+            "openai-compatible",
+            "ollama",
+            "gemini",
+            "mock",
+        ] {
+            let spec = super::super::ProviderSpec::for_test(
+                "p",
+                &format!("type = \"{kind}\"\nbase_url = \"http://127.0.0.1:9/v1\""),
+                "m",
+                Some(key),
+            );
+            let instance = match kind {
+                "anthropic" => format!("{:?}", AnthropicProvider::new(spec.clone()).unwrap()),
+                "openai" => format!(
+                    "{:?}",
+                    OpenAiProvider::new(spec.clone(), ProviderKind::Openai).unwrap()
+                ),
+                "openai-compatible" => format!(
+                    "{:?}",
+                    OpenAiProvider::new(spec.clone(), ProviderKind::OpenaiCompatible).unwrap()
+                ),
+                "ollama" => format!("{:?}", OllamaProvider::new(spec.clone()).unwrap()),
+                "gemini" => format!("{:?}", GeminiProvider::new(spec.clone()).unwrap()),
+                _ => format!("{:?}", MockProvider::new(spec.clone()).unwrap()),
+            };
+            let transport = format!("{:?}", Transport::new(&spec, &DIALECT_FOR_TESTS).unwrap());
+            for shown in [format!("{spec:?}"), instance, transport] {
+                assert!(!shown.contains("debug-canary"), "{kind}: {shown}");
+            }
+        }
+        let spec = super::super::ProviderSpec::for_test("p", "type = \"openai\"", "m", Some(key));
+        let transport = Transport::new(&spec, &DIALECT_FOR_TESTS).unwrap();
+        let secret = spec.credential.as_ref().unwrap();
+        let request = transport
+            .post("http://127.0.0.1:9/")
+            .header(
+                reqwest::header::AUTHORIZATION,
+                auth_header("p", "Bearer ", secret).unwrap(),
+            )
+            .header("x-api-key", auth_header("p", "", secret).unwrap())
+            .build()
+            .unwrap();
+        let shown = format!("{request:?} {:?}", request.headers());
+        assert!(!shown.contains("debug-canary"), "{shown}");
+        assert!(request.headers().values().all(HeaderValue::is_sensitive));
+    }
+
+    #[test]
+    fn configured_headers_named_like_credentials_are_sensitive() {
+        let spec = super::super::ProviderSpec::for_test("p", "type = \"openai\"", "m", None);
+        let transport = Transport::new(&spec, &DIALECT_FOR_TESTS).unwrap();
+        let headers: std::collections::BTreeMap<String, String> = [
+            ("Authorization", "Bearer sk-config-canary-123"),
+            ("X-Custom-Api-Key", "sk-config-canary-456"),
+            ("HTTP-Referer", "https://example.org"),
+        ]
+        .into_iter()
+        .map(|(n, v)| (n.to_owned(), v.to_owned()))
+        .collect();
+        let request = with_config_headers(transport.get("http://127.0.0.1:9/"), &headers)
+            .build()
+            .unwrap();
+        let h = request.headers();
+        assert!(h["authorization"].is_sensitive());
+        assert!(h["x-custom-api-key"].is_sensitive());
+        assert!(!h["http-referer"].is_sensitive());
+        assert!(!format!("{h:?}").contains("config-canary"));
     }
 
     const DIALECT_FOR_TESTS: Dialect = Dialect {
