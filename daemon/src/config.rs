@@ -128,6 +128,12 @@ pub struct ProviderConfig {
     /// Type-specific settings (the mock's text and faults, say), checked by the type.
     #[serde(default)]
     pub options: toml::Table,
+    /// `additional_params` keys that steer a gateway rather than a model (`api_base`,
+    /// `api_key`, `extra_headers`, …) and are refused unless listed here, for an upstream
+    /// known to use them safely. Matched as the refusal is: case and `-`/`_` ignored.
+    /// `model`, `stream` and `messages` cannot be listed.
+    #[serde(default)]
+    pub allow_additional_params: Vec<String>,
 }
 
 fn default_timeout() -> u64 {
@@ -449,6 +455,27 @@ impl Config {
             for (i, target) in p.fallbacks.iter().enumerate() {
                 self.check_target(target, &key(&format!("fallbacks[{i}]")), path)?;
             }
+            for (i, param) in p.allow_additional_params.iter().enumerate() {
+                // The same folding as the refusal's (case, `-` and `_` ignored), so no
+                // spelling of these slips through either.
+                let folded: String = param
+                    .chars()
+                    .filter(|c| !matches!(c, '-' | '_'))
+                    .flat_map(char::to_lowercase)
+                    .collect();
+                if folded.is_empty() {
+                    return Err(invalid(
+                        key(&format!("allow_additional_params[{i}]")),
+                        "must name a parameter, got an empty string".into(),
+                    ));
+                }
+                if ["model", "stream", "messages"].contains(&folded.as_str()) {
+                    return Err(invalid(
+                        key(&format!("allow_additional_params[{i}]")),
+                        format!("'{param}' cannot be allowed: provd sets the request's model, stream and messages itself"),
+                    ));
+                }
+            }
             match p.kind {
                 ProviderKind::Mock => {
                     crate::provider::mock::MockOptions::from_table(&p.options)
@@ -593,6 +620,29 @@ mod tests {
             // The largest accepted deadline is still on the clock.
             crate::resilience::deadline(&config, &targets);
         }
+    }
+
+    #[test]
+    fn allow_additional_params_cannot_re_allow_what_provd_sets() {
+        let c = Config::parse(
+            "[providers.a]\ntype = \"mock\"\nallow_additional_params = [\"api_base\"]\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.providers["a"].allow_additional_params, ["api_base"]);
+        for name in ["model", "Stream", "MESSAGES", "mes-sages"] {
+            let text = format!(
+                "[providers.a]\ntype = \"mock\"\nallow_additional_params = [\"x\", \"{name}\"]\n"
+            );
+            assert_eq!(
+                err(&text),
+                format!("config t.toml: providers.a.allow_additional_params[1] '{name}' cannot be allowed: provd sets the request's model, stream and messages itself")
+            );
+        }
+        assert!(
+            err("[providers.a]\ntype = \"mock\"\nallow_additional_params = [\"-\"]\n")
+                .contains("allow_additional_params[0] must name a parameter")
+        );
     }
 
     #[test]

@@ -44,6 +44,34 @@ fn credential_from_env(config: &crate::config::ProviderConfig) -> Option<crate::
     (!secret.is_empty()).then_some(secret)
 }
 
+/// Hands the environment keys of every configured provider to the scrubber
+/// ([`crate::scrub`]): each provider's `api_key_env` or its type's default variable(s),
+/// whether or not the provider uses it (a sealed key wins), since the daemon holds it.
+fn publish_environment_keys(config: &Config) {
+    let mut names: Vec<&str> = Vec::new();
+    for p in config.providers.values() {
+        let default = crate::provider::default_key_env(p.kind);
+        names.extend(p.api_key_env.as_deref().or(default));
+        if p.kind == ProviderKind::Gemini && p.api_key_env.is_none() {
+            names.push("GOOGLE_API_KEY");
+        }
+    }
+    names.sort_unstable();
+    names.dedup();
+    let keys = names
+        .into_iter()
+        .filter_map(|name| {
+            let value = std::env::var(name).ok()?;
+            let secret = crate::secret::Secret::new(value);
+            (!secret.is_empty()).then(|| crate::scrub::HeldKey {
+                name: name.to_owned(),
+                secret,
+            })
+        })
+        .collect();
+    crate::scrub::set_keys(crate::scrub::KeySource::Environment, keys);
+}
+
 /// Registry, cache and lifecycle of provider instances (the original design's
 /// `LlmProviderFactory`).
 pub struct LlmProviderFactory {
@@ -84,6 +112,7 @@ impl std::fmt::Debug for LlmProviderFactory {
 impl LlmProviderFactory {
     /// A factory with no provider types registered.
     pub fn empty(config: Config) -> Self {
+        publish_environment_keys(&config);
         LlmProviderFactory {
             registry: HashMap::new(),
             config: RwLock::new(Arc::new(config)),
@@ -309,6 +338,7 @@ impl LlmProviderFactory {
             .filter(|id| !config.providers.contains_key(*id))
             .cloned()
             .collect();
+        publish_environment_keys(&config);
         *self.config.write().expect("config lock poisoned") = Arc::new(config);
         let stale = |id: &str| {
             changes.changed.iter().any(|c| c == id) || changes.removed.iter().any(|r| r == id)

@@ -10,6 +10,7 @@
 //! - [`config`]: the TOML configuration and its validation.
 //! - [`credentials`]: the sealed credential store, the master key and `.env` import
 //!   (Unix only).
+//! - [`scrub`]: the one step that cuts every key the daemon holds out of upstream text.
 //! - [`commands`]: what the `provd` command does, for `main.rs` to call.
 //! - [`systemd`], [`daemonize`], [`reload`]: running as a service: readiness and socket
 //!   activation under systemd, `--daemon` without it, SIGHUP and the `reload` request.
@@ -27,6 +28,7 @@ pub mod fuzzing;
 pub mod provider;
 pub mod reload;
 pub mod resilience;
+pub mod scrub;
 pub mod secret;
 pub mod server;
 pub mod shutdown;

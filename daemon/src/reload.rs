@@ -59,9 +59,12 @@ pub fn unseal_credentials(
             "daemon.env_file is set but there is no master key to seal its keys with: run `provd key generate` and give the key as the systemd credential provd-master-key, in a file named by PROVD_MASTER_KEY_FILE, or in SECRET_KEY".into(),
         ));
     }
-    vault
+    let rekeyed = vault
         .sync_env_file(config)
-        .map_err(|e| CredentialsError(e.to_string()))
+        .map_err(|e| CredentialsError(e.to_string()))?;
+    // The store may also have changed under the daemon (files restored by hand).
+    vault.publish_keys();
+    Ok(rekeyed)
 }
 
 /// The access policy of `config`, with its token hashes from the state directory.

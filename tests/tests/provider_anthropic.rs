@@ -356,7 +356,7 @@ async fn http_errors_map_to_system_codes_with_the_upstream_message_and_never_the
                 err.message
             );
             let words = upstream_message["error"]["message"].as_str().unwrap();
-            let words = words.replace(TEST_KEY, "***");
+            let words = words.replace(TEST_KEY, "[REDACTED]");
             assert!(
                 err.message.contains(&words),
                 "{} lacks {words}",

@@ -127,11 +127,13 @@ impl Vault {
                 for entry in store.list()? {
                     sealed.insert(entry?.id);
                 }
-                Ok(Vault {
+                let vault = Vault {
                     store: Some(RwLock::new(store)),
                     dir,
                     sealed: Mutex::new(sealed),
-                })
+                };
+                vault.publish_keys();
+                Ok(vault)
             }
             Err(MasterKeyError::Missing) if !has_sealed_files(&dir) => {
                 tracing::info!("no master key: credentials come from the environment only");
@@ -212,7 +214,40 @@ impl Vault {
             Ok(true)
         })?;
         self.sealed_ids().insert(id.to_owned());
+        if changed {
+            self.publish_keys();
+        }
         Ok(changed)
+    }
+
+    /// Hands every sealed key to the scrubber ([`crate::scrub`]), replacing the set it
+    /// had: called whenever the store may have changed (open, set, import, remove,
+    /// reload), so an upstream echoing any sealed key, not only its own provider's, is
+    /// scrubbed. A key that cannot be unsealed now is left out (and logged here).
+    pub fn publish_keys(&self) {
+        let Some(store) = self.store.as_ref() else {
+            return;
+        };
+        let keys = {
+            let store = store.read().expect("store lock poisoned");
+            let ids = store.ids().unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot list the sealed credentials to scrub them from upstream text");
+                Vec::new()
+            });
+            ids.into_iter()
+                .filter_map(|id| match store.get(&id) {
+                    Ok(found) => found.map(|c| crate::scrub::HeldKey {
+                        name: id,
+                        secret: c.secret,
+                    }),
+                    Err(e) => {
+                        tracing::error!(provider = %id, error = %e, "cannot unseal the provider's credential");
+                        None
+                    }
+                })
+                .collect()
+        };
+        crate::scrub::set_keys(crate::scrub::KeySource::Sealed, keys);
     }
 
     /// The key of provider `id`: `Ok(None)` when none is sealed (the caller may then look
@@ -240,6 +275,9 @@ impl Vault {
     pub fn remove(&self, id: &str) -> Result<bool, VaultError> {
         let removed = self.with_store(|s| s.remove(id))?;
         self.sealed_ids().remove(id);
+        if removed {
+            self.publish_keys();
+        }
         Ok(removed)
     }
 

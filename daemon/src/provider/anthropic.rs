@@ -24,7 +24,8 @@
 //!   `system`, `temperature`, `top_p` and `stop_sequences` are refused only when the
 //!   request sets them itself. So a caller without a system prompt may pass the block
 //!   form of `system` (with `cache_control`, say), which the request's string cannot
-//!   express.
+//!   express. Gateway-steering keys are refused as for every provider
+//!   ([`super::check_additional_param`]).
 //!
 //! Only text is carried: thinking, redacted thinking and tool-use blocks are skipped
 //! (the finish reason `tool_use` says a tool was asked for).
@@ -33,15 +34,15 @@ use std::time::{Duration, SystemTime};
 
 use provd_client::message::ProviderStatus;
 use provd_client::{ErrorCode, FinishReason, GenerateRequest, ModelInfo, Role, Usage};
-use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::header::HeaderMap;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::http::{self, days_from_civil, Decoder, Dialect, Transport};
 use super::sse::{SseEvent, SseParser};
 use super::{
-    conversation, whole_answer, BaseLlmProvider, BoxFuture, EventStream, ProviderError,
-    ProviderSpec, ProviderState, StreamEvent,
+    check_additional_param, conversation, fold_param, whole_answer, BaseLlmProvider, BoxFuture,
+    EventStream, ProviderError, ProviderSpec, ProviderState, StreamEvent,
 };
 use crate::config::ProviderKind;
 
@@ -220,28 +221,17 @@ impl AnthropicProvider {
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::RequestBuilder, ProviderError> {
         let key = self.spec.require_credential()?;
-        let mut key_header = HeaderValue::from_str(key.expose()).map_err(|_| {
-            // Never quote the key, not even a malformed one.
-            ProviderError::new(
-                ErrorCode::Unauthenticated,
-                format!(
-                    "provider '{}': the API key contains characters an HTTP header cannot carry",
-                    self.spec.id
-                ),
-            )
-        })?;
-        // Sensitive values are redacted wherever the HTTP stack debug-prints headers.
-        key_header.set_sensitive(true);
+        let key_header = http::auth_header(&self.spec.id, "", key)?;
         let mut request = request
             .header("x-api-key", key_header)
             .header("anthropic-version", &self.options.version);
         if !self.options.beta.is_empty() {
             request = request.header("anthropic-beta", self.options.beta.join(","));
         }
-        for (name, value) in &self.spec.config.headers {
-            request = request.header(name, value);
-        }
-        Ok(request)
+        Ok(http::with_config_headers(
+            request,
+            &self.spec.config.headers,
+        ))
     }
 
     fn body(&self, request: &GenerateRequest) -> Result<Value, ProviderError> {
@@ -272,7 +262,7 @@ impl AnthropicProvider {
         if !request.stop.is_empty() {
             body.insert("stop_sequences".into(), json!(request.stop));
         }
-        merge_params(&mut body, request)?;
+        merge_params(&mut body, request, &self.spec)?;
         body.insert("stream".into(), json!(request.stream));
         Ok(Value::Object(body))
     }
@@ -327,18 +317,14 @@ fn alternating_turns(turns: &[provd_client::Message]) -> Vec<Value> {
 fn merge_params(
     body: &mut Map<String, Value>,
     request: &GenerateRequest,
+    spec: &ProviderSpec,
 ) -> Result<(), ProviderError> {
     for (key, value) in &request.additional_params {
-        if RESERVED.contains(&key.as_str()) {
-            let hint = if key == "max_tokens" {
-                "; use the request's max_tokens"
-            } else {
-                ""
-            };
-            return Err(ProviderError::new(
-                ErrorCode::InvalidRequest,
-                format!("additional_params.{key} is set by provd and may not be overridden{hint}"),
-            ));
+        if let Err(mut e) = check_additional_param(key, RESERVED, spec) {
+            if fold_param(key) == "maxtokens" {
+                e.message.push_str("; use the request's max_tokens");
+            }
+            return Err(e);
         }
         if body.contains_key(key) {
             let field = match key.as_str() {
@@ -1103,7 +1089,7 @@ data: {\"type\": \"ping\"}\n\n";
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_755_780_000);
         let mut h = HeaderMap::new();
         let set = |h: &mut HeaderMap, name: &'static str, v: &'static str| {
-            h.insert(name, HeaderValue::from_static(v));
+            h.insert(name, reqwest::header::HeaderValue::from_static(v));
         };
         assert_eq!(reset_hint(&h, now), None);
         // Limits with room left say nothing.

@@ -54,7 +54,6 @@
 
 use provd_client::message::ProviderStatus;
 use provd_client::{ErrorCode, FinishReason, GenerateRequest, ModelInfo, Role, Usage};
-use reqwest::header::HeaderValue;
 use reqwest::Url;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -140,23 +139,12 @@ impl GeminiProvider {
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::RequestBuilder, ProviderError> {
         let key = self.spec.require_credential()?;
-        let mut value = HeaderValue::from_str(key.expose()).map_err(|_| {
-            // Never quote the value: it is the key.
-            ProviderError::new(
-                ErrorCode::Unauthenticated,
-                format!(
-                    "provider '{}': the API key contains characters an HTTP header cannot carry",
-                    self.spec.id
-                ),
-            )
-        })?;
-        // Keeps the key out of any Debug output of the request.
-        value.set_sensitive(true);
-        let mut request = request.header(KEY_HEADER, value);
-        for (name, value) in &self.spec.config.headers {
-            request = request.header(name, value);
-        }
-        Ok(request)
+        let value = http::auth_header(&self.spec.id, "", key)?;
+        let request = request.header(KEY_HEADER, value);
+        Ok(http::with_config_headers(
+            request,
+            &self.spec.config.headers,
+        ))
     }
 
     fn body(&self, request: &GenerateRequest) -> Result<Value, ProviderError> {
@@ -193,7 +181,7 @@ impl GeminiProvider {
                 json!({"parts": [{"text": system}]}),
             );
         }
-        merge_additional_params(&mut body, request, RESERVED)?;
+        merge_additional_params(&mut body, request, RESERVED, &self.spec)?;
         for key in ["generationConfig", "generation_config"] {
             match body.remove(key) {
                 None => {}
@@ -586,7 +574,7 @@ impl ResponseDecoder {
             return Err(stream_error(&self.provider, &error));
         }
         if let Some(reason) = response.prompt_feedback.and_then(|f| f.block_reason) {
-            tracing::debug!(provider = %self.provider, block_reason = %reason, "Gemini blocked the prompt");
+            tracing::debug!(provider = %self.provider, block_reason = %crate::scrub::Scrubbed(&reason), "Gemini blocked the prompt");
             self.finish = Some(FinishReason::ContentFilter);
         }
         for candidate in response.candidates.unwrap_or_default() {

@@ -6,6 +6,11 @@
 //!
 //! Retries are not here: the request path owns them (one owner, one deadline), so this
 //! layer reports each failure once, classified.
+//!
+//! Every error that leaves a [`Transport`] is scrubbed ([`crate::scrub`]) of the
+//! daemon's keys and the instance's own: error bodies whole, before they are quoted and
+//! cut; in-stream error events once the framer assembled them; quoted headers and the
+//! HTTP library's own messages. Model text is not touched.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -15,13 +20,14 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use futures_util::{stream, Stream, StreamExt};
 use provd_client::ErrorCode;
-use reqwest::header::HeaderMap;
+use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{RequestBuilder, Response, StatusCode, Url};
 
 use super::ndjson::NdjsonSplitter;
 use super::sse::{SseEvent, SseParser};
 use super::{EventStream, ProviderError, StreamEvent};
 use crate::config::ProviderConfig;
+use crate::scrub::Scrubber;
 
 /// Largest error or non-streamed response body read into memory.
 pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
@@ -97,9 +103,9 @@ pub struct Transport {
     client: reqwest::Client,
     timeouts: Timeouts,
     dialect: &'static Dialect,
-    /// The key the requests carry: some APIs quote a refused key in their error message,
-    /// and it is cut out before the message goes anywhere.
-    secret: Option<crate::secret::Secret>,
+    /// The key the requests carry, cut out of every error alongside the daemon's other
+    /// keys (it is among them in a running daemon; this keeps it so on every path).
+    own_key: Scrubber,
 }
 
 impl Transport {
@@ -114,7 +120,7 @@ impl Transport {
             client: client(&timeouts)?,
             timeouts,
             dialect,
-            secret: spec.credential.clone(),
+            own_key: Scrubber::for_key(spec.credential.as_ref()),
         })
     }
 
@@ -149,7 +155,7 @@ impl Transport {
                     ),
                 ))
             }
-            Ok(Err(e)) => return Err(transport_error(provider, e, timeouts)),
+            Ok(Err(e)) => return Err(self.scrubbed(transport_error(provider, e, timeouts))),
             Ok(Ok(r)) => r,
         };
         let status = response.status();
@@ -161,19 +167,38 @@ impl Transport {
             .await
             .unwrap_or_default();
         let dialect = self.dialect;
-        let message = (dialect.error_message)(&body).unwrap_or_else(|| quote_body(&body));
-        let message = scrub(&message, self.secret.as_ref());
+        // Scrubbed whole, before quote_body cuts it: a key straddling the cut would
+        // otherwise leave its prefix behind.
+        let message = match (dialect.error_message)(&body) {
+            Some(message) => self.scrub(&message).into_owned(),
+            None => quote_body(&self.scrub(&String::from_utf8_lossy(&body))),
+        };
         let mut error = status_error(provider, status, &headers, &message);
         if error.retryable {
             error.retry_after = (dialect.retry_after)(&headers);
         }
         (dialect.refine)(&mut error, &body);
-        Err(error)
+        // Again as a whole: the message now quotes a header (a redirect's location) and
+        // whatever the refinement added.
+        Err(self.scrubbed(error))
+    }
+
+    /// `text` without any key the daemon holds nor this instance's own.
+    pub fn scrub<'t>(&self, text: &'t str) -> std::borrow::Cow<'t, str> {
+        crate::scrub::scrub_also(text, &self.own_key)
+    }
+
+    /// `error` with its message scrubbed.
+    pub fn scrubbed(&self, mut error: ProviderError) -> ProviderError {
+        crate::scrub::scrub_in_place(&mut error.message, &self.own_key);
+        error
     }
 
     /// Reads a whole (non-streamed) body, at most [`MAX_BODY_BYTES`].
     pub async fn read_whole(&self, response: Response) -> Result<Vec<u8>, ProviderError> {
-        read_body(&self.provider, response, &self.timeouts, MAX_BODY_BYTES).await
+        read_body(&self.provider, response, &self.timeouts, MAX_BODY_BYTES)
+            .await
+            .map_err(|e| self.scrubbed(e))
     }
 
     /// Reads and parses a whole JSON body.
@@ -182,7 +207,8 @@ impl Transport {
         response: Response,
     ) -> Result<T, ProviderError> {
         let body = self.read_whole(response).await?;
-        serde_json::from_slice(&body).map_err(|e| malformed(&self.provider, e))
+        // serde quotes the values it refuses (`invalid type: string "…"`).
+        serde_json::from_slice(&body).map_err(|e| self.scrubbed(malformed(&self.provider, e)))
     }
 
     /// Streams the provider's events from a response body.
@@ -193,12 +219,19 @@ impl Transport {
     {
         let body = body_stream(&self.provider, response, self.timeouts);
         let pump = Pump::new(&self.provider, framer, decoder);
+        let own_key = self.own_key.clone();
         Box::pin(stream::unfold(
-            (body, pump),
-            |(mut body, mut pump)| async move {
+            (body, pump, own_key),
+            |(mut body, mut pump, own_key)| async move {
                 loop {
                     if let Some(item) = pump.next_item() {
-                        return Some((item, (body, pump)));
+                        // An error event is scrubbed as the decoder made it from a whole
+                        // event or line, never piece by piece; text passes untouched.
+                        let item = item.map_err(|mut e| {
+                            crate::scrub::scrub_in_place(&mut e.message, &own_key);
+                            e
+                        });
+                        return Some((item, (body, pump, own_key)));
                     }
                     if pump.is_finished() {
                         return None;
@@ -212,6 +245,56 @@ impl Transport {
             },
         ))
     }
+}
+
+/// The value of an auth header (`x-api-key`, `Authorization: Bearer …`,
+/// `x-goog-api-key`, `api-key`): `prefix` then the key, marked sensitive so that the HTTP
+/// stack redacts it in Debug output and HTTP/2 sends it never-indexed (out of HPACK's
+/// table). Built in a zeroizing buffer, so the only plain copy left is the header's own.
+pub fn auth_header(
+    provider: &str,
+    prefix: &str,
+    key: &crate::secret::Secret,
+) -> Result<HeaderValue, ProviderError> {
+    let mut text =
+        zeroize::Zeroizing::new(String::with_capacity(prefix.len() + key.expose().len()));
+    text.push_str(prefix);
+    text.push_str(key.expose());
+    let mut value = HeaderValue::from_str(&text).map_err(|_| {
+        // Never quote the key, not even a malformed one.
+        ProviderError::new(
+            ErrorCode::Unauthenticated,
+            format!(
+                "provider '{provider}': the API key contains characters an HTTP header cannot carry"
+            ),
+        )
+    })?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// Adds the configured `headers` of a provider. They are configuration, not secrets,
+/// but one named like a credential (`Authorization`, `*-key`, `*token*`, cookies) is
+/// marked sensitive all the same, in case someone put a key there.
+pub fn with_config_headers(
+    mut request: RequestBuilder,
+    headers: &std::collections::BTreeMap<String, String>,
+) -> RequestBuilder {
+    for (name, value) in headers {
+        let lower = name.to_ascii_lowercase();
+        let credential = ["auth", "key", "token", "secret", "cookie", "password"]
+            .iter()
+            .any(|word| lower.contains(word));
+        match HeaderValue::from_str(value) {
+            Ok(mut v) if credential => {
+                v.set_sensitive(true);
+                request = request.header(name, v);
+            }
+            // An invalid value is reported by reqwest when the request is sent.
+            _ => request = request.header(name, value),
+        }
+    }
+    request
 }
 
 /// An API endpoint's URL: `base_url` followed by `path`, parsed once per provider
@@ -415,8 +498,9 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-fn quote_body(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
+/// An unparseable error body quoted in a message, cut at [`QUOTED_BODY_CHARS`]; `text`
+/// must be scrubbed already.
+fn quote_body(text: &str) -> String {
     let text = text.trim();
     if text.is_empty() {
         return "(empty body)".to_owned();
@@ -687,19 +771,9 @@ where
     }
 }
 
-/// Replaces every occurrence of a secret in an upstream message (an API that echoes the
-/// key it refused), so it cannot travel on in an error.
-pub fn scrub(message: &str, secret: Option<&crate::secret::Secret>) -> String {
-    match secret {
-        Some(s) if s.expose().len() >= 8 => message.replace(s.expose(), "***"),
-        _ => message.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::header::HeaderValue;
 
     #[test]
     fn statuses_map_to_the_system_codes() {
@@ -788,12 +862,116 @@ mod tests {
 
     #[test]
     fn secrets_are_scrubbed_from_upstream_messages() {
-        let key = crate::secret::Secret::new("sk-abcdefghijkl".into());
+        let spec = super::super::ProviderSpec::for_test(
+            "p",
+            "type = \"openai\"",
+            "m",
+            Some("sk-abcdefghijkl"),
+        );
+        let transport = Transport::new(&spec, &DIALECT_FOR_TESTS).unwrap();
         assert_eq!(
-            scrub("bad key sk-abcdefghijkl given", Some(&key)),
-            "bad key *** given"
+            transport.scrub("bad key sk-abcdefghijkl given"),
+            "bad key [REDACTED] given"
         );
     }
+
+    #[test]
+    fn a_key_straddling_the_quoting_cut_leaves_no_prefix() {
+        let key = "sk-straddle-0123456789abcdef";
+        let own = Scrubber::new([key]);
+        for offset in QUOTED_BODY_CHARS - key.len()..QUOTED_BODY_CHARS + 2 {
+            let body = format!("{}{key} and more text after the key", "x".repeat(offset));
+            let quoted = quote_body(&crate::scrub::scrub_also(&body, &own));
+            assert!(!quoted.contains("sk-straddle"), "offset {offset}: {quoted}");
+            assert!(!quoted.contains("sk-"), "offset {offset}: {quoted}");
+        }
+    }
+
+    #[test]
+    fn debug_of_every_provider_spec_transport_and_request_shows_no_key() {
+        use crate::config::ProviderKind;
+        use crate::provider::{
+            anthropic::AnthropicProvider, gemini::GeminiProvider, mock::MockProvider,
+            ollama::OllamaProvider, openai::OpenAiProvider,
+        };
+        let key = "sk-debug-canary-0123456789";
+        for kind in [
+            "anthropic",
+            "openai",
+            "openai-compatible",
+            "ollama",
+            "gemini",
+            "mock",
+        ] {
+            let spec = super::super::ProviderSpec::for_test(
+                "p",
+                &format!("type = \"{kind}\"\nbase_url = \"http://127.0.0.1:9/v1\""),
+                "m",
+                Some(key),
+            );
+            let instance = match kind {
+                "anthropic" => format!("{:?}", AnthropicProvider::new(spec.clone()).unwrap()),
+                "openai" => format!(
+                    "{:?}",
+                    OpenAiProvider::new(spec.clone(), ProviderKind::Openai).unwrap()
+                ),
+                "openai-compatible" => format!(
+                    "{:?}",
+                    OpenAiProvider::new(spec.clone(), ProviderKind::OpenaiCompatible).unwrap()
+                ),
+                "ollama" => format!("{:?}", OllamaProvider::new(spec.clone()).unwrap()),
+                "gemini" => format!("{:?}", GeminiProvider::new(spec.clone()).unwrap()),
+                _ => format!("{:?}", MockProvider::new(spec.clone()).unwrap()),
+            };
+            let transport = format!("{:?}", Transport::new(&spec, &DIALECT_FOR_TESTS).unwrap());
+            for shown in [format!("{spec:?}"), instance, transport] {
+                assert!(!shown.contains("debug-canary"), "{kind}: {shown}");
+            }
+        }
+        let spec = super::super::ProviderSpec::for_test("p", "type = \"openai\"", "m", Some(key));
+        let transport = Transport::new(&spec, &DIALECT_FOR_TESTS).unwrap();
+        let secret = spec.credential.as_ref().unwrap();
+        let request = transport
+            .post("http://127.0.0.1:9/")
+            .header(
+                reqwest::header::AUTHORIZATION,
+                auth_header("p", "Bearer ", secret).unwrap(),
+            )
+            .header("x-api-key", auth_header("p", "", secret).unwrap())
+            .build()
+            .unwrap();
+        let shown = format!("{request:?} {:?}", request.headers());
+        assert!(!shown.contains("debug-canary"), "{shown}");
+        assert!(request.headers().values().all(HeaderValue::is_sensitive));
+    }
+
+    #[test]
+    fn configured_headers_named_like_credentials_are_sensitive() {
+        let spec = super::super::ProviderSpec::for_test("p", "type = \"openai\"", "m", None);
+        let transport = Transport::new(&spec, &DIALECT_FOR_TESTS).unwrap();
+        let headers: std::collections::BTreeMap<String, String> = [
+            ("Authorization", "Bearer sk-config-canary-123"),
+            ("X-Custom-Api-Key", "sk-config-canary-456"),
+            ("HTTP-Referer", "https://example.org"),
+        ]
+        .into_iter()
+        .map(|(n, v)| (n.to_owned(), v.to_owned()))
+        .collect();
+        let request = with_config_headers(transport.get("http://127.0.0.1:9/"), &headers)
+            .build()
+            .unwrap();
+        let h = request.headers();
+        assert!(h["authorization"].is_sensitive());
+        assert!(h["x-custom-api-key"].is_sensitive());
+        assert!(!h["http-referer"].is_sensitive());
+        assert!(!format!("{h:?}").contains("config-canary"));
+    }
+
+    const DIALECT_FOR_TESTS: Dialect = Dialect {
+        error_message: |_| None,
+        retry_after,
+        refine: no_refinement,
+    };
 
     /// Splits on `;`; a `!` is a framing error after the units before it.
     struct Semicolons(Vec<u8>);

@@ -49,8 +49,12 @@ pub enum StreamEvent {
 }
 
 /// A provider failure, already mapped to the system-wide code.
+///
+/// Displayed (log fields) and sent ([`ProviderError::to_wire`]) scrubbed of every key the
+/// daemon holds ([`crate::scrub`]): the transport scrubs upstream text where it arrives,
+/// and these two exits scrub again whatever was composed since.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
-#[error("{code}: {message}")]
+#[error("{code}: {}", crate::scrub::scrub(.message))]
 pub struct ProviderError {
     /// The system-wide code.
     pub code: ErrorCode,
@@ -80,7 +84,7 @@ impl ProviderError {
 
     /// The error as it goes on the wire.
     pub fn to_wire(&self) -> WireError {
-        let mut e = WireError::new(self.code, self.message.clone());
+        let mut e = WireError::new(self.code, crate::scrub::scrub(&self.message).into_owned());
         e.retryable = self.retryable;
         if let Some(after) = self.retry_after {
             e = e.with_retry_after(after);
@@ -216,22 +220,100 @@ pub fn json_f32(value: f32) -> serde_json::Value {
         .map_or(serde_json::Value::Null, serde_json::Value::Number)
 }
 
-/// Copies `additional_params` into a JSON request body. Keys that would change what
-/// the daemon relies on (`reserved`: the model, streaming) are refused rather than
-/// silently ignored, so the caller learns why their parameter had no effect.
+/// Copies `additional_params` into a JSON request body, each key checked by
+/// [`check_additional_param`].
 pub fn merge_additional_params(
     body: &mut serde_json::Map<String, serde_json::Value>,
     request: &GenerateRequest,
     reserved: &[&str],
+    spec: &ProviderSpec,
 ) -> Result<(), ProviderError> {
     for (key, value) in &request.additional_params {
-        if reserved.contains(&key.as_str()) {
-            return Err(ProviderError::new(
-                ErrorCode::InvalidRequest,
-                format!("additional_params.{key} is set by provd and may not be overridden"),
-            ));
-        }
+        check_additional_param(key, reserved, spec)?;
         body.insert(key.clone(), value.clone());
+    }
+    Ok(())
+}
+
+/// `additional_params` keys that steer a gateway rather than a model: a gateway that
+/// honours them in the request body (LiteLLM's client-side credentials, the pattern of
+/// CVE-2024-6587) would send the request, and the key provd added, where a local client
+/// says, or bill another account. Folded as [`fold_param`] folds.
+const GATEWAY_PARAMS: &[&str] = &[
+    "apibase",
+    "baseurl",
+    "apikey",
+    "apiversion",
+    "apitype",
+    "extraheaders",
+    "headers",
+    "defaultheaders",
+    "extrabody",
+    "extraquery",
+    "organization",
+    "project",
+    "deploymentid",
+    "userapikey",
+    "userconfig",
+    "modellist",
+    "customllmprovider",
+    "accesstoken",
+    "clientsecret",
+    "tenantid",
+    "authorization",
+    // LangChain's spellings, which some gateways accept too.
+    "openaiapikey",
+    "openaiapibase",
+    "openaiorganization",
+];
+
+/// Prefixes of gateway-steering families (LiteLLM's `aws_*`, `vertex_*`, `azure_*`
+/// credentials and regions, its `litellm_*` settings), folded.
+const GATEWAY_PREFIXES: &[&str] = &["aws", "vertex", "azure", "litellm"];
+
+/// A parameter name as refusals compare it: lower case, without `-` and `_`, so that
+/// `Api-Base`, `API_BASE` and `apiBase` are all `apibase` (Go's JSON decoder, Ollama's,
+/// matches field names case-insensitively, and gateways differ on separators).
+pub fn fold_param(key: &str) -> String {
+    key.chars()
+        .filter(|c| !matches!(c, '-' | '_'))
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// Whether `additional_params.<key>` may go into a request body: keys provd sets
+/// itself (`reserved`: the model, streaming, the messages) never; gateway-steering keys
+/// only when the provider's `allow_additional_params` lists them. Refused keys are an
+/// `invalid_request` naming the key, so the caller learns why rather than finding the
+/// parameter silently ignored.
+pub fn check_additional_param(
+    key: &str,
+    reserved: &[&str],
+    spec: &ProviderSpec,
+) -> Result<(), ProviderError> {
+    let folded = fold_param(key);
+    if reserved.iter().any(|r| fold_param(r) == folded) {
+        return Err(ProviderError::new(
+            ErrorCode::InvalidRequest,
+            format!("additional_params.{key} is set by provd and may not be overridden"),
+        ));
+    }
+    let steers = GATEWAY_PARAMS.contains(&folded.as_str())
+        || GATEWAY_PREFIXES.iter().any(|p| folded.starts_with(p));
+    let allowed = || {
+        spec.config
+            .allow_additional_params
+            .iter()
+            .any(|a| fold_param(a) == folded)
+    };
+    if steers && !allowed() {
+        return Err(ProviderError::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "additional_params.{key} would steer the upstream gateway (where the request and its key go, or whose account pays) and is refused; if provider '{}' should pass it on, list it in providers.{}.allow_additional_params",
+                spec.id, spec.id
+            ),
+        ));
     }
     Ok(())
 }
@@ -399,4 +481,92 @@ pub(crate) fn word_count(text: &str) -> u32 {
         .count()
         .try_into()
         .unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(allow: &str) -> ProviderSpec {
+        ProviderSpec::for_test(
+            "gw",
+            &format!("type = \"openai\"\nallow_additional_params = [{allow}]"),
+            "m",
+            None,
+        )
+    }
+
+    #[test]
+    fn gateway_steering_params_are_refused_in_any_spelling() {
+        let spec = spec("");
+        for key in [
+            "api_base",
+            "Api-Base",
+            "API_BASE",
+            "apiBase",
+            "base_url",
+            "api_key",
+            "api_version",
+            "extra_headers",
+            "headers",
+            "organization",
+            "project",
+            "deployment_id",
+            "default_headers",
+            "extra_body",
+            "user_api_key",
+            "user_config",
+            "aws_secret_access_key",
+            "vertex_credentials",
+            "azure_ad_token",
+            "litellm_params",
+            "Authorization",
+            "openai_api_base",
+        ] {
+            let e = check_additional_param(key, &["model"], &spec).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidRequest, "{key}");
+            assert!(
+                e.message.contains(&format!("additional_params.{key} ")),
+                "{}",
+                e.message
+            );
+            assert!(
+                e.message.contains("providers.gw.allow_additional_params"),
+                "{}",
+                e.message
+            );
+        }
+        for key in ["temperature_x", "seed", "response_format", "metadata"] {
+            check_additional_param(key, &["model"], &spec).unwrap();
+        }
+    }
+
+    #[test]
+    fn reserved_params_are_refused_in_any_spelling_even_when_allowed() {
+        // Go's JSON decoder (Ollama's) takes "Model" for "model".
+        let spec = spec("\"api_base\"");
+        for key in [
+            "model",
+            "Model",
+            "MODEL",
+            "stream-options",
+            "Stream_Options",
+        ] {
+            let e = check_additional_param(key, &["model", "stream_options"], &spec).unwrap_err();
+            assert!(
+                e.message.contains("is set by provd"),
+                "{key}: {}",
+                e.message
+            );
+        }
+    }
+
+    #[test]
+    fn the_allow_list_lets_the_keys_it_names_through_in_any_spelling() {
+        let spec = spec("\"Api-Base\", \"extra_headers\"");
+        for key in ["api_base", "API-BASE", "extraHeaders"] {
+            check_additional_param(key, &["model"], &spec).unwrap();
+        }
+        assert!(check_additional_param("api_key", &["model"], &spec).is_err());
+    }
 }

@@ -127,15 +127,19 @@ impl OllamaProvider {
         })
     }
 
-    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    fn authorized(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::RequestBuilder, ProviderError> {
         let mut request = request;
         if let Some(key) = &self.spec.credential {
-            request = request.bearer_auth(key.expose());
+            let value = http::auth_header(&self.spec.id, "Bearer ", key)?;
+            request = request.header(reqwest::header::AUTHORIZATION, value);
         }
-        for (name, value) in &self.spec.config.headers {
-            request = request.header(name, value);
-        }
-        request
+        Ok(http::with_config_headers(
+            request,
+            &self.spec.config.headers,
+        ))
     }
 
     /// Sends a request; a server that cannot be reached gets an error that says what to
@@ -145,7 +149,7 @@ impl OllamaProvider {
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, ProviderError> {
         self.http
-            .send(self.authorized(request))
+            .send(self.authorized(request)?)
             .await
             .map_err(|mut e| {
                 // http::transport_error words every failure to connect this way; an HTTP
@@ -208,7 +212,7 @@ impl OllamaProvider {
         let mut body = Map::new();
         body.insert("model".into(), json!(self.spec.model));
         body.insert("messages".into(), Value::Array(messages));
-        merge_additional_params(&mut body, &top_level, RESERVED)?;
+        merge_additional_params(&mut body, &top_level, RESERVED, &self.spec)?;
         body.insert("options".into(), Value::Object(options));
         body.insert("stream".into(), json!(request.stream));
         Ok(Value::Object(body))

@@ -89,7 +89,8 @@ impl OpenAiProvider {
             _ => self.spec.credential.as_ref(),
         };
         if let Some(key) = key {
-            request = request.bearer_auth(key.expose());
+            let value = http::auth_header(&self.spec.id, "Bearer ", key)?;
+            request = request.header(reqwest::header::AUTHORIZATION, value);
         }
         if let Some(org) = &self.spec.config.organization {
             request = request.header("OpenAI-Organization", org);
@@ -97,10 +98,10 @@ impl OpenAiProvider {
         if let Some(project) = &self.spec.config.project {
             request = request.header("OpenAI-Project", project);
         }
-        for (name, value) in &self.spec.config.headers {
-            request = request.header(name, value);
-        }
-        Ok(request)
+        Ok(http::with_config_headers(
+            request,
+            &self.spec.config.headers,
+        ))
     }
 
     fn body(&self, request: &GenerateRequest) -> Result<Value, ProviderError> {
@@ -125,7 +126,7 @@ impl OpenAiProvider {
         if !request.stop.is_empty() {
             body.insert("stop".into(), json!(request.stop));
         }
-        merge_additional_params(&mut body, request, RESERVED)?;
+        merge_additional_params(&mut body, request, RESERVED, &self.spec)?;
         body.insert("stream".into(), json!(request.stream));
         if request.stream {
             body.insert("stream_options".into(), json!({"include_usage": true}));

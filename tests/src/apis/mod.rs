@@ -4,6 +4,7 @@
 
 pub mod anthropic;
 pub mod gemini;
+pub mod hostile;
 pub mod ollama;
 pub mod openai;
 
