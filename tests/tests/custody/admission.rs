@@ -12,19 +12,43 @@ use provd_tests::other_user::{command_as, is_root, let_every_user_connect, root_
 use provd_tests::raw::{Frame, RawConn};
 use provd_tests::{provd_bin, Daemon};
 
-/// A mock-only daemon with these `[daemon]` settings, `[limits]` and `allow_uids`.
-pub(crate) fn daemon_with(daemon: &str, limits: &str, allow_uids: &[u32]) -> Daemon {
-    let d = Daemon::with_config(&format!(
-        "[daemon]\nkeepalive_interval_ms = 0\n{daemon}\n[limits]\n{limits}\n\
-         [access]\nallow_uids = {allow_uids:?}\n\
-         [providers.mock]\ntype = \"mock\"\ndefault_model = \"mock-1\"\n"
-    ));
+/// A daemon of mock providers with these `[daemon]` settings and the rest of the file
+/// (`[limits]`, `[access]`, more providers), its state (tokens) in a directory of its
+/// own, and its socket open to every uid (the access policy decides who is served).
+pub(crate) fn mock_daemon(daemon: &str, rest: &str) -> Daemon {
+    let d = Daemon::with_config(&mock_config(daemon, rest));
     let_every_user_connect(&d);
     d
 }
 
+/// The configuration of [`mock_daemon`], to write back changed before a reload.
+pub(crate) fn mock_config(daemon: &str, rest: &str) -> String {
+    use std::sync::OnceLock;
+    // One state directory per test process (nextest runs each test in its own).
+    static STATE: OnceLock<std::path::PathBuf> = OnceLock::new();
+    let state = STATE.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap().keep();
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
+        dir
+    });
+    format!(
+        "[daemon]\nkeepalive_interval_ms = 0\nstate_dir = \"{}\"\ndefault_provider = \"mock\"\n{daemon}\n\
+         [providers.mock]\ntype = \"mock\"\ndefault_model = \"mock-1\"\n{rest}\n",
+        state.display()
+    )
+}
+
+/// A mock-only daemon with these `[daemon]` settings, `[limits]` and `allow_uids`.
+fn daemon_with(daemon: &str, limits: &str, allow_uids: &[u32]) -> Daemon {
+    mock_daemon(
+        daemon,
+        &format!("[limits]\n{limits}\n[access]\nallow_uids = {allow_uids:?}\n"),
+    )
+}
+
 /// `held H refused R [first refusal: …]` (or `streaming …`) → (H, R, first refusal).
-pub(crate) fn counts(line: &str) -> (u32, u32, String) {
+fn counts(line: &str) -> (u32, u32, String) {
     let words: Vec<&str> = line.split_whitespace().collect();
     let n = |i: usize| -> u32 {
         words
@@ -39,7 +63,7 @@ pub(crate) fn counts(line: &str) -> (u32, u32, String) {
 }
 
 /// `provd <args>` run as `uid` against `daemon`.
-fn provd_as(uid: u32, daemon: &Daemon, args: &[&str]) -> Output {
+pub(crate) fn provd_as(uid: u32, daemon: &Daemon, args: &[&str]) -> Output {
     command_as(uid, provd_bin())
         .args(args)
         .env("PROVD_SOCKET", &daemon.socket)
@@ -48,7 +72,7 @@ fn provd_as(uid: u32, daemon: &Daemon, args: &[&str]) -> Output {
         .expect("run provd as another uid")
 }
 
-fn served(out: &Output, what: &str) -> String {
+pub(crate) fn served(out: &Output, what: &str) -> String {
     assert!(
         out.status.success(),
         "{what} was not served: {}",

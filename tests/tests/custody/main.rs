@@ -8,3 +8,6 @@
 //! 63000–63099, admission, authorization and visibility 64000–64099.
 
 mod admission;
+mod authorization;
+mod log_injection;
+mod visibility;
