@@ -248,9 +248,19 @@ pub struct LimitsConfig {
     /// [`MAX_COUNT_OR_SECONDS`]); more are refused with `overloaded`.
     pub max_streams_per_uid: usize,
     /// Of `daemon.max_connections`, how many only admin uids may take, so that
-    /// `status`, `reload` and `shutdown` get through when other users fill the rest
-    /// (less than `daemon.max_connections`).
+    /// `status`, `reload` and `shutdown` get through when other users fill the rest. At
+    /// most `max_connections - 1` are kept ([`LimitsConfig::reserved_for_admins`]).
     pub admin_reserved_connections: usize,
+}
+
+impl LimitsConfig {
+    /// The connections kept for admins out of `max_connections`: as configured, but
+    /// always leaving one for other users (a small `max_connections` from before the
+    /// reserve existed must not lock every other user out).
+    pub fn reserved_for_admins(&self, max_connections: usize) -> usize {
+        self.admin_reserved_connections
+            .min(max_connections.saturating_sub(1))
+    }
 }
 
 /// Default for `[limits] max_connections_per_uid`.
@@ -433,15 +443,6 @@ impl Config {
                     format!("must be <= {MAX_COUNT_OR_SECONDS}, got {value}"),
                 ));
             }
-        }
-        if l.admin_reserved_connections >= d.max_connections {
-            return Err(invalid(
-                "limits.admin_reserved_connections".into(),
-                format!(
-                    "must be less than daemon.max_connections ({}), or no other user could connect; got {}",
-                    d.max_connections, l.admin_reserved_connections
-                ),
-            ));
         }
         if d.max_frame_bytes < 1024 {
             return Err(invalid(
@@ -726,10 +727,13 @@ mod tests {
             err("[limits]\nmax_connections_per_uid = 4294967296\n"),
             "config t.toml: limits.max_connections_per_uid must be <= 4294967295, got 4294967296"
         );
+        let small = Config::parse("[daemon]\nmax_connections = 2\n", Path::new("t.toml")).unwrap();
         assert_eq!(
-            err("[daemon]\nmax_connections = 4\n[limits]\nadmin_reserved_connections = 4\n"),
-            "config t.toml: limits.admin_reserved_connections must be less than daemon.max_connections (4), or no other user could connect; got 4"
+            small.limits.reserved_for_admins(2),
+            1,
+            "one is left for others"
         );
+        assert_eq!(default.limits.reserved_for_admins(1024), 4);
         assert!(err("[limits]\nmax_conections_per_uid = 1\n").contains("unknown field"));
     }
 

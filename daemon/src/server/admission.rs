@@ -82,11 +82,11 @@ impl Admission {
             )));
         }
         if !who.admin {
-            let open_to_all = max_connections.saturating_sub(limits.admin_reserved_connections);
-            if state.connections >= open_to_all {
+            let reserved = limits.reserved_for_admins(max_connections);
+            if state.connections >= max_connections - reserved {
                 return Err(overloaded(format!(
-                    "provd is serving {} connections; the last {} of its {max_connections} (daemon.max_connections) are reserved for admins (limits.admin_reserved_connections); try again later",
-                    state.connections, limits.admin_reserved_connections
+                    "provd is serving {} connections; the last {reserved} of its {max_connections} (daemon.max_connections) are reserved for admins (limits.admin_reserved_connections); try again later",
+                    state.connections
                 )));
             }
             let held = state.by_uid.get(&who.uid).map_or(0, |h| h.connections);
