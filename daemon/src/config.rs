@@ -415,31 +415,42 @@ impl Config {
             ("max_frame_bytes", u64::from(d.max_frame_bytes)),
             ("connection_queue_frames", d.connection_queue_frames as u64),
             ("slow_client_timeout_seconds", d.slow_client_timeout_seconds),
-            ("hello_timeout_seconds", d.hello_timeout_seconds),
         ];
-        let l = &self.limits;
-        let positive = positive
-            .map(|(key, value)| (format!("daemon.{key}"), value))
-            .into_iter()
-            .chain(
-                [
-                    ("max_connections_per_uid", l.max_connections_per_uid as u64),
-                    ("max_streams_per_uid", l.max_streams_per_uid as u64),
-                ]
-                .map(|(key, value)| (format!("limits.{key}"), value)),
-            );
-        for (key, value) in positive.clone() {
+        for (key, value) in positive {
             if value == 0 {
-                return Err(invalid(key, "must be > 0, got 0".into()));
+                return Err(invalid(
+                    format!("daemon.{key}"),
+                    "must be > 0, got 0".into(),
+                ));
             }
         }
-        for (key, value) in positive.chain([(
-            "daemon.drain_timeout_seconds".to_owned(),
-            d.drain_timeout_seconds,
-        )]) {
+        for (key, value) in positive
+            .into_iter()
+            .chain([("drain_timeout_seconds", d.drain_timeout_seconds)])
+        {
             if value > MAX_COUNT_OR_SECONDS {
                 return Err(invalid(
-                    key,
+                    format!("daemon.{key}"),
+                    format!("must be <= {MAX_COUNT_OR_SECONDS}, got {value}"),
+                ));
+            }
+        }
+        // Admission (issue 11): counts and seconds, each at least 1.
+        let l = &self.limits;
+        for (key, value) in [
+            ("daemon.hello_timeout_seconds", d.hello_timeout_seconds),
+            (
+                "limits.max_connections_per_uid",
+                l.max_connections_per_uid as u64,
+            ),
+            ("limits.max_streams_per_uid", l.max_streams_per_uid as u64),
+        ] {
+            if value == 0 {
+                return Err(invalid(key.into(), "must be > 0, got 0".into()));
+            }
+            if value > MAX_COUNT_OR_SECONDS {
+                return Err(invalid(
+                    key.into(),
                     format!("must be <= {MAX_COUNT_OR_SECONDS}, got {value}"),
                 ));
             }
