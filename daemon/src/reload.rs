@@ -319,6 +319,11 @@ mod tests {
             "[daemon]\nmax_connections = 10\ndrain_timeout_seconds = 3\ndefault_provider = \"n\"\n[providers.n]\ntype = \"mock\"\n",
         );
         assert!(reloader.needs_restart(&same).is_empty());
+        // The admission settings are read for every new connection.
+        let admission = config(
+            "[daemon]\nmax_connections = 10\nhello_timeout_seconds = 1\n[limits]\nmax_connections_per_uid = 1\nmax_streams_per_uid = 1\nadmin_reserved_connections = 0\n",
+        );
+        assert!(reloader.needs_restart(&admission).is_empty());
         let moved = config(
             "[daemon]\nmax_connections = 11\nsocket = \"/elsewhere/provd.sock\"\nmax_frame_bytes = 2048\n",
         );

@@ -2,7 +2,7 @@
 //! streams as it can locks out neither root nor the other users; a socket left silent
 //! is closed after the hello deadline; the per-uid counts never leak.
 //!
-//! Uids 64001–64009.
+//! Uids 64001–64009 and 64030–64039.
 
 use std::process::Output;
 
@@ -321,4 +321,38 @@ async fn the_per_uid_counts_return_to_zero_after_many_connections_come_and_go() 
         s.connections,
         s.active_streams
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_changed_by_a_reload_apply_to_the_connections_that_come_after_it() {
+    if !root_or_skip("limits_changed_by_a_reload_apply_to_the_connections_that_come_after_it") {
+        return;
+    }
+    let user = 64030;
+    let rest = |per_uid: u32| {
+        format!("[limits]\nmax_connections_per_uid = {per_uid}\n[access]\nallow_uids = [{user}]\n")
+    };
+    let daemon = mock_daemon("", &rest(4));
+    let mut first = Peer::start(user, &daemon.socket, &["hold", "3"], &[]);
+    assert_eq!(counts(&first.line()), (3, 0, String::new()));
+
+    std::fs::write(
+        daemon.dir.path().join("provd.toml"),
+        mock_config("", &rest(2)),
+    )
+    .unwrap();
+    let (ok, _, err) = provd_tests::run_provd(&["reload"], &daemon.socket);
+    assert!(ok.success(), "reload: {err}");
+
+    let mut second = Peer::start(user, &daemon.socket, &["hold", "1"], &[]);
+    let (held, refused, why) = counts(&second.line());
+    assert_eq!((held, refused), (0, 1));
+    assert!(why.contains("limits.max_connections_per_uid = 2"), "{why}");
+    // The connections admitted before the reload keep their place.
+    let status = daemon.client().await.status().await.unwrap();
+    assert_eq!(
+        uid_usage(&status.uids, user).map(|u| u.connections),
+        Some(3)
+    );
+    drop((first, second));
 }
