@@ -391,6 +391,9 @@ impl Connection {
             .await;
             return ControlFlow::Continue(());
         };
+        // A frame that carries a secret is wiped once handled, whether the request is
+        // served or refused (not greeted, a duplicate id, authorization gone).
+        self.scrub_frame = super::admin::carries_secret(method);
         if !self.greeted {
             return self.hello(id, method, params).await;
         }
@@ -488,7 +491,6 @@ impl Connection {
             method::GENERATE => self.generate(id, params, grant).await,
             method::RELOAD => self.reload(id, params, grant).await,
             admin if super::admin::METHODS.contains(&admin) => {
-                self.scrub_frame = super::admin::carries_secret(admin);
                 let reply = super::admin::handle(
                     &self.ctx.daemon,
                     &grant,
