@@ -735,8 +735,25 @@ pub struct StatusResult {
     pub active_streams: u64,
     /// Configured providers.
     pub providers: Vec<ProviderInfo>,
-    /// Provider instances started so far, with their state and counters.
+    /// Provider instances started so far, with their state and counters. Empty for a
+    /// connection that is not an admin's: per-model detail would show other users'
+    /// model names.
     pub instances: Vec<InstanceStatus>,
+    /// Connections and generations held now, per uid (what the `[limits]` table caps).
+    /// An admin sees every uid; others see only their own.
+    #[serde(default, deserialize_with = "nil_as_default")]
+    pub uids: Vec<UidUsage>,
+}
+
+/// One uid's connections and generations, in `status`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UidUsage {
+    /// The uid (`nil` when the OS does not tell a peer's uid).
+    pub uid: Option<u32>,
+    /// Connections it holds open.
+    pub connections: u64,
+    /// Generations it runs.
+    pub streams: u64,
 }
 
 /// `reload` result: what the reload changed. A rejected reload is an error reply instead,

@@ -70,8 +70,9 @@ pub enum Scope {
     Only(BTreeSet<String>),
 }
 
-/// What a connection may do, decided once when it connects (and narrowed by a token in
-/// its hello).
+/// What a connection may do: decided when it connects (and narrowed by a token in its
+/// hello), and decided again when the policy is reloaded; its token's state is checked on
+/// every request ([`AuthProvider::grant_for`], [`TokenStore::current`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Grant {
     /// The peer.
@@ -80,6 +81,10 @@ pub struct Grant {
     pub groups: Vec<u32>,
     /// Whether admin requests are allowed.
     pub admin: bool,
+    /// Whether the peer's uid is an admin's, whatever its token says: admin uids are
+    /// not subject to the per-uid limits of `[limits]` and may use the connections
+    /// reserved for admins.
+    pub admin_uid: bool,
     /// Providers it may use.
     pub scope: Scope,
     /// The token's id, when one was presented.
@@ -152,6 +157,7 @@ impl AuthProvider {
                 peer,
                 groups: Vec::new(),
                 admin: false,
+                admin_uid: false,
                 scope: Scope::All,
                 token: None,
             });
@@ -172,6 +178,7 @@ impl AuthProvider {
             peer,
             groups,
             admin,
+            admin_uid: admin,
             scope: Scope::All,
             token: None,
         })
@@ -182,18 +189,34 @@ impl AuthProvider {
         match token {
             Some(token) => {
                 let record = self.tokens.verify(token)?;
-                grant.scope = Scope::Only(record.providers.iter().cloned().collect());
-                grant.token = Some(record.id);
-                // A token narrows; it never makes anyone an admin.
-                grant.admin = false;
+                narrow(grant, record);
                 Ok(())
             }
-            None if self.require_token && !grant.admin => Err(WireError::new(
+            None => self.check_tokenless(grant),
+        }
+    }
+
+    /// The grant of a connection from `peer` that presented the token with id `token`
+    /// (its id, checked when the connection said hello) under this policy, as things
+    /// stand now: the peer may have lost its access, the token may have been revoked or
+    /// have expired since. The token is looked up by id, never hashed again.
+    pub fn grant_for(&self, peer: PeerIdentity, token: Option<&str>) -> Result<Grant, WireError> {
+        let mut grant = self.authorize(peer)?;
+        match token {
+            Some(id) => narrow(&mut grant, self.tokens.current(id)?),
+            None => self.check_tokenless(&grant)?,
+        }
+        Ok(grant)
+    }
+
+    fn check_tokenless(&self, grant: &Grant) -> Result<(), WireError> {
+        if self.require_token && !grant.admin {
+            return Err(WireError::new(
                 ErrorCode::Unauthenticated,
                 "this daemon requires a token (access.require_token): pass one in the hello",
-            )),
-            None => Ok(()),
+            ));
         }
+        Ok(())
     }
 
     /// Whether the connection may use `provider`.
@@ -229,6 +252,14 @@ impl AuthProvider {
             "{what} is an admin request: only the daemon's own user, root, access.admin_uids and access.admin_groups may make it"
         )))
     }
+}
+
+/// Narrows `grant` to what a token grants.
+fn narrow(grant: &mut Grant, record: TokenRecord) {
+    grant.scope = Scope::Only(record.providers.into_iter().collect());
+    grant.token = Some(record.id);
+    // A token narrows; it never makes anyone an admin.
+    grant.admin = false;
 }
 
 #[cfg(unix)]
@@ -300,11 +331,13 @@ impl fmt::Debug for NewToken {
 /// Prefix that makes provd tokens recognisable in a secret scanner.
 pub const TOKEN_PREFIX: &str = "provd_";
 
-/// Token records in `<state_dir>/tokens.json` (0600), written atomically.
+/// Token records in `<state_dir>/tokens.json` (0600), written atomically. In memory they
+/// are kept by id, because every request of a connection that presented a token looks
+/// its record up ([`TokenStore::current`]).
 #[derive(Debug)]
 pub struct TokenStore {
     path: Option<PathBuf>,
-    records: Mutex<Vec<TokenRecord>>,
+    records: Mutex<BTreeMap<String, TokenRecord>>,
 }
 
 fn now() -> u64 {
@@ -322,14 +355,14 @@ impl TokenStore {
     pub fn in_memory() -> TokenStore {
         TokenStore {
             path: None,
-            records: Mutex::new(Vec::new()),
+            records: Mutex::new(BTreeMap::new()),
         }
     }
 
     /// Loads `<dir>/tokens.json`, or starts empty when it does not exist.
     pub fn load(dir: &Path) -> Result<TokenStore, String> {
         let path = dir.join("tokens.json");
-        let records = match std::fs::read(&path) {
+        let records: Vec<TokenRecord> = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map_err(|e| format!("{}: not a token file: {e}", path.display()))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
@@ -337,7 +370,7 @@ impl TokenStore {
         };
         Ok(TokenStore {
             path: Some(path),
-            records: Mutex::new(records),
+            records: Mutex::new(records.into_iter().map(|r| (r.id.clone(), r)).collect()),
         })
     }
 
@@ -364,8 +397,11 @@ impl TokenStore {
             expires_at: ttl_seconds.map(|t| created_at.saturating_add(t)),
         };
         let mut records = self.records.lock().expect("token lock poisoned");
-        records.push(record.clone());
-        self.save(&records)?;
+        records.insert(record.id.clone(), record.clone());
+        if let Err(e) = self.save(&records) {
+            records.remove(&record.id);
+            return Err(e);
+        }
         Ok(NewToken { token, record })
     }
 
@@ -373,43 +409,77 @@ impl TokenStore {
     pub fn verify(&self, token: &str) -> Result<TokenRecord, WireError> {
         let hash = hex(digest(&SHA256, token.as_bytes()).as_ref());
         let records = self.records.lock().expect("token lock poisoned");
-        let record = records.iter().find(|r| r.sha256 == hash).ok_or_else(|| {
+        let record = records.values().find(|r| r.sha256 == hash).ok_or_else(|| {
             WireError::new(ErrorCode::Unauthenticated, "unknown or revoked token")
         })?;
-        if record.expires_at.is_some_and(|at| at <= now()) {
-            return Err(WireError::new(
-                ErrorCode::Unauthenticated,
-                format!("token {} has expired", record.id),
-            ));
-        }
+        unexpired(record, now())?;
         Ok(record.clone())
     }
 
-    /// Every record (hashes included; they are not secrets).
+    /// The record of the token with id `id` as it stands now: `unauthenticated` once it
+    /// was revoked or has expired. What every request of a connection that presented a
+    /// token is checked against: a map lookup, no hashing.
+    pub fn current(&self, id: &str) -> Result<TokenRecord, WireError> {
+        self.current_at(id, now())
+    }
+
+    /// [`TokenStore::current`] at the time `now` (Unix seconds).
+    pub fn current_at(&self, id: &str, now: u64) -> Result<TokenRecord, WireError> {
+        let records = self.records.lock().expect("token lock poisoned");
+        let record = records.get(id).ok_or_else(|| {
+            WireError::new(
+                ErrorCode::Unauthenticated,
+                format!("token {id} was revoked (provd token revoke): this connection may no longer make requests; reconnect with a valid token"),
+            )
+        })?;
+        unexpired(record, now)?;
+        Ok(record.clone())
+    }
+
+    /// Every record (hashes included; they are not secrets), oldest first.
     pub fn list(&self) -> Vec<TokenRecord> {
-        self.records.lock().expect("token lock poisoned").clone()
+        Self::in_order(&self.records.lock().expect("token lock poisoned"))
+    }
+
+    fn in_order(records: &BTreeMap<String, TokenRecord>) -> Vec<TokenRecord> {
+        let mut list: Vec<TokenRecord> = records.values().cloned().collect();
+        list.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        list
     }
 
     /// Revokes a token by id.
     pub fn revoke(&self, id: &str) -> Result<bool, String> {
         let mut records = self.records.lock().expect("token lock poisoned");
-        let before = records.len();
-        records.retain(|r| r.id != id);
-        if records.len() == before {
+        let Some(record) = records.remove(id) else {
             return Ok(false);
+        };
+        if let Err(e) = self.save(&records) {
+            records.insert(record.id.clone(), record);
+            return Err(e);
         }
-        self.save(&records)?;
         Ok(true)
     }
 
-    fn save(&self, records: &[TokenRecord]) -> Result<(), String> {
+    fn save(&self, records: &BTreeMap<String, TokenRecord>) -> Result<(), String> {
         let Some(path) = &self.path else {
             return Ok(());
         };
         let dir = path.parent().unwrap_or(Path::new("."));
-        let bytes = serde_json::to_vec_pretty(records).map_err(|e| e.to_string())?;
+        let bytes =
+            serde_json::to_vec_pretty(&Self::in_order(records)).map_err(|e| e.to_string())?;
         write_atomically(dir, path, &bytes).map_err(|e| format!("{}: {e}", path.display()))
     }
+}
+
+/// `unauthenticated` when `record` has expired at `now`.
+fn unexpired(record: &TokenRecord, now: u64) -> Result<(), WireError> {
+    if record.expires_at.is_some_and(|at| at <= now) {
+        return Err(WireError::new(
+            ErrorCode::Unauthenticated,
+            format!("token {} has expired: ask an admin for a new one (provd token create) and reconnect with it", record.id),
+        ));
+    }
+    Ok(())
 }
 
 /// Temp file in the same directory (0600), fsync, rename, fsync of the directory: a
@@ -549,6 +619,47 @@ mod tests {
         let expired = a.tokens().create(vec![], Some(0)).unwrap();
         let err = a.tokens().verify(expired.token.expose()).unwrap_err();
         assert!(err.message.contains("expired"), "{}", err.message);
+    }
+
+    #[test]
+    fn a_grant_decided_again_sees_revocation_expiry_and_the_new_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TokenStore::load(dir.path()).unwrap();
+        let t = store.create(vec!["a".into()], Some(60)).unwrap();
+        let id = t.record.id.clone();
+        let a = AuthProvider::new(
+            &toml::from_str("allow_uids = [4000000001]").unwrap(),
+            None,
+            store,
+        )
+        .unwrap();
+        let user = peer(4_000_000_001, 4_000_000_001);
+        let mut grant = a.authorize(user).unwrap();
+        a.apply_token(&mut grant, Some(t.token.expose())).unwrap();
+        assert_eq!(a.grant_for(user, Some(&id)).unwrap(), grant);
+        // Expiry, at a time past it, without waiting for it.
+        let expires = t.record.expires_at.unwrap();
+        assert!(a.tokens().current_at(&id, expires - 1).is_ok());
+        let e = a.tokens().current_at(&id, expires).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Unauthenticated);
+        assert!(e.message.contains("has expired"), "{}", e.message);
+        // Revocation, by id.
+        assert!(a.tokens().revoke(&id).unwrap());
+        let e = a.grant_for(user, Some(&id)).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Unauthenticated);
+        assert!(e.message.contains("was revoked"), "{}", e.message);
+        // A policy that no longer allows the uid.
+        let stricter = auth("");
+        assert_eq!(
+            stricter.grant_for(user, None).unwrap_err().code,
+            ErrorCode::PermissionDenied
+        );
+        // A policy that now requires a token of a connection that gave none.
+        let tokens_only = auth("allow_uids = [4000000001]\nrequire_token = true\n");
+        assert_eq!(
+            tokens_only.grant_for(user, None).unwrap_err().code,
+            ErrorCode::Unauthenticated
+        );
     }
 
     #[test]

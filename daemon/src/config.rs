@@ -198,7 +198,16 @@ pub struct DaemonConfig {
     /// and some first-chunk latency; more threads forward more chunks per second when
     /// many busy connections make provd's own CPU the limit (`provd-bench` shows both).
     pub worker_threads: usize,
+    /// How long a new connection may take to complete its hello before the daemon sends
+    /// an error naming this setting and closes it (seconds, 1 to
+    /// [`MAX_COUNT_OR_SECONDS`]), so idle sockets cannot hold connection slots. Applies
+    /// to connections accepted after a reload.
+    pub hello_timeout_seconds: u64,
 }
+
+/// Default for `[daemon] hello_timeout_seconds`: ample for any client on the same host,
+/// short enough that sockets opened and left silent give their slots back at once.
+pub const DEFAULT_HELLO_TIMEOUT_SECONDS: u64 = 5;
 
 /// Default for `[daemon] slow_client_timeout_seconds`: far longer than any pause of a
 /// client that is reading (a GC pause, a busy UI thread), short enough that a stuck one
@@ -225,6 +234,54 @@ impl Default for DaemonConfig {
             keepalive_interval_ms: 15_000,
             slow_client_timeout_seconds: DEFAULT_SLOW_CLIENT_TIMEOUT_SECONDS,
             worker_threads: DEFAULT_WORKER_THREADS,
+            hello_timeout_seconds: DEFAULT_HELLO_TIMEOUT_SECONDS,
+        }
+    }
+}
+
+/// The `[limits]` table: how much of the daemon one local user may take, so that no user
+/// locks the others (or the admins) out. Admin uids (the daemon's uid, root,
+/// `access.admin_uids`, `access.admin_groups`) are not subject to the per-uid caps and
+/// may use the reserved connections. Read for every new connection and generation, so a
+/// reload applies to those that come after it.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Connections one non-admin uid may hold open at once (1 to
+    /// [`MAX_COUNT_OR_SECONDS`]); more are refused with `overloaded`.
+    pub max_connections_per_uid: usize,
+    /// Generations one non-admin uid may run at once, over all its connections (1 to
+    /// [`MAX_COUNT_OR_SECONDS`]); more are refused with `overloaded`.
+    pub max_streams_per_uid: usize,
+    /// Of `daemon.max_connections`, how many only admin uids may take, so that
+    /// `status`, `reload` and `shutdown` get through when other users fill the rest. At
+    /// most `max_connections - 1` are kept ([`LimitsConfig::reserved_for_admins`]).
+    pub admin_reserved_connections: usize,
+}
+
+impl LimitsConfig {
+    /// The connections kept for admins out of `max_connections`: as configured, but
+    /// always leaving one for other users (a small `max_connections` from before the
+    /// reserve existed must not lock every other user out).
+    pub fn reserved_for_admins(&self, max_connections: usize) -> usize {
+        self.admin_reserved_connections
+            .min(max_connections.saturating_sub(1))
+    }
+}
+
+/// Default for `[limits] max_connections_per_uid`.
+pub const DEFAULT_MAX_CONNECTIONS_PER_UID: usize = 64;
+/// Default for `[limits] max_streams_per_uid`.
+pub const DEFAULT_MAX_STREAMS_PER_UID: usize = 256;
+/// Default for `[limits] admin_reserved_connections`.
+pub const DEFAULT_ADMIN_RESERVED_CONNECTIONS: usize = 4;
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_connections_per_uid: DEFAULT_MAX_CONNECTIONS_PER_UID,
+            max_streams_per_uid: DEFAULT_MAX_STREAMS_PER_UID,
+            admin_reserved_connections: DEFAULT_ADMIN_RESERVED_CONNECTIONS,
         }
     }
 }
@@ -247,6 +304,9 @@ pub struct Config {
     /// `"provider"`).
     #[serde(default)]
     pub aliases: BTreeMap<String, Vec<String>>,
+    /// Per-uid admission limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
 }
 
 /// A provider and model a request can be routed to (`"provider"` or `"provider/model"`).
@@ -377,6 +437,26 @@ impl Config {
             if value > MAX_COUNT_OR_SECONDS {
                 return Err(invalid(
                     format!("daemon.{key}"),
+                    format!("must be <= {MAX_COUNT_OR_SECONDS}, got {value}"),
+                ));
+            }
+        }
+        // Admission (issue 11): counts and seconds, each at least 1.
+        let l = &self.limits;
+        for (key, value) in [
+            ("daemon.hello_timeout_seconds", d.hello_timeout_seconds),
+            (
+                "limits.max_connections_per_uid",
+                l.max_connections_per_uid as u64,
+            ),
+            ("limits.max_streams_per_uid", l.max_streams_per_uid as u64),
+        ] {
+            if value == 0 {
+                return Err(invalid(key.into(), "must be > 0, got 0".into()));
+            }
+            if value > MAX_COUNT_OR_SECONDS {
+                return Err(invalid(
+                    key.into(),
                     format!("must be <= {MAX_COUNT_OR_SECONDS}, got {value}"),
                 ));
             }
@@ -668,6 +748,54 @@ mod tests {
             err("[daemon]\nslow_client_timeout_seconds = 0\n"),
             "config t.toml: daemon.slow_client_timeout_seconds must be > 0, got 0"
         );
+    }
+
+    #[test]
+    fn admission_limits_and_the_hello_deadline_are_read_and_checked() {
+        let c = Config::parse(
+            "[daemon]\nhello_timeout_seconds = 2\n[limits]\nmax_connections_per_uid = 3\nmax_streams_per_uid = 4\nadmin_reserved_connections = 0\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.daemon.hello_timeout_seconds, 2);
+        assert_eq!(
+            c.limits,
+            LimitsConfig {
+                max_connections_per_uid: 3,
+                max_streams_per_uid: 4,
+                admin_reserved_connections: 0
+            }
+        );
+        let default = Config::embedded();
+        assert_eq!(default.daemon.hello_timeout_seconds, 5);
+        assert_eq!(
+            (
+                default.limits.max_connections_per_uid,
+                default.limits.max_streams_per_uid,
+                default.limits.admin_reserved_connections
+            ),
+            (64, 256, 4)
+        );
+        assert_eq!(
+            err("[daemon]\nhello_timeout_seconds = 0\n"),
+            "config t.toml: daemon.hello_timeout_seconds must be > 0, got 0"
+        );
+        assert_eq!(
+            err("[limits]\nmax_streams_per_uid = 0\n"),
+            "config t.toml: limits.max_streams_per_uid must be > 0, got 0"
+        );
+        assert_eq!(
+            err("[limits]\nmax_connections_per_uid = 4294967296\n"),
+            "config t.toml: limits.max_connections_per_uid must be <= 4294967295, got 4294967296"
+        );
+        let small = Config::parse("[daemon]\nmax_connections = 2\n", Path::new("t.toml")).unwrap();
+        assert_eq!(
+            small.limits.reserved_for_admins(2),
+            1,
+            "one is left for others"
+        );
+        assert_eq!(default.limits.reserved_for_admins(1024), 4);
+        assert!(err("[limits]\nmax_conections_per_uid = 1\n").contains("unknown field"));
     }
 
     #[test]

@@ -239,7 +239,7 @@ impl LlmProviderFactory {
                 tracing::info!(provider = id, model = instance.model(), kind = %instance.kind(), "initializing provider");
                 if let Err(e) = instance.initialize().await {
                     instance.state().set_status(ProviderStatus::Error);
-                    tracing::warn!(provider = id, error = %e, "provider failed to initialize");
+                    tracing::warn!(provider = id, error = %crate::untrusted::untrusted(&e), "provider failed to initialize");
                     return Err(e);
                 }
                 Ok(instance)

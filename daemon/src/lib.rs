@@ -14,6 +14,7 @@
 //! - [`commands`]: what the `provd` command does, for `main.rs` to call.
 //! - [`systemd`], [`daemonize`], [`reload`]: running as a service: readiness and socket
 //!   activation under systemd, `--daemon` without it, SIGHUP and the `reload` request.
+//! - [`untrusted`]: strings a client or an upstream chose, made safe to log.
 
 pub mod access;
 pub mod commands;
@@ -34,3 +35,4 @@ pub mod server;
 pub mod shutdown;
 mod sys;
 pub mod systemd;
+pub mod untrusted;

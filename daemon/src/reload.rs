@@ -11,6 +11,10 @@
 //!   from the new table. A generation already running keeps the instance it started
 //!   with; an old instance is shut down once no generation uses it any more (checked
 //!   every [`RETIRE_CHECK_INTERVAL`], and at the latest when the daemon stops).
+//! - The access policy (`[access]`, tokens) applies at once, to open connections too:
+//!   each request is checked against the policy in force (`server::connection`).
+//! - `[limits]` and `hello_timeout_seconds` apply to connections and generations that
+//!   begin after the reload; those already admitted keep their place.
 //! - `default_provider`, `aliases` and `drain_timeout_seconds` apply at once. The other
 //!   `[daemon]` settings shape the socket and every connection, so a change to them is
 //!   logged as "needs restart" (and listed in the reply) and takes effect only when provd
@@ -318,6 +322,11 @@ mod tests {
             "[daemon]\nmax_connections = 10\ndrain_timeout_seconds = 3\ndefault_provider = \"n\"\n[providers.n]\ntype = \"mock\"\n",
         );
         assert!(reloader.needs_restart(&same).is_empty());
+        // The admission settings are read for every new connection.
+        let admission = config(
+            "[daemon]\nmax_connections = 10\nhello_timeout_seconds = 1\n[limits]\nmax_connections_per_uid = 1\nmax_streams_per_uid = 1\nadmin_reserved_connections = 0\n",
+        );
+        assert!(reloader.needs_restart(&admission).is_empty());
         let moved = config(
             "[daemon]\nmax_connections = 11\nsocket = \"/elsewhere/provd.sock\"\nmax_frame_bytes = 2048\n",
         );

@@ -24,6 +24,7 @@ use tokio::time::Instant;
 use crate::config::{Config, Target};
 use crate::factory::LlmProviderFactory;
 use crate::provider::{BaseLlmProvider, EventStream, Outcome, ProviderError, StreamEvent};
+use crate::untrusted::untrusted;
 
 /// First backoff step; doubles per attempt.
 const BACKOFF_BASE: Duration = Duration::from_millis(250);
@@ -150,7 +151,7 @@ pub async fn open(
                 }
                 Ok(Ok((first, rest))) => {
                     if index > 0 || attempt > 0 {
-                        tracing::info!(provider = %provider_id, model = instance.model(), attempt, "served after retry or fallback");
+                        tracing::info!(provider = %untrusted(&provider_id), model = %untrusted(instance.model()), attempt, "served after retry or fallback");
                     }
                     return Ok(Opened {
                         provider_id,
@@ -165,13 +166,13 @@ pub async fn open(
             state.record_end(Outcome::Failed, Usage::default());
             if !error.retryable {
                 if error.try_elsewhere {
-                    tracing::warn!(provider = %provider_id, error = %error, "final failure of this provider before the first chunk; trying the next");
+                    tracing::warn!(provider = %untrusted(&provider_id), error = %untrusted(&error), "final failure of this provider before the first chunk; trying the next");
                     last_error = Some(error);
                     break;
                 }
                 return Err(error);
             }
-            tracing::warn!(provider = %provider_id, attempt, error = %error, "retryable failure before the first chunk");
+            tracing::warn!(provider = %untrusted(&provider_id), attempt, error = %untrusted(&error), "retryable failure before the first chunk");
             let wait = backoff(attempt, error.retry_after);
             last_error = Some(error);
             if attempt == attempts || waits_past(deadline, wait) {

@@ -41,3 +41,75 @@ pub fn test_peer_bin() -> std::path::PathBuf {
     let provd = crate::provd_bin();
     provd.with_file_name("provd-test-peer")
 }
+
+/// Lets every local user reach `daemon`'s socket (its directories 0711, the socket
+/// 0666), so that the access policy alone decides who is served, as on a host where the
+/// socket's group or mode lets other users in.
+pub fn let_every_user_connect(daemon: &crate::Daemon) {
+    use std::os::unix::fs::PermissionsExt;
+    let chmod = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+    };
+    chmod(daemon.dir.path(), 0o711);
+    if let Some(dir) = daemon.socket.parent().filter(|d| *d != daemon.dir.path()) {
+        chmod(dir, 0o711);
+    }
+    chmod(&daemon.socket, 0o666);
+}
+
+/// A `provd-test-peer` role running as another uid, spoken to through its stdin and
+/// stdout, one line at a time. Its stdin closes (and so the role ends) when it is
+/// dropped.
+pub struct Peer {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+}
+
+impl Peer {
+    /// Starts `provd-test-peer <args>` as `uid` against `socket`, with `env` added.
+    pub fn start(uid: u32, socket: &Path, args: &[&str], env: &[(&str, &str)]) -> Peer {
+        use std::io::BufRead;
+        use std::process::Stdio;
+        let mut child = command_as(uid, test_peer_bin())
+            .args(args)
+            .env("PROVD_SOCKET", socket)
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start provd-test-peer through setpriv");
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().expect("stdout piped");
+        Peer {
+            child,
+            stdin,
+            lines: std::io::BufReader::new(stdout).lines(),
+        }
+    }
+
+    /// The role's next line of output (blocks until it prints one).
+    pub fn line(&mut self) -> String {
+        match self.lines.next() {
+            Some(Ok(line)) => line,
+            other => panic!("provd-test-peer ended without a line: {other:?}"),
+        }
+    }
+
+    /// Sends one command line and returns the answer line.
+    pub fn ask(&mut self, command: &str) -> String {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{command}").expect("write to provd-test-peer");
+        stdin.flush().expect("flush");
+        self.line()
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+}

@@ -16,6 +16,7 @@ use serde::Serialize;
 use super::Daemon;
 use crate::access::Grant;
 use crate::secret::Secret;
+use crate::untrusted::untrusted;
 
 /// The admin methods, for dispatch and for the "unknown method" message.
 pub const METHODS: [&str; 10] = [
@@ -74,7 +75,7 @@ pub async fn handle(
     shutdown: &crate::shutdown::Shutdown,
 ) -> Result<Vec<u8>, WireError> {
     daemon.auth().check_admin(grant, method)?;
-    tracing::info!(peer = %grant.peer, request = method, "admin request");
+    tracing::info!(peer = %grant.peer, request = %untrusted(method), "admin request");
     #[cfg(unix)]
     let vault = &daemon.vault;
     match method {

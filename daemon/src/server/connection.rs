@@ -17,6 +17,15 @@
 //! errors that don't (an oversized or truncated frame) close it. End of input from the
 //! client (it closed, or shut down its write side) is the client leaving: its
 //! generations are cancelled and nothing more is written.
+//!
+//! A connection that has not completed its hello within `hello_timeout_seconds` is told
+//! so and closed, so a socket opened and left silent cannot keep its slot.
+//!
+//! Authorization is not frozen at connect: every request but `cancel` is checked against
+//! the policy in force and the state of the connection's token
+//! ([`Connection::current_grant`]). A revoked or expired token gets `unauthenticated`, a
+//! uid no longer allowed `permission_denied`; the connection stays open, its running
+//! generations finish, and it may still cancel them.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -43,10 +52,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::admission::{Applicant, ConnectionSlot};
 use super::generation::{self, StreamCtx};
 use super::peer::PeerIdentity;
 use super::Daemon;
+use crate::access::{AuthProvider, Grant};
 use crate::shutdown::Shutdown;
+use crate::untrusted::untrusted;
 
 /// How long a closing connection may take to flush its last frames (an error frame that
 /// explains the close) before it is dropped anyway.
@@ -60,15 +72,35 @@ const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 /// with the token that cancels each.
 pub(super) type Streams = Arc<Mutex<HashMap<u32, CancellationToken>>>;
 
+/// A connection the accept loop admitted: who is on the other end, what the policy said
+/// of it then, and its place under the limits.
+pub(super) struct Admitted {
+    pub peer: PeerIdentity,
+    /// The policy's verdict on the peer (a refusal is reported in reply to its hello, so
+    /// the client learns why).
+    pub grant: Result<Grant, WireError>,
+    /// The policy that gave it.
+    pub policy: Arc<AuthProvider>,
+    /// Given back when the connection ends.
+    pub slot: ConnectionSlot,
+    /// How long the client has to complete its hello.
+    pub hello_timeout: Duration,
+}
+
 /// Serves one client until it leaves, breaks the protocol, or the daemon stops.
-pub(super) async fn serve(stream: Stream, daemon: Arc<Daemon>, shutdown: Shutdown) {
-    let peer = match PeerIdentity::of(&stream) {
-        Ok(peer) => peer,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read peer credentials; closing the connection");
-            return;
-        }
-    };
+pub(super) async fn serve(
+    stream: Stream,
+    admitted: Admitted,
+    daemon: Arc<Daemon>,
+    shutdown: Shutdown,
+) {
+    let Admitted {
+        peer,
+        grant,
+        policy,
+        slot,
+        hello_timeout,
+    } = admitted;
     tracing::debug!(%peer, "connection opened");
     daemon.stats.connections.fetch_add(1, Ordering::Relaxed);
 
@@ -96,7 +128,11 @@ pub(super) async fn serve(stream: Stream, daemon: Arc<Daemon>, shutdown: Shutdow
         closing: closing.clone(),
         tasks: TaskTracker::new(),
         greeted: false,
-        grant: daemon.auth().authorize(peer),
+        hello_deadline: tokio::time::Instant::now() + hello_timeout,
+        hello_timeout,
+        grant,
+        policy,
+        token: None,
         peer,
         scrub_frame: false,
     };
@@ -115,6 +151,7 @@ pub(super) async fn serve(stream: Stream, daemon: Arc<Daemon>, shutdown: Shutdow
         let _ = writer.await;
     }
     daemon.stats.connections.fetch_sub(1, Ordering::Relaxed);
+    drop(slot);
     tracing::debug!(%peer, "connection closed");
 }
 
@@ -160,7 +197,7 @@ async fn write_loop(
                     "the client stopped reading: its socket accepted nothing for slow_client_timeout_seconds; dropping the connection and cancelling its generations"
                 );
             } else {
-                tracing::debug!(error = %e, "client socket failed; closing the connection");
+                tracing::debug!(error = %untrusted(&e), "client socket failed; closing the connection");
             }
             peer_gone.cancel();
             return;
@@ -252,9 +289,16 @@ struct Connection {
     closing: CancellationToken,
     tasks: TaskTracker,
     greeted: bool,
-    /// What the peer may do, decided when it connected (a refusal is reported in reply to
-    /// its hello, so the client learns why).
-    grant: Result<crate::access::Grant, WireError>,
+    /// When a connection that has not said hello is closed.
+    hello_deadline: tokio::time::Instant,
+    hello_timeout: Duration,
+    /// What the peer may do, as decided by `policy` (a refusal is reported in reply to
+    /// its hello, so the client learns why). Decided again when the policy in force is
+    /// another one (a reload).
+    grant: Result<Grant, WireError>,
+    policy: Arc<AuthProvider>,
+    /// The id of the token the hello presented, checked on every request.
+    token: Option<String>,
     peer: PeerIdentity,
     /// The frame just handled carried a secret: wipe the read buffer.
     scrub_frame: bool,
@@ -280,6 +324,15 @@ impl Connection {
                     self.notify_error(ErrorCode::Unavailable, "provd is shutting down; reconnect when it is back").await;
                     return;
                 }
+                _ = tokio::time::sleep_until(self.hello_deadline), if !self.greeted => {
+                    tracing::info!(peer = %self.peer, hello_timeout_s = self.hello_timeout.as_secs(), "closing a connection that did not say hello in time");
+                    self.notify_error(ErrorCode::Timeout, format!(
+                        "no hello within {}s of connecting (daemon.hello_timeout_seconds); closing the connection",
+                        self.hello_timeout.as_secs()
+                    ))
+                    .await;
+                    return;
+                }
                 read = frame::read_frame(&mut reader, &mut buf, max) => read,
             };
             match read {
@@ -298,7 +351,7 @@ impl Connection {
                     return;
                 }
                 Err(e @ FrameError::TooLarge { .. }) => {
-                    tracing::warn!(peer = %self.peer, error = %e, "closing connection");
+                    tracing::warn!(peer = %self.peer, error = %untrusted(&e), "closing connection");
                     self.notify_error(ErrorCode::ProtocolError, format!(
                         "{e} (max_frame_bytes); closing the connection because the rest of the frame cannot be skipped safely"
                     ))
@@ -311,7 +364,7 @@ impl Connection {
                 }
                 Err(e) => {
                     // Truncated or I/O: the peer is gone mid-frame; nobody to tell.
-                    tracing::debug!(peer = %self.peer, error = %e, "connection broken");
+                    tracing::debug!(peer = %self.peer, error = %untrusted(&e), "connection broken");
                     self.ctx.peer_gone.cancel();
                     return;
                 }
@@ -324,7 +377,7 @@ impl Connection {
         {
             Ok(e) => e,
             Err(e) => {
-                tracing::debug!(peer = %self.peer, error = %e, "unreadable frame");
+                tracing::debug!(peer = %self.peer, error = %untrusted(&e), "unreadable frame");
                 self.notify_error(ErrorCode::ProtocolError, e.to_string())
                     .await;
                 return ControlFlow::Continue(());
@@ -338,6 +391,9 @@ impl Connection {
             .await;
             return ControlFlow::Continue(());
         };
+        // A frame that carries a secret is wiped once handled, whether the request is
+        // served or refused (not greeted, a duplicate id, authorization gone).
+        self.scrub_frame = super::admin::carries_secret(method);
         if !self.greeted {
             return self.hello(id, method, params).await;
         }
@@ -361,48 +417,80 @@ impl Connection {
             return ControlFlow::Continue(());
         }
         match method {
+            // Cancelling only stops what this connection started: allowed whatever became
+            // of its authorization.
+            method::CANCEL => self.cancel(id, params).await,
+            method::HELLO => {
+                self.reply_error(
+                    id,
+                    WireError::new(
+                        ErrorCode::InvalidRequest,
+                        "hello was already exchanged on this connection",
+                    ),
+                )
+                .await
+            }
+            _ => match self.current_grant() {
+                Ok(grant) => self.dispatch(id, method, params, grant).await,
+                Err(e) => {
+                    tracing::info!(
+                        peer = %self.peer,
+                        request = %untrusted(truncate(method, 64)),
+                        error = %untrusted(&e.message),
+                        "request refused: the connection's authorization changed"
+                    );
+                    self.reply_error(id, e).await
+                }
+            },
+        }
+    }
+
+    /// What the connection may do now: its grant, decided again when the policy in
+    /// force is not the one that gave it (a reload), and its token's current state
+    /// (revoked, expired) checked by id. A map lookup per request; the groups are looked
+    /// up again only after a reload.
+    fn current_grant(&mut self) -> Result<Grant, WireError> {
+        let auth = self.ctx.daemon.auth();
+        if Arc::ptr_eq(&auth, &self.policy) {
+            if let (Ok(_), Some(id)) = (&self.grant, &self.token) {
+                auth.tokens().current(id)?;
+            }
+        } else {
+            self.grant = auth.grant_for(self.peer, self.token.as_deref());
+            self.policy = auth;
+        }
+        self.grant.clone()
+    }
+
+    async fn dispatch(
+        &mut self,
+        id: u32,
+        method: &str,
+        params: &[u8],
+        grant: Grant,
+    ) -> ControlFlow<()> {
+        match method {
             method::PING => {
                 self.unary(id, method, params, |_: Empty| Ok(Empty {}))
                     .await
             }
             method::STATUS => {
-                let status = self.status();
+                let status = self.status(&grant);
                 self.unary(id, method, params, move |_: Empty| Ok(status))
                     .await
             }
             method::LIST_PROVIDERS => {
-                let providers = self.ctx.daemon.factory.providers();
+                let mut providers = self.ctx.daemon.factory.providers();
+                visible_providers(&self.policy, &grant, &mut providers);
                 self.unary(id, method, params, |_: Empty| {
                     Ok(ProviderList { providers })
                 })
                 .await
             }
-            method::LIST_MODELS => self.list_models(id, params).await,
-            method::CANCEL => {
-                let streams = self.ctx.streams.clone();
-                self.unary(id, method, params, |p: CancelParams| {
-                    let token = streams.lock().expect("streams lock poisoned").get(&p.id).cloned();
-                    match token {
-                        Some(token) => {
-                            token.cancel();
-                            Ok(Empty {})
-                        }
-                        None => Err(WireError::new(
-                            ErrorCode::NotFound,
-                            format!("no running generation with id {} on this connection (it may have finished already)", p.id),
-                        )),
-                    }
-                })
-                .await
-            }
-            method::GENERATE => self.generate(id, params).await,
-            method::RELOAD => self.reload(id, params).await,
+            method::LIST_MODELS => self.list_models(id, params, grant).await,
+            method::GENERATE => self.generate(id, params, grant).await,
+            method::RELOAD => self.reload(id, params, grant).await,
             admin if super::admin::METHODS.contains(&admin) => {
-                self.scrub_frame = super::admin::carries_secret(admin);
-                let grant = self
-                    .grant
-                    .clone()
-                    .expect("a greeted connection has a grant");
                 let reply = super::admin::handle(
                     &self.ctx.daemon,
                     &grant,
@@ -416,16 +504,6 @@ impl Connection {
                     Ok(frame) => self.send(frame).await,
                     Err(e) => self.reply_error(id, e).await,
                 }
-            }
-            method::HELLO => {
-                self.reply_error(
-                    id,
-                    WireError::new(
-                        ErrorCode::InvalidRequest,
-                        "hello was already exchanged on this connection",
-                    ),
-                )
-                .await
             }
             other => {
                 let known = [
@@ -452,6 +530,24 @@ impl Connection {
                 .await
             }
         }
+    }
+
+    async fn cancel(&mut self, id: u32, params: &[u8]) -> ControlFlow<()> {
+        let streams = self.ctx.streams.clone();
+        self.unary(id, method::CANCEL, params, |p: CancelParams| {
+            let token = streams.lock().expect("streams lock poisoned").get(&p.id).cloned();
+            match token {
+                Some(token) => {
+                    token.cancel();
+                    Ok(Empty {})
+                }
+                None => Err(WireError::new(
+                    ErrorCode::NotFound,
+                    format!("no running generation with id {} on this connection (it may have finished already)", p.id),
+                )),
+            }
+        })
+        .await
     }
 
     async fn hello(&mut self, id: u32, method: &str, params: &[u8]) -> ControlFlow<()> {
@@ -487,18 +583,24 @@ impl Connection {
             .await;
             return ControlFlow::Break(());
         }
-        // Access: the peer's identity was judged when it connected; a token narrows it.
+        // Access: the peer's identity was judged when it connected (again now if the policy
+        // was reloaded since); a token narrows it.
         let auth = self.ctx.daemon.auth();
+        if !Arc::ptr_eq(&auth, &self.policy) {
+            self.grant = auth.authorize(self.peer);
+            self.policy = auth.clone();
+        }
         let verdict = match &mut self.grant {
             Ok(grant) => auth.apply_token(grant, hello.token.as_deref()),
             Err(e) => Err(e.clone()),
         };
         if let Err(e) = verdict {
-            tracing::warn!(peer = %self.peer, error = %e, "connection refused");
+            tracing::warn!(peer = %self.peer, error = %untrusted(&e), "connection refused");
             let _ = self.reply_error(id, e).await;
             return ControlFlow::Break(());
         }
-        tracing::info!(peer = %self.peer, client = %truncate(&hello.client, 64), "client connected");
+        self.token = self.grant.as_ref().ok().and_then(|g| g.token.clone());
+        tracing::info!(peer = %self.peer, client = %untrusted(truncate(&hello.client, 64)), token = ?self.token, "client connected");
         self.greeted = true;
         let limits = &self.ctx.daemon.limits;
         let result = HelloResult {
@@ -513,9 +615,9 @@ impl Connection {
         self.reply(id, &result).await
     }
 
-    fn status(&self) -> StatusResult {
+    fn status(&self, grant: &Grant) -> StatusResult {
         let daemon = &self.ctx.daemon;
-        StatusResult {
+        let mut status = StatusResult {
             daemon_version: env!("CARGO_PKG_VERSION").to_owned(),
             protocol_version: PROTOCOL_VERSION,
             pid: std::process::id(),
@@ -529,7 +631,10 @@ impl Connection {
             active_streams: daemon.stats.active_streams.load(Ordering::Relaxed),
             providers: daemon.factory.providers(),
             instances: daemon.factory.instances(),
-        }
+            uids: daemon.admission.usage(),
+        };
+        visible_status(&self.policy, grant, &mut status);
+        status
     }
 
     /// `reload`: re-read the configuration and credentials. An admin request: until the
@@ -537,17 +642,13 @@ impl Connection {
     /// own user or as root may send it (they could send SIGHUP anyway); others get
     /// `permission_denied`. Answered in order: the connection reads its next frame when
     /// the reload is over.
-    async fn reload(&mut self, id: u32, params: &[u8]) -> ControlFlow<()> {
+    async fn reload(&mut self, id: u32, params: &[u8], grant: Grant) -> ControlFlow<()> {
         if let Err(e) = message::decode::<Empty>(params) {
             return self
                 .reply_error(id, invalid_params(method::RELOAD, e))
                 .await;
         }
-        let grant = self
-            .grant
-            .clone()
-            .expect("a greeted connection has a grant");
-        if let Err(e) = self.ctx.daemon.auth().check_admin(&grant, method::RELOAD) {
+        if let Err(e) = self.policy.check_admin(&grant, method::RELOAD) {
             tracing::warn!(peer = %self.peer, "reload refused: not an admin");
             return self.reply_error(id, e).await;
         }
@@ -570,7 +671,7 @@ impl Connection {
         }
     }
 
-    async fn list_models(&mut self, id: u32, params: &[u8]) -> ControlFlow<()> {
+    async fn list_models(&mut self, id: u32, params: &[u8], grant: Grant) -> ControlFlow<()> {
         let params: ListModelsParams = match message::decode(params) {
             Ok(p) => p,
             Err(e) => {
@@ -579,12 +680,8 @@ impl Connection {
                     .await
             }
         };
-        let grant = self
-            .grant
-            .clone()
-            .expect("a greeted connection has a grant");
         if let Some(provider) = &params.provider {
-            if let Err(e) = self.ctx.daemon.auth().check_provider(&grant, provider) {
+            if let Err(e) = self.policy.check_provider(&grant, provider) {
                 return self.reply_error(id, e).await;
             }
         }
@@ -619,7 +716,7 @@ impl Connection {
         ControlFlow::Continue(())
     }
 
-    async fn generate(&mut self, id: u32, params: &[u8]) -> ControlFlow<()> {
+    async fn generate(&mut self, id: u32, params: &[u8], grant: Grant) -> ControlFlow<()> {
         let request: GenerateRequest = match message::decode(params) {
             Ok(r) => r,
             Err(e) => {
@@ -653,12 +750,9 @@ impl Connection {
         // Access: the providers this request may be routed to, of those the client may
         // use. The first (the named or default provider, or an alias's first target)
         // must be allowed; fallbacks the client may not use are skipped.
-        let auth = self.ctx.daemon.auth();
-        let grant = self
-            .grant
-            .clone()
-            .expect("a greeted connection has a grant");
-        let mut targets = crate::resilience::targets(&self.ctx.daemon.factory.config(), &request);
+        let auth = &self.policy;
+        let config = self.ctx.daemon.factory.config();
+        let mut targets = crate::resilience::targets(&config, &request);
         if let Some(first) = targets.first().filter(|t| !t.provider.is_empty()) {
             if let Err(e) = auth.check_provider(&grant, &first.provider) {
                 return self.reply_error(id, e).await;
@@ -667,6 +761,10 @@ impl Connection {
         targets
             .retain(|t| t.provider.is_empty() || auth.check_provider(&grant, &t.provider).is_ok());
         let limit = self.ctx.daemon.limits.max_streams_per_connection;
+        let applicant = Applicant {
+            uid: self.peer.uid,
+            admin: grant.admin_uid,
+        };
         let token = {
             let mut streams = self.ctx.streams.lock().expect("streams lock poisoned");
             if streams.len() >= limit {
@@ -675,13 +773,20 @@ impl Connection {
                     format!("this connection already runs {limit} generations (max_streams_per_connection); wait for one to finish or open another connection"),
                 ))
             } else {
-                let token = self.closing.child_token();
-                streams.insert(id, token.clone());
-                Ok(token)
+                self.ctx
+                    .daemon
+                    .admission
+                    .admit_stream(applicant, &config.limits)
+                    .map(|slot| {
+                        let token = self.closing.child_token();
+                        streams.insert(id, token.clone());
+                        (token, slot)
+                    })
             }
         };
+        drop(config);
         match token {
-            Ok(token) => {
+            Ok((token, slot)) => {
                 self.ctx
                     .daemon
                     .stats
@@ -692,6 +797,7 @@ impl Connection {
                     request,
                     targets,
                     token,
+                    slot,
                     self.ctx.clone(),
                 ));
                 ControlFlow::Continue(())
@@ -743,6 +849,29 @@ impl Connection {
             r = self.ctx.out.send(frame) => if r.is_ok() { ControlFlow::Continue(()) } else { ControlFlow::Break(()) },
         }
     }
+}
+
+/// What a connection may see of the daemon in `status` (issue 11, part 7): an admin sees
+/// everything; any other connection sees only the providers it may use (its uid's
+/// provider ACLs and its token's scope), no per-model detail (which would show other
+/// users' model names) and only its own uid's connections. The one place that decides
+/// it: a field added to `status` is filtered here.
+fn visible_status(auth: &AuthProvider, grant: &Grant, status: &mut StatusResult) {
+    visible_providers(auth, grant, &mut status.providers);
+    if !grant.admin {
+        status.instances.clear();
+        status.uids.retain(|u| u.uid == grant.peer.uid);
+    }
+}
+
+/// The providers of `list_providers` (and `status`) a connection may see: those it may
+/// use.
+fn visible_providers(
+    auth: &AuthProvider,
+    grant: &Grant,
+    providers: &mut Vec<provd_client::message::ProviderInfo>,
+) {
+    providers.retain(|p| auth.check_provider(grant, &p.id).is_ok());
 }
 
 fn invalid_params(method: &str, e: FrameError) -> WireError {

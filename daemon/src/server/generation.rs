@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::admission::StreamSlot;
 use super::connection::Streams;
 use super::Daemon;
 use crate::provider::{Outcome, ProviderError, StreamEvent};
@@ -34,10 +35,12 @@ pub(super) struct StreamCtx {
 }
 
 /// Unregisters the generation however its task ends (even by panic), so its id is free
-/// again and the gauges stay true.
+/// again, its uid's place under `limits.max_streams_per_uid` is given back before the
+/// client can see the end, and the gauges stay true.
 struct Registration<'a> {
     id: u32,
     ctx: &'a StreamCtx,
+    _admitted: StreamSlot,
 }
 
 impl Drop for Registration<'_> {
@@ -68,9 +71,14 @@ pub(super) async fn run(
     request: GenerateRequest,
     targets: Vec<crate::config::Target>,
     cancel: CancellationToken,
+    admitted: StreamSlot,
     ctx: StreamCtx,
 ) {
-    let registration = Registration { id, ctx: &ctx };
+    let registration = Registration {
+        id,
+        ctx: &ctx,
+        _admitted: admitted,
+    };
     let result = Generation {
         id,
         ctx: &ctx,

@@ -2,9 +2,12 @@
 //!
 //! Layering follows mini-redis: [`listener`] binds the socket, [`connection`] owns one
 //! client (frames in, frames out, dispatch), [`generation`] runs one streamed generation,
-//! and this module accepts connections under a semaphore and drains them on shutdown.
+//! and this module accepts connections, admits them ([`admission`]: per-uid limits and
+//! the admins' reserve, decided from the peer's uid before anything is read) and drains
+//! them on shutdown.
 
 pub mod admin;
+pub mod admission;
 pub mod connection;
 pub mod generation;
 pub mod listener;
@@ -14,15 +17,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use provd_client::{message, ErrorCode, WireError};
+use provd_client::{message, WireError};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, DaemonConfig};
 use crate::factory::LlmProviderFactory;
 use crate::shutdown::Shutdown;
+use admission::{Admission, Applicant};
 use listener::SocketListener;
+use peer::PeerIdentity;
 
 /// After the drain deadline, how long ended generations get to write their error frames
 /// before the daemon exits regardless (a client that stopped reading cannot hold it up).
@@ -35,7 +39,7 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 /// The bounds that keep one client from taking the daemon's memory or attention.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// Connections served at once.
+    /// Connections served at once (the admins' reserve included).
     pub max_connections: usize,
     /// Generations per connection.
     pub max_streams_per_connection: usize,
@@ -120,6 +124,8 @@ pub struct Daemon {
     pub reloader: crate::reload::Reloader,
     /// Who may ask what; replaced whole on reload.
     pub auth: std::sync::RwLock<Arc<crate::access::AuthProvider>>,
+    /// Connections and generations held per uid.
+    pub admission: Arc<Admission>,
     /// The sealed credentials.
     #[cfg(unix)]
     pub vault: Arc<crate::credentials::Vault>,
@@ -162,6 +168,7 @@ impl Daemon {
             stats: Stats::default(),
             started: Instant::now(),
             auth: std::sync::RwLock::new(Arc::new(auth)),
+            admission: Arc::default(),
             #[cfg(unix)]
             vault,
         }
@@ -199,7 +206,6 @@ impl Server {
             shutdown,
         } = self;
         let connections = TaskTracker::new();
-        let permits = Arc::new(Semaphore::new(daemon.limits.max_connections));
         let releaser = tokio::spawn(release_memory_when_quiet(daemon.clone()));
         tracing::info!(socket = %listener.path().display(), "listening");
         loop {
@@ -215,20 +221,7 @@ impl Server {
                     continue;
                 }
             };
-            match permits.clone().try_acquire_owned() {
-                Ok(permit) => {
-                    let daemon = daemon.clone();
-                    let shutdown = shutdown.clone();
-                    connections.spawn(async move {
-                        connection::serve(stream, daemon, shutdown).await;
-                        drop(permit);
-                    });
-                }
-                Err(_) => {
-                    let max = daemon.limits.max_connections;
-                    connections.spawn(refuse(stream, max));
-                }
-            }
+            connections.spawn(admit(stream, daemon.clone(), shutdown.clone()));
         }
         // Removing the socket now makes new clients fail fast instead of queueing on a
         // listener nobody accepts from. A socket systemd passed stays: it is systemd's,
@@ -258,15 +251,57 @@ impl Server {
     }
 }
 
-/// Tells a client over the connection limit why, instead of leaving it to hang.
-async fn refuse(stream: interprocess::local_socket::tokio::Stream, max: usize) {
-    tracing::warn!(max_connections = max, "connection refused: limit reached");
-    let error = WireError::new(
-        ErrorCode::Overloaded,
-        format!(
-            "provd is serving its maximum of {max} connections (max_connections); try again later"
-        ),
-    );
+/// Admits a new connection and serves it, or refuses it. The decision is made from the
+/// peer's uid as the kernel reports it, before anything is read, under the limits in
+/// force now (a reload applies to the connections that come after it). It runs in the
+/// connection's own task: finding an admin's groups may ask the name service, which must
+/// not hold up the accept loop.
+async fn admit(
+    stream: interprocess::local_socket::tokio::Stream,
+    daemon: Arc<Daemon>,
+    shutdown: Shutdown,
+) {
+    let peer = match PeerIdentity::of(&stream) {
+        Ok(peer) => peer,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read peer credentials; closing the connection");
+            return;
+        }
+    };
+    let policy = daemon.auth();
+    let grant = policy.authorize(peer);
+    let applicant = Applicant {
+        uid: peer.uid,
+        admin: grant.as_ref().is_ok_and(|g| g.admin_uid),
+    };
+    let config = daemon.factory.config();
+    let admitted =
+        daemon
+            .admission
+            .admit_connection(applicant, daemon.limits.max_connections, &config.limits);
+    match admitted {
+        Ok(slot) => {
+            let admitted = connection::Admitted {
+                peer,
+                grant,
+                policy,
+                slot,
+                hello_timeout: Duration::from_secs(config.daemon.hello_timeout_seconds),
+            };
+            drop(config);
+            connection::serve(stream, admitted, daemon, shutdown).await;
+        }
+        Err(error) => refuse(stream, peer, error).await,
+    }
+}
+
+/// Tells a client over a connection limit why, instead of leaving it to hang.
+async fn refuse(
+    stream: interprocess::local_socket::tokio::Stream,
+    peer: PeerIdentity,
+    error: WireError,
+) {
+    tracing::warn!(%peer, reason = %error.message, "connection refused: limit reached");
     let Ok(frame) = message::encode_notification(message::notification::ERROR, &error) else {
         return;
     };
