@@ -24,7 +24,7 @@ use provd_client::{Client, ErrorCode, GenerateDone, GenerateEvent, GenerateReque
 use provd_tests::apis::{openai, provider_config};
 use provd_tests::raw::{Frame, RawConn};
 use provd_tests::upstream::{Part, Reply, Seen, Upstream};
-use provd_tests::{eventually, mock_request, numbered, numbered_text, Daemon};
+use provd_tests::{eventually, numbered, numbered_text, Daemon};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -250,13 +250,14 @@ async fn an_endless_stream_is_ended_by_the_total_timeout() {
     }
 }
 
-/// A request that asks the mock for `chunks` chunks of 40 KB each: enough to fill any
-/// socket buffer and the connection's queue when nobody reads.
+/// A request of a few bytes for a generation of `chunks` small numbered chunks: enough to
+/// fill any socket buffer and the connection's queue when nobody reads. The request itself
+/// is small so that a client that never reads can still send it whole: a large one could
+/// still be half-written when the daemon gives up on that client (a broken pipe).
 fn flood(chunks: u32) -> GenerateRequest {
-    mock_request(
-        "x",
-        json!({"text": "y".repeat(40_000 * chunks as usize), "chunks": chunks}),
-    )
+    let mut request = numbered(chunks, 0);
+    request.max_tokens = Some(chunks);
+    request
 }
 
 /// A client that stops reading fills its socket and then its own queue, and its
@@ -274,9 +275,9 @@ async fn a_client_that_stops_reading_is_dropped_at_the_bound_and_its_generations
     let other = daemon.client().await;
     let mut stuck = RawConn::greeted(&daemon.socket);
     for id in 1..=4 {
-        stuck.request(id, "generate", &flood(100));
+        stuck.request(id, "generate", &flood(200_000));
     }
-    // All four run, blocked on the full queue (16 MB asked for, a few hundred KB taken).
+    // All four run, blocked on the full queue (12 MB each asked for, a few hundred KB taken).
     let running = eventually(100_000, || async {
         let s = other.status().await.unwrap();
         (s.active_streams == 4).then_some(())
@@ -318,7 +319,7 @@ async fn a_client_that_vanishes_with_a_full_queue_is_cleaned_up_at_once() {
     let observer = daemon.client().await;
     let mut stuck = RawConn::greeted(&daemon.socket);
     for id in 1..=4 {
-        stuck.request(id, "generate", &flood(100));
+        stuck.request(id, "generate", &flood(200_000));
     }
     eventually(100_000, || async {
         (observer.status().await.unwrap().active_streams == 4).then_some(())
