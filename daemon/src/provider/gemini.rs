@@ -574,7 +574,7 @@ impl ResponseDecoder {
             return Err(stream_error(&self.provider, &error));
         }
         if let Some(reason) = response.prompt_feedback.and_then(|f| f.block_reason) {
-            tracing::debug!(provider = %self.provider, block_reason = %crate::scrub::Scrubbed(&reason), "Gemini blocked the prompt");
+            tracing::debug!(provider = %self.provider, block_reason = %crate::untrusted::untrusted(crate::scrub::Scrubbed(&reason)), "Gemini blocked the prompt");
             self.finish = Some(FinishReason::ContentFilter);
         }
         for candidate in response.candidates.unwrap_or_default() {
