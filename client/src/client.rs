@@ -52,6 +52,18 @@ pub enum ClientError {
     /// The request was refused before it was sent (too large, not encodable).
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// The socket, or the process listening on it, is not one that only the client's own
+    /// user, root or the socket directory's owner can have put there: another local user
+    /// may be posing as the daemon to collect what the client would send. Nothing was sent.
+    #[cfg(unix)]
+    #[error("refusing to talk to provd at {}, nothing was sent: {reason}", path.display())]
+    UntrustedDaemon {
+        /// The socket path the client was given.
+        path: PathBuf,
+        /// The path found untrusted, its owner (or the listening process's uid) and the
+        /// rule it broke.
+        reason: crate::trust::Untrusted,
+    },
 }
 
 impl ClientError {
@@ -70,6 +82,9 @@ impl ClientError {
             ClientError::Server(e) => e.code,
             ClientError::Protocol(_) => ErrorCode::ProtocolError,
             ClientError::InvalidRequest(_) => ErrorCode::InvalidRequest,
+            // Not retryable: the socket has to be fixed, or the impostor removed, first.
+            #[cfg(unix)]
+            ClientError::UntrustedDaemon { .. } => ErrorCode::PermissionDenied,
         }
     }
 
@@ -172,6 +187,13 @@ impl Client {
 
     /// Connects presenting a bearer token (`provd token create`), which narrows what the
     /// connection may use to the token's providers.
+    ///
+    /// Before anything is written to the socket, the daemon is authenticated
+    /// ([`crate::trust`]): the socket's path must be one that only the client's user, root
+    /// or the socket directory's owner can have made, and the process listening on it must
+    /// run as that directory's owner or root. A socket that fails is
+    /// [`ClientError::UntrustedDaemon`]; `$PROVD_SOCKET` or an explicit path does not relax
+    /// this.
     pub async fn connect_with_token(
         path: &Path,
         client_name: &str,
@@ -182,8 +204,14 @@ impl Client {
             reason: e.to_string(),
             kind: e.kind(),
         };
-        let name = path.to_fs_name::<GenericFilePath>().map_err(connect_err)?;
-        let stream = Stream::connect(name).await.map_err(connect_err)?;
+        let stream = connect_trusted(path).await.map_err(|e| match e {
+            Refused::Io(e) => connect_err(e),
+            #[cfg(unix)]
+            Refused::Untrusted(reason) => ClientError::UntrustedDaemon {
+                path: path.to_owned(),
+                reason,
+            },
+        })?;
         let send = SharedStream::new(stream);
         let recv = send.clone();
         let routes = Arc::new(Mutex::new(Routes::default()));
@@ -297,6 +325,49 @@ impl Client {
         let id = self.shared.allocate_id();
         call_with_id(&self.shared, id, method, params).await
     }
+}
+
+/// Why [`connect_trusted`] gave no stream.
+enum Refused {
+    Io(std::io::Error),
+    #[cfg(unix)]
+    Untrusted(crate::trust::Untrusted),
+}
+
+/// Connects to the daemon at `path` once the socket and the process listening on it pass
+/// the trust rule; nothing has been written to the stream it returns.
+#[cfg(unix)]
+async fn connect_trusted(path: &Path) -> Result<Stream, Refused> {
+    use std::os::fd::AsFd;
+
+    use crate::trust::{self, TrustError};
+    // A path longer than a socket address holds is the caller's mistake whether or not it
+    // exists; say so before looking for it.
+    std::os::unix::net::SocketAddr::from_pathname(path).map_err(Refused::Io)?;
+    let trusted = trust::check_socket(path, trust::effective_uid()).map_err(|e| match e {
+        TrustError::Io { kind, message, .. } => Refused::Io(std::io::Error::new(kind, message)),
+        TrustError::Untrusted(u) => Refused::Untrusted(u),
+    })?;
+    // The resolved path, so the socket connected to is the one checked.
+    let name = trusted
+        .real_path
+        .as_path()
+        .to_fs_name::<GenericFilePath>()
+        .map_err(Refused::Io)?;
+    let stream = Stream::connect(name).await.map_err(Refused::Io)?;
+    let Stream::UdSocket(uds) = &stream;
+    let peer = trust::peer_uid(uds.as_fd()).map_err(Refused::Io)?;
+    // Dropping the stream on a refusal closes it with nothing sent.
+    trusted.check_peer(peer).map_err(Refused::Untrusted)?;
+    Ok(stream)
+}
+
+/// Windows named pipes have no directory owner or mode for the trust rule to check; the
+/// pipe server's identity is not checked either (Windows is not built or tested here).
+#[cfg(not(unix))]
+async fn connect_trusted(path: &Path) -> Result<Stream, Refused> {
+    let name = path.to_fs_name::<GenericFilePath>().map_err(Refused::Io)?;
+    Stream::connect(name).await.map_err(Refused::Io)
 }
 
 async fn cancel(shared: &Shared, id: u32) -> Result<(), ClientError> {
@@ -600,5 +671,78 @@ impl CancelHandle {
     /// The generation's id.
     pub fn id(&self) -> u32 {
         self.id
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[tokio::test]
+    async fn a_socket_others_could_have_planted_gets_no_connection_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        std::fs::create_dir(&run).unwrap();
+        let path = run.join("provd.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        // Anyone may write the directory: anyone could have put this socket there.
+        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = Client::connect_with_token(&path, "t", Some("pvd_secret"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::PermissionDenied);
+        match &err {
+            ClientError::UntrustedDaemon { path: p, reason } => {
+                assert_eq!(p, &path);
+                assert_eq!(reason.rule, crate::trust::Rule::SocketDirectoryWritable);
+            }
+            other => panic!("expected UntrustedDaemon, got {other:?}"),
+        }
+        let text = err.to_string();
+        assert!(
+            text.contains("refusing to talk to provd at")
+                && text.contains("nothing was sent")
+                && text.contains("mode 777")
+                && !text.contains('\n'),
+            "{text}"
+        );
+        // The check comes before connect: the listener never saw a connection.
+        assert_eq!(
+            listener.accept().unwrap_err().kind(),
+            std::io::ErrorKind::WouldBlock
+        );
+        // Once the directory is private again, the same socket is accepted as far as
+        // the connection (nothing speaks the protocol on it).
+        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).unwrap();
+        listener.set_nonblocking(false).unwrap();
+        let accepting = tokio::task::spawn_blocking(move || drop(listener.accept().unwrap()));
+        let err = Client::connect(&path).await.unwrap_err();
+        accepting.await.unwrap();
+        assert!(matches!(err, ClientError::Disconnected(_)), "{err:?}");
+    }
+
+    #[test]
+    fn an_untrusted_daemon_is_permission_denied_on_the_wire() {
+        let reason = crate::trust::Untrusted {
+            path: "/tmp/provd-1000".into(),
+            owner: 1002,
+            mode: 0o700,
+            rule: crate::trust::Rule::SocketDirectoryOwner { expected: 1000 },
+        };
+        let err = ClientError::UntrustedDaemon {
+            path: "/tmp/provd-1000/provd.sock".into(),
+            reason,
+        };
+        let wire = err.to_wire();
+        assert_eq!(wire.code, ErrorCode::PermissionDenied);
+        assert!(!wire.retryable);
+        assert!(
+            wire.message
+                .contains("/tmp/provd-1000 is owned by uid 1002"),
+            "{}",
+            wire.message
+        );
     }
 }

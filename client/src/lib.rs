@@ -9,7 +9,9 @@
 //! `PROTOCOL.md` beside this crate documents it byte by byte.
 //!
 //! [`Client`] is the async client (tokio); [`blocking::Client`] wraps it for callers
-//! without a runtime, such as the C ABI.
+//! without a runtime, such as the C ABI. Before it sends a byte, a client checks that the
+//! socket is one only a trusted user can have made and that the process listening runs
+//! as that user ([`trust`], the rule the daemon applies to its own files too).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), provd_client::ClientError> {
@@ -32,6 +34,8 @@ pub mod frame;
 pub mod message;
 pub mod socket;
 mod socket_path;
+#[cfg(unix)]
+pub mod trust;
 
 pub use client::{CancelHandle, Client, ClientError, GenerateEvent, Generation};
 pub use error::{ErrorCode, WireError};

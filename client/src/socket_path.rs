@@ -10,7 +10,9 @@ pub const SOCKET_ENV: &str = "PROVD_SOCKET";
 /// `/run/provd/provd.sock` for root, else `/tmp/provd-<uid>/provd.sock`.
 ///
 /// The last case exists for users without a login session (no `XDG_RUNTIME_DIR`, as in
-/// cron or `su`); the daemon creates that directory 0700 and refuses one it does not own.
+/// cron or `su`); the daemon creates that directory 0700 and refuses one it does not own,
+/// and a client refuses to talk to whatever listens in one another user made
+/// ([`crate::trust`]), whichever rule gave the path.
 pub fn default_socket_path() -> PathBuf {
     if let Some(p) = std::env::var_os(SOCKET_ENV).filter(|p| !p.is_empty()) {
         return PathBuf::from(p);

@@ -345,6 +345,17 @@ pub enum ConfigError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The file, or a directory above it, could be changed by a user other than the
+    /// daemon's and root: whoever can write it could make themselves admin or send the
+    /// keys to their own server.
+    #[cfg(unix)]
+    #[error("config {}: refused, only root and the daemon's user may be able to change it: {reason}", path.display())]
+    Untrusted {
+        /// The file.
+        path: PathBuf,
+        /// The path that broke the rule, its owner and mode, and the rule.
+        reason: provd_client::trust::Untrusted,
+    },
     /// The TOML is malformed or a value has the wrong type.
     #[error("config {}: {message}", path.display())]
     Parse {
@@ -380,12 +391,33 @@ default_model = "mock-1"
 pub const EMBEDDED_NAME: &str = "<embedded default>";
 
 impl Config {
-    /// Reads and validates a file.
+    /// Reads and validates a file. On Unix the file must pass the trust rule for the
+    /// daemon's uid ([`provd_client::trust`]): it and every directory above it (symbolic
+    /// links resolved) owned by root or that uid and not writable by group or others
+    /// (directories above: unless sticky). This is checked at start-up and at every reload.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let read_err = |source| ConfigError::Read {
             path: path.to_owned(),
             source,
-        })?;
+        };
+        #[cfg(unix)]
+        let text = {
+            use provd_client::trust::{self, TrustError};
+            let mut file = trust::open_trusted_file(path, crate::sys::effective_uid()).map_err(
+                |e| match e {
+                    TrustError::Untrusted(reason) => ConfigError::Untrusted {
+                        path: path.to_owned(),
+                        reason,
+                    },
+                    io => read_err(io.to_io_error()),
+                },
+            )?;
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut file, &mut text).map_err(read_err)?;
+            text
+        };
+        #[cfg(not(unix))]
+        let text = std::fs::read_to_string(path).map_err(read_err)?;
         Config::parse(&text, path)
     }
 
@@ -748,6 +780,45 @@ mod tests {
             err("[daemon]\nslow_client_timeout_seconds = 0\n"),
             "config t.toml: daemon.slow_client_timeout_seconds must be > 0, got 0"
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_config_file_others_can_change_is_refused_naming_owner_mode_and_fix() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("provd.toml");
+        std::fs::write(&path, EMBEDDED_DEFAULT).unwrap();
+        // Written as the suite writes its files (umask 022): accepted.
+        Config::load(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o664)).unwrap();
+        let e = Config::load(&path).unwrap_err();
+        assert!(matches!(e, ConfigError::Untrusted { .. }), "{e}");
+        let uid = crate::sys::effective_uid();
+        let text = e.to_string();
+        assert!(
+            text.starts_with(&format!("config {}: refused", path.display()))
+                && text.contains(&format!("owned by uid {uid}"))
+                && text.contains("mode 664")
+                && text.contains("chmod go-w"),
+            "{text}"
+        );
+        // A link to it from a private place is no better: the real file is checked.
+        let private = tempfile::tempdir().unwrap();
+        let link = private.path().join("provd.toml");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        assert!(matches!(
+            Config::load(&link).unwrap_err(),
+            ConfigError::Untrusted { .. }
+        ));
+        // Nor a private file in a directory others can write.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = Config::load(&path).unwrap_err();
+        assert!(e.to_string().contains("mode 777"), "{e}");
+        // A missing file is still a read error.
+        let e = Config::load(&private.path().join("nope.toml")).unwrap_err();
+        assert!(matches!(e, ConfigError::Read { .. }), "{e}");
     }
 
     #[test]

@@ -4,6 +4,10 @@
 //!
 //! - The file is the one start-up read (`--config`, or the one it found); if it is gone,
 //!   the reload fails rather than falling back to another file.
+//! - The file, and `[daemon] env_file`, must still pass the trust rule start-up applied
+//!   ([`crate::config::Config::load`]): a file that another user (not root, not the
+//!   daemon's) can now change, or that sits in a directory they can, is rejected like an
+//!   invalid one.
 //! - A configuration that does not load or validate is rejected: the error is logged
 //!   (and returned to a `reload` caller), and the configuration in force stays.
 //! - Providers whose `[providers.<id>]` table changed, and providers that are gone, have

@@ -131,16 +131,15 @@ pub enum Lock {
     SharedTry,
     /// Exclusive, waiting until it is granted.
     ExclusiveWait,
-    /// Exclusive, failing with `WouldBlock` if any lock is held (what the daemonize crate
-    /// takes; tests stand in for a daemon, or observe a lock, with it).
-    #[cfg(test)]
+    /// Exclusive, failing with `WouldBlock` if any lock is held: what a daemon takes on
+    /// its pid file.
     ExclusiveTry,
 }
 
 /// `flock(2)` on an open file. The lock belongs to the open file description, so two
 /// `File`s opened separately exclude each other even inside one process, and the kernel
 /// releases it when the file is closed or the process dies: a crash never leaves a stale
-/// lock behind (the daemonize crate's pid file lock lasts the daemon's whole life).
+/// lock behind (the pid file's lock lasts the daemon's whole life).
 #[cfg(unix)]
 pub fn flock(file: &std::fs::File, lock: Lock) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
@@ -148,7 +147,6 @@ pub fn flock(file: &std::fs::File, lock: Lock) -> std::io::Result<()> {
         Lock::SharedWait => libc::LOCK_SH,
         Lock::SharedTry => libc::LOCK_SH | libc::LOCK_NB,
         Lock::ExclusiveWait => libc::LOCK_EX,
-        #[cfg(test)]
         Lock::ExclusiveTry => libc::LOCK_EX | libc::LOCK_NB,
     };
     loop {

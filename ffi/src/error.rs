@@ -445,6 +445,27 @@ mod tests {
         assert!(e.message.as_str().contains("gone"), "{:?}", e.message);
     }
 
+    #[cfg(unix)]
+    #[test]
+    fn an_untrusted_daemon_is_permission_denied_with_the_refusal_in_the_message() {
+        let e = Error::from(ClientError::UntrustedDaemon {
+            path: "/tmp/provd-1000/provd.sock".into(),
+            reason: ::provd_client::trust::Untrusted {
+                path: "/tmp/provd-1000".into(),
+                owner: 1002,
+                mode: 0o700,
+                rule: ::provd_client::trust::Rule::SocketDirectoryOwner { expected: 1000 },
+            },
+        });
+        assert_eq!(e.code, provd_status::PROVD_PERMISSION_DENIED);
+        assert!(!e.retryable);
+        let message = e.message.as_str();
+        assert!(
+            message.contains("nothing was sent") && message.contains("owned by uid 1002"),
+            "{message}"
+        );
+    }
+
     #[test]
     fn argument_errors_name_the_function_once() {
         let mut e = Error::null("prompt");

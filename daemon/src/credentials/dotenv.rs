@@ -113,6 +113,15 @@ pub enum DotenvError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The file, or a directory above it, could be changed by a user other than the
+    /// daemon's and root, who could then point a provider at their own server.
+    #[error("env file {}: refused, only root and the daemon's user may be able to change it: {reason}", path.display())]
+    Untrusted {
+        /// The file.
+        path: PathBuf,
+        /// The path that broke the rule, its owner and mode, and the rule.
+        reason: provd_client::trust::Untrusted,
+    },
     /// The file is larger than any `.env` file should be.
     #[error("{}: larger than {MAX_DOTENV_BYTES} bytes, not a .env file", path.display())]
     TooLarge {
@@ -160,7 +169,15 @@ pub fn read_dotenv(path: &Path, config: &Config) -> Result<DotenvImport, DotenvE
         path: path.to_owned(),
         source,
     };
-    let mut file = std::fs::File::open(path).map_err(read_err)?;
+    // The same rule as the configuration file's: the env file decides keys and base URLs.
+    let mut file = provd_client::trust::open_trusted_file(path, crate::sys::effective_uid())
+        .map_err(|e| match e {
+            provd_client::trust::TrustError::Untrusted(reason) => DotenvError::Untrusted {
+                path: path.to_owned(),
+                reason,
+            },
+            io => read_err(io.to_io_error()),
+        })?;
     let bytes = super::read_bounded(&mut file, MAX_DOTENV_BYTES)
         .map_err(read_err)?
         .ok_or_else(|| DotenvError::TooLarge {
@@ -820,6 +837,23 @@ type = "mock"
         assert_eq!(keys(&i), [("openai", "sk-file", "OPENAI_API_KEY")]);
         let e = read_dotenv(&dir.path().join("nope"), &config(CONFIG)).unwrap_err();
         assert!(matches!(e, DotenvError::Read { .. }) && e.to_string().contains("nope"));
+    }
+
+    #[test]
+    fn an_env_file_others_can_change_is_refused_before_it_is_read() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".env");
+        std::fs::write(&path, "OPENAI_BASE_URL=http://attacker.invalid\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o646)).unwrap();
+        let e = read_dotenv(&path, &config(CONFIG)).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            matches!(e, DotenvError::Untrusted { .. })
+                && text.starts_with(&format!("env file {}: refused", path.display()))
+                && text.contains("mode 646"),
+            "{text}"
+        );
     }
 
     /// dotenvy's own reading of a whole file, as (key, value) or an error marker.

@@ -9,7 +9,9 @@
 //!    or `LoadCredentialEncrypted=` in the unit): systemd keeps it in a private
 //!    per-service directory, which is the best place for a key;
 //! 2. the file named by `$PROVD_MASTER_KEY_FILE`, refused unless it is a regular file
-//!    owned by the daemon's user (or root) with no group or other permission bits;
+//!    owned by the daemon's user (or root) with no group or other permission bits, and
+//!    every directory above it (symbolic links resolved) passes the trust rule shared with
+//!    the configuration file ([`provd_client::trust`]);
 //! 3. the environment variable `$SECRET_KEY` (hex only), the least good: the environment
 //!    of a process is readable by its user and inherited by children.
 //!
@@ -202,6 +204,15 @@ pub enum MasterKeyError {
         owner: u32,
         /// The daemon's effective uid.
         expected: u32,
+    },
+    /// A directory above the key file could be changed by a user other than the daemon's
+    /// and root, who could then swap the key for one they know.
+    #[error("master key {}: refused: {reason}", path.display())]
+    Untrusted {
+        /// The file.
+        path: PathBuf,
+        /// The path that broke the rule, its owner and mode, and the rule.
+        reason: provd_client::trust::Untrusted,
     },
     /// The path is not a regular file (a directory, a FIFO, a device).
     #[error("master key {}: not a regular file", path.display())]
@@ -469,18 +480,56 @@ enum FilePolicy {
 
 /// Opens and checks a key file, then reads it into a zeroizing buffer.
 fn read_key_file(path: &Path, policy: FilePolicy) -> Result<Zeroizing<Vec<u8>>, MasterKeyError> {
+    use provd_client::trust::{self, TrustError};
     let read_err = |source| MasterKeyError::Read {
         path: path.to_owned(),
         source,
     };
-    // O_NONBLOCK: opening a FIFO must not hang the daemon; it is refused below anyway.
-    let mut file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(read_err)?;
-    // fstat the opened file, not the path, so the file checked is the file read.
-    let meta = file.metadata().map_err(read_err)?;
+    let trust_err = |e: TrustError| match e {
+        TrustError::Untrusted(reason) => MasterKeyError::Untrusted {
+            path: path.to_owned(),
+            reason,
+        },
+        io => read_err(io.to_io_error()),
+    };
+    let mut file = match policy {
+        // systemd made the directory and the file and answers for them; it is opened as
+        // it is (a credential may be a link systemd placed there).
+        FilePolicy::Systemd => {
+            // O_NONBLOCK: opening a FIFO must not hang the daemon; it is refused below.
+            let file = OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(path)
+                .map_err(read_err)?;
+            // fstat the opened file, not the path, so the file checked is the file read.
+            check_key_file_metadata(path, &file.metadata().map_err(read_err)?, policy)?;
+            file
+        }
+        // Symbolic links resolved and the real file opened (without following a link,
+        // without blocking on a FIFO); its own stricter rules first, then the shared walk.
+        FilePolicy::Private => {
+            let opened = trust::open_resolved(path).map_err(trust_err)?;
+            check_key_file_metadata(path, opened.metadata(), policy)?;
+            opened
+                .check(crate::sys::effective_uid())
+                .map_err(trust_err)?
+        }
+    };
+    super::read_bounded(&mut file, MAX_KEY_FILE_BYTES)
+        .map_err(read_err)?
+        .ok_or_else(|| MasterKeyError::TooLarge {
+            path: path.to_owned(),
+        })
+}
+
+/// The key file's own rules: a regular file, no permission for other users (nor, outside
+/// systemd, for the group), owned by the daemon's user or root.
+fn check_key_file_metadata(
+    path: &Path,
+    meta: &std::fs::Metadata,
+    policy: FilePolicy,
+) -> Result<(), MasterKeyError> {
     if !meta.is_file() {
         return Err(MasterKeyError::NotRegularFile {
             path: path.to_owned(),
@@ -506,11 +555,7 @@ fn read_key_file(path: &Path, policy: FilePolicy) -> Result<Zeroizing<Vec<u8>>, 
             expected: me,
         });
     }
-    super::read_bounded(&mut file, MAX_KEY_FILE_BYTES)
-        .map_err(read_err)?
-        .ok_or_else(|| MasterKeyError::TooLarge {
-            path: path.to_owned(),
-        })
+    Ok(())
 }
 
 #[cfg(test)]
@@ -775,6 +820,34 @@ pub(crate) mod tests {
             matches!(e, MasterKeyError::LooseMode { mode: 0o444, .. }),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_key_file_in_a_directory_others_can_write_is_refused_even_through_a_link() {
+        let shared = tempfile::tempdir().unwrap();
+        let path = write_key(shared.path(), "master.key", TEST_KEY_HEX.as_bytes(), 0o600);
+        MasterKey::load(&env(&[(KEY_FILE_VAR, path.as_os_str())])).unwrap();
+        // Others could swap the file for a key they know.
+        std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o733)).unwrap();
+        let e = MasterKey::load(&env(&[(KEY_FILE_VAR, path.as_os_str())])).unwrap_err();
+        assert!(matches!(e, MasterKeyError::Untrusted { .. }), "{e}");
+        assert!(e.to_string().contains("mode 733"), "{e}");
+        // A link from a private directory does not help: the real path is checked.
+        let private = tempfile::tempdir().unwrap();
+        let link = private.path().join("master.key");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        let e = MasterKey::load(&env(&[(KEY_FILE_VAR, link.as_os_str())])).unwrap_err();
+        assert!(matches!(e, MasterKeyError::Untrusted { .. }), "{e}");
+        // A systemd credential is trusted as systemd made it.
+        let creds = shared.path().join("creds");
+        std::fs::create_dir(&creds).unwrap();
+        write_key(
+            &creds,
+            SYSTEMD_CREDENTIAL_NAME,
+            TEST_KEY_HEX.as_bytes(),
+            0o400,
+        );
+        MasterKey::load(&env(&[(CREDENTIALS_DIRECTORY_VAR, creds.as_os_str())])).unwrap();
     }
 
     #[test]

@@ -2,9 +2,12 @@
 //! has no permissions) in a private directory, or a named pipe on Windows.
 //!
 //! Binding follows ssh-agent's rules: the directory is created 0700 (0710 with a socket
-//! group) and must be ours and not writable by others; the socket is 0600 (0660 with a
-//! group); a socket file left by a dead daemon is reclaimed, and a live daemon on the same
-//! path makes this one refuse to start.
+//! group); the socket is 0600 (0660 with a group); a socket file left by a dead daemon is
+//! reclaimed, and a live daemon on the same path makes this one refuse to start. The
+//! directory must pass the trust rule clients apply before they talk to the daemon
+//! ([`provd_client::trust`]): it is ours or root's and nobody else can write it or any
+//! directory above it (sticky ones like `/tmp` excepted above it), so no other user can
+//! swap the socket for theirs, and every client will accept it.
 
 use std::path::{Path, PathBuf};
 
@@ -27,6 +30,15 @@ pub enum ListenError {
         path: PathBuf,
         /// What is wrong with it.
         reason: String,
+    },
+    /// The socket directory, or one above it, breaks the trust rule.
+    #[cfg(unix)]
+    #[error("refusing to listen on {}: {reason}", socket.display())]
+    Untrusted {
+        /// The socket path.
+        socket: PathBuf,
+        /// The path that broke the rule, its owner and the rule.
+        reason: provd_client::trust::Untrusted,
     },
     /// The configured socket group does not exist.
     #[error("socket_group '{0}' is not a group on this host")]
@@ -166,11 +178,11 @@ impl SocketListener {
     }
 }
 
-/// Creates the socket's directory (0700, 0710 with a group) or checks that the existing
-/// one is safe. `bind` calls it; `--daemon` calls it first, as its pid file lives there.
+/// Creates the socket's directory (0700, 0710 with a group) if it is missing, then checks
+/// it with the shared trust rule. `bind` calls it; `--daemon` calls it first, as its pid file lives there.
 #[cfg(unix)]
 pub(crate) fn prepare_directory(path: &Path, gid: Option<u32>) -> Result<(), ListenError> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -216,28 +228,24 @@ pub(crate) fn prepare_directory(path: &Path, gid: Option<u32>) -> Result<(), Lis
                 source,
             })
         }
-        Ok(meta) => {
-            if !meta.is_dir() {
-                return Err(unsafe_dir("is not a directory".into()));
-            }
-            let me = crate::sys::effective_uid();
-            if meta.uid() != me && meta.uid() != 0 {
-                return Err(unsafe_dir(format!(
-                    "is owned by uid {}, not by this user (uid {me}) or root",
-                    meta.uid()
-                )));
-            }
-            // A directory others can write to lets them swap our socket for theirs,
-            // unless the sticky bit stops them (as on /tmp).
-            let m = meta.mode();
-            if m & 0o022 != 0 && m & 0o1000 == 0 {
-                return Err(unsafe_dir(format!(
-                    "is writable by group or others (mode {:o}); make it 0700",
-                    m & 0o7777
-                )));
-            }
+        Ok(meta) if !meta.is_dir() && !meta.is_symlink() => {
+            return Err(unsafe_dir("is not a directory".into()));
         }
+        Ok(_) => {}
     }
+    // Checked also when just made: the directories above it count too.
+    use provd_client::trust::{self, TrustError};
+    trust::check_socket_directory(dir, crate::sys::effective_uid()).map_err(|e| match e {
+        TrustError::Untrusted(reason) => ListenError::Untrusted {
+            socket: path.to_owned(),
+            reason,
+        },
+        TrustError::Io { .. } => ListenError::Io {
+            what: "cannot inspect the socket directory",
+            path: dir.to_owned(),
+            source: e.to_io_error(),
+        },
+    })?;
     Ok(())
 }
 

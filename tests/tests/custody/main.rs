@@ -11,4 +11,6 @@ mod admission;
 mod authorization;
 mod log_injection;
 mod scrubbing;
+mod squatting;
+mod trusted_files;
 mod visibility;
