@@ -192,7 +192,22 @@ pub struct DaemonConfig {
     /// and some first-chunk latency; more threads forward more chunks per second when
     /// many busy connections make provd's own CPU the limit (`provd-bench` shows both).
     pub worker_threads: usize,
+    /// Provider instances (one per provider and model) kept at once, 1 to
+    /// [`MAX_COUNT_OR_SECONDS`]. When the cache is full the least recently used idle one
+    /// is shut down to make room; when every one is serving a stream, a request for a
+    /// new provider and model gets `overloaded`.
+    pub max_provider_instances: usize,
+    /// An instance unused for this long is shut down (seconds, 1 to
+    /// [`MAX_COUNT_OR_SECONDS`]); the next request for its model builds a new one.
+    pub provider_idle_seconds: u64,
 }
+
+/// Default for `[daemon] max_provider_instances`: far more models than one host uses,
+/// few enough that the instances of names a client makes up stay a few megabytes.
+pub const DEFAULT_MAX_PROVIDER_INSTANCES: usize = 256;
+
+/// Default for `[daemon] provider_idle_seconds`.
+pub const DEFAULT_PROVIDER_IDLE_SECONDS: u64 = 600;
 
 /// Default for `[daemon] slow_client_timeout_seconds`: far longer than any pause of a
 /// client that is reading (a GC pause, a busy UI thread), short enough that a stuck one
@@ -219,6 +234,8 @@ impl Default for DaemonConfig {
             keepalive_interval_ms: 15_000,
             slow_client_timeout_seconds: DEFAULT_SLOW_CLIENT_TIMEOUT_SECONDS,
             worker_threads: DEFAULT_WORKER_THREADS,
+            max_provider_instances: DEFAULT_MAX_PROVIDER_INSTANCES,
+            provider_idle_seconds: DEFAULT_PROVIDER_IDLE_SECONDS,
         }
     }
 }
@@ -355,6 +372,8 @@ impl Config {
             ("max_frame_bytes", u64::from(d.max_frame_bytes)),
             ("connection_queue_frames", d.connection_queue_frames as u64),
             ("slow_client_timeout_seconds", d.slow_client_timeout_seconds),
+            ("max_provider_instances", d.max_provider_instances as u64),
+            ("provider_idle_seconds", d.provider_idle_seconds),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -618,6 +637,40 @@ mod tests {
             err("[daemon]\nslow_client_timeout_seconds = 0\n"),
             "config t.toml: daemon.slow_client_timeout_seconds must be > 0, got 0"
         );
+    }
+
+    #[test]
+    fn instance_cache_bounds_are_read_and_checked() {
+        let c = Config::parse(
+            "[daemon]\nmax_provider_instances = 8\nprovider_idle_seconds = 1\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                c.daemon.max_provider_instances,
+                c.daemon.provider_idle_seconds
+            ),
+            (8, 1)
+        );
+        let default = Config::embedded().daemon;
+        assert_eq!(
+            (
+                default.max_provider_instances,
+                default.provider_idle_seconds
+            ),
+            (256, 600)
+        );
+        for key in ["max_provider_instances", "provider_idle_seconds"] {
+            assert_eq!(
+                err(&format!("[daemon]\n{key} = 0\n")),
+                format!("config t.toml: daemon.{key} must be > 0, got 0")
+            );
+            assert_eq!(
+                err(&format!("[daemon]\n{key} = 4294967296\n")),
+                format!("config t.toml: daemon.{key} must be <= 4294967295, got 4294967296")
+            );
+        }
     }
 
     #[test]

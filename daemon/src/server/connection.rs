@@ -515,6 +515,7 @@ impl Connection {
 
     fn status(&self) -> StatusResult {
         let daemon = &self.ctx.daemon;
+        let cache = daemon.factory.status();
         StatusResult {
             daemon_version: env!("CARGO_PKG_VERSION").to_owned(),
             protocol_version: PROTOCOL_VERSION,
@@ -528,7 +529,10 @@ impl Connection {
             connections: daemon.stats.connections.load(Ordering::Relaxed),
             active_streams: daemon.stats.active_streams.load(Ordering::Relaxed),
             providers: daemon.factory.providers(),
-            instances: daemon.factory.instances(),
+            instances: cache.instances,
+            provider_counters: cache.providers,
+            instances_omitted: cache.omitted,
+            max_provider_instances: cache.max_instances,
         }
     }
 
