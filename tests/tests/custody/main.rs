@@ -6,3 +6,5 @@
 //! Uids used, one range per module so parallel tests never share one:
 //! squatting and trusted files 61000–61099, scrubbing 62000–62099, bounded caches
 //! 63000–63099, admission, authorization and visibility 64000–64099.
+
+mod cache;
