@@ -116,7 +116,10 @@ async fn the_instances_never_exceed_max_provider_instances_whatever_models_clien
     assert_eq!(status.max_provider_instances, CAP);
     assert_eq!(cached(&status), CAP);
     // Eviction loses no counts: they live per provider.
-    assert_eq!((requests_of(&status, "m"), requests_of(&status, "o")), (40, 40));
+    assert_eq!(
+        (requests_of(&status, "m"), requests_of(&status, "o")),
+        (40, 40)
+    );
 }
 
 #[tokio::test]
@@ -202,7 +205,11 @@ async fn a_new_model_gets_overloaded_naming_the_limit_when_every_instance_is_bus
     let e = provd_tests::generation_error(&client, third.clone()).await;
     assert_eq!(e.code, ErrorCode::Overloaded, "{e:?}");
     assert!(e.retryable);
-    assert!(e.message.contains("max_provider_instances"), "{}", e.message);
+    assert!(
+        e.message.contains("max_provider_instances"),
+        "{}",
+        e.message
+    );
 
     // A busy model that is cached is still served: the cap counts instances, not streams.
     let mut again = numbered(3, 0);
@@ -228,7 +235,10 @@ async fn a_new_model_gets_overloaded_naming_the_limit_when_every_instance_is_bus
     assert_eq!(text, numbered_text(3));
     let status = client.status().await.unwrap();
     let models: Vec<&str> = status.instances.iter().map(|i| i.model.as_str()).collect();
-    assert!(models.contains(&"slow-a") && models.contains(&"third"), "{models:?}");
+    assert!(
+        models.contains(&"slow-a") && models.contains(&"third"),
+        "{models:?}"
+    );
     assert_eq!(cached(&status), 2);
 }
 
