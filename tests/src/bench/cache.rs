@@ -30,7 +30,8 @@ pub struct Options {
     pub interval: usize,
     /// Generations in flight at once, on one connection.
     pub concurrency: usize,
-    /// The daemon's `max_provider_instances`.
+    /// The daemon's `max_provider_instances`; 0 leaves the key out (its default), which
+    /// also lets the benchmark run against a daemon that predates it.
     pub max_instances: usize,
     /// The daemon's log filter (`PROVD_LOG`); the harness needs its "listening" line.
     pub log: String,
@@ -74,8 +75,10 @@ pub struct Run {
     pub first_failure: Option<String>,
     /// Wall time of the generations.
     pub elapsed: Duration,
-    /// The steady client's round trips (ping and generation), µs.
-    pub steady: Samples,
+    /// The steady client's pings, µs.
+    pub steady_pings: Samples,
+    /// The steady client's generations, µs.
+    pub steady_generations: Samples,
     /// The steady client's failures.
     pub steady_failures: usize,
     /// Size of the last `status` result, bytes of MessagePack.
@@ -92,8 +95,12 @@ pub fn open_fds(pid: u32) -> usize {
 /// The configuration: a mock provider `mock` and an openai-compatible `http` at
 /// `base_url`.
 fn config(base_url: &str, max_instances: usize) -> String {
+    let cap = match max_instances {
+        0 => String::new(),
+        n => format!("max_provider_instances = {n}\n"),
+    };
     format!(
-        "[daemon]\nkeepalive_interval_ms = 0\nmax_provider_instances = {max_instances}\n\n\
+        "[daemon]\nkeepalive_interval_ms = 0\n{cap}\n\
          [providers.mock]\ntype = \"mock\"\ndefault_model = \"mock-1\"\nretry_attempts = 0\n\n\
          [providers.http]\ntype = \"openai-compatible\"\nbase_url = \"{base_url}/v1\"\n\
          default_model = \"steady\"\nretry_attempts = 0\n"
@@ -132,24 +139,24 @@ async fn steady_loop(
     client: Client,
     provider: &'static str,
     stop: Arc<AtomicBool>,
-) -> (Samples, usize) {
-    let mut samples = Samples::new();
+) -> (Samples, Samples, usize) {
+    let (mut pings, mut generations) = (Samples::new(), Samples::new());
     let mut failures = 0;
     while !stop.load(Ordering::Relaxed) {
         let start = Instant::now();
         if client.ping().await.is_err() {
             failures += 1;
         }
-        samples.push(start.elapsed());
+        pings.push(start.elapsed());
         let start = Instant::now();
         let mut r = GenerateRequest::prompt("steady");
         r.provider = Some(provider.to_owned());
         if generate(&client, r).await.is_err() {
             failures += 1;
         }
-        samples.push(start.elapsed());
+        generations.push(start.elapsed());
     }
-    (samples, failures)
+    (pings, generations, failures)
 }
 
 async fn sample(daemon: &Daemon, client: &Client, provider: &str, done: usize) -> Sample {
@@ -218,7 +225,8 @@ pub async fn run_provider(daemon: &Daemon, provider: &'static str, options: &Opt
     }
     let elapsed = start.elapsed();
     stop.store(true, Ordering::Relaxed);
-    let (steady, steady_failures) = steady.await.expect("the steady client panicked");
+    let (steady_pings, steady_generations, steady_failures) =
+        steady.await.expect("the steady client panicked");
     let status = observer.status().await.expect("status");
     let status_bytes = rmp_serde::to_vec_named(&status).map_or(0, |v| v.len());
     let counted_requests = status
@@ -233,7 +241,8 @@ pub async fn run_provider(daemon: &Daemon, provider: &'static str, options: &Opt
         failures: failures.load(Ordering::Relaxed),
         first_failure,
         elapsed,
-        steady,
+        steady_pings,
+        steady_generations,
         steady_failures,
         status_bytes,
         counted_requests,
@@ -264,7 +273,10 @@ pub fn report(options: &Options, runs: &mut [Run]) -> String {
         system::load_average(),
         options.names,
         options.concurrency,
-        options.max_instances
+        match options.max_instances {
+            0 => "left to the daemon".to_owned(),
+            n => n.to_string(),
+        }
     );
     for run in runs.iter_mut() {
         out.push_str(&format!(
@@ -294,13 +306,17 @@ pub fn report(options: &Options, runs: &mut [Run]) -> String {
             ));
         }
         out.push_str(&format!(
-            "\nSteady client on a second connection: {} round trips (ping, generation), \
-             median {}, p99 {}, max {}, {} failed.\n",
-            run.steady.len(),
-            human(run.steady.p50()),
-            human(run.steady.p99()),
-            human(run.steady.max()),
-            run.steady_failures
+            "\nSteady client on a second connection, {} failed: {} pings, median {}, p99 {}, \
+             max {}; {} generations, median {}, p99 {}, max {}.\n",
+            run.steady_failures,
+            run.steady_pings.len(),
+            human(run.steady_pings.p50()),
+            human(run.steady_pings.p99()),
+            human(run.steady_pings.max()),
+            run.steady_generations.len(),
+            human(run.steady_generations.p50()),
+            human(run.steady_generations.p99()),
+            human(run.steady_generations.max()),
         ));
     }
     out
