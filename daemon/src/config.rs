@@ -198,7 +198,8 @@ pub struct DaemonConfig {
     /// new provider and model gets `overloaded`.
     pub max_provider_instances: usize,
     /// An instance unused for this long is shut down (seconds, 1 to
-    /// [`MAX_COUNT_OR_SECONDS`]); the next request for its model builds a new one.
+    /// [`MAX_COUNT_OR_SECONDS`]; a sweep every quarter of it checks, so give or take a
+    /// quarter); the next request for its model builds a new one.
     pub provider_idle_seconds: u64,
 }
 

@@ -10,8 +10,13 @@
 //! holds it: a generation holds its `Arc` from the moment it is resolved to its terminal
 //! reply, a listing for the call, a first use its slot while it initializes. Those are
 //! never evicted; when all are in use, a request for a new provider and model gets
-//! `overloaded`. What must outlive an instance lives per configured provider instead:
-//! its counters and its one HTTP client (connection pool), shared by all its models.
+//! `overloaded`. Use is seen through those holds (the same test decides when a retired
+//! instance may be shut down), not announced, so the sweep measures idleness: one it
+//! sees in use counts as used then, and an instance expires within a quarter of
+//! `provider_idle_seconds` either side of that time after its last use.
+//!
+//! What must outlive an instance lives per configured provider instead: its counters and
+//! its one HTTP client (connection pool), shared by all its models.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock, Weak};

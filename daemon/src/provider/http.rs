@@ -1,8 +1,8 @@
 //! What every HTTP provider shares: its [`Transport`] (one pooled client per configured
-//! provider, shared by all its instances: rustls on ring, HTTP/2 when the server offers it, no retries or redirects of its own),
-//! the timeouts, the mapping of HTTP failures to the system-wide codes, and the driver
-//! that turns a streamed body into [`StreamEvent`]s through a framer (SSE or NDJSON) and
-//! a provider's decoder.
+//! provider, shared by all its instances: rustls on ring, HTTP/2 when the server offers
+//! it, no retries or redirects of its own), the timeouts, the mapping of HTTP failures to
+//! the system-wide codes, and the driver that turns a streamed body into
+//! [`StreamEvent`]s through a framer (SSE or NDJSON) and a provider's decoder.
 //!
 //! Retries are not here: the request path owns them (one owner, one deadline), so this
 //! layer reports each failure once, classified.
@@ -91,8 +91,9 @@ impl SharedClient {
         Ok(self.0.get_or_init(|| built).clone())
     }
 
-    /// Whether two handles share one client (tests).
-    pub fn same_as(&self, other: &SharedClient) -> bool {
+    /// Whether two handles share one client.
+    #[cfg(test)]
+    pub(crate) fn same_as(&self, other: &SharedClient) -> bool {
         std::sync::Arc::ptr_eq(&self.0, &other.0)
     }
 }
