@@ -1091,4 +1091,36 @@ mod tests {
             "a changed table gets a new one"
         );
     }
+
+    #[tokio::test]
+    async fn a_reload_that_lowers_the_cap_evicts_down_to_it_on_the_next_new_instance() {
+        let parse = |t: &str| Config::parse(t, std::path::Path::new("t")).unwrap();
+        let f = mock_factory("max_provider_instances = 4", ONE_MOCK);
+        for model in ["a", "b", "c", "d"] {
+            use_once(&f, model).await;
+        }
+        let (_, d) = f.get(Some("m"), Some("d")).await.unwrap();
+        let changes = f.reload(parse(&format!(
+            "[daemon]\nmax_provider_instances = 2\n{ONE_MOCK}"
+        )));
+        assert_eq!(changes, ProviderChanges::default(), "no provider changed");
+        assert_eq!(f.status().max_instances, 2);
+        use_once(&f, "e").await;
+        assert_eq!(cached_models(&f), ["d", "e"], "the oldest idle ones left");
+        drop(d);
+    }
+
+    #[tokio::test]
+    async fn a_model_whose_initialization_failed_does_not_pin_a_slot() {
+        // An openai provider without a key fails to initialize.
+        let f = mock_factory(
+            "max_provider_instances = 1",
+            "[providers.o]\ntype = \"openai\"\napi_key_env = \"PROVD_UNSET_KEY_FOR_THIS_TEST\"\n",
+        );
+        let e = f.get(Some("o"), Some("x")).await.err().unwrap();
+        assert_eq!(e.code, ErrorCode::Unauthenticated);
+        let e = f.get(Some("o"), Some("y")).await.err().unwrap();
+        assert_eq!(e.code, ErrorCode::Unauthenticated, "not overloaded: {e}");
+        assert!(cached_models(&f).is_empty());
+    }
 }
