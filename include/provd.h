@@ -438,7 +438,8 @@ typedef struct provd_daemon_info {
    */
   uint64_t active_streams;
   /**
-   * How many provider instances `provd_daemon_status_instance` can read.
+   * How many provider instances `provd_daemon_status_instance` can read: at most the
+   * 20 that served the most requests (`provd_cache_info` counts the others).
    */
   size_t instances_len;
 } provd_daemon_info;
@@ -478,8 +479,8 @@ typedef struct provd_metrics {
 } provd_metrics;
 
 /**
- * One provider instance (a provider id and a model, started on first use), as a view
- * into a `provd_daemon_status`.
+ * One provider instance (a provider id and a model, started on first use and kept in
+ * the daemon's bounded cache), as a view into a `provd_daemon_status`.
  */
 typedef struct provd_instance_info {
   /**
@@ -503,6 +504,48 @@ typedef struct provd_instance_info {
    */
   struct provd_metrics metrics;
 } provd_instance_info;
+
+/**
+ * The daemon's instance cache and providers in a `provd_daemon_status`.
+ */
+typedef struct provd_cache_info {
+  /**
+   * How many providers `provd_daemon_status_provider` can read.
+   */
+  size_t providers_len;
+  /**
+   * Instances in the cache that `provd_daemon_status_instance` does not list.
+   */
+  uint64_t instances_omitted;
+  /**
+   * The most instances the daemon keeps (`[daemon] max_provider_instances`; 0 from a
+   * daemon that does not say).
+   */
+  uint64_t max_provider_instances;
+} provd_cache_info;
+
+/**
+ * One configured provider's counters over all its models, as a view into a
+ * `provd_daemon_status`.
+ */
+typedef struct provd_provider_counters {
+  /**
+   * The provider id.
+   */
+  struct provd_str provider;
+  /**
+   * The provider type.
+   */
+  struct provd_str kind;
+  /**
+   * Its instances (models) in the daemon's cache now.
+   */
+  uint64_t instances;
+  /**
+   * Its counters since the daemon started, evicted instances included.
+   */
+  struct provd_metrics metrics;
+} provd_provider_counters;
 
 #ifdef __cplusplus
 extern "C" {
@@ -893,6 +936,24 @@ provd_status provd_daemon_status_get(const struct provd_daemon_status *status,
 provd_status provd_daemon_status_instance(const struct provd_daemon_status *status,
                                           size_t index,
                                           struct provd_instance_info *info_out);
+
+/**
+ * The instance cache's figures of `status`, through `info_out`.
+ *
+ * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL. Thread-safe.
+ */
+provd_status provd_daemon_status_cache(const struct provd_daemon_status *status,
+                                       struct provd_cache_info *info_out);
+
+/**
+ * Provider number `index` of `status` (sorted by id), through `info_out`.
+ *
+ * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL, `PROVD_INVALID_ARGUMENT` if
+ * `index` is out of range. Thread-safe.
+ */
+provd_status provd_daemon_status_provider(const struct provd_daemon_status *status,
+                                          size_t index,
+                                          struct provd_provider_counters *info_out);
 
 /**
  * Frees a daemon status. NULL is ignored; views into it become invalid.

@@ -735,14 +735,46 @@ pub struct StatusResult {
     pub active_streams: u64,
     /// Configured providers.
     pub providers: Vec<ProviderInfo>,
-    /// Provider instances started so far, with their state and counters. Empty for a
-    /// connection that is not an admin's: per-model detail would show other users'
-    /// model names.
+    /// Provider instances in the daemon's cache now, with their state and counters: at
+    /// most [`STATUS_TOP_INSTANCES`] of them, those that served the most requests (ties
+    /// by provider and model); `instances_omitted` counts the rest. Empty (and
+    /// `instances_omitted` 0) for a connection that is not an admin's: per-model detail
+    /// would show other users' model names.
     pub instances: Vec<InstanceStatus>,
+    /// Each configured provider's counters over all its models since the daemon
+    /// started, including those of instances since evicted, and how many instances it
+    /// has now. Empty from a daemon that predates it.
+    #[serde(default, deserialize_with = "nil_as_default")]
+    pub provider_counters: Vec<ProviderCounters>,
+    /// Instances in the cache that `instances` leaves out.
+    #[serde(default, deserialize_with = "nil_as_default")]
+    pub instances_omitted: u64,
+    /// The most instances the daemon keeps (`[daemon] max_provider_instances`); 0 from a
+    /// daemon that does not say.
+    #[serde(default, deserialize_with = "nil_as_default")]
+    pub max_provider_instances: u64,
     /// Connections and generations held now, per uid (what the `[limits]` table caps).
     /// An admin sees every uid; others see only their own.
     #[serde(default, deserialize_with = "nil_as_default")]
     pub uids: Vec<UidUsage>,
+}
+
+/// How many instances `status` details at most (see [`StatusResult::instances`]).
+pub const STATUS_TOP_INSTANCES: usize = 20;
+
+/// One configured provider in `status`: its counters summed over every model it served.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProviderCounters {
+    /// The provider id.
+    pub provider: String,
+    /// The provider type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Its instances (models) in the cache now.
+    pub instances: u64,
+    /// Its counters since the daemon started (a reload keeps them; a provider removed by
+    /// a reload drops out).
+    pub metrics: ProviderMetrics,
 }
 
 /// One uid's connections and generations, in `status`.

@@ -497,12 +497,50 @@ pub async fn status(socket: &Path, as_json: bool) -> Result<(), CommandError> {
         s.connections,
         s.active_streams
     );
-    for i in &s.instances {
-        let m = i.metrics;
+    let counters = |m: &provd_client::message::ProviderMetrics| {
+        format!(
+            "{} requests, {} errors, {} cancelled, {} active, {} chunks, {}+{} tokens",
+            m.requests,
+            m.errors,
+            m.cancelled,
+            m.active,
+            m.chunks,
+            m.prompt_tokens,
+            m.completion_tokens
+        )
+    };
+    for p in &s.provider_counters {
         println!(
-            "  {}/{} [{}] {:?}: {} requests, {} errors, {} cancelled, {} active, {} chunks, {}+{} tokens",
-            i.provider, i.model, i.kind, i.status, m.requests, m.errors, m.cancelled, m.active, m.chunks, m.prompt_tokens, m.completion_tokens
+            "  provider {} [{}]: {} instance{}, {}",
+            p.provider,
+            p.kind,
+            p.instances,
+            if p.instances == 1 { "" } else { "s" },
+            counters(&p.metrics)
         );
+    }
+    if !s.instances.is_empty() {
+        let cached = s.instances.len() as u64 + s.instances_omitted;
+        if s.max_provider_instances > 0 {
+            println!(
+                "  instances: {cached} cached of at most {}; the busiest:",
+                s.max_provider_instances
+            );
+        }
+    }
+    for i in &s.instances {
+        // Model names are the clients' words: escaped, they cannot forge a line.
+        println!(
+            "    {}/{} [{}] {:?}: {}",
+            i.provider,
+            i.model.escape_debug(),
+            i.kind,
+            i.status,
+            counters(&i.metrics)
+        );
+    }
+    if s.instances_omitted > 0 {
+        println!("    … and {} more", s.instances_omitted);
     }
     Ok(())
 }

@@ -203,11 +203,27 @@ pub struct DaemonConfig {
     /// [`MAX_COUNT_OR_SECONDS`]), so idle sockets cannot hold connection slots. Applies
     /// to connections accepted after a reload.
     pub hello_timeout_seconds: u64,
+    /// Provider instances (one per provider and model) kept at once, 1 to
+    /// [`MAX_COUNT_OR_SECONDS`]. When the cache is full the least recently used idle one
+    /// is shut down to make room; when every one is serving a stream, a request for a
+    /// new provider and model gets `overloaded`.
+    pub max_provider_instances: usize,
+    /// An instance unused for this long is shut down (seconds, 1 to
+    /// [`MAX_COUNT_OR_SECONDS`]; a sweep every quarter of it checks, so give or take a
+    /// quarter); the next request for its model builds a new one.
+    pub provider_idle_seconds: u64,
 }
 
 /// Default for `[daemon] hello_timeout_seconds`: ample for any client on the same host,
 /// short enough that sockets opened and left silent give their slots back at once.
 pub const DEFAULT_HELLO_TIMEOUT_SECONDS: u64 = 5;
+
+/// Default for `[daemon] max_provider_instances`: far more models than one host uses,
+/// few enough that the instances of names a client makes up stay a few megabytes.
+pub const DEFAULT_MAX_PROVIDER_INSTANCES: usize = 256;
+
+/// Default for `[daemon] provider_idle_seconds`.
+pub const DEFAULT_PROVIDER_IDLE_SECONDS: u64 = 600;
 
 /// Default for `[daemon] slow_client_timeout_seconds`: far longer than any pause of a
 /// client that is reading (a GC pause, a busy UI thread), short enough that a stuck one
@@ -235,6 +251,8 @@ impl Default for DaemonConfig {
             slow_client_timeout_seconds: DEFAULT_SLOW_CLIENT_TIMEOUT_SECONDS,
             worker_threads: DEFAULT_WORKER_THREADS,
             hello_timeout_seconds: DEFAULT_HELLO_TIMEOUT_SECONDS,
+            max_provider_instances: DEFAULT_MAX_PROVIDER_INSTANCES,
+            provider_idle_seconds: DEFAULT_PROVIDER_IDLE_SECONDS,
         }
     }
 }
@@ -453,6 +471,8 @@ impl Config {
             ("max_frame_bytes", u64::from(d.max_frame_bytes)),
             ("connection_queue_frames", d.connection_queue_frames as u64),
             ("slow_client_timeout_seconds", d.slow_client_timeout_seconds),
+            ("max_provider_instances", d.max_provider_instances as u64),
+            ("provider_idle_seconds", d.provider_idle_seconds),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -867,6 +887,40 @@ mod tests {
         );
         assert_eq!(default.limits.reserved_for_admins(1024), 4);
         assert!(err("[limits]\nmax_conections_per_uid = 1\n").contains("unknown field"));
+    }
+
+    #[test]
+    fn instance_cache_bounds_are_read_and_checked() {
+        let c = Config::parse(
+            "[daemon]\nmax_provider_instances = 8\nprovider_idle_seconds = 1\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                c.daemon.max_provider_instances,
+                c.daemon.provider_idle_seconds
+            ),
+            (8, 1)
+        );
+        let default = Config::embedded().daemon;
+        assert_eq!(
+            (
+                default.max_provider_instances,
+                default.provider_idle_seconds
+            ),
+            (256, 600)
+        );
+        for key in ["max_provider_instances", "provider_idle_seconds"] {
+            assert_eq!(
+                err(&format!("[daemon]\n{key} = 0\n")),
+                format!("config t.toml: daemon.{key} must be > 0, got 0")
+            );
+            assert_eq!(
+                err(&format!("[daemon]\n{key} = 4294967296\n")),
+                format!("config t.toml: daemon.{key} must be <= 4294967295, got 4294967296")
+            );
+        }
     }
 
     #[test]

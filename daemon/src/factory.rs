@@ -1,27 +1,55 @@
-//! The provider factory: which type builds which provider, one cached instance per
-//! provider id and model, initialized exactly once even when many requests arrive for it
-//! at the same moment, and all shut down together when the daemon stops.
+//! The provider factory: which type builds which provider, a bounded cache of instances
+//! (one per provider id and model) each initialized exactly once even when many requests
+//! arrive for it at the same moment, and their shutdown when evicted, expired, retired
+//! by a reload, or when the daemon stops.
+//!
+//! Clients name models freely, so the cache is bounded: at most
+//! `[daemon] max_provider_instances` instances; a new one takes the place of the least
+//! recently used idle one, and an instance unused for `provider_idle_seconds` is shut
+//! down by a background sweep. An instance is *in use* while anything outside the cache
+//! holds it: a generation holds its `Arc` from the moment it is resolved to its terminal
+//! reply, a listing for the call, a first use its slot while it initializes. Those are
+//! never evicted; when all are in use, a request for a new provider and model gets
+//! `overloaded`. Use is seen through those holds (the same test decides when a retired
+//! instance may be shut down), not announced, so the sweep measures idleness: one it
+//! sees in use counts as used then, and an instance expires within a quarter of
+//! `provider_idle_seconds` either side of that time after its last use.
+//!
+//! What must outlive an instance lives per configured provider instead: its counters and
+//! its one HTTP client (connection pool), shared by all its models.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
 
-use provd_client::message::{InstanceStatus, ProviderFailure, ProviderStatus};
+use provd_client::message::{
+    InstanceStatus, ProviderCounters, ProviderFailure, ProviderStatus, STATUS_TOP_INSTANCES,
+};
 use provd_client::{ErrorCode, ModelList, ProviderInfo};
 use tokio::sync::OnceCell;
+use tokio::time::Instant;
 
 use crate::config::{Config, ProviderKind};
 use crate::provider::anthropic::AnthropicProvider;
 use crate::provider::gemini::GeminiProvider;
+use crate::provider::http::SharedClient;
 use crate::provider::mock::MockProvider;
 use crate::provider::ollama::OllamaProvider;
 use crate::provider::openai::OpenAiProvider;
-use crate::provider::{BaseLlmProvider, ProviderError, ProviderSpec};
+use crate::provider::{BaseLlmProvider, Counters, ProviderError, ProviderSpec};
 
 /// Builds a provider instance from its spec. Cheap and synchronous: network work belongs
 /// in [`BaseLlmProvider::initialize`].
 pub type Constructor = fn(ProviderSpec) -> Result<Arc<dyn BaseLlmProvider>, ProviderError>;
 
 type Slot = Arc<OnceCell<Arc<dyn BaseLlmProvider>>>;
+/// A provider id and a model.
+type Key = (String, String);
+
+/// The shortest pause of the idle sweep (it runs every quarter of the idle time).
+const MIN_SWEEP_PERIOD: Duration = Duration::from_millis(100);
+/// The longest pause of the idle sweep.
+const MAX_SWEEP_PERIOD: Duration = Duration::from_secs(60);
 
 /// The API key named by a provider's `api_key_env` (or its type's default variable).
 fn credential_from_env(config: &crate::config::ProviderConfig) -> Option<crate::secret::Secret> {
@@ -72,6 +100,166 @@ fn publish_environment_keys(config: &Config) {
     crate::scrub::set_keys(crate::scrub::KeySource::Environment, keys);
 }
 
+/// One cached instance.
+struct Entry {
+    slot: Slot,
+    /// When it was last handed out, or last seen in use by the sweep.
+    last_used: Instant,
+    /// Rank in the least-recently-used order (larger is more recent).
+    used_rank: u64,
+}
+
+/// What belongs to a configured provider rather than to one of its instances.
+struct Shared {
+    /// Its counters over all its models; evicting an instance loses none.
+    counters: Arc<Counters>,
+    /// Its connection pool, given to every instance through its spec.
+    http: SharedClient,
+}
+
+impl Shared {
+    fn new(counters: Arc<Counters>) -> Shared {
+        Shared {
+            counters,
+            http: SharedClient::default(),
+        }
+    }
+}
+
+/// The bounded instance cache and the per-provider state, under one lock.
+struct Cache {
+    entries: HashMap<Key, Entry>,
+    providers: HashMap<String, Shared>,
+    /// `[daemon] max_provider_instances` in force.
+    max: usize,
+    /// `[daemon] provider_idle_seconds` in force.
+    idle: Duration,
+    /// The last rank given out.
+    rank: u64,
+    /// Whether a sweep task runs (it ends when the cache is empty).
+    sweeping: bool,
+}
+
+/// Whether anything outside the cache holds an instance (see the module docs). Called
+/// with the cache locked: nothing can take a new hold of a cached slot meanwhile, since
+/// holds are only taken under that lock.
+fn in_use(slot: &Slot) -> bool {
+    Arc::strong_count(slot) > 1 || slot.get().is_some_and(|i| Arc::strong_count(i) > 1)
+}
+
+impl Cache {
+    fn new(config: &Config) -> Cache {
+        Cache {
+            entries: HashMap::new(),
+            providers: config
+                .providers
+                .keys()
+                .map(|id| (id.clone(), Shared::new(Arc::default())))
+                .collect(),
+            max: config.daemon.max_provider_instances,
+            idle: Duration::from_secs(config.daemon.provider_idle_seconds),
+            rank: 0,
+            sweeping: false,
+        }
+    }
+
+    fn next_rank(&mut self) -> u64 {
+        self.rank += 1;
+        self.rank
+    }
+
+    /// Takes out the instances unused for the idle time. One found in use counts as used
+    /// now, so its idle time runs from (about) the end of its last use.
+    fn expire(&mut self, now: Instant) -> Vec<(Key, Slot)> {
+        let idle = self.idle;
+        let mut expired = Vec::new();
+        self.entries.retain(|key, entry| {
+            if in_use(&entry.slot) {
+                entry.last_used = now;
+                true
+            } else if now.duration_since(entry.last_used) >= idle {
+                expired.push((key.clone(), entry.slot.clone()));
+                false
+            } else {
+                true
+            }
+        });
+        expired
+    }
+
+    /// Makes room for one more instance by taking out the least recently used idle ones
+    /// (into `evicted`, to be shut down), or says that every instance is in use.
+    fn make_room(&mut self, evicted: &mut Vec<(Key, Slot)>) -> Result<(), ProviderError> {
+        while self.entries.len() >= self.max {
+            let victim = self
+                .entries
+                .iter()
+                .filter(|(_, e)| !in_use(&e.slot))
+                .min_by_key(|(_, e)| e.used_rank)
+                .map(|(k, _)| k.clone());
+            let Some(key) = victim else {
+                return Err(ProviderError::new(
+                    ErrorCode::Overloaded,
+                    format!(
+                        "every one of the {} provider instances provd keeps ([daemon] \
+                         max_provider_instances) is serving a request; retry shortly, or \
+                         raise max_provider_instances",
+                        self.max
+                    ),
+                ));
+            };
+            let entry = self.entries.remove(&key).expect("the victim is cached");
+            evicted.push((key, entry.slot));
+        }
+        Ok(())
+    }
+
+    /// How often the sweep looks for expired instances.
+    fn sweep_period(&self) -> Duration {
+        (self.idle / 4).clamp(MIN_SWEEP_PERIOD, MAX_SWEEP_PERIOD)
+    }
+}
+
+/// Shuts down instances taken out of the cache; nothing else holds them.
+async fn shut_down(taken: Vec<(Key, Slot)>, why: &'static str) {
+    for ((provider, model), slot) in taken {
+        if let Some(instance) = slot.get() {
+            instance.shutdown().await;
+            tracing::debug!(provider, model = ?model, why, "provider instance shut down");
+        }
+    }
+}
+
+/// Expires idle instances every [`Cache::sweep_period`] while the cache has any.
+async fn sweep(cache: Weak<Mutex<Cache>>) {
+    loop {
+        let period = match cache.upgrade() {
+            Some(cache) => cache
+                .lock()
+                .expect("instances lock poisoned")
+                .sweep_period(),
+            None => return,
+        };
+        tokio::time::sleep(period).await;
+        let Some(cache) = cache.upgrade() else {
+            return;
+        };
+        let (expired, done) = {
+            let mut cache = cache.lock().expect("instances lock poisoned");
+            let expired = cache.expire(Instant::now());
+            let done = cache.entries.is_empty();
+            if done {
+                cache.sweeping = false;
+            }
+            (expired, done)
+        };
+        shut_down(expired, "idle").await;
+        if done {
+            return;
+        }
+    }
+}
+
 /// Registry, cache and lifecycle of provider instances (the original design's
 /// `LlmProviderFactory`).
 pub struct LlmProviderFactory {
@@ -79,10 +267,11 @@ pub struct LlmProviderFactory {
     config: RwLock<Arc<Config>>,
     // A std mutex: it guards only map look-ups, never an await; the slow part
     // (initialize) runs inside the slot's OnceCell, so other keys are never blocked by it.
-    instances: Mutex<BTreeMap<(String, String), Slot>>,
+    // Shared with the idle sweep (weakly: the sweep ends with the factory).
+    cache: Arc<Mutex<Cache>>,
     // Instances a reload took out of the cache, waiting for their last generation to end
     // before they are shut down (see `reload`).
-    retired: Mutex<Vec<((String, String), Slot)>>,
+    retired: Mutex<Vec<(Key, Slot)>>,
     // Sealed API keys; `None` until the daemon opens its store (tests, the demo).
     #[cfg(unix)]
     vault: RwLock<Option<Arc<crate::credentials::Vault>>>,
@@ -101,6 +290,19 @@ pub struct ProviderChanges {
     pub retired: usize,
 }
 
+/// The instance cache as `status` shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CacheStatus {
+    /// The [`STATUS_TOP_INSTANCES`] instances that served the most requests.
+    pub instances: Vec<InstanceStatus>,
+    /// How many other instances are cached.
+    pub omitted: u64,
+    /// Every configured provider's counters and instance count.
+    pub providers: Vec<ProviderCounters>,
+    /// `[daemon] max_provider_instances` in force.
+    pub max_instances: u64,
+}
+
 impl std::fmt::Debug for LlmProviderFactory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LlmProviderFactory")
@@ -115,8 +317,8 @@ impl LlmProviderFactory {
         publish_environment_keys(&config);
         LlmProviderFactory {
             registry: HashMap::new(),
+            cache: Arc::new(Mutex::new(Cache::new(&config))),
             config: RwLock::new(Arc::new(config)),
-            instances: Mutex::new(BTreeMap::new()),
             retired: Mutex::new(Vec::new()),
             #[cfg(unix)]
             vault: RwLock::new(None),
@@ -161,8 +363,15 @@ impl LlmProviderFactory {
         self.config.read().expect("config lock poisoned").clone()
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache.lock().expect("instances lock poisoned")
+    }
+
     /// Resolves a request's provider and model (defaults applied) to a ready instance,
-    /// creating and initializing it on first use.
+    /// creating and initializing it on first use. A new instance may take the place of
+    /// the least recently used idle one; when every cached instance is in use it is
+    /// refused with `overloaded`. The caller uses the instance for as long as it holds
+    /// it, and the cache keeps it meanwhile (see the module docs).
     pub async fn get(
         &self,
         provider: Option<&str>,
@@ -211,22 +420,55 @@ impl LlmProviderFactory {
                 ),
             )
         })?;
-        let slot = {
-            let mut instances = self.instances.lock().expect("instances lock poisoned");
+        let mut evicted = Vec::new();
+        let resolved = {
+            let mut cache = self.lock();
             // A reload swaps the config and retires instances under this lock. A slot made
             // here from a config that is no longer in force would keep serving the old
             // table after the reload, so resolve again with the new one.
             if !Arc::ptr_eq(&config, &self.config()) {
-                drop(instances);
+                drop(cache);
                 return Box::pin(self.get(requested.0, requested.1)).await;
             }
-            instances
-                .entry((id.to_owned(), model.clone()))
-                .or_default()
-                .clone()
+            let key = (id.to_owned(), model.clone());
+            let now = Instant::now();
+            let rank = cache.next_rank();
+            let room = match cache.entries.get_mut(&key) {
+                Some(entry) => {
+                    entry.last_used = now;
+                    entry.used_rank = rank;
+                    Ok(())
+                }
+                None => cache.make_room(&mut evicted),
+            };
+            if room.is_ok() && !cache.entries.contains_key(&key) {
+                cache.entries.insert(
+                    key.clone(),
+                    Entry {
+                        slot: Slot::default(),
+                        last_used: now,
+                        used_rank: rank,
+                    },
+                );
+                if !cache.sweeping {
+                    cache.sweeping = true;
+                    tokio::spawn(sweep(Arc::downgrade(&self.cache)));
+                }
+            }
+            room.map(|()| {
+                let slot = cache.entries[&key].slot.clone();
+                let shared = cache
+                    .providers
+                    .entry(id.to_owned())
+                    .or_insert_with(|| Shared::new(Arc::default()));
+                (slot, (shared.counters.clone(), shared.http.clone()))
+            })
         };
+        shut_down(evicted, "evicted to make room").await;
+        let (slot, shared) = resolved?;
         let instance = slot
             .get_or_try_init(|| async move {
+                let (counters, http) = shared;
                 // The key is looked up only when an instance is built: a cached instance
                 // keeps the key it was built with, so nothing is unsealed per request.
                 let spec = ProviderSpec {
@@ -234,8 +476,10 @@ impl LlmProviderFactory {
                     model,
                     credential: self.credential(id, provider_config)?,
                     config: provider_config.clone(),
+                    http,
                 };
                 let instance = constructor(spec)?;
+                instance.state().count_for_provider(counters);
                 tracing::info!(provider = id, model = instance.model(), kind = %instance.kind(), "initializing provider");
                 if let Err(e) = instance.initialize().await {
                     instance.state().set_status(ProviderStatus::Error);
@@ -265,28 +509,75 @@ impl LlmProviderFactory {
             .collect()
     }
 
-    /// Every instance created so far, with state and counters.
+    /// Every cached instance that is initialized, with state and counters, sorted by
+    /// provider and model.
     pub fn instances(&self) -> Vec<InstanceStatus> {
-        let slots: Vec<_> = self
-            .instances
-            .lock()
-            .expect("instances lock poisoned")
+        let mut all = self.instances_locked(&self.lock());
+        all.sort_by(|a, b| (&a.provider, &a.model).cmp(&(&b.provider, &b.model)));
+        all
+    }
+
+    fn instances_locked(&self, cache: &Cache) -> Vec<InstanceStatus> {
+        // Read under the lock, without cloning a slot: a clone would make the instance
+        // look in use to a concurrent eviction.
+        cache
+            .entries
             .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        slots
-            .into_iter()
-            .filter_map(|((provider, model), slot)| {
-                let instance = slot.get()?;
+            .filter_map(|((provider, model), entry)| {
+                let instance = entry.slot.get()?;
                 Some(InstanceStatus {
-                    provider,
+                    provider: provider.clone(),
                     kind: instance.kind().to_string(),
-                    model,
+                    model: model.clone(),
                     status: instance.status(),
                     metrics: instance.metrics(),
                 })
             })
             .collect()
+    }
+
+    /// What `status` shows of the providers and instances: every configured provider's
+    /// counters, and the [`STATUS_TOP_INSTANCES`] instances that served the most
+    /// requests (ties by provider and model) with a count of the others, so its size does
+    /// not grow with the models clients name.
+    pub fn status(&self) -> CacheStatus {
+        let config = self.config();
+        let cache = self.lock();
+        let mut instances = self.instances_locked(&cache);
+        let mut counts: HashMap<&str, u64> = HashMap::new();
+        for i in &instances {
+            *counts.entry(i.provider.as_str()).or_default() += 1;
+        }
+        let providers = config
+            .providers
+            .iter()
+            .map(|(id, p)| ProviderCounters {
+                provider: id.clone(),
+                kind: p.kind.to_string(),
+                instances: counts.get(id.as_str()).copied().unwrap_or(0),
+                metrics: cache
+                    .providers
+                    .get(id)
+                    .map(|s| s.counters.metrics())
+                    .unwrap_or_default(),
+            })
+            .collect();
+        let max_instances = cache.max as u64;
+        drop(cache);
+        instances.sort_by(|a, b| {
+            b.metrics
+                .requests
+                .cmp(&a.metrics.requests)
+                .then_with(|| (&a.provider, &a.model).cmp(&(&b.provider, &b.model)))
+        });
+        let omitted = instances.len().saturating_sub(STATUS_TOP_INSTANCES) as u64;
+        instances.truncate(STATUS_TOP_INSTANCES);
+        CacheStatus {
+            instances,
+            omitted,
+            providers,
+            max_instances,
+        }
     }
 
     /// Models of one provider, or of every provider. With every provider, one that fails
@@ -319,10 +610,12 @@ impl LlmProviderFactory {
 
     /// Puts `config` in force. Requests resolved from now on use it; instances of
     /// providers whose table changed or that are gone leave the cache (the next request
-    /// builds a new one) and are retired: generations already running keep them, and
-    /// [`Self::shut_down_unused_retired`] shuts each down once nothing uses it.
+    /// builds a new one, with a new HTTP client) and are retired: generations already
+    /// running keep them, and [`Self::shut_down_unused_retired`] shuts each down once
+    /// nothing uses it. Provider counters are kept; those of removed providers dropped.
+    /// The cache's bounds take effect at once (a lower cap on the next new instance).
     pub fn reload(&self, config: Config) -> ProviderChanges {
-        let mut instances = self.instances.lock().expect("instances lock poisoned");
+        let mut cache = self.lock();
         let old = self.config();
         let mut changes = ProviderChanges::default();
         for (id, table) in &config.providers {
@@ -339,11 +632,24 @@ impl LlmProviderFactory {
             .cloned()
             .collect();
         publish_environment_keys(&config);
+        for id in &changes.removed {
+            cache.providers.remove(id);
+        }
+        for id in changes.added.iter().chain(&changes.changed) {
+            let counters = cache
+                .providers
+                .remove(id)
+                .map(|s| s.counters)
+                .unwrap_or_default();
+            cache.providers.insert(id.clone(), Shared::new(counters));
+        }
+        cache.max = config.daemon.max_provider_instances;
+        cache.idle = Duration::from_secs(config.daemon.provider_idle_seconds);
         *self.config.write().expect("config lock poisoned") = Arc::new(config);
         let stale = |id: &str| {
             changes.changed.iter().any(|c| c == id) || changes.removed.iter().any(|r| r == id)
         };
-        changes.retired = self.retire_locked(&mut instances, stale);
+        changes.retired = self.retire_locked(&mut cache, stale);
         changes
     }
 
@@ -351,16 +657,13 @@ impl LlmProviderFactory {
     /// request builds one with the new key, running generations keep the old one, and
     /// [`Self::shut_down_unused_retired`] shuts each down once nothing uses it.
     pub fn retire_provider(&self, id: &str) -> usize {
-        let mut instances = self.instances.lock().expect("instances lock poisoned");
-        self.retire_locked(&mut instances, |candidate| candidate == id)
+        let mut cache = self.lock();
+        self.retire_locked(&mut cache, |candidate| candidate == id)
     }
 
-    fn retire_locked(
-        &self,
-        instances: &mut BTreeMap<(String, String), Slot>,
-        stale: impl Fn(&str) -> bool,
-    ) -> usize {
-        let keys: Vec<_> = instances
+    fn retire_locked(&self, cache: &mut Cache, stale: impl Fn(&str) -> bool) -> usize {
+        let keys: Vec<_> = cache
+            .entries
             .keys()
             .filter(|(id, _)| stale(id))
             .cloned()
@@ -368,8 +671,8 @@ impl LlmProviderFactory {
         let mut retired = self.retired.lock().expect("retired lock poisoned");
         let mut count = 0;
         for key in keys {
-            if let Some(slot) = instances.remove(&key) {
-                retired.push((key, slot));
+            if let Some(entry) = cache.entries.remove(&key) {
+                retired.push((key, entry.slot));
                 count += 1;
             }
         }
@@ -421,12 +724,9 @@ impl LlmProviderFactory {
             // Nobody can reach a retired slot or its instance again except through clones
             // taken before it was retired: when ours are the only references left, its
             // last generation (or initialization) has ended.
-            let (unused, in_use) = std::mem::take(&mut *retired).into_iter().partition(
-                |(_, slot): &((String, String), Slot)| {
-                    Arc::strong_count(slot) == 1
-                        && slot.get().is_none_or(|i| Arc::strong_count(i) == 1)
-                },
-            );
+            let (unused, in_use) = std::mem::take(&mut *retired)
+                .into_iter()
+                .partition(|(_, slot): &(Key, Slot)| !in_use(slot));
             *retired = in_use;
             unused
         };
@@ -446,11 +746,11 @@ impl LlmProviderFactory {
     /// Shuts every instance down; called once when the daemon stops.
     pub async fn shutdown_all(&self) {
         let retired = std::mem::take(&mut *self.retired.lock().expect("retired lock poisoned"));
-        let slots: Vec<Slot> =
-            std::mem::take(&mut *self.instances.lock().expect("instances lock poisoned"))
-                .into_values()
-                .chain(retired.into_iter().map(|(_, slot)| slot))
-                .collect();
+        let slots: Vec<Slot> = std::mem::take(&mut self.lock().entries)
+            .into_values()
+            .map(|entry| entry.slot)
+            .chain(retired.into_iter().map(|(_, slot)| slot))
+            .collect();
         for slot in slots {
             if let Some(instance) = slot.get() {
                 instance.shutdown().await;
@@ -602,5 +902,271 @@ mod tests {
         );
         drop(old_b);
         assert_eq!(f.shut_down_unused_retired().await, 0);
+    }
+
+    fn mock_factory(daemon: &str, providers: &str) -> LlmProviderFactory {
+        LlmProviderFactory::with_builtin_providers(
+            Config::parse(
+                &format!("[daemon]\n{daemon}\n{providers}"),
+                std::path::Path::new("t"),
+            )
+            .unwrap(),
+        )
+    }
+
+    const ONE_MOCK: &str = "[providers.m]\ntype = \"mock\"\ndefault_model = \"m0\"\n";
+
+    fn cached_models(f: &LlmProviderFactory) -> Vec<String> {
+        f.instances().into_iter().map(|i| i.model).collect()
+    }
+
+    async fn use_once(f: &LlmProviderFactory, model: &str) -> std::sync::Weak<dyn BaseLlmProvider> {
+        let (_, instance) = f.get(Some("m"), Some(model)).await.unwrap();
+        Arc::downgrade(&instance)
+    }
+
+    #[tokio::test]
+    async fn a_full_cache_evicts_the_least_recently_used_idle_instance() {
+        let f = mock_factory("max_provider_instances = 3", ONE_MOCK);
+        let a = use_once(&f, "a").await;
+        let b = use_once(&f, "b").await;
+        use_once(&f, "c").await;
+        // Using a again makes b the least recently used.
+        use_once(&f, "a").await;
+        use_once(&f, "d").await;
+        assert_eq!(cached_models(&f), ["a", "c", "d"]);
+        assert!(b.upgrade().is_none(), "the evicted instance is gone");
+        assert!(a.upgrade().is_some(), "the cache still holds a");
+        use_once(&f, "e").await;
+        assert_eq!(cached_models(&f), ["a", "d", "e"], "then c, the oldest");
+    }
+
+    static SHUT_DOWN: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    /// A provider that records its shutdown in [`SHUT_DOWN`].
+    struct Probe(ProviderState, String);
+
+    impl BaseLlmProvider for Probe {
+        fn kind(&self) -> ProviderKind {
+            ProviderKind::Mock
+        }
+        fn model(&self) -> &str {
+            &self.1
+        }
+        fn state(&self) -> &ProviderState {
+            &self.0
+        }
+        fn initialize(&self) -> BoxFuture<'_, Result<(), ProviderError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn generate(
+            &self,
+            _: GenerateRequest,
+        ) -> BoxFuture<'_, Result<EventStream, ProviderError>> {
+            Box::pin(async { Err(ProviderError::new(ErrorCode::Internal, "unused")) })
+        }
+        fn list_models(&self) -> BoxFuture<'_, Result<Vec<ModelInfo>, ProviderError>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+        fn shutdown(&self) -> BoxFuture<'_, ()> {
+            Box::pin(async { SHUT_DOWN.lock().unwrap().push(self.1.clone()) })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn evicted_and_expired_instances_are_shut_down() {
+        let config = Config::parse(
+            "[daemon]\nmax_provider_instances = 1\nprovider_idle_seconds = 1\n[providers.m]\ntype = \"mock\"\n",
+            std::path::Path::new("t"),
+        )
+        .unwrap();
+        let mut f = LlmProviderFactory::empty(config);
+        f.register(ProviderKind::Mock, |spec| {
+            Ok(Arc::new(Probe(ProviderState::default(), spec.model)) as Arc<dyn BaseLlmProvider>)
+        });
+        let shut = |name: &str| SHUT_DOWN.lock().unwrap().iter().any(|m| m == name);
+        use_once(&f, "probe-evicted").await;
+        use_once(&f, "probe-expired").await;
+        assert!(shut("probe-evicted"));
+        assert!(!shut("probe-expired"));
+        tokio::time::sleep(Duration::from_millis(1600)).await;
+        assert!(shut("probe-expired"));
+    }
+
+    #[tokio::test]
+    async fn instances_in_use_are_never_evicted_and_a_cache_all_in_use_is_overloaded() {
+        let f = mock_factory("max_provider_instances = 2", ONE_MOCK);
+        let (_, a) = f.get(Some("m"), Some("a")).await.unwrap();
+        let (_, b) = f.get(Some("m"), Some("b")).await.unwrap();
+        let e = f.get(Some("m"), Some("c")).await.err().unwrap();
+        assert_eq!(e.code, ErrorCode::Overloaded);
+        assert!(e.retryable);
+        assert!(
+            e.message.contains("max_provider_instances"),
+            "{}",
+            e.message
+        );
+        // A model already cached is still served.
+        let (_, a2) = f.get(Some("m"), Some("a")).await.unwrap();
+        assert!(Arc::ptr_eq(&a, &a2));
+        drop(a2);
+        // Releasing b (the more recently used) makes it the only candidate: a, though
+        // older, is still in use.
+        drop(b);
+        f.get(Some("m"), Some("c")).await.unwrap();
+        assert_eq!(cached_models(&f), ["a", "c"]);
+        let (_, a3) = f.get(Some("m"), Some("a")).await.unwrap();
+        assert!(Arc::ptr_eq(&a, &a3), "a was kept while in use");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_instances_expire_and_an_instance_in_use_only_after_its_use_ends() {
+        let f = mock_factory("provider_idle_seconds = 1", ONE_MOCK);
+        use_once(&f, "idle").await;
+        let (_, busy) = f.get(Some("m"), Some("busy")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1600)).await;
+        assert_eq!(cached_models(&f), ["busy"]);
+        // In use for far longer than the idle time, then released.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        drop(busy);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            cached_models(&f),
+            ["busy"],
+            "its idle time starts when its use ends"
+        );
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert!(cached_models(&f).is_empty());
+        // The sweep stopped with the cache empty; a new instance starts it again.
+        use_once(&f, "again").await;
+        assert_eq!(cached_models(&f), ["again"]);
+        tokio::time::sleep(Duration::from_millis(1600)).await;
+        assert!(cached_models(&f).is_empty());
+    }
+
+    #[tokio::test]
+    async fn provider_counters_outlive_evicted_instances() {
+        let f = mock_factory("max_provider_instances = 1", ONE_MOCK);
+        for model in ["a", "b", "c"] {
+            let (_, instance) = f.get(Some("m"), Some(model)).await.unwrap();
+            let state = instance.state();
+            state.record_start();
+            state.record_chunk();
+            state.record_end(crate::provider::Outcome::Failed, Default::default());
+        }
+        let status = f.status();
+        assert_eq!(status.instances.len(), 1);
+        assert_eq!(status.instances[0].metrics.requests, 1);
+        assert_eq!(status.providers.len(), 1);
+        let p = &status.providers[0];
+        assert_eq!((p.provider.as_str(), p.instances), ("m", 1));
+        assert_eq!(
+            (
+                p.metrics.requests,
+                p.metrics.chunks,
+                p.metrics.errors,
+                p.metrics.active
+            ),
+            (3, 3, 3, 0)
+        );
+        assert_eq!(status.max_instances, 1);
+    }
+
+    #[tokio::test]
+    async fn status_details_the_busiest_instances_and_counts_the_rest() {
+        let f = mock_factory("", ONE_MOCK);
+        for n in 0..25u64 {
+            let (_, instance) = f
+                .get(Some("m"), Some(&format!("model-{n:02}")))
+                .await
+                .unwrap();
+            for _ in 0..n {
+                instance.state().record_start();
+            }
+        }
+        let status = f.status();
+        assert_eq!(status.instances.len(), STATUS_TOP_INSTANCES);
+        assert_eq!(status.omitted, 5);
+        let requests: Vec<u64> = status
+            .instances
+            .iter()
+            .map(|i| i.metrics.requests)
+            .collect();
+        assert_eq!(requests, (5..25).rev().collect::<Vec<u64>>());
+        assert_eq!(status.providers[0].instances, 25);
+        assert_eq!(status.providers[0].metrics.requests, (0..25).sum::<u64>());
+    }
+
+    static CLIENTS: Mutex<Vec<(String, SharedClient)>> = Mutex::new(Vec::new());
+
+    #[tokio::test]
+    async fn the_models_of_a_provider_share_its_http_client_until_its_table_changes() {
+        let parse = |t: &str| Config::parse(t, std::path::Path::new("t")).unwrap();
+        let providers =
+            "[providers.share-p]\ntype = \"mock\"\n[providers.share-q]\ntype = \"mock\"\n";
+        let mut f = LlmProviderFactory::empty(parse(providers));
+        f.register(ProviderKind::Mock, |spec| {
+            CLIENTS
+                .lock()
+                .unwrap()
+                .push((format!("{}/{}", spec.id, spec.model), spec.http.clone()));
+            Ok(Arc::new(MockProvider::new(spec)?) as Arc<dyn BaseLlmProvider>)
+        });
+        for (p, m) in [("share-p", "a"), ("share-p", "b"), ("share-q", "a")] {
+            f.get(Some(p), Some(m)).await.unwrap();
+        }
+        f.reload(parse(&format!("{providers}max_tokens = 9\n")));
+        f.get(Some("share-p"), Some("c")).await.unwrap();
+        f.get(Some("share-q"), Some("b")).await.unwrap();
+        let clients: HashMap<String, SharedClient> = CLIENTS
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.starts_with("share-"))
+            .cloned()
+            .collect();
+        let same = |x: &str, y: &str| clients[x].same_as(&clients[y]);
+        assert!(same("share-p/a", "share-p/b"), "one client per provider");
+        assert!(!same("share-p/a", "share-q/a"), "not one for all providers");
+        assert!(
+            same("share-p/a", "share-p/c"),
+            "an unchanged table keeps it"
+        );
+        assert!(
+            !same("share-q/a", "share-q/b"),
+            "a changed table gets a new one"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reload_that_lowers_the_cap_evicts_down_to_it_on_the_next_new_instance() {
+        let parse = |t: &str| Config::parse(t, std::path::Path::new("t")).unwrap();
+        let f = mock_factory("max_provider_instances = 4", ONE_MOCK);
+        for model in ["a", "b", "c", "d"] {
+            use_once(&f, model).await;
+        }
+        let (_, d) = f.get(Some("m"), Some("d")).await.unwrap();
+        let changes = f.reload(parse(&format!(
+            "[daemon]\nmax_provider_instances = 2\n{ONE_MOCK}"
+        )));
+        assert_eq!(changes, ProviderChanges::default(), "no provider changed");
+        assert_eq!(f.status().max_instances, 2);
+        use_once(&f, "e").await;
+        assert_eq!(cached_models(&f), ["d", "e"], "the oldest idle ones left");
+        drop(d);
+    }
+
+    #[tokio::test]
+    async fn a_model_whose_initialization_failed_does_not_pin_a_slot() {
+        // An openai provider without a key fails to initialize.
+        let f = mock_factory(
+            "max_provider_instances = 1",
+            "[providers.o]\ntype = \"openai\"\napi_key_env = \"PROVD_UNSET_KEY_FOR_THIS_TEST\"\n",
+        );
+        let e = f.get(Some("o"), Some("x")).await.err().unwrap();
+        assert_eq!(e.code, ErrorCode::Unauthenticated);
+        let e = f.get(Some("o"), Some("y")).await.err().unwrap();
+        assert_eq!(e.code, ErrorCode::Unauthenticated, "not overloaded: {e}");
+        assert!(cached_models(&f).is_empty());
     }
 }

@@ -6,7 +6,7 @@
 //! views, not copies: they stay valid until the object is freed. All of these objects are
 //! immutable, so any thread may read them at once.
 
-use ::provd_client::message::{ProviderStatus, StatusResult};
+use ::provd_client::message::{ProviderMetrics, ProviderStatus, StatusResult};
 use ::provd_client::{ModelList, ProviderList};
 
 use crate::args;
@@ -344,12 +344,32 @@ struct Instance {
     metrics: provd_metrics,
 }
 
+struct ProviderTotals {
+    provider: NulString,
+    kind: NulString,
+    instances: u64,
+    metrics: provd_metrics,
+}
+
 /// The daemon's status. Made by `provd_client_status`, freed by
 /// `provd_daemon_status_free`.
 pub struct provd_daemon_status {
     daemon_version: NulString,
     result: StatusResult,
     instances: Vec<Instance>,
+    providers: Vec<ProviderTotals>,
+}
+
+fn metrics(m: &ProviderMetrics) -> provd_metrics {
+    provd_metrics {
+        requests: m.requests,
+        errors: m.errors,
+        cancelled: m.cancelled,
+        active: m.active,
+        chunks: m.chunks,
+        prompt_tokens: m.prompt_tokens,
+        completion_tokens: m.completion_tokens,
+    }
 }
 
 fn state_name(status: ProviderStatus) -> &'static str {
@@ -372,21 +392,24 @@ impl provd_daemon_status {
                 kind: NulString::new(i.kind.clone()),
                 model: NulString::new(i.model.clone()),
                 state: NulString::new(state_name(i.status)),
-                metrics: provd_metrics {
-                    requests: i.metrics.requests,
-                    errors: i.metrics.errors,
-                    cancelled: i.metrics.cancelled,
-                    active: i.metrics.active,
-                    chunks: i.metrics.chunks,
-                    prompt_tokens: i.metrics.prompt_tokens,
-                    completion_tokens: i.metrics.completion_tokens,
-                },
+                metrics: metrics(&i.metrics),
+            })
+            .collect();
+        let providers = result
+            .provider_counters
+            .iter()
+            .map(|p| ProviderTotals {
+                provider: NulString::new(p.provider.clone()),
+                kind: NulString::new(p.kind.clone()),
+                instances: p.instances,
+                metrics: metrics(&p.metrics),
             })
             .collect();
         provd_daemon_status {
             daemon_version: NulString::new(result.daemon_version.clone()),
             result,
             instances,
+            providers,
         }
     }
 }
@@ -407,12 +430,13 @@ pub struct provd_daemon_info {
     pub connections: u64,
     /// Generations running now, on all connections.
     pub active_streams: u64,
-    /// How many provider instances `provd_daemon_status_instance` can read.
+    /// How many provider instances `provd_daemon_status_instance` can read: at most the
+    /// 20 that served the most requests (`provd_cache_info` counts the others).
     pub instances_len: usize,
 }
 
-/// One provider instance (a provider id and a model, started on first use), as a view
-/// into a `provd_daemon_status`.
+/// One provider instance (a provider id and a model, started on first use and kept in
+/// the daemon's bounded cache), as a view into a `provd_daemon_status`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct provd_instance_info {
@@ -482,6 +506,88 @@ pub extern "C" fn provd_daemon_status_instance(
             model: i.model.lend(),
             state: i.state.lend(),
             metrics: i.metrics,
+        });
+        Ok(())
+    })
+}
+
+/// The daemon's instance cache and providers in a `provd_daemon_status`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct provd_cache_info {
+    /// How many providers `provd_daemon_status_provider` can read.
+    pub providers_len: usize,
+    /// Instances in the cache that `provd_daemon_status_instance` does not list.
+    pub instances_omitted: u64,
+    /// The most instances the daemon keeps (`[daemon] max_provider_instances`; 0 from a
+    /// daemon that does not say).
+    pub max_provider_instances: u64,
+}
+
+/// One configured provider's counters over all its models, as a view into a
+/// `provd_daemon_status`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct provd_provider_counters {
+    /// The provider id.
+    pub provider: provd_str,
+    /// The provider type.
+    pub kind: provd_str,
+    /// Its instances (models) in the daemon's cache now.
+    pub instances: u64,
+    /// Its counters since the daemon started, evicted instances included.
+    pub metrics: provd_metrics,
+}
+
+/// The instance cache's figures of `status`, through `info_out`.
+///
+/// Returns `PROVD_NULL_ARGUMENT` if an argument is NULL. Thread-safe.
+#[no_mangle]
+pub extern "C" fn provd_daemon_status_cache(
+    status: *const provd_daemon_status,
+    info_out: *mut provd_cache_info,
+) -> crate::error::provd_status {
+    accessor(|| {
+        // SAFETY: the header requires a live status and a NULL or writable `info_out`.
+        let (s, out) = unsafe {
+            (
+                args::handle(status, "status")?,
+                args::out(info_out, "info_out")?,
+            )
+        };
+        out.write(provd_cache_info {
+            providers_len: s.providers.len(),
+            instances_omitted: s.result.instances_omitted,
+            max_provider_instances: s.result.max_provider_instances,
+        });
+        Ok(())
+    })
+}
+
+/// Provider number `index` of `status` (sorted by id), through `info_out`.
+///
+/// Returns `PROVD_NULL_ARGUMENT` if an argument is NULL, `PROVD_INVALID_ARGUMENT` if
+/// `index` is out of range. Thread-safe.
+#[no_mangle]
+pub extern "C" fn provd_daemon_status_provider(
+    status: *const provd_daemon_status,
+    index: usize,
+    info_out: *mut provd_provider_counters,
+) -> crate::error::provd_status {
+    accessor(|| {
+        // SAFETY: the header requires a live status and a NULL or writable `info_out`.
+        let (s, out) = unsafe {
+            (
+                args::handle(status, "status")?,
+                args::out(info_out, "info_out")?,
+            )
+        };
+        let p = at(&s.providers, index, "provider list")?;
+        out.write(provd_provider_counters {
+            provider: p.provider.lend(),
+            kind: p.kind.lend(),
+            instances: p.instances,
+            metrics: p.metrics,
         });
         Ok(())
     })

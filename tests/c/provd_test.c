@@ -533,6 +533,17 @@ static void test_lists_and_status(provd_client *client) {
   CHECK(provd_daemon_status_instance(status, 0, &inst) == PROVD_OK && str_eq(inst.provider, "mock") &&
             str_eq(inst.state, "ready") && inst.metrics.requests >= 1,
         "instance %s", inst.state.data);
+  provd_cache_info cache;
+  CHECK(provd_daemon_status_cache(status, &cache) == PROVD_OK && cache.providers_len >= 1 &&
+            cache.instances_omitted == 0 && cache.max_provider_instances == 256,
+        "cache");
+  provd_provider_counters counters;
+  CHECK(provd_daemon_status_provider(status, 0, &counters) == PROVD_OK &&
+            str_eq(counters.provider, "mock") && counters.instances >= 1 &&
+            counters.metrics.requests >= inst.metrics.requests,
+        "provider counters");
+  CHECK(provd_daemon_status_provider(status, cache.providers_len, &counters) == PROVD_INVALID_ARGUMENT,
+        "provider index out of range");
   provd_daemon_status_free(status);
 }
 

@@ -1,8 +1,8 @@
-//! What every HTTP provider shares: its [`Transport`] (one pooled client per instance:
-//! rustls on ring, HTTP/2 when the server offers it, no retries or redirects of its own),
-//! the timeouts, the mapping of HTTP failures to the system-wide codes, and the driver
-//! that turns a streamed body into [`StreamEvent`]s through a framer (SSE or NDJSON) and
-//! a provider's decoder.
+//! What every HTTP provider shares: its [`Transport`] (one pooled client per configured
+//! provider, shared by all its instances: rustls on ring, HTTP/2 when the server offers
+//! it, no retries or redirects of its own), the timeouts, the mapping of HTTP failures to
+//! the system-wide codes, and the driver that turns a streamed body into
+//! [`StreamEvent`]s through a framer (SSE or NDJSON) and a provider's decoder.
 //!
 //! Retries are not here: the request path owns them (one owner, one deadline), so this
 //! layer reports each failure once, classified.
@@ -69,7 +69,42 @@ impl Timeouts {
     }
 }
 
-/// The shared HTTP client of one provider instance.
+/// The HTTP client (connection pool) of one configured provider, shared by every instance
+/// (model) of it, so that the sockets a provider holds do not grow with the number of
+/// models clients name. Built by the first instance that needs one; the factory gives a
+/// provider a new one when a reload changes its table (its timeouts may have changed).
+/// Cloning shares it.
+#[derive(Clone, Default)]
+pub struct SharedClient(std::sync::Arc<std::sync::OnceLock<reqwest::Client>>);
+
+impl std::fmt::Debug for SharedClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedClient")
+            .field("built", &self.0.get().is_some())
+            .finish()
+    }
+}
+
+impl SharedClient {
+    /// The provider's client, built now with `timeouts` if it is the first use.
+    fn get_or_build(&self, timeouts: &Timeouts) -> Result<reqwest::Client, ProviderError> {
+        if let Some(client) = self.0.get() {
+            return Ok(client.clone());
+        }
+        // Two first uses at once may both build one; the first set wins and the other
+        // is dropped unused (it holds no connection yet).
+        let built = client(timeouts)?;
+        Ok(self.0.get_or_init(|| built).clone())
+    }
+
+    /// Whether two handles share one client.
+    #[cfg(test)]
+    pub(crate) fn same_as(&self, other: &SharedClient) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+/// Builds an HTTP client with a provider's limits.
 fn client(timeouts: &Timeouts) -> Result<reqwest::Client, ProviderError> {
     install_crypto_provider();
     reqwest::Client::builder()
@@ -93,7 +128,7 @@ fn client(timeouts: &Timeouts) -> Result<reqwest::Client, ProviderError> {
         })
 }
 
-/// One provider instance's way to its API: the pooled client, the instance's limits,
+/// One provider instance's way to its API: the provider's pooled client, the limits,
 /// how the API words its failures, and the key to cut out of them. Every HTTP provider
 /// sends and reads through one, so a request is classified, timed and scrubbed alike
 /// whichever API it goes to.
@@ -117,7 +152,7 @@ impl Transport {
         let timeouts = Timeouts::from_config(&spec.config);
         Ok(Transport {
             provider: spec.id.clone(),
-            client: client(&timeouts)?,
+            client: spec.http.get_or_build(&timeouts)?,
             timeouts,
             dialect,
             own_key: Scrubber::for_key(spec.credential.as_ref()),

@@ -16,6 +16,7 @@ pub mod sse;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures_core::Stream;
@@ -104,6 +105,8 @@ pub struct ProviderSpec {
     pub config: ProviderConfig,
     /// Its API key, if it has one. Redacted in Debug.
     pub credential: Option<crate::secret::Secret>,
+    /// The provider's one HTTP client (connection pool), shared by all its instances.
+    pub http: http::SharedClient,
 }
 
 impl ProviderSpec {
@@ -121,6 +124,7 @@ impl ProviderSpec {
             model: model.into(),
             config: config.providers[id].clone(),
             credential: key.map(|k| crate::secret::Secret::new(k.into())),
+            http: http::SharedClient::default(),
         }
     }
 
@@ -322,6 +326,26 @@ pub fn check_additional_param(
 #[derive(Debug)]
 pub struct ProviderState {
     status: AtomicU8,
+    counters: Counters,
+    // The configured provider's counters, which outlive this instance (the factory's
+    // cache evicts instances): everything recorded here is recorded there too.
+    provider: OnceLock<Arc<Counters>>,
+}
+
+impl Default for ProviderState {
+    fn default() -> Self {
+        ProviderState {
+            status: AtomicU8::new(status_to_u8(ProviderStatus::Initializing)),
+            counters: Counters::default(),
+            provider: OnceLock::new(),
+        }
+    }
+}
+
+/// Generation counters, updated lock-free: one set per instance and one per configured
+/// provider.
+#[derive(Debug, Default)]
+pub struct Counters {
     requests: AtomicU64,
     errors: AtomicU64,
     cancelled: AtomicU64,
@@ -331,17 +355,43 @@ pub struct ProviderState {
     completion_tokens: AtomicU64,
 }
 
-impl Default for ProviderState {
-    fn default() -> Self {
-        ProviderState {
-            status: AtomicU8::new(status_to_u8(ProviderStatus::Initializing)),
-            requests: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
-            cancelled: AtomicU64::new(0),
-            active: AtomicU64::new(0),
-            chunks: AtomicU64::new(0),
-            prompt_tokens: AtomicU64::new(0),
-            completion_tokens: AtomicU64::new(0),
+impl Counters {
+    fn start(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.active.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn chunk(&self) {
+        self.chunks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn end(&self, outcome: Outcome, usage: Usage) {
+        self.active.fetch_sub(1, Ordering::Relaxed);
+        self.prompt_tokens
+            .fetch_add(usage.prompt_tokens.into(), Ordering::Relaxed);
+        self.completion_tokens
+            .fetch_add(usage.completion_tokens.into(), Ordering::Relaxed);
+        match outcome {
+            Outcome::Completed => {}
+            Outcome::Failed => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::Cancelled => {
+                self.cancelled.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// A snapshot.
+    pub fn metrics(&self) -> ProviderMetrics {
+        ProviderMetrics {
+            requests: self.requests.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            cancelled: self.cancelled.load(Ordering::Relaxed),
+            active: self.active.load(Ordering::Relaxed),
+            chunks: self.chunks.load(Ordering::Relaxed),
+            prompt_tokens: self.prompt_tokens.load(Ordering::Relaxed),
+            completion_tokens: self.completion_tokens.load(Ordering::Relaxed),
         }
     }
 }
@@ -384,54 +434,48 @@ impl ProviderState {
         self.status.store(status_to_u8(status), Ordering::Release);
     }
 
+    /// Makes every later record count for the configured provider's `counters` too.
+    /// Set once, by the factory, before the instance serves anything.
+    pub fn count_for_provider(&self, counters: Arc<Counters>) {
+        let _ = self.provider.set(counters);
+    }
+
     /// A generation started.
     pub fn record_start(&self) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        self.active.fetch_add(1, Ordering::Relaxed);
+        self.counters.start();
+        if let Some(p) = self.provider.get() {
+            p.start();
+        }
     }
 
     /// A chunk was forwarded.
     pub fn record_chunk(&self) {
-        self.chunks.fetch_add(1, Ordering::Relaxed);
+        self.counters.chunk();
+        if let Some(p) = self.provider.get() {
+            p.chunk();
+        }
     }
 
     /// A generation ended.
     pub fn record_end(&self, outcome: Outcome, usage: Usage) {
-        self.active.fetch_sub(1, Ordering::Relaxed);
-        self.prompt_tokens
-            .fetch_add(usage.prompt_tokens.into(), Ordering::Relaxed);
-        self.completion_tokens
-            .fetch_add(usage.completion_tokens.into(), Ordering::Relaxed);
-        match outcome {
-            Outcome::Completed => {}
-            Outcome::Failed => {
-                self.errors.fetch_add(1, Ordering::Relaxed);
-            }
-            Outcome::Cancelled => {
-                self.cancelled.fetch_add(1, Ordering::Relaxed);
-            }
+        self.counters.end(outcome, usage);
+        if let Some(p) = self.provider.get() {
+            p.end(outcome, usage);
         }
     }
 
     /// A snapshot of the counters.
     pub fn metrics(&self) -> ProviderMetrics {
-        ProviderMetrics {
-            requests: self.requests.load(Ordering::Relaxed),
-            errors: self.errors.load(Ordering::Relaxed),
-            cancelled: self.cancelled.load(Ordering::Relaxed),
-            active: self.active.load(Ordering::Relaxed),
-            chunks: self.chunks.load(Ordering::Relaxed),
-            prompt_tokens: self.prompt_tokens.load(Ordering::Relaxed),
-            completion_tokens: self.completion_tokens.load(Ordering::Relaxed),
-        }
+        self.counters.metrics()
     }
 }
 
 /// A provider instance: one configured provider id serving one model.
 ///
 /// Instances are created and initialized by the [`crate::factory::LlmProviderFactory`],
-/// shared behind `Arc` by every request for that provider and model, and shut down once
-/// when the daemon stops.
+/// shared behind `Arc` by every request for that provider and model, and shut down once:
+/// when the factory's bounded cache evicts or expires them, a reload retires them, or
+/// the daemon stops.
 pub trait BaseLlmProvider: Send + Sync + 'static {
     /// The provider type.
     fn kind(&self) -> ProviderKind;
@@ -457,8 +501,9 @@ pub trait BaseLlmProvider: Send + Sync + 'static {
     fn list_models(&self) -> BoxFuture<'_, Result<Vec<ModelInfo>, ProviderError>>;
 
     /// Releases the instance's resources; no request follows. HTTP providers hold
-    /// nothing that dropping does not release (pooled connections close with the
-    /// client), so by default this only records the state.
+    /// nothing that dropping does not release (the pooled connections belong to the
+    /// provider's shared client, not to the instance), so by default this only records
+    /// the state.
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         Box::pin(async { self.state().set_status(ProviderStatus::ShuttingDown) })
     }

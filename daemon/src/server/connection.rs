@@ -617,6 +617,7 @@ impl Connection {
 
     fn status(&self, grant: &Grant) -> StatusResult {
         let daemon = &self.ctx.daemon;
+        let cache = daemon.factory.status();
         let mut status = StatusResult {
             daemon_version: env!("CARGO_PKG_VERSION").to_owned(),
             protocol_version: PROTOCOL_VERSION,
@@ -630,7 +631,10 @@ impl Connection {
             connections: daemon.stats.connections.load(Ordering::Relaxed),
             active_streams: daemon.stats.active_streams.load(Ordering::Relaxed),
             providers: daemon.factory.providers(),
-            instances: daemon.factory.instances(),
+            instances: cache.instances,
+            provider_counters: cache.providers,
+            instances_omitted: cache.omitted,
+            max_provider_instances: cache.max_instances,
             uids: daemon.admission.usage(),
         };
         visible_status(&self.policy, grant, &mut status);
@@ -859,7 +863,13 @@ impl Connection {
 fn visible_status(auth: &AuthProvider, grant: &Grant, status: &mut StatusResult) {
     visible_providers(auth, grant, &mut status.providers);
     if !grant.admin {
+        // Provider-level figures of the providers it may use; nothing per model, which
+        // would show other users' model names.
+        status
+            .provider_counters
+            .retain(|p| auth.check_provider(grant, &p.provider).is_ok());
         status.instances.clear();
+        status.instances_omitted = 0;
         status.uids.retain(|u| u.uid == grant.peer.uid);
     }
 }

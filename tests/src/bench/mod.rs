@@ -12,6 +12,7 @@
 //! cancel-to-upstream latency, and the daemon's RSS idle, with 1,000 idle connections and
 //! with 1,000 open streams.
 
+pub mod cache;
 pub mod load;
 pub mod memory;
 pub mod stats;

@@ -9,6 +9,7 @@
 
 mod admission;
 mod authorization;
+mod cache;
 mod log_injection;
 mod scrubbing;
 mod squatting;
