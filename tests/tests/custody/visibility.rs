@@ -61,6 +61,15 @@ async fn a_user_sees_only_the_providers_it_may_use_and_no_model_names() {
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(ids(&status["providers"]), ["c", "mock"]);
     assert_eq!(status["instances"], serde_json::json!([]));
+    assert_eq!(status["instances_omitted"], 0);
+    // Provider-level figures, of the providers it may use only.
+    let counted: Vec<&str> = status["provider_counters"]
+        .as_array()
+        .expect("provider counters")
+        .iter()
+        .map(|p| p["provider"].as_str().unwrap())
+        .collect();
+    assert_eq!(counted, ["c", "mock"]);
     let providers: serde_json::Value = serde_json::from_str(&providers).unwrap();
     assert_eq!(ids(&providers["providers"]), ["c", "mock"]);
 }
@@ -79,6 +88,12 @@ async fn a_token_scoped_connection_sees_only_its_token_s_providers() {
     let shown: Vec<&str> = status.providers.iter().map(|p| p.id.as_str()).collect();
     assert_eq!(shown, ["c"]);
     assert!(status.instances.is_empty(), "{:?}", status.instances);
+    let counted: Vec<&str> = status
+        .provider_counters
+        .iter()
+        .map(|p| p.provider.as_str())
+        .collect();
+    assert_eq!(counted, ["c"]);
     let listed = client.list_providers().await.unwrap();
     assert_eq!(listed.providers.len(), 1);
     assert_eq!(listed.providers[0].id, "c");
@@ -90,6 +105,12 @@ async fn an_admin_sees_every_provider_and_every_model() {
     let status = daemon.client().await.status().await.unwrap();
     let shown: Vec<&str> = status.providers.iter().map(|p| p.id.as_str()).collect();
     assert_eq!(shown, ["b", "c", "mock"]);
+    let counted: Vec<(&str, u64)> = status
+        .provider_counters
+        .iter()
+        .map(|p| (p.provider.as_str(), p.metrics.requests))
+        .collect();
+    assert_eq!(counted, [("b", 1), ("c", 1), ("mock", 1)]);
     let mut instances: Vec<(&str, &str)> = status
         .instances
         .iter()
