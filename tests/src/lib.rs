@@ -340,6 +340,25 @@ pub fn run_provd(args: &[&str], socket: &Path) -> (ExitStatus, String, String) {
     )
 }
 
+/// Runs `command` with `stdin` written to its standard input (then closed) and collects
+/// its output: how a test gives a secret to a `provd` command, never in argv.
+pub fn output_with_stdin(command: &mut Command, stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the command");
+    child
+        .stdin
+        .take()
+        .expect("stdin piped")
+        .write_all(stdin.as_bytes())
+        .expect("write the command's stdin");
+    child.wait_with_output().expect("wait for the command")
+}
+
 /// Calls `f` until it returns `Some`, at most `tries` times, yielding between tries. For
 /// conditions the daemon reaches asynchronously (a disconnect noticed), observed through
 /// its own `status` reply, so each try is a real round trip rather than a sleep.

@@ -66,23 +66,13 @@ fn provd(
     stdin: &str,
     env: &[(&str, &str)],
 ) -> (bool, String, String) {
-    use std::io::Write;
-    let mut child = std::process::Command::new(provd_bin())
-        .args(args)
-        .env("PROVD_SOCKET", socket)
-        .envs(env.iter().copied())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = provd_tests::output_with_stdin(
+        std::process::Command::new(provd_bin())
+            .args(args)
+            .env("PROVD_SOCKET", socket)
+            .envs(env.iter().copied()),
+        stdin,
+    );
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -71,22 +71,12 @@ fn hostile_daemon(base: &str, extra_table: &str) -> Daemon {
 }
 
 fn seal(socket: &Path, provider: &str, key: &str) {
-    use std::io::Write;
-    let mut child = std::process::Command::new(provd_bin())
-        .args(["creds", "set", provider])
-        .env("PROVD_SOCKET", socket)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(key.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = provd_tests::output_with_stdin(
+        std::process::Command::new(provd_bin())
+            .args(["creds", "set", provider])
+            .env("PROVD_SOCKET", socket),
+        key,
+    );
     assert!(
         out.status.success(),
         "creds set: {}",

@@ -101,27 +101,18 @@ impl Drop for RemoveOnDrop {
 /// `provd ARGS` as `uid`, as a user without a login session: no `XDG_RUNTIME_DIR`, no
 /// `PROVD_SOCKET` (unless `env` sets it), no configuration file.
 fn provd_as(uid: u32, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {
-    let mut child = command_as(uid, provd_bin())
-        .args(args)
-        .env_remove("XDG_RUNTIME_DIR")
-        .env_remove("PROVD_SOCKET")
-        .env_remove("PROVD_TOKEN")
-        .env("PROVD_CONFIG", "")
-        .env("XDG_CONFIG_HOME", "/nonexistent/provd-custody")
-        .env("NO_COLOR", "1")
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run provd as the victim");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    provd_tests::output_with_stdin(
+        command_as(uid, provd_bin())
+            .args(args)
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("PROVD_SOCKET")
+            .env_remove("PROVD_TOKEN")
+            .env("PROVD_CONFIG", "")
+            .env("XDG_CONFIG_HOME", "/nonexistent/provd-custody")
+            .env("NO_COLOR", "1")
+            .envs(env.iter().copied()),
+        stdin,
+    )
 }
 
 /// One victim command: its arguments, its stdin and extra environment.
