@@ -167,6 +167,78 @@ def default_socket_path() -> str:
     return f"/tmp/provd-{uid}/provd.sock"
 
 
+class UntrustedDaemon(ProvdError):
+    """The socket, or the process listening on it, failed the check of PROTOCOL.md
+    section 2.4. Nothing was sent."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(
+            "permission_denied",
+            f"refusing to talk to provd at {path}, nothing was sent: {reason}",
+        )
+        self.path = path
+
+
+def _group_or_other_writable(mode: int) -> bool:
+    return mode & 0o022 != 0
+
+
+def trusted_socket_path(path: str) -> "tuple[str, int]":
+    """Steps 1 to 4 of PROTOCOL.md section 2.4: the resolved socket path and the owner of
+    its directory, or UntrustedDaemon naming the path, the owner found and the rule."""
+    me = os.geteuid()
+    resolved = os.path.realpath(path)
+    if not os.path.exists(resolved):
+        raise FileNotFoundError(f"no provd socket at {path}")
+    directory = os.path.dirname(resolved) or "/"
+    st = os.lstat(directory)
+    if _group_or_other_writable(st.st_mode):
+        raise UntrustedDaemon(
+            path,
+            f"its directory {directory} (owner uid {st.st_uid}, mode {st.st_mode & 0o7777:o}) "
+            "is writable by group or others",
+        )
+    owner = st.st_uid
+    parent = os.path.dirname(directory) or "/"
+    pst = os.lstat(parent)
+    made_by_root = pst.st_uid == 0 and not _group_or_other_writable(pst.st_mode)
+    if owner not in (0, me) and not made_by_root:
+        raise UntrustedDaemon(
+            path,
+            f"its directory {directory} is owned by uid {owner}, not by root or uid {me}, "
+            f"and its parent {parent} is not a root-owned directory nobody else can write",
+        )
+    ancestor = parent
+    while True:
+        ast = os.lstat(ancestor)
+        if ast.st_uid not in (0, me):
+            raise UntrustedDaemon(
+                path, f"{ancestor} above it is owned by uid {ast.st_uid}, not by root or uid {me}"
+            )
+        if _group_or_other_writable(ast.st_mode) and not ast.st_mode & 0o1000:
+            raise UntrustedDaemon(
+                path,
+                f"{ancestor} above it (mode {ast.st_mode & 0o7777:o}) is writable by group "
+                "or others and not sticky",
+            )
+        if ancestor == "/":
+            return resolved, owner
+        ancestor = os.path.dirname(ancestor)
+
+
+def check_listener(sock: socket.socket, path: str, owner: int) -> None:
+    """Step 6 of PROTOCOL.md section 2.4: the process listening must run as the socket
+    directory's owner or root."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    if uid not in (owner, 0):
+        raise UntrustedDaemon(
+            path,
+            f"the process listening runs as uid {uid}, not as the directory's owner "
+            f"(uid {owner}) or root",
+        )
+
+
 def pack(value: Any) -> bytes:
     """One MessagePack value, with strings as str and bytes as bin."""
     return msgpack.packb(value, use_bin_type=True)
@@ -585,11 +657,15 @@ def connect(
     """Connects to the daemon at ``path`` (default: section 2.1 of PROTOCOL.md) and
     exchanges hellos. ``timeout`` bounds each wait for a reply or a frame (None: wait
     forever). Raises ProvdError (for example ``protocol_error`` on a version mismatch)
-    or OSError if the socket cannot be reached."""
+    or OSError if the socket cannot be reached; UntrustedDaemon (before a byte is sent)
+    if the socket or its listener fails the check of section 2.4."""
+    path = path or default_socket_path()
+    resolved, owner = trusted_socket_path(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.settimeout(timeout)
-        sock.connect(path or default_socket_path())
+        sock.connect(resolved)
+        check_listener(sock, path, owner)
         sock.settimeout(None)  # the reader thread blocks; waits are bounded by queue timeouts
     except BaseException:
         sock.close()

@@ -18,6 +18,7 @@ import argparse
 import os
 import socket
 import struct
+import tempfile
 import sys
 import time
 import traceback
@@ -603,6 +604,44 @@ def max_streams_per_connection_is_enforced() -> None:
     err = expect_reply_error(replies[0], 5000, "overloaded")
     eq(err["retryable"], True, "overloaded is retryable")
     raw.close()  # which also cancels the running ones
+
+
+@test
+def a_daemon_in_a_directory_others_can_write_gets_not_one_byte() -> None:
+    # PROTOCOL.md section 2.4, step 2: anyone could have put this socket there.
+    with tempfile.TemporaryDirectory(prefix="provd-py-squat-") as base:
+        shared = os.path.join(base, "shared")
+        os.mkdir(shared)
+        os.chmod(shared, 0o777)
+        path = os.path.join(shared, "provd.sock")
+        impostor = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        impostor.bind(path)
+        impostor.listen(1)
+        impostor.settimeout(TIMEOUT_S)
+        try:
+            pc.connect(path, timeout=TIMEOUT_S)
+        except pc.UntrustedDaemon as e:
+            check("nothing was sent" in e.message and shared in e.message, e.message)
+            eq(e.code, "permission_denied", "the error's code")
+        else:
+            raise Failure("the client talked to a socket in a directory anyone can write")
+        # It never even connected, so the impostor has nothing to accept.
+        impostor.setblocking(False)
+        try:
+            impostor.accept()
+            raise Failure("the client connected to the impostor")
+        except BlockingIOError:
+            pass
+        impostor.close()
+
+
+@test
+def a_link_to_the_daemon_s_socket_is_followed_and_checked() -> None:
+    with tempfile.TemporaryDirectory(prefix="provd-py-link-") as base:
+        link = os.path.join(base, "provd.sock")
+        os.symlink(SOCKET_PATH, link)
+        with pc.connect(link, client_name="test_protocol.py", timeout=TIMEOUT_S) as c:
+            c.ping()
 
 
 # --------------------------------------------------------------------------- runner
