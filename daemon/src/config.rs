@@ -206,7 +206,8 @@ pub struct DaemonConfig {
     /// Provider instances (one per provider and model) kept at once, 1 to
     /// [`MAX_COUNT_OR_SECONDS`]. When the cache is full the least recently used idle one
     /// is shut down to make room; when every one is serving a stream, a request for a
-    /// new provider and model gets `overloaded`.
+    /// new provider and model gets `overloaded`. Models the configuration names
+    /// ([`Config::names_model`]) are outside this cap.
     pub max_provider_instances: usize,
     /// An instance unused for this long is shut down (seconds, 1 to
     /// [`MAX_COUNT_OR_SECONDS`]; a sweep every quarter of it checks, so give or take a
@@ -645,6 +646,23 @@ impl Config {
             });
         }
         Ok(())
+    }
+
+    /// Whether the configuration itself names `model` of provider `id`: its
+    /// `default_model`, a provider's fallback target or an alias target. Such models are
+    /// the administrator's choice, so few; the instance cache keeps them outside its cap.
+    pub fn names_model(&self, id: &str, model: &str) -> bool {
+        let Some(provider) = self.providers.get(id) else {
+            return false;
+        };
+        if provider.default_model.as_deref() == Some(model) {
+            return true;
+        }
+        let fallbacks = self.providers.values().flat_map(|p| &p.fallbacks);
+        fallbacks
+            .chain(self.aliases.values().flatten())
+            .map(|t| Target::parse(t))
+            .any(|t| t.provider == id && t.model.as_deref() == Some(model))
     }
 
     /// The default provider: the configured one, else the only one, else none.

@@ -17,6 +17,12 @@
 //!
 //! What must outlive an instance lives per configured provider instead: its counters and
 //! its one HTTP client (connection pool), shared by all its models.
+//!
+//! The models the configuration names (each provider's `default_model` and the targets of
+//! `[aliases]`) are outside the cap: their instances neither count towards it nor are
+//! evicted for room, only expired when idle. The administrator chose them, so they are
+//! few; and a user who fills every slot with made-up names held busy cannot lock the
+//! others out of the models the host is set up to serve.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -107,6 +113,8 @@ struct Entry {
     last_used: Instant,
     /// Rank in the least-recently-used order (larger is more recent).
     used_rank: u64,
+    /// A model the configuration names: outside the cap (see the module docs).
+    configured: bool,
 }
 
 /// What belongs to a configured provider rather than to one of its instances.
@@ -190,11 +198,11 @@ impl Cache {
     /// Makes room for one more instance by taking out the least recently used idle ones
     /// (into `evicted`, to be shut down), or says that every instance is in use.
     fn make_room(&mut self, evicted: &mut Vec<(Key, Slot)>) -> Result<(), ProviderError> {
-        while self.entries.len() >= self.max {
+        while self.entries.values().filter(|e| !e.configured).count() >= self.max {
             let victim = self
                 .entries
                 .iter()
-                .filter(|(_, e)| !in_use(&e.slot))
+                .filter(|(_, e)| !e.configured && !in_use(&e.slot))
                 .min_by_key(|(_, e)| e.used_rank)
                 .map(|(k, _)| k.clone());
             let Some(key) = victim else {
@@ -433,10 +441,16 @@ impl LlmProviderFactory {
             let key = (id.to_owned(), model.clone());
             let now = Instant::now();
             let rank = cache.next_rank();
+            // Asked only for a new instance: a cached one knows already.
+            let mut configured = false;
             let room = match cache.entries.get_mut(&key) {
                 Some(entry) => {
                     entry.last_used = now;
                     entry.used_rank = rank;
+                    Ok(())
+                }
+                None if config.names_model(id, &model) => {
+                    configured = true;
                     Ok(())
                 }
                 None => cache.make_room(&mut evicted),
@@ -448,6 +462,7 @@ impl LlmProviderFactory {
                         slot: Slot::default(),
                         last_used: now,
                         used_rank: rank,
+                        configured,
                     },
                 );
                 if !cache.sweeping {
@@ -939,6 +954,31 @@ mod tests {
         assert!(a.upgrade().is_some(), "the cache still holds a");
         use_once(&f, "e").await;
         assert_eq!(cached_models(&f), ["a", "d", "e"], "then c, the oldest");
+    }
+
+    #[tokio::test]
+    async fn configured_models_are_outside_the_cap_and_never_evicted_for_room() {
+        let f = mock_factory(
+            "max_provider_instances = 1",
+            "[providers.m]\ntype = \"mock\"\ndefault_model = \"m0\"\nfallbacks = [\"m/fb\"]\n\
+             [aliases]\nfast = [\"m/aliased\"]\n",
+        );
+        // A made-up name held busy fills the one slot.
+        let (_, busy) = f.get(Some("m"), Some("made-up")).await.unwrap();
+        // The configured models are still served: default, fallback and alias targets.
+        for model in ["m0", "fb", "aliased"] {
+            f.get(Some("m"), Some(model))
+                .await
+                .unwrap_or_else(|e| panic!("{model}: {e}"));
+        }
+        let e = f.get(Some("m"), Some("another")).await.err().unwrap();
+        assert_eq!(e.code, ErrorCode::Overloaded);
+        drop(busy);
+        // Room for a made-up name is made from made-up names only.
+        use_once(&f, "another").await;
+        let mut cached = cached_models(&f);
+        cached.sort();
+        assert_eq!(cached, ["aliased", "another", "fb", "m0"]);
     }
 
     static SHUT_DOWN: Mutex<Vec<String>> = Mutex::new(Vec::new());
