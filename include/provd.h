@@ -94,7 +94,8 @@ enum provd_status
   PROVD_UNAUTHENTICATED = 2,
   /**
    * The caller is known but may not do this (also: the socket's permissions refused
-   * the connection).
+   * the connection, or the client refused the daemon: the socket or the process
+   * listening failed the trust check of PROTOCOL.md section 2.4, and nothing was sent).
    */
   PROVD_PERMISSION_DENIED = 3,
   /**

@@ -32,7 +32,8 @@ pub enum provd_status {
     /// No valid credential: the upstream refused the key, or the caller presented none.
     PROVD_UNAUTHENTICATED = 2,
     /// The caller is known but may not do this (also: the socket's permissions refused
-    /// the connection).
+    /// the connection, or the client refused the daemon: the socket or the process
+    /// listening failed the trust check of PROTOCOL.md section 2.4, and nothing was sent).
     PROVD_PERMISSION_DENIED = 3,
     /// The provider, model or request id does not exist.
     PROVD_NOT_FOUND = 4,

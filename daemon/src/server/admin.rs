@@ -218,13 +218,17 @@ pub async fn handle(
 
 #[cfg(unix)]
 fn import(daemon: &Daemon, p: CredsImportParams) -> Result<CredsImportResult, WireError> {
+    // The whole `.env`, keys and all, decoded into a plain String: wiped once parsed,
+    // whatever the outcome (the parsed keys are zeroizing secrets of their own).
+    let contents = zeroize::Zeroizing::new(p.contents);
     let config = daemon.factory.config();
     let import = crate::credentials::dotenv::parse_dotenv(
-        p.contents.as_bytes(),
+        contents.as_bytes(),
         std::path::Path::new(&p.name),
         &config,
     )
     .map_err(|e| WireError::new(ErrorCode::InvalidRequest, e.to_string()))?;
+    drop(contents);
     let source = format!("import:{}", p.name);
     let mut result = CredsImportResult {
         unknown: import.unknown,
