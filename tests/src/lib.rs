@@ -74,6 +74,14 @@ pub fn numbered_text(chunks: u32) -> String {
     (0..chunks).map(|i| format!("{i} ")).collect()
 }
 
+/// The Python the tests run: `$PROVD_PYTHON` (scripts/test sets it to the virtual
+/// environment it made under `target/`, with the suite's pinned packages), else `python3`.
+pub fn python() -> std::ffi::OsString {
+    std::env::var_os("PROVD_PYTHON")
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "python3".into())
+}
+
 /// How long a daemon may take to print "listening" before a test gives up. Generous: the
 /// machine is shared and a debug build starts slowly under load. A safety net against
 /// hangs, not a synchronisation mechanism.

@@ -395,13 +395,14 @@ fn go_cgo_caller_streams_a_generation() {
 
 #[test]
 fn python_ctypes_caller_streams_a_generation() {
-    if !have("python3", &["--version"]) {
+    let python = provd_tests::python();
+    if !have(&python.to_string_lossy(), &["--version"]) {
         return;
     }
     let lib = lib();
     let daemon = Daemon::start();
     let out = run(
-        Command::new("python3")
+        Command::new(&python)
             .arg(workspace().join("tests/python/ffi_stream.py"))
             .arg("--lib")
             .arg(lib.so())

@@ -147,10 +147,33 @@ pub async fn cancel_before_the_first_byte(
     assert_eq!(err.code(), provd_client::ErrorCode::Cancelled, "{err}");
 }
 
+/// The variable that asks for the tests against real services (`PROVD_REAL_TESTS=1`).
+pub const REAL_TESTS_ENV: &str = "PROVD_REAL_TESTS";
+
+/// Whether the tests against real services were asked for: `PROVD_REAL_TESTS=1`. Without
+/// it none of them calls out, or even probes a well-known port, whatever keys the
+/// environment holds or whatever happens to listen there. Prints a SKIPPED line when not.
+pub fn real_tests_asked_for(name: &str) -> bool {
+    let asked = real_tests_value_asks(std::env::var_os(REAL_TESTS_ENV).as_deref());
+    if !asked {
+        eprintln!("SKIPPED: {REAL_TESTS_ENV}=1 is not set; the real {name} is not called");
+    }
+    asked
+}
+
+/// `PROVD_REAL_TESTS`'s value asks for the real-service tests only when it is `1`.
+fn real_tests_value_asks(value: Option<&std::ffi::OsStr>) -> bool {
+    value.is_some_and(|v| v == "1")
+}
+
 /// A daemon for a test against the real service `name`: one provider configured by
-/// `config`, given the key in `$key_env`. `None`, with a SKIPPED line, when the key is
-/// not in the environment (tests never need a key to pass).
+/// `config`, given the key in `$key_env`. `None`, with a SKIPPED line, unless
+/// `PROVD_REAL_TESTS=1` and the key is in the environment (tests never need a key to
+/// pass).
 pub fn real_service(name: &str, key_env: &str, config: &str) -> Option<crate::Daemon> {
+    if !real_tests_asked_for(&format!("{name} API")) {
+        return None;
+    }
     let Ok(key) = std::env::var(key_env) else {
         eprintln!("SKIPPED: {key_env} is not set; the real {name} API is not called");
         return None;
@@ -161,4 +184,18 @@ pub fn real_service(name: &str, key_env: &str, config: &str) -> Option<crate::Da
             .env(key_env, &key)
             .start(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::real_tests_value_asks;
+
+    #[test]
+    fn real_service_tests_run_only_when_provd_real_tests_is_1() {
+        assert!(real_tests_value_asks(Some("1".as_ref())));
+        for other in ["", "0", "true", "yes", " 1"] {
+            assert!(!real_tests_value_asks(Some(other.as_ref())), "{other:?}");
+        }
+        assert!(!real_tests_value_asks(None));
+    }
 }
