@@ -434,10 +434,77 @@ fn pkg_config_file_describes_the_built_library() {
     };
     assert_eq!(query(&["--modversion"]), env!("CARGO_PKG_VERSION"));
     assert_eq!(query(&["--cflags"]), format!("-I{}", lib.include.display()));
+    // The rpath lets a program linked this way find libprovd.so with no
+    // LD_LIBRARY_PATH and no ldconfig.
     assert_eq!(
         query(&["--libs"]),
-        format!("-L{} -lprovd", lib.dir.display())
+        format!("-L{0} -Wl,-rpath,{0} -lprovd", lib.dir.display())
     );
     let static_libs = query(&["--static", "--libs"]);
     assert!(static_libs.contains("-lpthread -lm -ldl"), "{static_libs}");
+}
+
+/// The first C program of `ffi/README.md`, as printed there.
+fn readme_c_example() -> String {
+    let readme = std::fs::read_to_string(workspace().join("ffi/README.md")).expect("ffi/README.md");
+    let start = readme
+        .find("```c\n")
+        .expect("a ```c block in ffi/README.md")
+        + 5;
+    let len = readme[start..].find("```").expect("the block ends");
+    readme[start..start + len].to_owned()
+}
+
+/// `ffi/README.md` followed literally: `ffi/install.sh PREFIX`, then its example compiled
+/// with `cc app.c $(pkg-config --cflags --libs provd)`, runs with no LD_LIBRARY_PATH
+/// (the installed provd.pc carries an rpath), and the installed provd.pc is the filled-in
+/// template without its comments.
+#[test]
+fn installed_library_runs_a_pkg_config_linked_program_without_ld_library_path() {
+    if !have("cc", &["--version"]) || !have("pkg-config", &["--version"]) {
+        return;
+    }
+    let lib = lib();
+    let tmp = tempfile::tempdir().unwrap();
+    let prefix = tmp.path().join("prefix");
+    run(
+        Command::new("sh")
+            .arg(workspace().join("ffi/install.sh"))
+            .arg(&prefix)
+            .env("PROVD_LIB_DIR", &lib.dir),
+        "ffi/install.sh",
+    );
+    let pc = std::fs::read_to_string(prefix.join("lib/pkgconfig/provd.pc")).unwrap();
+    assert!(
+        !pc.lines().any(|l| l.starts_with('#')) && !pc.contains('@'),
+        "the installed provd.pc keeps the template's comments or placeholders:\n{pc}"
+    );
+
+    let app = tmp.path().join("app.c");
+    std::fs::write(&app, readme_c_example()).unwrap();
+    let flags = run(
+        Command::new("pkg-config")
+            .args(["--cflags", "--libs", "provd"])
+            .env("PKG_CONFIG_PATH", prefix.join("lib/pkgconfig")),
+        "pkg-config --cflags --libs provd",
+    );
+    let exe = tmp.path().join("app");
+    run(
+        Command::new("cc")
+            .arg(&app)
+            .args(String::from_utf8_lossy(&flags.stdout).split_whitespace())
+            .arg("-o")
+            .arg(&exe),
+        "cc app.c $(pkg-config --cflags --libs provd)",
+    );
+    let daemon = Daemon::start();
+    let out = run(
+        Command::new(&exe)
+            .env_remove("LD_LIBRARY_PATH")
+            .env("PROVD_SOCKET", &daemon.socket),
+        "the README's example program",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(" tokens"), "{stderr}");
+    assert!(!out.stdout.is_empty(), "no text streamed");
 }
