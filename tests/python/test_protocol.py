@@ -2,7 +2,10 @@
 """End-to-end protocol tests for provd, against a daemon that is already running.
 
     provd serve --socket /tmp/x/provd.sock          # no --config: the embedded mock
-    python3 tests/python/test_protocol.py --socket /tmp/x/provd.sock
+    target/python-venv/bin/python tests/python/test_protocol.py --socket /tmp/x/provd.sock
+
+Any Python 3 with msgpack runs it; scripts/test makes ``target/python-venv`` with the
+suite's pinned packages (``tests/python/requirements.txt``).
 
 The script prints one line per test (``PASS name`` or ``FAIL name: reason``), then a single
 summary line ``N passed, M failed``. It exits 0 only when nothing failed.
