@@ -135,6 +135,47 @@ async fn a_fallback_serves_when_the_primary_keeps_failing_and_the_result_says_wh
 }
 
 #[tokio::test]
+async fn a_failed_fallback_keeps_the_primarys_failure_and_gives_its_own_code_and_retry_hint() {
+    let primary = flaky(
+        usize::MAX,
+        openai::error(503, "primary is down for maintenance", "server_error", None),
+    )
+    .await;
+    let backup = flaky(usize::MAX, rate_limited(60_000)).await;
+    let daemon = daemon(&format!(
+        "default_provider = \"primary\"\n{}{}",
+        provider(
+            "primary",
+            &primary,
+            "retry_attempts = 0\nfallbacks = [\"backup/big-model\"]"
+        ),
+        provider("backup", &backup, "retry_attempts = 0")
+    ));
+    let client = daemon.client().await;
+    let err = provd_tests::generation_error(&client, GenerateRequest::prompt("q")).await;
+    // What the client may do next is the last target's to say.
+    assert_eq!(err.code, ErrorCode::RateLimited, "{err:?}");
+    assert!(err.retryable);
+    assert_eq!(err.retry_after_ms, Some(60_000));
+    // Why each target failed, the requested one first.
+    let primary_at = err
+        .message
+        .find("primary: unavailable: ")
+        .unwrap_or_else(|| panic!("{}", err.message));
+    let backup_at = err
+        .message
+        .find("backup/big-model: rate_limited: ")
+        .unwrap_or_else(|| panic!("{}", err.message));
+    assert!(primary_at < backup_at, "{}", err.message);
+    assert!(
+        err.message.contains("primary is down for maintenance")
+            && err.message.contains("Rate limit reached"),
+        "{}",
+        err.message
+    );
+}
+
+#[tokio::test]
 async fn a_non_retryable_failure_does_not_fall_back() {
     let primary = flaky(
         usize::MAX,
