@@ -796,10 +796,16 @@ impl LlmProviderFactory {
         *self.vault.write().expect("vault lock poisoned") = Some(vault);
     }
 
-    /// Whether a credential store is open (where a missing key is best sealed).
+    /// Whether a credential store is open, with its master key (where a missing key is
+    /// best sealed).
     fn store_open(&self) -> bool {
         #[cfg(unix)]
-        return self.vault.read().expect("vault lock poisoned").is_some();
+        return self
+            .vault
+            .read()
+            .expect("vault lock poisoned")
+            .as_ref()
+            .is_some_and(|vault| vault.is_enabled());
         #[cfg(not(unix))]
         false
     }
