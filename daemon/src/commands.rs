@@ -462,14 +462,10 @@ async fn connect(socket: &Path) -> Result<Client, CommandError> {
     Client::connect_with_token(socket, "provd-cli", token.as_deref())
         .await
         .map_err(|e| match e {
-            ClientError::Connect { kind, .. }
-                if matches!(
-                    kind,
-                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-                ) =>
-            {
-                CommandError::Usage(format!("{e}; {START_HINT}"))
-            }
+            ClientError::Connect {
+                kind: std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused,
+                ..
+            } => CommandError::Usage(format!("{e}; {START_HINT}")),
             e => e.into(),
         })
 }
