@@ -18,30 +18,66 @@ use crate::shutdown::{Shutdown, TerminationSignals};
 use crate::systemd::Notifier;
 
 /// Why a command failed; printed as one line on stderr.
+///
+/// Every wrapped error already says its cause in its own message, so none is exposed as
+/// a [`std::error::Error::source`]: a printer that walks the chain (anyhow's `{:#}`)
+/// would say each cause twice.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
     /// The configuration is unusable.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Config(ConfigError),
     /// The daemon cannot listen.
-    #[error(transparent)]
-    Listen(#[from] ListenError),
+    #[error("{0}")]
+    Listen(ListenError),
     /// Talking to the daemon failed.
-    #[error(transparent)]
-    Client(#[from] ClientError),
+    #[error("{0}")]
+    Client(ClientError),
     /// Local I/O failed (stdout closed, temp dir).
     #[error("{0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     /// The socket systemd passed is unusable.
-    #[error(transparent)]
-    Activation(#[from] crate::systemd::ActivationError),
+    #[error("{0}")]
+    Activation(crate::systemd::ActivationError),
     /// Going to the background, or stopping a daemon there, failed.
     #[cfg(unix)]
-    #[error(transparent)]
-    Daemonize(#[from] crate::daemonize::DaemonizeError),
+    #[error("{0}")]
+    Daemonize(crate::daemonize::DaemonizeError),
     /// The credentials cannot be unsealed.
-    #[error(transparent)]
-    Credentials(#[from] crate::reload::CredentialsError),
+    #[error("{0}")]
+    Credentials(crate::reload::CredentialsError),
+    /// The command line asks for something that cannot be done (a bad duration, an
+    /// empty key).
+    #[error("{0}")]
+    Usage(String),
+    /// The command did part of its work and printed it; this says what failed.
+    #[error("{0}")]
+    Partial(String),
+}
+
+/// `From` for each wrapped error (written out: `#[from]` would expose it as the source).
+macro_rules! command_error_from {
+    ($($(#[$attr:meta])* $variant:ident($error:ty)),* $(,)?) => {
+        $(
+            $(#[$attr])*
+            impl From<$error> for CommandError {
+                fn from(e: $error) -> Self {
+                    CommandError::$variant(e)
+                }
+            }
+        )*
+    };
+}
+
+command_error_from! {
+    Config(ConfigError),
+    Listen(ListenError),
+    Client(ClientError),
+    Io(std::io::Error),
+    Activation(crate::systemd::ActivationError),
+    #[cfg(unix)]
+    Daemonize(crate::daemonize::DaemonizeError),
+    Credentials(crate::reload::CredentialsError),
 }
 
 /// Loads `--config FILE`, else the first config file found, else the embedded default.
@@ -355,6 +391,9 @@ pub async fn generate(socket: &Path, options: GenerateOptions) -> Result<(), Com
 async fn stream_to_stdout(client: &Client, options: GenerateOptions) -> Result<(), CommandError> {
     let mut generation = client.generate(options.request).await?;
     let stdout = std::io::stdout();
+    // Whether text was written without its line end: a failure then ends the line, and
+    // a failure before any text prints nothing on stdout.
+    let mut open_line = false;
     while let Some(event) = generation.next().await {
         let event = match event {
             Ok(event) => event,
@@ -363,7 +402,7 @@ async fn stream_to_stdout(client: &Client, options: GenerateOptions) -> Result<(
                     let mut out = stdout.lock();
                     writeln!(out, "{}", json!({"event": "error", "error": e.to_wire()}))?;
                     out.flush()?;
-                } else {
+                } else if open_line {
                     println!();
                 }
                 return Err(e.into());
@@ -378,7 +417,10 @@ async fn stream_to_stdout(client: &Client, options: GenerateOptions) -> Result<(
                     json!({"event": "chunk", "index": chunk.index, "text": chunk.text, "model": chunk.model, "created_at": chunk.created_at})
                 )?;
             }
-            GenerateEvent::Chunk(chunk) => write!(out, "{}", chunk.text)?,
+            GenerateEvent::Chunk(chunk) => {
+                write!(out, "{}", chunk.text)?;
+                open_line |= !chunk.text.is_empty();
+            }
             GenerateEvent::Done(done) if options.json => {
                 writeln!(out, "{}", json!({"event": "done", "result": done}))?;
             }
@@ -413,11 +455,23 @@ async fn stream_to_stdout(client: &Client, options: GenerateOptions) -> Result<(
 /// argument: arguments are visible to every user in `ps`).
 pub const TOKEN_ENV: &str = "PROVD_TOKEN";
 
-/// Connects as the CLI, presenting `$PROVD_TOKEN` if set.
-async fn connect(socket: &Path) -> Result<Client, ClientError> {
+/// Connects as the CLI, presenting `$PROVD_TOKEN` if set. When nothing listens at the
+/// socket, the error says how to start the daemon.
+async fn connect(socket: &Path) -> Result<Client, CommandError> {
     let token = std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty());
-    Client::connect_with_token(socket, "provd-cli", token.as_deref()).await
+    Client::connect_with_token(socket, "provd-cli", token.as_deref())
+        .await
+        .map_err(|e| match e {
+            ClientError::Connect {
+                kind: std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused,
+                ..
+            } => CommandError::Usage(format!("{e}; {START_HINT}")),
+            e => e.into(),
+        })
 }
+
+/// How to start the daemon, for a client that found none.
+const START_HINT: &str = "start it with `provd serve` (or `provd serve --daemon`), or `systemctl start provd` where it is installed as a service";
 
 /// Connects and makes one request (the admin commands' shape).
 async fn admin<P: serde::Serialize, R: serde::de::DeserializeOwned>(
@@ -441,20 +495,28 @@ pub async fn models(
             "{}",
             serde_json::to_string_pretty(&list).unwrap_or_default()
         );
+    } else {
+        for m in &list.models {
+            println!(
+                "{:<16} {:<40} {}",
+                m.provider,
+                m.id,
+                m.display_name.as_deref().unwrap_or("")
+            );
+        }
+        for f in &list.errors {
+            eprintln!("{}: {}", f.provider, f.error);
+        }
+    }
+    // What could be listed is printed; the exit status still says that some of it failed.
+    if list.errors.is_empty() {
         return Ok(());
     }
-    for m in &list.models {
-        println!(
-            "{:<16} {:<40} {}",
-            m.provider,
-            m.id,
-            m.display_name.as_deref().unwrap_or("")
-        );
-    }
-    for f in &list.errors {
-        eprintln!("{}: {}", f.provider, f.error);
-    }
-    Ok(())
+    let failed: Vec<&str> = list.errors.iter().map(|f| f.provider.as_str()).collect();
+    Err(CommandError::Partial(format!(
+        "the models of {} could not be listed",
+        failed.join(", ")
+    )))
 }
 
 /// `provd providers`.
@@ -511,9 +573,10 @@ pub async fn status(socket: &Path, as_json: bool) -> Result<(), CommandError> {
     };
     for p in &s.provider_counters {
         println!(
-            "  provider {} [{}]: {} instance{}, {}",
+            "  provider {} [{}]: {}, {} instance{}, {}",
             p.provider,
             p.kind,
+            health(&p.metrics),
             p.instances,
             if p.instances == 1 { "" } else { "s" },
             counters(&p.metrics)
@@ -530,12 +593,18 @@ pub async fn status(socket: &Path, as_json: bool) -> Result<(), CommandError> {
     }
     for i in &s.instances {
         // Model names are the clients' words: escaped, they cannot forge a line.
+        // An instance that initialized but whose every request failed is not ready in
+        // any sense a user cares about.
+        let state = match (i.status, health(&i.metrics)) {
+            (provd_client::message::ProviderStatus::Ready, "failing") => "Failing".to_owned(),
+            (status, _) => format!("{status:?}"),
+        };
         println!(
-            "    {}/{} [{}] {:?}: {}",
+            "    {}/{} [{}] {}: {}",
             i.provider,
             i.model.escape_debug(),
             i.kind,
-            i.status,
+            state,
             counters(&i.metrics)
         );
     }
@@ -543,6 +612,19 @@ pub async fn status(socket: &Path, as_json: bool) -> Result<(), CommandError> {
         println!("    … and {} more", s.instances_omitted);
     }
     Ok(())
+}
+
+/// A provider's (or instance's) health as its counters show it: `failing` when requests
+/// ended and every one that ended failed (none completed, at least one error), `unused`
+/// before any ended, else `serving`.
+fn health(m: &provd_client::message::ProviderMetrics) -> &'static str {
+    let ended = m.requests.saturating_sub(m.active);
+    let completed = ended.saturating_sub(m.errors).saturating_sub(m.cancelled);
+    match (ended, completed, m.errors) {
+        (0, _, _) => "unused",
+        (_, 0, errors) if errors > 0 => "failing",
+        _ => "serving",
+    }
 }
 
 /// `provd ping`: prints the round trip.
@@ -610,11 +692,11 @@ pub fn stop(_pid_file: &Path, _wait: Duration) -> Result<(), CommandError> {
     )))
 }
 
-/// `provd demo`: a daemon on a temporary socket with the embedded mock provider, one
-/// generation streamed through it, then a clean stop.
-pub async fn demo() -> Result<(), CommandError> {
+/// `provd demo`: a daemon with the embedded mock provider on `socket` (`--socket`),
+/// else on a temporary socket, one generation streamed through it, then a clean stop.
+pub async fn demo(socket: Option<&Path>) -> Result<(), CommandError> {
     let dir = tempfile::Builder::new().prefix("provd-demo-").tempdir()?;
-    let socket = dir.path().join("provd.sock");
+    let socket = socket.map_or_else(|| dir.path().join("provd.sock"), Path::to_owned);
     let listener = SocketListener::bind(&socket, None)?;
     let shutdown = Shutdown::new();
     let server = tokio::spawn(
@@ -656,9 +738,8 @@ pub async fn demo() -> Result<(), CommandError> {
 pub async fn creds_set(socket: &Path, provider: &str) -> Result<(), CommandError> {
     let secret = crate::secret::Secret::new(read_secret(&format!("API key for {provider}: "))?);
     if secret.is_empty() {
-        return Err(CommandError::Io(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "no key given",
+        return Err(CommandError::Usage(format!(
+            "no key given for '{provider}': type it at the prompt or pipe it on stdin (provd creds set {provider} < keyfile)"
         )));
     }
     let params = message::CredsSetParams {
@@ -696,7 +777,10 @@ pub async fn creds_list(socket: &Path, as_json: bool) -> Result<(), CommandError
     for c in &list.credentials {
         println!(
             "{:<16} {:<14} {:<32} updated {}",
-            c.provider, c.fingerprint, c.source, c.updated_at
+            c.provider,
+            c.fingerprint,
+            c.source,
+            utc_date(c.updated_at)
         );
     }
     for e in &list.errors {
@@ -739,7 +823,8 @@ pub async fn creds_test(socket: &Path, provider: &str) -> Result<(), CommandErro
 /// `provd creds import FILE`: the file is read here and sent to the daemon, which maps
 /// its variables to the configured providers and seals the keys.
 pub async fn creds_import(socket: &Path, file: &Path) -> Result<(), CommandError> {
-    let contents = std::fs::read_to_string(file)?;
+    let contents = std::fs::read_to_string(file)
+        .map_err(|e| CommandError::Usage(format!("cannot read {}: {e}", file.display())))?;
     let params = message::CredsImportParams {
         name: file.display().to_string(),
         contents,
@@ -779,7 +864,10 @@ pub fn key_generate() -> Result<(), CommandError> {
 /// next start.
 pub async fn key_rotate(socket: &Path, new_key_file: Option<&Path>) -> Result<(), CommandError> {
     let new_key = match new_key_file {
-        Some(path) => std::fs::read_to_string(path)?.trim().to_owned(),
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| CommandError::Usage(format!("cannot read {}: {e}", path.display())))?
+            .trim()
+            .to_owned(),
         None => read_secret("new master key (hex): ")?,
     };
     let result: message::KeyRotateResult = admin(
@@ -831,11 +919,9 @@ pub async fn token_list(socket: &Path, as_json: bool) -> Result<(), CommandError
         return Ok(());
     }
     for t in &list.tokens {
-        let expires = t
-            .expires_at
-            .map_or_else(|| "never".to_owned(), |e| e.to_string());
+        let expires = t.expires_at.map_or_else(|| "never".to_owned(), utc_date);
         println!(
-            "{:<14} expires {:<12} {}",
+            "{:<14} expires {:<20} {}",
             t.id,
             expires,
             t.providers.join(",")
@@ -863,26 +949,69 @@ pub async fn shutdown(socket: &Path) -> Result<(), CommandError> {
     Ok(())
 }
 
-/// Parses `90s`, `15m`, `12h`, `30d` or plain seconds.
+/// Parses `90s`, `15m`, `12h`, `30d` (any duration [`humantime`] reads, such as
+/// `1h 30m`) or plain seconds, to whole seconds.
 pub fn parse_duration(text: &str) -> Result<u64, CommandError> {
-    let bad = || {
-        CommandError::Io(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("'{text}' is not a duration like 90s, 15m, 12h or 30d"),
-        ))
-    };
     let text = text.trim();
-    let (number, unit) = text.split_at(
-        text.find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len()),
-    );
-    let n: u64 = number.parse().map_err(|_| bad())?;
-    let scale = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(bad()),
+    let seconds = if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        text.parse().ok()
+    } else {
+        humantime::parse_duration(text).ok().map(|d| d.as_secs())
     };
-    n.checked_mul(scale).ok_or_else(bad)
+    seconds.ok_or_else(|| {
+        CommandError::Usage(format!(
+            "'{text}' is not a duration like 90s, 15m, 12h or 30d"
+        ))
+    })
+}
+
+/// Seconds since the Unix epoch as an RFC 3339 date in UTC (`2026-12-06T07:50:03Z`); a
+/// time too far out for the calendar is printed as the number it is.
+pub fn utc_date(unix_seconds: u64) -> String {
+    std::time::UNIX_EPOCH
+        .checked_add(Duration::from_secs(unix_seconds))
+        .filter(|t| *t <= std::time::UNIX_EPOCH + Duration::from_secs(MAX_DATE_SECONDS))
+        .map_or_else(
+            || unix_seconds.to_string(),
+            |t| humantime::format_rfc3339_seconds(t).to_string(),
+        )
+}
+
+/// 9999-12-31T23:59:59Z, the last moment RFC 3339 can write.
+const MAX_DATE_SECONDS: u64 = 253_402_300_799;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_read_in_any_unit_and_a_bad_one_is_named_once() {
+        assert_eq!(parse_duration("90").unwrap(), 90);
+        assert_eq!(parse_duration("90s").unwrap(), 90);
+        assert_eq!(parse_duration("15m").unwrap(), 900);
+        assert_eq!(parse_duration("12h").unwrap(), 43_200);
+        assert_eq!(parse_duration("30d").unwrap(), 2_592_000);
+        assert_eq!(parse_duration("1h 30m").unwrap(), 5400);
+        let e = parse_duration("30x").unwrap_err();
+        assert!(std::error::Error::source(&e).is_none());
+        assert_eq!(
+            e.to_string(),
+            "'30x' is not a duration like 90s, 15m, 12h or 30d"
+        );
+    }
+
+    #[test]
+    fn wrapped_errors_say_their_cause_once_and_expose_no_source() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        let e = CommandError::from(io);
+        assert!(std::error::Error::source(&e).is_none());
+        assert_eq!(format!("{:#}", anyhow::Error::from(e)), "gone");
+    }
+
+    #[test]
+    fn times_print_as_utc_rfc_3339_dates() {
+        assert_eq!(utc_date(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc_date(1_796_543_403), "2026-12-06T07:50:03Z");
+        assert_eq!(utc_date(u64::MAX), u64::MAX.to_string());
+    }
 }

@@ -450,7 +450,9 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
-            message: e.to_string().trim_end().replace('\n', " "),
+            // Multi-line on purpose: the parser's caret diagram shows where the error is,
+            // at start-up and in a rejected reload's reply.
+            message: e.to_string().trim_end().to_owned(),
         })?;
         config.validate(path)?;
         Ok(config)

@@ -31,7 +31,7 @@ use std::time::Duration;
 use provd_client::message::{
     InstanceStatus, ProviderCounters, ProviderFailure, ProviderStatus, STATUS_TOP_INSTANCES,
 };
-use provd_client::{ErrorCode, ModelList, ProviderInfo};
+use provd_client::{ErrorCode, ModelInfo, ModelList, ProviderInfo, Usage};
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
@@ -42,7 +42,7 @@ use crate::provider::http::SharedClient;
 use crate::provider::mock::MockProvider;
 use crate::provider::ollama::OllamaProvider;
 use crate::provider::openai::OpenAiProvider;
-use crate::provider::{BaseLlmProvider, Counters, ProviderError, ProviderSpec};
+use crate::provider::{BaseLlmProvider, Counters, Outcome, ProviderError, ProviderSpec};
 
 /// Builds a provider instance from its spec. Cheap and synchronous: network work belongs
 /// in [`BaseLlmProvider::initialize`].
@@ -56,6 +56,33 @@ type Key = (String, String);
 const MIN_SWEEP_PERIOD: Duration = Duration::from_millis(100);
 /// The longest pause of the idle sweep.
 const MAX_SWEEP_PERIOD: Duration = Duration::from_secs(60);
+
+/// The model a provider type serves when neither the request nor `default_model` names
+/// one: only the mock has its own.
+fn own_default_model(kind: ProviderKind) -> Option<&'static str> {
+    (kind == ProviderKind::Mock).then_some(crate::provider::mock::DEFAULT_MODEL)
+}
+
+/// Provider `id`'s table, or a `not_found` error listing the configured ids.
+fn configured<'c>(
+    config: &'c Config,
+    id: &str,
+) -> Result<&'c crate::config::ProviderConfig, ProviderError> {
+    config.providers.get(id).ok_or_else(|| {
+        ProviderError::new(
+            ErrorCode::NotFound,
+            format!(
+                "no provider '{id}' is configured (configured: {})",
+                config
+                    .providers
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+    })
+}
 
 /// The API key named by a provider's `api_key_env` (or its type's default variable).
 fn credential_from_env(config: &crate::config::ProviderConfig) -> Option<crate::secret::Secret> {
@@ -396,21 +423,11 @@ impl LlmProviderFactory {
                 )
             })?,
         };
-        let provider_config = config.providers.get(id).ok_or_else(|| {
-            ProviderError::new(
-                ErrorCode::NotFound,
-                format!(
-                    "no provider '{id}' is configured (configured: {})",
-                    config
-                        .providers
-                        .keys()
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            )
-        })?;
-        let model = match model.or(provider_config.default_model.as_deref()) {
+        let provider_config = configured(&config, id)?;
+        let model = match model
+            .or(provider_config.default_model.as_deref())
+            .or(own_default_model(provider_config.kind))
+        {
             Some(m) => m.to_owned(),
             None => {
                 return Err(ProviderError::new(
@@ -419,15 +436,7 @@ impl LlmProviderFactory {
                 ))
             }
         };
-        let constructor = *self.registry.get(&provider_config.kind).ok_or_else(|| {
-            ProviderError::new(
-                ErrorCode::Unavailable,
-                format!(
-                    "provider type '{}' (providers.{id}) is not available in this build",
-                    provider_config.kind
-                ),
-            )
-        })?;
+        let constructor = self.constructor(id, provider_config)?;
         let mut evicted = Vec::new();
         let resolved = {
             let mut cache = self.lock();
@@ -492,6 +501,7 @@ impl LlmProviderFactory {
                     credential: self.credential(id, provider_config)?,
                     config: provider_config.clone(),
                     http,
+                    store_open: self.store_open(),
                 };
                 let instance = constructor(spec)?;
                 instance.state().count_for_provider(counters);
@@ -595,24 +605,39 @@ impl LlmProviderFactory {
         }
     }
 
+    /// The constructor of provider `id`'s type, or `unavailable` if this build lacks it.
+    fn constructor(
+        &self,
+        id: &str,
+        provider_config: &crate::config::ProviderConfig,
+    ) -> Result<Constructor, ProviderError> {
+        self.registry
+            .get(&provider_config.kind)
+            .copied()
+            .ok_or_else(|| {
+                ProviderError::new(
+                    ErrorCode::Unavailable,
+                    format!(
+                        "provider type '{}' (providers.{id}) is not available in this build",
+                        provider_config.kind
+                    ),
+                )
+            })
+    }
+
     /// Models of one provider, or of every provider. With every provider, one that fails
     /// is reported in `errors` and the others are still listed.
     pub async fn list_models(&self, provider: Option<&str>) -> Result<ModelList, ProviderError> {
         if let Some(id) = provider {
-            let (_, instance) = self.get(Some(id), None).await?;
             return Ok(ModelList {
-                models: instance.list_models().await?,
+                models: self.list_provider(id, false).await?,
                 errors: Vec::new(),
             });
         }
         let ids: Vec<String> = self.config().providers.keys().cloned().collect();
         let mut list = ModelList::default();
         for id in ids {
-            let models = async {
-                let (_, instance) = self.get(Some(&id), None).await?;
-                instance.list_models().await
-            };
-            match models.await {
+            match self.list_provider(&id, false).await {
                 Ok(models) => list.models.extend(models),
                 Err(e) => list.errors.push(ProviderFailure {
                     provider: id,
@@ -621,6 +646,77 @@ impl LlmProviderFactory {
             }
         }
         Ok(list)
+    }
+
+    /// `creds test`: lists provider `id`'s models with the key it has now, counted as a
+    /// request (an error when it fails) in the provider's counters, so that `status`
+    /// shows what the test found.
+    pub async fn test_credential(&self, id: &str) -> Result<ModelList, ProviderError> {
+        Ok(ModelList {
+            models: self.list_provider(id, true).await?,
+            errors: Vec::new(),
+        })
+    }
+
+    /// Models of provider `id`, from an instance made for this listing alone and shut
+    /// down after it. It is never cached, so listing neither fills nor pins a slot of the
+    /// bounded cache, and it needs no model: `default_model`, else the type's own, else
+    /// none (listing does not use it). It takes the key in force now, and the
+    /// provider's HTTP client and (when `counted`) its counters.
+    async fn list_provider(
+        &self,
+        id: &str,
+        counted: bool,
+    ) -> Result<Vec<ModelInfo>, ProviderError> {
+        let (config, counters, http) = {
+            // Read under the cache lock, which a reload holds while it swaps both: the
+            // provider's shared part then belongs to the configuration read.
+            let mut cache = self.lock();
+            let config = self.config();
+            configured(&config, id)?;
+            let shared = cache
+                .providers
+                .entry(id.to_owned())
+                .or_insert_with(|| Shared::new(Arc::default()));
+            (config, shared.counters.clone(), shared.http.clone())
+        };
+        let provider_config = configured(&config, id)?;
+        let constructor = self.constructor(id, provider_config)?;
+        let model = provider_config
+            .default_model
+            .as_deref()
+            .or(own_default_model(provider_config.kind))
+            .unwrap_or_default()
+            .to_owned();
+        let spec = ProviderSpec {
+            id: id.to_owned(),
+            model,
+            credential: self.credential(id, provider_config)?,
+            config: provider_config.clone(),
+            http,
+            store_open: self.store_open(),
+        };
+        let instance = constructor(spec)?;
+        let state = instance.state();
+        if counted {
+            state.count_for_provider(counters);
+            state.record_start();
+        }
+        let result = async {
+            instance.initialize().await?;
+            instance.list_models().await
+        }
+        .await;
+        if counted {
+            let outcome = if result.is_ok() {
+                Outcome::Completed
+            } else {
+                Outcome::Failed
+            };
+            state.record_end(outcome, Usage::default());
+        }
+        instance.shutdown().await;
+        result
     }
 
     /// Puts `config` in force. Requests resolved from now on use it; instances of
@@ -698,6 +794,20 @@ impl LlmProviderFactory {
     #[cfg(unix)]
     pub fn set_vault(&self, vault: Arc<crate::credentials::Vault>) {
         *self.vault.write().expect("vault lock poisoned") = Some(vault);
+    }
+
+    /// Whether a credential store is open, with its master key (where a missing key is
+    /// best sealed).
+    fn store_open(&self) -> bool {
+        #[cfg(unix)]
+        return self
+            .vault
+            .read()
+            .expect("vault lock poisoned")
+            .as_ref()
+            .is_some_and(|vault| vault.is_enabled());
+        #[cfg(not(unix))]
+        false
     }
 
     /// A provider's API key: sealed in the store, else from the daemon's environment.
@@ -858,7 +968,7 @@ mod tests {
         assert_eq!(e.code, ErrorCode::NotFound);
         assert!(e.message.contains("no provider 'nope'"), "{}", e.message);
         let config = Config::parse(
-            "[providers.m]\ntype = \"mock\"\n",
+            "[providers.o]\ntype = \"ollama\"\n",
             std::path::Path::new("t"),
         )
         .unwrap();
@@ -866,6 +976,51 @@ mod tests {
         let e = f.get(None, None).await.err().unwrap();
         assert_eq!(e.code, ErrorCode::InvalidRequest);
         assert!(e.message.contains("no default_model"), "{}", e.message);
+    }
+
+    #[tokio::test]
+    async fn a_mock_without_default_model_serves_and_lists_its_own_default_model() {
+        let f = mock_factory("", "[providers.m]\ntype = \"mock\"\n");
+        let (_, instance) = f.get(None, None).await.unwrap();
+        assert_eq!(instance.model(), crate::provider::mock::DEFAULT_MODEL);
+        let list = f.list_models(Some("m")).await.unwrap();
+        let ids: Vec<_> = list.models.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, [crate::provider::mock::DEFAULT_MODEL]);
+    }
+
+    #[tokio::test]
+    async fn listing_needs_no_model_and_neither_fills_nor_pins_the_cache() {
+        let f = mock_factory(
+            "max_provider_instances = 1",
+            "[providers.m]\ntype = \"mock\"\n[providers.m.options]\nmodels = [\"x\", \"y\"]\n\
+             [providers.n]\ntype = \"mock\"\ndefault_model = \"n0\"\n",
+        );
+        let list = f.list_models(None).await.unwrap();
+        assert!(list.errors.is_empty(), "{:?}", list.errors);
+        let mut ids: Vec<_> = list.models.iter().map(|m| m.id.as_str()).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, ["n0", "x", "y"]);
+        assert!(cached_models(&f).is_empty(), "{:?}", cached_models(&f));
+        // The one slot is still free for a model a client names.
+        f.get(Some("m"), Some("free")).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_credential_test_counts_as_a_request_of_the_provider() {
+        let f = mock_factory("", ONE_MOCK);
+        f.test_credential("m").await.unwrap();
+        let status = f.status();
+        let m = &status.providers[0].metrics;
+        assert_eq!((m.requests, m.errors, m.active), (1, 0, 0));
+        assert!(status.instances.is_empty(), "the test leaves no instance");
+        let f = mock_factory(
+            "",
+            "[providers.a]\ntype = \"anthropic\"\napi_key_env = \"PROVD_UNIT_TEST_UNSET_KEY\"\n",
+        );
+        let e = f.test_credential("a").await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::Unauthenticated);
+        let m = &f.status().providers[0].metrics;
+        assert_eq!((m.requests, m.errors, m.active), (1, 1, 0));
     }
 
     #[tokio::test]

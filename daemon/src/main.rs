@@ -130,8 +130,8 @@ enum Command {
     },
     /// Ask the daemon to drain and stop (admin).
     Shutdown,
-    /// Start a daemon on a temporary socket, stream one generation from the built-in
-    /// mock provider through it, and stop.
+    /// Start a daemon on a temporary socket (or on --socket), stream one generation
+    /// from the built-in mock provider through it, and stop.
     Demo,
 }
 
@@ -361,7 +361,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Providers { json } => commands::providers(&client_socket(), json).await?,
             Command::Status { json } => commands::status(&client_socket(), json).await?,
             Command::Ping => commands::ping(&client_socket()).await?,
-            Command::Demo => commands::demo().await?,
+            Command::Demo => commands::demo(cli.socket.as_deref()).await?,
         }
         Ok(())
     })

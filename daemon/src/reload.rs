@@ -45,7 +45,7 @@ pub const RETIRE_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Why the credentials cannot be made available (see [`unseal_credentials`]).
 #[derive(Debug, thiserror::Error)]
-#[error("credentials: {0}")]
+#[error("{0}")]
 pub struct CredentialsError(pub String);
 
 /// Start-up and reload step: make the credentials `config` needs available to the
@@ -69,7 +69,7 @@ pub fn unseal_credentials(
     }
     let rekeyed = vault
         .sync_env_file(config)
-        .map_err(|e| CredentialsError(e.to_string()))?;
+        .map_err(|e| CredentialsError(format!("credentials: {e}")))?;
     // The store may also have changed under the daemon (files restored by hand).
     vault.publish_keys();
     Ok(rekeyed)

@@ -117,28 +117,34 @@ pub async fn open(
 ) -> Result<Opened, ProviderError> {
     let config = factory.config();
     let deadline = deadline(&config, targets);
-    let mut last_error: Option<ProviderError> = None;
+    let mut failures = Failures::default();
     for (index, target) in targets.iter().enumerate() {
         let provider = (!target.provider.is_empty()).then_some(target.provider.as_str());
         let (provider_id, instance) = match factory.get(provider, target.model.as_deref()).await {
             Ok(found) => found,
             // The first target failing to resolve is the caller's problem to hear
             // about; a broken fallback just passes the turn.
-            Err(e) if index == 0 || !e.retryable => {
-                return Err(last_error.filter(|_| index > 0).unwrap_or(e))
-            }
             Err(e) => {
-                last_error = Some(e);
+                let stop = index == 0 || !e.retryable;
+                failures.push(label(target, &target.provider), e);
+                if stop {
+                    return Err(failures.into_error());
+                }
                 continue;
             }
         };
+        let label = label(target, &provider_id);
         let attempts = config
             .providers
             .get(&provider_id)
             .map_or(0, |p| p.retry_attempts);
+        // This target's latest failure: only the last of its retries is reported.
+        let mut failed: Option<ProviderError> = None;
         for attempt in 0..=attempts {
             if Instant::now() >= deadline {
-                return Err(deadline_error(&config, targets, 0));
+                failures.extend(&label, failed.take());
+                failures.push(label, deadline_error(&config, targets, 0));
+                return Err(failures.into_error());
             }
             let state = instance.state();
             state.record_start();
@@ -147,7 +153,9 @@ pub async fn open(
             let error = match opened {
                 Err(_) => {
                     state.record_end(Outcome::Failed, Usage::default());
-                    return Err(deadline_error(&config, targets, 0));
+                    failures.extend(&label, failed.take());
+                    failures.push(label, deadline_error(&config, targets, 0));
+                    return Err(failures.into_error());
                 }
                 Ok(Ok((first, rest))) => {
                     if index > 0 || attempt > 0 {
@@ -165,23 +173,99 @@ pub async fn open(
             };
             state.record_end(Outcome::Failed, Usage::default());
             if !error.retryable {
-                if error.try_elsewhere {
+                let elsewhere = error.try_elsewhere;
+                if elsewhere {
                     tracing::warn!(provider = %untrusted(&provider_id), error = %untrusted(&error), "final failure of this provider before the first chunk; trying the next");
-                    last_error = Some(error);
+                }
+                failed = Some(error);
+                if elsewhere {
                     break;
                 }
-                return Err(error);
+                failures.extend(&label, failed.take());
+                return Err(failures.into_error());
             }
             tracing::warn!(provider = %untrusted(&provider_id), attempt, error = %untrusted(&error), "retryable failure before the first chunk");
             let wait = backoff(attempt, error.retry_after);
-            last_error = Some(error);
+            failed = Some(error);
             if attempt == attempts || waits_past(deadline, wait) {
                 break;
             }
             tokio::time::sleep(wait).await;
         }
+        failures.extend(&label, failed);
     }
-    Err(last_error.unwrap_or_else(|| ProviderError::new(ErrorCode::Internal, "no provider to try")))
+    if failures.is_empty() {
+        return Err(ProviderError::new(
+            ErrorCode::Internal,
+            "no provider to try",
+        ));
+    }
+    Err(failures.into_error())
+}
+
+/// The failures of the targets a request tried, in the order tried (the requested
+/// target first), each labelled with its target.
+#[derive(Debug, Default)]
+struct Failures(Vec<(String, ProviderError)>);
+
+impl Failures {
+    fn push(&mut self, label: String, error: ProviderError) {
+        self.0.push((label, error));
+    }
+
+    fn extend(&mut self, label: &str, error: Option<ProviderError>) {
+        if let Some(error) = error {
+            self.push(label.to_owned(), error);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The terminal error: the last failure's code, `retryable` and retry-after (what the
+    /// client may do next depends on the last target tried), and a message that names
+    /// every target's failure, the requested one first, so a fallback's failure never
+    /// hides why the requested provider failed. One failure is returned as it is.
+    fn into_error(self) -> ProviderError {
+        let described: Vec<String> = self.0.iter().map(|(label, e)| describe(label, e)).collect();
+        let Some((_, mut last)) = self.0.into_iter().last() else {
+            return ProviderError::new(ErrorCode::Internal, "no provider to try");
+        };
+        if described.len() > 1 {
+            last.message = format!(
+                "every target tried failed, the requested one first: {}",
+                described.join("; ")
+            );
+        }
+        last
+    }
+}
+
+/// How a failure list names a target: its provider id (`provider` once resolved: the
+/// default provider has an empty target) and the model it names, if any.
+fn label(target: &Target, provider: &str) -> String {
+    let provider = if provider.is_empty() {
+        "the default provider"
+    } else {
+        provider
+    };
+    match &target.model {
+        Some(model) => format!("{provider}/{model}"),
+        None => provider.to_owned(),
+    }
+}
+
+/// One failure in a terminal error's list: `label: code: message`, where a message that
+/// already begins with the provider's id does not repeat it.
+fn describe(label: &str, e: &ProviderError) -> String {
+    let provider = label.split('/').next().unwrap_or(label);
+    let message = e
+        .message
+        .strip_prefix(provider)
+        .and_then(|rest| rest.strip_prefix(": "))
+        .unwrap_or(&e.message);
+    format!("{label}: {}: {message}", e.code)
 }
 
 /// Starts a generation and reads it up to its first text or its end.
@@ -261,6 +345,34 @@ mod tests {
         assert!(waits_past(deadline, Duration::MAX));
         assert!(waits_past(deadline, Duration::from_secs(7200)));
         assert!(!waits_past(deadline, Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn a_terminal_error_lists_every_failure_and_takes_the_last_ones_code_and_hints() {
+        let mut first = ProviderError::new(ErrorCode::Unavailable, "claude: cannot connect");
+        first.retry_after = Some(Duration::from_secs(1));
+        let mut second = ProviderError::new(ErrorCode::Unauthenticated, "no key for gpt");
+        second.try_elsewhere = true;
+        let mut failures = Failures::default();
+        failures.push("claude".into(), first.clone());
+        assert_eq!(
+            failures.into_error(),
+            first,
+            "one failure is returned as it is"
+        );
+        let mut failures = Failures::default();
+        failures.push("claude".into(), first);
+        failures.push("gpt/gpt-4o".into(), second);
+        let e = failures.into_error();
+        assert_eq!(
+            (e.code, e.retryable, e.retry_after),
+            (ErrorCode::Unauthenticated, false, None)
+        );
+        assert_eq!(
+            e.message,
+            "every target tried failed, the requested one first: \
+             claude: unavailable: cannot connect; gpt/gpt-4o: unauthenticated: no key for gpt"
+        );
     }
 
     #[test]

@@ -155,6 +155,88 @@ async fn a_key_set_through_the_daemon_is_used_by_the_next_request_and_never_show
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_store_open_a_missing_key_points_to_creds_set_and_creds_tests_show_in_status() {
+    let up = upstream().await;
+    let daemon = daemon(&up, "");
+    let client = daemon.client().await;
+    let err = provd_tests::generation_error(&client, GenerateRequest::prompt("q")).await;
+    assert_eq!(err.code, ErrorCode::Unauthenticated);
+    assert!(
+        err.message.contains("`provd creds set a`") && !err.message.contains("PROVD_UNSET_A"),
+        "{}",
+        err.message
+    );
+
+    let (ok, _, stderr) = provd(&daemon.socket, &["creds", "test", "b"], "", &[]);
+    assert!(!ok);
+    assert!(stderr.contains("`provd creds set b`"), "{stderr}");
+    let (ok, status, stderr) = provd(&daemon.socket, &["status"], "", &[]);
+    assert!(ok, "{stderr}");
+    let line = |status: &str| {
+        status
+            .lines()
+            .find(|l| l.contains("provider b "))
+            .unwrap_or_else(|| panic!("{status}"))
+            .to_owned()
+    };
+    let b = line(&status);
+    assert!(b.contains(": failing,"), "{b}");
+    assert!(b.contains("1 requests, 1 errors"), "{b}");
+
+    let (ok, _, _) = provd(&daemon.socket, &["creds", "set", "b"], KEY_B, &[]);
+    assert!(ok);
+    let (ok, _, stderr) = provd(&daemon.socket, &["creds", "test", "b"], "", &[]);
+    assert!(ok, "{stderr}");
+    let (_, status, _) = provd(&daemon.socket, &["status"], "", &[]);
+    let b = line(&status);
+    assert!(b.contains(": serving,"), "{b}");
+    assert!(b.contains("2 requests, 1 errors"), "{b}");
+}
+
+/// The date after `label` in `text`: RFC 3339, UTC, to the second.
+fn date_after<'t>(text: &'t str, label: &str) -> &'t str {
+    let at = text
+        .find(label)
+        .unwrap_or_else(|| panic!("{label} in {text}"))
+        + label.len();
+    let date = &text[at..at + 20];
+    let b = date.as_bytes();
+    assert!(
+        b[4] == b'-' && b[7] == b'-' && b[10] == b'T' && b[13] == b':' && b[19] == b'Z',
+        "{date} in {text}"
+    );
+    date
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creds_and_token_lists_print_utc_dates_and_their_json_keeps_numbers() {
+    let up = upstream().await;
+    let daemon = daemon(&up, "");
+    let (ok, _, _) = provd(&daemon.socket, &["creds", "set", "a"], KEY_A, &[]);
+    assert!(ok);
+    let (ok, list, stderr) = provd(&daemon.socket, &["creds", "list"], "", &[]);
+    assert!(ok, "{stderr}");
+    assert!(date_after(&list, "updated ").starts_with("20"), "{list}");
+    let (_, json, _) = provd(&daemon.socket, &["creds", "list", "--json"], "", &[]);
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(json["credentials"][0]["updated_at"].is_u64(), "{json}");
+
+    let (ok, _, stderr) = provd(
+        &daemon.socket,
+        &["token", "create", "--providers", "a", "--expires", "1h"],
+        "",
+        &[],
+    );
+    assert!(ok, "{stderr}");
+    let (ok, list, stderr) = provd(&daemon.socket, &["token", "list"], "", &[]);
+    assert!(ok, "{stderr}");
+    date_after(&list, "expires ");
+    let (_, json, _) = provd(&daemon.socket, &["token", "list", "--json"], "", &[]);
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(json["tokens"][0]["expires_at"].is_u64(), "{json}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dotenv_import_seals_the_keys_it_knows() {
     let up = upstream().await;
     let daemon = daemon(&up, "");

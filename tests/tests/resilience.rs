@@ -135,6 +135,47 @@ async fn a_fallback_serves_when_the_primary_keeps_failing_and_the_result_says_wh
 }
 
 #[tokio::test]
+async fn a_failed_fallback_keeps_the_primarys_failure_and_gives_its_own_code_and_retry_hint() {
+    let primary = flaky(
+        usize::MAX,
+        openai::error(503, "primary is down for maintenance", "server_error", None),
+    )
+    .await;
+    let backup = flaky(usize::MAX, rate_limited(60_000)).await;
+    let daemon = daemon(&format!(
+        "default_provider = \"primary\"\n{}{}",
+        provider(
+            "primary",
+            &primary,
+            "retry_attempts = 0\nfallbacks = [\"backup/big-model\"]"
+        ),
+        provider("backup", &backup, "retry_attempts = 0")
+    ));
+    let client = daemon.client().await;
+    let err = provd_tests::generation_error(&client, GenerateRequest::prompt("q")).await;
+    // What the client may do next is the last target's to say.
+    assert_eq!(err.code, ErrorCode::RateLimited, "{err:?}");
+    assert!(err.retryable);
+    assert_eq!(err.retry_after_ms, Some(60_000));
+    // Why each target failed, the requested one first.
+    let primary_at = err
+        .message
+        .find("primary: unavailable: ")
+        .unwrap_or_else(|| panic!("{}", err.message));
+    let backup_at = err
+        .message
+        .find("backup/big-model: rate_limited: ")
+        .unwrap_or_else(|| panic!("{}", err.message));
+    assert!(primary_at < backup_at, "{}", err.message);
+    assert!(
+        err.message.contains("primary is down for maintenance")
+            && err.message.contains("Rate limit reached"),
+        "{}",
+        err.message
+    );
+}
+
+#[tokio::test]
 async fn a_non_retryable_failure_does_not_fall_back() {
     let primary = flaky(
         usize::MAX,
@@ -295,4 +336,89 @@ async fn a_spent_quota_is_not_retried_but_falls_back() {
     assert_eq!(text, "ok");
     assert_eq!(done.provider, "backup");
     assert_eq!(primary.requests().len(), 1, "a spent quota is not retried");
+}
+
+/// A loopback port that was just free: nothing listens on it.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn connect_dns_and_tls_failures_name_the_url_tried_for_every_provider_type() {
+    // A server that hangs up on every connection at once: a TLS handshake with it fails.
+    let hang_up = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let plain_port = hang_up.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = hang_up.accept().await {
+            drop(socket);
+        }
+    });
+    let closed = closed_port();
+    // (provider type, base URL, the origin the error must name)
+    let cases = [
+        (
+            "anthropic",
+            format!("http://127.0.0.1:{closed}"),
+            format!("http://127.0.0.1:{closed}"),
+        ),
+        (
+            "openai",
+            format!("http://127.0.0.1:{closed}/v1"),
+            format!("http://127.0.0.1:{closed}"),
+        ),
+        (
+            "openai-compatible",
+            format!("http://127.0.0.1:{closed}/v1"),
+            format!("http://127.0.0.1:{closed}"),
+        ),
+        (
+            "gemini",
+            format!("http://127.0.0.1:{closed}"),
+            format!("http://127.0.0.1:{closed}"),
+        ),
+        (
+            "ollama",
+            format!("http://127.0.0.1:{closed}"),
+            format!("http://127.0.0.1:{closed}"),
+        ),
+        // A name that cannot resolve (RFC 6761 reserves .invalid).
+        (
+            "openai-compatible",
+            "http://provd-test.invalid:8080/v1".to_owned(),
+            "http://provd-test.invalid:8080".to_owned(),
+        ),
+        // A TLS handshake that the server ends.
+        (
+            "anthropic",
+            format!("https://127.0.0.1:{plain_port}"),
+            format!("https://127.0.0.1:{plain_port}"),
+        ),
+    ];
+    let config: String = cases
+        .iter()
+        .enumerate()
+        .map(|(i, (kind, base_url, _))| {
+            format!(
+                "[providers.p{i}]\ntype = \"{kind}\"\nbase_url = \"{base_url}\"\ndefault_model = \"m\"\n\
+                 api_key_env = \"PROVD_TEST_KEY\"\nretry_attempts = 0\n"
+            )
+        })
+        .collect();
+    let daemon = daemon(&config);
+    let client = daemon.client().await;
+    for (i, (kind, _, origin)) in cases.iter().enumerate() {
+        let mut request = GenerateRequest::prompt("q");
+        request.provider = Some(format!("p{i}"));
+        let err = provd_tests::generation_error(&client, request).await;
+        assert!(
+            err.message.contains(&format!("{origin}:"))
+                || err.message.contains(&format!("{origin} ")),
+            "{kind}: {}",
+            err.message
+        );
+    }
 }

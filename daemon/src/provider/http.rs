@@ -483,35 +483,47 @@ pub(crate) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// A failure below HTTP: connect, TLS, reset.
+/// A failure below HTTP: connect, TLS, DNS, reset. The message names where it tried
+/// (scheme, host and port), since a wrong `base_url` or a server that is not running is
+/// the usual cause.
 fn transport_error(provider: &str, e: reqwest::Error, timeouts: &Timeouts) -> ProviderError {
     let (connect, timeout) = (e.is_connect(), e.is_timeout());
-    // Never echo the URL: some APIs put keys in query strings.
+    // Never echo the whole URL (some APIs put keys in query strings): only its origin.
+    let target = e.url().map_or_else(
+        || "its base_url".to_owned(),
+        |url| {
+            let host = url.host_str().unwrap_or("?");
+            match url.port_or_known_default() {
+                Some(port) => format!("{}://{host}:{port}", url.scheme()),
+                None => format!("{}://{host}", url.scheme()),
+            }
+        },
+    );
     let detail = error_chain(&e.without_url());
     if connect {
         if timeout {
             return ProviderError::new(
                 ErrorCode::Timeout,
                 format!(
-                    "{provider}: connect timeout of {}s exceeded ({detail})",
+                    "{provider}: connect timeout of {}s exceeded for {target} ({detail})",
                     timeouts.connect.as_secs()
                 ),
             );
         }
         return ProviderError::new(
             ErrorCode::Unavailable,
-            format!("{provider}: cannot connect: {detail}"),
+            format!("{provider}: cannot connect to {target}: {detail}"),
         );
     }
     if timeout {
         return ProviderError::new(
             ErrorCode::Timeout,
-            format!("{provider}: request timed out ({detail})"),
+            format!("{provider}: request to {target} timed out ({detail})"),
         );
     }
     let mut error = ProviderError::new(
         ErrorCode::Unavailable,
-        format!("{provider}: connection failed: {detail}"),
+        format!("{provider}: connection to {target} failed: {detail}"),
     );
     error.retryable = true;
     error

@@ -36,6 +36,9 @@ use crate::config::ProviderKind;
 pub const DEFAULT_TEXT: &str = "provd streamed this answer from its built-in mock provider, \
 chunk by chunk, over a local socket; configure a real provider to talk to a model.";
 
+/// The model a mock provider serves and lists when its table names none.
+pub const DEFAULT_MODEL: &str = "mock-1";
+
 /// Where a mock generation fails, if it does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MockFault {

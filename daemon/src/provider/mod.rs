@@ -107,6 +107,9 @@ pub struct ProviderSpec {
     pub credential: Option<crate::secret::Secret>,
     /// The provider's one HTTP client (connection pool), shared by all its instances.
     pub http: http::SharedClient,
+    /// Whether the daemon has a credential store open: a missing key is then best
+    /// sealed with `provd creds set`, else set in the daemon's environment.
+    pub store_open: bool,
 }
 
 impl ProviderSpec {
@@ -125,6 +128,7 @@ impl ProviderSpec {
             config: config.providers[id].clone(),
             credential: key.map(|k| crate::secret::Secret::new(k.into())),
             http: http::SharedClient::default(),
+            store_open: false,
         }
     }
 
@@ -142,17 +146,20 @@ impl ProviderSpec {
     /// The API key, or an `unauthenticated` error naming where it should come from.
     pub fn require_credential(&self) -> Result<&crate::secret::Secret, ProviderError> {
         self.credential.as_ref().ok_or_else(|| {
+            let variable = self
+                .config
+                .api_key_env
+                .as_deref()
+                .or(default_key_env(self.config.kind))
+                .unwrap_or("its api_key_env");
+            let fix = if self.store_open {
+                format!("seal one with `provd creds set {}`", self.id)
+            } else {
+                format!("set {variable} in the daemon's environment")
+            };
             ProviderError::new(
                 ErrorCode::Unauthenticated,
-                format!(
-                    "provider '{}' has no API key: set {} in the daemon's environment",
-                    self.id,
-                    self.config
-                        .api_key_env
-                        .as_deref()
-                        .or(default_key_env(self.config.kind))
-                        .unwrap_or("its api_key_env")
-                ),
+                format!("provider '{}' has no API key: {fix}", self.id),
             )
         })
     }
@@ -531,6 +538,27 @@ pub(crate) fn word_count(text: &str) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_missing_key_hint_names_creds_set_when_a_store_is_open() {
+        let mut spec = ProviderSpec::for_test("claude", "type = \"anthropic\"", "m", None);
+        let e = spec.require_credential().unwrap_err();
+        assert_eq!(e.code, ErrorCode::Unauthenticated);
+        assert!(
+            e.message
+                .ends_with("set ANTHROPIC_API_KEY in the daemon's environment"),
+            "{}",
+            e.message
+        );
+        spec.store_open = true;
+        let e = spec.require_credential().unwrap_err();
+        assert!(
+            e.message
+                .ends_with("seal one with `provd creds set claude`"),
+            "{}",
+            e.message
+        );
+    }
 
     fn spec(allow: &str) -> ProviderSpec {
         ProviderSpec::for_test(

@@ -154,7 +154,7 @@ impl OllamaProvider {
             .map_err(|mut e| {
                 // http::transport_error words every failure to connect this way; an HTTP
                 // 503 (a busy server) is also `unavailable` but is answered, so no hint.
-                if e.code == ErrorCode::Unavailable && e.message.contains(": cannot connect:") {
+                if e.code == ErrorCode::Unavailable && e.message.contains(": cannot connect to ") {
                     e.message = format!(
                     "{}; is Ollama running at {}? (start it with `ollama serve`, or set base_url)",
                     e.message, self.address

@@ -135,11 +135,11 @@ pub async fn handle(
         method::CREDS_TEST => {
             let p: ProviderParams = decode(method, params)?;
             unknown_provider(daemon, &p.provider)?;
-            // A fresh instance, so the test uses the key stored now.
-            daemon.factory.retire_provider(&p.provider);
+            // The listing's own instance takes the key stored now; the test counts as a
+            // request of the provider, so `status` shows what it found.
             let list: ModelList = daemon
                 .factory
-                .list_models(Some(&p.provider))
+                .test_credential(&p.provider)
                 .await
                 .map_err(|e| e.to_wire())?;
             encoded(id, &list)
