@@ -141,9 +141,10 @@ pub async fn open(
                 return Err(deadline_error(&config, targets, 0));
             }
             let state = instance.state();
-            state.record_start();
+            let attempt_counted = CountedAttempt::start(state);
             let opened =
                 tokio::time::timeout_at(deadline, first_event(instance.as_ref(), request)).await;
+            attempt_counted.settled();
             let error = match opened {
                 Err(_) => {
                     state.record_end(Outcome::Failed, Usage::default());
@@ -182,6 +183,34 @@ pub async fn open(
         }
     }
     Err(last_error.unwrap_or_else(|| ProviderError::new(ErrorCode::Internal, "no provider to try")))
+}
+
+/// An attempt counted as started: if the opening future is dropped before the attempt
+/// settles (the client cancelled, or disconnected, while the provider was still
+/// answering), it counts as cancelled, so `status` agrees with what the client saw and
+/// `active` does not keep it forever.
+struct CountedAttempt<'a> {
+    state: Option<&'a crate::provider::ProviderState>,
+}
+
+impl<'a> CountedAttempt<'a> {
+    fn start(state: &'a crate::provider::ProviderState) -> Self {
+        state.record_start();
+        CountedAttempt { state: Some(state) }
+    }
+
+    /// The attempt came back; whoever holds its result records how it ends.
+    fn settled(mut self) {
+        self.state = None;
+    }
+}
+
+impl Drop for CountedAttempt<'_> {
+    fn drop(&mut self) {
+        if let Some(state) = self.state {
+            state.record_end(Outcome::Cancelled, Usage::default());
+        }
+    }
 }
 
 /// Starts a generation and reads it up to its first text or its end.
