@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::error::{ErrorCode, WireError};
 use crate::frame::{self, FrameError, DEFAULT_MAX_FRAME_BYTES, MAX_DEPTH, MAX_REPLY_FRAME_BYTES};
 use crate::message::{
-    self, method, notification, CancelParams, Chunk, Empty, Envelope, GenerateDone,
+    self, method, notification, CancelParams, Chunk, Empty, Envelope, ErrorNotice, GenerateDone,
     GenerateRequest, Hello, HelloResult, ListModelsParams, ModelList, ProviderList, ReloadResult,
     StatusResult, PROTOCOL_VERSION,
 };
@@ -563,8 +563,18 @@ impl Shared {
     fn allocate_id(&self) -> u32 {
         loop {
             // Id 0 is the hello's; skipping it on wrap-around keeps replies unambiguous.
+            // An id still in flight (a generation running since the last wrap-around) is
+            // skipped too: the daemon refuses a duplicate, and its answer must not be
+            // confused with the running request's.
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            if id != 0 {
+            if id != 0
+                && !self
+                    .routes
+                    .lock()
+                    .expect("routes lock poisoned")
+                    .waiters
+                    .contains_key(&id)
+            {
                 return id;
             }
         }
@@ -701,11 +711,16 @@ fn route(bytes: &[u8], routes: &Mutex<Routes>) -> Result<(), FrameError> {
             }
         }
         Envelope::Notification { method, params } if method == notification::ERROR => {
-            // Not every error notification ends the connection (a malformed frame does
-            // not); remember it as the explanation in case the close follows.
-            let err: WireError = message::decode(params)?;
-            routes.lock().expect("routes lock poisoned").last_error = Some(err);
-            return Ok(());
+            let notice: ErrorNotice = message::decode(params)?;
+            // One about a request (a refused duplicate id) concerns a request this client
+            // never sends, as it reuses no id in flight; it leaves the running request
+            // with that id alone and explains no close.
+            if notice.id.is_none() {
+                // Not every error notification ends the connection (a malformed frame
+                // does not); remember it as the explanation in case the close follows.
+                routes.lock().expect("routes lock poisoned").last_error = Some(notice.error());
+                return Ok(());
+            }
         }
         // Notifications added by newer daemons (keep-alives, progress) are skippable.
         Envelope::Notification { .. } => {}
