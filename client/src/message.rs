@@ -905,6 +905,74 @@ pub struct ReloadResult {
 
 #[cfg(test)]
 mod tests {
+    /// The hex dump of the first fenced block after `heading` in PROTOCOL.md, as bytes.
+    fn documented_frame(heading: &str) -> Vec<u8> {
+        let doc = include_str!("../PROTOCOL.md");
+        let section = &doc[doc.find(heading).expect("the section exists")..];
+        let block = section.split("```").nth(1).expect("a fenced block");
+        block
+            .lines()
+            .flat_map(|line| line.split_whitespace().skip(1))
+            .map(|b| u8::from_str_radix(b, 16).expect("hex byte"))
+            .collect()
+    }
+
+    #[test]
+    fn the_documented_error_notification_is_what_the_daemon_encodes() {
+        let notice = ErrorNotice::new(
+            WireError::new(
+                crate::ErrorCode::ProtocolError,
+                "malformed MessagePack: reserved marker 0xc1",
+            ),
+            None,
+        );
+        let frame = encode_notification(notification::ERROR, &notice).unwrap();
+        assert_eq!(frame, documented_frame("### 15.13 Notification `error`"));
+        // A client that only knows the error object still reads it.
+        let (_, params) = match Envelope::parse(&frame[4..]).unwrap() {
+            Envelope::Notification { method, params } => (method.to_owned(), params),
+            other => panic!("{other:?}"),
+        };
+        let error: WireError = decode(params).unwrap();
+        assert_eq!(error, notice.error());
+    }
+
+    #[test]
+    fn the_documented_unknown_method_list_is_the_served_list() {
+        let doc = include_str!("../PROTOCOL.md");
+        let expected = format!("(this daemon serves: {})", method::SERVED.join(", "));
+        let section = &doc[doc.find("## 7. Methods").unwrap()..doc.find("### 7.1").unwrap()];
+        assert!(
+            section.contains(&expected),
+            "section 7 must list {expected}"
+        );
+        // Every method section 7 documents in its tables is served.
+        for served in method::SERVED {
+            assert!(
+                doc.contains(&format!("| `{served}` |")),
+                "{served} is undocumented"
+            );
+        }
+    }
+
+    #[test]
+    fn a_hello_with_nil_client_decodes_as_an_empty_name() {
+        #[derive(Serialize)]
+        struct NilHello {
+            protocol_version: u32,
+            client: Option<String>,
+            token: Option<String>,
+        }
+        let bytes = rmp_serde::to_vec_named(&NilHello {
+            protocol_version: 1,
+            client: None,
+            token: None,
+        })
+        .unwrap();
+        let hello: Hello = decode(&bytes).unwrap();
+        assert_eq!(hello.client, "");
+    }
+
     use super::*;
     use crate::error::ErrorCode;
     use crate::frame::{validate, MAX_DEPTH};
