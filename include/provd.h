@@ -621,9 +621,11 @@ uint32_t provd_protocol_version(void);
  *
  * Errors: `PROVD_UNAVAILABLE` (no daemon listens there, or it closed the connection),
  * `PROVD_PERMISSION_DENIED` (the socket's permissions refuse this user),
- * `PROVD_PROTOCOL_ERROR` (the daemon speaks another protocol version; the message names
- * both), `PROVD_NULL_ARGUMENT` (client_out), `PROVD_INVALID_ARGUMENT` (an empty path,
- * one with a NUL byte, or one too long for a socket address).
+ * `PROVD_PROTOCOL_ERROR` (the daemon speaks another protocol version, the message naming
+ * both; or the process on the socket answered with bytes that are not provd frames),
+ * `PROVD_TIMEOUT` (nothing answered the hello in time), `PROVD_NULL_ARGUMENT`
+ * (client_out), `PROVD_INVALID_ARGUMENT` (an empty path, one with a NUL byte, or one too
+ * long for a socket address).
  *
  * Deadlines: the default ones of `provd_connect_options_default` (5 s to reach the
  * socket, 5 s for the daemon's answer to the hello, no deadline per call), so a process
@@ -916,8 +918,12 @@ void provd_cancel_token_free(struct provd_cancel_token *token);
  *
  * Errors: `PROVD_CANCELLED` (the callback returned `PROVD_STOP`, or the token was
  * cancelled), any daemon code such as `PROVD_NOT_FOUND` for an unknown provider or
- * `PROVD_INVALID_REQUEST` for a request without prompt or messages, `PROVD_UNAVAILABLE`
- * (the connection was lost), `PROVD_NULL_ARGUMENT` (client, request, on_chunk).
+ * `PROVD_INVALID_REQUEST` for a request without prompt or messages or one larger than
+ * `provd_client_max_frame_bytes`, `PROVD_OVERLOADED` (the client already runs
+ * `provd_client_max_streams` generations), `PROVD_TIMEOUT` (the client's call deadline,
+ * `provd_connect_options`, passed between two chunks; the generation was cancelled),
+ * `PROVD_UNAVAILABLE` (the connection was lost), `PROVD_NULL_ARGUMENT` (client, request,
+ * on_chunk).
  *
  * Thread-safe: any number of threads may generate on one client at once.
  */
@@ -1211,8 +1217,10 @@ provd_status provd_stream_start(const struct provd_client *client,
  *
  * So a loop reads: `while (provd_stream_next(s, &text, &err) == PROVD_OK && text.data)`.
  *
- * Errors: any daemon code, `PROVD_CANCELLED`, `PROVD_UNAVAILABLE`, `PROVD_NULL_ARGUMENT`.
- * One thread at a time per stream.
+ * Errors: any daemon code (`PROVD_OVERLOADED` past `provd_client_max_streams`),
+ * `PROVD_CANCELLED`, `PROVD_TIMEOUT` (the client's call deadline, `provd_connect_options`,
+ * passed before the next chunk; the generation was cancelled), `PROVD_UNAVAILABLE`,
+ * `PROVD_NULL_ARGUMENT`. One thread at a time per stream.
  */
 provd_status provd_stream_next(struct provd_stream *stream,
                                struct provd_str *text_out,

@@ -93,9 +93,11 @@ unsafe fn socket_path(path: *const c_char, len: usize) -> Result<PathBuf, Error>
 ///
 /// Errors: `PROVD_UNAVAILABLE` (no daemon listens there, or it closed the connection),
 /// `PROVD_PERMISSION_DENIED` (the socket's permissions refuse this user),
-/// `PROVD_PROTOCOL_ERROR` (the daemon speaks another protocol version; the message names
-/// both), `PROVD_NULL_ARGUMENT` (client_out), `PROVD_INVALID_ARGUMENT` (an empty path,
-/// one with a NUL byte, or one too long for a socket address).
+/// `PROVD_PROTOCOL_ERROR` (the daemon speaks another protocol version, the message naming
+/// both; or the process on the socket answered with bytes that are not provd frames),
+/// `PROVD_TIMEOUT` (nothing answered the hello in time), `PROVD_NULL_ARGUMENT`
+/// (client_out), `PROVD_INVALID_ARGUMENT` (an empty path, one with a NUL byte, or one too
+/// long for a socket address).
 ///
 /// Deadlines: the default ones of `provd_connect_options_default` (5 s to reach the
 /// socket, 5 s for the daemon's answer to the hello, no deadline per call), so a process
