@@ -109,11 +109,14 @@ pub fn deadline_error(config: &Config, targets: &[Target], chunks: u32) -> Provi
 
 /// Opens a generation on the first of `targets` that answers (see [`targets`]; the
 /// caller may have removed those the client may not use), retrying and falling back as
-/// the module docs say.
+/// the module docs say. `attempted` becomes true once an attempt is counted in the
+/// provider's counters, so a caller that drops this future before that can count the
+/// generation itself.
 pub async fn open(
     factory: &LlmProviderFactory,
     request: &GenerateRequest,
     targets: &[Target],
+    attempted: &std::sync::atomic::AtomicBool,
 ) -> Result<Opened, ProviderError> {
     let config = factory.config();
     let deadline = deadline(&config, targets);
@@ -142,6 +145,7 @@ pub async fn open(
             }
             let state = instance.state();
             let attempt_counted = CountedAttempt::start(state);
+            attempted.store(true, std::sync::atomic::Ordering::Relaxed);
             let opened =
                 tokio::time::timeout_at(deadline, first_event(instance.as_ref(), request)).await;
             attempt_counted.settled();

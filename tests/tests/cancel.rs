@@ -89,6 +89,41 @@ async fn a_generation_cancelled_while_opening_is_counted_as_cancelled() {
 }
 
 #[tokio::test]
+async fn a_generation_cancelled_before_its_provider_was_asked_is_counted() {
+    // The instance takes for ever to initialize: the generation never reaches it.
+    let daemon = Daemon::with_config(
+        "[providers.slow]\ntype = \"mock\"\ndefault_model = \"m\"\n\
+         [providers.slow.options]\ninit_delay_ms = 600000\n",
+    );
+    let client = daemon.client().await;
+    let mut generation = client
+        .generate(provd_client::GenerateRequest::prompt("hi"))
+        .await
+        .unwrap();
+    let admitted = eventually(100_000, || async {
+        (client.status().await.ok()?.active_streams == 1).then_some(())
+    })
+    .await;
+    assert!(admitted.is_some(), "the generation was never admitted");
+    client.cancel(generation.id()).await.unwrap();
+    let err = generation.next().await.unwrap().unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Cancelled);
+
+    let status = client.status().await.unwrap();
+    let slow = status
+        .provider_counters
+        .iter()
+        .find(|p| p.provider == "slow")
+        .expect("the provider's counters");
+    let m = slow.metrics;
+    assert_eq!(
+        (m.requests, m.cancelled, m.errors, m.active),
+        (1, 1, 0, 0),
+        "{m:?}"
+    );
+}
+
+#[tokio::test]
 async fn cancel_handle_works_from_another_task() {
     let daemon = Daemon::start();
     let client = daemon.client().await;

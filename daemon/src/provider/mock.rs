@@ -15,6 +15,7 @@
 //! | `fault_after_chunks` | for `mid_stream`: chunks sent before the failure | half |
 //! | `fault_code` | the error code of the fault | `upstream_error` |
 //! | `models` | model ids `list_models` returns | the default model |
+//! | `init_delay_ms` | how long initializing an instance takes (configuration only) | 0 |
 //!
 //! An option given as nil keeps its default, as the protocol's optional fields do.
 //!
@@ -73,6 +74,8 @@ pub struct MockOptions {
     pub fault_code: ErrorCode,
     /// What `list_models` returns.
     pub models: Vec<String>,
+    /// How long `initialize` takes.
+    pub init_delay: Duration,
 }
 
 impl Default for MockOptions {
@@ -87,6 +90,7 @@ impl Default for MockOptions {
             fault_after_chunks: None,
             fault_code: ErrorCode::UpstreamError,
             models: Vec::new(),
+            init_delay: Duration::ZERO,
         }
     }
 }
@@ -131,6 +135,12 @@ impl MockOptions {
                 }
                 "chunk_delay_ms" => {
                     self.chunk_delay = Duration::from_millis(
+                        v.as_u64()
+                            .ok_or_else(|| bad(key, "must be an integer >= 0", v))?,
+                    )
+                }
+                "init_delay_ms" => {
+                    self.init_delay = Duration::from_millis(
                         v.as_u64()
                             .ok_or_else(|| bad(key, "must be an integer >= 0", v))?,
                     )
@@ -330,6 +340,9 @@ impl BaseLlmProvider for MockProvider {
 
     fn initialize(&self) -> BoxFuture<'_, Result<(), ProviderError>> {
         Box::pin(async {
+            if !self.options.init_delay.is_zero() {
+                tokio::time::sleep(self.options.init_delay).await;
+            }
             self.state.set_status(ProviderStatus::Ready);
             Ok(())
         })
