@@ -107,11 +107,14 @@ enum provd_status
    */
   PROVD_RATE_LIMITED = 5,
   /**
-   * The daemon or the upstream is over capacity right now.
+   * The daemon or the upstream is over capacity right now (also: a generation beyond
+   * the connection's cap, `provd_client_max_streams`, 64 by default; open another
+   * client or wait for one to end).
    */
   PROVD_OVERLOADED = 6,
   /**
-   * A deadline passed (connect, first byte, an idle gap, or the total).
+   * A deadline passed (connect, first byte, an idle gap, or the total), or one of the
+   * client's own deadlines (`provd_connect_options`).
    */
   PROVD_TIMEOUT = 7,
   /**
@@ -242,12 +245,28 @@ typedef uint32_t provd_role;
 typedef struct provd_cancel_token provd_cancel_token;
 
 /**
- * A connection to the daemon. Made by `provd_client_connect`, closed and freed by
- * `provd_client_close`.
+ * A connection to the daemon. Made by `provd_client_connect` (or
+ * `provd_client_connect_with_options`), closed and freed by `provd_client_close`.
  *
  * Thread-safe: every function that takes a `const provd_client *` may be called from
  * any number of threads at once on the same client, including several generations at a
  * time. Only `provd_client_close` needs the client to be otherwise unused.
+ *
+ * Limits the daemon sets per connection, told in its hello: at most
+ * `provd_client_max_streams` generations run at once on one client (64 by default; the
+ * next one fails with `PROVD_OVERLOADED`, so open more clients for more), and a request
+ * (prompt, messages and options together, encoded) may be at most
+ * `provd_client_max_frame_bytes` bytes (the request setters do not check this; a larger
+ * request fails at `provd_client_generate` or `provd_client_stream` with
+ * `PROVD_INVALID_REQUEST`, naming both sizes, and nothing is sent).
+ *
+ * Not fork-safe: a client does not survive `fork()`. Its background thread is not
+ * copied into the child, so in the child the client (and its streams) must be neither
+ * used nor closed; leave them alone there (the parent keeps using them) and call
+ * `provd_client_connect` in the child for a new client, which works.
+ *
+ * Process-wide resources: none beyond each client's own thread and socket (no signal
+ * handlers are installed, no global runtime is kept).
  */
 typedef struct provd_client provd_client;
 
@@ -301,6 +320,31 @@ typedef struct provd_request provd_request;
  * called from any thread at any time until `provd_stream_free`.
  */
 typedef struct provd_stream provd_stream;
+
+/**
+ * The client's deadlines, in milliseconds; 0 means no deadline for that step. A missed
+ * deadline is `PROVD_TIMEOUT`, with a message naming the step and the deadline.
+ *
+ * Start from `provd_connect_options_default()` and change the fields you need, so that
+ * a program keeps sensible values for the others.
+ */
+typedef struct provd_connect_options {
+  /**
+   * Reaching the socket (checking it and connecting). Default 5000.
+   */
+  uint32_t connect_timeout_ms;
+  /**
+   * The daemon's answer to the hello, once connected. Default 5000.
+   */
+  uint32_t hello_timeout_ms;
+  /**
+   * Each later blocking call: the whole round trip of ping, the lists, status and
+   * cancel; the start of a generation; and the wait for each next chunk or the end of
+   * a generation (`provd_client_generate` and `provd_stream_next`), after which the
+   * generation is cancelled in the daemon. Default 0 (none: a model may think long).
+   */
+  uint32_t call_timeout_ms;
+} provd_connect_options;
 
 /**
  * A string the library lends to the caller: `len` bytes of UTF-8 at `data`.
@@ -577,9 +621,16 @@ uint32_t provd_protocol_version(void);
  *
  * Errors: `PROVD_UNAVAILABLE` (no daemon listens there, or it closed the connection),
  * `PROVD_PERMISSION_DENIED` (the socket's permissions refuse this user),
- * `PROVD_PROTOCOL_ERROR` (the daemon speaks another protocol version; the message names
- * both), `PROVD_NULL_ARGUMENT` (client_out), `PROVD_INVALID_ARGUMENT` (an empty path,
- * one with a NUL byte, or one too long for a socket address).
+ * `PROVD_PROTOCOL_ERROR` (the daemon speaks another protocol version, the message naming
+ * both; or the process on the socket answered with bytes that are not provd frames),
+ * `PROVD_TIMEOUT` (nothing answered the hello in time), `PROVD_NULL_ARGUMENT`
+ * (client_out), `PROVD_INVALID_ARGUMENT` (an empty path, one with a NUL byte, or one too
+ * long for a socket address).
+ *
+ * Deadlines: the default ones of `provd_connect_options_default` (5 s to reach the
+ * socket, 5 s for the daemon's answer to the hello, no deadline per call), so a process
+ * on the socket that accepts but never answers gives `PROVD_TIMEOUT` rather than a hang.
+ * `provd_client_connect_with_options` sets others.
  *
  * Thread-safe. Starts the client's background thread.
  */
@@ -587,6 +638,46 @@ provd_status provd_client_connect(const char *path,
                                   size_t path_len,
                                   struct provd_client **client_out,
                                   struct provd_error **err_out);
+
+/**
+ * The default deadlines, those `provd_client_connect` uses: 5000 ms to connect, 5000 ms
+ * for the hello's answer, no deadline per call.
+ *
+ * Thread-safe; never fails.
+ */
+struct provd_connect_options provd_connect_options_default(void);
+
+/**
+ * `provd_client_connect` with the deadlines of `*options` (read, not kept; NULL means
+ * the defaults). Errors as `provd_client_connect`, and `PROVD_TIMEOUT` when a deadline
+ * passes.
+ *
+ * Thread-safe. Starts the client's background thread.
+ */
+provd_status provd_client_connect_with_options(const char *path,
+                                               size_t path_len,
+                                               const struct provd_connect_options *options,
+                                               struct provd_client **client_out,
+                                               struct provd_error **err_out);
+
+/**
+ * How many generations may run at once on this client, as the daemon said in its hello
+ * (`max_streams`; 64 by default, `[daemon] max_streams_per_connection`). One more fails with `PROVD_OVERLOADED`.
+ *
+ * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL. Thread-safe.
+ */
+provd_status provd_client_max_streams(const struct provd_client *client,
+                                      uint32_t *max_out);
+
+/**
+ * The largest request, in bytes of encoded MessagePack, the daemon accepts on this
+ * client (`max_frame_bytes` of its hello; 4 MiB by default, `[daemon] max_frame_bytes`). A larger request fails
+ * at generate with `PROVD_INVALID_REQUEST` before anything is sent.
+ *
+ * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL. Thread-safe.
+ */
+provd_status provd_client_max_frame_bytes(const struct provd_client *client,
+                                          uint32_t *max_out);
 
 /**
  * Closes the connection and frees the client. NULL is ignored.
@@ -827,8 +918,12 @@ void provd_cancel_token_free(struct provd_cancel_token *token);
  *
  * Errors: `PROVD_CANCELLED` (the callback returned `PROVD_STOP`, or the token was
  * cancelled), any daemon code such as `PROVD_NOT_FOUND` for an unknown provider or
- * `PROVD_INVALID_REQUEST` for a request without prompt or messages, `PROVD_UNAVAILABLE`
- * (the connection was lost), `PROVD_NULL_ARGUMENT` (client, request, on_chunk).
+ * `PROVD_INVALID_REQUEST` for a request without prompt or messages or one larger than
+ * `provd_client_max_frame_bytes`, `PROVD_OVERLOADED` (the client already runs
+ * `provd_client_max_streams` generations), `PROVD_TIMEOUT` (the client's call deadline,
+ * `provd_connect_options`, passed between two chunks; the generation was cancelled),
+ * `PROVD_UNAVAILABLE` (the connection was lost), `PROVD_NULL_ARGUMENT` (client, request,
+ * on_chunk).
  *
  * Thread-safe: any number of threads may generate on one client at once.
  */
@@ -1122,8 +1217,10 @@ provd_status provd_stream_start(const struct provd_client *client,
  *
  * So a loop reads: `while (provd_stream_next(s, &text, &err) == PROVD_OK && text.data)`.
  *
- * Errors: any daemon code, `PROVD_CANCELLED`, `PROVD_UNAVAILABLE`, `PROVD_NULL_ARGUMENT`.
- * One thread at a time per stream.
+ * Errors: any daemon code (`PROVD_OVERLOADED` past `provd_client_max_streams`),
+ * `PROVD_CANCELLED`, `PROVD_TIMEOUT` (the client's call deadline, `provd_connect_options`,
+ * passed before the next chunk; the generation was cancelled), `PROVD_UNAVAILABLE`,
+ * `PROVD_NULL_ARGUMENT`. One thread at a time per stream.
  */
 provd_status provd_stream_next(struct provd_stream *stream,
                                struct provd_str *text_out,

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::client::{self, CancelHandle, ClientError, GenerateEvent};
+use crate::client::{self, CancelHandle, ClientError, ConnectOptions, GenerateEvent};
 use crate::message::{
     GenerateDone, GenerateRequest, HelloResult, ModelList, ProviderList, StatusResult,
 };
@@ -28,6 +28,18 @@ impl Client {
 
     /// Connects, naming the client in the daemon's logs.
     pub fn connect_as(path: &Path, client_name: &str) -> Result<Client, ClientError> {
+        Client::connect_with_options(path, client_name, None, &ConnectOptions::new())
+    }
+
+    /// Connects with a token (or none) and the deadlines of `options`, as
+    /// [`client::Client::connect_with_options`]: every blocking call of this client then
+    /// returns [`ClientError::TimedOut`] rather than wait past its deadline.
+    pub fn connect_with_options(
+        path: &Path,
+        client_name: &str,
+        token: Option<&str>,
+        options: &ConnectOptions,
+    ) -> Result<Client, ClientError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("provd-client")
@@ -36,7 +48,12 @@ impl Client {
             .map_err(|e| {
                 ClientError::Disconnected(format!("cannot start the client runtime: {e}"))
             })?;
-        let inner = runtime.block_on(client::Client::connect_as(path, client_name))?;
+        let inner = runtime.block_on(client::Client::connect_with_options(
+            path,
+            client_name,
+            token,
+            options,
+        ))?;
         Ok(Client {
             inner,
             runtime: Arc::new(runtime),

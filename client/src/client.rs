@@ -10,6 +10,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use interprocess::local_socket::tokio::{prelude::*, Stream};
 use interprocess::local_socket::{GenericFilePath, ToFsName};
@@ -21,7 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::error::{ErrorCode, WireError};
 use crate::frame::{self, FrameError, DEFAULT_MAX_FRAME_BYTES, MAX_DEPTH, MAX_REPLY_FRAME_BYTES};
 use crate::message::{
-    self, method, notification, CancelParams, Chunk, Empty, Envelope, GenerateDone,
+    self, method, notification, CancelParams, Chunk, Empty, Envelope, ErrorNotice, GenerateDone,
     GenerateRequest, Hello, HelloResult, ListModelsParams, ModelList, ProviderList, ReloadResult,
     StatusResult, PROTOCOL_VERSION,
 };
@@ -52,6 +53,10 @@ pub enum ClientError {
     /// The request was refused before it was sent (too large, not encodable).
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// A client-side deadline ([`ConnectOptions`]) passed before the daemon answered: the
+    /// message names the step and the deadline.
+    #[error("{0}")]
+    TimedOut(String),
     /// The socket, or the process listening on it, is not one that only the client's own
     /// user, root or the socket directory's owner can have put there: another local user
     /// may be posing as the daemon to collect what the client would send. Nothing was sent.
@@ -82,6 +87,7 @@ impl ClientError {
             ClientError::Server(e) => e.code,
             ClientError::Protocol(_) => ErrorCode::ProtocolError,
             ClientError::InvalidRequest(_) => ErrorCode::InvalidRequest,
+            ClientError::TimedOut(_) => ErrorCode::Timeout,
             // Not retryable: the socket has to be fixed, or the impostor removed, first.
             #[cfg(unix)]
             ClientError::UntrustedDaemon { .. } => ErrorCode::PermissionDenied,
@@ -104,6 +110,99 @@ impl From<FrameError> for ClientError {
             FrameError::Truncated { .. } => ClientError::Disconnected(e.to_string()),
             other => ClientError::Protocol(other.to_string()),
         }
+    }
+}
+
+/// How long the client waits for the daemon before giving up with
+/// [`ClientError::TimedOut`] (`timeout` on the wire, `PROVD_TIMEOUT` in C).
+///
+/// A peer that accepts the connection but never answers (a hung daemon, some other
+/// program on the socket) would otherwise hold the caller forever. `None` means no
+/// deadline for that step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectOptions {
+    connect: Option<Duration>,
+    hello: Option<Duration>,
+    call: Option<Duration>,
+}
+
+impl ConnectOptions {
+    /// The defaults: 5 s to connect, 5 s for the hello's answer, no deadline per call.
+    pub fn new() -> ConnectOptions {
+        ConnectOptions {
+            connect: Some(DEFAULT_CONNECT_TIMEOUT),
+            hello: Some(DEFAULT_HELLO_TIMEOUT),
+            call: None,
+        }
+    }
+
+    /// The deadline for checking the socket and opening the connection.
+    pub fn connect_timeout(mut self, deadline: Option<Duration>) -> ConnectOptions {
+        self.connect = deadline;
+        self
+    }
+
+    /// The deadline for the daemon's answer to the hello, once connected.
+    pub fn hello_timeout(mut self, deadline: Option<Duration>) -> ConnectOptions {
+        self.hello = deadline;
+        self
+    }
+
+    /// The deadline of each later request: the whole round trip of a short request
+    /// (`ping`, lists, `status`, `cancel`, admin requests), the start of a generation,
+    /// and the wait for each next event of a generation (a chunk or its end). A
+    /// generation whose next event misses the deadline is cancelled in the daemon and
+    /// ends with `timeout`. Default: none (a generation may think for long).
+    pub fn call_timeout(mut self, deadline: Option<Duration>) -> ConnectOptions {
+        self.call = deadline;
+        self
+    }
+
+    /// The deadline for connecting, if any.
+    pub fn connect_deadline(&self) -> Option<Duration> {
+        self.connect
+    }
+
+    /// The deadline for the hello's answer, if any.
+    pub fn hello_deadline(&self) -> Option<Duration> {
+        self.hello
+    }
+
+    /// The deadline of each later request, if any.
+    pub fn call_deadline(&self) -> Option<Duration> {
+        self.call
+    }
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions::new()
+    }
+}
+
+/// How long a client waits, by default, to reach the socket.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a client waits, by default, for the daemon's answer to its hello (the daemon
+/// answers at once; only a hung daemon or another program on the socket is silent).
+pub const DEFAULT_HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs `step` under `deadline` (none: no limit); a miss is [`ClientError::TimedOut`]
+/// naming `what`.
+async fn within<T>(
+    deadline: Option<Duration>,
+    what: impl FnOnce() -> String,
+    step: impl std::future::Future<Output = Result<T, ClientError>>,
+) -> Result<T, ClientError> {
+    match deadline {
+        None => step.await,
+        Some(d) => match tokio::time::timeout(d, step).await {
+            Ok(result) => result,
+            Err(_) => Err(ClientError::TimedOut(format!(
+                "{} within {} ms (a client-side deadline; raise it with ConnectOptions)",
+                what(),
+                d.as_millis()
+            ))),
+        },
     }
 }
 
@@ -148,6 +247,8 @@ struct Shared {
     reader: tokio::task::AbortHandle,
     /// Becomes true when the reader has stopped and `routes.closed` says why.
     reader_done: watch::Receiver<bool>,
+    /// [`ConnectOptions::call_timeout`].
+    call_timeout: Option<Duration>,
 }
 
 impl Drop for Shared {
@@ -194,24 +295,50 @@ impl Client {
     /// run as that directory's owner or root. A socket that fails is
     /// [`ClientError::UntrustedDaemon`]; `$PROVD_SOCKET` or an explicit path does not relax
     /// this.
+    ///
+    /// Default deadlines apply ([`ConnectOptions::new`]); see [`Client::connect_with_options`].
     pub async fn connect_with_token(
         path: &Path,
         client_name: &str,
         token: Option<&str>,
+    ) -> Result<Client, ClientError> {
+        Client::connect_with_options(path, client_name, token, &ConnectOptions::new()).await
+    }
+
+    /// Connects as [`Client::connect_with_token`] does, with the deadlines of `options`:
+    /// reaching the socket, the hello's answer, and each later request. A missed deadline
+    /// is [`ClientError::TimedOut`].
+    pub async fn connect_with_options(
+        path: &Path,
+        client_name: &str,
+        token: Option<&str>,
+        options: &ConnectOptions,
     ) -> Result<Client, ClientError> {
         let connect_err = |e: std::io::Error| ClientError::Connect {
             path: path.to_owned(),
             reason: e.to_string(),
             kind: e.kind(),
         };
-        let stream = connect_trusted(path).await.map_err(|e| match e {
-            Refused::Io(e) => connect_err(e),
-            #[cfg(unix)]
-            Refused::Untrusted(reason) => ClientError::UntrustedDaemon {
-                path: path.to_owned(),
-                reason,
+        let stream = within(
+            options.connect,
+            || {
+                format!(
+                    "cannot connect to provd at {}: no connection",
+                    path.display()
+                )
             },
-        })?;
+            async {
+                connect_trusted(path).await.map_err(|e| match e {
+                    Refused::Io(e) => connect_err(e),
+                    #[cfg(unix)]
+                    Refused::Untrusted(reason) => ClientError::UntrustedDaemon {
+                        path: path.to_owned(),
+                        reason,
+                    },
+                })
+            },
+        )
+        .await?;
         let send = SharedStream::new(stream);
         let recv = send.clone();
         let routes = Arc::new(Mutex::new(Routes::default()));
@@ -225,16 +352,26 @@ impl Client {
             runtime: tokio::runtime::Handle::current(),
             reader: reader.abort_handle(),
             reader_done,
+            call_timeout: options.call,
         });
-        let hello: HelloResult = call_with_id(
-            &shared,
-            0,
-            method::HELLO,
-            &Hello {
-                protocol_version: PROTOCOL_VERSION,
-                client: client_name.to_owned(),
-                token: token.map(str::to_owned),
+        let hello: HelloResult = within(
+            options.hello,
+            || {
+                format!(
+                    "the process at {} did not answer the hello (is it provd?)",
+                    path.display()
+                )
             },
+            call_with_id(
+                &shared,
+                0,
+                method::HELLO,
+                &Hello {
+                    protocol_version: PROTOCOL_VERSION,
+                    client: client_name.to_owned(),
+                    token: token.map(str::to_owned),
+                },
+            ),
         )
         .await?;
         shared
@@ -300,7 +437,13 @@ impl Client {
             .map_err(|e| ClientError::InvalidRequest(e.to_string()))?;
         let (tx, rx) = mpsc::unbounded_channel();
         self.shared.register(id, Waiter::Stream(tx))?;
-        if let Err(e) = self.shared.send(&frame).await {
+        let sent = within(
+            self.shared.call_timeout,
+            || "the daemon did not take the generate request".to_owned(),
+            self.shared.send(&frame),
+        )
+        .await;
+        if let Err(e) = sent {
             self.shared.unregister(id);
             return Err(e);
         }
@@ -323,7 +466,7 @@ impl Client {
         params: &P,
     ) -> Result<R, ClientError> {
         let id = self.shared.allocate_id();
-        call_with_id(&self.shared, id, method, params).await
+        timed_call(&self.shared, id, method, params).await
     }
 }
 
@@ -372,8 +515,28 @@ async fn connect_trusted(path: &Path) -> Result<Stream, Refused> {
 
 async fn cancel(shared: &Shared, id: u32) -> Result<(), ClientError> {
     let req_id = shared.allocate_id();
-    let _: Empty = call_with_id(shared, req_id, method::CANCEL, &CancelParams { id }).await?;
+    let _: Empty = timed_call(shared, req_id, method::CANCEL, &CancelParams { id }).await?;
     Ok(())
+}
+
+/// A request under the connection's per-call deadline. The waiter is removed when the
+/// deadline passes, so a late reply is dropped.
+async fn timed_call<P: Serialize, R: DeserializeOwned>(
+    shared: &Shared,
+    id: u32,
+    method: &str,
+    params: &P,
+) -> Result<R, ClientError> {
+    let result = within(
+        shared.call_timeout,
+        || format!("the daemon did not answer {method}"),
+        call_with_id(shared, id, method, params),
+    )
+    .await;
+    if matches!(result, Err(ClientError::TimedOut(_))) {
+        shared.unregister(id);
+    }
+    result
 }
 
 async fn call_with_id<P: Serialize, R: DeserializeOwned>(
@@ -400,8 +563,18 @@ impl Shared {
     fn allocate_id(&self) -> u32 {
         loop {
             // Id 0 is the hello's; skipping it on wrap-around keeps replies unambiguous.
+            // An id still in flight (a generation running since the last wrap-around) is
+            // skipped too: the daemon refuses a duplicate, and its answer must not be
+            // confused with the running request's.
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            if id != 0 {
+            if id != 0
+                && !self
+                    .routes
+                    .lock()
+                    .expect("routes lock poisoned")
+                    .waiters
+                    .contains_key(&id)
+            {
                 return id;
             }
         }
@@ -462,14 +635,23 @@ async fn read_loop(
     done: watch::Sender<bool>,
 ) {
     let mut buf = Vec::new();
+    // A lost connection is `Disconnected` (unavailable); bytes that are not provd frames
+    // are `Protocol` (protocol_error), as the C header promises for framing errors.
     let reason = loop {
         match frame::read_frame(&mut reader, &mut buf, MAX_REPLY_FRAME_BYTES).await {
-            Ok(None) => break "the daemon closed the connection".to_owned(),
+            Ok(None) => {
+                break ClientError::Disconnected("the daemon closed the connection".to_owned())
+            }
             Ok(Some(())) => {}
-            Err(e) => break e.to_string(),
+            Err(e) => break ClientError::from(e),
         }
         if let Err(e) = route(&buf, &routes) {
-            break format!("daemon sent an unreadable frame: {e}");
+            break match ClientError::from(e) {
+                ClientError::Protocol(e) => {
+                    ClientError::Protocol(format!("the daemon sent an unreadable frame: {e}"))
+                }
+                other => other,
+            };
         }
     };
     let (waiters, reason) = {
@@ -477,7 +659,7 @@ async fn read_loop(
         // An error notification that came before the close explains it better.
         let reason = match routes.last_error.take() {
             Some(explained) => ClientError::Server(explained),
-            None => ClientError::Disconnected(reason),
+            None => reason,
         };
         let reason = routes.closed.get_or_insert(reason).clone();
         (std::mem::take(&mut routes.waiters), reason)
@@ -529,11 +711,16 @@ fn route(bytes: &[u8], routes: &Mutex<Routes>) -> Result<(), FrameError> {
             }
         }
         Envelope::Notification { method, params } if method == notification::ERROR => {
-            // Not every error notification ends the connection (a malformed frame does
-            // not); remember it as the explanation in case the close follows.
-            let err: WireError = message::decode(params)?;
-            routes.lock().expect("routes lock poisoned").last_error = Some(err);
-            return Ok(());
+            let notice: ErrorNotice = message::decode(params)?;
+            // One about a request (a refused duplicate id) concerns a request this client
+            // never sends, as it reuses no id in flight; it leaves the running request
+            // with that id alone and explains no close.
+            if notice.id.is_none() {
+                // Not every error notification ends the connection (a malformed frame
+                // does not); remember it as the explanation in case the close follows.
+                routes.lock().expect("routes lock poisoned").last_error = Some(notice.error());
+                return Ok(());
+            }
         }
         // Notifications added by newer daemons (keep-alives, progress) are skippable.
         Envelope::Notification { .. } => {}
@@ -570,9 +757,40 @@ impl Generation {
         self.id
     }
 
-    /// The next event, or `None` after the terminal one.
+    /// The next event, or `None` after the terminal one. Under a
+    /// [`ConnectOptions::call_timeout`], a next event that does not come in time ends the
+    /// generation with [`ClientError::TimedOut`] and cancels it in the daemon.
     pub async fn next(&mut self) -> Option<Event> {
-        std::future::poll_fn(|cx| self.poll_event(cx)).await
+        let Some(deadline) = self.shared.call_timeout.filter(|_| !self.finished) else {
+            return std::future::poll_fn(|cx| self.poll_event(cx)).await;
+        };
+        match tokio::time::timeout(deadline, std::future::poll_fn(|cx| self.poll_event(cx))).await {
+            Ok(event) => event,
+            Err(_) => {
+                self.cancel_in_daemon();
+                Some(Err(ClientError::TimedOut(format!(
+                    "generation {} had no next event within {} ms (a client-side \
+                     deadline; it was cancelled)",
+                    self.id,
+                    deadline.as_millis()
+                ))))
+            }
+        }
+    }
+
+    /// Stops routing events here and asks the daemon to cancel, once.
+    fn cancel_in_daemon(&mut self) {
+        let was_running = !self.finished;
+        self.finished = true;
+        if !was_running || !self.shared.unregister(self.id) {
+            return;
+        }
+        let shared = self.shared.clone();
+        let id = self.id;
+        // Best effort: if the connection is gone, the daemon has cancelled it already.
+        self.shared.runtime.spawn(async move {
+            let _ = cancel(&shared, id).await;
+        });
     }
 
     /// A handle that can cancel this generation from another task or thread.
@@ -634,15 +852,7 @@ impl futures_core::Stream for Generation {
 
 impl Drop for Generation {
     fn drop(&mut self) {
-        if self.finished || !self.shared.unregister(self.id) {
-            return;
-        }
-        let shared = self.shared.clone();
-        let id = self.id;
-        // Best effort: if the connection is gone, the daemon has cancelled it already.
-        self.shared.runtime.spawn(async move {
-            let _ = cancel(&shared, id).await;
-        });
+        self.cancel_in_daemon();
     }
 }
 
@@ -721,6 +931,111 @@ mod tests {
         let err = Client::connect(&path).await.unwrap_err();
         accepting.await.unwrap();
         assert!(matches!(err, ClientError::Disconnected(_)), "{err:?}");
+    }
+
+    /// A socket in a private directory, so it passes the trust rule.
+    fn private_listener() -> (tempfile::TempDir, PathBuf, std::os::unix::net::UnixListener) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let path = dir.path().join("provd.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        (dir, path, listener)
+    }
+
+    fn short_hello() -> ConnectOptions {
+        ConnectOptions::new().hello_timeout(Some(Duration::from_millis(200)))
+    }
+
+    #[tokio::test]
+    async fn a_listener_that_never_accepts_times_out_the_hello() {
+        // connect() completes from the backlog; nobody ever reads the hello.
+        let (_dir, path, _listener) = private_listener();
+        let err = Client::connect_with_options(&path, "t", None, &short_hello())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Timeout, "{err:?}");
+        let text = err.to_string();
+        assert!(text.contains("did not answer the hello"), "{text}");
+        assert!(text.contains("200 ms"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_accepts_and_stays_silent_times_out_the_hello() {
+        let (_dir, path, listener) = private_listener();
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let acceptor = std::thread::spawn(move || {
+            let (conn, _) = listener.accept().unwrap();
+            // Keep the connection open, saying nothing, until the client gave up.
+            held_rx.recv().unwrap();
+            drop(conn);
+        });
+        let err = Client::connect_with_options(&path, "t", None, &short_hello())
+            .await
+            .unwrap_err();
+        held_tx.send(()).unwrap();
+        acceptor.join().unwrap();
+        assert_eq!(err.code(), ErrorCode::Timeout, "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_call_deadline_ends_a_request_the_daemon_never_answers() {
+        let (_dir, path, listener) = private_listener();
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        // Answers the hello, then reads requests and answers none.
+        let peer = std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut len = [0u8; 4];
+            conn.read_exact(&mut len).unwrap();
+            let mut hello = vec![0; u32::from_be_bytes(len) as usize];
+            conn.read_exact(&mut hello).unwrap();
+            let result = HelloResult {
+                protocol_version: PROTOCOL_VERSION,
+                daemon_version: "test".into(),
+                max_frame_bytes: 1 << 20,
+                max_streams: 64,
+            };
+            let reply = message::encode_result(0, &result).unwrap();
+            conn.write_all(&reply).unwrap();
+            held_rx.recv().unwrap();
+        });
+        let options = ConnectOptions::new().call_timeout(Some(Duration::from_millis(200)));
+        let client = Client::connect_with_options(&path, "t", None, &options)
+            .await
+            .unwrap();
+        assert_eq!(client.daemon().max_streams, 64);
+        let err = client.ping().await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Timeout, "{err:?}");
+        assert!(err.to_string().contains("did not answer ping"), "{err}");
+        let mut generation = client
+            .generate(GenerateRequest::prompt("hi"))
+            .await
+            .unwrap();
+        let err = generation.next().await.unwrap().unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Timeout, "{err:?}");
+        assert!(
+            generation.next().await.is_none(),
+            "a timed-out generation is over"
+        );
+        held_tx.send(()).unwrap();
+        peer.join().unwrap();
+    }
+
+    #[tokio::test]
+    async fn bytes_that_are_not_provd_frames_are_a_protocol_error() {
+        let (_dir, path, listener) = private_listener();
+        let peer = std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut len = [0u8; 4];
+            conn.read_exact(&mut len).unwrap();
+            // An HTTP server on the wrong socket: its first four bytes announce a frame of
+            // about 1.2 GB, more than a client accepts.
+            conn.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").unwrap();
+        });
+        let err = Client::connect(&path).await.unwrap_err();
+        peer.join().unwrap();
+        assert_eq!(err.code(), ErrorCode::ProtocolError, "{err:?}");
     }
 
     #[test]

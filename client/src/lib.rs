@@ -37,7 +37,10 @@ mod socket_path;
 #[cfg(unix)]
 pub mod trust;
 
-pub use client::{CancelHandle, Client, ClientError, GenerateEvent, Generation};
+pub use client::{
+    CancelHandle, Client, ClientError, ConnectOptions, GenerateEvent, Generation,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_HELLO_TIMEOUT,
+};
 pub use error::{ErrorCode, WireError};
 pub use message::{
     Chunk, FinishReason, GenerateDone, GenerateRequest, Message, ModelInfo, ModelList,

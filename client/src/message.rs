@@ -73,6 +73,43 @@ pub mod method {
     pub const TOKEN_REVOKE: &str = "token_revoke";
     /// Admin: empty map → empty map; the daemon then drains and stops.
     pub const SHUTDOWN: &str = "shutdown";
+
+    /// The admin requests (PROTOCOL.md section 7.8), besides `reload`.
+    pub const ADMIN: [&str; 10] = [
+        CREDS_SET,
+        CREDS_LIST,
+        CREDS_REMOVE,
+        CREDS_TEST,
+        CREDS_IMPORT,
+        KEY_ROTATE,
+        TOKEN_CREATE,
+        TOKEN_LIST,
+        TOKEN_REVOKE,
+        SHUTDOWN,
+    ];
+
+    /// Every method a greeted connection may send, in the order the daemon lists them
+    /// when it refuses an unknown one. The one list: the daemon's message and the example
+    /// in PROTOCOL.md section 7 are checked against it.
+    pub const SERVED: [&str; 17] = [
+        PING,
+        GENERATE,
+        CANCEL,
+        LIST_PROVIDERS,
+        LIST_MODELS,
+        STATUS,
+        RELOAD,
+        CREDS_SET,
+        CREDS_LIST,
+        CREDS_REMOVE,
+        CREDS_TEST,
+        CREDS_IMPORT,
+        KEY_ROTATE,
+        TOKEN_CREATE,
+        TOKEN_LIST,
+        TOKEN_REVOKE,
+        SHUTDOWN,
+    ];
 }
 
 /// Notification method names.
@@ -236,13 +273,67 @@ pub fn encode_notification<T: Serialize + ?Sized>(
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Empty {}
 
+/// The params of an `error` notification: the [error object](WireError)'s fields and
+/// `id`, which is nil for an error about the connection (a malformed frame, a full house,
+/// a client that stopped reading) and names the request for an error about one request
+/// that got no reply (a duplicate of a running request's id, PROTOCOL.md section 10).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorNotice {
+    /// As [`WireError::code`].
+    pub code: crate::error::ErrorCode,
+    /// As [`WireError::message`].
+    pub message: String,
+    /// As [`WireError::retryable`].
+    #[serde(default)]
+    pub retryable: bool,
+    /// As [`WireError::retry_after_ms`].
+    #[serde(default)]
+    pub retry_after_ms: Option<u64>,
+    /// As [`WireError::chunks`].
+    #[serde(default)]
+    pub chunks: Option<u32>,
+    /// As [`WireError::usage`].
+    #[serde(default)]
+    pub usage: Option<Usage>,
+    /// The request this error is about, or nil for the connection.
+    #[serde(default)]
+    pub id: Option<u32>,
+}
+
+impl ErrorNotice {
+    /// A notice about the connection (`id` nil) or about request `id`.
+    pub fn new(error: WireError, id: Option<u32>) -> ErrorNotice {
+        ErrorNotice {
+            code: error.code,
+            message: error.message,
+            retryable: error.retryable,
+            retry_after_ms: error.retry_after_ms,
+            chunks: error.chunks,
+            usage: error.usage,
+            id,
+        }
+    }
+
+    /// The error object, without the id.
+    pub fn error(&self) -> WireError {
+        WireError {
+            code: self.code,
+            message: self.message.clone(),
+            retryable: self.retryable,
+            retry_after_ms: self.retry_after_ms,
+            chunks: self.chunks,
+            usage: self.usage,
+        }
+    }
+}
+
 /// `hello` params.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Hello {
     /// The protocol version the client speaks.
     pub protocol_version: u32,
-    /// A name for logs (`provd-cli`, `libprovd`, `my-app`).
-    #[serde(default)]
+    /// A name for logs (`provd-cli`, `libprovd`, `my-app`); nil or absent is "".
+    #[serde(default, deserialize_with = "nil_as_default")]
     pub client: String,
     /// A bearer token (`provd token create`), which narrows the connection to its
     /// providers.
@@ -814,6 +905,74 @@ pub struct ReloadResult {
 
 #[cfg(test)]
 mod tests {
+    /// The hex dump of the first fenced block after `heading` in PROTOCOL.md, as bytes.
+    fn documented_frame(heading: &str) -> Vec<u8> {
+        let doc = include_str!("../PROTOCOL.md");
+        let section = &doc[doc.find(heading).expect("the section exists")..];
+        let block = section.split("```").nth(1).expect("a fenced block");
+        block
+            .lines()
+            .flat_map(|line| line.split_whitespace().skip(1))
+            .map(|b| u8::from_str_radix(b, 16).expect("hex byte"))
+            .collect()
+    }
+
+    #[test]
+    fn the_documented_error_notification_is_what_the_daemon_encodes() {
+        let notice = ErrorNotice::new(
+            WireError::new(
+                crate::ErrorCode::ProtocolError,
+                "malformed MessagePack: reserved marker 0xc1",
+            ),
+            None,
+        );
+        let frame = encode_notification(notification::ERROR, &notice).unwrap();
+        assert_eq!(frame, documented_frame("### 15.13 Notification `error`"));
+        // A client that only knows the error object still reads it.
+        let (_, params) = match Envelope::parse(&frame[4..]).unwrap() {
+            Envelope::Notification { method, params } => (method.to_owned(), params),
+            other => panic!("{other:?}"),
+        };
+        let error: WireError = decode(params).unwrap();
+        assert_eq!(error, notice.error());
+    }
+
+    #[test]
+    fn the_documented_unknown_method_list_is_the_served_list() {
+        let doc = include_str!("../PROTOCOL.md");
+        let expected = format!("(this daemon serves: {})", method::SERVED.join(", "));
+        let section = &doc[doc.find("## 7. Methods").unwrap()..doc.find("### 7.1").unwrap()];
+        assert!(
+            section.contains(&expected),
+            "section 7 must list {expected}"
+        );
+        // Every method section 7 documents in its tables is served.
+        for served in method::SERVED {
+            assert!(
+                doc.contains(&format!("| `{served}` |")),
+                "{served} is undocumented"
+            );
+        }
+    }
+
+    #[test]
+    fn a_hello_with_nil_client_decodes_as_an_empty_name() {
+        #[derive(Serialize)]
+        struct NilHello {
+            protocol_version: u32,
+            client: Option<String>,
+            token: Option<String>,
+        }
+        let bytes = rmp_serde::to_vec_named(&NilHello {
+            protocol_version: 1,
+            client: None,
+            token: None,
+        })
+        .unwrap();
+        let hello: Hello = decode(&bytes).unwrap();
+        assert_eq!(hello.client, "");
+    }
+
     use super::*;
     use crate::error::ErrorCode;
     use crate::frame::{validate, MAX_DEPTH};

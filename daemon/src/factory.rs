@@ -534,6 +534,40 @@ impl LlmProviderFactory {
             .collect()
     }
 
+    /// Counts a generation its client cancelled before any provider was asked (still
+    /// queued, or waiting for its instance to initialize) as one cancelled request of the
+    /// provider and model it was for, so `status` agrees with the client. Nothing is
+    /// built for it: without a ready instance, only the provider's counters move.
+    pub fn count_cancelled_before_start(&self, provider: Option<&str>, model: Option<&str>) {
+        let config = self.config();
+        let Some(id) = provider.or_else(|| config.default_provider()) else {
+            return;
+        };
+        let model = model.or_else(|| {
+            config
+                .providers
+                .get(id)
+                .and_then(|p| p.default_model.as_deref())
+        });
+        let cache = self.lock();
+        let instance = model
+            .and_then(|m| cache.entries.get(&(id.to_owned(), m.to_owned())))
+            .and_then(|e| e.slot.get().cloned());
+        match instance {
+            Some(instance) => {
+                // Counts for the provider too.
+                let state = instance.state();
+                state.record_start();
+                state.record_end(crate::provider::Outcome::Cancelled, Default::default());
+            }
+            None => {
+                if let Some(shared) = cache.providers.get(id) {
+                    shared.counters.count_cancelled_before_start();
+                }
+            }
+        }
+    }
+
     /// Every cached instance that is initialized, with state and counters, sorted by
     /// provider and model.
     pub fn instances(&self) -> Vec<InstanceStatus> {

@@ -109,11 +109,14 @@ pub fn deadline_error(config: &Config, targets: &[Target], chunks: u32) -> Provi
 
 /// Opens a generation on the first of `targets` that answers (see [`targets`]; the
 /// caller may have removed those the client may not use), retrying and falling back as
-/// the module docs say.
+/// the module docs say. `attempted` becomes true once an attempt is counted in the
+/// provider's counters, so a caller that drops this future before that can count the
+/// generation itself.
 pub async fn open(
     factory: &LlmProviderFactory,
     request: &GenerateRequest,
     targets: &[Target],
+    attempted: &std::sync::atomic::AtomicBool,
 ) -> Result<Opened, ProviderError> {
     let config = factory.config();
     let deadline = deadline(&config, targets);
@@ -147,9 +150,11 @@ pub async fn open(
                 return Err(failures.into_error());
             }
             let state = instance.state();
-            state.record_start();
+            let attempt_counted = CountedAttempt::start(state);
+            attempted.store(true, std::sync::atomic::Ordering::Relaxed);
             let opened =
                 tokio::time::timeout_at(deadline, first_event(instance.as_ref(), request)).await;
+            attempt_counted.settled();
             let error = match opened {
                 Err(_) => {
                     state.record_end(Outcome::Failed, Usage::default());
@@ -266,6 +271,34 @@ fn describe(label: &str, e: &ProviderError) -> String {
         .and_then(|rest| rest.strip_prefix(": "))
         .unwrap_or(&e.message);
     format!("{label}: {}: {message}", e.code)
+}
+
+/// An attempt counted as started: if the opening future is dropped before the attempt
+/// settles (the client cancelled, or disconnected, while the provider was still
+/// answering), it counts as cancelled, so `status` agrees with what the client saw and
+/// `active` does not keep it forever.
+struct CountedAttempt<'a> {
+    state: Option<&'a crate::provider::ProviderState>,
+}
+
+impl<'a> CountedAttempt<'a> {
+    fn start(state: &'a crate::provider::ProviderState) -> Self {
+        state.record_start();
+        CountedAttempt { state: Some(state) }
+    }
+
+    /// The attempt came back; whoever holds its result records how it ends.
+    fn settled(mut self) {
+        self.state = None;
+    }
+}
+
+impl Drop for CountedAttempt<'_> {
+    fn drop(&mut self) {
+        if let Some(state) = self.state {
+            state.record_end(Outcome::Cancelled, Usage::default());
+        }
+    }
 }
 
 /// Starts a generation and reads it up to its first text or its end.

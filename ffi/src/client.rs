@@ -8,8 +8,9 @@
 
 use std::ffi::c_char;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use ::provd_client::{blocking, ClientError};
+use ::provd_client::{blocking, ClientError, ConnectOptions};
 
 use crate::args;
 use crate::error::{provd_error, provd_status, Error};
@@ -19,12 +20,28 @@ use crate::panic::boundary;
 /// The name the daemon logs for connections from this library.
 const CLIENT_NAME: &str = "libprovd";
 
-/// A connection to the daemon. Made by `provd_client_connect`, closed and freed by
-/// `provd_client_close`.
+/// A connection to the daemon. Made by `provd_client_connect` (or
+/// `provd_client_connect_with_options`), closed and freed by `provd_client_close`.
 ///
 /// Thread-safe: every function that takes a `const provd_client *` may be called from
 /// any number of threads at once on the same client, including several generations at a
 /// time. Only `provd_client_close` needs the client to be otherwise unused.
+///
+/// Limits the daemon sets per connection, told in its hello: at most
+/// `provd_client_max_streams` generations run at once on one client (64 by default; the
+/// next one fails with `PROVD_OVERLOADED`, so open more clients for more), and a request
+/// (prompt, messages and options together, encoded) may be at most
+/// `provd_client_max_frame_bytes` bytes (the request setters do not check this; a larger
+/// request fails at `provd_client_generate` or `provd_client_stream` with
+/// `PROVD_INVALID_REQUEST`, naming both sizes, and nothing is sent).
+///
+/// Not fork-safe: a client does not survive `fork()`. Its background thread is not
+/// copied into the child, so in the child the client (and its streams) must be neither
+/// used nor closed; leave them alone there (the parent keeps using them) and call
+/// `provd_client_connect` in the child for a new client, which works.
+///
+/// Process-wide resources: none beyond each client's own thread and socket (no signal
+/// handlers are installed, no global runtime is kept).
 #[derive(Debug)]
 pub struct provd_client {
     pub(crate) inner: blocking::Client,
@@ -76,9 +93,16 @@ unsafe fn socket_path(path: *const c_char, len: usize) -> Result<PathBuf, Error>
 ///
 /// Errors: `PROVD_UNAVAILABLE` (no daemon listens there, or it closed the connection),
 /// `PROVD_PERMISSION_DENIED` (the socket's permissions refuse this user),
-/// `PROVD_PROTOCOL_ERROR` (the daemon speaks another protocol version; the message names
-/// both), `PROVD_NULL_ARGUMENT` (client_out), `PROVD_INVALID_ARGUMENT` (an empty path,
-/// one with a NUL byte, or one too long for a socket address).
+/// `PROVD_PROTOCOL_ERROR` (the daemon speaks another protocol version, the message naming
+/// both; or the process on the socket answered with bytes that are not provd frames),
+/// `PROVD_TIMEOUT` (nothing answered the hello in time), `PROVD_NULL_ARGUMENT`
+/// (client_out), `PROVD_INVALID_ARGUMENT` (an empty path, one with a NUL byte, or one too
+/// long for a socket address).
+///
+/// Deadlines: the default ones of `provd_connect_options_default` (5 s to reach the
+/// socket, 5 s for the daemon's answer to the hello, no deadline per call), so a process
+/// on the socket that accepts but never answers gives `PROVD_TIMEOUT` rather than a hang.
+/// `provd_client_connect_with_options` sets others.
 ///
 /// Thread-safe. Starts the client's background thread.
 #[no_mangle]
@@ -91,19 +115,149 @@ pub extern "C" fn provd_client_connect(
     boundary("provd_client_connect", err_out, || {
         // SAFETY: the header requires `client_out` to be NULL or writable, and `path` to
         // be NULL or `path_len` readable bytes.
-        let out = unsafe { args::out_object(client_out, "client_out") }?;
-        // SAFETY: as above.
-        let path = unsafe { socket_path(path, path_len) }?;
-        let inner = blocking::Client::connect_as(&path, CLIENT_NAME).map_err(|e| match e {
-            // The OS refused the path itself (longer than a socket address holds): the
-            // caller's argument is wrong, and no retry will help, so not "unavailable".
-            ClientError::Connect {
-                kind: std::io::ErrorKind::InvalidInput,
-                ..
-            } => Error::invalid("path", format!("is not a usable socket path: {e}")),
-            other => Error::from(other),
+        unsafe { connect(path, path_len, &ConnectOptions::new(), client_out) }
+    })
+}
+
+/// The client's deadlines, in milliseconds; 0 means no deadline for that step. A missed
+/// deadline is `PROVD_TIMEOUT`, with a message naming the step and the deadline.
+///
+/// Start from `provd_connect_options_default()` and change the fields you need, so that
+/// a program keeps sensible values for the others.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct provd_connect_options {
+    /// Reaching the socket (checking it and connecting). Default 5000.
+    pub connect_timeout_ms: u32,
+    /// The daemon's answer to the hello, once connected. Default 5000.
+    pub hello_timeout_ms: u32,
+    /// Each later blocking call: the whole round trip of ping, the lists, status and
+    /// cancel; the start of a generation; and the wait for each next chunk or the end of
+    /// a generation (`provd_client_generate` and `provd_stream_next`), after which the
+    /// generation is cancelled in the daemon. Default 0 (none: a model may think long).
+    pub call_timeout_ms: u32,
+}
+
+fn millis(ms: u32) -> Option<Duration> {
+    (ms != 0).then(|| Duration::from_millis(ms.into()))
+}
+
+impl From<provd_connect_options> for ConnectOptions {
+    fn from(o: provd_connect_options) -> ConnectOptions {
+        ConnectOptions::new()
+            .connect_timeout(millis(o.connect_timeout_ms))
+            .hello_timeout(millis(o.hello_timeout_ms))
+            .call_timeout(millis(o.call_timeout_ms))
+    }
+}
+
+fn as_millis(d: Option<Duration>) -> u32 {
+    d.map_or(0, |d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX))
+}
+
+/// The default deadlines, those `provd_client_connect` uses: 5000 ms to connect, 5000 ms
+/// for the hello's answer, no deadline per call.
+///
+/// Thread-safe; never fails.
+#[no_mangle]
+pub extern "C" fn provd_connect_options_default() -> provd_connect_options {
+    let d = ConnectOptions::new();
+    provd_connect_options {
+        connect_timeout_ms: as_millis(d.connect_deadline()),
+        hello_timeout_ms: as_millis(d.hello_deadline()),
+        call_timeout_ms: as_millis(d.call_deadline()),
+    }
+}
+
+/// `provd_client_connect` with the deadlines of `*options` (read, not kept; NULL means
+/// the defaults). Errors as `provd_client_connect`, and `PROVD_TIMEOUT` when a deadline
+/// passes.
+///
+/// Thread-safe. Starts the client's background thread.
+#[no_mangle]
+pub extern "C" fn provd_client_connect_with_options(
+    path: *const c_char,
+    path_len: usize,
+    options: *const provd_connect_options,
+    client_out: *mut *mut provd_client,
+    err_out: *mut *mut provd_error,
+) -> provd_status {
+    boundary("provd_client_connect_with_options", err_out, || {
+        let options = if options.is_null() {
+            ConnectOptions::new()
+        } else {
+            // SAFETY: the header requires `options` to be NULL (handled above) or a
+            // readable provd_connect_options; it is copied here.
+            ConnectOptions::from(unsafe { *options })
+        };
+        // SAFETY: the header requires `client_out` to be NULL or writable, and `path` to
+        // be NULL or `path_len` readable bytes.
+        unsafe { connect(path, path_len, &options, client_out) }
+    })
+}
+
+/// The shared body of the two connect functions.
+///
+/// # Safety
+///
+/// `client_out` NULL or writable; `path` NULL or `path_len` readable bytes.
+unsafe fn connect(
+    path: *const c_char,
+    path_len: usize,
+    options: &ConnectOptions,
+    client_out: *mut *mut provd_client,
+) -> Result<(), Error> {
+    // SAFETY: forwarded contract.
+    let out = unsafe { args::out_object(client_out, "client_out") }?;
+    // SAFETY: forwarded contract.
+    let path = unsafe { socket_path(path, path_len) }?;
+    let inner =
+        blocking::Client::connect_with_options(&path, CLIENT_NAME, None, options).map_err(|e| {
+            match e {
+                // The OS refused the path itself (longer than a socket address holds): the
+                // caller's argument is wrong, and no retry will help, so not "unavailable".
+                ClientError::Connect {
+                    kind: std::io::ErrorKind::InvalidInput,
+                    ..
+                } => Error::invalid("path", format!("is not a usable socket path: {e}")),
+                other => Error::from(other),
+            }
         })?;
-        out.write(args::give(provd_client { inner }));
+    out.write(args::give(provd_client { inner }));
+    Ok(())
+}
+
+/// How many generations may run at once on this client, as the daemon said in its hello
+/// (`max_streams`; 64 by default, `[daemon] max_streams_per_connection`). One more fails with `PROVD_OVERLOADED`.
+///
+/// Returns `PROVD_NULL_ARGUMENT` if an argument is NULL. Thread-safe.
+#[no_mangle]
+pub extern "C" fn provd_client_max_streams(
+    client: *const provd_client,
+    max_out: *mut u32,
+) -> provd_status {
+    crate::panic::accessor(|| {
+        // SAFETY: the header requires a live client and a NULL or writable `max_out`.
+        let (client, out) = unsafe { (borrow_client(client)?, args::out(max_out, "max_out")?) };
+        out.write(client.daemon().max_streams);
+        Ok(())
+    })
+}
+
+/// The largest request, in bytes of encoded MessagePack, the daemon accepts on this
+/// client (`max_frame_bytes` of its hello; 4 MiB by default, `[daemon] max_frame_bytes`). A larger request fails
+/// at generate with `PROVD_INVALID_REQUEST` before anything is sent.
+///
+/// Returns `PROVD_NULL_ARGUMENT` if an argument is NULL. Thread-safe.
+#[no_mangle]
+pub extern "C" fn provd_client_max_frame_bytes(
+    client: *const provd_client,
+    max_out: *mut u32,
+) -> provd_status {
+    crate::panic::accessor(|| {
+        // SAFETY: the header requires a live client and a NULL or writable `max_out`.
+        let (client, out) = unsafe { (borrow_client(client)?, args::out(max_out, "max_out")?) };
+        out.write(client.daemon().max_frame_bytes);
         Ok(())
     })
 }

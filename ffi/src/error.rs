@@ -39,9 +39,12 @@ pub enum provd_status {
     PROVD_NOT_FOUND = 4,
     /// A rate limit was hit; see `provd_error_retry_after_ms`.
     PROVD_RATE_LIMITED = 5,
-    /// The daemon or the upstream is over capacity right now.
+    /// The daemon or the upstream is over capacity right now (also: a generation beyond
+    /// the connection's cap, `provd_client_max_streams`, 64 by default; open another
+    /// client or wait for one to end).
     PROVD_OVERLOADED = 6,
-    /// A deadline passed (connect, first byte, an idle gap, or the total).
+    /// A deadline passed (connect, first byte, an idle gap, or the total), or one of the
+    /// client's own deadlines (`provd_connect_options`).
     PROVD_TIMEOUT = 7,
     /// The upstream answered with an error or a response the daemon cannot use.
     PROVD_UPSTREAM_ERROR = 8,

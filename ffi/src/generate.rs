@@ -428,8 +428,12 @@ pub extern "C" fn provd_cancel_token_free(token: *mut provd_cancel_token) {
 ///
 /// Errors: `PROVD_CANCELLED` (the callback returned `PROVD_STOP`, or the token was
 /// cancelled), any daemon code such as `PROVD_NOT_FOUND` for an unknown provider or
-/// `PROVD_INVALID_REQUEST` for a request without prompt or messages, `PROVD_UNAVAILABLE`
-/// (the connection was lost), `PROVD_NULL_ARGUMENT` (client, request, on_chunk).
+/// `PROVD_INVALID_REQUEST` for a request without prompt or messages or one larger than
+/// `provd_client_max_frame_bytes`, `PROVD_OVERLOADED` (the client already runs
+/// `provd_client_max_streams` generations), `PROVD_TIMEOUT` (the client's call deadline,
+/// `provd_connect_options`, passed between two chunks; the generation was cancelled),
+/// `PROVD_UNAVAILABLE` (the connection was lost), `PROVD_NULL_ARGUMENT` (client, request,
+/// on_chunk).
 ///
 /// Thread-safe: any number of threads may generate on one client at once.
 #[no_mangle]

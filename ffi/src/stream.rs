@@ -132,8 +132,10 @@ pub extern "C" fn provd_stream_start(
 ///
 /// So a loop reads: `while (provd_stream_next(s, &text, &err) == PROVD_OK && text.data)`.
 ///
-/// Errors: any daemon code, `PROVD_CANCELLED`, `PROVD_UNAVAILABLE`, `PROVD_NULL_ARGUMENT`.
-/// One thread at a time per stream.
+/// Errors: any daemon code (`PROVD_OVERLOADED` past `provd_client_max_streams`),
+/// `PROVD_CANCELLED`, `PROVD_TIMEOUT` (the client's call deadline, `provd_connect_options`,
+/// passed before the next chunk; the generation was cancelled), `PROVD_UNAVAILABLE`,
+/// `PROVD_NULL_ARGUMENT`. One thread at a time per stream.
 #[no_mangle]
 pub extern "C" fn provd_stream_next(
     stream: *mut provd_stream,

@@ -91,7 +91,13 @@ async fn garbage_payload_gets_a_protocol_error_and_the_connection_goes_on() {
     expect_error_notification(raw.read_frame(), ErrorCode::ProtocolError);
     // Zero-length frame.
     raw.send_bytes(&[0, 0, 0, 0]);
-    expect_error_notification(raw.read_frame(), ErrorCode::ProtocolError);
+    let frame = raw.read_frame();
+    expect_error_notification(frame.clone(), ErrorCode::ProtocolError);
+    // A notice about the connection, not a request: its id is nil, and present.
+    let Some(Frame::Notification(_, params)) = frame else {
+        unreachable!()
+    };
+    assert_eq!(params.get("id"), Some(&serde_json::Value::Null), "{params}");
     // Still aligned: a ping works on the same connection.
     raw.request(9, "ping", &Empty {});
     assert_eq!(raw.read_frame(), Some(Frame::Result(9, json!({}))));
@@ -144,6 +150,66 @@ async fn wrong_field_types_get_invalid_request_for_that_id() {
     assert_eq!(raw.read_frame(), Some(Frame::Result(8, json!({}))));
 }
 
+/// MessagePack ext values follow PROTOCOL.md section 3.1: ignored under a key the daemon
+/// ignores, an `invalid_request` reply where params are read, an `error` notification
+/// elsewhere in the envelope.
+#[tokio::test]
+async fn ext_values_get_the_answer_section_3_1_gives() {
+    let daemon = Daemon::start();
+    let mut raw = RawConn::greeted(&daemon.socket);
+    let ext = [0xd4u8, 0x01, 0x00]; // fixext 1, type 1
+    let ping = [0xa4u8, b'p', b'i', b'n', b'g'];
+    // Under a key ping ignores: accepted like any unknown key.
+    let mut frame = vec![0x94, 0x00, 0x01];
+    frame.extend(ping);
+    frame.extend([0x81, 0xa1, b'x']);
+    frame.extend(ext);
+    raw.send_payload(&frame);
+    assert_eq!(raw.read_frame(), Some(Frame::Result(1, json!({}))));
+    // As the params value itself: a reply to that request.
+    let mut frame = vec![0x94, 0x00, 0x02];
+    frame.extend(ping);
+    frame.extend(ext);
+    raw.send_payload(&frame);
+    let msg = expect_error(raw.read_frame().unwrap(), 2, ErrorCode::InvalidRequest);
+    assert!(msg.starts_with("ping params:"), "{msg}");
+    // In a field the method reads: a reply to that request.
+    let mut frame = vec![0x94, 0x00, 0x03, 0xa8];
+    frame.extend(b"generate");
+    frame.extend([0x81, 0xa6]);
+    frame.extend(b"prompt");
+    frame.extend(ext);
+    raw.send_payload(&frame);
+    expect_error(raw.read_frame().unwrap(), 3, ErrorCode::InvalidRequest);
+    // As the method: no request to answer, so an error notification.
+    let mut frame = vec![0x94, 0x00, 0x04];
+    frame.extend(ext);
+    frame.push(0x80);
+    raw.send_payload(&frame);
+    expect_error_notification(raw.read_frame(), ErrorCode::ProtocolError);
+    raw.request(5, "ping", &Empty {});
+    assert_eq!(raw.read_frame(), Some(Frame::Result(5, json!({}))));
+}
+
+/// `hello`'s optional fields accept nil as PROTOCOL.md section 5 says of every optional
+/// field.
+#[tokio::test]
+async fn a_hello_with_nil_optional_fields_is_answered() {
+    let daemon = Daemon::start();
+    let mut raw = RawConn::connect(&daemon.socket);
+    raw.request(
+        0,
+        "hello",
+        &json!({"protocol_version": 1, "client": null, "token": null}),
+    );
+    match raw.read_frame() {
+        Some(Frame::Result(0, result)) => assert_eq!(result["protocol_version"], 1),
+        other => panic!("hello with nil fields refused: {other:?}"),
+    }
+    raw.request(1, "ping", &Empty {});
+    assert_eq!(raw.read_frame(), Some(Frame::Result(1, json!({}))));
+}
+
 #[tokio::test]
 async fn unknown_method_gets_invalid_request_naming_it() {
     let daemon = Daemon::start();
@@ -151,6 +217,16 @@ async fn unknown_method_gets_invalid_request_naming_it() {
     raw.request(11, "format_disk", &Empty {});
     let msg = expect_error(raw.read_frame().unwrap(), 11, ErrorCode::InvalidRequest);
     assert!(msg.contains("unknown method 'format_disk'"), "{msg}");
+    // It lists every method, admin ones included, from the one list.
+    let served = provd_client::message::method::SERVED.join(", ");
+    assert!(
+        msg.ends_with(&format!("(this daemon serves: {served})")),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("creds_set") && msg.contains("shutdown"),
+        "{msg}"
+    );
     raw.request(
         12,
         "hello",
@@ -188,6 +264,8 @@ async fn duplicate_running_id_is_refused_and_the_first_stream_continues() {
                     p["message"].as_str().unwrap().contains("request id 1"),
                     "{p}"
                 );
+                // The notice names the refused request's id, so the client can match it.
+                assert_eq!(p["id"], 1, "{p}");
                 refusals += 1;
             }
             Frame::Notification(m, _) if m == "chunk" => {}

@@ -84,3 +84,39 @@ fn connecting_to_a_missing_daemon_is_unavailable() {
         "{err}"
     );
 }
+
+/// A per-call deadline ends a generation whose next event does not come in time, with
+/// `timeout`, and cancels it in the daemon rather than leaving it running there.
+#[test]
+fn a_call_deadline_times_out_a_silent_generation_and_cancels_it_in_the_daemon() {
+    let daemon = Daemon::start();
+    let options = provd_client::ConnectOptions::new()
+        .call_timeout(Some(std::time::Duration::from_millis(300)));
+    let client =
+        Client::connect_with_options(&daemon.socket, "deadline-test", None, &options).unwrap();
+    let mut generation = client
+        .generate(provd_tests::mock_request(
+            "wait",
+            serde_json::json!({"first_chunk_delay_ms": 600_000}),
+        ))
+        .unwrap();
+    let err = generation.next().unwrap().unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Timeout, "{err}");
+    assert!(err.to_string().contains("300 ms"), "{err}");
+    assert!(generation.next().is_none(), "nothing after the timeout");
+    // The daemon was told: the generation ends there too.
+    let observer = Client::connect(&daemon.socket).unwrap();
+    let mut cancelled = false;
+    for _ in 0..100_000 {
+        let status = observer.status().unwrap();
+        if status.active_streams == 0 {
+            cancelled = status.instances[0].metrics.cancelled == 1;
+            break;
+        }
+        std::thread::yield_now();
+    }
+    assert!(
+        cancelled,
+        "the timed-out generation was cancelled in the daemon"
+    );
+}

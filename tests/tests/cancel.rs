@@ -2,7 +2,7 @@
 
 use provd_client::{ErrorCode, GenerateEvent};
 use provd_tests::raw::{Frame, RawConn};
-use provd_tests::{eventually, numbered, Daemon};
+use provd_tests::{eventually, mock_request, numbered, Daemon};
 
 #[tokio::test]
 async fn cancel_by_id_ends_the_stream_with_cancelled_and_the_count() {
@@ -39,6 +39,88 @@ async fn cancel_by_id_ends_the_stream_with_cancelled_and_the_count() {
     assert_eq!(status.active_streams, 0);
     assert_eq!(status.instances[0].metrics.cancelled, 1);
     assert_eq!(status.instances[0].metrics.active, 0);
+}
+
+#[tokio::test]
+async fn a_generation_cancelled_while_opening_is_counted_as_cancelled() {
+    let daemon = Daemon::start();
+    let client = daemon.client().await;
+    // The provider has started but has not produced its first chunk yet.
+    let mut generation = client
+        .generate(mock_request(
+            "wait",
+            serde_json::json!({"first_chunk_delay_ms": 600_000}),
+        ))
+        .await
+        .unwrap();
+    let started = eventually(100_000, || async {
+        let status = client.status().await.ok()?;
+        (status.instances.first()?.metrics.active == 1).then_some(())
+    })
+    .await;
+    assert!(
+        started.is_some(),
+        "the generation never reached the provider"
+    );
+    client.cancel(generation.id()).await.unwrap();
+    let err = generation.next().await.unwrap().unwrap_err().to_wire();
+    assert_eq!(err.code, ErrorCode::Cancelled);
+    assert_eq!(err.chunks, Some(0));
+
+    // Counted as the client saw it: one request, cancelled, none still active.
+    let status = client.status().await.unwrap();
+    let metrics = status.instances[0].metrics;
+    assert_eq!(
+        (
+            metrics.requests,
+            metrics.cancelled,
+            metrics.errors,
+            metrics.active
+        ),
+        (1, 1, 0, 0),
+        "{metrics:?}"
+    );
+    let provider = &status.provider_counters[0].metrics;
+    assert_eq!(
+        (provider.cancelled, provider.active),
+        (1, 0),
+        "{provider:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_generation_cancelled_before_its_provider_was_asked_is_counted() {
+    // The instance takes for ever to initialize: the generation never reaches it.
+    let daemon = Daemon::with_config(
+        "[providers.slow]\ntype = \"mock\"\ndefault_model = \"m\"\n\
+         [providers.slow.options]\ninit_delay_ms = 600000\n",
+    );
+    let client = daemon.client().await;
+    let mut generation = client
+        .generate(provd_client::GenerateRequest::prompt("hi"))
+        .await
+        .unwrap();
+    let admitted = eventually(100_000, || async {
+        (client.status().await.ok()?.active_streams == 1).then_some(())
+    })
+    .await;
+    assert!(admitted.is_some(), "the generation was never admitted");
+    client.cancel(generation.id()).await.unwrap();
+    let err = generation.next().await.unwrap().unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Cancelled);
+
+    let status = client.status().await.unwrap();
+    let slow = status
+        .provider_counters
+        .iter()
+        .find(|p| p.provider == "slow")
+        .expect("the provider's counters");
+    let m = slow.metrics;
+    assert_eq!(
+        (m.requests, m.cancelled, m.errors, m.active),
+        (1, 1, 0, 0),
+        "{m:?}"
+    );
 }
 
 #[tokio::test]

@@ -123,8 +123,66 @@ async fn a_daemon_that_sends_garbage_is_a_protocol_error_not_a_hang() {
     let client = Client::connect(&path).await.unwrap();
     let err = client.ping().await.unwrap_err();
     assert!(err.to_string().contains("unreadable frame"), "{err}");
+    // Bytes that are not provd frames are a protocol error, as libprovd's header says.
+    assert_eq!(err.code(), ErrorCode::ProtocolError);
     drop(client);
     server.await.unwrap();
+}
+
+/// An error notification that names a request (a refused duplicate id) is about that
+/// request only: it does not explain a later close of the connection.
+#[tokio::test]
+async fn an_error_notice_about_one_request_is_not_taken_for_the_connection() {
+    let (_dir, path, listener) = fake_daemon().await;
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        hello(&mut s).await;
+        let _ = read_request(&mut s).await;
+        let notice = message::ErrorNotice::new(
+            WireError::new(ErrorCode::InvalidRequest, "request id 77 ignored"),
+            Some(77),
+        );
+        s.write_all(&message::encode_notification(notification::ERROR, &notice).unwrap())
+            .await
+            .unwrap();
+    });
+    let client = Client::connect(&path).await.unwrap();
+    let err = client.ping().await.unwrap_err();
+    server.await.unwrap();
+    assert!(matches!(err, ClientError::Disconnected(_)), "{err:?}");
+}
+
+/// A client that stops reading is told why it is dropped, where its socket still takes
+/// the words: after the frame it was in the middle of, an `overloaded` notice naming
+/// `slow_client_timeout_seconds`, then the close.
+#[test]
+fn a_client_that_stops_reading_gets_a_last_overloaded_notice_naming_the_timeout() {
+    let daemon = provd_tests::Daemon::with_config(
+        "[daemon]\nslow_client_timeout_seconds = 2\n\
+         [providers.mock]\ntype = \"mock\"\ndefault_model = \"m\"\n",
+    );
+    let mut stuck = provd_tests::raw::RawConn::greeted(&daemon.socket);
+    let mut flood = provd_tests::numbered(200_000, 0);
+    flood.max_tokens = Some(200_000);
+    stuck.request(1, "generate", &flood);
+    daemon.wait_for_log("the client stopped reading");
+    // Read again: every frame is whole, and the last one explains the close.
+    // (Thousands of buffered chunk frames: read them without expect_close's cap.)
+    let mut frames = Vec::new();
+    while let Some(frame) = stuck.read_frame() {
+        frames.push(frame);
+    }
+    let Some(provd_tests::raw::Frame::Notification(method, notice)) = frames.last() else {
+        panic!("the last frame is not a notification: {:?}", frames.last());
+    };
+    assert_eq!(method, "error");
+    assert_eq!(notice["code"], "overloaded", "{notice}");
+    assert_eq!(notice["retryable"], false, "{notice}");
+    let text = notice["message"].as_str().unwrap();
+    assert!(text.contains("slow_client_timeout_seconds"), "{text}");
+    assert!(!frames
+        .iter()
+        .any(|f| matches!(f, provd_tests::raw::Frame::Error(1, _))));
 }
 
 /// A socket path longer than a socket address holds is the caller's mistake, which no

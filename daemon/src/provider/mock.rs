@@ -10,14 +10,20 @@
 //! | `chunks` | split the text into this many chunks (0: one chunk per word) | 0 |
 //! | `numbered` | ignore `text`; chunk *i* is `"i "` (needs `chunks`) | false |
 //! | `chunk_delay_ms` | pause before each chunk after the first | 0 |
+//! | `first_chunk_delay_ms` | pause before the first chunk (the generation is still opening) | 0 |
 //! | `fault` | `none`, `before_first_chunk` or `mid_stream` | `none` |
 //! | `fault_after_chunks` | for `mid_stream`: chunks sent before the failure | half |
 //! | `fault_code` | the error code of the fault | `upstream_error` |
 //! | `models` | model ids `list_models` returns | the default model |
+//! | `init_delay_ms` | how long initializing an instance takes (configuration only) | 0 |
+//!
+//! An option given as nil keeps its default, as the protocol's optional fields do.
 //!
 //! Usage is deterministic too: prompt tokens are the words of the system prompt, the
 //! messages and the prompt; each chunk is one completion token, and `max_tokens` cuts the
-//! answer short with finish reason `length`.
+//! answer short with finish reason `length`. The request's `stop` sequences are honoured:
+//! the answer ends just before the first occurrence of any of them (the sequence itself
+//! is not sent), with finish reason `stop`.
 
 use std::time::Duration;
 
@@ -61,6 +67,8 @@ pub struct MockOptions {
     pub numbered: bool,
     /// Pause between chunks.
     pub chunk_delay: Duration,
+    /// Pause before the first chunk.
+    pub first_chunk_delay: Duration,
     /// Fault mode.
     pub fault: MockFault,
     /// For a mid-stream fault: chunks before it.
@@ -69,6 +77,8 @@ pub struct MockOptions {
     pub fault_code: ErrorCode,
     /// What `list_models` returns.
     pub models: Vec<String>,
+    /// How long `initialize` takes.
+    pub init_delay: Duration,
 }
 
 impl Default for MockOptions {
@@ -78,10 +88,12 @@ impl Default for MockOptions {
             chunks: 0,
             numbered: false,
             chunk_delay: Duration::ZERO,
+            first_chunk_delay: Duration::ZERO,
             fault: MockFault::None,
             fault_after_chunks: None,
             fault_code: ErrorCode::UpstreamError,
             models: Vec::new(),
+            init_delay: Duration::ZERO,
         }
     }
 }
@@ -105,6 +117,10 @@ impl MockOptions {
         let bad =
             |field: &str, rule: &str, v: &Value| (field.to_owned(), format!("{rule}, got {v}"));
         for (key, v) in map {
+            if v.is_null() {
+                // Optional fields accept nil for "not given" (PROTOCOL.md section 3).
+                continue;
+            }
             match key.as_str() {
                 "text" => {
                     self.text = v
@@ -122,6 +138,18 @@ impl MockOptions {
                 }
                 "chunk_delay_ms" => {
                     self.chunk_delay = Duration::from_millis(
+                        v.as_u64()
+                            .ok_or_else(|| bad(key, "must be an integer >= 0", v))?,
+                    )
+                }
+                "init_delay_ms" => {
+                    self.init_delay = Duration::from_millis(
+                        v.as_u64()
+                            .ok_or_else(|| bad(key, "must be an integer >= 0", v))?,
+                    )
+                }
+                "first_chunk_delay_ms" => {
+                    self.first_chunk_delay = Duration::from_millis(
                         v.as_u64()
                             .ok_or_else(|| bad(key, "must be an integer >= 0", v))?,
                     )
@@ -220,6 +248,37 @@ fn split_even(text: &str, n: usize) -> Vec<String> {
         .collect()
 }
 
+/// Ends the answer just before the earliest occurrence of any `stop` sequence, as real
+/// providers do: chunks after it are dropped and the one holding it is cut. Empty
+/// sequences are ignored.
+fn cut_at_stop(chunks: &mut Vec<String>, stop: &[String]) {
+    let text = chunks.concat();
+    let Some(end) = stop
+        .iter()
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| text.find(s.as_str()))
+        .min()
+    else {
+        return;
+    };
+    let mut at = 0;
+    let mut kept = Vec::new();
+    for chunk in chunks.drain(..) {
+        if at + chunk.len() <= end {
+            at += chunk.len();
+            kept.push(chunk);
+            continue;
+        }
+        // `end` is where a match starts, so a char boundary of `text`, hence of `chunk`.
+        let piece = &chunk[..end - at];
+        if !piece.is_empty() {
+            kept.push(piece.to_owned());
+        }
+        break;
+    }
+    *chunks = kept;
+}
+
 /// The mock provider instance.
 #[derive(Debug)]
 pub struct MockProvider {
@@ -247,7 +306,7 @@ impl MockProvider {
     fn options_for(&self, request: &GenerateRequest) -> Result<MockOptions, ProviderError> {
         let mut options = self.options.clone();
         match request.additional_params.get("mock") {
-            None => {}
+            None | Some(Value::Null) => {}
             Some(Value::Object(map)) => options.apply(map).map_err(|(field, rule)| {
                 ProviderError::new(
                     ErrorCode::InvalidRequest,
@@ -284,6 +343,9 @@ impl BaseLlmProvider for MockProvider {
 
     fn initialize(&self) -> BoxFuture<'_, Result<(), ProviderError>> {
         Box::pin(async {
+            if !self.options.init_delay.is_zero() {
+                tokio::time::sleep(self.options.init_delay).await;
+            }
             self.state.set_status(ProviderStatus::Ready);
             Ok(())
         })
@@ -307,6 +369,7 @@ impl BaseLlmProvider for MockProvider {
                 + word_count(request.prompt.as_deref().unwrap_or(""));
             let max_tokens = request.max_tokens.unwrap_or(self.spec.config.max_tokens) as usize;
             let mut chunks = options.chunk_texts();
+            cut_at_stop(&mut chunks, &request.stop);
             let finish_reason = if chunks.len() > max_tokens {
                 chunks.truncate(max_tokens);
                 FinishReason::Length
@@ -326,6 +389,7 @@ impl BaseLlmProvider for MockProvider {
                 sent: 0,
                 prompt_tokens,
                 delay: options.chunk_delay,
+                first_delay: options.first_chunk_delay,
                 fail_at,
                 finish_reason,
                 fault: fault_error(&options, "in the middle of the stream"),
@@ -373,6 +437,7 @@ struct Playback {
     sent: usize,
     prompt_tokens: u32,
     delay: Duration,
+    first_delay: Duration,
     fail_at: Option<usize>,
     finish_reason: FinishReason,
     fault: ProviderError,
@@ -406,8 +471,13 @@ impl Playback {
                         finish_reason: self.finish_reason,
                     }));
                 };
-                if self.sent > 0 && !self.delay.is_zero() {
-                    tokio::time::sleep(self.delay).await;
+                let delay = if self.sent == 0 {
+                    self.first_delay
+                } else {
+                    self.delay
+                };
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
                 }
                 self.sent += 1;
                 Some(Ok(StreamEvent::Text(text)))
@@ -506,6 +576,41 @@ mod tests {
             "{}",
             err.message
         );
+    }
+
+    #[tokio::test]
+    async fn stop_sequences_end_the_answer_before_them() {
+        let p = provider("text = \"one two three. four five\"");
+        let mut req = GenerateRequest::prompt("x");
+        req.stop = vec!["zzz".into(), "ee. f".into(), "four".into()];
+        let events = run(&p, req).await;
+        let text: String = events
+            .iter()
+            .filter_map(|e| match e {
+                Ok(StreamEvent::Text(t)) => Some(t.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(text, "one two thr");
+        assert!(matches!(
+            events.last().unwrap(),
+            Ok(StreamEvent::Done { finish_reason: FinishReason::Stop, usage }) if usage.completion_tokens == 3
+        ));
+    }
+
+    #[tokio::test]
+    async fn options_given_as_nil_keep_their_defaults() {
+        let p = provider("numbered = true\nchunks = 3");
+        let mut req = GenerateRequest::prompt("x");
+        req.additional_params.insert(
+            "mock".into(),
+            serde_json::json!({"chunks": null, "fault": null, "text": null}),
+        );
+        let events = run(&p, req.clone()).await;
+        assert_eq!(events.len(), 1 + 3 + 1, "{events:?}");
+        req.additional_params
+            .insert("mock".into(), serde_json::Value::Null);
+        assert_eq!(run(&p, req).await.len(), 1 + 3 + 1);
     }
 
     #[test]

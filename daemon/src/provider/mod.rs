@@ -363,6 +363,13 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// A generation for this provider that its client cancelled before any instance
+    /// was asked: one request, cancelled.
+    pub fn count_cancelled_before_start(&self) {
+        self.start();
+        self.end(Outcome::Cancelled, Usage::default());
+    }
+
     fn start(&self) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.active.fetch_add(1, Ordering::Relaxed);

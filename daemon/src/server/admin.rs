@@ -19,18 +19,7 @@ use crate::secret::Secret;
 use crate::untrusted::untrusted;
 
 /// The admin methods, for dispatch and for the "unknown method" message.
-pub const METHODS: [&str; 10] = [
-    method::CREDS_SET,
-    method::CREDS_LIST,
-    method::CREDS_REMOVE,
-    method::CREDS_TEST,
-    method::CREDS_IMPORT,
-    method::KEY_ROTATE,
-    method::TOKEN_CREATE,
-    method::TOKEN_LIST,
-    method::TOKEN_REVOKE,
-    method::SHUTDOWN,
-];
+pub const METHODS: [&str; 10] = method::ADMIN;
 
 /// Whether a method's params carry a secret (the connection wipes the frame after it).
 pub fn carries_secret(method: &str) -> bool {
@@ -283,9 +272,27 @@ fn rotate(_: &Daemon, _: KeyRotateParams) -> Result<KeyRotateResult, WireError> 
 
 #[cfg(unix)]
 fn store_error(e: crate::credentials::VaultError) -> WireError {
-    let code = match e {
-        crate::credentials::VaultError::Disabled => ErrorCode::Unavailable,
-        _ => ErrorCode::Internal,
-    };
-    WireError::new(code, e.to_string())
+    match e {
+        // Unavailable, but not retryable: no retry brings a master key; the daemon has
+        // to be restarted with one.
+        crate::credentials::VaultError::Disabled => {
+            let mut e = WireError::new(ErrorCode::Unavailable, e.to_string());
+            e.retryable = false;
+            e
+        }
+        _ => WireError::new(ErrorCode::Internal, e.to_string()),
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credential_requests_without_a_master_key_are_unavailable_and_not_retryable() {
+        let e = store_error(crate::credentials::VaultError::Disabled);
+        assert_eq!(e.code, ErrorCode::Unavailable);
+        assert!(!e.retryable, "no retry brings a master key");
+        assert!(e.message.contains("master key"), "{}", e.message);
+    }
 }

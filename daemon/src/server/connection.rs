@@ -40,8 +40,8 @@ use std::time::Duration;
 use interprocess::local_socket::tokio::Stream;
 use provd_client::frame::{self, FrameError, MAX_DEPTH};
 use provd_client::message::{
-    self, method, notification, CancelParams, Empty, Envelope, GenerateRequest, Hello, HelloResult,
-    ListModelsParams, ProviderList, StatusResult, PROTOCOL_VERSION,
+    self, method, notification, CancelParams, Empty, Envelope, ErrorNotice, GenerateRequest, Hello,
+    HelloResult, ListModelsParams, ProviderList, StatusResult, PROTOCOL_VERSION,
 };
 use provd_client::socket::SharedStream;
 use provd_client::{ErrorCode, WireError};
@@ -178,31 +178,85 @@ async fn write_loop(
             return;
         };
         // Write everything already queued before flushing: under load, many chunk
-        // frames leave in one syscall; when idle, each frame leaves at once.
+        // frames leave in one syscall; when idle, each frame leaves at once. `current`
+        // and `at` track the frame being written, so that after a stall the connection
+        // can still be ended on a frame boundary.
+        let (mut current, mut at) = (frame, 0);
         let written = tokio::select! {
             _ = &mut gone => return,
             r = async {
-                w.write_all(&frame).await?;
+                write_tracked(&mut w, &current, &mut at).await?;
                 while let Ok(frame) = rx.try_recv() {
-                    w.write_all(&frame).await?;
+                    (current, at) = (frame, 0);
+                    write_tracked(&mut w, &current, &mut at).await?;
                 }
                 w.flush().await
             } => r,
         };
         if let Err(e) = written {
             if e.kind() == io::ErrorKind::TimedOut {
+                let limit = w.get_ref().limit;
                 tracing::warn!(
-                    slow_client_timeout_s = w.get_ref().limit.as_secs(),
+                    slow_client_timeout_s = limit.as_secs(),
                     queued_frames = rx.len(),
                     "the client stopped reading: its socket accepted nothing for slow_client_timeout_seconds; dropping the connection and cancelling its generations"
                 );
+                // Generations stop now; the explanation goes out after.
+                peer_gone.cancel();
+                drop(rx);
+                explain_slow_client(&mut w, &current[at..], limit).await;
             } else {
                 tracing::debug!(error = %untrusted(&e), "client socket failed; closing the connection");
+                peer_gone.cancel();
             }
-            peer_gone.cancel();
             return;
         }
     }
+}
+
+/// Writes `frame[*at..]`, advancing `at` by what the writer took, so a caller whose write
+/// failed knows how much of the frame is still owed.
+async fn write_tracked<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    frame: &[u8],
+    at: &mut usize,
+) -> io::Result<()> {
+    while *at < frame.len() {
+        match w.write(&frame[*at..]).await? {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            n => *at += n,
+        }
+    }
+    Ok(())
+}
+
+/// The last words to a client that stopped reading: the rest of the frame it was in the
+/// middle of (so framing holds), then an `overloaded` error notification naming
+/// `slow_client_timeout_seconds`; the frames still queued are dropped, their generations
+/// cancelled. Best effort: it gets there only if the client reads again within
+/// [`CLOSE_FLUSH_TIMEOUT`] (or the limit, if shorter); otherwise the connection just
+/// closes.
+async fn explain_slow_client<W: AsyncWrite + Unpin>(w: &mut W, rest: &[u8], limit: Duration) {
+    let mut error = WireError::new(
+        ErrorCode::Overloaded,
+        format!(
+            "provd closed this connection: the client read nothing for {}s while replies waited (slow_client_timeout_seconds); its generations were cancelled",
+            limit.as_secs()
+        ),
+    );
+    // Chunks were likely delivered already: a plain retry would repeat text.
+    error.retryable = false;
+    let Ok(notice) =
+        message::encode_notification(notification::ERROR, &ErrorNotice::new(error, None))
+    else {
+        return;
+    };
+    let _ = tokio::time::timeout(limit.min(CLOSE_FLUSH_TIMEOUT), async {
+        w.write_all(rest).await?;
+        w.write_all(&notice).await?;
+        w.flush().await
+    })
+    .await;
 }
 
 /// A socket writer that fails with [`io::ErrorKind::TimedOut`] when the socket accepts
@@ -406,14 +460,16 @@ impl Connection {
             .expect("streams lock poisoned")
             .contains_key(&id)
         {
-            self.notify_error(
+            // The notice names the id, so the client can match it to the request it
+            // just sent (PROTOCOL.md section 10).
+            let error = WireError::new(
                 ErrorCode::InvalidRequest,
                 format!(
                     "request id {id} ({}) ignored: a running request on this connection already uses it; ids must be unique among requests in flight",
                     truncate(method, 64)
                 ),
-            )
-            .await;
+            );
+            self.send_notice(ErrorNotice::new(error, Some(id))).await;
             return ControlFlow::Continue(());
         }
         match method {
@@ -506,16 +562,6 @@ impl Connection {
                 }
             }
             other => {
-                let known = [
-                    method::PING,
-                    method::GENERATE,
-                    method::CANCEL,
-                    method::LIST_PROVIDERS,
-                    method::LIST_MODELS,
-                    method::STATUS,
-                    method::RELOAD,
-                ];
-                let known: Vec<&str> = known.into_iter().chain(super::admin::METHODS).collect();
                 self.reply_error(
                     id,
                     WireError::new(
@@ -523,7 +569,7 @@ impl Connection {
                         format!(
                             "unknown method '{}' (this daemon serves: {})",
                             truncate(other, 64),
-                            known.join(", ")
+                            method::SERVED.join(", ")
                         ),
                     ),
                 )
@@ -840,9 +886,14 @@ impl Connection {
         self.send(message::encode_error(id, &error)).await
     }
 
+    /// An `error` notification about the connection (its `id` is nil).
     async fn notify_error(&mut self, code: ErrorCode, message: impl Into<String>) {
-        let error = WireError::new(code, message);
-        if let Ok(frame) = message::encode_notification(notification::ERROR, &error) {
+        self.send_notice(ErrorNotice::new(WireError::new(code, message), None))
+            .await;
+    }
+
+    async fn send_notice(&mut self, notice: ErrorNotice) {
+        if let Ok(frame) = message::encode_notification(notification::ERROR, &notice) {
             let _ = self.send(frame).await;
         }
     }

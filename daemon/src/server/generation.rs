@@ -188,7 +188,8 @@ impl Generation<'_> {
         let deadline_error = |chunks| resilience::deadline_error(&config, &targets, chunks);
 
         // Opening: retries and fallbacks happen inside; keepalives go out meanwhile.
-        let open = resilience::open(&daemon.factory, &request, &targets);
+        let attempted = std::sync::atomic::AtomicBool::new(false);
+        let open = resilience::open(&daemon.factory, &request, &targets, &attempted);
         tokio::pin!(open);
         let opening_interrupted = interruption(self.cancel, &self.ctx.shutdown, None);
         tokio::pin!(opening_interrupted);
@@ -196,7 +197,19 @@ impl Generation<'_> {
         let opened = loop {
             tokio::select! {
                 biased;
-                why = &mut opening_interrupted => return Err(self.stop(why, deadline_error)),
+                why = &mut opening_interrupted => {
+                    // Cancelled before any provider was asked (still queued, or waiting
+                    // for its instance): count it as the client saw it. Once an attempt
+                    // was counted, dropping `open` counts it as cancelled there.
+                    if matches!(why, Interrupt::Cancelled) && !attempted.load(Ordering::Relaxed) {
+                        let first = targets.first();
+                        daemon.factory.count_cancelled_before_start(
+                            first.map(|t| t.provider.as_str()).filter(|p| !p.is_empty()),
+                            first.and_then(|t| t.model.as_deref()),
+                        );
+                    }
+                    return Err(self.stop(why, deadline_error));
+                }
                 opened = &mut open => break opened.map_err(|e| self.failed(e))?,
                 _ = silence(keepalive_every, quiet_since) => {
                     if self.keepalive().await.is_err() {
