@@ -233,7 +233,13 @@ pub fn run(options: &Options) -> String {
             (false, false) => "",
         },
     );
-    format!("{header}{}", report(&mut results))
+    let tls_note = tls_front.as_ref().map_or(String::new(), |front| {
+        format!(
+            "\nThe daemon opened {} TLS connections to the upstream.\n",
+            front.accepted.load(std::sync::atomic::Ordering::Relaxed)
+        )
+    });
+    format!("{header}{}{tls_note}", report(&mut results))
 }
 
 async fn main_sections(

@@ -21,6 +21,8 @@ pub struct TlsFront {
     pub base_url: String,
     /// The certificate in PEM, for the daemon's `SSL_CERT_FILE`.
     pub cert_file: PathBuf,
+    /// TLS connections accepted so far: one per generation means none was reused.
+    pub accepted: Arc<std::sync::atomic::AtomicUsize>,
     _dir: tempfile::TempDir,
     task: tokio::task::JoinHandle<()>,
 }
@@ -103,11 +105,14 @@ pub async fn front(upstream: &str) -> TlsFront {
         .strip_prefix("http://")
         .expect("a plain upstream")
         .to_owned();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
     let task = tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
                 return;
             };
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let _ = tcp.set_nodelay(true);
             let (acceptor, upstream) = (acceptor.clone(), upstream.clone());
             tokio::spawn(async move {
@@ -125,6 +130,7 @@ pub async fn front(upstream: &str) -> TlsFront {
     TlsFront {
         base_url: format!("https://127.0.0.1:{port}"),
         cert_file: dir.path().join("cert.pem"),
+        accepted,
         _dir: dir,
         task,
     }
