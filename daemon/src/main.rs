@@ -210,10 +210,51 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("provd: error: {e:#}");
+            eprintln!("provd: error: {}", printed(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error as the CLI prints it: on one line (an upstream's multi-line message has its
+/// line breaks replaced by ` / `), except a configuration parse error, whose caret
+/// diagram points at the fault and means nothing flattened.
+fn printed(e: &anyhow::Error) -> String {
+    let text = format!("{e:#}");
+    use provd::commands::CommandError;
+    use provd::config::ConfigError;
+    // `CommandError::Config` is transparent: its `ConfigError` is not a link of the chain.
+    let config_parse = e.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<ConfigError>(),
+            Some(ConfigError::Parse { .. })
+        ) || matches!(
+            cause.downcast_ref::<CommandError>(),
+            Some(CommandError::Config(ConfigError::Parse { .. }))
+        )
+    });
+    if config_parse || has_caret_diagram(&text) {
+        return text;
+    }
+    one_line(&text)
+}
+
+/// Whether `text` holds a parser's caret diagram (`  |     ^^^`): a reload's
+/// configuration error arrives from the daemon as text, not as a `ConfigError`.
+fn has_caret_diagram(text: &str) -> bool {
+    text.lines().any(|line| {
+        let line = line.trim_start();
+        line.starts_with('|') && line.contains('^')
+    })
+}
+
+/// `text` with each run of line breaks (and the blanks around it) replaced by ` / `.
+fn one_line(text: &str) -> String {
+    text.split(['\r', '\n'])
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join(" / ")
 }
 
 /// Logs go to stderr: the terminal, the journal under systemd, or the log file of
@@ -365,4 +406,46 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_upstream_message_over_several_lines_is_printed_on_one() {
+        let e = anyhow::anyhow!(
+            "upstream_error: p returned HTTP 400: first line\r\n\n  second line\nthird"
+        );
+        assert_eq!(
+            printed(&e),
+            "upstream_error: p returned HTTP 400: first line / second line / third"
+        );
+    }
+
+    #[test]
+    fn a_configuration_parse_error_keeps_its_caret_diagram() {
+        let diagram =
+            "TOML parse error at line 1, column 8\n  |\n1 | [daemon\n  |        ^\nunclosed table";
+        let e = anyhow::Error::from(provd::config::ConfigError::Parse {
+            path: "t.toml".into(),
+            message: diagram.into(),
+        });
+        assert_eq!(printed(&e), format!("config t.toml: {diagram}"));
+        let e = anyhow::Error::from(provd::commands::CommandError::Config(
+            provd::config::ConfigError::Parse {
+                path: "t.toml".into(),
+                message: "line 1\nline 2".into(),
+            },
+        ));
+        assert_eq!(
+            printed(&e),
+            "config t.toml: line 1\nline 2",
+            "found down the chain"
+        );
+        let reloaded = anyhow::anyhow!(
+            "invalid_request: config t.toml: TOML parse error at line 1, column 8\n  |\n1 | [daemon\n  |        ^\ninvalid table header"
+        );
+        assert_eq!(printed(&reloaded), format!("{reloaded:#}"));
+    }
 }

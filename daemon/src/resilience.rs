@@ -310,7 +310,9 @@ async fn first_event(
     let mut first = VecDeque::new();
     loop {
         match rest.next().await {
-            Some(Ok(event @ StreamEvent::Usage(_))) => first.push_back(event),
+            Some(Ok(event @ (StreamEvent::Usage(_) | StreamEvent::Model(_)))) => {
+                first.push_back(event)
+            }
             Some(Ok(event)) => {
                 first.push_back(event);
                 return Ok((first, rest));

@@ -716,7 +716,8 @@ static void test_daemon_error_details(provd_client *client) {
   provd_status st = provd_client_generate(client, req, on_chunk, &c, NULL, NULL, &err);
   CHECK(st == PROVD_RATE_LIMITED && c.calls == 2, "%s after %u", provd_status_name(st), c.calls);
   bool retryable = false, known = false;
-  CHECK(provd_error_retryable(err, &retryable) == PROVD_OK && retryable, "retryable");
+  /* Chunks were delivered: the error never invites a plain retry (PROTOCOL.md 9.2). */
+  CHECK(provd_error_retryable(err, &retryable) == PROVD_OK && !retryable, "not retryable");
   uint32_t chunks = 0;
   CHECK(provd_error_chunks(err, &chunks, &known) == PROVD_OK && known && chunks == 2, "chunks");
   uint64_t after = 1;

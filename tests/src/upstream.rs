@@ -85,6 +85,9 @@ pub struct Reply {
     pub chunked: bool,
     /// Wait before sending even the status line (a slow first byte).
     pub before_headers: Vec<Part>,
+    /// A `content-length` to declare instead of the body's own (a server that lies, or
+    /// whose body is then cut short by a `Close`). Only for a body not chunked.
+    pub declared_length: Option<usize>,
 }
 
 impl Reply {
@@ -97,6 +100,16 @@ impl Reply {
             body: vec![Part::Bytes(body.to_string().into_bytes())],
             chunked: false,
             before_headers: Vec::new(),
+            declared_length: None,
+        }
+    }
+
+    /// A body of any content type sent whole (an HTML page where an API was expected).
+    pub fn text(status: u16, content_type: &str, body: &str) -> Reply {
+        Reply {
+            content_type: content_type.into(),
+            body: vec![Part::Bytes(body.as_bytes().to_vec())],
+            ..Reply::json(status, &serde_json::Value::Null)
         }
     }
 
@@ -109,7 +122,22 @@ impl Reply {
             body,
             chunked: true,
             before_headers: Vec::new(),
+            declared_length: None,
         }
+    }
+
+    /// The same body sent whole with its content-length instead of chunked.
+    pub fn whole(mut self) -> Reply {
+        self.chunked = false;
+        self
+    }
+
+    /// Declares `length` as the content-length (the body is then sent whole, not
+    /// chunked): with fewer bytes and a `Close`, a body short of its length.
+    pub fn declared_length(mut self, length: usize) -> Reply {
+        self.chunked = false;
+        self.declared_length = Some(length);
+        self
     }
 
     /// Adds a header.
@@ -154,6 +182,8 @@ type Handler = dyn Fn(&Recorded) -> Reply + Send + Sync;
 
 struct Shared {
     requests: Mutex<Vec<Recorded>>,
+    /// Connections accepted so far.
+    connections: std::sync::atomic::AtomicUsize,
     handler: Box<Handler>,
     seen: mpsc::UnboundedSender<Seen>,
 }
@@ -183,6 +213,7 @@ impl Upstream {
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             requests: Mutex::new(Vec::new()),
+            connections: std::sync::atomic::AtomicUsize::new(0),
             handler: Box::new(handler),
             seen: tx,
         });
@@ -193,6 +224,9 @@ impl Upstream {
                     return;
                 };
                 let _ = stream.set_nodelay(true);
+                accept_shared
+                    .connections
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 tokio::spawn(serve(stream, accept_shared.clone()));
             }
         });
@@ -207,6 +241,14 @@ impl Upstream {
     /// Every request received so far.
     pub fn requests(&self) -> Vec<Recorded> {
         self.shared.requests.lock().unwrap().clone()
+    }
+
+    /// How many TCP connections the server has accepted: one per request means the
+    /// client never reused a connection.
+    pub fn connections(&self) -> usize {
+        self.shared
+            .connections
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Waits for the next thing the server sees.
@@ -400,14 +442,16 @@ async fn respond(stream: &mut TcpStream, reply: &Reply) -> Outcome {
     if reply.chunked {
         head.push_str("transfer-encoding: chunked\r\n\r\n");
     } else {
-        let length: usize = reply
-            .body
-            .iter()
-            .map(|p| match p {
-                Part::Bytes(b) => b.len(),
-                _ => 0,
-            })
-            .sum();
+        let length: usize = reply.declared_length.unwrap_or_else(|| {
+            reply
+                .body
+                .iter()
+                .map(|p| match p {
+                    Part::Bytes(b) => b.len(),
+                    _ => 0,
+                })
+                .sum()
+        });
         head.push_str(&format!("content-length: {length}\r\n\r\n"));
     }
     if stream.write_all(head.as_bytes()).await.is_err() {

@@ -112,7 +112,7 @@ async fn a_garbage_event_stream_is_an_upstream_error_with_the_chunks_so_far() {
                 b"<html><body><h1>502 Bad Gateway</h1></body></html>\n".to_vec(),
             )],
             0,
-            "without its final [DONE] event",
+            "answered with text/html instead of a stream: <html><body><h1>502 Bad Gateway",
         ),
     ];
     for (what, content_type, parts, chunks, says) in cases {

@@ -627,3 +627,46 @@ async fn real_gemini_streams_a_short_answer_and_lists_models() {
     );
     assert!(!daemon.log().contains(&key), "the key is in the log");
 }
+
+#[tokio::test]
+async fn a_streaming_request_answered_with_the_json_array_of_responses_streams_them() {
+    // streamGenerateContent without `alt=sse` answers with a JSON array of the chunks;
+    // a gateway that drops the parameter sends that.
+    let array = json!([
+        gemini::response(
+            "gemini-2.5-flash-001",
+            json!([{"text": "Hel"}]),
+            None,
+            (5, 1, 0)
+        ),
+        gemini::response(
+            "gemini-2.5-flash-001",
+            json!([{"text": "lo"}]),
+            Some("STOP"),
+            (5, 2, 0)
+        ),
+    ]);
+    let upstream = Upstream::start(move |_| Reply::json(200, &array)).await;
+    let daemon = daemon_for(&upstream, 0, "");
+    let client = daemon.client().await;
+    let (text, done) = provd_tests::generation_text(&client, GenerateRequest::prompt("q")).await;
+    assert_eq!(text, "Hello");
+    assert_eq!(done.usage, Usage::new(5, 2));
+    assert_eq!(done.finish_reason, FinishReason::Stop);
+    assert_eq!(done.model, "gemini-2.5-flash-001");
+    assert_eq!(upstream.requests()[0].path(), STREAM_PATH);
+}
+
+#[tokio::test]
+async fn an_error_whose_code_is_a_string_keeps_its_message() {
+    let body = json!({"error": {"code": "400", "message": "API key expired. Please renew.", "status": "INVALID_ARGUMENT"}});
+    let upstream = Upstream::start(move |_| Reply::json(400, &body)).await;
+    let daemon = daemon_for(&upstream, 0, "");
+    let client = daemon.client().await;
+    let err = provd_tests::generation_error(&client, GenerateRequest::prompt("q")).await;
+    assert!(
+        err.message
+            .ends_with("returned HTTP 400: INVALID_ARGUMENT: API key expired. Please renew."),
+        "{err}"
+    );
+}

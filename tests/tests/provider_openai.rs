@@ -489,3 +489,31 @@ async fn a_redirect_is_an_error_naming_the_new_place_and_is_not_followed() {
         .collect();
     assert_eq!(paths, ["/v1/chat/completions"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_prints_a_multi_line_upstream_message_on_one_line() {
+    let upstream = Upstream::start(|_| {
+        openai::error(
+            400,
+            "Invalid prompt:\n  line 2 is wrong\r\n\nsee the docs",
+            "invalid_request_error",
+            None,
+        )
+    })
+    .await;
+    let daemon = daemon_for(&upstream, "openai", 0, "");
+    let socket = daemon.socket.clone();
+    let (status, _, stderr) = tokio::task::spawn_blocking(move || {
+        provd_tests::run_provd(&["generate", "hello"], &socket)
+    })
+    .await
+    .unwrap();
+    assert!(!status.success());
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].starts_with("provd: error: ")
+            && lines[0].ends_with("Invalid prompt: / line 2 is wrong / see the docs"),
+        "{stderr}"
+    );
+}

@@ -124,8 +124,10 @@ async fn a_fallback_serves_when_the_primary_keeps_failing_and_the_result_says_wh
     assert_eq!(text, "ok");
     assert_eq!(
         (done.provider.as_str(), done.model.as_str()),
-        ("backup", "big-model")
+        ("backup", "m"),
+        "the model the upstream says answered"
     );
+    assert_eq!(backup.requests()[0].json()["model"], "big-model");
     assert_eq!(
         primary.requests().len(),
         2,
@@ -209,8 +211,10 @@ async fn a_model_alias_routes_to_its_targets_in_order() {
     let (_, done) = provd_tests::generation_text(&client, req).await;
     assert_eq!(
         (done.provider.as_str(), done.model.as_str()),
-        ("b", "b-large")
+        ("b", "m"),
+        "the model the upstream says answered"
     );
+    assert_eq!(second.requests()[0].json()["model"], "b-large");
     assert_eq!(first.requests()[0].json()["model"], "a-large");
 }
 

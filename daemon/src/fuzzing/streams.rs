@@ -231,13 +231,18 @@ pub fn check_provider_streams(input: &[u8]) {
     );
     for item in before {
         assert!(
-            matches!(item, Ok(StreamEvent::Text(_) | StreamEvent::Usage(_))),
+            matches!(
+                item,
+                Ok(StreamEvent::Text(_) | StreamEvent::Usage(_) | StreamEvent::Model(_))
+            ),
             "{api:?}: {item:?} before the end"
         );
     }
     for item in &items {
         match item {
-            Ok(StreamEvent::Text(text)) => assert!(!text.is_empty()),
+            Ok(StreamEvent::Text(text)) | Ok(StreamEvent::Model(text)) => {
+                assert!(!text.is_empty())
+            }
             Ok(StreamEvent::Usage(usage)) | Ok(StreamEvent::Done { usage, .. }) => {
                 assert_usage(usage)
             }

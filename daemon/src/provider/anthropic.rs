@@ -38,11 +38,11 @@ use reqwest::header::HeaderMap;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::http::{self, days_from_civil, Decoder, Dialect, Transport};
+use super::http::{self, days_from_civil, Answer, Decoder, Dialect, Transport};
 use super::sse::{SseEvent, SseParser};
 use super::{
     check_additional_param, conversation, fold_param, whole_answer, BaseLlmProvider, BoxFuture,
-    EventStream, ProviderError, ProviderSpec, ProviderState, StreamEvent,
+    EventStream, ProviderError, ProviderSpec, ProviderState, ReportedModel, StreamEvent,
 };
 use crate::config::ProviderKind;
 
@@ -374,14 +374,23 @@ impl BaseLlmProvider for AnthropicProvider {
                 .authorized(self.http.post(self.messages_url.clone()))?
                 .json(&body);
             let response = self.http.send(http_request).await?;
-            if request.stream {
-                return Ok(self.http.event_stream(
-                    response,
-                    SseParser::new(),
-                    EventDecoder::new(&self.spec.id),
-                ));
-            }
-            let message: WireMessage = self.http.read_json(response).await?;
+            let body = match self.http.answer(response, request.stream).await? {
+                Answer::Stream(response) => {
+                    return Ok(self.http.event_stream(
+                        response,
+                        SseParser::new(),
+                        EventDecoder::new(&self.spec.id),
+                    ))
+                }
+                Answer::Whole(body) => body,
+            };
+            // A whole message answers a streaming request too (some gateways send one).
+            let message: WireMessage = self.http.parse_whole(
+                &body,
+                request.stream,
+                "an event stream or a message",
+                &["content"],
+            )?;
             let events = message.into_events();
             Ok(whole_answer(events))
         })
@@ -649,6 +658,9 @@ struct MessageStart {
 
 #[derive(Deserialize)]
 struct MessageStartBody {
+    /// The model that answered, when the upstream names it.
+    #[serde(default, deserialize_with = "http::lenient_text")]
+    model: Option<String>,
     #[serde(default)]
     usage: WireUsage,
 }
@@ -733,6 +745,7 @@ impl Decoder for EventDecoder {
         match kind.as_str() {
             "message_start" => {
                 let start: MessageStart = self.parse(&kind, data)?;
+                ReportedModel::default().note(start.message.model.as_deref(), out);
                 self.tokens.update(start.message.usage);
                 // Reported at once, so a generation cancelled or failed from here on
                 // still says what its prompt cost.
@@ -796,6 +809,9 @@ impl Decoder for EventDecoder {
 /// A non-streamed `Message`.
 #[derive(Deserialize)]
 struct WireMessage {
+    /// The model that answered, when the upstream names it.
+    #[serde(default, deserialize_with = "http::lenient_text")]
+    model: Option<String>,
     #[serde(default)]
     content: Vec<WireBlock>,
     #[serde(default)]
@@ -817,7 +833,9 @@ impl WireMessage {
             .filter(|b| b.kind == "text")
             .filter_map(|b| b.text)
             .collect();
-        let mut events = vec![StreamEvent::Usage(usage)];
+        let mut events = Vec::new();
+        ReportedModel::default().note(self.model.as_deref(), &mut events);
+        events.push(StreamEvent::Usage(usage));
         if !text.is_empty() {
             events.push(StreamEvent::Text(text));
         }
@@ -908,6 +926,7 @@ data: {\"type\":\"message_stop\"}\n\n";
         assert_eq!(
             decode(STREAM).unwrap(),
             vec![
+                StreamEvent::Model("claude-sonnet-4-5".into()),
                 StreamEvent::Usage(Usage::new(25, 1)),
                 StreamEvent::Text("Hello".into()),
                 StreamEvent::Text("!".into()),
@@ -1017,6 +1036,7 @@ data: {\"type\": \"ping\"}\n\n";
         assert_eq!(
             message.into_events(),
             vec![
+                StreamEvent::Model("m".into()),
                 StreamEvent::Usage(Usage::new(25, 15)),
                 StreamEvent::Text("Hello!".into()),
                 StreamEvent::Done {

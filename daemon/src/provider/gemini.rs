@@ -58,11 +58,11 @@ use reqwest::Url;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::http::{self, Decoder, Dialect, Transport};
+use super::http::{self, Answer, Decoder, Dialect, Transport};
 use super::sse::{SseEvent, SseParser};
 use super::{
     conversation, merge_additional_params, whole_answer, BaseLlmProvider, BoxFuture, EventStream,
-    ProviderError, ProviderSpec, ProviderState, StreamEvent,
+    ProviderError, ProviderSpec, ProviderState, ReportedModel, StreamEvent,
 };
 use crate::config::ProviderKind;
 
@@ -266,17 +266,35 @@ impl BaseLlmProvider for GeminiProvider {
             };
             let http_request = self.authorized(self.http.post(url))?.json(&body);
             let response = self.http.send(http_request).await?;
-            if request.stream {
-                return Ok(self.http.event_stream(
-                    response,
-                    SseParser::new(),
-                    ResponseDecoder::new(&self.spec.id),
-                ));
-            }
-            let whole: WireResponse = self.http.read_json(response).await?;
+            let body = match self.http.answer(response, request.stream).await? {
+                Answer::Stream(response) => {
+                    return Ok(self.http.event_stream(
+                        response,
+                        SseParser::new(),
+                        ResponseDecoder::new(&self.spec.id),
+                    ))
+                }
+                Answer::Whole(body) => body,
+            };
+            // A streaming request may be answered whole too: one response, or the JSON
+            // array of them that streamGenerateContent sends without `alt=sse`.
+            let expected = "an event stream or a GenerateContentResponse";
+            let marks = ["candidates", "promptFeedback"];
+            let wholes: Vec<WireResponse> = if request.stream {
+                match self.http.parse_whole(&body, true, expected, &marks)? {
+                    WholeResponse::One(one) => vec![one],
+                    WholeResponse::Many(many) => many,
+                }
+            } else {
+                // Parsed as the one response it must be, so that serde's message says
+                // what is wrong with it.
+                vec![self.http.parse_whole(&body, false, expected, &marks)?]
+            };
             let mut decoder = ResponseDecoder::new(&self.spec.id);
             let mut events = Vec::new();
-            decoder.response(whole, &mut events)?;
+            for whole in wholes {
+                decoder.response(whole, &mut events)?;
+            }
             events.push(decoder.done().ok_or_else(|| {
                 http::malformed(&self.spec.id, "the response has no finishReason")
             })?);
@@ -330,10 +348,20 @@ impl BaseLlmProvider for GeminiProvider {
     }
 }
 
+/// A whole answer: one response, or the array of streamGenerateContent without SSE.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum WholeResponse {
+    One(WireResponse),
+    Many(Vec<WireResponse>),
+}
+
 /// The `error` object of a Gemini error body (google.rpc.Status in JSON).
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct GoogleError {
+    /// A number, or a string holding one: some gateways send `"400"`.
+    #[serde(deserialize_with = "http::lenient_code")]
     code: Option<u16>,
     message: Option<String>,
     status: Option<String>,
@@ -477,6 +505,9 @@ fn finish_reason(reason: &str) -> FinishReason {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct WireResponse {
+    /// The model that answered (`modelVersion`), when the upstream names it.
+    #[serde(default, deserialize_with = "http::lenient_text")]
+    model_version: Option<String>,
     #[serde(default)]
     candidates: Option<Vec<WireCandidate>>,
     #[serde(default)]
@@ -549,6 +580,7 @@ impl From<WireUsage> for Usage {
 #[derive(Debug)]
 pub(crate) struct ResponseDecoder {
     provider: String,
+    model: ReportedModel,
     usage: Option<Usage>,
     /// Candidate 0's finish reason, or content_filter for a blocked prompt.
     finish: Option<FinishReason>,
@@ -559,6 +591,7 @@ impl ResponseDecoder {
     pub(crate) fn new(provider: &str) -> Self {
         ResponseDecoder {
             provider: provider.to_owned(),
+            model: ReportedModel::default(),
             usage: None,
             finish: None,
             function_call: false,
@@ -573,6 +606,7 @@ impl ResponseDecoder {
         if let Some(error) = response.error {
             return Err(stream_error(&self.provider, &error));
         }
+        self.model.note(response.model_version.as_deref(), out);
         if let Some(reason) = response.prompt_feedback.and_then(|f| f.block_reason) {
             tracing::debug!(provider = %self.provider, block_reason = %crate::untrusted::untrusted(crate::scrub::Scrubbed(&reason)), "Gemini blocked the prompt");
             self.finish = Some(FinishReason::ContentFilter);
@@ -691,6 +725,7 @@ mod tests {
 
     fn expected() -> Vec<StreamEvent> {
         vec![
+            StreamEvent::Model("gemini-2.5-flash".into()),
             StreamEvent::Usage(Usage::new(9, 20)),
             StreamEvent::Text("Hé".into()),
             StreamEvent::Usage(Usage::new(9, 21)),
@@ -752,6 +787,7 @@ mod tests {
         assert_eq!(
             decode(&stream).unwrap(),
             vec![
+                StreamEvent::Model("m".into()),
                 StreamEvent::Text("Let me look.".into()),
                 StreamEvent::Usage(Usage::new(5, 3)),
                 StreamEvent::Text(" Done.".into()),
@@ -842,6 +878,30 @@ mod tests {
         assert!(err.retryable);
         assert!(err.message.contains("finishReason"), "{}", err.message);
         assert!(decode("").is_err(), "an empty body is no answer");
+    }
+
+    #[test]
+    fn an_error_code_given_as_a_string_keeps_the_message() {
+        // A gateway's `"code": "400"` used to fail the whole error object, and the body
+        // was quoted cut off instead of its message.
+        for code in ["\"400\"", "400", "\"bad\"", "null", "1e9"] {
+            let body = format!(
+                "{{\"error\": {{\"code\": {code}, \"message\": \"API key not valid\", \"status\": \"INVALID_ARGUMENT\"}}}}"
+            );
+            assert_eq!(
+                error_message(body.as_bytes()).as_deref(),
+                Some("INVALID_ARGUMENT: API key not valid"),
+                "code {code}"
+            );
+        }
+        let e = stream_error(
+            "g",
+            &json!({"code": "503", "message": "busy", "status": "UNAVAILABLE"}),
+        );
+        assert!(e.retryable);
+        assert_eq!(e.message, "g: error in stream: UNAVAILABLE: busy");
+        let e = stream_error("g", &json!({"code": "500", "message": "oops"}));
+        assert!(e.retryable, "a string 500 is a server error too");
     }
 
     #[test]

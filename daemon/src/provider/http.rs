@@ -4,6 +4,12 @@
 //! the system-wide codes, and the driver that turns a streamed body into
 //! [`StreamEvent`]s through a framer (SSE or NDJSON) and a provider's decoder.
 //!
+//! How a body ends matters: a clean end (chunked terminator, content length reached)
+//! lets the framer hand over a last unit that had no terminator; a body cut short is an
+//! error from the HTTP library, never a clean end, so truncation stays detectable. After
+//! the final event the rest of the body is drained off the client's path, so that the
+//! connection is reused; a stream dropped before it (a cancel) drops its connection.
+//!
 //! Retries are not here: the request path owns them (one owner, one deadline), so this
 //! layer reports each failure once, classified.
 //!
@@ -31,6 +37,9 @@ use crate::scrub::Scrubber;
 
 /// Largest error or non-streamed response body read into memory.
 pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+/// How much of a body that is not what was expected (an HTML page for a stream) is read
+/// to quote its start.
+const UNEXPECTED_BODY_BYTES: usize = 64 * 1024;
 /// How much of an unparseable error body is quoted in a message.
 const QUOTED_BODY_CHARS: usize = 300;
 /// How long idle pooled connections are kept.
@@ -247,39 +256,287 @@ impl Transport {
     }
 
     /// Streams the provider's events from a response body.
+    ///
+    /// Once the final event is decoded the rest of the body (usually only the chunked
+    /// terminator) is read off the client's path, at most [`DRAIN_BYTES`] within
+    /// [`DRAIN_TIME`], so that the connection goes back to the pool and the next
+    /// generation pays no new TCP and TLS handshake. A stream dropped before its final
+    /// event (a cancel, an error) drops its connection instead: that is how a cancel
+    /// reaches the upstream.
     pub fn event_stream<F, D>(&self, response: Response, framer: F, decoder: D) -> EventStream
     where
         F: Framer,
         D: Decoder<Unit = F::Unit>,
     {
-        let body = body_stream(&self.provider, response, self.timeouts);
-        let pump = Pump::new(&self.provider, framer, decoder);
-        let own_key = self.own_key.clone();
-        Box::pin(stream::unfold(
-            (body, pump, own_key),
-            |(mut body, mut pump, own_key)| async move {
-                loop {
-                    if let Some(item) = pump.next_item() {
-                        // An error event is scrubbed as the decoder made it from a whole
-                        // event or line, never piece by piece; text passes untouched.
-                        let item = item.map_err(|mut e| {
-                            crate::scrub::scrub_in_place(&mut e.message, &own_key);
-                            e
-                        });
-                        return Some((item, (body, pump, own_key)));
-                    }
-                    if pump.is_finished() {
-                        return None;
-                    }
-                    match body.next().await {
-                        Some(Ok(bytes)) => pump.feed(&bytes),
-                        Some(Err(e)) => pump.fail(e),
-                        None => pump.end(),
+        let reader = Reader {
+            body: Some(body_stream(&self.provider, response, self.timeouts)),
+            pump: Pump::new(&self.provider, framer, decoder),
+            own_key: self.own_key.clone(),
+        };
+        Box::pin(stream::unfold(reader, |mut reader| async move {
+            let item = reader.next_item().await?;
+            Some((item, reader))
+        }))
+    }
+
+    /// How the response to a streaming request arrived: the stream the API documents,
+    /// or one whole `application/json` answer, as some gateways send whatever was asked.
+    /// Any other content that cannot be a stream (an HTML page) is a non-retryable error
+    /// that says what arrived. A response without a content type, or with another one, is
+    /// read as the stream: the decoder refuses it if it is not.
+    pub async fn streamed(&self, response: Response) -> Result<Answer, ProviderError> {
+        let content_type = media_type(response.headers());
+        if content_type == "application/json" || content_type.ends_with("+json") {
+            return Ok(Answer::Whole(self.read_whole(response).await?));
+        }
+        if content_type.starts_with("text/html") {
+            let body = read_body(
+                &self.provider,
+                response,
+                &self.timeouts,
+                UNEXPECTED_BODY_BYTES,
+            )
+            .await
+            .unwrap_or_default();
+            return Err(self.scrubbed(self.unexpected_body(&content_type, &body, "a stream")));
+        }
+        Ok(Answer::Stream(response))
+    }
+
+    /// The body of a response: [`Transport::streamed`] for a streaming request, the
+    /// whole body for another.
+    pub async fn answer(&self, response: Response, stream: bool) -> Result<Answer, ProviderError> {
+        if stream {
+            self.streamed(response).await
+        } else {
+            Ok(Answer::Whole(self.read_whole(response).await?))
+        }
+    }
+
+    /// A whole answer parsed as the API's non-streamed answer. When it answered a
+    /// streaming request (`streamed`), it must also be an object with one of the keys
+    /// in `marks` (or an array of such objects): every field of an answer is optional
+    /// to serde, and `{"status": "queued"}` must not pass for an empty answer. A body
+    /// that is not one is then a non-retryable error quoting what arrived; for a
+    /// non-streamed request, a malformed response.
+    pub fn parse_whole<T: serde::de::DeserializeOwned>(
+        &self,
+        body: &[u8],
+        streamed: bool,
+        expected: &str,
+        marks: &[&str],
+    ) -> Result<T, ProviderError> {
+        let not_an_answer =
+            |e: &dyn std::fmt::Display| self.not_an_answer(e, body, streamed, expected);
+        if streamed {
+            let value: serde_json::Value =
+                serde_json::from_slice(body).map_err(|e| not_an_answer(&e))?;
+            let marked = |v: &serde_json::Value| marks.iter().any(|m| v.get(m).is_some());
+            let answer = match &value {
+                serde_json::Value::Array(items) => !items.is_empty() && items.iter().all(marked),
+                other => marked(other),
+            };
+            if !answer {
+                return Err(not_an_answer(&"not an answer"));
+            }
+            return serde_json::from_value(value).map_err(|e| not_an_answer(&e));
+        }
+        serde_json::from_slice(body).map_err(|e| not_an_answer(&e))
+    }
+
+    /// The error for a whole body that is not `expected`: see [`Transport::parse_whole`].
+    pub fn not_an_answer(
+        &self,
+        e: impl std::fmt::Display,
+        body: &[u8],
+        streamed: bool,
+        expected: &str,
+    ) -> ProviderError {
+        self.scrubbed(if streamed {
+            self.unexpected_body("application/json", body, expected)
+        } else {
+            malformed(&self.provider, e)
+        })
+    }
+
+    /// The error for a body of `content_type` where `expected` was due: what arrived,
+    /// scrubbed whole before the excerpt is cut.
+    fn unexpected_body(&self, content_type: &str, body: &[u8], expected: &str) -> ProviderError {
+        let excerpt = quote_body(&self.scrub(&String::from_utf8_lossy(body)));
+        let mut error = ProviderError::new(
+            ErrorCode::UpstreamError,
+            format!(
+                "{}: a streaming request was answered with {content_type} instead of {expected}: {}",
+                self.provider,
+                one_line(&excerpt)
+            ),
+        );
+        // The same request would be answered the same way.
+        error.retryable = false;
+        error
+    }
+}
+
+/// The body of a response to a streaming request: see [`Transport::streamed`].
+#[derive(Debug)]
+pub enum Answer {
+    /// The documented stream.
+    Stream(Response),
+    /// One whole `application/json` answer, read.
+    Whole(Vec<u8>),
+}
+
+/// The media type of a response (`text/event-stream`), lower case, without parameters;
+/// empty when there is none.
+fn media_type(headers: &HeaderMap) -> String {
+    headers
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+/// `text` on one line: a multi-line excerpt would break a log line or the CLI's
+/// one-line errors.
+fn one_line(text: &str) -> String {
+    text.split(['\r', '\n'])
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" / ")
+}
+
+/// Most of a body read after its final event to give the connection back to the pool;
+/// a longer rest is not worth the reading, and the connection is dropped.
+pub const DRAIN_BYTES: usize = 64 * 1024;
+/// Longest wait for the rest of a body after its final event.
+pub const DRAIN_TIME: Duration = Duration::from_secs(1);
+
+/// The state of [`Transport::event_stream`]: the body, the pump it feeds, and the key to
+/// scrub from error events. Dropped after the final event, it drains the body (see
+/// [`Transport::event_stream`]).
+struct Reader<F, D> {
+    /// `None` once the body ended or failed: nothing is left to read or drain.
+    body: Option<BodyStream>,
+    pump: Pump<F, D>,
+    own_key: Scrubber,
+}
+
+impl<F, D> Reader<F, D>
+where
+    F: Framer,
+    D: Decoder<Unit = F::Unit>,
+{
+    async fn next_item(&mut self) -> Option<Result<StreamEvent, ProviderError>> {
+        loop {
+            if let Some(item) = self.pump.next_item() {
+                // An error event is scrubbed as the decoder made it from a whole event
+                // or line, never piece by piece; text passes untouched.
+                return Some(item.map_err(|mut e| {
+                    crate::scrub::scrub_in_place(&mut e.message, &self.own_key);
+                    e
+                }));
+            }
+            if self.pump.is_finished() {
+                return None;
+            }
+            let body = self.body.as_mut()?;
+            match body.next().await {
+                Some(Ok(bytes)) => self.pump.feed(&bytes),
+                Some(Err(e)) => {
+                    self.body = None;
+                    self.pump.fail(e);
+                }
+                None => {
+                    self.body = None;
+                    body_ended(&self.pump.provider);
+                    self.pump.end();
+                }
+            }
+        }
+    }
+}
+
+impl<F, D> Drop for Reader<F, D> {
+    fn drop(&mut self) {
+        if !self.pump.saw_done {
+            // Cancelled or failed: dropping the body drops the connection.
+            return;
+        }
+        let (Some(body), Ok(runtime)) = (self.body.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        runtime.spawn(drain(self.pump.provider.clone(), body));
+    }
+}
+
+/// Streamed bodies read to their end since the daemon started: numbered in the log line
+/// that says so, which is how tests wait for a connection to be back in the pool.
+static ENDED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Reads the rest of a body whose final event was decoded, within [`DRAIN_BYTES`] and
+/// [`DRAIN_TIME`]; reaching its end returns the connection to the pool, giving up
+/// drops it.
+async fn drain(provider: String, mut body: BodyStream) {
+    let ended = tokio::time::timeout(DRAIN_TIME, async move {
+        let mut read = 0;
+        loop {
+            match body.next().await {
+                None => return true,
+                Some(Ok(piece)) => {
+                    read += piece.len();
+                    if read > DRAIN_BYTES {
+                        return false;
                     }
                 }
-            },
-        ))
+                Some(Err(_)) => return false,
+            }
+        }
+    })
+    .await;
+    if ended == Ok(true) {
+        body_ended(&provider);
+    } else {
+        let provider = crate::untrusted::untrusted(&provider);
+        tracing::debug!(%provider, "the rest of a streamed body exceeds {DRAIN_BYTES} bytes or {DRAIN_TIME:?}: its connection is dropped");
     }
+}
+
+/// Counts and logs a streamed body read to its clean end, drained or not.
+fn body_ended(provider: &str) {
+    let n = ENDED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    let provider = crate::untrusted::untrusted(provider);
+    tracing::debug!(%provider, "streamed body #{n} read to its end: its connection returns to the pool");
+}
+
+/// Deserializes an optional text field leniently: a string, or nothing for anything else
+/// (a `model` of `null` or a number), so that one odd field does not fail a whole chunk.
+pub fn lenient_text<'de, De>(deserializer: De) -> Result<Option<String>, De::Error>
+where
+    De: serde::Deserializer<'de>,
+{
+    let value = <serde_json::Value as serde::Deserialize>::deserialize(deserializer)?;
+    Ok(match value {
+        serde_json::Value::String(s) => Some(s),
+        _ => None,
+    })
+}
+
+/// Deserializes an error's numeric `code` leniently: a number, or a string holding one
+/// (`"400"`, as some Gemini-format gateways send); anything else is no code, so that the
+/// rest of the error (its message) is still read.
+pub fn lenient_code<'de, De>(deserializer: De) -> Result<Option<u16>, De::Error>
+where
+    De: serde::Deserializer<'de>,
+{
+    let value = <serde_json::Value as serde::Deserialize>::deserialize(deserializer)?;
+    Ok(match value {
+        serde_json::Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    })
 }
 
 /// The value of an auth header (`x-api-key`, `Authorization: Bearer …`,
@@ -677,9 +934,10 @@ impl Framer for SseParser {
         SseParser::push(self, bytes, out).map_err(|e| e.to_string())
     }
     fn finish(&mut self) -> Option<SseEvent> {
-        // The spec discards an event cut off by the end of the stream; the decoder then
-        // notices that its final event never came.
-        None
+        // Only a clean end of body gets here (a cut-short body is an error of the HTTP
+        // layer), so a pending complete event is the server's last word, not a fragment:
+        // see `sse`'s module docs for this departure from the WHATWG rule.
+        SseParser::finish(self)
     }
 }
 
@@ -725,6 +983,8 @@ pub(crate) struct Pump<F, D> {
     decoder: D,
     pending: VecDeque<Result<StreamEvent, ProviderError>>,
     finished: bool,
+    /// The final event was decoded: the rest of the body may be drained for reuse.
+    saw_done: bool,
 }
 
 impl<F, D> Pump<F, D>
@@ -740,6 +1000,7 @@ where
             decoder,
             pending: VecDeque::new(),
             finished: false,
+            saw_done: false,
         }
     }
 
@@ -809,9 +1070,10 @@ where
                 return;
             }
             if events.iter().any(|e| matches!(e, StreamEvent::Done { .. })) {
-                // Nothing after the final event matters; the caller drops the body
-                // here, which closes the stream as soon as its end is known.
+                // Nothing after the final event matters: the stream closes as soon as
+                // its end is known, and the rest of the body is drained off its path.
                 self.finished = true;
+                self.saw_done = true;
             }
         }
         self.pending.extend(events.into_iter().map(Ok));

@@ -40,6 +40,10 @@ pub enum StreamEvent {
     /// Usage known so far (Anthropic reports input tokens at the start, say), kept so a
     /// cancelled or failed generation can still report it.
     Usage(Usage),
+    /// The model the upstream says is answering (a dated snapshot of the requested
+    /// alias, say), as it gave it: unscrubbed and uncut, for the server to clean.
+    /// Sent before the text it applies to, and only when it changes.
+    Model(String),
     /// The end. Nothing follows it.
     Done {
         /// Final token usage.
@@ -91,6 +95,24 @@ impl ProviderError {
             e = e.with_retry_after(after);
         }
         e
+    }
+}
+
+/// The model an upstream names in its stream, turned into [`StreamEvent::Model`] when it
+/// first appears or changes (OpenAI repeats it in every chunk; one event is enough).
+#[derive(Debug, Default)]
+pub(crate) struct ReportedModel(Option<String>);
+
+impl ReportedModel {
+    /// Notes the model a unit named, if any, before the unit's text is pushed.
+    pub(crate) fn note(&mut self, named: Option<&str>, out: &mut Vec<StreamEvent>) {
+        let Some(named) = named.filter(|n| !n.trim().is_empty()) else {
+            return;
+        };
+        if self.0.as_deref() != Some(named) {
+            self.0 = Some(named.to_owned());
+            out.push(StreamEvent::Model(named.to_owned()));
+        }
     }
 }
 

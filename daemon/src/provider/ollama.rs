@@ -38,11 +38,11 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::http::{self, Decoder, Dialect, Transport};
+use super::http::{self, Answer, Decoder, Dialect, Transport};
 use super::ndjson::NdjsonSplitter;
 use super::{
     chat_messages, json_f32, merge_additional_params, whole_answer, BaseLlmProvider, BoxFuture,
-    EventStream, ProviderError, ProviderSpec, ProviderState, StreamEvent,
+    EventStream, ProviderError, ProviderSpec, ProviderState, ReportedModel, StreamEvent,
 };
 use crate::config::ProviderKind;
 
@@ -250,20 +250,32 @@ impl BaseLlmProvider for OllamaProvider {
             let response = self
                 .send(self.http.post(self.chat_url.clone()).json(&body))
                 .await?;
-            if request.stream {
-                return Ok(self.http.event_stream(
-                    response,
-                    NdjsonSplitter::new(),
-                    ChatDecoder::new(&self.spec.id),
-                ));
-            }
+            let whole = match self.http.answer(response, request.stream).await? {
+                Answer::Stream(response) => {
+                    return Ok(self.http.event_stream(
+                        response,
+                        NdjsonSplitter::new(),
+                        ChatDecoder::new(&self.spec.id),
+                    ))
+                }
+                Answer::Whole(body) => body,
+            };
             // The non-streamed answer is the stream's last line with the whole message,
             // so the same decoder reads it and both modes report the same usage and
-            // finish reason.
-            let whole = self.http.read_whole(response).await?;
+            // finish reason. It may answer a streaming request too (a proxy's choice);
+            // it is then parsed whole, as it may span several lines.
             let mut decoder = ChatDecoder::new(&self.spec.id);
             let mut events = Vec::new();
-            decoder.unit(whole, &mut events)?;
+            let expected = "an NDJSON stream or a chat response";
+            let line = if request.stream {
+                let value: serde_json::Value =
+                    self.http
+                        .parse_whole(&whole, true, expected, &["done", "message"])?;
+                serde_json::to_vec(&value).unwrap_or_default()
+            } else {
+                whole
+            };
+            decoder.unit(line, &mut events)?;
             if !events.iter().any(|e| matches!(e, StreamEvent::Done { .. })) {
                 return Err(http::malformed(
                     &self.spec.id,
@@ -306,6 +318,9 @@ fn error_message(body: &[u8]) -> Option<String> {
 /// use (`created_at`, the durations, `message.images`, `logprobs`) are ignored.
 #[derive(Deserialize)]
 struct ChatLine {
+    /// The model that answered, when the upstream names it.
+    #[serde(default, deserialize_with = "http::lenient_text")]
+    model: Option<String>,
     #[serde(default)]
     message: Option<LineMessage>,
     #[serde(default)]
@@ -334,6 +349,7 @@ struct LineMessage {
 /// Reads `/api/chat` lines up to the one with `"done": true`.
 pub(crate) struct ChatDecoder {
     provider: String,
+    model: ReportedModel,
     saw_tool_calls: bool,
 }
 
@@ -341,6 +357,7 @@ impl ChatDecoder {
     pub(crate) fn new(provider: &str) -> Self {
         ChatDecoder {
             provider: provider.to_owned(),
+            model: ReportedModel::default(),
             saw_tool_calls: false,
         }
     }
@@ -377,6 +394,7 @@ impl Decoder for ChatDecoder {
                 format!("{}: error in stream: {message}", self.provider),
             ));
         }
+        self.model.note(line.model.as_deref(), out);
         if let Some(message) = line.message {
             if message.tool_calls.is_some_and(|calls| !calls.is_empty()) {
                 self.saw_tool_calls = true;
@@ -523,6 +541,7 @@ mod tests {
         assert_eq!(
             decode(STREAM).unwrap(),
             vec![
+                StreamEvent::Model("llama3.2".into()),
                 StreamEvent::Text("Hé".into()),
                 StreamEvent::Text("llo 😀".into()),
                 StreamEvent::Done {

@@ -20,11 +20,11 @@ use reqwest::header::HeaderMap;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::http::{self, Decoder, Dialect, Transport};
+use super::http::{self, Answer, Decoder, Dialect, Transport};
 use super::sse::{SseEvent, SseParser};
 use super::{
     chat_messages, json_f32, merge_additional_params, whole_answer, BaseLlmProvider, BoxFuture,
-    EventStream, ProviderError, ProviderSpec, ProviderState, StreamEvent,
+    EventStream, ProviderError, ProviderSpec, ProviderState, ReportedModel, StreamEvent,
 };
 use crate::config::ProviderKind;
 
@@ -168,14 +168,23 @@ impl BaseLlmProvider for OpenAiProvider {
                 .authorized(self.http.post(self.chat_url.clone()))?
                 .json(&body);
             let response = self.http.send(http_request).await?;
-            if request.stream {
-                return Ok(self.http.event_stream(
-                    response,
-                    SseParser::new(),
-                    ChunkDecoder::new(&self.spec.id),
-                ));
-            }
-            let completion: Completion = self.http.read_json(response).await?;
+            let body = match self.http.answer(response, request.stream).await? {
+                Answer::Stream(response) => {
+                    return Ok(self.http.event_stream(
+                        response,
+                        SseParser::new(),
+                        ChunkDecoder::new(&self.spec.id),
+                    ))
+                }
+                Answer::Whole(body) => body,
+            };
+            // A whole completion answers a streaming request too (some gateways send one).
+            let completion: Completion = self.http.parse_whole(
+                &body,
+                request.stream,
+                "an event stream or a chat completion",
+                &["choices"],
+            )?;
             let events = completion.into_events(&self.spec.id)?;
             Ok(whole_answer(events))
         })
@@ -316,6 +325,9 @@ impl From<WireUsage> for Usage {
 
 #[derive(Deserialize)]
 struct StreamChunk {
+    /// The model that answered, when the upstream names it.
+    #[serde(default, deserialize_with = "http::lenient_text")]
+    model: Option<String>,
     #[serde(default)]
     choices: Vec<StreamChoice>,
     #[serde(default)]
@@ -343,6 +355,7 @@ struct Delta {
 /// Reads `chat.completion.chunk` events up to `[DONE]`.
 pub(crate) struct ChunkDecoder {
     provider: String,
+    model: ReportedModel,
     usage: Option<Usage>,
     finish: Option<FinishReason>,
 }
@@ -351,6 +364,7 @@ impl ChunkDecoder {
     pub(crate) fn new(provider: &str) -> Self {
         ChunkDecoder {
             provider: provider.to_owned(),
+            model: ReportedModel::default(),
             usage: None,
             finish: None,
         }
@@ -373,6 +387,7 @@ impl Decoder for ChunkDecoder {
         if let Some(error) = chunk.error {
             return Err(stream_error(&self.provider, &error));
         }
+        self.model.note(chunk.model.as_deref(), out);
         for choice in chunk.choices {
             // Tool calls, reasoning and audio deltas are not carried (yet); they are
             // skipped, and the finish reason (tool_calls → tool_use) says so.
@@ -434,6 +449,9 @@ fn stream_error(provider: &str, error: &Value) -> ProviderError {
 
 #[derive(Deserialize)]
 struct Completion {
+    /// The model that answered, when the upstream names it.
+    #[serde(default, deserialize_with = "http::lenient_text")]
+    model: Option<String>,
     #[serde(default)]
     choices: Vec<CompletionChoice>,
     #[serde(default)]
@@ -463,6 +481,7 @@ impl Completion {
             .next()
             .ok_or_else(|| http::malformed(provider, "no choices in the completion"))?;
         let mut events = Vec::new();
+        ReportedModel::default().note(self.model.as_deref(), &mut events);
         let text: String = choice
             .message
             .content
@@ -526,6 +545,7 @@ mod tests {
         assert_eq!(
             events,
             vec![
+                StreamEvent::Model("gpt-4o".into()),
                 StreamEvent::Text("Hi".into()),
                 StreamEvent::Usage(Usage::new(9, 2)),
                 StreamEvent::Done {

@@ -8,8 +8,17 @@
 //! dispatches the event; an event with no data is dropped, as the spec says. A byte order
 //! mark at the very start of the stream is skipped, as the spec says too.
 //!
-//! The one departure from a browser: an event larger than [`MAX_EVENT_BYTES`] is an error
-//! rather than unbounded memory.
+//! Two departures from a browser:
+//! - an event larger than [`MAX_EVENT_BYTES`] is an error rather than unbounded memory;
+//! - at a *clean* end of the body ([`SseParser::finish`]: the chunked terminator read or
+//!   the content length reached), a pending event is dispatched, and so is a last line
+//!   without its line ending. The WHATWG rule discards both, but public SDK fixtures and
+//!   some servers end their streams that way, and the whole answer did arrive. A body cut
+//!   short (short of its content length, chunked framing without its terminator, a reset)
+//!   is an error of the HTTP layer and never reaches `finish`, so truncation is still
+//!   detected. A body delimited only by the connection's close cannot show truncation at
+//!   all (HTTP/1.0 style, no length and no chunking): its end is taken as clean, and a
+//!   provider's decoder still refuses a stream whose final event never came.
 
 /// Cap on one event's accumulated data, and on one line. A well-behaved API sends events
 /// of a few KiB; this only stops a broken or hostile upstream from exhausting memory.
@@ -88,6 +97,23 @@ impl SseParser {
     /// stream ending now would cut an event short.
     pub fn is_mid_event(&self) -> bool {
         !self.line.is_empty() || self.has_data
+    }
+
+    /// The body ended cleanly: the pending event, if its data is not empty, with a last
+    /// line that had no line ending processed first (see the module docs for why this
+    /// departs from the WHATWG rule). The parser is at the start of a stream again.
+    pub fn finish(&mut self) -> Option<SseEvent> {
+        let mut out = Vec::new();
+        if !self.line.is_empty() {
+            let line = std::mem::take(&mut self.line);
+            // A line is capped already; a field past the data cap is dropped with it.
+            let _ = self.process_line(&line, &mut out);
+        }
+        if self.process_line(b"", &mut out).is_err() {
+            return None;
+        }
+        *self = SseParser::new();
+        out.pop()
     }
 
     fn extend_line(&mut self, bytes: &[u8]) -> Result<(), SseError> {
@@ -257,6 +283,40 @@ mod tests {
         p.push(b"\n", &mut out).unwrap();
         assert!(!p.is_mid_event());
         assert_eq!(out.len(), 1);
+    }
+
+    fn finished(input: &[u8]) -> Vec<SseEvent> {
+        let mut p = SseParser::new();
+        let mut out = Vec::new();
+        p.push(input, &mut out).unwrap();
+        out.extend(p.finish());
+        out
+    }
+
+    #[test]
+    fn a_clean_end_dispatches_a_pending_event_or_a_last_line_without_its_ending() {
+        let want = vec![ev(None, "a"), ev(Some("last"), "{\"x\":1}\nmore")];
+        assert_eq!(
+            finished(b"data: a\n\nevent: last\ndata: {\"x\":1}\ndata: more\n"),
+            want
+        );
+        assert_eq!(
+            finished(b"data: a\n\nevent: last\ndata: {\"x\":1}\r\ndata: more"),
+            want
+        );
+        assert_eq!(finished(b"data: [DONE]"), vec![ev(None, "[DONE]")]);
+        assert_eq!(
+            finished(b"data: a\n\nevent: x\n: comment"),
+            vec![ev(None, "a")],
+            "an event without data is still dropped"
+        );
+        assert_eq!(finished(b"data: a\n\n"), vec![ev(None, "a")]);
+        let mut p = SseParser::new();
+        let mut out = Vec::new();
+        p.push(b"data: a", &mut out).unwrap();
+        assert!(p.finish().is_some());
+        assert!(!p.is_mid_event(), "finish leaves nothing pending");
+        assert_eq!(p.finish(), None);
     }
 
     #[test]

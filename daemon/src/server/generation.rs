@@ -23,6 +23,7 @@ use super::Daemon;
 use crate::provider::{Outcome, ProviderError, StreamEvent};
 use crate::resilience;
 use crate::shutdown::Shutdown;
+use crate::untrusted::untrusted;
 
 /// What a generation task needs from its connection.
 #[derive(Clone)]
@@ -84,6 +85,7 @@ pub(super) async fn run(
         ctx: &ctx,
         cancel: &cancel,
         chunks: 0,
+        pieces: 0,
         usage: None,
     }
     .drive(request, targets)
@@ -112,8 +114,27 @@ struct Generation<'a> {
     id: u32,
     ctx: &'a StreamCtx,
     cancel: &'a CancellationToken,
+    /// Chunks sent to the client.
     chunks: u32,
+    /// Pieces of text the provider produced (sent as chunks, or kept for a non-streamed
+    /// answer): each is at least one token.
+    pieces: u32,
+    /// The provider's own latest usage report, if it sent one.
     usage: Option<Usage>,
+}
+
+/// The longest model name reported to clients; an upstream's longer one is cut.
+const MAX_MODEL_CHARS: usize = 256;
+
+/// The model name an upstream reported, as it may go to a client: scrubbed of every key
+/// the daemon holds before it is cut (see [`crate::scrub`]), on one line, bounded.
+fn reported_model(named: &str) -> String {
+    let scrubbed = crate::scrub::scrub(named);
+    scrubbed
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_MODEL_CHARS)
+        .collect()
 }
 
 /// The keepalive timer's period when keepalives are off (it is then never polled).
@@ -128,10 +149,31 @@ async fn silence(interval: Option<std::time::Duration>, since: Instant) {
 }
 
 impl Generation<'_> {
+    /// The usage of a generation that ended early: the provider's own count where it
+    /// sent one, raised to at least one token per piece of text it produced. A lower
+    /// bound, as PROTOCOL.md says.
+    fn usage_so_far(&self) -> Usage {
+        let reported = self.usage.unwrap_or_default();
+        let completion = reported.completion_tokens.max(self.pieces);
+        Usage::new(reported.prompt_tokens, completion)
+    }
+
+    /// `e` as the terminal error of this generation: with what the client got so far,
+    /// and never inviting a plain retry once a chunk was delivered (it would repeat text
+    /// the client already has).
+    fn terminal(&self, mut e: WireError) -> WireError {
+        e.chunks = Some(self.chunks);
+        e.usage = (self.usage.is_some() || self.pieces > 0).then(|| self.usage_so_far());
+        if self.chunks > 0 {
+            e.retryable = false;
+        }
+        e
+    }
+
     /// The terminal error for an interruption, with what the client got so far.
     fn stop(&self, why: Interrupt, deadline_error: impl FnOnce(u32) -> ProviderError) -> WireError {
         let (id, chunks) = (self.id, self.chunks);
-        let mut e = match why {
+        let e = match why {
             Interrupt::Cancelled => WireError::new(
                 ErrorCode::Cancelled,
                 format!("generation {id} was cancelled after {chunks} chunks"),
@@ -142,9 +184,7 @@ impl Generation<'_> {
             ),
             Interrupt::Deadline => deadline_error(chunks).to_wire(),
         };
-        e.chunks = Some(chunks);
-        e.usage = self.usage;
-        e
+        self.terminal(e)
     }
 
     /// Records that a streaming generation stopped early and returns its terminal error.
@@ -158,15 +198,12 @@ impl Generation<'_> {
             Interrupt::Cancelled => Outcome::Cancelled,
             Interrupt::Shutdown | Interrupt::Deadline => Outcome::Failed,
         };
-        state.record_end(outcome, self.usage.unwrap_or_default());
+        state.record_end(outcome, self.usage_so_far());
         self.stop(why, deadline_error)
     }
 
     fn failed(&self, e: ProviderError) -> WireError {
-        let mut e = e.to_wire();
-        e.chunks = Some(self.chunks);
-        e.usage = self.usage;
-        e
+        self.terminal(e.to_wire())
     }
 
     async fn keepalive(&self) -> Result<(), ()> {
@@ -227,7 +264,9 @@ impl Generation<'_> {
             deadline,
         } = opened;
         let state = instance.state();
-        let model = instance.model().to_owned();
+        // The requested (configured) model until the upstream names the one answering;
+        // limits and counters keep keying on the instance.
+        let mut model = instance.model().to_owned();
         let mut text = String::new();
 
         // Per event, nothing is registered or allocated beyond the event itself: one
@@ -278,6 +317,8 @@ impl Generation<'_> {
             };
             match event {
                 Some(Ok(StreamEvent::Text(piece))) if streaming => {
+                    // Produced, so counted in the usage even if the client is gone.
+                    self.pieces += 1;
                     let chunk = Chunk {
                         id: self.id,
                         index: self.chunks,
@@ -314,8 +355,18 @@ impl Generation<'_> {
                     self.chunks += 1;
                     state.record_chunk();
                 }
-                Some(Ok(StreamEvent::Text(piece))) => text.push_str(&piece),
+                Some(Ok(StreamEvent::Text(piece))) => {
+                    self.pieces += 1;
+                    text.push_str(&piece);
+                }
                 Some(Ok(StreamEvent::Usage(u))) => self.usage = Some(u),
+                Some(Ok(StreamEvent::Model(named))) => {
+                    let named = reported_model(&named);
+                    if !named.is_empty() && named != model {
+                        tracing::debug!(provider = %untrusted(&provider_id), requested = %untrusted(instance.model()), answering = %untrusted(&named), "the upstream names the model answering");
+                        model = named;
+                    }
+                }
                 Some(Ok(StreamEvent::Done {
                     usage,
                     finish_reason,
@@ -332,11 +383,11 @@ impl Generation<'_> {
                     });
                 }
                 Some(Err(e)) => {
-                    state.record_end(Outcome::Failed, self.usage.unwrap_or_default());
+                    state.record_end(Outcome::Failed, self.usage_so_far());
                     return Err(self.failed(e));
                 }
                 None => {
-                    state.record_end(Outcome::Failed, self.usage.unwrap_or_default());
+                    state.record_end(Outcome::Failed, self.usage_so_far());
                     let chunks = self.chunks;
                     return Err(self.failed(ProviderError::new(
                         ErrorCode::UpstreamError,
@@ -391,4 +442,20 @@ fn unix_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis().try_into().unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_upstream_model_name_is_cleaned_to_one_bounded_line() {
+        assert_eq!(reported_model("gpt-4o-2024-08-06"), "gpt-4o-2024-08-06");
+        assert_eq!(
+            reported_model("evil\nINFO forged\r\x1b[31m"),
+            "evilINFO forged[31m"
+        );
+        let long = "m".repeat(MAX_MODEL_CHARS * 2);
+        assert_eq!(reported_model(&long).chars().count(), MAX_MODEL_CHARS);
+    }
 }

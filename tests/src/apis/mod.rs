@@ -186,6 +186,94 @@ pub fn real_service(name: &str, key_env: &str, config: &str) -> Option<crate::Da
     )
 }
 
+/// One provider type as the tests that every type must pass drive it: its mock's
+/// streamed answer, the same answer whole, and the error body it sends.
+#[derive(Clone, Copy)]
+pub struct Api {
+    /// The `type` in the provider's table.
+    pub kind: &'static str,
+    /// The content type of its stream.
+    pub content_type: &'static str,
+    /// Its streamed answer of these texts, naming this model: what the upstream sends.
+    pub stream: fn(model: &str, texts: &[&str]) -> String,
+    /// Its non-streamed answer of this text, naming this model.
+    pub whole: fn(model: &str, text: &str) -> serde_json::Value,
+    /// Whether its wire format is SSE (else NDJSON).
+    pub sse: bool,
+}
+
+/// Every HTTP provider type; tests that must hold for each loop over this.
+pub fn every_api() -> [Api; 5] {
+    let openai = Api {
+        kind: "openai",
+        content_type: "text/event-stream",
+        stream: |model, texts| openai::stream_text(model, texts, "stop", (5, 2)),
+        whole: |model, text| openai::completion(model, text, "stop", (5, 2)),
+        sse: true,
+    };
+    [
+        openai,
+        Api {
+            kind: "openai-compatible",
+            ..openai
+        },
+        Api {
+            kind: "anthropic",
+            content_type: "text/event-stream; charset=utf-8",
+            stream: |model, texts| anthropic::stream_text(model, texts, "end_turn", (5, 2)),
+            whole: |model, text| anthropic::message(model, text, "end_turn", (5, 2)),
+            sse: true,
+        },
+        Api {
+            kind: "gemini",
+            content_type: "text/event-stream",
+            stream: |model, texts| gemini::stream_text(model, texts, "STOP", (5, 2, 0)),
+            whole: |model, text| gemini::whole(model, text, "STOP", (5, 2, 0)),
+            sse: true,
+        },
+        Api {
+            kind: "ollama",
+            content_type: "application/x-ndjson",
+            stream: |model, texts| ollama::stream_text(model, texts, "stop", (5, 2)),
+            whole: |model, text| ollama::chat_response(model, text, "stop", (5, 2)),
+            sse: false,
+        },
+    ]
+}
+
+impl Api {
+    /// Its streamed answer without the line ending(s) after the last event: `blank`
+    /// drops only the blank line that dispatches an SSE event, otherwise the last
+    /// line's own ending goes too (a last `data:` or NDJSON line without its newline).
+    pub fn stream_unterminated(&self, model: &str, texts: &[&str], blank: bool) -> String {
+        let whole = (self.stream)(model, texts);
+        let trimmed = whole.trim_end_matches(['\r', '\n']);
+        if blank && self.sse {
+            // Keep the last line's ending, as the server wrote it.
+            let ending = if whole.ends_with("\r\n\r\n") {
+                "\r\n"
+            } else {
+                "\n"
+            };
+            format!("{trimmed}{ending}")
+        } else {
+            trimmed.to_owned()
+        }
+    }
+
+    /// A daemon whose provider `p` is of this type at `base_url`, with the test key and
+    /// no retries; `env` adds environment variables.
+    pub fn daemon(&self, base_url: &str, env: &[(&str, &str)]) -> crate::Daemon {
+        let mut builder = crate::Daemon::builder()
+            .config(&provider_config(self.kind, base_url, 0, ""))
+            .env("PROVD_TEST_KEY", TEST_KEY);
+        for (key, value) in env {
+            builder = builder.env(key, value);
+        }
+        builder.start()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::real_tests_value_asks;

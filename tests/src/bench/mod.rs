@@ -17,6 +17,7 @@ pub mod load;
 pub mod memory;
 pub mod stats;
 pub mod system;
+pub mod tls;
 
 use std::time::Instant;
 
@@ -52,6 +53,9 @@ pub struct Options {
     pub only: Vec<String>,
     /// The daemons' `worker_threads`; their default (one per CPU) when `None`.
     pub workers: Option<usize>,
+    /// The daemon reaches the main streaming upstream over TLS (a front with a
+    /// self-signed certificate, see [`tls`]); the direct path stays plain HTTP.
+    pub tls: bool,
 }
 
 impl Options {
@@ -149,6 +153,12 @@ pub fn run(options: &Options) -> String {
     let upstream_tid = upstream_rt
         .block_on(upstream_rt.spawn(async { system::current_thread_id() }))
         .expect("the upstream thread's id");
+    let tls_front = options
+        .tls
+        .then(|| upstream_rt.block_on(tls::front(&streaming.base_url)));
+    let daemon_upstream = tls_front
+        .as_ref()
+        .map_or(streaming.base_url.clone(), |f| f.base_url.clone());
     let paced_answer = load::paced_answer();
     let paced = upstream_rt.block_on(Upstream::start(move |_| paced_answer.clone()));
     let stalling = upstream_rt.block_on(Upstream::start(|_| first_chunk_then_stall()));
@@ -168,14 +178,17 @@ pub fn run(options: &Options) -> String {
             "[daemon]\nkeepalive_interval_ms = 0\ndefault_provider = \"up\"\n\
              slow_client_timeout_seconds = 3600\n{workers}\
              {}{}{}[providers.mock]\ntype = \"mock\"\ndefault_model = \"mock-1\"\n",
-            provider("up", &streaming.base_url),
+            provider("up", &daemon_upstream),
             provider("paced", &paced.base_url),
             provider("stall", &stalling.base_url),
         );
-        let daemon = Daemon::builder()
+        let mut daemon = Daemon::builder()
             .config(&config)
-            .env("PROVD_LOG", DAEMON_LOG)
-            .start();
+            .env("PROVD_LOG", DAEMON_LOG);
+        if let Some(front) = &tls_front {
+            daemon = daemon.env("SSL_CERT_FILE", &front.cert_file.display().to_string());
+        }
+        let daemon = daemon.start();
         let cpu = CpuProbe {
             daemon_pid: daemon.pid(),
             upstream_tid,
@@ -213,13 +226,20 @@ pub fn run(options: &Options) -> String {
         options
             .workers
             .map_or("one per CPU (the default)".to_owned(), |n| n.to_string()),
-        if options.quick {
-            "; --quick (fewer samples)"
-        } else {
-            ""
+        match (options.quick, options.tls) {
+            (true, true) => "; --quick (fewer samples); --tls (the daemon's upstream over TLS)",
+            (true, false) => "; --quick (fewer samples)",
+            (false, true) => "; --tls (the daemon's upstream over TLS, the direct path plain)",
+            (false, false) => "",
         },
     );
-    format!("{header}{}", report(&mut results))
+    let tls_note = tls_front.as_ref().map_or(String::new(), |front| {
+        format!(
+            "\nThe daemon opened {} TLS connections to the upstream.\n",
+            front.accepted.load(std::sync::atomic::Ordering::Relaxed)
+        )
+    });
+    format!("{header}{}{tls_note}", report(&mut results))
 }
 
 async fn main_sections(

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo build --release -p provd -p provd-tests
-//! target/release/provd-bench [--quick] [--only c1,c64,...] [--workers N] [--out FILE]
+//! target/release/provd-bench [--quick] [--only c1,c64,...] [--workers N] [--tls] [--out FILE]
 //! ```
 //!
 //! Prints the markdown table and writes it to `--out` (default
@@ -29,6 +29,7 @@ fn main() {
             .map(|s| s.split(',').map(str::to_owned).collect())
             .unwrap_or_default(),
         workers: arg("--workers").map(|n| n.parse().expect("--workers takes a number")),
+        tls: std::env::args().any(|a| a == "--tls"),
     };
     let out = PathBuf::from(arg("--out").unwrap_or_else(|| "target/provd-bench.md".into()));
     let report = bench::run(&options);
