@@ -88,10 +88,9 @@ pub mod method {
         SHUTDOWN,
     ];
 
-    /// Every method a greeted connection may send, in the order the daemon lists them
-    /// when it refuses an unknown one. The one list: the daemon's message and the example
-    /// in PROTOCOL.md section 7 are checked against it.
-    pub const SERVED: [&str; 17] = [
+    /// The requests every allowed connection may send (`reload` among them, though only
+    /// an admin's is obeyed).
+    pub const COMMON: [&str; 7] = [
         PING,
         GENERATE,
         CANCEL,
@@ -99,17 +98,25 @@ pub mod method {
         LIST_MODELS,
         STATUS,
         RELOAD,
-        CREDS_SET,
-        CREDS_LIST,
-        CREDS_REMOVE,
-        CREDS_TEST,
-        CREDS_IMPORT,
-        KEY_ROTATE,
-        TOKEN_CREATE,
-        TOKEN_LIST,
-        TOKEN_REVOKE,
-        SHUTDOWN,
     ];
+
+    /// Every method a greeted connection may send, in the order the daemon lists them
+    /// when it refuses an unknown one: [`COMMON`], then [`ADMIN`]. The one list: the
+    /// daemon's message and the example in PROTOCOL.md section 7 are checked against it.
+    pub const SERVED: [&str; COMMON.len() + ADMIN.len()] = {
+        let mut served = [""; COMMON.len() + ADMIN.len()];
+        let mut i = 0;
+        while i < COMMON.len() {
+            served[i] = COMMON[i];
+            i += 1;
+        }
+        let mut j = 0;
+        while j < ADMIN.len() {
+            served[COMMON.len() + j] = ADMIN[j];
+            j += 1;
+        }
+        served
+    };
 }
 
 /// Notification method names.
