@@ -800,6 +800,35 @@ pub struct ProviderMetrics {
     pub completion_tokens: u64,
 }
 
+/// How a provider (or instance) is doing, as its counters show it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    /// No generation has ended yet.
+    #[default]
+    Unused,
+    /// At least one generation ended without an error.
+    Serving,
+    /// Generations ended, and every one that ended failed: none completed, at least one
+    /// error. An instance can be `ready` and still failing (a wrong key, say).
+    Failing,
+}
+
+impl ProviderMetrics {
+    /// The health these counters show (see [`Health`]).
+    pub fn health(&self) -> Health {
+        let ended = self.requests.saturating_sub(self.active);
+        let completed = ended
+            .saturating_sub(self.errors)
+            .saturating_sub(self.cancelled);
+        match (ended, completed, self.errors) {
+            (0, _, _) => Health::Unused,
+            (_, 0, errors) if errors > 0 => Health::Failing,
+            _ => Health::Serving,
+        }
+    }
+}
+
 /// One provider instance (a provider id and model) in `status`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InstanceStatus {
@@ -873,6 +902,10 @@ pub struct ProviderCounters {
     /// Its counters since the daemon started (a reload keeps them; a provider removed by
     /// a reload drops out).
     pub metrics: ProviderMetrics,
+    /// What those counters show: `failing` when every generation that ended failed.
+    /// `unused` from a daemon that predates it.
+    #[serde(default, deserialize_with = "nil_as_default")]
+    pub health: Health,
 }
 
 /// One uid's connections and generations, in `status`.
@@ -912,6 +945,31 @@ pub struct ReloadResult {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn health_is_failing_only_when_every_ended_generation_failed() {
+        let m = |requests, errors, cancelled, active| ProviderMetrics {
+            requests,
+            errors,
+            cancelled,
+            active,
+            ..ProviderMetrics::default()
+        };
+        assert_eq!(m(0, 0, 0, 0).health(), Health::Unused);
+        assert_eq!(m(2, 0, 0, 2).health(), Health::Unused, "none ended yet");
+        assert_eq!(m(3, 3, 0, 0).health(), Health::Failing);
+        assert_eq!(
+            m(3, 2, 1, 0).health(),
+            Health::Failing,
+            "cancels are not successes"
+        );
+        assert_eq!(m(3, 2, 0, 0).health(), Health::Serving, "one completed");
+        assert_eq!(
+            m(2, 0, 2, 0).health(),
+            Health::Serving,
+            "cancelled, not failing"
+        );
+    }
     /// The hex dump of the first fenced block after `heading` in PROTOCOL.md, as bytes.
     fn documented_frame(heading: &str) -> Vec<u8> {
         let doc = include_str!("../PROTOCOL.md");

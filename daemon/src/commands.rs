@@ -614,16 +614,12 @@ pub async fn status(socket: &Path, as_json: bool) -> Result<(), CommandError> {
     Ok(())
 }
 
-/// A provider's (or instance's) health as its counters show it: `failing` when requests
-/// ended and every one that ended failed (none completed, at least one error), `unused`
-/// before any ended, else `serving`.
+/// A provider's (or instance's) health as its counters show it, as `status` prints it.
 fn health(m: &provd_client::message::ProviderMetrics) -> &'static str {
-    let ended = m.requests.saturating_sub(m.active);
-    let completed = ended.saturating_sub(m.errors).saturating_sub(m.cancelled);
-    match (ended, completed, m.errors) {
-        (0, _, _) => "unused",
-        (_, 0, errors) if errors > 0 => "failing",
-        _ => "serving",
+    match m.health() {
+        provd_client::message::Health::Unused => "unused",
+        provd_client::message::Health::Serving => "serving",
+        provd_client::message::Health::Failing => "failing",
     }
 }
 

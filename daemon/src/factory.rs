@@ -610,15 +610,19 @@ impl LlmProviderFactory {
         let providers = config
             .providers
             .iter()
-            .map(|(id, p)| ProviderCounters {
-                provider: id.clone(),
-                kind: p.kind.to_string(),
-                instances: counts.get(id.as_str()).copied().unwrap_or(0),
-                metrics: cache
+            .map(|(id, p)| {
+                let metrics = cache
                     .providers
                     .get(id)
                     .map(|s| s.counters.metrics())
-                    .unwrap_or_default(),
+                    .unwrap_or_default();
+                ProviderCounters {
+                    provider: id.clone(),
+                    kind: p.kind.to_string(),
+                    instances: counts.get(id.as_str()).copied().unwrap_or(0),
+                    metrics,
+                    health: metrics.health(),
+                }
             })
             .collect();
         let max_instances = cache.max as u64;

@@ -162,6 +162,15 @@ fn a_failed_generation_prints_nothing_on_stdout_and_status_shows_the_provider_fa
     assert!(status.success(), "{stderr}");
     assert!(out.contains("provider m [mock]: failing,"), "{out}");
     assert!(out.contains("m/m1 [mock] Failing:"), "{out}");
+    // --json says it too, from the daemon's own reading of its counters.
+    let (status, out, stderr) = run_provd(&["status", "--json"], &daemon.socket);
+    assert!(status.success(), "{stderr}");
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["provider_counters"][0]["provider"], "m", "{status}");
+    assert_eq!(
+        status["provider_counters"][0]["health"], "failing",
+        "{status}"
+    );
 }
 
 #[test]
