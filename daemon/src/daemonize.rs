@@ -148,10 +148,14 @@ impl StartupReport {
         self.send(&format!("ready {}\n", std::process::id()));
     }
 
-    /// The daemon cannot start: the waiting parent prints `message` and exits 1.
+    /// The daemon cannot start: the waiting parent prints `message` and exits 1, as the
+    /// CLI prints its errors ([`crate::one_line::for_terminal`]): a configuration error's
+    /// caret diagram keeps its lines.
     pub fn failed(&self, message: &str) {
-        // One line: the parent reads the message up to the first newline.
-        self.send(&format!("error {}\n", message.replace('\n', " ")));
+        self.send(&format!(
+            "error {}\n",
+            crate::one_line::for_terminal(message)
+        ));
     }
 
     fn send(&self, line: &str) {
@@ -294,8 +298,9 @@ fn wait_for_report(mut pipe: File, options: &DetachOptions) -> i32 {
             options.log_file.display()
         );
         0
-    } else if let Some(message) = line.strip_prefix("error ") {
-        eprintln!("provd: error: {message}");
+    } else if let Some(message) = report.strip_prefix("error ") {
+        // The whole report: a caret diagram spans several lines.
+        eprintln!("provd: error: {}", message.trim_end());
         1
     } else {
         eprintln!(
@@ -630,6 +635,6 @@ mod tests {
         drop(report);
         let mut text = String::new();
         File::from(r).read_to_string(&mut text).unwrap();
-        assert_eq!(text, "error cannot bind second line\n");
+        assert_eq!(text, "error cannot bind / second line\n");
     }
 }

@@ -26,6 +26,7 @@ pub mod factory;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod one_line;
 pub mod provider;
 pub mod reload;
 pub mod resilience;

@@ -233,28 +233,10 @@ fn printed(e: &anyhow::Error) -> String {
             Some(CommandError::Config(ConfigError::Parse { .. }))
         )
     });
-    if config_parse || has_caret_diagram(&text) {
+    if config_parse || provd::one_line::has_caret_diagram(&text) {
         return text;
     }
-    one_line(&text)
-}
-
-/// Whether `text` holds a parser's caret diagram (`  |     ^^^`): a reload's
-/// configuration error arrives from the daemon as text, not as a `ConfigError`.
-fn has_caret_diagram(text: &str) -> bool {
-    text.lines().any(|line| {
-        let line = line.trim_start();
-        line.starts_with('|') && line.contains('^')
-    })
-}
-
-/// `text` with each run of line breaks (and the blanks around it) replaced by ` / `.
-fn one_line(text: &str) -> String {
-    text.split(['\r', '\n'])
-        .map(str::trim)
-        .filter(|line| !line.is_empty())
-        .collect::<Vec<_>>()
-        .join(" / ")
+    provd::one_line::one_line(&text)
 }
 
 /// Logs go to stderr: the terminal, the journal under systemd, or the log file of
