@@ -284,6 +284,10 @@ pub struct Empty {}
 /// `id`, which is nil for an error about the connection (a malformed frame, a full house,
 /// a client that stopped reading) and names the request for an error about one request
 /// that got no reply (a duplicate of a running request's id, PROTOCOL.md section 10).
+///
+/// The fields repeat [`WireError`]'s rather than `#[serde(flatten)]` it: the wire types
+/// avoid `flatten`, which makes serde buffer the map and loses rmp-serde's integer and
+/// nil handling; [`ErrorNotice::new`] and [`ErrorNotice::error`] convert between them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ErrorNotice {
     /// As [`WireError::code`].

@@ -928,13 +928,25 @@ mod tests {
     use super::*;
     use crate::provider::{BoxFuture, EventStream, ProviderState};
     use provd_client::{GenerateRequest, ModelInfo};
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
-    static INITS: AtomicUsize = AtomicUsize::new(0);
+    /// The models whose instances [`Probe`] initialized, and those it shut down, in
+    /// order. Tests use model names of their own, so they never read each other's.
+    static INITIALIZED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    static SHUT_DOWN: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
-    struct Counting(ProviderState, String);
+    /// A provider that records its initialization in [`INITIALIZED`] and its shutdown in
+    /// [`SHUT_DOWN`], and serves nothing.
+    struct Probe(ProviderState, String);
 
-    impl BaseLlmProvider for Counting {
+    fn probe(spec: ProviderSpec) -> Result<Arc<dyn BaseLlmProvider>, ProviderError> {
+        Ok(Arc::new(Probe(ProviderState::default(), spec.model)))
+    }
+
+    fn recorded(log: &Mutex<Vec<String>>, model: &str) -> usize {
+        log.lock().unwrap().iter().filter(|m| *m == model).count()
+    }
+
+    impl BaseLlmProvider for Probe {
         fn kind(&self) -> ProviderKind {
             ProviderKind::Mock
         }
@@ -946,7 +958,7 @@ mod tests {
         }
         fn initialize(&self) -> BoxFuture<'_, Result<(), ProviderError>> {
             Box::pin(async {
-                INITS.fetch_add(1, Ordering::SeqCst);
+                INITIALIZED.lock().unwrap().push(self.1.clone());
                 // Yield so that concurrent callers really do overlap with this one.
                 tokio::task::yield_now().await;
                 Ok(())
@@ -962,23 +974,20 @@ mod tests {
             Box::pin(async { Ok(Vec::new()) })
         }
         fn shutdown(&self) -> BoxFuture<'_, ()> {
-            Box::pin(async {})
+            Box::pin(async { SHUT_DOWN.lock().unwrap().push(self.1.clone()) })
         }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_first_use_initializes_exactly_once() {
         let mut f = LlmProviderFactory::empty(Config::embedded());
-        f.register(ProviderKind::Mock, |spec| {
-            Ok(Arc::new(Counting(ProviderState::default(), spec.model))
-                as Arc<dyn BaseLlmProvider>)
-        });
+        f.register(ProviderKind::Mock, probe);
         let f = Arc::new(f);
         let tasks: Vec<_> = (0..32)
             .map(|_| {
                 let f = f.clone();
                 tokio::spawn(async move {
-                    f.get(None, None)
+                    f.get(None, Some("concurrent-first"))
                         .await
                         .map(|(_, p)| Arc::as_ptr(&p) as *const () as usize)
                 })
@@ -988,14 +997,14 @@ mod tests {
         for t in tasks {
             ptrs.push(t.await.unwrap().unwrap());
         }
-        assert_eq!(INITS.load(Ordering::SeqCst), 1);
+        assert_eq!(recorded(&INITIALIZED, "concurrent-first"), 1);
         assert!(
             ptrs.windows(2).all(|w| w[0] == w[1]),
             "every caller got the same instance"
         );
         // A different model is a different instance.
-        f.get(None, Some("other")).await.unwrap();
-        assert_eq!(INITS.load(Ordering::SeqCst), 2);
+        f.get(None, Some("concurrent-other")).await.unwrap();
+        assert_eq!(recorded(&INITIALIZED, "concurrent-other"), 1);
         assert_eq!(f.instances().len(), 2);
     }
 
@@ -1174,38 +1183,6 @@ mod tests {
         assert_eq!(cached, ["aliased", "another", "fb", "m0"]);
     }
 
-    static SHUT_DOWN: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-    /// A provider that records its shutdown in [`SHUT_DOWN`].
-    struct Probe(ProviderState, String);
-
-    impl BaseLlmProvider for Probe {
-        fn kind(&self) -> ProviderKind {
-            ProviderKind::Mock
-        }
-        fn model(&self) -> &str {
-            &self.1
-        }
-        fn state(&self) -> &ProviderState {
-            &self.0
-        }
-        fn initialize(&self) -> BoxFuture<'_, Result<(), ProviderError>> {
-            Box::pin(async { Ok(()) })
-        }
-        fn generate(
-            &self,
-            _: GenerateRequest,
-        ) -> BoxFuture<'_, Result<EventStream, ProviderError>> {
-            Box::pin(async { Err(ProviderError::new(ErrorCode::Internal, "unused")) })
-        }
-        fn list_models(&self) -> BoxFuture<'_, Result<Vec<ModelInfo>, ProviderError>> {
-            Box::pin(async { Ok(Vec::new()) })
-        }
-        fn shutdown(&self) -> BoxFuture<'_, ()> {
-            Box::pin(async { SHUT_DOWN.lock().unwrap().push(self.1.clone()) })
-        }
-    }
-
     #[tokio::test(start_paused = true)]
     async fn evicted_and_expired_instances_are_shut_down() {
         let config = Config::parse(
@@ -1214,10 +1191,8 @@ mod tests {
         )
         .unwrap();
         let mut f = LlmProviderFactory::empty(config);
-        f.register(ProviderKind::Mock, |spec| {
-            Ok(Arc::new(Probe(ProviderState::default(), spec.model)) as Arc<dyn BaseLlmProvider>)
-        });
-        let shut = |name: &str| SHUT_DOWN.lock().unwrap().iter().any(|m| m == name);
+        f.register(ProviderKind::Mock, probe);
+        let shut = |name: &str| recorded(&SHUT_DOWN, name) > 0;
         use_once(&f, "probe-evicted").await;
         use_once(&f, "probe-expired").await;
         assert!(shut("probe-evicted"));
