@@ -303,6 +303,10 @@ class Client:
         self._write_lock = threading.Lock()
         self._lock = threading.Lock()  # guards _waiters, _closed, _next_id
         self._waiters: Dict[int, "queue.Queue[tuple]"] = {}
+        # Requests sent with an id that was already outstanding (only with a caller-chosen
+        # id), newest last: the daemon refuses each with an `error` notice carrying the
+        # id, and that notice belongs to the newest (PROTOCOL.md section 10).
+        self._duplicates: Dict[int, "List[queue.Queue[tuple]]"] = {}
         self._closed: Optional[str] = None
         self._next_id = 1
         self._seq = itertools.count(1)
@@ -372,10 +376,13 @@ class Client:
         stream: bool = True,
         additional_params: Optional[Dict[str, Any]] = None,
         timeout: Optional[float] = None,
+        req_id: Optional[int] = None,
         **extra: Any,
     ) -> "Generation":
         """Starts a generation now and returns it. Iterate the result for ``Chunk`` events
-        and a final ``Done``. ``extra`` adds params that this client does not know."""
+        and a final ``Done``. ``extra`` adds params that this client does not know.
+        ``req_id`` chooses the request id (by default the client picks a free one); an id
+        still in use by a running request gets the request refused (``invalid_request``)."""
         params: Dict[str, Any] = {}
         optional = {
             "provider": provider,
@@ -393,17 +400,19 @@ class Client:
         params.update({k: v for k, v in optional.items() if v is not None})
         params["stream"] = stream
         params.update(extra)
-        gen_id, replies = self._start("generate", params)
+        gen_id, replies = self._start("generate", params, req_id)
         return Generation(self, gen_id, replies, self._timeout if timeout is None else timeout)
 
     def generate_text(self, prompt: Optional[str] = None, **kwargs: Any) -> "tuple[str, Done]":
         """Runs a generation to its end; returns (whole text, Done)."""
         return self.generate(prompt, **kwargs).collect()
 
-    def request(self, method: str, params: Any, timeout: Optional[float] = None) -> Any:
+    def request(
+        self, method: str, params: Any, timeout: Optional[float] = None, req_id: Optional[int] = None
+    ) -> Any:
         """Sends any request and waits for its reply; returns the result or raises
-        ProvdError."""
-        req_id, replies = self._start(method, params)
+        ProvdError. ``req_id`` as for ``generate``."""
+        req_id, replies = self._start(method, params, req_id)
         return self._wait_reply(req_id, replies, timeout)
 
     # -- lifecycle
@@ -447,19 +456,30 @@ class Client:
                 raise ConnectionClosed(self._closed)
             if req_id is None:
                 req_id = self._allocate_id()
-            self._waiters[req_id] = replies
+            if req_id in self._waiters:
+                # The reply with this id is the running request's; this one will be refused.
+                self._duplicates.setdefault(req_id, []).append(replies)
+            else:
+                self._waiters[req_id] = replies
         return req_id, replies
 
-    def _unregister(self, req_id: int) -> None:
+    def _unregister(self, req_id: int, replies: "queue.Queue") -> None:
         with self._lock:
-            self._waiters.pop(req_id, None)
+            if self._waiters.get(req_id) is replies:
+                del self._waiters[req_id]
+                return
+            shadowed = self._duplicates.get(req_id, [])
+            if replies in shadowed:
+                shadowed.remove(replies)
+                if not shadowed:
+                    del self._duplicates[req_id]
 
     def _start(self, method: str, params: Any, req_id: Optional[int] = None) -> "tuple[int, queue.Queue]":
         req_id, replies = self._register(req_id)
         try:
             self._send([REQUEST, req_id, method, params])
         except BaseException:
-            self._unregister(req_id)
+            self._unregister(req_id, replies)
             raise
         return req_id, replies
 
@@ -487,7 +507,7 @@ class Client:
         try:
             item = replies.get(timeout=wait)
         except queue.Empty:
-            self._unregister(req_id)
+            self._unregister(req_id, replies)
             raise ProvdError("timeout", f"no reply to request {req_id} within {wait} s") from None
         kind = item[0]
         if kind == _CLOSED:
@@ -538,7 +558,20 @@ class Client:
                     target.put((_CHUNK, params, seq))
             elif method == "error":
                 err = ProvdError.from_wire(params)
-                self._last_error_notification = err
+                req_id = params.get("id") if isinstance(params, dict) else None
+                refused = None
+                if req_id is not None:
+                    # A notice with an id refuses the newest request sent with that id.
+                    with self._lock:
+                        shadowed = self._duplicates.get(req_id)
+                        if shadowed:
+                            refused = shadowed.pop()
+                            if not shadowed:
+                                del self._duplicates[req_id]
+                if refused is not None:
+                    refused.put((_REPLY, params, None, seq))
+                else:
+                    self._last_error_notification = err
                 self.error_notifications.put(err)
             # Other notifications (added by newer daemons) are skippable.
         else:
@@ -548,9 +581,12 @@ class Client:
         with self._lock:
             if self._closed is None:
                 self._closed = reason
-            waiters, self._waiters = self._waiters, {}
+            waiters, self._waiters = list(self._waiters.values()), {}
+            for shadowed in self._duplicates.values():
+                waiters.extend(shadowed)
+            self._duplicates = {}
             reason = self._closed
-        for replies in waiters.values():
+        for replies in waiters:
             replies.put((_CLOSED, ConnectionClosed(reason)))
 
 
@@ -635,7 +671,7 @@ class Generation:
 
     def _finish(self) -> None:
         self.finished = True
-        self.client._unregister(self.id)
+        self.client._unregister(self.id, self._replies)
 
     def __enter__(self) -> "Generation":
         return self

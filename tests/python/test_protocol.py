@@ -506,6 +506,23 @@ def duplicate_running_id_is_invalid_request() -> None:
 
 
 @test
+def client_gives_a_duplicate_id_notice_to_the_refused_request() -> None:
+    # The client (not a raw socket) sends a request with an id still running: the
+    # daemon's `error` notice carrying that id refuses the new request, raised from its
+    # call, while the running generation goes on to its own end.
+    with client() as c:
+        gen = c.generate("x", additional_params=mock(numbered=True, chunks=3, chunk_delay_ms=200), req_id=40)
+        first = next(gen)
+        eq(first.index, 0, "first chunk")
+        err = expect_error(lambda: c.request("ping", {}, req_id=40), "invalid_request")
+        check("request id 40" in err.message, f"the refusal names the id: {err.message!r}")
+        rest = list(gen)
+        eq([e.index for e in rest[:-1]], [1, 2], "the running generation's remaining chunks")
+        check(isinstance(rest[-1], pc.Done), f"it ends with done: {rest[-1]!r}")
+        eq(c.request("ping", {}, req_id=40), {}, "the id is free again")
+
+
+@test
 def mock_fault_mid_stream_ends_with_error_and_chunk_count() -> None:
     with client() as c:
         gen = c.generate("x", additional_params=mock(numbered=True, chunks=6, fault="mid_stream", fault_after_chunks=4))
