@@ -1,5 +1,5 @@
-//! The commands that change the daemon, for its own user, root and the configured admins
-//! (the daemon decides who may): reload the configuration, manage the sealed keys, the
+//! The commands that change the daemon, which it grants only to its administrators (the
+//! daemon decides who they are): reload the configuration, manage the sealed keys, the
 //! master key and the tokens, and stop the daemon.
 
 use std::path::Path;

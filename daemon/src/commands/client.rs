@@ -24,6 +24,8 @@ pub async fn generate(socket: &Path, options: GenerateOptions) -> Result<(), Com
     stream_to_stdout(&client, options).await
 }
 
+/// Streams one generation to stdout (text as it arrives, or one JSON object per event),
+/// usage to stderr; shared by `generate` and `provd demo`.
 pub(super) async fn stream_to_stdout(
     client: &Client,
     options: GenerateOptions,

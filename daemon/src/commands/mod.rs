@@ -90,7 +90,7 @@ pub const TOKEN_ENV: &str = "PROVD_TOKEN";
 
 /// Connects as the CLI, presenting `$PROVD_TOKEN` if set. When nothing listens at the
 /// socket, the error says how to start the daemon.
-pub(super) async fn connect(socket: &Path) -> Result<Client, CommandError> {
+async fn connect(socket: &Path) -> Result<Client, CommandError> {
     let token = std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty());
     Client::connect_with_token(socket, "provd-cli", token.as_deref())
         .await
