@@ -13,6 +13,8 @@
 //! timeout_seconds = 60
 //! ```
 
+pub mod load;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};

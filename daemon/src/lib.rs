@@ -4,17 +4,26 @@
 //! cache and the decrypted credentials; local programs talk to it over a Unix
 //! socket with the protocol of [`provd_client`].
 //!
-//! - [`server`]: the socket, connections, dispatch, generations, graceful drain.
+//! Its modules, one line each:
+//!
+//! - [`commands`]: what each `provd` subcommand does (serve, client, admin), for `main.rs`.
+//! - [`config`]: the TOML configuration and its validation; which file and socket to use.
+//! - [`server`]: the socket, connections, requests, dispatch, generations, graceful drain.
+//! - [`access`]: who may ask what: peer identity, admins, tokens and provider grants.
+//! - [`resilience`]: retries, fallbacks and the request deadline.
 //! - [`factory`]: provider registry, per-(provider, model) instance cache, lifecycle.
 //! - [`provider`]: the [`provider::BaseLlmProvider`] trait and the providers.
-//! - [`config`]: the TOML configuration and its validation.
-//! - [`credentials`]: the sealed credential store, the master key and `.env` import
-//!   (Unix only).
+//! - [`credentials`]: the sealed credential store, the master key, `.env` import (Unix).
 //! - [`scrub`]: the one step that cuts every key the daemon holds out of upstream text.
-//! - [`commands`]: what the `provd` command does, for `main.rs` to call.
-//! - [`systemd`], [`daemonize`], [`reload`]: running as a service: readiness and socket
-//!   activation under systemd, `--daemon` without it, SIGHUP and the `reload` request.
+//! - [`secret`]: API keys and tokens in memory: zeroized, redacted in Debug and Display.
 //! - [`untrusted`]: strings a client or an upstream chose, made safe to log.
+//! - [`one_line`]: errors as a terminal shows them (one line, caret diagrams whole).
+//! - [`reload`]: SIGHUP and the `reload` request: re-read the configuration and keys.
+//! - [`shutdown`]: graceful shutdown in two phases (stop accepting, then abort).
+//! - [`systemd`]: readiness, watchdog and socket activation under systemd, by hand.
+//! - [`daemonize`]: `serve --daemon` and `stop` on hosts without systemd.
+//! - `sys`: the libc boundary, where every `unsafe` block of the daemon lives.
+//! - `fuzzing`: the fuzz targets' invariant checks (feature `fuzzing`; not an API).
 
 pub mod access;
 pub mod commands;

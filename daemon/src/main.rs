@@ -1,12 +1,18 @@
 //! The `provd` command: argument parsing and logging set-up only; the work is in
-//! [`provd::commands`].
+//! [`provd::commands`] (`serve`, `client` and `admin` commands).
+//!
+//! The clap definitions stay here rather than beside each command: they are the one
+//! place that describes the whole command line (help texts, flags, defaults), and the
+//! library's commands take plain Rust values, so tests and `provd demo` call them
+//! without an argument parser (mini-redis keeps its `clap` in its binaries likewise).
 
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use provd::commands::{self, GenerateOptions};
+use provd::commands::client::GenerateOptions;
+use provd::commands::{admin, client, serve};
 use provd_client::{GenerateRequest, SOCKET_ENV};
 
 /// provd: a local LLM provider daemon. Programs talk to it over a Unix socket and never
@@ -275,13 +281,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     // The runtime is built here, not by #[tokio::main], so that self-daemonizing can fork
     // before any runtime thread exists: `prepare_serve` forks (--daemon) and edits the
     // environment (LISTEN_*) while the process still has one thread.
-    let serve = match &cli.command {
+    let prepared = match &cli.command {
         Command::Serve {
             config,
             daemon,
             pid_file,
             log_file,
-        } => Some(commands::prepare_serve(commands::ServeArgs {
+        } => Some(serve::prepare_serve(serve::ServeArgs {
             config: config.clone(),
             socket: cli.socket.clone(),
             daemon: *daemon,
@@ -291,66 +297,55 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         _ => None,
     };
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = serve.as_ref().and_then(|s| s.worker_threads()) {
+    if let Some(threads) = prepared.as_ref().and_then(|s| s.worker_threads()) {
         runtime.worker_threads(threads);
     }
     let runtime = runtime.enable_all().thread_name("provd").build()?;
-    // Clients find the daemon where `provd serve` would listen: --socket/$PROVD_SOCKET,
-    // else the config file's `daemon.socket`, else the default path.
-    let client_socket = || {
-        cli.socket.clone().unwrap_or_else(|| {
-            let config = commands::load_config(None)
-                .map(|(config, _)| config)
-                .unwrap_or_else(|_| provd::config::Config::embedded());
-            commands::serve_socket(None, &config)
-        })
-    };
+    // Clients find the daemon where `provd serve` would listen; looked up only by the
+    // commands that talk to it.
+    let client_socket = || provd::config::load::client_socket(cli.socket.clone());
     runtime.block_on(async {
         match cli.command {
             Command::Serve { .. } => {
-                if let Some(start) = serve {
-                    commands::serve(start).await?;
+                if let Some(start) = prepared {
+                    serve::serve(start).await?;
                 }
             }
             Command::Stop { pid_file, timeout } => {
                 let pid_file =
-                    pid_file.unwrap_or_else(|| commands::default_pid_file(&client_socket()));
-                commands::stop(&pid_file, std::time::Duration::from_secs(timeout))?;
+                    pid_file.unwrap_or_else(|| serve::default_pid_file(&client_socket()));
+                serve::stop(&pid_file, std::time::Duration::from_secs(timeout))?;
             }
-            Command::Reload { json } => commands::reload(&client_socket(), json).await?,
+            Command::Reload { json } => admin::reload(&client_socket(), json).await?,
             Command::Creds { action } => {
                 let socket = client_socket();
                 match action {
-                    CredsAction::Set { provider } => {
-                        commands::creds_set(&socket, &provider).await?
-                    }
-                    CredsAction::List { json } => commands::creds_list(&socket, json).await?,
+                    CredsAction::Set { provider } => admin::creds_set(&socket, &provider).await?,
+                    CredsAction::List { json } => admin::creds_list(&socket, json).await?,
                     CredsAction::Remove { provider } => {
-                        commands::creds_remove(&socket, &provider).await?
+                        admin::creds_remove(&socket, &provider).await?
                     }
-                    CredsAction::Test { provider } => {
-                        commands::creds_test(&socket, &provider).await?
-                    }
-                    CredsAction::Import { file } => commands::creds_import(&socket, &file).await?,
+                    CredsAction::Test { provider } => admin::creds_test(&socket, &provider).await?,
+                    CredsAction::Import { file } => admin::creds_import(&socket, &file).await?,
                 }
             }
             Command::Key { action } => match action {
-                KeyAction::Generate => commands::key_generate()?,
+                KeyAction::Generate => admin::key_generate()?,
                 KeyAction::Rotate { new_key_file } => {
-                    commands::key_rotate(&client_socket(), new_key_file.as_deref()).await?
+                    admin::key_rotate(&client_socket(), new_key_file.as_deref()).await?
                 }
             },
             Command::Token { action } => {
                 let socket = client_socket();
                 match action {
                     TokenAction::Create { providers, expires } => {
-                        commands::token_create(&socket, providers, expires.as_deref()).await?
+                        admin::token_create(&socket, providers, expires.as_deref()).await?
                     }
-                    TokenAction::List { json } => commands::token_list(&socket, json).await?,
-                    TokenAction::Revoke { id } => commands::token_revoke(&socket, &id).await?,
+                    TokenAction::List { json } => admin::token_list(&socket, json).await?,
+                    TokenAction::Revoke { id } => admin::token_revoke(&socket, &id).await?,
                 }
             }
-            Command::Shutdown => commands::shutdown(&client_socket()).await?,
+            Command::Shutdown => admin::shutdown(&client_socket()).await?,
             Command::Generate {
                 provider,
                 model,
@@ -376,15 +371,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     temperature,
                     ..GenerateRequest::prompt(prompt)
                 };
-                commands::generate(&client_socket(), GenerateOptions { request, json }).await?;
+                client::generate(&client_socket(), GenerateOptions { request, json }).await?;
             }
             Command::Models { provider, json } => {
-                commands::models(&client_socket(), provider.as_deref(), json).await?
+                client::models(&client_socket(), provider.as_deref(), json).await?
             }
-            Command::Providers { json } => commands::providers(&client_socket(), json).await?,
-            Command::Status { json } => commands::status(&client_socket(), json).await?,
-            Command::Ping => commands::ping(&client_socket()).await?,
-            Command::Demo => commands::demo(cli.socket.as_deref()).await?,
+            Command::Providers { json } => client::providers(&client_socket(), json).await?,
+            Command::Status { json } => client::status(&client_socket(), json).await?,
+            Command::Ping => client::ping(&client_socket()).await?,
+            Command::Demo => serve::demo(cli.socket.as_deref()).await?,
         }
         Ok(())
     })

@@ -215,7 +215,7 @@ impl Reloader {
         let path = self.config_path.clone();
         // A small file, but read off the runtime's threads all the same.
         let (config, source) =
-            tokio::task::spawn_blocking(move || crate::commands::load_config(path.as_deref()))
+            tokio::task::spawn_blocking(move || crate::config::load::load_config(path.as_deref()))
                 .await
                 .map_err(|e| ReloadError::Internal(e.to_string()))??;
         let mut config = config;
@@ -253,7 +253,7 @@ impl Reloader {
         let mut changed = Vec::new();
         if let Some((serving, inherited)) = &self.socket {
             // An inherited socket is systemd's (ListenStream=); the flag beats the file.
-            let wanted = crate::commands::serve_socket(self.socket_flag.clone(), new);
+            let wanted = crate::config::load::serve_socket(self.socket_flag.clone(), new);
             if !inherited && &wanted != serving {
                 changed.push("daemon.socket");
             }
@@ -319,7 +319,7 @@ mod tests {
         let started = config("[daemon]\nmax_connections = 10\n[providers.m]\ntype = \"mock\"\n");
         let reloader = Reloader::new(None, &started, Notifier::disabled()).with_socket(
             None,
-            crate::commands::serve_socket(None, &started),
+            crate::config::load::serve_socket(None, &started),
             false,
         );
         let same = config(
