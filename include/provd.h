@@ -322,31 +322,6 @@ typedef struct provd_request provd_request;
 typedef struct provd_stream provd_stream;
 
 /**
- * The client's deadlines, in milliseconds; 0 means no deadline for that step. A missed
- * deadline is `PROVD_TIMEOUT`, with a message naming the step and the deadline.
- *
- * Start from `provd_connect_options_default()` and change the fields you need, so that
- * a program keeps sensible values for the others.
- */
-typedef struct provd_connect_options {
-  /**
-   * Reaching the socket (checking it and connecting). Default 5000.
-   */
-  uint32_t connect_timeout_ms;
-  /**
-   * The daemon's answer to the hello, once connected. Default 5000.
-   */
-  uint32_t hello_timeout_ms;
-  /**
-   * Each later blocking call: the whole round trip of ping, the lists, status and
-   * cancel; the start of a generation; and the wait for each next chunk or the end of
-   * a generation (`provd_client_generate` and `provd_stream_next`), after which the
-   * generation is cancelled in the daemon. Default 0 (none: a model may think long).
-   */
-  uint32_t call_timeout_ms;
-} provd_connect_options;
-
-/**
  * A string the library lends to the caller: `len` bytes of UTF-8 at `data`.
  *
  * `data[len]` is always a NUL byte, so `data` can be printed with `%s`, but `len` is
@@ -385,74 +360,29 @@ typedef struct provd_usage {
 } provd_usage;
 
 /**
- * Receives one chunk of a generation.
+ * The client's deadlines, in milliseconds; 0 means no deadline for that step. A missed
+ * deadline is `PROVD_TIMEOUT`, with a message naming the step and the deadline.
  *
- * `userdata` is the pointer given to `provd_client_generate`; `text` is `len` bytes of
- * UTF-8 followed by a NUL, valid only until the callback returns (copy what you keep);
- * `index` counts chunks from 0. Return `PROVD_CONTINUE` or `PROVD_STOP`.
- *
- * Called on the thread that called `provd_client_generate`. It may call any libprovd
- * function (a nested generation, a cancel) except `provd_client_close` on the client it
- * runs on. It must not unwind (a C++ exception or a Rust panic) into the library.
+ * Start from `provd_connect_options_default()` and change the fields you need, so that
+ * a program keeps sensible values for the others.
  */
-typedef int (*provd_chunk_callback)(void *userdata,
-                                    const char *text,
-                                    size_t len,
-                                    uint32_t index);
-
-/**
- * One configured provider, as a view into a `provd_provider_list`.
- */
-typedef struct provd_provider_info {
+typedef struct provd_connect_options {
   /**
-   * The provider id (`[providers.<id>]`), to pass to `provd_request_set_provider`.
+   * Reaching the socket (checking it and connecting). Default 5000.
    */
-  struct provd_str id;
+  uint32_t connect_timeout_ms;
   /**
-   * The provider type (`type` on the wire): `anthropic`, `openai`,
-   * `openai-compatible`, `ollama`, `gemini` or `mock`.
+   * The daemon's answer to the hello, once connected. Default 5000.
    */
-  struct provd_str kind;
+  uint32_t hello_timeout_ms;
   /**
-   * The model used when a request names none; absent (NULL data) if there is none.
+   * Each later blocking call: the whole round trip of ping, the lists, status and
+   * cancel; the start of a generation; and the wait for each next chunk or the end of
+   * a generation (`provd_client_generate` and `provd_stream_next`), after which the
+   * generation is cancelled in the daemon. Default 0 (none: a model may think long).
    */
-  struct provd_str default_model;
-  /**
-   * Whether this is the daemon's default provider.
-   */
-  bool is_default;
-  /**
-   * How many capabilities `provd_provider_list_capability` can read (index 0 to
-   * `capabilities_len - 1`).
-   */
-  size_t capabilities_len;
-} provd_provider_info;
-
-/**
- * One model, as a view into a `provd_model_list`.
- */
-typedef struct provd_model_info {
-  /**
-   * The model id, to pass to `provd_request_set_model`.
-   */
-  struct provd_str id;
-  /**
-   * The id of the provider that offers it.
-   */
-  struct provd_str provider;
-  /**
-   * A human-readable name; absent (NULL data) if the provider has none.
-   */
-  struct provd_str display_name;
-  /**
-   * The context window in tokens; 0 when unknown.
-   */
-  uint32_t context_window;
-  /**
-   * The creation time in seconds since the Unix epoch; 0 when unknown.
-   */
-  uint64_t created_at;
-} provd_model_info;
+  uint32_t call_timeout_ms;
+} provd_connect_options;
 
 /**
  * The daemon-wide part of a `provd_daemon_status`, as a view into it.
@@ -592,9 +522,156 @@ typedef struct provd_provider_counters {
   struct provd_metrics metrics;
 } provd_provider_counters;
 
+/**
+ * Receives one chunk of a generation.
+ *
+ * `userdata` is the pointer given to `provd_client_generate`; `text` is `len` bytes of
+ * UTF-8 followed by a NUL, valid only until the callback returns (copy what you keep);
+ * `index` counts chunks from 0. Return `PROVD_CONTINUE` or `PROVD_STOP`.
+ *
+ * Called on the thread that called `provd_client_generate`. It may call any libprovd
+ * function (a nested generation, a cancel) except `provd_client_close` on the client it
+ * runs on. It must not unwind (a C++ exception or a Rust panic) into the library.
+ */
+typedef int (*provd_chunk_callback)(void *userdata,
+                                    const char *text,
+                                    size_t len,
+                                    uint32_t index);
+
+/**
+ * One model, as a view into a `provd_model_list`.
+ */
+typedef struct provd_model_info {
+  /**
+   * The model id, to pass to `provd_request_set_model`.
+   */
+  struct provd_str id;
+  /**
+   * The id of the provider that offers it.
+   */
+  struct provd_str provider;
+  /**
+   * A human-readable name; absent (NULL data) if the provider has none.
+   */
+  struct provd_str display_name;
+  /**
+   * The context window in tokens; 0 when unknown.
+   */
+  uint32_t context_window;
+  /**
+   * The creation time in seconds since the Unix epoch; 0 when unknown.
+   */
+  uint64_t created_at;
+} provd_model_info;
+
+/**
+ * One configured provider, as a view into a `provd_provider_list`.
+ */
+typedef struct provd_provider_info {
+  /**
+   * The provider id (`[providers.<id>]`), to pass to `provd_request_set_provider`.
+   */
+  struct provd_str id;
+  /**
+   * The provider type (`type` on the wire): `anthropic`, `openai`,
+   * `openai-compatible`, `ollama`, `gemini` or `mock`.
+   */
+  struct provd_str kind;
+  /**
+   * The model used when a request names none; absent (NULL data) if there is none.
+   */
+  struct provd_str default_model;
+  /**
+   * Whether this is the daemon's default provider.
+   */
+  bool is_default;
+  /**
+   * How many capabilities `provd_provider_list_capability` can read (index 0 to
+   * `capabilities_len - 1`).
+   */
+  size_t capabilities_len;
+} provd_provider_info;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/**
+ * The status code of `err` (never `PROVD_OK`), or `PROVD_NULL_ARGUMENT` when `err` is
+ * NULL.
+ *
+ * Thread-safe.
+ */
+provd_status provd_error_code(const struct provd_error *err);
+
+/**
+ * Lends the message of `err` through `message_out`: what failed, with which input, and
+ * what to do. It is meant for people; do not parse it. It stays valid until
+ * `provd_error_free(err)`.
+ *
+ * Returns `PROVD_NULL_ARGUMENT` if `err` or `message_out` is NULL. Thread-safe.
+ */
+provd_status provd_error_message(const struct provd_error *err,
+                                 struct provd_str *message_out);
+
+/**
+ * Whether sending the same request again unchanged may succeed, through
+ * `retryable_out`. Read this rather than guessing from the code: a provider may
+ * override the code's default.
+ *
+ * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL. Thread-safe.
+ */
+provd_status provd_error_retryable(const struct provd_error *err,
+                                   bool *retryable_out);
+
+/**
+ * How long to wait before retrying, in milliseconds, when the daemon or the upstream
+ * said. `*known_out` (if `known_out` is not NULL) tells whether it did; when it did not,
+ * `*ms_out` is 0.
+ *
+ * Returns `PROVD_NULL_ARGUMENT` if `err` or `ms_out` is NULL. Thread-safe.
+ */
+provd_status provd_error_retry_after_ms(const struct provd_error *err,
+                                        uint64_t *ms_out,
+                                        bool *known_out);
+
+/**
+ * For a generation that ended with this error: how many chunks reached the caller
+ * before it ended. `*known_out` (if not NULL) is false for errors that are not about a
+ * generation (a refused connection, say); `*chunks_out` is then 0.
+ *
+ * Returns `PROVD_NULL_ARGUMENT` if `err` or `chunks_out` is NULL. Thread-safe.
+ */
+provd_status provd_error_chunks(const struct provd_error *err,
+                                uint32_t *chunks_out,
+                                bool *known_out);
+
+/**
+ * For a generation that ended with this error: the token usage known at that point
+ * (often partial). `*known_out` (if not NULL) is false when no usage was reported;
+ * `*usage_out` is then all zeros.
+ *
+ * Returns `PROVD_NULL_ARGUMENT` if `err` or `usage_out` is NULL. Thread-safe.
+ */
+provd_status provd_error_usage(const struct provd_error *err,
+                               struct provd_usage *usage_out,
+                               bool *known_out);
+
+/**
+ * Frees an error object. NULL is ignored. Every `provd_error *` the library hands out
+ * must be freed exactly once, by any one thread, after which it must not be used.
+ */
+void provd_error_free(struct provd_error *err);
+
+/**
+ * The name of a status, e.g. `"rate_limited"` for `PROVD_RATE_LIMITED` (the wire name
+ * for the daemon's codes), or `"unknown"` for a number that is no status. A static
+ * NUL-terminated string; never free it.
+ *
+ * `status` is an `unsigned int` rather than a `provd_status` so that any number is safe
+ * to pass. Thread-safe; never fails.
+ */
+const char *provd_status_name(uint32_t status);
 
 /**
  * The library's version, e.g. `"0.1.0"`: a static NUL-terminated string; never free it.
@@ -609,6 +686,42 @@ const char *provd_version(void);
  * Thread-safe; never fails.
  */
 uint32_t provd_protocol_version(void);
+
+/**
+ * Makes a cancel token in `*token_out`; the caller frees it with
+ * `provd_cancel_token_free`.
+ *
+ * Errors: `PROVD_NULL_ARGUMENT` (token_out). Thread-safe.
+ */
+provd_status provd_cancel_token_new(struct provd_cancel_token **token_out,
+                                    struct provd_error **err_out);
+
+/**
+ * Cancels every generation running with `token` and marks it cancelled for good. Blocks
+ * for one round trip to the daemon per running generation; the generations then end
+ * with `PROVD_CANCELLED` (or normally, if they finished first).
+ *
+ * Errors: `PROVD_NULL_ARGUMENT`, `PROVD_UNAVAILABLE` (the connection of a generation is
+ * lost; that generation ends with the same error). A generation that has just finished
+ * is not an error.
+ *
+ * Thread-safe: call it from any thread, including from a chunk callback.
+ */
+provd_status provd_cancel_token_cancel(const struct provd_cancel_token *token,
+                                       struct provd_error **err_out);
+
+/**
+ * Whether `token` has been cancelled, through `cancelled_out`.
+ *
+ * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL. Thread-safe.
+ */
+provd_status provd_cancel_token_is_cancelled(const struct provd_cancel_token *token,
+                                             bool *cancelled_out);
+
+/**
+ * Frees a cancel token. NULL is ignored. No generation may be running with it.
+ */
+void provd_cancel_token_free(struct provd_cancel_token *token);
 
 /**
  * Connects to the daemon and exchanges the protocol hello.
@@ -638,14 +751,6 @@ provd_status provd_client_connect(const char *path,
                                   size_t path_len,
                                   struct provd_client **client_out,
                                   struct provd_error **err_out);
-
-/**
- * The default deadlines, those `provd_client_connect` uses: 5000 ms to connect, 5000 ms
- * for the hello's answer, no deadline per call.
- *
- * Thread-safe; never fails.
- */
-struct provd_connect_options provd_connect_options_default(void);
 
 /**
  * `provd_client_connect` with the deadlines of `*options` (read, not kept; NULL means
@@ -736,81 +841,53 @@ provd_status provd_client_status(const struct provd_client *client,
                                  struct provd_error **err_out);
 
 /**
- * The name of a status, e.g. `"rate_limited"` for `PROVD_RATE_LIMITED` (the wire name
- * for the daemon's codes), or `"unknown"` for a number that is no status. A static
- * NUL-terminated string; never free it.
+ * The default deadlines, those `provd_client_connect` uses: 5000 ms to connect, 5000 ms
+ * for the hello's answer, no deadline per call.
  *
- * `status` is an `unsigned int` rather than a `provd_status` so that any number is safe
- * to pass. Thread-safe; never fails.
+ * Thread-safe; never fails.
  */
-const char *provd_status_name(uint32_t status);
+struct provd_connect_options provd_connect_options_default(void);
 
 /**
- * The status code of `err` (never `PROVD_OK`), or `PROVD_NULL_ARGUMENT` when `err` is
- * NULL.
- *
- * Thread-safe.
- */
-provd_status provd_error_code(const struct provd_error *err);
-
-/**
- * Lends the message of `err` through `message_out`: what failed, with which input, and
- * what to do. It is meant for people; do not parse it. It stays valid until
- * `provd_error_free(err)`.
- *
- * Returns `PROVD_NULL_ARGUMENT` if `err` or `message_out` is NULL. Thread-safe.
- */
-provd_status provd_error_message(const struct provd_error *err,
-                                 struct provd_str *message_out);
-
-/**
- * Whether sending the same request again unchanged may succeed, through
- * `retryable_out`. Read this rather than guessing from the code: a provider may
- * override the code's default.
+ * The daemon-wide figures of `status`, through `info_out`.
  *
  * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL. Thread-safe.
  */
-provd_status provd_error_retryable(const struct provd_error *err,
-                                   bool *retryable_out);
+provd_status provd_daemon_status_get(const struct provd_daemon_status *status,
+                                     struct provd_daemon_info *info_out);
 
 /**
- * How long to wait before retrying, in milliseconds, when the daemon or the upstream
- * said. `*known_out` (if `known_out` is not NULL) tells whether it did; when it did not,
- * `*ms_out` is 0.
+ * Provider instance number `index` of `status`, through `info_out`.
  *
- * Returns `PROVD_NULL_ARGUMENT` if `err` or `ms_out` is NULL. Thread-safe.
+ * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL, `PROVD_INVALID_ARGUMENT` if
+ * `index` is out of range. Thread-safe.
  */
-provd_status provd_error_retry_after_ms(const struct provd_error *err,
-                                        uint64_t *ms_out,
-                                        bool *known_out);
+provd_status provd_daemon_status_instance(const struct provd_daemon_status *status,
+                                          size_t index,
+                                          struct provd_instance_info *info_out);
 
 /**
- * For a generation that ended with this error: how many chunks reached the caller
- * before it ended. `*known_out` (if not NULL) is false for errors that are not about a
- * generation (a refused connection, say); `*chunks_out` is then 0.
+ * The instance cache's figures of `status`, through `info_out`.
  *
- * Returns `PROVD_NULL_ARGUMENT` if `err` or `chunks_out` is NULL. Thread-safe.
+ * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL. Thread-safe.
  */
-provd_status provd_error_chunks(const struct provd_error *err,
-                                uint32_t *chunks_out,
-                                bool *known_out);
+provd_status provd_daemon_status_cache(const struct provd_daemon_status *status,
+                                       struct provd_cache_info *info_out);
 
 /**
- * For a generation that ended with this error: the token usage known at that point
- * (often partial). `*known_out` (if not NULL) is false when no usage was reported;
- * `*usage_out` is then all zeros.
+ * Provider number `index` of `status` (sorted by id), through `info_out`.
  *
- * Returns `PROVD_NULL_ARGUMENT` if `err` or `usage_out` is NULL. Thread-safe.
+ * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL, `PROVD_INVALID_ARGUMENT` if
+ * `index` is out of range. Thread-safe.
  */
-provd_status provd_error_usage(const struct provd_error *err,
-                               struct provd_usage *usage_out,
-                               bool *known_out);
+provd_status provd_daemon_status_provider(const struct provd_daemon_status *status,
+                                          size_t index,
+                                          struct provd_provider_counters *info_out);
 
 /**
- * Frees an error object. NULL is ignored. Every `provd_error *` the library hands out
- * must be freed exactly once, by any one thread, after which it must not be used.
+ * Frees a daemon status. NULL is ignored; views into it become invalid.
  */
-void provd_error_free(struct provd_error *err);
+void provd_daemon_status_free(struct provd_daemon_status *status);
 
 /**
  * The token usage of the generation, through `usage_out`.
@@ -865,42 +942,6 @@ void provd_done_free(struct provd_done *done);
 const char *provd_finish_reason_name(uint32_t reason);
 
 /**
- * Makes a cancel token in `*token_out`; the caller frees it with
- * `provd_cancel_token_free`.
- *
- * Errors: `PROVD_NULL_ARGUMENT` (token_out). Thread-safe.
- */
-provd_status provd_cancel_token_new(struct provd_cancel_token **token_out,
-                                    struct provd_error **err_out);
-
-/**
- * Cancels every generation running with `token` and marks it cancelled for good. Blocks
- * for one round trip to the daemon per running generation; the generations then end
- * with `PROVD_CANCELLED` (or normally, if they finished first).
- *
- * Errors: `PROVD_NULL_ARGUMENT`, `PROVD_UNAVAILABLE` (the connection of a generation is
- * lost; that generation ends with the same error). A generation that has just finished
- * is not an error.
- *
- * Thread-safe: call it from any thread, including from a chunk callback.
- */
-provd_status provd_cancel_token_cancel(const struct provd_cancel_token *token,
-                                       struct provd_error **err_out);
-
-/**
- * Whether `token` has been cancelled, through `cancelled_out`.
- *
- * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL. Thread-safe.
- */
-provd_status provd_cancel_token_is_cancelled(const struct provd_cancel_token *token,
-                                             bool *cancelled_out);
-
-/**
- * Frees a cancel token. NULL is ignored. No generation may be running with it.
- */
-void provd_cancel_token_free(struct provd_cancel_token *token);
-
-/**
  * Runs a generation to its end, calling `on_chunk(userdata, text, len, index)` for each
  * chunk as it arrives.
  *
@@ -934,41 +975,6 @@ provd_status provd_client_generate(const struct provd_client *client,
                                    const struct provd_cancel_token *cancel,
                                    struct provd_done **done_out,
                                    struct provd_error **err_out);
-
-/**
- * The number of providers in `list`, through `len_out`.
- *
- * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL. Thread-safe.
- */
-provd_status provd_provider_list_len(const struct provd_provider_list *list,
-                                     size_t *len_out);
-
-/**
- * Provider number `index` of `list`, through `info_out`; its strings point into `list`.
- *
- * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL, `PROVD_INVALID_ARGUMENT` if
- * `index` is out of range. Thread-safe.
- */
-provd_status provd_provider_list_get(const struct provd_provider_list *list,
-                                     size_t index,
-                                     struct provd_provider_info *info_out);
-
-/**
- * Capability number `capability` (such as `streaming`) of provider number `index`,
- * through `capability_out`; it points into `list`.
- *
- * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL, `PROVD_INVALID_ARGUMENT` if an
- * index is out of range. Thread-safe.
- */
-provd_status provd_provider_list_capability(const struct provd_provider_list *list,
-                                            size_t index,
-                                            size_t capability,
-                                            struct provd_str *capability_out);
-
-/**
- * Frees a provider list. NULL is ignored; views into it become invalid.
- */
-void provd_provider_list_free(struct provd_provider_list *list);
 
 /**
  * The number of models in `list`, through `len_out`.
@@ -1016,45 +1022,39 @@ provd_status provd_model_list_failure(const struct provd_model_list *list,
 void provd_model_list_free(struct provd_model_list *list);
 
 /**
- * The daemon-wide figures of `status`, through `info_out`.
+ * The number of providers in `list`, through `len_out`.
  *
  * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL. Thread-safe.
  */
-provd_status provd_daemon_status_get(const struct provd_daemon_status *status,
-                                     struct provd_daemon_info *info_out);
+provd_status provd_provider_list_len(const struct provd_provider_list *list,
+                                     size_t *len_out);
 
 /**
- * Provider instance number `index` of `status`, through `info_out`.
+ * Provider number `index` of `list`, through `info_out`; its strings point into `list`.
  *
  * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL, `PROVD_INVALID_ARGUMENT` if
  * `index` is out of range. Thread-safe.
  */
-provd_status provd_daemon_status_instance(const struct provd_daemon_status *status,
-                                          size_t index,
-                                          struct provd_instance_info *info_out);
+provd_status provd_provider_list_get(const struct provd_provider_list *list,
+                                     size_t index,
+                                     struct provd_provider_info *info_out);
 
 /**
- * The instance cache's figures of `status`, through `info_out`.
+ * Capability number `capability` (such as `streaming`) of provider number `index`,
+ * through `capability_out`; it points into `list`.
  *
- * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL. Thread-safe.
+ * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL, `PROVD_INVALID_ARGUMENT` if an
+ * index is out of range. Thread-safe.
  */
-provd_status provd_daemon_status_cache(const struct provd_daemon_status *status,
-                                       struct provd_cache_info *info_out);
+provd_status provd_provider_list_capability(const struct provd_provider_list *list,
+                                            size_t index,
+                                            size_t capability,
+                                            struct provd_str *capability_out);
 
 /**
- * Provider number `index` of `status` (sorted by id), through `info_out`.
- *
- * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL, `PROVD_INVALID_ARGUMENT` if
- * `index` is out of range. Thread-safe.
+ * Frees a provider list. NULL is ignored; views into it become invalid.
  */
-provd_status provd_daemon_status_provider(const struct provd_daemon_status *status,
-                                          size_t index,
-                                          struct provd_provider_counters *info_out);
-
-/**
- * Frees a daemon status. NULL is ignored; views into it become invalid.
- */
-void provd_daemon_status_free(struct provd_daemon_status *status);
+void provd_provider_list_free(struct provd_provider_list *list);
 
 /**
  * Makes an empty request in `*request_out`; the caller frees it with

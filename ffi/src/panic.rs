@@ -9,7 +9,8 @@
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use crate::error::{provd_error, provd_status, Error};
+use crate::error::{provd_error, Error};
+use crate::status::provd_status;
 
 /// Runs the body of a fallible exported function.
 ///

@@ -10,8 +10,9 @@ use std::ffi::c_char;
 use ::provd_client::{GenerateRequest, Message, Role};
 
 use crate::args;
-use crate::error::{provd_error, provd_status, Error};
+use crate::error::{provd_error, Error};
 use crate::panic::boundary;
+use crate::status::provd_status;
 
 /// Who said a message in a conversation (`provd_request_add_message`).
 #[repr(u32)]

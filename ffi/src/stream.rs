@@ -14,10 +14,12 @@ use ::provd_client::{ClientError, GenerateDone, GenerateEvent};
 
 use crate::args;
 use crate::client::{borrow_client, provd_client};
-use crate::error::{provd_error, provd_status, Error};
-use crate::generate::{cancel_quietly, provd_done, terminal_error};
+use crate::done::provd_done;
+use crate::error::{provd_error, Error};
+use crate::generate::{cancel_quietly, terminal_error};
 use crate::panic::boundary;
 use crate::request::provd_request;
+use crate::status::provd_status;
 use crate::{provd_str, NulString};
 
 /// A running generation read chunk by chunk. Made by `provd_stream_start`, freed by
