@@ -95,7 +95,7 @@ pub extern "C" fn provd_cancel_token_new(
     token_out: *mut *mut provd_cancel_token,
     err_out: *mut *mut provd_error,
 ) -> provd_status {
-    boundary("provd_cancel_token_new", err_out, || {
+    boundary!(err_out, || {
         // SAFETY: the header requires `token_out` to be NULL or writable.
         let out = unsafe { args::out_object(token_out, "token_out") }?;
         out.write(args::give(provd_cancel_token::default()));
@@ -117,7 +117,7 @@ pub extern "C" fn provd_cancel_token_cancel(
     token: *const provd_cancel_token,
     err_out: *mut *mut provd_error,
 ) -> provd_status {
-    boundary("provd_cancel_token_cancel", err_out, || {
+    boundary!(err_out, || {
         // SAFETY: the header requires a live token (not being freed).
         unsafe { args::handle(token, "token") }?.cancel()
     })
@@ -131,7 +131,7 @@ pub extern "C" fn provd_cancel_token_is_cancelled(
     token: *const provd_cancel_token,
     cancelled_out: *mut bool,
 ) -> provd_status {
-    accessor(|| {
+    accessor!(|| {
         // SAFETY: the header requires a live token and a NULL or writable out-pointer.
         let (token, out) = unsafe {
             (

@@ -16,7 +16,7 @@ use crate::connect_options::provd_connect_options;
 use crate::daemon_status::provd_daemon_status;
 use crate::error::{provd_error, Error};
 use crate::model_list::provd_model_list;
-use crate::panic::boundary;
+use crate::panic::{accessor, boundary};
 use crate::provider_list::provd_provider_list;
 use crate::status::provd_status;
 
@@ -115,7 +115,7 @@ pub extern "C" fn provd_client_connect(
     client_out: *mut *mut provd_client,
     err_out: *mut *mut provd_error,
 ) -> provd_status {
-    boundary("provd_client_connect", err_out, || {
+    boundary!(err_out, || {
         // SAFETY: the header requires `client_out` to be NULL or writable, and `path` to
         // be NULL or `path_len` readable bytes.
         unsafe { connect(path, path_len, &ConnectOptions::new(), client_out) }
@@ -135,7 +135,7 @@ pub extern "C" fn provd_client_connect_with_options(
     client_out: *mut *mut provd_client,
     err_out: *mut *mut provd_error,
 ) -> provd_status {
-    boundary("provd_client_connect_with_options", err_out, || {
+    boundary!(err_out, || {
         let options = if options.is_null() {
             ConnectOptions::new()
         } else {
@@ -189,7 +189,7 @@ pub extern "C" fn provd_client_max_streams(
     client: *const provd_client,
     max_out: *mut u32,
 ) -> provd_status {
-    crate::panic::accessor(|| {
+    accessor!(|| {
         // SAFETY: the header requires a live client and a NULL or writable `max_out`.
         let (client, out) = unsafe { (borrow_client(client)?, args::out(max_out, "max_out")?) };
         out.write(client.daemon().max_streams);
@@ -207,7 +207,7 @@ pub extern "C" fn provd_client_max_frame_bytes(
     client: *const provd_client,
     max_out: *mut u32,
 ) -> provd_status {
-    crate::panic::accessor(|| {
+    accessor!(|| {
         // SAFETY: the header requires a live client and a NULL or writable `max_out`.
         let (client, out) = unsafe { (borrow_client(client)?, args::out(max_out, "max_out")?) };
         out.write(client.daemon().max_frame_bytes);
@@ -251,7 +251,7 @@ pub extern "C" fn provd_client_ping(
     client: *const provd_client,
     err_out: *mut *mut provd_error,
 ) -> provd_status {
-    boundary("provd_client_ping", err_out, || {
+    boundary!(err_out, || {
         // SAFETY: the header requires a live client.
         let client = unsafe { borrow_client(client) }?;
         client.ping()?;
@@ -269,7 +269,7 @@ pub extern "C" fn provd_client_list_providers(
     list_out: *mut *mut provd_provider_list,
     err_out: *mut *mut provd_error,
 ) -> provd_status {
-    boundary("provd_client_list_providers", err_out, || {
+    boundary!(err_out, || {
         // SAFETY: the header requires a live client and a NULL or writable `list_out`.
         let (out, client) = unsafe {
             (
@@ -299,7 +299,7 @@ pub extern "C" fn provd_client_list_models(
     list_out: *mut *mut provd_model_list,
     err_out: *mut *mut provd_error,
 ) -> provd_status {
-    boundary("provd_client_list_models", err_out, || {
+    boundary!(err_out, || {
         // SAFETY: the header requires a live client, a NULL or writable `list_out`, and
         // `provider` NULL or `len` readable bytes.
         let (out, client, provider) = unsafe {
@@ -326,7 +326,7 @@ pub extern "C" fn provd_client_status(
     status_out: *mut *mut provd_daemon_status,
     err_out: *mut *mut provd_error,
 ) -> provd_status {
-    boundary("provd_client_status", err_out, || {
+    boundary!(err_out, || {
         // SAFETY: the header requires a live client and a NULL or writable `status_out`.
         let (out, client) = unsafe {
             (

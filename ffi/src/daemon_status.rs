@@ -155,7 +155,7 @@ pub extern "C" fn provd_daemon_status_get(
     status: *const provd_daemon_status,
     info_out: *mut provd_daemon_info,
 ) -> provd_status {
-    accessor(|| {
+    accessor!(|| {
         // SAFETY: the header requires a live status and a NULL or writable `info_out`.
         let (s, out) = unsafe {
             (
@@ -186,7 +186,7 @@ pub extern "C" fn provd_daemon_status_instance(
     index: usize,
     info_out: *mut provd_instance_info,
 ) -> provd_status {
-    accessor(|| {
+    accessor!(|| {
         // SAFETY: the header requires a live status and a NULL or writable `info_out`.
         let (s, out) = unsafe {
             (
@@ -242,7 +242,7 @@ pub extern "C" fn provd_daemon_status_cache(
     status: *const provd_daemon_status,
     info_out: *mut provd_cache_info,
 ) -> provd_status {
-    accessor(|| {
+    accessor!(|| {
         // SAFETY: the header requires a live status and a NULL or writable `info_out`.
         let (s, out) = unsafe {
             (
@@ -269,7 +269,7 @@ pub extern "C" fn provd_daemon_status_provider(
     index: usize,
     info_out: *mut provd_provider_counters,
 ) -> provd_status {
-    accessor(|| {
+    accessor!(|| {
         // SAFETY: the header requires a live status and a NULL or writable `info_out`.
         let (s, out) = unsafe {
             (

@@ -93,7 +93,7 @@ pub extern "C" fn provd_done_usage(
     done: *const provd_done,
     usage_out: *mut provd_usage,
 ) -> provd_status {
-    accessor(|| {
+    accessor!(|| {
         // SAFETY: the header requires a live done and a NULL or writable `usage_out`.
         let (d, out) = unsafe {
             (
@@ -114,7 +114,7 @@ pub extern "C" fn provd_done_finish_reason(
     done: *const provd_done,
     reason_out: *mut provd_finish_reason,
 ) -> provd_status {
-    accessor(|| {
+    accessor!(|| {
         // SAFETY: the header requires a live done and a NULL or writable `reason_out`.
         let (d, out) = unsafe {
             (
@@ -132,7 +132,7 @@ pub extern "C" fn provd_done_finish_reason(
 /// Returns `PROVD_NULL_ARGUMENT` if an argument is NULL. Thread-safe.
 #[no_mangle]
 pub extern "C" fn provd_done_chunks(done: *const provd_done, chunks_out: *mut u32) -> provd_status {
-    accessor(|| {
+    accessor!(|| {
         // SAFETY: the header requires a live done and a NULL or writable `chunks_out`.
         let (d, out) = unsafe {
             (
@@ -153,7 +153,7 @@ pub extern "C" fn provd_done_model(
     done: *const provd_done,
     model_out: *mut provd_str,
 ) -> provd_status {
-    accessor(|| {
+    accessor!(|| {
         // SAFETY: the header requires a live done and a NULL or writable `model_out`.
         let (d, out) = unsafe {
             (
@@ -174,7 +174,7 @@ pub extern "C" fn provd_done_provider(
     done: *const provd_done,
     provider_out: *mut provd_str,
 ) -> provd_status {
-    accessor(|| {
+    accessor!(|| {
         // SAFETY: the header requires a live done and a NULL or writable `provider_out`.
         let (d, out) = unsafe {
             (

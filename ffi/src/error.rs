@@ -8,7 +8,7 @@
 use ::provd_client::{ClientError, ErrorCode, Usage, WireError};
 
 use crate::done::provd_usage;
-use crate::panic;
+use crate::panic::accessor;
 use crate::status::provd_status;
 use crate::{provd_str, NulString};
 
@@ -112,7 +112,7 @@ impl From<ClientError> for Error {
 #[no_mangle]
 pub extern "C" fn provd_error_code(err: *const provd_error) -> provd_status {
     let mut code = provd_status::PROVD_NULL_ARGUMENT;
-    let status = panic::accessor(|| {
+    let status = accessor!(|| {
         // SAFETY: the header requires `err` to be NULL or a live error from this library.
         code = unsafe { crate::args::handle(err, "err") }?.code;
         Ok(())
@@ -134,7 +134,7 @@ pub extern "C" fn provd_error_message(
     err: *const provd_error,
     message_out: *mut provd_str,
 ) -> provd_status {
-    panic::accessor(|| {
+    accessor!(|| {
         // SAFETY: the header requires `err` to be NULL or a live error from this library,
         // and `message_out` to be NULL or writable.
         let (err, out) = unsafe {
@@ -158,7 +158,7 @@ pub extern "C" fn provd_error_retryable(
     err: *const provd_error,
     retryable_out: *mut bool,
 ) -> provd_status {
-    panic::accessor(|| {
+    accessor!(|| {
         // SAFETY: as in provd_error_message.
         let (err, out) = unsafe {
             (
@@ -182,7 +182,7 @@ pub extern "C" fn provd_error_retry_after_ms(
     ms_out: *mut u64,
     known_out: *mut bool,
 ) -> provd_status {
-    panic::accessor(|| {
+    accessor!(|| {
         // SAFETY: as in provd_error_message; `known_out` may be NULL.
         let (err, out, known) = unsafe {
             (
@@ -210,7 +210,7 @@ pub extern "C" fn provd_error_chunks(
     chunks_out: *mut u32,
     known_out: *mut bool,
 ) -> provd_status {
-    panic::accessor(|| {
+    accessor!(|| {
         // SAFETY: as in provd_error_retry_after_ms.
         let (err, out, known) = unsafe {
             (
@@ -238,7 +238,7 @@ pub extern "C" fn provd_error_usage(
     usage_out: *mut provd_usage,
     known_out: *mut bool,
 ) -> provd_status {
-    panic::accessor(|| {
+    accessor!(|| {
         // SAFETY: as in provd_error_retry_after_ms.
         let (err, out, known) = unsafe {
             (
@@ -259,7 +259,7 @@ pub extern "C" fn provd_error_usage(
 /// must be freed exactly once, by any one thread, after which it must not be used.
 #[no_mangle]
 pub extern "C" fn provd_error_free(err: *mut provd_error) {
-    panic::free(|| {
+    crate::panic::free(|| {
         // SAFETY: the header requires `err` to be NULL or an error from this library that
         // is freed only this once.
         drop(unsafe { crate::args::take(err) });

@@ -99,7 +99,7 @@ pub extern "C" fn provd_client_generate(
     done_out: *mut *mut provd_done,
     err_out: *mut *mut provd_error,
 ) -> provd_status {
-    boundary("provd_client_generate", err_out, || {
+    boundary!(err_out, || {
         // SAFETY: the header requires a live client and request, `cancel` NULL or a live
         // token, and `done_out` NULL or writable.
         let (done_out, client, request, token) = unsafe {

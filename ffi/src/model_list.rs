@@ -82,7 +82,7 @@ pub extern "C" fn provd_model_list_len(
     list: *const provd_model_list,
     len_out: *mut usize,
 ) -> provd_status {
-    accessor(|| {
+    accessor!(|| {
         // SAFETY: the header requires a live list and a NULL or writable `len_out`.
         let (list, out) = unsafe { (args::handle(list, "list")?, args::out(len_out, "len_out")?) };
         out.write(list.models.len());
@@ -100,7 +100,7 @@ pub extern "C" fn provd_model_list_get(
     index: usize,
     info_out: *mut provd_model_info,
 ) -> provd_status {
-    accessor(|| {
+    accessor!(|| {
         // SAFETY: the header requires a live list and a NULL or writable `info_out`.
         let (list, out) = unsafe {
             (
@@ -129,7 +129,7 @@ pub extern "C" fn provd_model_list_failures_len(
     list: *const provd_model_list,
     len_out: *mut usize,
 ) -> provd_status {
-    accessor(|| {
+    accessor!(|| {
         // SAFETY: the header requires a live list and a NULL or writable `len_out`.
         let (list, out) = unsafe { (args::handle(list, "list")?, args::out(len_out, "len_out")?) };
         out.write(list.failures.len());
@@ -150,7 +150,7 @@ pub extern "C" fn provd_model_list_failure(
     provider_out: *mut provd_str,
     error_out: *mut *mut provd_error,
 ) -> provd_status {
-    accessor(|| {
+    accessor!(|| {
         // SAFETY: the header requires a live list and NULL or writable out-pointers.
         let (error, list, provider) = unsafe {
             (

@@ -69,7 +69,7 @@ pub extern "C" fn provd_provider_list_len(
     list: *const provd_provider_list,
     len_out: *mut usize,
 ) -> provd_status {
-    accessor(|| {
+    accessor!(|| {
         // SAFETY: the header requires a live list and a NULL or writable `len_out`.
         let (list, out) = unsafe { (args::handle(list, "list")?, args::out(len_out, "len_out")?) };
         out.write(list.providers.len());
@@ -87,7 +87,7 @@ pub extern "C" fn provd_provider_list_get(
     index: usize,
     info_out: *mut provd_provider_info,
 ) -> provd_status {
-    accessor(|| {
+    accessor!(|| {
         // SAFETY: the header requires a live list and a NULL or writable `info_out`.
         let (list, out) = unsafe {
             (
@@ -119,7 +119,7 @@ pub extern "C" fn provd_provider_list_capability(
     capability: usize,
     capability_out: *mut provd_str,
 ) -> provd_status {
-    accessor(|| {
+    accessor!(|| {
         // SAFETY: the header requires a live list and a NULL or writable out-pointer.
         let (list, out) = unsafe {
             (
