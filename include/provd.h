@@ -15,8 +15,9 @@
  * failures, a NULL argument or an index out of range, are fully said by the status.
  *
  * Ownership. Objects come from a constructor or an out-parameter `T **x_out` and belong
- * to the caller, who frees each exactly once with its free function (provd_client_close
- * for a client); free functions accept NULL. On failure, object out-parameters are set to
+ * to the caller, who frees each exactly once with its free function, provd_T_free
+ * (provd_client_close is the older name of provd_client_free and stays as an alias);
+ * free functions accept NULL. On failure, object out-parameters are set to
  * NULL. Strings the caller passes are pointer + length (no terminator needed), must be
  * UTF-8 (otherwise PROVD_INVALID_UTF8; socket paths are bytes), and are copied before the
  * call returns. Strings the library lends (provd_str) are UTF-8, NUL-terminated for
@@ -246,11 +247,11 @@ typedef struct provd_cancel_token provd_cancel_token;
 
 /**
  * A connection to the daemon. Made by `provd_client_connect` (or
- * `provd_client_connect_with_options`), closed and freed by `provd_client_close`.
+ * `provd_client_connect_with_options`), closed and freed by `provd_client_free`.
  *
  * Thread-safe: every function that takes a `const provd_client *` may be called from
  * any number of threads at once on the same client, including several generations at a
- * time. Only `provd_client_close` needs the client to be otherwise unused.
+ * time. Only `provd_client_free` needs the client to be otherwise unused.
  *
  * Limits the daemon sets per connection, told in its hello: at most
  * `provd_client_max_streams` generations run at once on one client (64 by default; the
@@ -530,7 +531,7 @@ typedef struct provd_provider_counters {
  * `index` counts chunks from 0. Return `PROVD_CONTINUE` or `PROVD_STOP`.
  *
  * Called on the thread that called `provd_client_generate`. It may call any libprovd
- * function (a nested generation, a cancel) except `provd_client_close` on the client it
+ * function (a nested generation, a cancel) except `provd_client_free` on the client it
  * runs on. It must not unwind (a C++ exception or a Rust panic) into the library.
  */
 typedef int (*provd_chunk_callback)(void *userdata,
@@ -730,7 +731,7 @@ void provd_cancel_token_free(struct provd_cancel_token *token);
  * takes paths; no terminator needed). NULL means the default path: `$PROVD_SOCKET`, else
  * `$XDG_RUNTIME_DIR/provd/provd.sock`, else `/run/provd/provd.sock` for root, else
  * `/tmp/provd-<uid>/provd.sock`. On success `*client_out` is a new client the caller
- * closes with `provd_client_close`; on failure it is NULL.
+ * frees with `provd_client_free`; on failure it is NULL.
  *
  * Errors: `PROVD_UNAVAILABLE` (no daemon listens there, or it closed the connection),
  * `PROVD_PERMISSION_DENIED` (the socket's permissions refuse this user),
@@ -791,6 +792,13 @@ provd_status provd_client_max_frame_bytes(const struct provd_client *client,
  * started from it stay usable until they are freed: they keep the connection open. The
  * connection closes and the background thread ends when the client and all its streams
  * are freed; the last of those calls waits for the thread to end.
+ */
+void provd_client_free(struct provd_client *client);
+
+/**
+ * The former name of `provd_client_free`, kept so that programs written against earlier
+ * releases keep compiling and linking: the same function, with the same rules. New code
+ * calls `provd_client_free`, like every other object's free function.
  */
 void provd_client_close(struct provd_client *client);
 

@@ -1,4 +1,4 @@
-//! The connection handle: connect, close, and the short requests (ping, lists, status).
+//! The connection handle: connect, free, and the short requests (ping, lists, status).
 //!
 //! A `provd_client` wraps [`::provd_client::blocking::Client`]: one connection to the
 //! daemon and one background thread (named `provd-client`) that reads it and routes each
@@ -24,11 +24,11 @@ use crate::status::provd_status;
 const CLIENT_NAME: &str = "libprovd";
 
 /// A connection to the daemon. Made by `provd_client_connect` (or
-/// `provd_client_connect_with_options`), closed and freed by `provd_client_close`.
+/// `provd_client_connect_with_options`), closed and freed by `provd_client_free`.
 ///
 /// Thread-safe: every function that takes a `const provd_client *` may be called from
 /// any number of threads at once on the same client, including several generations at a
-/// time. Only `provd_client_close` needs the client to be otherwise unused.
+/// time. Only `provd_client_free` needs the client to be otherwise unused.
 ///
 /// Limits the daemon sets per connection, told in its hello: at most
 /// `provd_client_max_streams` generations run at once on one client (64 by default; the
@@ -92,7 +92,7 @@ unsafe fn socket_path(path: *const c_char, len: usize) -> Result<PathBuf, Error>
 /// takes paths; no terminator needed). NULL means the default path: `$PROVD_SOCKET`, else
 /// `$XDG_RUNTIME_DIR/provd/provd.sock`, else `/run/provd/provd.sock` for root, else
 /// `/tmp/provd-<uid>/provd.sock`. On success `*client_out` is a new client the caller
-/// closes with `provd_client_close`; on failure it is NULL.
+/// frees with `provd_client_free`; on failure it is NULL.
 ///
 /// Errors: `PROVD_UNAVAILABLE` (no daemon listens there, or it closed the connection),
 /// `PROVD_PERMISSION_DENIED` (the socket's permissions refuse this user),
@@ -222,12 +222,20 @@ pub extern "C" fn provd_client_max_frame_bytes(
 /// connection closes and the background thread ends when the client and all its streams
 /// are freed; the last of those calls waits for the thread to end.
 #[no_mangle]
-pub extern "C" fn provd_client_close(client: *mut provd_client) {
+pub extern "C" fn provd_client_free(client: *mut provd_client) {
     crate::panic::free(|| {
         // SAFETY: the header requires `client` to be NULL or a client from
-        // provd_client_connect, closed only this once and not in use by another thread.
+        // provd_client_connect, freed only this once and not in use by another thread.
         drop(unsafe { args::take(client) });
     })
+}
+
+/// The former name of `provd_client_free`, kept so that programs written against earlier
+/// releases keep compiling and linking: the same function, with the same rules. New code
+/// calls `provd_client_free`, like every other object's free function.
+#[no_mangle]
+pub extern "C" fn provd_client_close(client: *mut provd_client) {
+    provd_client_free(client)
 }
 
 /// Borrows the client argument of a request function.

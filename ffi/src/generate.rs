@@ -35,7 +35,7 @@ pub const PROVD_STOP: c_int = 1;
 /// `index` counts chunks from 0. Return `PROVD_CONTINUE` or `PROVD_STOP`.
 ///
 /// Called on the thread that called `provd_client_generate`. It may call any libprovd
-/// function (a nested generation, a cancel) except `provd_client_close` on the client it
+/// function (a nested generation, a cancel) except `provd_client_free` on the client it
 /// runs on. It must not unwind (a C++ exception or a Rust panic) into the library.
 pub type provd_chunk_callback = Option<
     unsafe extern "C" fn(

@@ -1,6 +1,7 @@
 //! The conventions of `ffi/CONTRIBUTING.md` that a reader of the source can check, checked
 //! on the source: every exported function runs inside the panic boundary, entered through
-//! a macro that names the function itself (never a string that could name another one).
+//! a macro that names the function itself (never a string that could name another one),
+//! and every opaque object has its `_free` function.
 
 use std::path::Path;
 
@@ -13,6 +14,10 @@ const NEVER_FAIL: &[&str] = &[
     "provd_finish_reason_name",
     "provd_connect_options_default",
 ];
+
+/// Exported functions kept under an older name: (alias, the function it calls, whose own
+/// body enters the boundary).
+const ALIASES: &[(&str, &str)] = &[("provd_client_close", "provd_client_free")];
 
 /// How an exported function may enter the boundary.
 const ENTRIES: &[&str] = &[
@@ -64,7 +69,11 @@ fn every_exported_function_enters_the_panic_boundary_through_a_macro_that_names_
     let mut outside = Vec::new();
     let mut named_by_hand = Vec::new();
     for e in &exports {
+        let alias = ALIASES.iter().any(|(alias, target)| {
+            *alias == e.name && e.body.trim_end().ends_with(&format!("{target}(client)"))
+        });
         if !NEVER_FAIL.contains(&e.name.as_str())
+            && !alias
             && !ENTRIES.iter().any(|entry| e.body.contains(entry))
         {
             outside.push(format!("{} ({})", e.name, e.file));
@@ -81,4 +90,38 @@ fn every_exported_function_enters_the_panic_boundary_through_a_macro_that_names_
         named_by_hand.is_empty(),
         "function names written as strings (the macros name the function): {named_by_hand:?}"
     );
+}
+
+#[test]
+fn every_opaque_object_has_a_free_function() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let names: Vec<String> = exports().into_iter().map(|e| e.name).collect();
+    let mut missing = Vec::new();
+    let mut opaque = 0;
+    for entry in std::fs::read_dir(&src).expect("ffi/src is readable") {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let Some(rest) = line.strip_prefix("pub struct provd_") else {
+                continue;
+            };
+            // A `#[repr(C)]` struct is a value C holds; any other is an opaque object
+            // behind a pointer, which C must be able to free.
+            let attributes = lines[..i]
+                .iter()
+                .rev()
+                .take_while(|l| l.starts_with("#[") || l.starts_with("///"));
+            if attributes.clone().any(|l| l.starts_with("#[repr(C)]")) {
+                continue;
+            }
+            opaque += 1;
+            let name = format!("provd_{}", rest.split([' ', '{']).next().unwrap());
+            let free = format!("{}_free", name);
+            if !names.contains(&free) {
+                missing.push(free);
+            }
+        }
+    }
+    assert!(opaque >= 8, "found only {opaque} opaque objects");
+    assert!(missing.is_empty(), "missing free functions: {missing:?}");
 }
