@@ -369,3 +369,57 @@ where
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::workspace;
+    use std::path::Path;
+
+    /// Every file under `dir`, as paths relative to `dir`.
+    fn files(dir: &Path, prefix: &str, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let entry = entry.expect("a directory entry");
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = format!("{prefix}{name}");
+            if entry.file_type().expect("a file type").is_dir() {
+                if name != "__pycache__" {
+                    files(&entry.path(), &format!("{path}/"), out);
+                }
+            } else if !name.ends_with(".pyc") {
+                out.push(path);
+            }
+        }
+    }
+
+    #[test]
+    fn every_test_file_is_in_the_readme() {
+        let tests = workspace().join("tests");
+        let readme = std::fs::read_to_string(tests.join("README.md")).expect("tests/README.md");
+        let mut missing = Vec::new();
+        // Each table names its files relative to its own directory.
+        for (dir, prefix) in [
+            ("tests", ""),
+            ("src", ""),
+            ("src/bin", ""),
+            ("c", "c/"),
+            ("cpp", "cpp/"),
+            ("go", "go/"),
+            ("python", "python/"),
+        ] {
+            let mut found = Vec::new();
+            files(&tests.join(dir), prefix, &mut found);
+            for file in found {
+                if dir == "src" && file.starts_with("bin/") {
+                    continue;
+                }
+                if !readme.contains(&format!("`{file}`")) {
+                    missing.push(format!("tests/{dir}/{}", file.trim_start_matches(prefix)));
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "tests/README.md says nothing of {missing:?}: add a row saying what each tests"
+        );
+    }
+}
