@@ -10,8 +10,9 @@
 //! - every fallible function returns a [`provd_status`]; the details of a failure come
 //!   back as a [`error::provd_error`] object through an out-parameter, never through a
 //!   thread-local "last error" (Go moves goroutines between OS threads);
-//! - handles are opaque pointers, each with its free function;
-//! - every exported function runs inside [`panic::boundary`] (or one of its siblings),
+//! - handles are opaque pointers, each `provd_T` with its free function `provd_T_free`;
+//! - every exported function runs inside the panic boundary of [`mod@panic`], entered through
+//!   a macro (`boundary!`, `accessor!`) that names the function from the function itself,
 //!   which catches panics and turns them into `PROVD_INTERNAL`;
 //! - borrowed strings go in as pointer + length and are checked for NULL and UTF-8 in
 //!   [`args`]; strings the library lends out are [`provd_str`].

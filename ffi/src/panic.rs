@@ -6,11 +6,11 @@
 //! on entry and to a new error object on failure, in exactly one place, so no function
 //! can forget it and no failure loses its message.
 //!
-//! Exported functions enter the boundary through the macros [`boundary!`] and
-//! [`accessor!`], which name the function they are written in (for the "`function`:
+//! Exported functions enter the boundary through the macros `boundary!` and
+//! `accessor!`, which name the function they are written in (for the "`function`:
 //! argument ... is NULL" and "`function` panicked" messages) from the function itself, so
 //! a renamed or copied function can never carry another one's name. Free functions use
-//! [`free`], which has nothing to report and so needs no name.
+//! `free`, which has nothing to report and so needs no name.
 
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -1,4 +1,4 @@
-//! Strings the library lends to C: [`provd_str`], and [`NulString`], the owned string
+//! Strings the library lends to C: [`provd_str`], and `NulString`, the owned string
 //! behind it.
 
 use std::ffi::c_char;
