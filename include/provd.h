@@ -15,8 +15,9 @@
  * failures, a NULL argument or an index out of range, are fully said by the status.
  *
  * Ownership. Objects come from a constructor or an out-parameter `T **x_out` and belong
- * to the caller, who frees each exactly once with its free function (provd_client_close
- * for a client); free functions accept NULL. On failure, object out-parameters are set to
+ * to the caller, who frees each exactly once with its free function, provd_T_free
+ * (provd_client_close is the older name of provd_client_free and stays as an alias);
+ * free functions accept NULL. On failure, object out-parameters are set to
  * NULL. Strings the caller passes are pointer + length (no terminator needed), must be
  * UTF-8 (otherwise PROVD_INVALID_UTF8; socket paths are bytes), and are copied before the
  * call returns. Strings the library lends (provd_str) are UTF-8, NUL-terminated for
@@ -246,11 +247,11 @@ typedef struct provd_cancel_token provd_cancel_token;
 
 /**
  * A connection to the daemon. Made by `provd_client_connect` (or
- * `provd_client_connect_with_options`), closed and freed by `provd_client_close`.
+ * `provd_client_connect_with_options`), closed and freed by `provd_client_free`.
  *
  * Thread-safe: every function that takes a `const provd_client *` may be called from
  * any number of threads at once on the same client, including several generations at a
- * time. Only `provd_client_close` needs the client to be otherwise unused.
+ * time. Only `provd_client_free` needs the client to be otherwise unused.
  *
  * Limits the daemon sets per connection, told in its hello: at most
  * `provd_client_max_streams` generations run at once on one client (64 by default; the
@@ -322,31 +323,6 @@ typedef struct provd_request provd_request;
 typedef struct provd_stream provd_stream;
 
 /**
- * The client's deadlines, in milliseconds; 0 means no deadline for that step. A missed
- * deadline is `PROVD_TIMEOUT`, with a message naming the step and the deadline.
- *
- * Start from `provd_connect_options_default()` and change the fields you need, so that
- * a program keeps sensible values for the others.
- */
-typedef struct provd_connect_options {
-  /**
-   * Reaching the socket (checking it and connecting). Default 5000.
-   */
-  uint32_t connect_timeout_ms;
-  /**
-   * The daemon's answer to the hello, once connected. Default 5000.
-   */
-  uint32_t hello_timeout_ms;
-  /**
-   * Each later blocking call: the whole round trip of ping, the lists, status and
-   * cancel; the start of a generation; and the wait for each next chunk or the end of
-   * a generation (`provd_client_generate` and `provd_stream_next`), after which the
-   * generation is cancelled in the daemon. Default 0 (none: a model may think long).
-   */
-  uint32_t call_timeout_ms;
-} provd_connect_options;
-
-/**
  * A string the library lends to the caller: `len` bytes of UTF-8 at `data`.
  *
  * `data[len]` is always a NUL byte, so `data` can be printed with `%s`, but `len` is
@@ -385,74 +361,29 @@ typedef struct provd_usage {
 } provd_usage;
 
 /**
- * Receives one chunk of a generation.
+ * The client's deadlines, in milliseconds; 0 means no deadline for that step. A missed
+ * deadline is `PROVD_TIMEOUT`, with a message naming the step and the deadline.
  *
- * `userdata` is the pointer given to `provd_client_generate`; `text` is `len` bytes of
- * UTF-8 followed by a NUL, valid only until the callback returns (copy what you keep);
- * `index` counts chunks from 0. Return `PROVD_CONTINUE` or `PROVD_STOP`.
- *
- * Called on the thread that called `provd_client_generate`. It may call any libprovd
- * function (a nested generation, a cancel) except `provd_client_close` on the client it
- * runs on. It must not unwind (a C++ exception or a Rust panic) into the library.
+ * Start from `provd_connect_options_default()` and change the fields you need, so that
+ * a program keeps sensible values for the others.
  */
-typedef int (*provd_chunk_callback)(void *userdata,
-                                    const char *text,
-                                    size_t len,
-                                    uint32_t index);
-
-/**
- * One configured provider, as a view into a `provd_provider_list`.
- */
-typedef struct provd_provider_info {
+typedef struct provd_connect_options {
   /**
-   * The provider id (`[providers.<id>]`), to pass to `provd_request_set_provider`.
+   * Reaching the socket (checking it and connecting). Default 5000.
    */
-  struct provd_str id;
+  uint32_t connect_timeout_ms;
   /**
-   * The provider type (`type` on the wire): `anthropic`, `openai`,
-   * `openai-compatible`, `ollama`, `gemini` or `mock`.
+   * The daemon's answer to the hello, once connected. Default 5000.
    */
-  struct provd_str kind;
+  uint32_t hello_timeout_ms;
   /**
-   * The model used when a request names none; absent (NULL data) if there is none.
+   * Each later blocking call: the whole round trip of ping, the lists, status and
+   * cancel; the start of a generation; and the wait for each next chunk or the end of
+   * a generation (`provd_client_generate` and `provd_stream_next`), after which the
+   * generation is cancelled in the daemon. Default 0 (none: a model may think long).
    */
-  struct provd_str default_model;
-  /**
-   * Whether this is the daemon's default provider.
-   */
-  bool is_default;
-  /**
-   * How many capabilities `provd_provider_list_capability` can read (index 0 to
-   * `capabilities_len - 1`).
-   */
-  size_t capabilities_len;
-} provd_provider_info;
-
-/**
- * One model, as a view into a `provd_model_list`.
- */
-typedef struct provd_model_info {
-  /**
-   * The model id, to pass to `provd_request_set_model`.
-   */
-  struct provd_str id;
-  /**
-   * The id of the provider that offers it.
-   */
-  struct provd_str provider;
-  /**
-   * A human-readable name; absent (NULL data) if the provider has none.
-   */
-  struct provd_str display_name;
-  /**
-   * The context window in tokens; 0 when unknown.
-   */
-  uint32_t context_window;
-  /**
-   * The creation time in seconds since the Unix epoch; 0 when unknown.
-   */
-  uint64_t created_at;
-} provd_model_info;
+  uint32_t call_timeout_ms;
+} provd_connect_options;
 
 /**
  * The daemon-wide part of a `provd_daemon_status`, as a view into it.
@@ -592,158 +523,79 @@ typedef struct provd_provider_counters {
   struct provd_metrics metrics;
 } provd_provider_counters;
 
+/**
+ * Receives one chunk of a generation.
+ *
+ * `userdata` is the pointer given to `provd_client_generate`; `text` is `len` bytes of
+ * UTF-8 followed by a NUL, valid only until the callback returns (copy what you keep);
+ * `index` counts chunks from 0. Return `PROVD_CONTINUE` or `PROVD_STOP`.
+ *
+ * Called on the thread that called `provd_client_generate`. It may call any libprovd
+ * function (a nested generation, a cancel) except `provd_client_free` on the client it
+ * runs on. It must not unwind (a C++ exception or a Rust panic) into the library.
+ */
+typedef int (*provd_chunk_callback)(void *userdata,
+                                    const char *text,
+                                    size_t len,
+                                    uint32_t index);
+
+/**
+ * One model, as a view into a `provd_model_list`.
+ */
+typedef struct provd_model_info {
+  /**
+   * The model id, to pass to `provd_request_set_model`.
+   */
+  struct provd_str id;
+  /**
+   * The id of the provider that offers it.
+   */
+  struct provd_str provider;
+  /**
+   * A human-readable name; absent (NULL data) if the provider has none.
+   */
+  struct provd_str display_name;
+  /**
+   * The context window in tokens; 0 when unknown.
+   */
+  uint32_t context_window;
+  /**
+   * The creation time in seconds since the Unix epoch; 0 when unknown.
+   */
+  uint64_t created_at;
+} provd_model_info;
+
+/**
+ * One configured provider, as a view into a `provd_provider_list`.
+ */
+typedef struct provd_provider_info {
+  /**
+   * The provider id (`[providers.<id>]`), to pass to `provd_request_set_provider`.
+   */
+  struct provd_str id;
+  /**
+   * The provider type (`type` on the wire): `anthropic`, `openai`,
+   * `openai-compatible`, `ollama`, `gemini` or `mock`.
+   */
+  struct provd_str kind;
+  /**
+   * The model used when a request names none; absent (NULL data) if there is none.
+   */
+  struct provd_str default_model;
+  /**
+   * Whether this is the daemon's default provider.
+   */
+  bool is_default;
+  /**
+   * How many capabilities `provd_provider_list_capability` can read (index 0 to
+   * `capabilities_len - 1`).
+   */
+  size_t capabilities_len;
+} provd_provider_info;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
-
-/**
- * The library's version, e.g. `"0.1.0"`: a static NUL-terminated string; never free it.
- *
- * Thread-safe; never fails.
- */
-const char *provd_version(void);
-
-/**
- * The protocol version this library speaks: `PROVD_PROTOCOL_VERSION`.
- *
- * Thread-safe; never fails.
- */
-uint32_t provd_protocol_version(void);
-
-/**
- * Connects to the daemon and exchanges the protocol hello.
- *
- * `path` is the socket path as `path_len` bytes (on Unix any bytes but NUL, as the OS
- * takes paths; no terminator needed). NULL means the default path: `$PROVD_SOCKET`, else
- * `$XDG_RUNTIME_DIR/provd/provd.sock`, else `/run/provd/provd.sock` for root, else
- * `/tmp/provd-<uid>/provd.sock`. On success `*client_out` is a new client the caller
- * closes with `provd_client_close`; on failure it is NULL.
- *
- * Errors: `PROVD_UNAVAILABLE` (no daemon listens there, or it closed the connection),
- * `PROVD_PERMISSION_DENIED` (the socket's permissions refuse this user),
- * `PROVD_PROTOCOL_ERROR` (the daemon speaks another protocol version, the message naming
- * both; or the process on the socket answered with bytes that are not provd frames),
- * `PROVD_TIMEOUT` (nothing answered the hello in time), `PROVD_NULL_ARGUMENT`
- * (client_out), `PROVD_INVALID_ARGUMENT` (an empty path, one with a NUL byte, or one too
- * long for a socket address).
- *
- * Deadlines: the default ones of `provd_connect_options_default` (5 s to reach the
- * socket, 5 s for the daemon's answer to the hello, no deadline per call), so a process
- * on the socket that accepts but never answers gives `PROVD_TIMEOUT` rather than a hang.
- * `provd_client_connect_with_options` sets others.
- *
- * Thread-safe. Starts the client's background thread.
- */
-provd_status provd_client_connect(const char *path,
-                                  size_t path_len,
-                                  struct provd_client **client_out,
-                                  struct provd_error **err_out);
-
-/**
- * The default deadlines, those `provd_client_connect` uses: 5000 ms to connect, 5000 ms
- * for the hello's answer, no deadline per call.
- *
- * Thread-safe; never fails.
- */
-struct provd_connect_options provd_connect_options_default(void);
-
-/**
- * `provd_client_connect` with the deadlines of `*options` (read, not kept; NULL means
- * the defaults). Errors as `provd_client_connect`, and `PROVD_TIMEOUT` when a deadline
- * passes.
- *
- * Thread-safe. Starts the client's background thread.
- */
-provd_status provd_client_connect_with_options(const char *path,
-                                               size_t path_len,
-                                               const struct provd_connect_options *options,
-                                               struct provd_client **client_out,
-                                               struct provd_error **err_out);
-
-/**
- * How many generations may run at once on this client, as the daemon said in its hello
- * (`max_streams`; 64 by default, `[daemon] max_streams_per_connection`). One more fails with `PROVD_OVERLOADED`.
- *
- * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL. Thread-safe.
- */
-provd_status provd_client_max_streams(const struct provd_client *client,
-                                      uint32_t *max_out);
-
-/**
- * The largest request, in bytes of encoded MessagePack, the daemon accepts on this
- * client (`max_frame_bytes` of its hello; 4 MiB by default, `[daemon] max_frame_bytes`). A larger request fails
- * at generate with `PROVD_INVALID_REQUEST` before anything is sent.
- *
- * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL. Thread-safe.
- */
-provd_status provd_client_max_frame_bytes(const struct provd_client *client,
-                                          uint32_t *max_out);
-
-/**
- * Closes the connection and frees the client. NULL is ignored.
- *
- * No other thread may be using the client, and it must not be used afterwards. Streams
- * started from it stay usable until they are freed: they keep the connection open. The
- * connection closes and the background thread ends when the client and all its streams
- * are freed; the last of those calls waits for the thread to end.
- */
-void provd_client_close(struct provd_client *client);
-
-/**
- * One round trip to the daemon: a liveness check.
- *
- * Errors: `PROVD_UNAVAILABLE` (the connection is lost), `PROVD_NULL_ARGUMENT`.
- * Thread-safe.
- */
-provd_status provd_client_ping(const struct provd_client *client,
-                               struct provd_error **err_out);
-
-/**
- * Lists the configured providers into `*list_out` (NULL on failure), which the caller
- * frees with `provd_provider_list_free`.
- *
- * Errors: `PROVD_UNAVAILABLE`, `PROVD_NULL_ARGUMENT`. Thread-safe.
- */
-provd_status provd_client_list_providers(const struct provd_client *client,
-                                         struct provd_provider_list **list_out,
-                                         struct provd_error **err_out);
-
-/**
- * Lists the models of one provider (`provider`: `len` bytes of UTF-8) or, with
- * `provider` NULL, of every provider, into `*list_out` (NULL on failure), which the
- * caller frees with `provd_model_list_free`. When every provider is listed, providers
- * that could not be asked are reported inside the list
- * (`provd_model_list_failure`), and the others' models are still there.
- *
- * Errors: `PROVD_NOT_FOUND` (an unknown provider), the provider's own error,
- * `PROVD_UNAVAILABLE`, `PROVD_NULL_ARGUMENT`, `PROVD_INVALID_UTF8`. Thread-safe.
- */
-provd_status provd_client_list_models(const struct provd_client *client,
-                                      const char *provider,
-                                      size_t len,
-                                      struct provd_model_list **list_out,
-                                      struct provd_error **err_out);
-
-/**
- * The daemon's status (version, uptime, connections, running streams, and each
- * provider instance with its counters) into `*status_out` (NULL on failure), which the
- * caller frees with `provd_daemon_status_free`.
- *
- * Errors: `PROVD_UNAVAILABLE`, `PROVD_NULL_ARGUMENT`. Thread-safe.
- */
-provd_status provd_client_status(const struct provd_client *client,
-                                 struct provd_daemon_status **status_out,
-                                 struct provd_error **err_out);
-
-/**
- * The name of a status, e.g. `"rate_limited"` for `PROVD_RATE_LIMITED` (the wire name
- * for the daemon's codes), or `"unknown"` for a number that is no status. A static
- * NUL-terminated string; never free it.
- *
- * `status` is an `unsigned int` rather than a `provd_status` so that any number is safe
- * to pass. Thread-safe; never fails.
- */
-const char *provd_status_name(uint32_t status);
 
 /**
  * The status code of `err` (never `PROVD_OK`), or `PROVD_NULL_ARGUMENT` when `err` is
@@ -813,6 +665,239 @@ provd_status provd_error_usage(const struct provd_error *err,
 void provd_error_free(struct provd_error *err);
 
 /**
+ * The name of a status, e.g. `"rate_limited"` for `PROVD_RATE_LIMITED` (the wire name
+ * for the daemon's codes), or `"unknown"` for a number that is no status. A static
+ * NUL-terminated string; never free it.
+ *
+ * `status` is an `unsigned int` rather than a `provd_status` so that any number is safe
+ * to pass. Thread-safe; never fails.
+ */
+const char *provd_status_name(uint32_t status);
+
+/**
+ * The library's version, e.g. `"0.1.0"`: a static NUL-terminated string; never free it.
+ *
+ * Thread-safe; never fails.
+ */
+const char *provd_version(void);
+
+/**
+ * The protocol version this library speaks: `PROVD_PROTOCOL_VERSION`.
+ *
+ * Thread-safe; never fails.
+ */
+uint32_t provd_protocol_version(void);
+
+/**
+ * Makes a cancel token in `*token_out`; the caller frees it with
+ * `provd_cancel_token_free`.
+ *
+ * Errors: `PROVD_NULL_ARGUMENT` (token_out). Thread-safe.
+ */
+provd_status provd_cancel_token_new(struct provd_cancel_token **token_out,
+                                    struct provd_error **err_out);
+
+/**
+ * Cancels every generation running with `token` and marks it cancelled for good. Blocks
+ * for one round trip to the daemon per running generation; the generations then end
+ * with `PROVD_CANCELLED` (or normally, if they finished first).
+ *
+ * Errors: `PROVD_NULL_ARGUMENT`, `PROVD_UNAVAILABLE` (the connection of a generation is
+ * lost; that generation ends with the same error). A generation that has just finished
+ * is not an error.
+ *
+ * Thread-safe: call it from any thread, including from a chunk callback.
+ */
+provd_status provd_cancel_token_cancel(const struct provd_cancel_token *token,
+                                       struct provd_error **err_out);
+
+/**
+ * Whether `token` has been cancelled, through `cancelled_out`.
+ *
+ * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL. Thread-safe.
+ */
+provd_status provd_cancel_token_is_cancelled(const struct provd_cancel_token *token,
+                                             bool *cancelled_out);
+
+/**
+ * Frees a cancel token. NULL is ignored. No generation may be running with it.
+ */
+void provd_cancel_token_free(struct provd_cancel_token *token);
+
+/**
+ * Connects to the daemon and exchanges the protocol hello.
+ *
+ * `path` is the socket path as `path_len` bytes (on Unix any bytes but NUL, as the OS
+ * takes paths; no terminator needed). NULL means the default path: `$PROVD_SOCKET`, else
+ * `$XDG_RUNTIME_DIR/provd/provd.sock`, else `/run/provd/provd.sock` for root, else
+ * `/tmp/provd-<uid>/provd.sock`. On success `*client_out` is a new client the caller
+ * frees with `provd_client_free`; on failure it is NULL.
+ *
+ * Errors: `PROVD_UNAVAILABLE` (no daemon listens there, or it closed the connection),
+ * `PROVD_PERMISSION_DENIED` (the socket's permissions refuse this user),
+ * `PROVD_PROTOCOL_ERROR` (the daemon speaks another protocol version, the message naming
+ * both; or the process on the socket answered with bytes that are not provd frames),
+ * `PROVD_TIMEOUT` (nothing answered the hello in time), `PROVD_NULL_ARGUMENT`
+ * (client_out), `PROVD_INVALID_ARGUMENT` (an empty path, one with a NUL byte, or one too
+ * long for a socket address).
+ *
+ * Deadlines: the default ones of `provd_connect_options_default` (5 s to reach the
+ * socket, 5 s for the daemon's answer to the hello, no deadline per call), so a process
+ * on the socket that accepts but never answers gives `PROVD_TIMEOUT` rather than a hang.
+ * `provd_client_connect_with_options` sets others.
+ *
+ * Thread-safe. Starts the client's background thread.
+ */
+provd_status provd_client_connect(const char *path,
+                                  size_t path_len,
+                                  struct provd_client **client_out,
+                                  struct provd_error **err_out);
+
+/**
+ * `provd_client_connect` with the deadlines of `*options` (read, not kept; NULL means
+ * the defaults). Errors as `provd_client_connect`, and `PROVD_TIMEOUT` when a deadline
+ * passes.
+ *
+ * Thread-safe. Starts the client's background thread.
+ */
+provd_status provd_client_connect_with_options(const char *path,
+                                               size_t path_len,
+                                               const struct provd_connect_options *options,
+                                               struct provd_client **client_out,
+                                               struct provd_error **err_out);
+
+/**
+ * How many generations may run at once on this client, as the daemon said in its hello
+ * (`max_streams`; 64 by default, `[daemon] max_streams_per_connection`). One more fails with `PROVD_OVERLOADED`.
+ *
+ * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL. Thread-safe.
+ */
+provd_status provd_client_max_streams(const struct provd_client *client,
+                                      uint32_t *max_out);
+
+/**
+ * The largest request, in bytes of encoded MessagePack, the daemon accepts on this
+ * client (`max_frame_bytes` of its hello; 4 MiB by default, `[daemon] max_frame_bytes`). A larger request fails
+ * at generate with `PROVD_INVALID_REQUEST` before anything is sent.
+ *
+ * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL. Thread-safe.
+ */
+provd_status provd_client_max_frame_bytes(const struct provd_client *client,
+                                          uint32_t *max_out);
+
+/**
+ * Closes the connection and frees the client. NULL is ignored.
+ *
+ * No other thread may be using the client, and it must not be used afterwards. Streams
+ * started from it stay usable until they are freed: they keep the connection open. The
+ * connection closes and the background thread ends when the client and all its streams
+ * are freed; the last of those calls waits for the thread to end.
+ */
+void provd_client_free(struct provd_client *client);
+
+/**
+ * The former name of `provd_client_free`, kept so that programs written against earlier
+ * releases keep compiling and linking: the same function, with the same rules. New code
+ * calls `provd_client_free`, like every other object's free function.
+ */
+void provd_client_close(struct provd_client *client);
+
+/**
+ * One round trip to the daemon: a liveness check.
+ *
+ * Errors: `PROVD_UNAVAILABLE` (the connection is lost), `PROVD_NULL_ARGUMENT`.
+ * Thread-safe.
+ */
+provd_status provd_client_ping(const struct provd_client *client,
+                               struct provd_error **err_out);
+
+/**
+ * Lists the configured providers into `*list_out` (NULL on failure), which the caller
+ * frees with `provd_provider_list_free`.
+ *
+ * Errors: `PROVD_UNAVAILABLE`, `PROVD_NULL_ARGUMENT`. Thread-safe.
+ */
+provd_status provd_client_list_providers(const struct provd_client *client,
+                                         struct provd_provider_list **list_out,
+                                         struct provd_error **err_out);
+
+/**
+ * Lists the models of one provider (`provider`: `len` bytes of UTF-8) or, with
+ * `provider` NULL, of every provider, into `*list_out` (NULL on failure), which the
+ * caller frees with `provd_model_list_free`. When every provider is listed, providers
+ * that could not be asked are reported inside the list
+ * (`provd_model_list_failure`), and the others' models are still there.
+ *
+ * Errors: `PROVD_NOT_FOUND` (an unknown provider), the provider's own error,
+ * `PROVD_UNAVAILABLE`, `PROVD_NULL_ARGUMENT`, `PROVD_INVALID_UTF8`. Thread-safe.
+ */
+provd_status provd_client_list_models(const struct provd_client *client,
+                                      const char *provider,
+                                      size_t len,
+                                      struct provd_model_list **list_out,
+                                      struct provd_error **err_out);
+
+/**
+ * The daemon's status (version, uptime, connections, running streams, and each
+ * provider instance with its counters) into `*status_out` (NULL on failure), which the
+ * caller frees with `provd_daemon_status_free`.
+ *
+ * Errors: `PROVD_UNAVAILABLE`, `PROVD_NULL_ARGUMENT`. Thread-safe.
+ */
+provd_status provd_client_status(const struct provd_client *client,
+                                 struct provd_daemon_status **status_out,
+                                 struct provd_error **err_out);
+
+/**
+ * The default deadlines, those `provd_client_connect` uses: 5000 ms to connect, 5000 ms
+ * for the hello's answer, no deadline per call.
+ *
+ * Thread-safe; never fails.
+ */
+struct provd_connect_options provd_connect_options_default(void);
+
+/**
+ * The daemon-wide figures of `status`, through `info_out`.
+ *
+ * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL. Thread-safe.
+ */
+provd_status provd_daemon_status_get(const struct provd_daemon_status *status,
+                                     struct provd_daemon_info *info_out);
+
+/**
+ * Provider instance number `index` of `status`, through `info_out`.
+ *
+ * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL, `PROVD_INVALID_ARGUMENT` if
+ * `index` is out of range. Thread-safe.
+ */
+provd_status provd_daemon_status_instance(const struct provd_daemon_status *status,
+                                          size_t index,
+                                          struct provd_instance_info *info_out);
+
+/**
+ * The instance cache's figures of `status`, through `info_out`.
+ *
+ * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL. Thread-safe.
+ */
+provd_status provd_daemon_status_cache(const struct provd_daemon_status *status,
+                                       struct provd_cache_info *info_out);
+
+/**
+ * Provider number `index` of `status` (sorted by id), through `info_out`.
+ *
+ * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL, `PROVD_INVALID_ARGUMENT` if
+ * `index` is out of range. Thread-safe.
+ */
+provd_status provd_daemon_status_provider(const struct provd_daemon_status *status,
+                                          size_t index,
+                                          struct provd_provider_counters *info_out);
+
+/**
+ * Frees a daemon status. NULL is ignored; views into it become invalid.
+ */
+void provd_daemon_status_free(struct provd_daemon_status *status);
+
+/**
  * The token usage of the generation, through `usage_out`.
  *
  * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL. Thread-safe.
@@ -865,42 +950,6 @@ void provd_done_free(struct provd_done *done);
 const char *provd_finish_reason_name(uint32_t reason);
 
 /**
- * Makes a cancel token in `*token_out`; the caller frees it with
- * `provd_cancel_token_free`.
- *
- * Errors: `PROVD_NULL_ARGUMENT` (token_out). Thread-safe.
- */
-provd_status provd_cancel_token_new(struct provd_cancel_token **token_out,
-                                    struct provd_error **err_out);
-
-/**
- * Cancels every generation running with `token` and marks it cancelled for good. Blocks
- * for one round trip to the daemon per running generation; the generations then end
- * with `PROVD_CANCELLED` (or normally, if they finished first).
- *
- * Errors: `PROVD_NULL_ARGUMENT`, `PROVD_UNAVAILABLE` (the connection of a generation is
- * lost; that generation ends with the same error). A generation that has just finished
- * is not an error.
- *
- * Thread-safe: call it from any thread, including from a chunk callback.
- */
-provd_status provd_cancel_token_cancel(const struct provd_cancel_token *token,
-                                       struct provd_error **err_out);
-
-/**
- * Whether `token` has been cancelled, through `cancelled_out`.
- *
- * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL. Thread-safe.
- */
-provd_status provd_cancel_token_is_cancelled(const struct provd_cancel_token *token,
-                                             bool *cancelled_out);
-
-/**
- * Frees a cancel token. NULL is ignored. No generation may be running with it.
- */
-void provd_cancel_token_free(struct provd_cancel_token *token);
-
-/**
  * Runs a generation to its end, calling `on_chunk(userdata, text, len, index)` for each
  * chunk as it arrives.
  *
@@ -934,41 +983,6 @@ provd_status provd_client_generate(const struct provd_client *client,
                                    const struct provd_cancel_token *cancel,
                                    struct provd_done **done_out,
                                    struct provd_error **err_out);
-
-/**
- * The number of providers in `list`, through `len_out`.
- *
- * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL. Thread-safe.
- */
-provd_status provd_provider_list_len(const struct provd_provider_list *list,
-                                     size_t *len_out);
-
-/**
- * Provider number `index` of `list`, through `info_out`; its strings point into `list`.
- *
- * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL, `PROVD_INVALID_ARGUMENT` if
- * `index` is out of range. Thread-safe.
- */
-provd_status provd_provider_list_get(const struct provd_provider_list *list,
-                                     size_t index,
-                                     struct provd_provider_info *info_out);
-
-/**
- * Capability number `capability` (such as `streaming`) of provider number `index`,
- * through `capability_out`; it points into `list`.
- *
- * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL, `PROVD_INVALID_ARGUMENT` if an
- * index is out of range. Thread-safe.
- */
-provd_status provd_provider_list_capability(const struct provd_provider_list *list,
-                                            size_t index,
-                                            size_t capability,
-                                            struct provd_str *capability_out);
-
-/**
- * Frees a provider list. NULL is ignored; views into it become invalid.
- */
-void provd_provider_list_free(struct provd_provider_list *list);
 
 /**
  * The number of models in `list`, through `len_out`.
@@ -1016,45 +1030,39 @@ provd_status provd_model_list_failure(const struct provd_model_list *list,
 void provd_model_list_free(struct provd_model_list *list);
 
 /**
- * The daemon-wide figures of `status`, through `info_out`.
+ * The number of providers in `list`, through `len_out`.
  *
  * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL. Thread-safe.
  */
-provd_status provd_daemon_status_get(const struct provd_daemon_status *status,
-                                     struct provd_daemon_info *info_out);
+provd_status provd_provider_list_len(const struct provd_provider_list *list,
+                                     size_t *len_out);
 
 /**
- * Provider instance number `index` of `status`, through `info_out`.
+ * Provider number `index` of `list`, through `info_out`; its strings point into `list`.
  *
  * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL, `PROVD_INVALID_ARGUMENT` if
  * `index` is out of range. Thread-safe.
  */
-provd_status provd_daemon_status_instance(const struct provd_daemon_status *status,
-                                          size_t index,
-                                          struct provd_instance_info *info_out);
+provd_status provd_provider_list_get(const struct provd_provider_list *list,
+                                     size_t index,
+                                     struct provd_provider_info *info_out);
 
 /**
- * The instance cache's figures of `status`, through `info_out`.
+ * Capability number `capability` (such as `streaming`) of provider number `index`,
+ * through `capability_out`; it points into `list`.
  *
- * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL. Thread-safe.
+ * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL, `PROVD_INVALID_ARGUMENT` if an
+ * index is out of range. Thread-safe.
  */
-provd_status provd_daemon_status_cache(const struct provd_daemon_status *status,
-                                       struct provd_cache_info *info_out);
+provd_status provd_provider_list_capability(const struct provd_provider_list *list,
+                                            size_t index,
+                                            size_t capability,
+                                            struct provd_str *capability_out);
 
 /**
- * Provider number `index` of `status` (sorted by id), through `info_out`.
- *
- * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL, `PROVD_INVALID_ARGUMENT` if
- * `index` is out of range. Thread-safe.
+ * Frees a provider list. NULL is ignored; views into it become invalid.
  */
-provd_status provd_daemon_status_provider(const struct provd_daemon_status *status,
-                                          size_t index,
-                                          struct provd_provider_counters *info_out);
-
-/**
- * Frees a daemon status. NULL is ignored; views into it become invalid.
- */
-void provd_daemon_status_free(struct provd_daemon_status *status);
+void provd_provider_list_free(struct provd_provider_list *list);
 
 /**
  * Makes an empty request in `*request_out`; the caller frees it with

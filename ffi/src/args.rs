@@ -164,10 +164,20 @@ pub(crate) unsafe fn opt_text<'a>(
     unsafe { text(data, len, name) }.map(Some)
 }
 
+/// Looks up `index` in `items`, or says it is out of range.
+pub(crate) fn at<'a, T>(items: &'a [T], index: usize, what: &str) -> Result<&'a T, Error> {
+    items.get(index).ok_or_else(|| {
+        Error::invalid(
+            "index",
+            format!("is {index}, but the {what} has {} entries", items.len()),
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::provd_status;
+    use crate::status::provd_status;
 
     #[test]
     fn strings_are_checked_for_null_and_utf8() {

@@ -1,4 +1,4 @@
-//! The connection handle: connect, close, and the short requests (ping, lists, status).
+//! The connection handle: connect, free, and the short requests (ping, lists, status).
 //!
 //! A `provd_client` wraps [`::provd_client::blocking::Client`]: one connection to the
 //! daemon and one background thread (named `provd-client`) that reads it and routes each
@@ -8,24 +8,27 @@
 
 use std::ffi::c_char;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use ::provd_client::{blocking, ClientError, ConnectOptions};
 
 use crate::args;
-use crate::error::{provd_error, provd_status, Error};
-use crate::lists::{provd_daemon_status, provd_model_list, provd_provider_list};
-use crate::panic::boundary;
+use crate::connect_options::provd_connect_options;
+use crate::daemon_status::provd_daemon_status;
+use crate::error::{provd_error, Error};
+use crate::model_list::provd_model_list;
+use crate::panic::{accessor, boundary};
+use crate::provider_list::provd_provider_list;
+use crate::status::provd_status;
 
 /// The name the daemon logs for connections from this library.
 const CLIENT_NAME: &str = "libprovd";
 
 /// A connection to the daemon. Made by `provd_client_connect` (or
-/// `provd_client_connect_with_options`), closed and freed by `provd_client_close`.
+/// `provd_client_connect_with_options`), closed and freed by `provd_client_free`.
 ///
 /// Thread-safe: every function that takes a `const provd_client *` may be called from
 /// any number of threads at once on the same client, including several generations at a
-/// time. Only `provd_client_close` needs the client to be otherwise unused.
+/// time. Only `provd_client_free` needs the client to be otherwise unused.
 ///
 /// Limits the daemon sets per connection, told in its hello: at most
 /// `provd_client_max_streams` generations run at once on one client (64 by default; the
@@ -89,7 +92,7 @@ unsafe fn socket_path(path: *const c_char, len: usize) -> Result<PathBuf, Error>
 /// takes paths; no terminator needed). NULL means the default path: `$PROVD_SOCKET`, else
 /// `$XDG_RUNTIME_DIR/provd/provd.sock`, else `/run/provd/provd.sock` for root, else
 /// `/tmp/provd-<uid>/provd.sock`. On success `*client_out` is a new client the caller
-/// closes with `provd_client_close`; on failure it is NULL.
+/// frees with `provd_client_free`; on failure it is NULL.
 ///
 /// Errors: `PROVD_UNAVAILABLE` (no daemon listens there, or it closed the connection),
 /// `PROVD_PERMISSION_DENIED` (the socket's permissions refuse this user),
@@ -112,61 +115,11 @@ pub extern "C" fn provd_client_connect(
     client_out: *mut *mut provd_client,
     err_out: *mut *mut provd_error,
 ) -> provd_status {
-    boundary("provd_client_connect", err_out, || {
+    boundary!(err_out, || {
         // SAFETY: the header requires `client_out` to be NULL or writable, and `path` to
         // be NULL or `path_len` readable bytes.
         unsafe { connect(path, path_len, &ConnectOptions::new(), client_out) }
     })
-}
-
-/// The client's deadlines, in milliseconds; 0 means no deadline for that step. A missed
-/// deadline is `PROVD_TIMEOUT`, with a message naming the step and the deadline.
-///
-/// Start from `provd_connect_options_default()` and change the fields you need, so that
-/// a program keeps sensible values for the others.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct provd_connect_options {
-    /// Reaching the socket (checking it and connecting). Default 5000.
-    pub connect_timeout_ms: u32,
-    /// The daemon's answer to the hello, once connected. Default 5000.
-    pub hello_timeout_ms: u32,
-    /// Each later blocking call: the whole round trip of ping, the lists, status and
-    /// cancel; the start of a generation; and the wait for each next chunk or the end of
-    /// a generation (`provd_client_generate` and `provd_stream_next`), after which the
-    /// generation is cancelled in the daemon. Default 0 (none: a model may think long).
-    pub call_timeout_ms: u32,
-}
-
-fn millis(ms: u32) -> Option<Duration> {
-    (ms != 0).then(|| Duration::from_millis(ms.into()))
-}
-
-impl From<provd_connect_options> for ConnectOptions {
-    fn from(o: provd_connect_options) -> ConnectOptions {
-        ConnectOptions::new()
-            .connect_timeout(millis(o.connect_timeout_ms))
-            .hello_timeout(millis(o.hello_timeout_ms))
-            .call_timeout(millis(o.call_timeout_ms))
-    }
-}
-
-fn as_millis(d: Option<Duration>) -> u32 {
-    d.map_or(0, |d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX))
-}
-
-/// The default deadlines, those `provd_client_connect` uses: 5000 ms to connect, 5000 ms
-/// for the hello's answer, no deadline per call.
-///
-/// Thread-safe; never fails.
-#[no_mangle]
-pub extern "C" fn provd_connect_options_default() -> provd_connect_options {
-    let d = ConnectOptions::new();
-    provd_connect_options {
-        connect_timeout_ms: as_millis(d.connect_deadline()),
-        hello_timeout_ms: as_millis(d.hello_deadline()),
-        call_timeout_ms: as_millis(d.call_deadline()),
-    }
 }
 
 /// `provd_client_connect` with the deadlines of `*options` (read, not kept; NULL means
@@ -182,7 +135,7 @@ pub extern "C" fn provd_client_connect_with_options(
     client_out: *mut *mut provd_client,
     err_out: *mut *mut provd_error,
 ) -> provd_status {
-    boundary("provd_client_connect_with_options", err_out, || {
+    boundary!(err_out, || {
         let options = if options.is_null() {
             ConnectOptions::new()
         } else {
@@ -236,7 +189,7 @@ pub extern "C" fn provd_client_max_streams(
     client: *const provd_client,
     max_out: *mut u32,
 ) -> provd_status {
-    crate::panic::accessor(|| {
+    accessor!(|| {
         // SAFETY: the header requires a live client and a NULL or writable `max_out`.
         let (client, out) = unsafe { (borrow_client(client)?, args::out(max_out, "max_out")?) };
         out.write(client.daemon().max_streams);
@@ -254,7 +207,7 @@ pub extern "C" fn provd_client_max_frame_bytes(
     client: *const provd_client,
     max_out: *mut u32,
 ) -> provd_status {
-    crate::panic::accessor(|| {
+    accessor!(|| {
         // SAFETY: the header requires a live client and a NULL or writable `max_out`.
         let (client, out) = unsafe { (borrow_client(client)?, args::out(max_out, "max_out")?) };
         out.write(client.daemon().max_frame_bytes);
@@ -269,12 +222,20 @@ pub extern "C" fn provd_client_max_frame_bytes(
 /// connection closes and the background thread ends when the client and all its streams
 /// are freed; the last of those calls waits for the thread to end.
 #[no_mangle]
-pub extern "C" fn provd_client_close(client: *mut provd_client) {
+pub extern "C" fn provd_client_free(client: *mut provd_client) {
     crate::panic::free(|| {
         // SAFETY: the header requires `client` to be NULL or a client from
-        // provd_client_connect, closed only this once and not in use by another thread.
+        // provd_client_connect, freed only this once and not in use by another thread.
         drop(unsafe { args::take(client) });
     })
+}
+
+/// The former name of `provd_client_free`, kept so that programs written against earlier
+/// releases keep compiling and linking: the same function, with the same rules. New code
+/// calls `provd_client_free`, like every other object's free function.
+#[no_mangle]
+pub extern "C" fn provd_client_close(client: *mut provd_client) {
+    provd_client_free(client)
 }
 
 /// Borrows the client argument of a request function.
@@ -298,7 +259,7 @@ pub extern "C" fn provd_client_ping(
     client: *const provd_client,
     err_out: *mut *mut provd_error,
 ) -> provd_status {
-    boundary("provd_client_ping", err_out, || {
+    boundary!(err_out, || {
         // SAFETY: the header requires a live client.
         let client = unsafe { borrow_client(client) }?;
         client.ping()?;
@@ -316,7 +277,7 @@ pub extern "C" fn provd_client_list_providers(
     list_out: *mut *mut provd_provider_list,
     err_out: *mut *mut provd_error,
 ) -> provd_status {
-    boundary("provd_client_list_providers", err_out, || {
+    boundary!(err_out, || {
         // SAFETY: the header requires a live client and a NULL or writable `list_out`.
         let (out, client) = unsafe {
             (
@@ -346,7 +307,7 @@ pub extern "C" fn provd_client_list_models(
     list_out: *mut *mut provd_model_list,
     err_out: *mut *mut provd_error,
 ) -> provd_status {
-    boundary("provd_client_list_models", err_out, || {
+    boundary!(err_out, || {
         // SAFETY: the header requires a live client, a NULL or writable `list_out`, and
         // `provider` NULL or `len` readable bytes.
         let (out, client, provider) = unsafe {
@@ -373,7 +334,7 @@ pub extern "C" fn provd_client_status(
     status_out: *mut *mut provd_daemon_status,
     err_out: *mut *mut provd_error,
 ) -> provd_status {
-    boundary("provd_client_status", err_out, || {
+    boundary!(err_out, || {
         // SAFETY: the header requires a live client and a NULL or writable `status_out`.
         let (out, client) = unsafe {
             (

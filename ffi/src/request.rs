@@ -10,8 +10,9 @@ use std::ffi::c_char;
 use ::provd_client::{GenerateRequest, Message, Role};
 
 use crate::args;
-use crate::error::{provd_error, provd_status, Error};
-use crate::panic::boundary;
+use crate::error::{provd_error, Error};
+use crate::panic::{boundary, function_name, run_fallible};
+use crate::status::provd_status;
 
 /// Who said a message in a conversation (`provd_request_add_message`).
 #[repr(u32)]
@@ -45,7 +46,7 @@ pub extern "C" fn provd_request_new(
     request_out: *mut *mut provd_request,
     err_out: *mut *mut provd_error,
 ) -> provd_status {
-    boundary("provd_request_new", err_out, || {
+    boundary!(err_out, || {
         // SAFETY: the header requires `request_out` to be NULL or writable.
         let out = unsafe { args::out_object(request_out, "request_out") }?;
         out.write(args::give(provd_request {
@@ -69,14 +70,15 @@ pub extern "C" fn provd_request_free(request: *mut provd_request) {
     })
 }
 
-/// Runs a setter: checks the request pointer, then lets `set` change it.
+/// Runs a setter in the panic boundary, named `function` (the setter's
+/// [`function_name!`]): checks the request pointer, then lets `set` change it.
 fn set(
     function: &'static str,
     request: *mut provd_request,
     err_out: *mut *mut provd_error,
     set: impl FnOnce(&mut GenerateRequest) -> Result<(), Error>,
 ) -> provd_status {
-    boundary(function, err_out, || {
+    run_fallible(function, err_out, || {
         // SAFETY: the header requires `request` to be NULL or a live request that no
         // other thread uses while it is being changed.
         let request = unsafe { args::handle_mut(request, "request") }?;
@@ -107,7 +109,7 @@ pub extern "C" fn provd_request_set_provider(
     len: usize,
     err_out: *mut *mut provd_error,
 ) -> provd_status {
-    set("provd_request_set_provider", request, err_out, |r| {
+    set(function_name!(), request, err_out, |r| {
         // SAFETY: the header's rule for pointer + length arguments.
         r.provider = unsafe { owned(provider, len, "provider") }?;
         Ok(())
@@ -126,7 +128,7 @@ pub extern "C" fn provd_request_set_model(
     len: usize,
     err_out: *mut *mut provd_error,
 ) -> provd_status {
-    set("provd_request_set_model", request, err_out, |r| {
+    set(function_name!(), request, err_out, |r| {
         // SAFETY: the header's rule for pointer + length arguments.
         r.model = unsafe { owned(model, len, "model") }?;
         Ok(())
@@ -145,7 +147,7 @@ pub extern "C" fn provd_request_set_prompt(
     len: usize,
     err_out: *mut *mut provd_error,
 ) -> provd_status {
-    set("provd_request_set_prompt", request, err_out, |r| {
+    set(function_name!(), request, err_out, |r| {
         // SAFETY: the header's rule for pointer + length arguments.
         r.prompt = unsafe { owned(prompt, len, "prompt") }?;
         Ok(())
@@ -163,7 +165,7 @@ pub extern "C" fn provd_request_set_system(
     len: usize,
     err_out: *mut *mut provd_error,
 ) -> provd_status {
-    set("provd_request_set_system", request, err_out, |r| {
+    set(function_name!(), request, err_out, |r| {
         // SAFETY: the header's rule for pointer + length arguments.
         r.system = unsafe { owned(system, len, "system") }?;
         Ok(())
@@ -184,7 +186,7 @@ pub extern "C" fn provd_request_add_message(
     len: usize,
     err_out: *mut *mut provd_error,
 ) -> provd_status {
-    set("provd_request_add_message", request, err_out, |r| {
+    set(function_name!(), request, err_out, |r| {
         // `role` arrives as a plain integer: a C enum may hold any value, and a Rust enum
         // that does is undefined behaviour.
         let role = match role {
@@ -215,7 +217,7 @@ pub extern "C" fn provd_request_set_max_tokens(
     max_tokens: u32,
     err_out: *mut *mut provd_error,
 ) -> provd_status {
-    set("provd_request_set_max_tokens", request, err_out, |r| {
+    set(function_name!(), request, err_out, |r| {
         r.max_tokens = (max_tokens > 0).then_some(max_tokens);
         Ok(())
     })
@@ -244,7 +246,7 @@ pub extern "C" fn provd_request_set_temperature(
     temperature: f64,
     err_out: *mut *mut provd_error,
 ) -> provd_status {
-    set("provd_request_set_temperature", request, err_out, |r| {
+    set(function_name!(), request, err_out, |r| {
         r.temperature = sampling(temperature, "temperature")?;
         Ok(())
     })
@@ -260,7 +262,7 @@ pub extern "C" fn provd_request_set_top_p(
     top_p: f64,
     err_out: *mut *mut provd_error,
 ) -> provd_status {
-    set("provd_request_set_top_p", request, err_out, |r| {
+    set(function_name!(), request, err_out, |r| {
         r.top_p = sampling(top_p, "top_p")?;
         Ok(())
     })
@@ -277,7 +279,7 @@ pub extern "C" fn provd_request_add_stop(
     len: usize,
     err_out: *mut *mut provd_error,
 ) -> provd_status {
-    set("provd_request_add_stop", request, err_out, |r| {
+    set(function_name!(), request, err_out, |r| {
         // SAFETY: the header's rule for pointer + length arguments.
         let stop = unsafe { args::text(stop, len, "stop") }?;
         r.stop.push(stop.to_owned());
@@ -299,28 +301,23 @@ pub extern "C" fn provd_request_set_additional_params_json(
     len: usize,
     err_out: *mut *mut provd_error,
 ) -> provd_status {
-    set(
-        "provd_request_set_additional_params_json",
-        request,
-        err_out,
-        |r| {
-            // SAFETY: the header's rule for pointer + length arguments.
-            let Some(json) = (unsafe { args::opt_text(json, len, "json") })? else {
-                r.additional_params.clear();
-                return Ok(());
-            };
-            let value: serde_json::Value = serde_json::from_str(json)
-                .map_err(|e| Error::invalid("json", format!("is not valid JSON: {e}")))?;
-            let serde_json::Value::Object(map) = value else {
-                return Err(Error::invalid(
-                    "json",
-                    format!("must be a JSON object, got {value}"),
-                ));
-            };
-            r.additional_params = map.into_iter().collect();
-            Ok(())
-        },
-    )
+    set(function_name!(), request, err_out, |r| {
+        // SAFETY: the header's rule for pointer + length arguments.
+        let Some(json) = (unsafe { args::opt_text(json, len, "json") })? else {
+            r.additional_params.clear();
+            return Ok(());
+        };
+        let value: serde_json::Value = serde_json::from_str(json)
+            .map_err(|e| Error::invalid("json", format!("is not valid JSON: {e}")))?;
+        let serde_json::Value::Object(map) = value else {
+            return Err(Error::invalid(
+                "json",
+                format!("must be a JSON object, got {value}"),
+            ));
+        };
+        r.additional_params = map.into_iter().collect();
+        Ok(())
+    })
 }
 
 #[cfg(test)]

@@ -14,10 +14,12 @@ use ::provd_client::{ClientError, GenerateDone, GenerateEvent};
 
 use crate::args;
 use crate::client::{borrow_client, provd_client};
-use crate::error::{provd_error, provd_status, Error};
-use crate::generate::{cancel_quietly, provd_done, terminal_error};
+use crate::done::provd_done;
+use crate::error::{provd_error, Error};
+use crate::generate::{cancel_quietly, terminal_error};
 use crate::panic::boundary;
 use crate::request::provd_request;
+use crate::status::provd_status;
 use crate::{provd_str, NulString};
 
 /// A running generation read chunk by chunk. Made by `provd_stream_start`, freed by
@@ -96,7 +98,7 @@ pub extern "C" fn provd_stream_start(
     stream_out: *mut *mut provd_stream,
     err_out: *mut *mut provd_error,
 ) -> provd_status {
-    boundary("provd_stream_start", err_out, || {
+    boundary!(err_out, || {
         // SAFETY: the header requires a live client and request and a NULL or writable
         // `stream_out`.
         let (out, client, request) = unsafe {
@@ -142,7 +144,7 @@ pub extern "C" fn provd_stream_next(
     text_out: *mut provd_str,
     err_out: *mut *mut provd_error,
 ) -> provd_status {
-    boundary("provd_stream_next", err_out, || {
+    boundary!(err_out, || {
         // SAFETY: the header requires a live stream and a NULL or writable `text_out`.
         // Only a shared reference is made: `provd_stream_cancel` may read the stream
         // from another thread at the same time.
@@ -179,7 +181,7 @@ pub extern "C" fn provd_stream_finish(
     done_out: *mut *mut provd_done,
     err_out: *mut *mut provd_error,
 ) -> provd_status {
-    boundary("provd_stream_finish", err_out, || {
+    boundary!(err_out, || {
         // SAFETY: as in provd_stream_next; `done_out` may be NULL.
         let (out, stream) = unsafe {
             (
@@ -215,7 +217,7 @@ pub extern "C" fn provd_stream_cancel(
     stream: *const provd_stream,
     err_out: *mut *mut provd_error,
 ) -> provd_status {
-    boundary("provd_stream_cancel", err_out, || {
+    boundary!(err_out, || {
         // SAFETY: the header requires a live stream (not being freed).
         let stream = unsafe { args::handle(stream, "stream") }?;
         if stream.ended.load(Ordering::Acquire) {

@@ -117,6 +117,6 @@ int main(int argc, char **argv) {
   series("c_stream_long", client, many, by_stream, long_iterations);
   provd_request_free(one);
   provd_request_free(many);
-  provd_client_close(client);
+  provd_client_free(client);
   return 0;
 }

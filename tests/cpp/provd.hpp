@@ -224,7 +224,7 @@ class Client {
     }
   };
 
-  Owned<provd_client, provd_client_close> client_;
+  Owned<provd_client, provd_client_free> client_;
 };
 
 }  // namespace provd

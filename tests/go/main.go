@@ -133,7 +133,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "connect:", err)
 		os.Exit(1)
 	}
-	defer C.provd_client_close(client)
+	defer C.provd_client_free(client)
 
 	// Pull API.
 	text, err := pullStream(client, 12)

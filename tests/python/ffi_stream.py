@@ -65,7 +65,7 @@ def load(path):
         "provd_version": (c_char_p, []),
         "provd_status_name": (c_char_p, [c_uint32]),
         "provd_client_connect": (Status, [c_char_p, c_size_t, Out, Out]),
-        "provd_client_close": (None, [Handle]),
+        "provd_client_free": (None, [Handle]),
         "provd_request_new": (Status, [Out, Out]),
         "provd_request_free": (None, [Handle]),
         "provd_request_set_prompt": (Status, [Handle, c_char_p, c_size_t, Out]),
@@ -130,7 +130,7 @@ class Client:
         check_call(lib, lib.provd_client_connect(*arg(socket), byref(self.handle), byref(err)), err)
 
     def close(self):
-        self.lib.provd_client_close(self.handle)
+        self.lib.provd_client_free(self.handle)
 
     def request(self, prompt, params_json, provider=None):
         lib, req, err = self.lib, c_void_p(), c_void_p()

@@ -2,12 +2,18 @@
 //! directory, wait for it to be ready by reading its log (never by sleeping), and talk
 //! to it through the Rust client or raw bytes.
 
-pub mod apis;
-pub mod bench;
-pub mod other_user;
-pub mod raw;
-pub mod soak;
-pub mod upstream;
+pub mod apis; // mock upstreams' wire formats, one file per provider API, and shared checks
+pub mod bench; // the benchmarks: load, memory, cache, TLS, and their statistics
+pub mod generation; // requests to send and the ways to read a generation back
+pub mod other_user; // running a command as another uid (setpriv)
+pub mod raw; // a raw protocol connection, for bytes no well-behaved client sends
+pub mod soak; // the soak: many clients, random cancels, every chunk checked
+pub mod upstream; // the mock upstream HTTP server and what it saw
+
+pub use generation::{
+    drain_chunks, drain_generation, generation_chunks, generation_error, generation_outcome,
+    generation_text, mock_request, numbered, numbered_text, Outcome,
+};
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -15,63 +21,12 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use provd_client::{Client, GenerateRequest};
+use provd_client::Client;
 
 /// Makes ring the process's TLS crypto provider, which a reqwest client built without
 /// one needs (benchmarks call reqwest directly). Idempotent.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-/// A request to the mock provider with these options (`additional_params.mock`; the
-/// names are documented in `daemon/src/provider/mock.rs`).
-pub fn mock_request(prompt: &str, options: serde_json::Value) -> GenerateRequest {
-    let mut request = GenerateRequest::prompt(prompt);
-    request.additional_params.insert("mock".into(), options);
-    request
-}
-
-/// A mock generation of `chunks` numbered chunks (`"0 "`, `"1 "`, …) `delay_ms` apart,
-/// for the three-word prompt "count for me".
-pub fn numbered(chunks: u32, delay_ms: u32) -> GenerateRequest {
-    mock_request(
-        "count for me",
-        serde_json::json!({"numbered": true, "chunks": chunks, "chunk_delay_ms": delay_ms}),
-    )
-}
-
-/// Runs a generation that must succeed and returns its text and done.
-pub async fn generation_text(
-    client: &Client,
-    request: GenerateRequest,
-) -> (String, provd_client::GenerateDone) {
-    client
-        .generate(request)
-        .await
-        .expect("the generation starts")
-        .collect_text()
-        .await
-        .expect("the generation succeeds")
-}
-
-/// Runs a generation that must fail and returns its error as the daemon sent it.
-pub async fn generation_error(
-    client: &Client,
-    request: GenerateRequest,
-) -> provd_client::WireError {
-    client
-        .generate(request)
-        .await
-        .expect("the generation starts")
-        .collect_text()
-        .await
-        .expect_err("the generation fails")
-        .to_wire()
-}
-
-/// The text of [`numbered`]`(chunks, _)`.
-pub fn numbered_text(chunks: u32) -> String {
-    (0..chunks).map(|i| format!("{i} ")).collect()
 }
 
 /// The Python the tests run: `$PROVD_PYTHON` (scripts/test sets it to the virtual
@@ -80,6 +35,15 @@ pub fn python() -> std::ffi::OsString {
     std::env::var_os("PROVD_PYTHON")
         .filter(|p| !p.is_empty())
         .unwrap_or_else(|| "python3".into())
+}
+
+/// The workspace's root directory (the parent of `tests/`), for tests that read its files
+/// or run its scripts.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_owned()
 }
 
 /// How long a daemon may take to print "listening" before a test gives up. Generous: the
@@ -154,6 +118,20 @@ impl DaemonBuilder {
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.to_owned(), value.to_owned()));
         self
+    }
+
+    /// Configures one provider `p` of type `kind` at `base_url`
+    /// ([`apis::provider_config`]: no keepalives, `retry_attempts` retries, `extra` in the
+    /// provider's table) and gives the daemon the test key ([`apis::TEST_KEY`]) in the
+    /// variable that config names: how a test points the daemon at a mock upstream.
+    pub fn provider(self, kind: &str, base_url: &str, retry_attempts: u32, extra: &str) -> Self {
+        self.config(&apis::provider_config(
+            kind,
+            base_url,
+            retry_attempts,
+            extra,
+        ))
+        .env("PROVD_TEST_KEY", apis::TEST_KEY)
     }
 
     /// Removes an environment variable the daemon would otherwise inherit.
@@ -258,6 +236,14 @@ impl Daemon {
     /// A daemon with this config.
     pub fn with_config(toml: &str) -> Daemon {
         Daemon::builder().config(toml).start()
+    }
+
+    /// A daemon whose one provider `p` is of type `kind` at `base_url`, with the test key
+    /// (see [`DaemonBuilder::provider`]).
+    pub fn for_provider(kind: &str, base_url: &str, retry_attempts: u32, extra: &str) -> Daemon {
+        Daemon::builder()
+            .provider(kind, base_url, retry_attempts, extra)
+            .start()
     }
 
     /// Blocks until a log line contains `needle` (lines already seen count too).
@@ -382,4 +368,58 @@ where
         tokio::task::yield_now().await;
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::workspace;
+    use std::path::Path;
+
+    /// Every file under `dir`, as paths relative to `dir`.
+    fn files(dir: &Path, prefix: &str, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let entry = entry.expect("a directory entry");
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = format!("{prefix}{name}");
+            if entry.file_type().expect("a file type").is_dir() {
+                if name != "__pycache__" {
+                    files(&entry.path(), &format!("{path}/"), out);
+                }
+            } else if !name.ends_with(".pyc") {
+                out.push(path);
+            }
+        }
+    }
+
+    #[test]
+    fn every_test_file_is_in_the_readme() {
+        let tests = workspace().join("tests");
+        let readme = std::fs::read_to_string(tests.join("README.md")).expect("tests/README.md");
+        let mut missing = Vec::new();
+        // Each table names its files relative to its own directory.
+        for (dir, prefix) in [
+            ("tests", ""),
+            ("src", ""),
+            ("src/bin", ""),
+            ("c", "c/"),
+            ("cpp", "cpp/"),
+            ("go", "go/"),
+            ("python", "python/"),
+        ] {
+            let mut found = Vec::new();
+            files(&tests.join(dir), prefix, &mut found);
+            for file in found {
+                if dir == "src" && file.starts_with("bin/") {
+                    continue;
+                }
+                if !readme.contains(&format!("`{file}`")) {
+                    missing.push(format!("tests/{dir}/{}", file.trim_start_matches(prefix)));
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "tests/README.md says nothing of {missing:?}: add a row saying what each tests"
+        );
+    }
 }

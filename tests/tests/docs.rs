@@ -3,16 +3,8 @@
 //! defines, and the client README's example is the one the build compiles.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 
-use provd_tests::Daemon;
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_owned()
-}
+use provd_tests::{workspace, Daemon};
 
 fn read(path: &str) -> String {
     std::fs::read_to_string(workspace().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))

@@ -20,11 +20,11 @@
 
 use std::os::unix::process::ExitStatusExt;
 
-use provd_client::{Client, ErrorCode, GenerateDone, GenerateEvent, GenerateRequest, WireError};
-use provd_tests::apis::{openai, provider_config};
+use provd_client::{Client, ErrorCode, GenerateEvent, GenerateRequest};
+use provd_tests::apis::openai;
 use provd_tests::raw::{Frame, RawConn};
 use provd_tests::upstream::{Part, Reply, Seen, Upstream};
-use provd_tests::{eventually, numbered, numbered_text, Daemon};
+use provd_tests::{eventually, generation_outcome, numbered, numbered_text, Daemon};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -32,34 +32,9 @@ use tokio::sync::mpsc;
 const MODEL: &str = "test-model";
 const SIGKILL: i32 = 9;
 
-/// A daemon whose default provider `p` is of `kind` at `base_url`, with no retries (each
-/// fault is met once) and `extra` in the provider's table.
-fn daemon_for(kind: &str, base_url: &str, extra: &str) -> Daemon {
-    Daemon::builder()
-        .config(&provider_config(kind, base_url, 0, extra))
-        .start()
-}
-
-/// Runs a generation to its end: the chunk texts and the result or the error.
-async fn run(
-    client: &Client,
-    request: GenerateRequest,
-) -> (Vec<String>, Result<GenerateDone, WireError>) {
-    let mut generation = client.generate(request).await.unwrap();
-    let mut texts = Vec::new();
-    while let Some(event) = generation.next().await {
-        match event {
-            Ok(GenerateEvent::Chunk(c)) => texts.push(c.text),
-            Ok(GenerateEvent::Done(d)) => return (texts, Ok(d)),
-            Err(e) => return (texts, Err(e.to_wire())),
-        }
-    }
-    panic!("the generation ended without done or error");
-}
-
 /// A well-behaved client gets a whole numbered generation, every chunk once and in order.
 async fn assert_served_in_full(client: &Client) {
-    let (texts, done) = run(client, numbered(50, 0)).await;
+    let (texts, done) = generation_outcome(client, numbered(50, 0)).await;
     assert_eq!(texts.concat(), numbered_text(50));
     assert_eq!(done.unwrap().chunks, 50);
 }
@@ -118,13 +93,14 @@ async fn a_garbage_event_stream_is_an_upstream_error_with_the_chunks_so_far() {
     for (what, content_type, parts, chunks, says) in cases {
         let content_type = content_type.to_owned();
         let upstream = Upstream::start(move |_| Reply::stream(&content_type, parts.clone())).await;
-        let daemon = daemon_for(
+        let daemon = Daemon::for_provider(
             "openai-compatible",
             &format!("{}/v1", upstream.base_url),
+            0,
             "",
         );
         let client = daemon.client().await;
-        let (texts, result) = run(&client, GenerateRequest::prompt("q")).await;
+        let (texts, result) = generation_outcome(&client, GenerateRequest::prompt("q")).await;
         let err = result.expect_err(what);
         assert_eq!(err.code, ErrorCode::UpstreamError, "{what}: {err}");
         assert!(err.message.contains(says), "{what}: {}", err.message);
@@ -158,9 +134,9 @@ async fn a_huge_single_event_ends_the_stream_at_the_cap_with_bounded_memory() {
             Reply::stream(&content_type, parts)
         })
         .await;
-        let daemon = daemon_for(kind, &format!("{}{path}", upstream.base_url), "");
+        let daemon = Daemon::for_provider(kind, &format!("{}{path}", upstream.base_url), 0, "");
         let client = daemon.client().await;
-        let (texts, result) = run(&client, GenerateRequest::prompt("q")).await;
+        let (texts, result) = generation_outcome(&client, GenerateRequest::prompt("q")).await;
         let err = result.unwrap_err();
         assert!(texts.is_empty());
         assert_eq!(err.code, ErrorCode::UpstreamError, "{kind}: {err}");
@@ -226,13 +202,14 @@ async fn an_endless_stream_is_ended_by_the_total_timeout() {
         ("endless keep-alive comments", ": keep-alive\n\n".to_owned()),
     ] {
         let (base_url, mut closed) = endless_upstream(unit).await;
-        let daemon = daemon_for(
+        let daemon = Daemon::for_provider(
             "openai-compatible",
             &format!("{base_url}/v1"),
+            0,
             "total_timeout_seconds = 1",
         );
         let client = daemon.client().await;
-        let (texts, result) = run(&client, GenerateRequest::prompt("q")).await;
+        let (texts, result) = generation_outcome(&client, GenerateRequest::prompt("q")).await;
         let err = result.unwrap_err();
         assert_eq!(err.code, ErrorCode::Timeout, "{what}: {err}");
         assert!(
@@ -504,7 +481,7 @@ async fn a_daemon_killed_mid_stream_fails_its_clients_cleanly_and_a_restart_recl
     assert_eq!(providers, ["a"]);
     let mut request = GenerateRequest::prompt("q");
     request.provider = Some("a".into());
-    let (texts, done) = run(&client, request).await;
+    let (texts, done) = generation_outcome(&client, request).await;
     done.unwrap();
     assert_eq!(texts.concat(), "ok");
     let used = up
@@ -552,13 +529,14 @@ async fn unconnectable() -> (String, tokio::net::TcpListener, tokio::net::TcpStr
 #[tokio::test]
 async fn an_upstream_that_never_completes_the_handshake_is_ended_by_the_connect_timeout() {
     let (base_url, _listener, _filler) = unconnectable().await;
-    let daemon = daemon_for(
+    let daemon = Daemon::for_provider(
         "openai-compatible",
         &format!("{base_url}/v1"),
+        0,
         "connect_timeout_seconds = 1",
     );
     let client = daemon.client().await;
-    let (texts, result) = run(&client, GenerateRequest::prompt("q")).await;
+    let (texts, result) = generation_outcome(&client, GenerateRequest::prompt("q")).await;
     let err = result.unwrap_err();
     assert!(texts.is_empty());
     assert_eq!(err.code, ErrorCode::Timeout, "{err}");

@@ -14,16 +14,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use provd_tests::Daemon;
+use provd_tests::{workspace, Daemon};
 
 /// The workspace root (this crate is `tests/`).
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_owned()
-}
-
 /// Where the built libraries are: `target/<profile>` of this test binary.
 struct Lib {
     dir: PathBuf,

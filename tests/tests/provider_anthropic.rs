@@ -7,50 +7,20 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use provd_client::{
-    ErrorCode, FinishReason, GenerateEvent, GenerateRequest, Message, Role, Usage, WireError,
-};
+use provd_client::{ErrorCode, FinishReason, GenerateRequest, Message, Role, Usage};
 use provd_tests::apis::{
     anthropic, assert_streamed_matches_whole, cancel_after_the_first_chunk,
     cancel_before_the_first_byte, provider_config, real_service, TEST_KEY,
 };
 use provd_tests::raw::{Frame, RawConn};
 use provd_tests::upstream::{Part, Reply, Seen, Upstream};
-use provd_tests::Daemon;
+use provd_tests::{generation_outcome, Daemon};
 use serde_json::json;
 
 const MODEL: &str = "test-model";
 
 fn daemon_for(upstream: &Upstream, retries: u32, extra: &str) -> Daemon {
-    Daemon::builder()
-        .config(&provider_config(
-            "anthropic",
-            &upstream.base_url,
-            retries,
-            extra,
-        ))
-        .env("PROVD_TEST_KEY", TEST_KEY)
-        .start()
-}
-
-/// Every event of a generation: the chunks' texts, then the terminal result.
-async fn run(
-    client: &provd_client::Client,
-    request: GenerateRequest,
-) -> (
-    Vec<String>,
-    Result<provd_client::message::GenerateDone, WireError>,
-) {
-    let mut generation = client.generate(request).await.unwrap();
-    let mut texts = Vec::new();
-    while let Some(event) = generation.next().await {
-        match event {
-            Ok(GenerateEvent::Chunk(c)) => texts.push(c.text),
-            Ok(GenerateEvent::Done(d)) => return (texts, Ok(d)),
-            Err(e) => return (texts, Err(e.to_wire())),
-        }
-    }
-    panic!("the generation ended without a terminal reply");
+    Daemon::for_provider("anthropic", &upstream.base_url, retries, extra)
 }
 
 fn full_request() -> GenerateRequest {
@@ -78,7 +48,7 @@ async fn streams_a_documented_answer_split_at_odd_bytes_and_sends_the_documented
     let daemon = daemon_for(&upstream, 0, "");
     let client = daemon.client().await;
     for round in 0..2 {
-        let (texts, done) = run(&client, full_request()).await;
+        let (texts, done) = generation_outcome(&client, full_request()).await;
         let done = done.unwrap_or_else(|e| panic!("round {round}: {e}"));
         assert_eq!(texts, pieces, "round {round}");
         assert_eq!(
@@ -147,7 +117,7 @@ async fn thinking_redacted_thinking_and_tool_use_blocks_are_skipped_while_text_s
     let upstream = Upstream::start(move |_| anthropic::stream_reply(&sse, 11)).await;
     let daemon = daemon_for(&upstream, 0, "");
     let client = daemon.client().await;
-    let (texts, done) = run(&client, GenerateRequest::prompt("weather?")).await;
+    let (texts, done) = generation_outcome(&client, GenerateRequest::prompt("weather?")).await;
     let done = done.unwrap();
     assert_eq!(texts, ["Let me ", "check."]);
     assert_eq!(done.finish_reason, FinishReason::ToolUse);
@@ -325,7 +295,7 @@ async fn http_errors_map_to_system_codes_with_the_upstream_message_and_never_the
         })
         .unwrap();
         *current.lock().unwrap() = Some(reply);
-        let (texts, result) = run(&client, GenerateRequest::prompt("q")).await;
+        let (texts, result) = generation_outcome(&client, GenerateRequest::prompt("q")).await;
         let err = result.expect_err("an error status fails the generation");
         assert!(texts.is_empty());
         assert_eq!(err.code, code, "HTTP {status}: {err}");
@@ -387,7 +357,7 @@ async fn an_error_event_mid_stream_ends_with_an_error_after_the_chunks_sent() {
     let upstream = Upstream::start(move |_| anthropic::stream_parts(parts.clone())).await;
     let daemon = daemon_for(&upstream, 3, "");
     let client = daemon.client().await;
-    let (texts, result) = run(&client, GenerateRequest::prompt("q")).await;
+    let (texts, result) = generation_outcome(&client, GenerateRequest::prompt("q")).await;
     assert_eq!(texts, ["partial"]);
     let err = result.unwrap_err();
     assert_eq!(err.code, ErrorCode::Overloaded, "{err}");
@@ -424,7 +394,7 @@ async fn an_overloaded_error_event_before_any_text_is_retried() {
     .await;
     let daemon = daemon_for(&upstream, 1, "");
     let client = daemon.client().await;
-    let (texts, result) = run(&client, GenerateRequest::prompt("q")).await;
+    let (texts, result) = generation_outcome(&client, GenerateRequest::prompt("q")).await;
     assert_eq!(texts, ["ok"]);
     assert_eq!(result.unwrap().usage, Usage::new(9, 1));
     assert_eq!(upstream.requests().len(), 2);
@@ -445,7 +415,7 @@ async fn a_truncated_or_reset_stream_is_an_error_never_a_silent_success() {
         let upstream = Upstream::start(move |_| anthropic::stream_parts(parts.clone())).await;
         let daemon = daemon_for(&upstream, 0, "");
         let client = daemon.client().await;
-        let (texts, result) = run(&client, GenerateRequest::prompt("q")).await;
+        let (texts, result) = generation_outcome(&client, GenerateRequest::prompt("q")).await;
         let error = match result {
             Ok(d) => panic!("{ending:?}: a cut stream succeeded: {d:?}"),
             Err(e) => e,
@@ -586,7 +556,7 @@ async fn a_missing_key_is_unauthenticated_and_names_the_variable() {
         .config(&provider_config("anthropic", &upstream.base_url, 0, ""))
         .start();
     let client = daemon.client().await;
-    let (_, result) = run(&client, GenerateRequest::prompt("q")).await;
+    let (_, result) = generation_outcome(&client, GenerateRequest::prompt("q")).await;
     let err = result.unwrap_err();
     assert_eq!(err.code, ErrorCode::Unauthenticated);
     assert!(err.message.contains("PROVD_TEST_KEY"), "{err}");
@@ -601,7 +571,7 @@ async fn a_missing_key_is_unauthenticated_and_names_the_variable() {
         .env("ANTHROPIC_API_KEY", "")
         .start();
     let client = daemon.client().await;
-    let (_, result) = run(&client, GenerateRequest::prompt("q")).await;
+    let (_, result) = generation_outcome(&client, GenerateRequest::prompt("q")).await;
     let err = result.unwrap_err();
     assert_eq!(err.code, ErrorCode::Unauthenticated);
     assert!(err.message.contains("ANTHROPIC_API_KEY"), "{err}");
@@ -618,7 +588,7 @@ async fn additional_params_may_not_override_what_provd_sets_or_contradict_the_re
     for key in ["model", "stream", "messages", "max_tokens"] {
         let mut req = GenerateRequest::prompt("q");
         req.additional_params.insert(key.into(), json!("x"));
-        let (_, result) = run(&client, req).await;
+        let (_, result) = generation_outcome(&client, req).await;
         let err = result.unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidRequest);
         assert!(
@@ -631,7 +601,7 @@ async fn additional_params_may_not_override_what_provd_sets_or_contradict_the_re
     req.system = Some("be brief".into());
     req.additional_params
         .insert("system".into(), json!([{"type": "text", "text": "other"}]));
-    let (_, result) = run(&client, req).await;
+    let (_, result) = generation_outcome(&client, req).await;
     let err = result.unwrap_err();
     assert_eq!(err.code, ErrorCode::InvalidRequest);
     assert!(

@@ -3,14 +3,14 @@
 //! usage parity with the non-streamed API, every error mapping, stream faults, cancel
 //! reaching the upstream, paginated model lists.
 
-use provd_client::{ErrorCode, FinishReason, GenerateEvent, GenerateRequest, Usage};
+use provd_client::{ErrorCode, FinishReason, GenerateRequest, Usage};
 use provd_tests::apis::{
     assert_overrides_refused, assert_streamed_matches_whole, cancel_after_the_first_chunk,
     cancel_before_the_first_byte, gemini, provider_config, real_service, TEST_KEY,
 };
 use provd_tests::raw::{Frame, RawConn};
 use provd_tests::upstream::{Part, Reply, Seen, Upstream};
-use provd_tests::Daemon;
+use provd_tests::{drain_generation, Daemon};
 use serde_json::json;
 use std::sync::Arc;
 
@@ -18,15 +18,7 @@ const MODEL: &str = "test-model";
 const STREAM_PATH: &str = "/v1beta/models/test-model:streamGenerateContent";
 
 fn daemon_for(upstream: &Upstream, retries: u32, extra: &str) -> Daemon {
-    Daemon::builder()
-        .config(&provider_config(
-            "gemini",
-            &upstream.base_url,
-            retries,
-            extra,
-        ))
-        .env("PROVD_TEST_KEY", TEST_KEY)
-        .start()
+    Daemon::for_provider("gemini", &upstream.base_url, retries, extra)
 }
 
 fn full_request() -> GenerateRequest {
@@ -39,24 +31,6 @@ fn full_request() -> GenerateRequest {
     ])
 }
 
-/// Reads a generation to its end: the chunk texts and the done, or the error.
-async fn drain(
-    generation: &mut provd_client::Generation,
-) -> (
-    Vec<String>,
-    Result<provd_client::GenerateDone, provd_client::WireError>,
-) {
-    let mut texts = Vec::new();
-    while let Some(event) = generation.next().await {
-        match event {
-            Ok(GenerateEvent::Chunk(c)) => texts.push(c.text),
-            Ok(GenerateEvent::Done(d)) => return (texts, Ok(d)),
-            Err(e) => return (texts, Err(e.to_wire())),
-        }
-    }
-    panic!("the generation ended with neither done nor an error");
-}
-
 #[tokio::test]
 async fn streams_a_documented_answer_split_at_odd_bytes_and_sends_the_documented_request() {
     for step in [1, 7] {
@@ -65,7 +39,7 @@ async fn streams_a_documented_answer_split_at_odd_bytes_and_sends_the_documented
         let daemon = daemon_for(&upstream, 0, "");
         let client = daemon.client().await;
         let mut generation = client.generate(full_request()).await.unwrap();
-        let (texts, done) = drain(&mut generation).await;
+        let (texts, done) = drain_generation(&mut generation).await;
         let done = done.unwrap_or_else(|e| panic!("step {step}: {e}"));
         assert_eq!(texts, ["Hé", "llo", " wörld ✓😀"], "step {step}");
         assert_eq!(
@@ -136,7 +110,7 @@ async fn thoughts_and_function_calls_are_skipped_and_the_finish_says_tool_use() 
     let daemon = daemon_for(&upstream, 0, "");
     let client = daemon.client().await;
     let mut generation = client.generate(GenerateRequest::prompt("q")).await.unwrap();
-    let (texts, done) = drain(&mut generation).await;
+    let (texts, done) = drain_generation(&mut generation).await;
     let done = done.unwrap();
     assert_eq!(texts, ["Checking", " Tokyo."]);
     assert_eq!(done.finish_reason, FinishReason::ToolUse);
@@ -367,7 +341,7 @@ async fn an_error_event_mid_stream_ends_with_an_error_after_the_chunks_sent() {
     let daemon = daemon_for(&upstream, 3, "");
     let client = daemon.client().await;
     let mut generation = client.generate(GenerateRequest::prompt("q")).await.unwrap();
-    let (texts, result) = drain(&mut generation).await;
+    let (texts, result) = drain_generation(&mut generation).await;
     assert_eq!(texts, ["partial"]);
     let err = result.unwrap_err();
     assert_eq!(err.code, ErrorCode::UpstreamError);
@@ -421,7 +395,7 @@ async fn a_stream_without_a_finish_reason_or_cut_short_is_an_error_never_a_silen
         let daemon = daemon_for(&upstream, 0, "");
         let client = daemon.client().await;
         let mut generation = client.generate(GenerateRequest::prompt("q")).await.unwrap();
-        let (texts, result) = drain(&mut generation).await;
+        let (texts, result) = drain_generation(&mut generation).await;
         let error = match result {
             Ok(done) => panic!("{ending}: a cut stream succeeded: {done:?}"),
             Err(e) => e,

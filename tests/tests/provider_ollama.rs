@@ -6,14 +6,14 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use provd_client::{ErrorCode, FinishReason, GenerateEvent, GenerateRequest, Usage};
+use provd_client::{ErrorCode, FinishReason, GenerateRequest, Usage};
 use provd_tests::apis::{
     assert_overrides_refused, assert_streamed_matches_whole, cancel_after_the_first_chunk,
     cancel_before_the_first_byte, ollama, provider_config, TEST_KEY,
 };
 use provd_tests::raw::{Frame, RawConn};
 use provd_tests::upstream::{Part, Reply, Seen, Upstream};
-use provd_tests::Daemon;
+use provd_tests::{generation_outcome, Daemon};
 use serde_json::json;
 
 const MODEL: &str = "test-model";
@@ -38,26 +38,6 @@ fn full_request() -> GenerateRequest {
     ])
 }
 
-/// Runs a generation to its end: the chunk texts and the result or the error.
-async fn run(
-    client: &provd_client::Client,
-    request: GenerateRequest,
-) -> (
-    Vec<String>,
-    Result<provd_client::GenerateDone, provd_client::WireError>,
-) {
-    let mut generation = client.generate(request).await.unwrap();
-    let mut texts = Vec::new();
-    while let Some(event) = generation.next().await {
-        match event {
-            Ok(GenerateEvent::Chunk(c)) => texts.push(c.text),
-            Ok(GenerateEvent::Done(d)) => return (texts, Ok(d)),
-            Err(e) => return (texts, Err(e.to_wire())),
-        }
-    }
-    panic!("the generation ended without done or error");
-}
-
 #[tokio::test]
 async fn streams_a_documented_answer_split_at_odd_bytes_and_sends_the_documented_request() {
     const STEPS: [usize; 3] = [1, 5, 7];
@@ -71,7 +51,7 @@ async fn streams_a_documented_answer_split_at_odd_bytes_and_sends_the_documented
     let daemon = daemon_for(&upstream, 0);
     let client = daemon.client().await;
     for step in STEPS {
-        let (texts, done) = run(&client, full_request()).await;
+        let (texts, done) = generation_outcome(&client, full_request()).await;
         let done = done.unwrap_or_else(|e| panic!("split every {step} bytes: {e}"));
         assert_eq!(texts, ["Hé", "llo", " wörld ✓ 😀"], "split every {step}");
         assert_eq!(done.usage, Usage::new(12, 3), "split every {step}");
@@ -123,7 +103,8 @@ async fn thinking_and_tool_calls_are_skipped_and_the_finish_reason_says_tool_use
     let upstream = Upstream::start(move |_| ollama::stream_reply(&ndjson, 9)).await;
     let daemon = daemon_for(&upstream, 0);
     let client = daemon.client().await;
-    let (texts, done) = run(&client, GenerateRequest::prompt("weather in Paris?")).await;
+    let (texts, done) =
+        generation_outcome(&client, GenerateRequest::prompt("weather in Paris?")).await;
     let done = done.unwrap();
     assert_eq!(texts, ["Let me check."]);
     assert_eq!(done.finish_reason, FinishReason::ToolUse);
@@ -224,7 +205,7 @@ async fn http_errors_map_to_system_codes_with_the_upstream_message() {
         let upstream = Upstream::start(move |_| reply.clone()).await;
         let daemon = daemon_for(&upstream, 0);
         let client = daemon.client().await;
-        let (texts, result) = run(&client, GenerateRequest::prompt("q")).await;
+        let (texts, result) = generation_outcome(&client, GenerateRequest::prompt("q")).await;
         let err = result.unwrap_err();
         assert!(texts.is_empty());
         assert_eq!(err.code, code, "HTTP {status}: {err}");
@@ -253,13 +234,10 @@ async fn a_configured_key_is_sent_as_bearer_and_never_leaks() {
     })
     .await;
     // Ollama behind an authenticating proxy: the key comes from `api_key_env`.
-    let daemon = Daemon::builder()
-        .config(&provider_config("ollama", &upstream.base_url, 0, ""))
-        .env("PROVD_TEST_KEY", TEST_KEY)
-        .start();
+    let daemon = Daemon::for_provider("ollama", &upstream.base_url, 0, "");
     let client = daemon.client().await;
     client.list_models(Some("p")).await.unwrap();
-    let (_, result) = run(&client, GenerateRequest::prompt("q")).await;
+    let (_, result) = generation_outcome(&client, GenerateRequest::prompt("q")).await;
     let err = result.unwrap_err();
     assert_eq!(err.code, ErrorCode::Unauthenticated);
     assert!(!err.message.contains(TEST_KEY), "the key leaked: {err}");
@@ -287,7 +265,7 @@ async fn an_error_line_mid_stream_ends_with_an_error_after_the_chunks_sent() {
         Upstream::start(move |_| Reply::stream("application/x-ndjson", parts.clone())).await;
     let daemon = daemon_for(&upstream, 3);
     let client = daemon.client().await;
-    let (texts, result) = run(&client, GenerateRequest::prompt("q")).await;
+    let (texts, result) = generation_outcome(&client, GenerateRequest::prompt("q")).await;
     let err = result.unwrap_err();
     assert_eq!(texts, ["partial"]);
     assert_eq!(err.code, ErrorCode::UpstreamError);
@@ -314,7 +292,7 @@ async fn a_stream_without_its_done_line_or_cut_or_reset_is_an_error_never_a_succ
             Upstream::start(move |_| Reply::stream("application/x-ndjson", parts.clone())).await;
         let daemon = daemon_for(&upstream, 0);
         let client = daemon.client().await;
-        let (texts, result) = run(&client, GenerateRequest::prompt("q")).await;
+        let (texts, result) = generation_outcome(&client, GenerateRequest::prompt("q")).await;
         let err = match result {
             Ok(done) => panic!("{ending:?}: a cut stream succeeded: {done:?}"),
             Err(e) => e,
@@ -339,7 +317,7 @@ async fn a_garbage_line_is_a_malformed_upstream_response() {
         Upstream::start(move |_| Reply::stream("application/x-ndjson", parts.clone())).await;
     let daemon = daemon_for(&upstream, 0);
     let client = daemon.client().await;
-    let (texts, result) = run(&client, GenerateRequest::prompt("q")).await;
+    let (texts, result) = generation_outcome(&client, GenerateRequest::prompt("q")).await;
     let err = result.unwrap_err();
     assert_eq!(texts, ["fine"]);
     assert_eq!(err.code, ErrorCode::UpstreamError);
@@ -431,7 +409,7 @@ async fn a_server_that_is_not_running_is_unavailable_and_says_so() {
         .port();
     let daemon = daemon_at(&format!("http://127.0.0.1:{port}"), 0);
     let client = daemon.client().await;
-    let (_, result) = run(&client, GenerateRequest::prompt("q")).await;
+    let (_, result) = generation_outcome(&client, GenerateRequest::prompt("q")).await;
     let err = result.unwrap_err();
     assert_eq!(err.code, ErrorCode::Unavailable, "{err}");
     assert!(err.retryable);

@@ -16,15 +16,7 @@ use std::sync::Arc;
 const MODEL: &str = "test-model";
 
 fn daemon_for(upstream: &Upstream, kind: &str, retries: u32, extra: &str) -> Daemon {
-    Daemon::builder()
-        .config(&provider_config(
-            kind,
-            &format!("{}/v1", upstream.base_url),
-            retries,
-            extra,
-        ))
-        .env("PROVD_TEST_KEY", TEST_KEY)
-        .start()
+    Daemon::for_provider(kind, &format!("{}/v1", upstream.base_url), retries, extra)
 }
 
 fn full_request() -> GenerateRequest {

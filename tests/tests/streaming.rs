@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use provd_client::{ErrorCode, FinishReason, GenerateEvent, GenerateRequest, Message, Role, Usage};
 use provd_tests::apis::{every_api, provider_config, TEST_KEY};
 use provd_tests::upstream::{split_every, Part, Reply, Upstream};
-use provd_tests::{mock_request, numbered, numbered_text, Daemon};
+use provd_tests::{generation_chunks, mock_request, numbered, numbered_text, Daemon};
 use serde_json::json;
 
 #[tokio::test]
@@ -266,25 +266,6 @@ async fn unknown_provider_is_not_found_and_the_connection_goes_on() {
 /// configured with `test-model`.
 const ANSWERING: &str = "answering-model-2025";
 
-/// Runs a streamed generation to its end: its chunks and its result or error.
-async fn streamed(
-    client: &provd_client::Client,
-) -> (
-    Vec<provd_client::Chunk>,
-    Result<provd_client::GenerateDone, provd_client::WireError>,
-) {
-    let mut generation = client.generate(GenerateRequest::prompt("q")).await.unwrap();
-    let mut chunks = Vec::new();
-    while let Some(event) = generation.next().await {
-        match event {
-            Ok(GenerateEvent::Chunk(c)) => chunks.push(c),
-            Ok(GenerateEvent::Done(d)) => return (chunks, Ok(d)),
-            Err(e) => return (chunks, Err(e.to_wire())),
-        }
-    }
-    panic!("the generation ended without done or error");
-}
-
 fn texts(chunks: &[provd_client::Chunk]) -> String {
     chunks.iter().map(|c| c.text.as_str()).collect()
 }
@@ -311,7 +292,7 @@ async fn a_stream_ending_cleanly_with_its_last_event_pending_succeeds_for_every_
         let daemon = api.daemon(&upstream.base_url, &[]);
         let client = daemon.client().await;
         for variant in 0..count {
-            let (chunks, done) = streamed(&client).await;
+            let (chunks, done) = generation_chunks(&client, GenerateRequest::prompt("q")).await;
             let kind = api.kind;
             let done = done.unwrap_or_else(|e| panic!("{kind}, variant {variant}: {e}"));
             assert_eq!(texts(&chunks), "Hello", "{kind}, variant {variant}");
@@ -340,7 +321,7 @@ async fn a_stream_cut_short_is_an_error_for_every_provider_type() {
         let daemon = api.daemon(&upstream.base_url, &[]);
         let client = daemon.client().await;
         for variant in ["no chunked terminator", "short of its content-length"] {
-            let (chunks, end) = streamed(&client).await;
+            let (chunks, end) = generation_chunks(&client, GenerateRequest::prompt("q")).await;
             let kind = api.kind;
             let err = end.expect_err(&format!("{kind}, {variant}: a cut body must fail"));
             // Gemini's last text rides on its last event, which the cut loses.
@@ -402,7 +383,7 @@ async fn twenty_sequential_streamed_generations_use_one_connection_for_every_pro
             .start();
         let client = daemon.client().await;
         for n in 1..=20 {
-            let (chunks, done) = streamed(&client).await;
+            let (chunks, done) = generation_chunks(&client, GenerateRequest::prompt("q")).await;
             done.unwrap_or_else(|e| panic!("{}: {e}", api.kind));
             assert_eq!(texts(&chunks), "Hello");
             // The body's rest is read after the terminal reply: wait for it before the
@@ -424,7 +405,7 @@ async fn chunks_and_done_name_the_model_the_upstream_says_answered_for_every_pro
             Upstream::start(move |_| Reply::stream(content_type, split_every(&body, 5))).await;
         let daemon = api.daemon(&upstream.base_url, &[]);
         let client = daemon.client().await;
-        let (chunks, done) = streamed(&client).await;
+        let (chunks, done) = generation_chunks(&client, GenerateRequest::prompt("q")).await;
         let done = done.unwrap_or_else(|e| panic!("{}: {e}", api.kind));
         assert!(!chunks.is_empty());
         for chunk in &chunks {
@@ -447,7 +428,7 @@ async fn a_streaming_request_answered_with_one_whole_json_answer_succeeds_for_ev
         let upstream = Upstream::start(move |_| Reply::json(200, &whole)).await;
         let daemon = api.daemon(&upstream.base_url, &[]);
         let client = daemon.client().await;
-        let (chunks, done) = streamed(&client).await;
+        let (chunks, done) = generation_chunks(&client, GenerateRequest::prompt("q")).await;
         let done = done.unwrap_or_else(|e| panic!("{}: {e}", api.kind));
         assert_eq!(texts(&chunks), "Hello", "{}", api.kind);
         assert_eq!(done.usage, Usage::new(5, 2), "{}", api.kind);
@@ -471,15 +452,7 @@ async fn a_streaming_request_answered_with_something_else_fails_once_saying_what
             ),
         })
         .await;
-        let daemon = Daemon::builder()
-            .config(&provd_tests::apis::provider_config(
-                api.kind,
-                &upstream.base_url,
-                3,
-                "",
-            ))
-            .env("PROVD_TEST_KEY", provd_tests::apis::TEST_KEY)
-            .start();
+        let daemon = Daemon::for_provider(api.kind, &upstream.base_url, 3, "");
         let client = daemon.client().await;
         for (arrived, excerpt) in [
             ("application/json", "\"status\":\"queued\""),

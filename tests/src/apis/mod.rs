@@ -264,9 +264,7 @@ impl Api {
     /// A daemon whose provider `p` is of this type at `base_url`, with the test key and
     /// no retries; `env` adds environment variables.
     pub fn daemon(&self, base_url: &str, env: &[(&str, &str)]) -> crate::Daemon {
-        let mut builder = crate::Daemon::builder()
-            .config(&provider_config(self.kind, base_url, 0, ""))
-            .env("PROVD_TEST_KEY", TEST_KEY);
+        let mut builder = crate::Daemon::builder().provider(self.kind, base_url, 0, "");
         for (key, value) in env {
             builder = builder.env(key, value);
         }
