@@ -60,10 +60,6 @@ const RESERVED: &[&str] = &["model", "stream", "messages", "max_tokens"];
 /// the usual case.
 const MODELS_PAGE_LIMIT: &str = "1000";
 
-/// Pages of `GET /v1/models` followed before giving up on the rest: a bound against an
-/// upstream whose `has_more` never turns false.
-const MAX_MODEL_PAGES: usize = 20;
-
 /// The rate-limit reset headers, each with the header that says whether its limit is
 /// exhausted (<https://docs.claude.com/en/api/rate-limits#response-headers>).
 const RESET_HEADERS: [(&str, &str); 4] = [
@@ -248,7 +244,7 @@ impl HttpApi for AnthropicApi {
         if !self.options.beta.is_empty() {
             request = request.header("anthropic-beta", self.options.beta.join(","));
         }
-        Ok(http::with_config_headers(request, &spec.config.headers))
+        Ok(request)
     }
 
     fn url(&self, _: &ProviderSpec, _: &GenerateRequest) -> Result<Url, ProviderError> {
@@ -288,10 +284,6 @@ impl HttpApi for AnthropicApi {
         Ok(Value::Object(body))
     }
 
-    fn framer(&self) -> SseParser {
-        SseParser::new()
-    }
-
     fn decoder(&self, provider: &str) -> EventDecoder {
         EventDecoder::new(provider)
     }
@@ -315,37 +307,25 @@ impl HttpApi for AnthropicApi {
     fn list_models(
         provider: &HttpProvider<Self>,
     ) -> BoxFuture<'_, Result<Vec<ModelInfo>, ProviderError>> {
-        Box::pin(async move {
-            let (spec, http) = (provider.spec(), provider.transport());
-            let mut models = Vec::new();
-            let mut after: Option<String> = None;
-            for _ in 0..MAX_MODEL_PAGES {
-                let url = provider.api().models_url(spec, after.as_deref())?;
-                let response = provider.send(http.get(url)).await?;
-                let page: ModelsPage = http.read_json(response).await?;
-                models.extend(page.data.into_iter().map(|m| ModelInfo {
-                    created_at: m.created_at.as_deref().and_then(unix_seconds),
-                    id: m.id,
-                    provider: spec.id.clone(),
-                    display_name: m.display_name,
-                    context_window: m.max_input_tokens.filter(|&n| n > 0),
-                }));
-                match page.last_id {
-                    // A cursor that does not move would fetch the same page forever.
-                    Some(last) if page.has_more && after.as_deref() != Some(last.as_str()) => {
-                        after = Some(last)
-                    }
-                    _ => return Ok(models),
-                }
-            }
-            tracing::warn!(
-                provider = %spec.id,
-                pages = MAX_MODEL_PAGES,
-                listed = models.len(),
-                "the models list still had more pages; listing the first ones only"
-            );
-            Ok(models)
-        })
+        let (spec, transport) = (provider.spec(), provider.transport());
+        Box::pin(http::paginated(&spec.id, move |after| async move {
+            let url = provider.api().models_url(spec, after.as_deref())?;
+            let page: ModelsPage = transport
+                .read_json(provider.send(transport.get(url)).await?)
+                .await?;
+            let models = page.data.into_iter().map(|m| ModelInfo {
+                created_at: m.created_at.as_deref().and_then(unix_seconds),
+                id: m.id,
+                provider: spec.id.clone(),
+                display_name: m.display_name,
+                context_window: m.max_input_tokens.filter(|&n| n > 0),
+            });
+            // A cursor that does not move would fetch the same page forever.
+            let next = page
+                .last_id
+                .filter(|last| page.has_more && after.as_deref() != Some(last.as_str()));
+            Ok((models.collect(), next))
+        }))
     }
 
     fn error_message(body: &[u8]) -> Option<String> {

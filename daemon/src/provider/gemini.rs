@@ -82,10 +82,6 @@ const KEY_HEADER: &str = "x-goog-api-key";
 /// Models per `models.list` page: the documented maximum, so one request usually does.
 const MODELS_PAGE_SIZE: u32 = 1000;
 
-/// Pages of `models.list` followed before giving up on the rest: a bound against a
-/// server that keeps handing out tokens, far above the few dozen models Gemini has.
-const MAX_MODEL_PAGES: usize = 20;
-
 /// Gemini, through its own API.
 pub type GeminiProvider = HttpProvider<GeminiApi>;
 
@@ -148,8 +144,7 @@ impl HttpApi for GeminiApi {
     ) -> Result<RequestBuilder, ProviderError> {
         let key = spec.require_credential()?;
         let value = http::auth_header(&spec.id, "", key)?;
-        let request = request.header(KEY_HEADER, value);
-        Ok(http::with_config_headers(request, &spec.config.headers))
+        Ok(request.header(KEY_HEADER, value))
     }
 
     fn url(&self, spec: &ProviderSpec, request: &GenerateRequest) -> Result<Url, ProviderError> {
@@ -216,10 +211,6 @@ impl HttpApi for GeminiApi {
         Ok(Value::Object(body))
     }
 
-    fn framer(&self) -> SseParser {
-        SseParser::new()
-    }
-
     fn decoder(&self, provider: &str) -> ResponseDecoder {
         ResponseDecoder::new(provider)
     }
@@ -261,49 +252,37 @@ impl HttpApi for GeminiApi {
     fn list_models(
         provider: &HttpProvider<Self>,
     ) -> BoxFuture<'_, Result<Vec<ModelInfo>, ProviderError>> {
-        Box::pin(async move {
-            let (spec, http) = (provider.spec(), provider.transport());
+        let (spec, transport) = (provider.spec(), provider.transport());
+        Box::pin(http::paginated(&spec.id, move |token| async move {
             let page_size = MODELS_PAGE_SIZE.to_string();
-            let mut models = Vec::new();
-            let mut token: Option<String> = None;
-            for _ in 0..MAX_MODEL_PAGES {
-                let mut query = vec![("pageSize", page_size.as_str())];
-                if let Some(token) = &token {
-                    query.push(("pageToken", token.as_str()));
-                }
-                let url = provider.api().endpoint(spec, "models", &query)?;
-                let response = provider.send(http.get(url)).await?;
-                let page: ModelsPage = http.read_json(response).await?;
-                models.extend(
-                    page.models
-                        .unwrap_or_default()
-                        .into_iter()
-                        // Embedding and other models cannot serve a generation.
-                        .filter(|m| {
-                            m.supported_generation_methods
-                                .iter()
-                                .any(|g| g == "generateContent")
-                        })
-                        .map(|m| ModelInfo {
-                            id: m.name.strip_prefix("models/").unwrap_or(&m.name).to_owned(),
-                            provider: spec.id.clone(),
-                            display_name: m.display_name,
-                            context_window: m.input_token_limit,
-                            created_at: None,
-                        }),
-                );
-                token = page.next_page_token.filter(|t| !t.is_empty());
-                if token.is_none() {
-                    return Ok(models);
-                }
+            let mut query = vec![("pageSize", page_size.as_str())];
+            if let Some(token) = &token {
+                query.push(("pageToken", token.as_str()));
             }
-            tracing::warn!(
-                provider = %spec.id,
-                pages = MAX_MODEL_PAGES,
-                "models.list still had more pages; listing only the first ones"
-            );
-            Ok(models)
-        })
+            let url = provider.api().endpoint(spec, "models", &query)?;
+            let page: ModelsPage = transport
+                .read_json(provider.send(transport.get(url)).await?)
+                .await?;
+            let models = page
+                .models
+                .unwrap_or_default()
+                .into_iter()
+                // Embedding and other models cannot serve a generation.
+                .filter(|m| {
+                    m.supported_generation_methods
+                        .iter()
+                        .any(|g| g == "generateContent")
+                })
+                .map(|m| ModelInfo {
+                    id: m.name.strip_prefix("models/").unwrap_or(&m.name).to_owned(),
+                    provider: spec.id.clone(),
+                    display_name: m.display_name,
+                    context_window: m.input_token_limit,
+                    created_at: None,
+                })
+                .collect();
+            Ok((models, page.next_page_token.filter(|t| !t.is_empty())))
+        }))
     }
 
     fn error_message(body: &[u8]) -> Option<String> {

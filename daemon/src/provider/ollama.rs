@@ -144,7 +144,7 @@ impl HttpApi for OllamaApi {
             let value = http::auth_header(&spec.id, "Bearer ", key)?;
             request = request.header(reqwest::header::AUTHORIZATION, value);
         }
-        Ok(http::with_config_headers(request, &spec.config.headers))
+        Ok(request)
     }
 
     fn url(&self, _: &ProviderSpec, _: &GenerateRequest) -> Result<Url, ProviderError> {
@@ -203,10 +203,6 @@ impl HttpApi for OllamaApi {
         body.insert("options".into(), Value::Object(options));
         body.insert("stream".into(), json!(request.stream));
         Ok(Value::Object(body))
-    }
-
-    fn framer(&self) -> NdjsonSplitter {
-        NdjsonSplitter::new()
     }
 
     fn decoder(&self, provider: &str) -> ChatDecoder {

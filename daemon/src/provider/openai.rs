@@ -117,7 +117,7 @@ impl HttpApi for OpenAiApi {
         if let Some(project) = &spec.config.project {
             request = request.header("OpenAI-Project", project);
         }
-        Ok(http::with_config_headers(request, &spec.config.headers))
+        Ok(request)
     }
 
     fn url(&self, _: &ProviderSpec, _: &GenerateRequest) -> Result<Url, ProviderError> {
@@ -132,10 +132,6 @@ impl HttpApi for OpenAiApi {
             _ => "max_tokens",
         };
         chat_body(spec, request, max_key)
-    }
-
-    fn framer(&self) -> SseParser {
-        SseParser::new()
     }
 
     fn decoder(&self, provider: &str) -> ChunkDecoder {

@@ -23,6 +23,7 @@ pub mod request;
 pub mod time;
 pub mod transport;
 
+use std::future::Future;
 use std::time::Duration;
 
 use provd_client::message::ProviderStatus;
@@ -57,8 +58,8 @@ use super::{
 /// methods) to that API's public functions, as `openai.rs` offers them.
 pub trait HttpApi: std::fmt::Debug + Send + Sync + Sized + 'static {
     /// Cuts the streamed body into units: [`crate::provider::sse::SseParser`] or
-    /// [`crate::provider::ndjson::NdjsonSplitter`].
-    type Framer: Framer;
+    /// [`crate::provider::ndjson::NdjsonSplitter`], a new one for each body.
+    type Framer: Framer + Default;
     /// Reads the units into events.
     type Decoder: Decoder<Unit = <Self::Framer as Framer>::Unit>;
 
@@ -71,8 +72,8 @@ pub trait HttpApi: std::fmt::Debug + Send + Sync + Sized + 'static {
         spec.require_credential().map(|_| ())
     }
 
-    /// Adds the API's auth and fixed headers, then the configured ones
-    /// ([`with_config_headers`]), to a request about to be sent.
+    /// Adds the API's auth and fixed headers to a request about to be sent (the
+    /// provider's configured headers follow them: [`HttpProvider::authorized`]).
     fn authorize(
         &self,
         spec: &ProviderSpec,
@@ -89,9 +90,6 @@ pub trait HttpApi: std::fmt::Debug + Send + Sync + Sized + 'static {
         request: &GenerateRequest,
     ) -> Result<serde_json::Value, ProviderError>;
 
-    /// A framer for one streamed body.
-    fn framer(&self) -> Self::Framer;
-
     /// A decoder for one streamed body; its errors name `provider`.
     fn decoder(&self, provider: &str) -> Self::Decoder;
 
@@ -105,7 +103,8 @@ pub trait HttpApi: std::fmt::Debug + Send + Sync + Sized + 'static {
         streamed: bool,
     ) -> Result<Vec<StreamEvent>, ProviderError>;
 
-    /// The models the API offers; [`HttpProvider::send`] sends authorized requests.
+    /// The models the API offers; [`HttpProvider::send`] sends authorized requests, and
+    /// [`paginated`] follows a list handed out in pages.
     fn list_models(
         provider: &HttpProvider<Self>,
     ) -> BoxFuture<'_, Result<Vec<ModelInfo>, ProviderError>>;
@@ -169,9 +168,10 @@ impl<A: HttpApi> HttpProvider<A> {
         &self.http
     }
 
-    /// `request` with the API's auth and headers.
+    /// `request` with the API's auth and headers, then the provider's configured ones.
     pub fn authorized(&self, request: RequestBuilder) -> Result<RequestBuilder, ProviderError> {
-        self.api.authorize(&self.spec, request)
+        let request = self.api.authorize(&self.spec, request)?;
+        Ok(with_config_headers(request, &self.spec.config.headers))
     }
 
     /// Authorizes and sends a request; a success status is returned, anything else is
@@ -222,7 +222,7 @@ impl<A: HttpApi> BaseLlmProvider for HttpProvider<A> {
             match self.http.answer(response, request.stream).await? {
                 Answer::Stream(response) => Ok(self.http.event_stream(
                     response,
-                    self.api.framer(),
+                    A::Framer::default(),
                     self.api.decoder(&self.spec.id),
                 )),
                 // A whole answer serves a streaming request too (some gateways send one).
@@ -239,6 +239,39 @@ impl<A: HttpApi> BaseLlmProvider for HttpProvider<A> {
     fn list_models(&self) -> BoxFuture<'_, Result<Vec<ModelInfo>, ProviderError>> {
         A::list_models(self)
     }
+}
+
+/// Pages of a paginated model list followed before giving up on the rest: a bound
+/// against an upstream whose cursor never runs out, far above the few dozen models an
+/// API lists.
+pub const MAX_MODEL_PAGES: usize = 20;
+
+/// A model list that an API hands out in pages: `page` fetches the page after `cursor`
+/// (the first for `None`) and gives its models and the next page's cursor, `None` on
+/// the last page. Past [`MAX_MODEL_PAGES`] the pages read so far are the list, with a
+/// warning.
+pub async fn paginated<F, Fut>(provider: &str, mut page: F) -> Result<Vec<ModelInfo>, ProviderError>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: Future<Output = Result<(Vec<ModelInfo>, Option<String>), ProviderError>>,
+{
+    let mut models = Vec::new();
+    let mut cursor = None;
+    for _ in 0..MAX_MODEL_PAGES {
+        let (listed, next) = page(cursor).await?;
+        models.extend(listed);
+        cursor = next;
+        if cursor.is_none() {
+            return Ok(models);
+        }
+    }
+    tracing::warn!(
+        provider = %provider,
+        pages = MAX_MODEL_PAGES,
+        listed = models.len(),
+        "the models list still had more pages; listing the first ones only"
+    );
+    Ok(models)
 }
 
 #[cfg(test)]
