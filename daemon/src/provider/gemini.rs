@@ -395,7 +395,7 @@ fn error_message(body: &[u8]) -> Option<String> {
     google_error(body)?.describe()
 }
 
-/// [`Dialect::refine`] for Gemini: a refused key is unauthenticated (Gemini says 400
+/// [`HttpApi::refine`] for Gemini: a refused key is unauthenticated (Gemini says 400
 /// INVALID_ARGUMENT), DEADLINE_EXCEEDED is a timeout, and RetryInfo's delay is the
 /// retry hint when no header gave one.
 fn refine(error: &mut ProviderError, body: &[u8]) {
