@@ -32,17 +32,17 @@
 
 use std::time::{Duration, SystemTime};
 
-use provd_client::message::ProviderStatus;
 use provd_client::{ErrorCode, FinishReason, GenerateRequest, ModelInfo, Role, Usage};
 use reqwest::header::HeaderMap;
+use reqwest::{RequestBuilder, Url};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::http::{self, days_from_civil, Answer, Decoder, Dialect, Transport};
+use super::http::{self, time, Decoder, HttpApi, HttpProvider, Transport};
 use super::sse::{SseEvent, SseParser};
 use super::{
-    check_additional_param, conversation, fold_param, whole_answer, BaseLlmProvider, BoxFuture,
-    EventStream, ProviderError, ProviderSpec, ProviderState, ReportedModel, StreamEvent,
+    check_additional_param, conversation, fold_param, BoxFuture, ProviderError, ProviderSpec,
+    ReportedModel, StreamEvent,
 };
 use crate::config::ProviderKind;
 
@@ -59,10 +59,6 @@ const RESERVED: &[&str] = &["model", "stream", "messages", "max_tokens"];
 /// Models asked for per page of `GET /v1/models` (the API's maximum), so one page is
 /// the usual case.
 const MODELS_PAGE_LIMIT: &str = "1000";
-
-/// Pages of `GET /v1/models` followed before giving up on the rest: a bound against an
-/// upstream whose `has_more` never turns false.
-const MAX_MODEL_PAGES: usize = 20;
 
 /// The rate-limit reset headers, each with the header that says whether its limit is
 /// exhausted (<https://docs.claude.com/en/api/rate-limits#response-headers>).
@@ -177,23 +173,7 @@ fn is_beta_flag(f: &str) -> bool {
 }
 
 /// The Anthropic Messages API.
-#[derive(Debug)]
-pub struct AnthropicProvider {
-    spec: ProviderSpec,
-    options: AnthropicOptions,
-    /// The API root, without the version prefix.
-    base_url: String,
-    /// `POST` here to generate.
-    messages_url: reqwest::Url,
-    http: Transport,
-    state: ProviderState,
-}
-
-const DIALECT: Dialect = Dialect {
-    error_message,
-    retry_after,
-    refine: http::no_refinement,
-};
+pub type AnthropicProvider = HttpProvider<AnthropicApi>;
 
 impl AnthropicProvider {
     /// An instance from its configuration.
@@ -206,35 +186,72 @@ impl AnthropicProvider {
                 )
             })?;
         let base_url = spec.base_url(DEFAULT_BASE_URL);
-        Ok(AnthropicProvider {
+        let api = AnthropicApi {
             messages_url: http::endpoint(&spec.id, &base_url, "/v1/messages")?,
             base_url,
-            http: Transport::new(&spec, &DIALECT)?,
             options,
-            spec,
-            state: ProviderState::default(),
-        })
+        };
+        HttpProvider::with_api(spec, api)
+    }
+}
+
+/// What the Messages API does its own way.
+#[derive(Debug)]
+pub struct AnthropicApi {
+    options: AnthropicOptions,
+    /// The API root, without the version prefix.
+    base_url: String,
+    /// `POST` here to generate.
+    messages_url: Url,
+}
+
+impl AnthropicApi {
+    fn models_url(
+        &self,
+        spec: &ProviderSpec,
+        after_id: Option<&str>,
+    ) -> Result<Url, ProviderError> {
+        let mut url = http::endpoint(&spec.id, &self.base_url, "/v1/models")?;
+        {
+            let mut query = url.query_pairs_mut();
+            query.append_pair("limit", MODELS_PAGE_LIMIT);
+            if let Some(after) = after_id {
+                query.append_pair("after_id", after);
+            }
+        }
+        Ok(url)
+    }
+}
+
+impl HttpApi for AnthropicApi {
+    type Framer = SseParser;
+    type Decoder = EventDecoder;
+
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Anthropic
     }
 
-    fn authorized(
+    fn authorize(
         &self,
-        request: reqwest::RequestBuilder,
-    ) -> Result<reqwest::RequestBuilder, ProviderError> {
-        let key = self.spec.require_credential()?;
-        let key_header = http::auth_header(&self.spec.id, "", key)?;
+        spec: &ProviderSpec,
+        request: RequestBuilder,
+    ) -> Result<RequestBuilder, ProviderError> {
+        let key = spec.require_credential()?;
+        let key_header = http::auth_header(&spec.id, "", key)?;
         let mut request = request
             .header("x-api-key", key_header)
             .header("anthropic-version", &self.options.version);
         if !self.options.beta.is_empty() {
             request = request.header("anthropic-beta", self.options.beta.join(","));
         }
-        Ok(http::with_config_headers(
-            request,
-            &self.spec.config.headers,
-        ))
+        Ok(request)
     }
 
-    fn body(&self, request: &GenerateRequest) -> Result<Value, ProviderError> {
+    fn url(&self, _: &ProviderSpec, _: &GenerateRequest) -> Result<Url, ProviderError> {
+        Ok(self.messages_url.clone())
+    }
+
+    fn body(&self, spec: &ProviderSpec, request: &GenerateRequest) -> Result<Value, ProviderError> {
         let (system, turns) = conversation(request);
         let messages = alternating_turns(&turns);
         if messages.is_empty() {
@@ -244,11 +261,11 @@ impl AnthropicProvider {
             ));
         }
         let mut body = Map::new();
-        body.insert("model".into(), json!(self.spec.model));
+        body.insert("model".into(), json!(spec.model));
         body.insert("messages".into(), Value::Array(messages));
         body.insert(
             "max_tokens".into(),
-            json!(request.max_tokens.unwrap_or(self.spec.config.max_tokens)),
+            json!(request.max_tokens.unwrap_or(spec.config.max_tokens)),
         );
         if let Some(system) = system {
             body.insert("system".into(), json!(system));
@@ -262,21 +279,61 @@ impl AnthropicProvider {
         if !request.stop.is_empty() {
             body.insert("stop_sequences".into(), json!(request.stop));
         }
-        merge_params(&mut body, request, &self.spec)?;
+        merge_params(&mut body, request, spec)?;
         body.insert("stream".into(), json!(request.stream));
         Ok(Value::Object(body))
     }
 
-    fn models_url(&self, after_id: Option<&str>) -> Result<reqwest::Url, ProviderError> {
-        let mut url = http::endpoint(&self.spec.id, &self.base_url, "/v1/models")?;
-        {
-            let mut query = url.query_pairs_mut();
-            query.append_pair("limit", MODELS_PAGE_LIMIT);
-            if let Some(after) = after_id {
-                query.append_pair("after_id", after);
-            }
-        }
-        Ok(url)
+    fn decoder(&self, provider: &str) -> EventDecoder {
+        EventDecoder::new(provider)
+    }
+
+    fn whole(
+        &self,
+        _: &ProviderSpec,
+        http: &Transport,
+        body: Vec<u8>,
+        streamed: bool,
+    ) -> Result<Vec<StreamEvent>, ProviderError> {
+        let message: WireMessage = http.parse_whole(
+            &body,
+            streamed,
+            "an event stream or a message",
+            &["content"],
+        )?;
+        Ok(message.into_events())
+    }
+
+    fn list_models(
+        provider: &HttpProvider<Self>,
+    ) -> BoxFuture<'_, Result<Vec<ModelInfo>, ProviderError>> {
+        let (spec, transport) = (provider.spec(), provider.transport());
+        Box::pin(http::paginated(&spec.id, move |after| async move {
+            let url = provider.api().models_url(spec, after.as_deref())?;
+            let page: ModelsPage = transport
+                .read_json(provider.send(transport.get(url)).await?)
+                .await?;
+            let models = page.data.into_iter().map(|m| ModelInfo {
+                created_at: m.created_at.as_deref().and_then(unix_seconds),
+                id: m.id,
+                provider: spec.id.clone(),
+                display_name: m.display_name,
+                context_window: m.max_input_tokens.filter(|&n| n > 0),
+            });
+            // A cursor that does not move would fetch the same page forever.
+            let next = page
+                .last_id
+                .filter(|last| page.has_more && after.as_deref() != Some(last.as_str()));
+            Ok((models.collect(), next))
+        }))
+    }
+
+    fn error_message(body: &[u8]) -> Option<String> {
+        error_message(body)
+    }
+
+    fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+        retry_after(headers)
     }
 }
 
@@ -343,93 +400,6 @@ fn merge_params(
     Ok(())
 }
 
-impl BaseLlmProvider for AnthropicProvider {
-    fn kind(&self) -> ProviderKind {
-        ProviderKind::Anthropic
-    }
-
-    fn model(&self) -> &str {
-        &self.spec.model
-    }
-
-    fn state(&self) -> &ProviderState {
-        &self.state
-    }
-
-    fn initialize(&self) -> BoxFuture<'_, Result<(), ProviderError>> {
-        Box::pin(async {
-            self.spec.require_credential()?;
-            self.state.set_status(ProviderStatus::Ready);
-            Ok(())
-        })
-    }
-
-    fn generate(
-        &self,
-        request: GenerateRequest,
-    ) -> BoxFuture<'_, Result<EventStream, ProviderError>> {
-        Box::pin(async move {
-            let body = self.body(&request)?;
-            let http_request = self
-                .authorized(self.http.post(self.messages_url.clone()))?
-                .json(&body);
-            let response = self.http.send(http_request).await?;
-            let body = match self.http.answer(response, request.stream).await? {
-                Answer::Stream(response) => {
-                    return Ok(self.http.event_stream(
-                        response,
-                        SseParser::new(),
-                        EventDecoder::new(&self.spec.id),
-                    ))
-                }
-                Answer::Whole(body) => body,
-            };
-            // A whole message answers a streaming request too (some gateways send one).
-            let message: WireMessage = self.http.parse_whole(
-                &body,
-                request.stream,
-                "an event stream or a message",
-                &["content"],
-            )?;
-            let events = message.into_events();
-            Ok(whole_answer(events))
-        })
-    }
-
-    fn list_models(&self) -> BoxFuture<'_, Result<Vec<ModelInfo>, ProviderError>> {
-        Box::pin(async {
-            let mut models = Vec::new();
-            let mut after: Option<String> = None;
-            for _ in 0..MAX_MODEL_PAGES {
-                let request = self.authorized(self.http.get(self.models_url(after.as_deref())?))?;
-                let response = self.http.send(request).await?;
-                let page: ModelsPage = self.http.read_json(response).await?;
-                models.extend(page.data.into_iter().map(|m| ModelInfo {
-                    created_at: m.created_at.as_deref().and_then(unix_seconds),
-                    id: m.id,
-                    provider: self.spec.id.clone(),
-                    display_name: m.display_name,
-                    context_window: m.max_input_tokens.filter(|&n| n > 0),
-                }));
-                match page.last_id {
-                    // A cursor that does not move would fetch the same page forever.
-                    Some(last) if page.has_more && after.as_deref() != Some(last.as_str()) => {
-                        after = Some(last)
-                    }
-                    _ => return Ok(models),
-                }
-            }
-            tracing::warn!(
-                provider = %self.spec.id,
-                pages = MAX_MODEL_PAGES,
-                listed = models.len(),
-                "the models list still had more pages; listing the first ones only"
-            );
-            Ok(models)
-        })
-    }
-}
-
 /// `{"type": "error", "error": {"type": …, "message": …}, "request_id": …}`, the shape of
 /// every Anthropic error (<https://docs.claude.com/en/api/errors#error-shapes>); the
 /// request id is what Anthropic's support asks for.
@@ -469,90 +439,15 @@ fn reset_hint(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     RESET_HEADERS
         .iter()
         .filter(|(_, remaining)| text(remaining).is_none_or(|r| r == "0"))
-        .filter_map(|(reset, _)| rfc3339_to_system_time(text(reset)?))
+        .filter_map(|(reset, _)| time::rfc3339(text(reset)?))
         .map(|at| at.duration_since(now).unwrap_or(Duration::ZERO))
         .max()
-}
-
-/// Parses an RFC 3339 timestamp (`2025-08-21T12:40:59Z`, `2024-10-22T00:00:00.5+02:00`)
-/// to seconds and nanoseconds since the Unix epoch (seconds may be negative).
-fn parse_rfc3339(s: &str) -> Option<(i64, u32)> {
-    let s = s.trim();
-    let b = s.as_bytes();
-    let digits = |from: usize, to: usize| -> Option<i64> {
-        let part = s.get(from..to)?;
-        part.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| part.parse().ok())
-            .flatten()
-    };
-    if b.len() < 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || !matches!(b[10], b'T' | b't' | b' ')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return None;
-    }
-    let (year, month, day) = (digits(0, 4)?, digits(5, 7)?, digits(8, 10)?);
-    let (hour, minute, second) = (digits(11, 13)?, digits(14, 16)?, digits(17, 19)?);
-    let days_in_month = match month {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
-        2 => 28,
-        _ => return None,
-    };
-    // 60 is a leap second, which RFC 3339 allows.
-    if day < 1 || day > days_in_month || hour > 23 || minute > 59 || second > 60 {
-        return None;
-    }
-    let mut rest = &s[19..];
-    let mut nanos = 0u32;
-    if let Some(fraction) = rest.strip_prefix('.') {
-        let len = fraction.bytes().take_while(u8::is_ascii_digit).count();
-        if len == 0 {
-            return None;
-        }
-        // Digits past nanoseconds are dropped, not rounded.
-        let kept = &fraction[..len.min(9)];
-        nanos = kept.parse::<u32>().ok()? * 10u32.pow(9 - kept.len() as u32);
-        rest = &fraction[len..];
-    }
-    let offset_seconds = match rest.as_bytes() {
-        [b'Z' | b'z'] => 0,
-        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
-            let hours = digits(s.len() - 5, s.len() - 3)?;
-            let minutes = digits(s.len() - 2, s.len())?;
-            if hours > 23 || minutes > 59 {
-                return None;
-            }
-            let offset = hours * 3600 + minutes * 60;
-            if *sign == b'-' {
-                -offset
-            } else {
-                offset
-            }
-        }
-        _ => return None,
-    };
-    let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second
-        - offset_seconds;
-    Some((seconds, nanos))
-}
-
-fn rfc3339_to_system_time(s: &str) -> Option<SystemTime> {
-    let (seconds, nanos) = parse_rfc3339(s)?;
-    Some(SystemTime::UNIX_EPOCH + Duration::new(u64::try_from(seconds).ok()?, nanos))
 }
 
 /// A model's `created_at` in Unix seconds. The API sets the epoch itself when a release
 /// date is unknown, which is reported as unknown rather than as 1970.
 fn unix_seconds(s: &str) -> Option<u64> {
-    parse_rfc3339(s)
-        .and_then(|(seconds, _)| u64::try_from(seconds).ok())
-        .filter(|&seconds| seconds > 0)
+    time::unix_seconds(s).filter(|&seconds| seconds > 0)
 }
 
 /// Anthropic's stop reasons (<https://docs.claude.com/en/api/handling-stop-reasons>).
@@ -704,14 +599,15 @@ struct ErrorEvent {
 }
 
 /// Reads the Messages stream up to `message_stop`.
-pub(crate) struct EventDecoder {
+pub struct EventDecoder {
     provider: String,
     tokens: Tokens,
     finish: Option<FinishReason>,
 }
 
 impl EventDecoder {
-    pub(crate) fn new(provider: &str) -> Self {
+    /// A decoder at the start of a stream; its errors name `provider`.
+    pub fn new(provider: &str) -> Self {
         EventDecoder {
             provider: provider.to_owned(),
             tokens: Tokens::default(),
@@ -1064,38 +960,7 @@ data: {\"type\": \"ping\"}\n\n";
     }
 
     #[test]
-    fn rfc3339_timestamps_parse_with_fractions_and_offsets() {
-        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some((0, 0)));
-        assert_eq!(
-            parse_rfc3339("2025-08-21T12:40:59Z"),
-            Some((1_755_780_059, 0))
-        );
-        assert_eq!(
-            parse_rfc3339("2025-08-21T14:40:59.25+02:00"),
-            Some((1_755_780_059, 250_000_000))
-        );
-        assert_eq!(
-            parse_rfc3339("2025-08-21t10:10:59.123456789123-02:30"),
-            Some((1_755_780_059, 123_456_789))
-        );
-        assert_eq!(
-            parse_rfc3339("2024-02-29T00:00:00Z"),
-            Some((1_709_164_800, 0))
-        );
-        for bad in [
-            "",
-            "2025-08-21",
-            "2025-08-21T12:40:59",
-            "2025-02-29T00:00:00Z",
-            "2025-13-01T00:00:00Z",
-            "2025-08-21T24:00:00Z",
-            "2025-08-21T12:40:59.Z",
-            "2025-08-21T12:40:59+0200",
-            "Thu, 21 Aug 2025 12:40:59 GMT",
-            "2025-08-21T12:4a:59Z",
-        ] {
-            assert_eq!(parse_rfc3339(bad), None, "{bad:?}");
-        }
+    fn model_creation_times_are_rfc3339_and_the_epoch_means_unknown() {
         assert_eq!(unix_seconds("2025-02-19T00:00:00Z"), Some(1_739_923_200));
         assert_eq!(
             unix_seconds("1970-01-01T00:00:00Z"),

@@ -52,17 +52,16 @@
 //! `contents` are refused: the model and streaming are in the URL provd chooses, and the
 //! conversation comes from `prompt` / `messages`.
 
-use provd_client::message::ProviderStatus;
 use provd_client::{ErrorCode, FinishReason, GenerateRequest, ModelInfo, Role, Usage};
-use reqwest::Url;
+use reqwest::{RequestBuilder, Url};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::http::{self, Answer, Decoder, Dialect, Transport};
+use super::http::{self, time, Decoder, HttpApi, HttpProvider, Transport};
 use super::sse::{SseEvent, SseParser};
 use super::{
-    conversation, merge_additional_params, whole_answer, BaseLlmProvider, BoxFuture, EventStream,
-    ProviderError, ProviderSpec, ProviderState, ReportedModel, StreamEvent,
+    conversation, merge_additional_params, BoxFuture, ProviderError, ProviderSpec, ReportedModel,
+    StreamEvent,
 };
 use crate::config::ProviderKind;
 
@@ -83,38 +82,33 @@ const KEY_HEADER: &str = "x-goog-api-key";
 /// Models per `models.list` page: the documented maximum, so one request usually does.
 const MODELS_PAGE_SIZE: u32 = 1000;
 
-/// Pages of `models.list` followed before giving up on the rest: a bound against a
-/// server that keeps handing out tokens, far above the few dozen models Gemini has.
-const MAX_MODEL_PAGES: usize = 20;
-
 /// Gemini, through its own API.
-#[derive(Debug)]
-pub struct GeminiProvider {
-    spec: ProviderSpec,
-    base_url: String,
-    http: Transport,
-    state: ProviderState,
-}
-
-const DIALECT: Dialect = Dialect {
-    error_message,
-    retry_after: http::retry_after,
-    refine,
-};
+pub type GeminiProvider = HttpProvider<GeminiApi>;
 
 impl GeminiProvider {
     /// An instance for `gemini`.
     pub fn new(spec: ProviderSpec) -> Result<GeminiProvider, ProviderError> {
-        Ok(GeminiProvider {
+        let api = GeminiApi {
             base_url: spec.base_url(DEFAULT_BASE_URL),
-            http: Transport::new(&spec, &DIALECT)?,
-            spec,
-            state: ProviderState::default(),
-        })
+        };
+        HttpProvider::with_api(spec, api)
     }
+}
 
+/// What the Gemini API does its own way.
+#[derive(Debug)]
+pub struct GeminiApi {
+    base_url: String,
+}
+
+impl GeminiApi {
     /// `{base_url}/v1beta/{path}`, with the query pairs encoded.
-    fn url(&self, path: &str, query: &[(&str, &str)]) -> Result<Url, ProviderError> {
+    fn endpoint(
+        &self,
+        spec: &ProviderSpec,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<Url, ProviderError> {
         let mut url =
             Url::parse(&format!("{}/{API_VERSION}/{path}", self.base_url)).map_err(|e| {
                 // A configuration fault: no retry can fix it.
@@ -122,7 +116,7 @@ impl GeminiProvider {
                     ErrorCode::Unavailable,
                     format!(
                         "providers.{}.base_url '{}' does not make a valid URL: {e}",
-                        self.spec.id, self.base_url
+                        spec.id, self.base_url
                     ),
                 );
                 error.retryable = false;
@@ -133,21 +127,40 @@ impl GeminiProvider {
         }
         Ok(url)
     }
+}
 
-    fn authorized(
-        &self,
-        request: reqwest::RequestBuilder,
-    ) -> Result<reqwest::RequestBuilder, ProviderError> {
-        let key = self.spec.require_credential()?;
-        let value = http::auth_header(&self.spec.id, "", key)?;
-        let request = request.header(KEY_HEADER, value);
-        Ok(http::with_config_headers(
-            request,
-            &self.spec.config.headers,
-        ))
+impl HttpApi for GeminiApi {
+    type Framer = SseParser;
+    type Decoder = ResponseDecoder;
+
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Gemini
     }
 
-    fn body(&self, request: &GenerateRequest) -> Result<Value, ProviderError> {
+    fn authorize(
+        &self,
+        spec: &ProviderSpec,
+        request: RequestBuilder,
+    ) -> Result<RequestBuilder, ProviderError> {
+        let key = spec.require_credential()?;
+        let value = http::auth_header(&spec.id, "", key)?;
+        Ok(request.header(KEY_HEADER, value))
+    }
+
+    fn url(&self, spec: &ProviderSpec, request: &GenerateRequest) -> Result<Url, ProviderError> {
+        let resource = model_resource(&spec.model)?;
+        if request.stream {
+            self.endpoint(
+                spec,
+                &format!("{resource}:streamGenerateContent"),
+                &[("alt", "sse")],
+            )
+        } else {
+            self.endpoint(spec, &format!("{resource}:generateContent"), &[])
+        }
+    }
+
+    fn body(&self, spec: &ProviderSpec, request: &GenerateRequest) -> Result<Value, ProviderError> {
         let (system, turns) = conversation(request);
         let contents: Vec<Value> = turns
             .into_iter()
@@ -162,7 +175,7 @@ impl GeminiProvider {
         let mut config = Map::new();
         config.insert(
             "maxOutputTokens".into(),
-            json!(request.max_tokens.unwrap_or(self.spec.config.max_tokens)),
+            json!(request.max_tokens.unwrap_or(spec.config.max_tokens)),
         );
         if let Some(t) = request.temperature {
             config.insert("temperature".into(), super::json_f32(t));
@@ -181,7 +194,7 @@ impl GeminiProvider {
                 json!({"parts": [{"text": system}]}),
             );
         }
-        merge_additional_params(&mut body, request, RESERVED, &self.spec)?;
+        merge_additional_params(&mut body, request, RESERVED, spec)?;
         for key in ["generationConfig", "generation_config"] {
             match body.remove(key) {
                 None => {}
@@ -196,6 +209,88 @@ impl GeminiProvider {
         }
         body.insert("generationConfig".into(), Value::Object(config));
         Ok(Value::Object(body))
+    }
+
+    fn decoder(&self, provider: &str) -> ResponseDecoder {
+        ResponseDecoder::new(provider)
+    }
+
+    fn whole(
+        &self,
+        spec: &ProviderSpec,
+        http: &Transport,
+        body: Vec<u8>,
+        streamed: bool,
+    ) -> Result<Vec<StreamEvent>, ProviderError> {
+        // A streaming request may be answered whole too: one response, or the JSON
+        // array of them that streamGenerateContent sends without `alt=sse`.
+        let expected = "an event stream or a GenerateContentResponse";
+        let marks = ["candidates", "promptFeedback"];
+        let wholes: Vec<WireResponse> = if streamed {
+            match http.parse_whole(&body, true, expected, &marks)? {
+                WholeResponse::One(one) => vec![one],
+                WholeResponse::Many(many) => many,
+            }
+        } else {
+            // Parsed as the one response it must be, so that serde's message says
+            // what is wrong with it.
+            vec![http.parse_whole(&body, false, expected, &marks)?]
+        };
+        let mut decoder = ResponseDecoder::new(&spec.id);
+        let mut events = Vec::new();
+        for whole in wholes {
+            decoder.response(whole, &mut events)?;
+        }
+        events.push(
+            decoder
+                .done()
+                .ok_or_else(|| http::malformed(&spec.id, "the response has no finishReason"))?,
+        );
+        Ok(events)
+    }
+
+    fn list_models(
+        provider: &HttpProvider<Self>,
+    ) -> BoxFuture<'_, Result<Vec<ModelInfo>, ProviderError>> {
+        let (spec, transport) = (provider.spec(), provider.transport());
+        Box::pin(http::paginated(&spec.id, move |token| async move {
+            let page_size = MODELS_PAGE_SIZE.to_string();
+            let mut query = vec![("pageSize", page_size.as_str())];
+            if let Some(token) = &token {
+                query.push(("pageToken", token.as_str()));
+            }
+            let url = provider.api().endpoint(spec, "models", &query)?;
+            let page: ModelsPage = transport
+                .read_json(provider.send(transport.get(url)).await?)
+                .await?;
+            let models = page
+                .models
+                .unwrap_or_default()
+                .into_iter()
+                // Embedding and other models cannot serve a generation.
+                .filter(|m| {
+                    m.supported_generation_methods
+                        .iter()
+                        .any(|g| g == "generateContent")
+                })
+                .map(|m| ModelInfo {
+                    id: m.name.strip_prefix("models/").unwrap_or(&m.name).to_owned(),
+                    provider: spec.id.clone(),
+                    display_name: m.display_name,
+                    context_window: m.input_token_limit,
+                    created_at: None,
+                })
+                .collect();
+            Ok((models, page.next_page_token.filter(|t| !t.is_empty())))
+        }))
+    }
+
+    fn error_message(body: &[u8]) -> Option<String> {
+        error_message(body)
+    }
+
+    fn refine(error: &mut ProviderError, body: &[u8]) {
+        refine(error, body)
     }
 }
 
@@ -226,126 +321,6 @@ fn model_resource(model: &str) -> Result<String, ProviderError> {
         }
     };
     Ok(resource)
-}
-
-impl BaseLlmProvider for GeminiProvider {
-    fn kind(&self) -> ProviderKind {
-        ProviderKind::Gemini
-    }
-
-    fn model(&self) -> &str {
-        &self.spec.model
-    }
-
-    fn state(&self) -> &ProviderState {
-        &self.state
-    }
-
-    fn initialize(&self) -> BoxFuture<'_, Result<(), ProviderError>> {
-        Box::pin(async {
-            self.spec.require_credential()?;
-            self.state.set_status(ProviderStatus::Ready);
-            Ok(())
-        })
-    }
-
-    fn generate(
-        &self,
-        request: GenerateRequest,
-    ) -> BoxFuture<'_, Result<EventStream, ProviderError>> {
-        Box::pin(async move {
-            let resource = model_resource(&self.spec.model)?;
-            let body = self.body(&request)?;
-            let url = if request.stream {
-                self.url(
-                    &format!("{resource}:streamGenerateContent"),
-                    &[("alt", "sse")],
-                )?
-            } else {
-                self.url(&format!("{resource}:generateContent"), &[])?
-            };
-            let http_request = self.authorized(self.http.post(url))?.json(&body);
-            let response = self.http.send(http_request).await?;
-            let body = match self.http.answer(response, request.stream).await? {
-                Answer::Stream(response) => {
-                    return Ok(self.http.event_stream(
-                        response,
-                        SseParser::new(),
-                        ResponseDecoder::new(&self.spec.id),
-                    ))
-                }
-                Answer::Whole(body) => body,
-            };
-            // A streaming request may be answered whole too: one response, or the JSON
-            // array of them that streamGenerateContent sends without `alt=sse`.
-            let expected = "an event stream or a GenerateContentResponse";
-            let marks = ["candidates", "promptFeedback"];
-            let wholes: Vec<WireResponse> = if request.stream {
-                match self.http.parse_whole(&body, true, expected, &marks)? {
-                    WholeResponse::One(one) => vec![one],
-                    WholeResponse::Many(many) => many,
-                }
-            } else {
-                // Parsed as the one response it must be, so that serde's message says
-                // what is wrong with it.
-                vec![self.http.parse_whole(&body, false, expected, &marks)?]
-            };
-            let mut decoder = ResponseDecoder::new(&self.spec.id);
-            let mut events = Vec::new();
-            for whole in wholes {
-                decoder.response(whole, &mut events)?;
-            }
-            events.push(decoder.done().ok_or_else(|| {
-                http::malformed(&self.spec.id, "the response has no finishReason")
-            })?);
-            Ok(whole_answer(events))
-        })
-    }
-
-    fn list_models(&self) -> BoxFuture<'_, Result<Vec<ModelInfo>, ProviderError>> {
-        Box::pin(async {
-            let page_size = MODELS_PAGE_SIZE.to_string();
-            let mut models = Vec::new();
-            let mut token: Option<String> = None;
-            for _ in 0..MAX_MODEL_PAGES {
-                let mut query = vec![("pageSize", page_size.as_str())];
-                if let Some(token) = &token {
-                    query.push(("pageToken", token.as_str()));
-                }
-                let request = self.authorized(self.http.get(self.url("models", &query)?))?;
-                let response = self.http.send(request).await?;
-                let page: ModelsPage = self.http.read_json(response).await?;
-                models.extend(
-                    page.models
-                        .unwrap_or_default()
-                        .into_iter()
-                        // Embedding and other models cannot serve a generation.
-                        .filter(|m| {
-                            m.supported_generation_methods
-                                .iter()
-                                .any(|g| g == "generateContent")
-                        })
-                        .map(|m| ModelInfo {
-                            id: m.name.strip_prefix("models/").unwrap_or(&m.name).to_owned(),
-                            provider: self.spec.id.clone(),
-                            display_name: m.display_name,
-                            context_window: m.input_token_limit,
-                            created_at: None,
-                        }),
-                );
-                token = page.next_page_token.filter(|t| !t.is_empty());
-                if token.is_none() {
-                    return Ok(models);
-                }
-            }
-            tracing::warn!(
-                provider = %self.spec.id,
-                pages = MAX_MODEL_PAGES,
-                "models.list still had more pages; listing only the first ones"
-            );
-            Ok(models)
-        })
-    }
 }
 
 /// A whole answer: one response, or the array of streamGenerateContent without SSE.
@@ -411,7 +386,7 @@ impl GoogleError {
         self.detail("RetryInfo").find_map(|d| {
             d.get("retryDelay")
                 .and_then(Value::as_str)
-                .and_then(parse_proto_duration)
+                .and_then(time::proto_duration)
         })
     }
 }
@@ -420,7 +395,7 @@ fn error_message(body: &[u8]) -> Option<String> {
     google_error(body)?.describe()
 }
 
-/// [`Dialect::refine`] for Gemini: a refused key is unauthenticated (Gemini says 400
+/// [`HttpApi::refine`] for Gemini: a refused key is unauthenticated (Gemini says 400
 /// INVALID_ARGUMENT), DEADLINE_EXCEEDED is a timeout, and RetryInfo's delay is the
 /// retry hint when no header gave one.
 fn refine(error: &mut ProviderError, body: &[u8]) {
@@ -440,14 +415,6 @@ fn refine(error: &mut ProviderError, body: &[u8]) {
     if error.retryable && error.retry_after.is_none() {
         error.retry_after = google.retry_delay();
     }
-}
-
-/// A protobuf `Duration` in its JSON form: seconds with an `s` suffix (`"34s"`,
-/// `"1.5s"`).
-fn parse_proto_duration(s: &str) -> Option<std::time::Duration> {
-    let seconds: f64 = s.trim().strip_suffix('s')?.parse().ok()?;
-    // `try_from`: a delay too large for a Duration (`1e30s`) is no hint, not a panic.
-    std::time::Duration::try_from_secs_f64(seconds).ok()
 }
 
 /// The system-wide code for a google.rpc status name, as Gemini puts it in `status`.
@@ -578,7 +545,7 @@ impl From<WireUsage> for Usage {
 /// Reads `GenerateContentResponse`s, streamed or whole, into events; see the module docs
 /// for every choice it makes.
 #[derive(Debug)]
-pub(crate) struct ResponseDecoder {
+pub struct ResponseDecoder {
     provider: String,
     model: ReportedModel,
     usage: Option<Usage>,
@@ -588,7 +555,8 @@ pub(crate) struct ResponseDecoder {
 }
 
 impl ResponseDecoder {
-    pub(crate) fn new(provider: &str) -> Self {
+    /// A decoder at the start of a stream; its errors name `provider`.
+    pub fn new(provider: &str) -> Self {
         ResponseDecoder {
             provider: provider.to_owned(),
             model: ReportedModel::default(),
@@ -990,20 +958,6 @@ mod tests {
     }
 
     #[test]
-    fn proto_durations_parse() {
-        assert_eq!(parse_proto_duration("34s"), Some(Duration::from_secs(34)));
-        assert_eq!(
-            parse_proto_duration("1.5s"),
-            Some(Duration::from_millis(1500))
-        );
-        assert_eq!(parse_proto_duration("34"), None);
-        assert_eq!(parse_proto_duration("-1s"), None);
-        assert_eq!(parse_proto_duration("soon"), None);
-        assert_eq!(parse_proto_duration("1e30s"), None);
-        assert_eq!(parse_proto_duration("NaNs"), None);
-    }
-
-    #[test]
     fn an_absurd_retry_delay_in_a_stream_error_is_no_hint() {
         // An upstream's RetryInfo of 1e30 seconds used to panic the generation task in
         // Duration::from_secs_f64 (found reviewing the retry hints; the corpus of the
@@ -1088,16 +1042,24 @@ mod tests {
     fn the_key_is_required_and_the_url_never_carries_it() {
         let p = provider("base_url = \"http://proxy.local/gemini/\"");
         assert_eq!(
-            p.url("models/m:streamGenerateContent", &[("alt", "sse")])
+            p.api()
+                .endpoint(
+                    p.spec(),
+                    "models/m:streamGenerateContent",
+                    &[("alt", "sse")]
+                )
                 .unwrap()
                 .as_str(),
             "http://proxy.local/gemini/v1beta/models/m:streamGenerateContent?alt=sse"
         );
         assert_eq!(
-            p.url("models", &[("pageToken", "a/b+c")]).unwrap().query(),
+            p.api()
+                .endpoint(p.spec(), "models", &[("pageToken", "a/b+c")])
+                .unwrap()
+                .query(),
             Some("pageToken=a%2Fb%2Bc")
         );
-        let e = p.authorized(p.http.get("http://x")).unwrap_err();
+        let e = p.authorized(p.transport().get("http://x")).unwrap_err();
         assert_eq!(e.code, ErrorCode::Unauthenticated);
         assert!(e.message.contains("GEMINI_API_KEY"), "{}", e.message);
     }

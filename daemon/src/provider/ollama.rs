@@ -32,17 +32,17 @@
 //! Later wins: the request's own fields (`max_tokens` as `num_predict`, `temperature`,
 //! `top_p`, `stop`), then flat option keys, then the `options` object.
 
-use provd_client::message::ProviderStatus;
 use provd_client::{ErrorCode, FinishReason, GenerateRequest, ModelInfo, Usage};
+use reqwest::{RequestBuilder, Url};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::http::{self, Answer, Decoder, Dialect, Transport};
+use super::http::{self, time, Decoder, HttpApi, HttpProvider, Transport};
 use super::ndjson::NdjsonSplitter;
 use super::{
-    chat_messages, json_f32, merge_additional_params, whole_answer, BaseLlmProvider, BoxFuture,
-    EventStream, ProviderError, ProviderSpec, ProviderState, ReportedModel, StreamEvent,
+    chat_messages, json_f32, merge_additional_params, BoxFuture, ProviderError, ProviderSpec,
+    ReportedModel, StreamEvent,
 };
 use crate::config::ProviderKind;
 
@@ -86,26 +86,8 @@ pub const OPTION_KEYS: &[&str] = &[
     "use_mlock",
 ];
 
-const DIALECT: Dialect = Dialect {
-    error_message,
-    retry_after: http::retry_after,
-    refine: http::no_refinement,
-};
-
 /// An Ollama server.
-#[derive(Debug)]
-pub struct OllamaProvider {
-    spec: ProviderSpec,
-    /// `POST` here to generate.
-    chat_url: reqwest::Url,
-    /// `GET` here to list models.
-    tags_url: reqwest::Url,
-    /// `host:port` of the server, for the "is Ollama running?" hint. Never the whole
-    /// URL: a proxy URL may carry credentials.
-    address: String,
-    http: Transport,
-    state: ProviderState,
-}
+pub type OllamaProvider = HttpProvider<OllamaApi>;
 
 impl OllamaProvider {
     /// An instance for `ollama`.
@@ -117,58 +99,63 @@ impl OllamaProvider {
             (Some(host), None) => host.to_owned(),
             _ => "its base_url".to_owned(),
         };
-        Ok(OllamaProvider {
+        let api = OllamaApi {
             chat_url: http::endpoint(&spec.id, &base_url, "/api/chat")?,
             tags_url: http::endpoint(&spec.id, &base_url, "/api/tags")?,
             address,
-            http: Transport::new(&spec, &DIALECT)?,
-            spec,
-            state: ProviderState::default(),
-        })
+        };
+        HttpProvider::with_api(spec, api)
+    }
+}
+
+/// What Ollama's native API does its own way.
+#[derive(Debug)]
+pub struct OllamaApi {
+    /// `POST` here to generate.
+    chat_url: Url,
+    /// `GET` here to list models.
+    tags_url: Url,
+    /// `host:port` of the server, for the "is Ollama running?" hint. Never the whole
+    /// URL: a proxy URL may carry credentials.
+    address: String,
+}
+
+impl HttpApi for OllamaApi {
+    type Framer = NdjsonSplitter;
+    type Decoder = ChatDecoder;
+
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Ollama
     }
 
-    fn authorized(
+    fn initialize(&self, _: &ProviderSpec) -> Result<(), ProviderError> {
+        // No network here: Ollama may start after provd, and the first request reports
+        // clearly if it has not.
+        Ok(())
+    }
+
+    fn authorize(
         &self,
-        request: reqwest::RequestBuilder,
-    ) -> Result<reqwest::RequestBuilder, ProviderError> {
+        spec: &ProviderSpec,
+        request: RequestBuilder,
+    ) -> Result<RequestBuilder, ProviderError> {
         let mut request = request;
-        if let Some(key) = &self.spec.credential {
-            let value = http::auth_header(&self.spec.id, "Bearer ", key)?;
+        if let Some(key) = &spec.credential {
+            let value = http::auth_header(&spec.id, "Bearer ", key)?;
             request = request.header(reqwest::header::AUTHORIZATION, value);
         }
-        Ok(http::with_config_headers(
-            request,
-            &self.spec.config.headers,
-        ))
+        Ok(request)
     }
 
-    /// Sends a request; a server that cannot be reached gets an error that says what to
-    /// check, since "Ollama is not running" is by far the most common cause.
-    async fn send(
-        &self,
-        request: reqwest::RequestBuilder,
-    ) -> Result<reqwest::Response, ProviderError> {
-        self.http
-            .send(self.authorized(request)?)
-            .await
-            .map_err(|mut e| {
-                // http::transport_error words every failure to connect this way; an HTTP
-                // 503 (a busy server) is also `unavailable` but is answered, so no hint.
-                if e.code == ErrorCode::Unavailable && e.message.contains(": cannot connect to ") {
-                    e.message = format!(
-                    "{}; is Ollama running at {}? (start it with `ollama serve`, or set base_url)",
-                    e.message, self.address
-                );
-                }
-                e
-            })
+    fn url(&self, _: &ProviderSpec, _: &GenerateRequest) -> Result<Url, ProviderError> {
+        Ok(self.chat_url.clone())
     }
 
-    fn body(&self, request: &GenerateRequest) -> Result<Value, ProviderError> {
+    fn body(&self, spec: &ProviderSpec, request: &GenerateRequest) -> Result<Value, ProviderError> {
         let messages = chat_messages(request);
 
         let mut options = Map::new();
-        let max_tokens = request.max_tokens.unwrap_or(self.spec.config.max_tokens);
+        let max_tokens = request.max_tokens.unwrap_or(spec.config.max_tokens);
         options.insert("num_predict".into(), json!(max_tokens));
         if let Some(t) = request.temperature {
             options.insert("temperature".into(), json_f32(t));
@@ -210,98 +197,86 @@ impl OllamaProvider {
         }
 
         let mut body = Map::new();
-        body.insert("model".into(), json!(self.spec.model));
+        body.insert("model".into(), json!(spec.model));
         body.insert("messages".into(), Value::Array(messages));
-        merge_additional_params(&mut body, &top_level, RESERVED, &self.spec)?;
+        merge_additional_params(&mut body, &top_level, RESERVED, spec)?;
         body.insert("options".into(), Value::Object(options));
         body.insert("stream".into(), json!(request.stream));
         Ok(Value::Object(body))
     }
-}
 
-impl BaseLlmProvider for OllamaProvider {
-    fn kind(&self) -> ProviderKind {
-        ProviderKind::Ollama
+    fn decoder(&self, provider: &str) -> ChatDecoder {
+        ChatDecoder::new(provider)
     }
 
-    fn model(&self) -> &str {
-        &self.spec.model
-    }
-
-    fn state(&self) -> &ProviderState {
-        &self.state
-    }
-
-    fn initialize(&self) -> BoxFuture<'_, Result<(), ProviderError>> {
-        // No network here: Ollama may start after provd, and the first request reports
-        // clearly if it has not.
-        Box::pin(async {
-            self.state.set_status(ProviderStatus::Ready);
-            Ok(())
-        })
-    }
-
-    fn generate(
+    fn whole(
         &self,
-        request: GenerateRequest,
-    ) -> BoxFuture<'_, Result<EventStream, ProviderError>> {
-        Box::pin(async move {
-            let body = self.body(&request)?;
-            let response = self
-                .send(self.http.post(self.chat_url.clone()).json(&body))
-                .await?;
-            let whole = match self.http.answer(response, request.stream).await? {
-                Answer::Stream(response) => {
-                    return Ok(self.http.event_stream(
-                        response,
-                        NdjsonSplitter::new(),
-                        ChatDecoder::new(&self.spec.id),
-                    ))
-                }
-                Answer::Whole(body) => body,
-            };
-            // The non-streamed answer is the stream's last line with the whole message,
-            // so the same decoder reads it and both modes report the same usage and
-            // finish reason. It may answer a streaming request too (a proxy's choice);
-            // it is then parsed whole, as it may span several lines.
-            let mut decoder = ChatDecoder::new(&self.spec.id);
-            let mut events = Vec::new();
-            let expected = "an NDJSON stream or a chat response";
-            let line = if request.stream {
-                let value: serde_json::Value =
-                    self.http
-                        .parse_whole(&whole, true, expected, &["done", "message"])?;
-                serde_json::to_vec(&value).unwrap_or_default()
-            } else {
-                whole
-            };
-            decoder.unit(line, &mut events)?;
-            if !events.iter().any(|e| matches!(e, StreamEvent::Done { .. })) {
-                return Err(http::malformed(
-                    &self.spec.id,
-                    "the non-streamed response is not marked \"done\": true",
-                ));
-            }
-            Ok(whole_answer(events))
-        })
+        spec: &ProviderSpec,
+        http: &Transport,
+        whole: Vec<u8>,
+        streamed: bool,
+    ) -> Result<Vec<StreamEvent>, ProviderError> {
+        // The non-streamed answer is the stream's last line with the whole message,
+        // so the same decoder reads it and both modes report the same usage and
+        // finish reason. It may answer a streaming request too (a proxy's choice);
+        // it is then parsed whole, as it may span several lines.
+        let mut decoder = ChatDecoder::new(&spec.id);
+        let mut events = Vec::new();
+        let expected = "an NDJSON stream or a chat response";
+        let line = if streamed {
+            let value: serde_json::Value =
+                http.parse_whole(&whole, true, expected, &["done", "message"])?;
+            serde_json::to_vec(&value).unwrap_or_default()
+        } else {
+            whole
+        };
+        decoder.unit(line, &mut events)?;
+        if !events.iter().any(|e| matches!(e, StreamEvent::Done { .. })) {
+            return Err(http::malformed(
+                &spec.id,
+                "the non-streamed response is not marked \"done\": true",
+            ));
+        }
+        Ok(events)
     }
 
-    fn list_models(&self) -> BoxFuture<'_, Result<Vec<ModelInfo>, ProviderError>> {
-        Box::pin(async {
-            let response = self.send(self.http.get(self.tags_url.clone())).await?;
-            let list: Tags = self.http.read_json(response).await?;
+    fn list_models(
+        provider: &HttpProvider<Self>,
+    ) -> BoxFuture<'_, Result<Vec<ModelInfo>, ProviderError>> {
+        Box::pin(async move {
+            let http = provider.transport();
+            let request = http.get(provider.api().tags_url.clone());
+            let list: Tags = http.read_json(provider.send(request).await?).await?;
             Ok(list
                 .models
                 .into_iter()
                 .map(|m| ModelInfo {
-                    created_at: m.modified_at.as_deref().and_then(rfc3339_to_unix),
+                    created_at: m.modified_at.as_deref().and_then(time::unix_seconds),
                     display_name: Some(m.name.clone()),
                     id: m.name,
-                    provider: self.spec.id.clone(),
+                    provider: provider.spec().id.clone(),
                     context_window: None,
                 })
                 .collect())
         })
+    }
+
+    fn error_message(body: &[u8]) -> Option<String> {
+        error_message(body)
+    }
+
+    /// A server that cannot be reached gets an error that says what to check, since
+    /// "Ollama is not running" is by far the most common cause.
+    fn send_failed(&self, mut e: ProviderError) -> ProviderError {
+        // http::errors::transport_error words every failure to connect this way; an
+        // HTTP 503 (a busy server) is also `unavailable` but is answered, so no hint.
+        if e.code == ErrorCode::Unavailable && e.message.contains(": cannot connect to ") {
+            e.message = format!(
+                "{}; is Ollama running at {}? (start it with `ollama serve`, or set base_url)",
+                e.message, self.address
+            );
+        }
+        e
     }
 }
 
@@ -347,14 +322,15 @@ struct LineMessage {
 }
 
 /// Reads `/api/chat` lines up to the one with `"done": true`.
-pub(crate) struct ChatDecoder {
+pub struct ChatDecoder {
     provider: String,
     model: ReportedModel,
     saw_tool_calls: bool,
 }
 
 impl ChatDecoder {
-    pub(crate) fn new(provider: &str) -> Self {
+    /// A decoder at the start of a stream; its errors name `provider`.
+    pub fn new(provider: &str) -> Self {
         ChatDecoder {
             provider: provider.to_owned(),
             model: ReportedModel::default(),
@@ -441,66 +417,6 @@ struct TagModel {
     /// time.
     #[serde(default)]
     modified_at: Option<String>,
-}
-
-/// Seconds since the Unix epoch of an RFC 3339 timestamp as Ollama writes them
-/// (`2023-11-04T14:56:49.277302595-07:00`, `2024-12-06T00:48:09.983619Z`); `None` for
-/// anything else or a time before 1970.
-fn rfc3339_to_unix(s: &str) -> Option<u64> {
-    let b = s.as_bytes();
-    let number = |range: std::ops::Range<usize>| -> Option<i64> {
-        let digits = b.get(range)?;
-        if !digits.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        std::str::from_utf8(digits).ok()?.parse().ok()
-    };
-    let separators_ok = b.get(4) == Some(&b'-')
-        && b.get(7) == Some(&b'-')
-        && matches!(b.get(10), Some(b'T' | b't' | b' '))
-        && b.get(13) == Some(&b':')
-        && b.get(16) == Some(&b':');
-    if !separators_ok {
-        return None;
-    }
-    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
-    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
-    if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return None;
-    }
-    let mut rest = &b[19..];
-    if rest.first() == Some(&b'.') {
-        let fraction = rest[1..].iter().take_while(|c| c.is_ascii_digit()).count();
-        if fraction == 0 {
-            return None;
-        }
-        rest = &rest[1 + fraction..];
-    }
-    let offset_seconds = match rest {
-        [b'Z' | b'z'] => 0,
-        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
-            let hh = std::str::from_utf8(&[*h1, *h2]).ok()?.parse::<i64>().ok()?;
-            let mm = std::str::from_utf8(&[*m1, *m2]).ok()?.parse::<i64>().ok()?;
-            if hh > 23 || mm > 59 {
-                return None;
-            }
-            let offset = hh * 3600 + mm * 60;
-            if *sign == b'+' {
-                offset
-            } else {
-                -offset
-            }
-        }
-        _ => return None,
-    };
-    let days = http::days_from_civil(year, month, day);
-    let local = days * 86_400 + hour * 3600 + minute * 60 + second;
-    u64::try_from(local - offset_seconds).ok()
 }
 
 #[cfg(test)]
@@ -674,37 +590,6 @@ mod tests {
         assert_eq!(error_message(br#"{"message":"x"}"#), None);
     }
 
-    #[test]
-    fn rfc3339_timestamps_parse_to_unix_seconds() {
-        assert_eq!(rfc3339_to_unix("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(
-            rfc3339_to_unix("2024-12-06T00:48:09.983619Z"),
-            Some(1_733_446_089)
-        );
-        // 14:56:49 at UTC-7 is 21:56:49 UTC.
-        assert_eq!(
-            rfc3339_to_unix("2023-11-04T14:56:49.277302595-07:00"),
-            Some(1_699_135_009)
-        );
-        assert_eq!(
-            rfc3339_to_unix("2023-11-05T03:26:49+05:30"),
-            Some(1_699_135_009)
-        );
-        for bad in [
-            "",
-            "2023-11-04",
-            "2023-11-04T14:56:49",
-            "2023-13-04T14:56:49Z",
-            "2023-11-04T14:56:49.Z",
-            "2023-11-04T14:56:49+0700",
-            "1969-12-31T23:59:59Z",
-            "2023-11-04T14:56:4éZ",
-            "yesterday",
-        ] {
-            assert_eq!(rfc3339_to_unix(bad), None, "{bad}");
-        }
-    }
-
     fn provider(additional: &str) -> OllamaProvider {
         let table = format!("type = \"ollama\"\nmax_tokens = 100\n{additional}");
         OllamaProvider::new(ProviderSpec::for_test("o", &table, "llama3.2", None)).unwrap()
@@ -749,9 +634,9 @@ mod tests {
     #[test]
     fn the_default_base_url_is_the_local_server() {
         let p = provider("");
-        assert_eq!(p.chat_url.as_str(), "http://127.0.0.1:11434/api/chat");
-        assert_eq!(p.address, "127.0.0.1:11434");
+        assert_eq!(p.api().chat_url.as_str(), "http://127.0.0.1:11434/api/chat");
+        assert_eq!(p.api().address, "127.0.0.1:11434");
         let p = provider("base_url = \"https://user:pw@ollama.example/\"");
-        assert_eq!(p.address, "ollama.example:443");
+        assert_eq!(p.api().address, "ollama.example:443");
     }
 }

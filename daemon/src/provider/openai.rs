@@ -14,17 +14,17 @@
 
 use std::time::Duration;
 
-use provd_client::message::ProviderStatus;
 use provd_client::{ErrorCode, FinishReason, GenerateRequest, ModelInfo, Usage};
 use reqwest::header::HeaderMap;
+use reqwest::{RequestBuilder, Url};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::http::{self, Answer, Decoder, Dialect, Transport};
+use super::http::{self, time, Decoder, HttpApi, HttpProvider, Transport};
 use super::sse::{SseEvent, SseParser};
 use super::{
-    chat_messages, json_f32, merge_additional_params, whole_answer, BaseLlmProvider, BoxFuture,
-    EventStream, ProviderError, ProviderSpec, ProviderState, ReportedModel, StreamEvent,
+    chat_messages, json_f32, merge_additional_params, BoxFuture, ProviderError, ProviderSpec,
+    ReportedModel, StreamEvent,
 };
 use crate::config::ProviderKind;
 
@@ -35,27 +35,31 @@ pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 const RESERVED: &[&str] = &["model", "stream", "stream_options", "messages"];
 
 /// OpenAI, or a server that speaks its protocol.
-#[derive(Debug)]
-pub struct OpenAiProvider {
-    spec: ProviderSpec,
-    kind: ProviderKind,
-    /// `POST` here to generate.
-    chat_url: reqwest::Url,
-    /// `GET` here to list models.
-    models_url: reqwest::Url,
-    http: Transport,
-    state: ProviderState,
-}
-
-const DIALECT: Dialect = Dialect {
-    error_message,
-    retry_after,
-    refine,
-};
+pub type OpenAiProvider = HttpProvider<OpenAiApi>;
 
 impl OpenAiProvider {
     /// An instance for `openai` or `openai-compatible`.
     pub fn new(spec: ProviderSpec, kind: ProviderKind) -> Result<OpenAiProvider, ProviderError> {
+        let api = OpenAiApi::new(&spec, kind)?;
+        HttpProvider::with_api(spec, api)
+    }
+}
+
+/// What OpenAI's API (or a compatible server's) does its own way. The format half
+/// ([`chat_body`], [`ChunkDecoder`], [`completion_events`], [`error_message`],
+/// [`refine`], [`retry_after`]) is public so that another endpoint speaking Chat
+/// Completions reuses it with its own URL and auth.
+#[derive(Debug)]
+pub struct OpenAiApi {
+    kind: ProviderKind,
+    /// `POST` here to generate.
+    chat_url: Url,
+    /// `GET` here to list models.
+    models_url: Url,
+}
+
+impl OpenAiApi {
+    fn new(spec: &ProviderSpec, kind: ProviderKind) -> Result<OpenAiApi, ProviderError> {
         let default_url = match kind {
             ProviderKind::Openai => DEFAULT_BASE_URL,
             _ => spec.config.base_url.as_deref().ok_or_else(|| {
@@ -69,138 +73,94 @@ impl OpenAiProvider {
             })?,
         };
         let base_url = spec.base_url(default_url);
-        Ok(OpenAiProvider {
+        Ok(OpenAiApi {
             chat_url: http::endpoint(&spec.id, &base_url, "/chat/completions")?,
             models_url: http::endpoint(&spec.id, &base_url, "/models")?,
-            http: Transport::new(&spec, &DIALECT)?,
             kind,
-            spec,
-            state: ProviderState::default(),
         })
     }
+}
 
-    fn authorized(
-        &self,
-        request: reqwest::RequestBuilder,
-    ) -> Result<reqwest::RequestBuilder, ProviderError> {
-        let mut request = request;
-        let key = match self.kind {
-            ProviderKind::Openai => Some(self.spec.require_credential()?),
-            _ => self.spec.credential.as_ref(),
-        };
-        if let Some(key) = key {
-            let value = http::auth_header(&self.spec.id, "Bearer ", key)?;
-            request = request.header(reqwest::header::AUTHORIZATION, value);
-        }
-        if let Some(org) = &self.spec.config.organization {
-            request = request.header("OpenAI-Organization", org);
-        }
-        if let Some(project) = &self.spec.config.project {
-            request = request.header("OpenAI-Project", project);
-        }
-        Ok(http::with_config_headers(
-            request,
-            &self.spec.config.headers,
-        ))
+impl HttpApi for OpenAiApi {
+    type Framer = SseParser;
+    type Decoder = ChunkDecoder;
+
+    fn kind(&self) -> ProviderKind {
+        self.kind
     }
 
-    fn body(&self, request: &GenerateRequest) -> Result<Value, ProviderError> {
-        let messages = chat_messages(request);
-        let mut body = Map::new();
-        body.insert("model".into(), json!(self.spec.model));
-        body.insert("messages".into(), Value::Array(messages));
-        let max_tokens = request.max_tokens.unwrap_or(self.spec.config.max_tokens);
+    fn initialize(&self, spec: &ProviderSpec) -> Result<(), ProviderError> {
+        // For `openai-compatible` the key is optional.
+        if self.kind == ProviderKind::Openai {
+            spec.require_credential()?;
+        }
+        Ok(())
+    }
+
+    fn authorize(
+        &self,
+        spec: &ProviderSpec,
+        request: RequestBuilder,
+    ) -> Result<RequestBuilder, ProviderError> {
+        let mut request = request;
+        let key = match self.kind {
+            ProviderKind::Openai => Some(spec.require_credential()?),
+            _ => spec.credential.as_ref(),
+        };
+        if let Some(key) = key {
+            let value = http::auth_header(&spec.id, "Bearer ", key)?;
+            request = request.header(reqwest::header::AUTHORIZATION, value);
+        }
+        if let Some(org) = &spec.config.organization {
+            request = request.header("OpenAI-Organization", org);
+        }
+        if let Some(project) = &spec.config.project {
+            request = request.header("OpenAI-Project", project);
+        }
+        Ok(request)
+    }
+
+    fn url(&self, _: &ProviderSpec, _: &GenerateRequest) -> Result<Url, ProviderError> {
+        Ok(self.chat_url.clone())
+    }
+
+    fn body(&self, spec: &ProviderSpec, request: &GenerateRequest) -> Result<Value, ProviderError> {
         // OpenAI's current models take max_completion_tokens and refuse max_tokens;
         // compatible servers mostly know only max_tokens.
         let max_key = match self.kind {
             ProviderKind::Openai => "max_completion_tokens",
             _ => "max_tokens",
         };
-        body.insert(max_key.into(), json!(max_tokens));
-        if let Some(t) = request.temperature {
-            body.insert("temperature".into(), json_f32(t));
-        }
-        if let Some(p) = request.top_p {
-            body.insert("top_p".into(), json_f32(p));
-        }
-        if !request.stop.is_empty() {
-            body.insert("stop".into(), json!(request.stop));
-        }
-        merge_additional_params(&mut body, request, RESERVED, &self.spec)?;
-        body.insert("stream".into(), json!(request.stream));
-        if request.stream {
-            body.insert("stream_options".into(), json!({"include_usage": true}));
-        }
-        Ok(Value::Object(body))
-    }
-}
-
-impl BaseLlmProvider for OpenAiProvider {
-    fn kind(&self) -> ProviderKind {
-        self.kind
+        chat_body(spec, request, max_key)
     }
 
-    fn model(&self) -> &str {
-        &self.spec.model
+    fn decoder(&self, provider: &str) -> ChunkDecoder {
+        ChunkDecoder::new(provider)
     }
 
-    fn state(&self) -> &ProviderState {
-        &self.state
-    }
-
-    fn initialize(&self) -> BoxFuture<'_, Result<(), ProviderError>> {
-        Box::pin(async {
-            if self.kind == ProviderKind::Openai {
-                self.spec.require_credential()?;
-            }
-            self.state.set_status(ProviderStatus::Ready);
-            Ok(())
-        })
-    }
-
-    fn generate(
+    fn whole(
         &self,
-        request: GenerateRequest,
-    ) -> BoxFuture<'_, Result<EventStream, ProviderError>> {
-        Box::pin(async move {
-            let body = self.body(&request)?;
-            let http_request = self
-                .authorized(self.http.post(self.chat_url.clone()))?
-                .json(&body);
-            let response = self.http.send(http_request).await?;
-            let body = match self.http.answer(response, request.stream).await? {
-                Answer::Stream(response) => {
-                    return Ok(self.http.event_stream(
-                        response,
-                        SseParser::new(),
-                        ChunkDecoder::new(&self.spec.id),
-                    ))
-                }
-                Answer::Whole(body) => body,
-            };
-            // A whole completion answers a streaming request too (some gateways send one).
-            let completion: Completion = self.http.parse_whole(
-                &body,
-                request.stream,
-                "an event stream or a chat completion",
-                &["choices"],
-            )?;
-            let events = completion.into_events(&self.spec.id)?;
-            Ok(whole_answer(events))
-        })
+        spec: &ProviderSpec,
+        http: &Transport,
+        body: Vec<u8>,
+        streamed: bool,
+    ) -> Result<Vec<StreamEvent>, ProviderError> {
+        completion_events(spec, http, &body, streamed)
     }
 
-    fn list_models(&self) -> BoxFuture<'_, Result<Vec<ModelInfo>, ProviderError>> {
-        Box::pin(async {
-            let request = self.authorized(self.http.get(self.models_url.clone()))?;
-            let response = self.http.send(request).await?;
-            let list: ModelsPage = self.http.read_json(response).await?;
+    fn list_models(
+        provider: &HttpProvider<Self>,
+    ) -> BoxFuture<'_, Result<Vec<ModelInfo>, ProviderError>> {
+        Box::pin(async move {
+            let http = provider.transport();
+            let request = http.get(provider.api().models_url.clone());
+            let list: ModelsPage = http.read_json(provider.send(request).await?).await?;
             Ok(list
                 .data
                 .into_iter()
                 .map(|m| ModelInfo {
                     id: m.id,
-                    provider: self.spec.id.clone(),
+                    provider: provider.spec().id.clone(),
                     display_name: None,
                     context_window: m.context_length,
                     created_at: m.created,
@@ -208,11 +168,71 @@ impl BaseLlmProvider for OpenAiProvider {
                 .collect())
         })
     }
+
+    fn error_message(body: &[u8]) -> Option<String> {
+        error_message(body)
+    }
+
+    fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+        retry_after(headers)
+    }
+
+    fn refine(error: &mut ProviderError, body: &[u8]) {
+        refine(error, body)
+    }
+}
+
+/// A Chat Completions body: the model, the conversation with the system prompt as a
+/// first `system` message, the token limit under `max_tokens_key` (`max_tokens`, or
+/// `max_completion_tokens` that OpenAI's current models require), sampling,
+/// `additional_params`, and streaming with usage in the last chunk.
+pub fn chat_body(
+    spec: &ProviderSpec,
+    request: &GenerateRequest,
+    max_tokens_key: &str,
+) -> Result<Value, ProviderError> {
+    let messages = chat_messages(request);
+    let mut body = Map::new();
+    body.insert("model".into(), json!(spec.model));
+    body.insert("messages".into(), Value::Array(messages));
+    let max_tokens = request.max_tokens.unwrap_or(spec.config.max_tokens);
+    body.insert(max_tokens_key.into(), json!(max_tokens));
+    if let Some(t) = request.temperature {
+        body.insert("temperature".into(), json_f32(t));
+    }
+    if let Some(p) = request.top_p {
+        body.insert("top_p".into(), json_f32(p));
+    }
+    if !request.stop.is_empty() {
+        body.insert("stop".into(), json!(request.stop));
+    }
+    merge_additional_params(&mut body, request, RESERVED, spec)?;
+    body.insert("stream".into(), json!(request.stream));
+    if request.stream {
+        body.insert("stream_options".into(), json!({"include_usage": true}));
+    }
+    Ok(Value::Object(body))
+}
+
+/// The events of a whole chat completion (see [`HttpApi::whole`]).
+pub fn completion_events(
+    spec: &ProviderSpec,
+    http: &Transport,
+    body: &[u8],
+    streamed: bool,
+) -> Result<Vec<StreamEvent>, ProviderError> {
+    let completion: Completion = http.parse_whole(
+        body,
+        streamed,
+        "an event stream or a chat completion",
+        &["choices"],
+    )?;
+    completion.into_events(&spec.id)
 }
 
 /// `{"error": {"message": …}}` (OpenAI), `{"error": "…"}` or `{"message": …}` /
 /// `{"detail": …}` (compatible servers).
-fn error_message(body: &[u8]) -> Option<String> {
+pub fn error_message(body: &[u8]) -> Option<String> {
     let v: Value = serde_json::from_slice(body).ok()?;
     let text = v
         .pointer("/error/message")
@@ -238,7 +258,7 @@ const QUOTA_EXHAUSTED: [&str; 5] = [
 
 /// A quota or spend limit reported as 429 is `permission_denied` and final for this
 /// provider, as the 402 of the APIs that use it for billing; a fallback may still serve.
-fn refine(error: &mut ProviderError, body: &[u8]) {
+pub fn refine(error: &mut ProviderError, body: &[u8]) {
     if error.code != ErrorCode::RateLimited {
         return;
     }
@@ -258,45 +278,16 @@ fn refine(error: &mut ProviderError, body: &[u8]) {
     }
 }
 
-/// OpenAI's reset headers (`x-ratelimit-reset-requests: 6m0s`, `…-tokens: 20ms`) after
-/// the standard ones; the later of the two resets is when both limits allow a retry.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+/// OpenAI's reset headers (`x-ratelimit-reset-requests: 6m0s`, `…-tokens: 20ms`, Go
+/// durations) after the standard ones; the later of the two resets is when both limits
+/// allow a retry.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     http::retry_after(headers).or_else(|| {
         ["x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"]
             .iter()
-            .filter_map(|h| headers.get(*h)?.to_str().ok().and_then(parse_go_duration))
+            .filter_map(|h| headers.get(*h)?.to_str().ok().and_then(time::go_duration))
             .max()
     })
-}
-
-/// Parses durations like `1s`, `6m0s`, `20ms`, `1h2m3.5s`.
-fn parse_go_duration(s: &str) -> Option<Duration> {
-    let mut total = 0f64;
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-        let value: f64 = rest[..num_end].parse().ok()?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_end] {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 0.001,
-            "us" | "µs" => 0.000_001,
-            "ns" => 0.000_000_001,
-            _ => return None,
-        };
-        total += value * scale;
-        rest = &rest[unit_end..];
-    }
-    // An absurd reset (`99999999999999999999h`) is no hint, not a panic.
-    Duration::try_from_secs_f64(total).ok()
 }
 
 fn finish_reason(reason: &str) -> FinishReason {
@@ -353,7 +344,7 @@ struct Delta {
 }
 
 /// Reads `chat.completion.chunk` events up to `[DONE]`.
-pub(crate) struct ChunkDecoder {
+pub struct ChunkDecoder {
     provider: String,
     model: ReportedModel,
     usage: Option<Usage>,
@@ -361,7 +352,8 @@ pub(crate) struct ChunkDecoder {
 }
 
 impl ChunkDecoder {
-    pub(crate) fn new(provider: &str) -> Self {
+    /// A decoder at the start of a stream; its errors name `provider`.
+    pub fn new(provider: &str) -> Self {
         ChunkDecoder {
             provider: provider.to_owned(),
             model: ReportedModel::default(),
@@ -564,16 +556,6 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.code, ErrorCode::RateLimited);
         assert!(err.message.contains("slow down"));
-    }
-
-    #[test]
-    fn go_durations_parse() {
-        assert_eq!(parse_go_duration("6m0s"), Some(Duration::from_secs(360)));
-        assert_eq!(parse_go_duration("20ms"), Some(Duration::from_millis(20)));
-        assert_eq!(parse_go_duration("1.5s"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_go_duration("soon"), None);
-        assert_eq!(parse_go_duration("99999999999999999999h"), None);
-        assert_eq!(parse_go_duration(&format!("{}s", "9".repeat(400))), None);
     }
 
     #[test]
