@@ -1,8 +1,8 @@
 //! The server: accept loop, connection limit, graceful drain.
 //!
 //! Layering follows mini-redis: [`listener`] binds the socket, [`connection`] owns one
-//! client (frames in, frames out, dispatch), [`generation`] runs one streamed generation,
-//! and this module accepts connections, admits them ([`admission`]: per-uid limits and
+//! client (frames in, dispatch; its writer side is `outbox`), [`generation`] runs one
+//! streamed generation, and this module accepts connections, admits them ([`admission`]: per-uid limits and
 //! the admins' reserve, decided from the peer's uid before anything is read) and drains
 //! them on shutdown.
 
@@ -11,6 +11,7 @@ pub mod admission;
 pub mod connection;
 pub mod generation;
 pub mod listener;
+mod outbox;
 pub mod peer;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,7 +54,7 @@ pub struct Limits {
     /// Silence after which a running generation sends a keepalive (`None`: never).
     pub keepalive_interval: Option<Duration>,
     /// How long a connection's socket may accept nothing while frames are queued for it
-    /// before the connection is dropped (see `connection::write_loop`).
+    /// before the connection is dropped (see `outbox::write_loop`).
     pub slow_client_timeout: Duration,
 }
 
