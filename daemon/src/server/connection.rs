@@ -27,21 +27,20 @@
 //! uid no longer allowed `permission_denied`; the connection stays open, its running
 //! generations finish, and it may still cancel them.
 
-use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use interprocess::local_socket::tokio::Stream;
 use provd_client::frame::{self, FrameError, MAX_DEPTH};
+use provd_client::message::method::{Access, Method};
 use provd_client::message::{
-    self, method, notification, CancelParams, Empty, Envelope, ErrorNotice, GenerateRequest, Hello,
+    self, notification, CancelParams, Empty, Envelope, ErrorNotice, GenerateRequest, Hello,
     HelloResult, ListModelsParams, ProviderList, StatusResult, PROTOCOL_VERSION,
 };
 use provd_client::socket::SharedStream;
 use provd_client::{ErrorCode, WireError};
-use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::io::BufReader;
 use tokio::sync::mpsc;
@@ -52,6 +51,8 @@ use super::admission::{Applicant, ConnectionSlot};
 use super::generation::{self, StreamCtx};
 use super::outbox::{write_loop, StallGuard, CLOSE_FLUSH_TIMEOUT};
 use super::peer::PeerIdentity;
+use super::request::{self, encode_reply, Request};
+use super::streams::Streams;
 use super::Daemon;
 use crate::access::{AuthProvider, Grant};
 use crate::shutdown::Shutdown;
@@ -59,10 +60,6 @@ use crate::untrusted::untrusted;
 
 /// How large a read buffer a connection has: one page-ish.
 const READ_BUFFER_BYTES: usize = 8 * 1024;
-
-/// Requests in flight on one connection (generations and model listings), by request id,
-/// with the token that cancels each.
-pub(super) type Streams = Arc<Mutex<HashMap<u32, CancellationToken>>>;
 
 /// A connection the accept loop admitted: who is on the other end, what the policy said
 /// of it then, and its place under the limits.
@@ -246,7 +243,12 @@ impl Connection {
                 return ControlFlow::Continue(());
             }
         };
-        let Envelope::Request { id, method, params } = envelope else {
+        let Envelope::Request {
+            id,
+            method: name,
+            params,
+        } = envelope
+        else {
             self.notify_error(
                 ErrorCode::ProtocolError,
                 "clients send only requests ([0, id, method, params]); replies and notifications go from the daemon to clients",
@@ -254,59 +256,84 @@ impl Connection {
             .await;
             return ControlFlow::Continue(());
         };
+        let method = Method::from_name(name);
         // A frame that carries a secret is wiped once handled, whether the request is
         // served or refused (not greeted, a duplicate id, authorization gone).
-        self.scrub_frame = super::admin::carries_secret(method);
-        if !self.greeted {
-            return self.hello(id, method, params).await;
+        self.scrub_frame = method.is_some_and(Method::carries_secret);
+        if !self.greeted && method != Some(Method::Hello) {
+            let _ = self.reply_error(id, WireError::new(
+                ErrorCode::ProtocolError,
+                format!("the first request on a connection must be hello (protocol version {PROTOCOL_VERSION}), got '{}'", truncate(name, 64)),
+            ))
+            .await;
+            return ControlFlow::Break(());
         }
-        // A reply carrying the id of a running request would read as that request's end,
-        // so a duplicate gets a connection-level error instead, and is ignored.
-        if self
-            .ctx
-            .streams
-            .lock()
-            .expect("streams lock poisoned")
-            .contains_key(&id)
-        {
-            // The notice names the id, so the client can match it to the request it
-            // just sent (PROTOCOL.md section 10).
-            let error = WireError::new(
-                ErrorCode::InvalidRequest,
-                format!(
-                    "request id {id} ({}) ignored: a running request on this connection already uses it; ids must be unique among requests in flight",
-                    truncate(method, 64)
-                ),
-            );
-            self.send_notice(ErrorNotice::new(error, Some(id))).await;
-            return ControlFlow::Continue(());
-        }
-        match method {
-            // Cancelling only stops what this connection started: allowed whatever became
-            // of its authorization.
-            method::CANCEL => self.cancel(id, params).await,
-            method::HELLO => {
-                self.reply_error(
-                    id,
-                    WireError::new(
-                        ErrorCode::InvalidRequest,
-                        "hello was already exchanged on this connection",
+        if self.greeted {
+            // A reply carrying the id of a running request would read as that request's
+            // end, so a duplicate gets a connection-level error instead, and is ignored.
+            if self.ctx.streams.contains(id) {
+                // The notice names the id, so the client can match it to the request it
+                // just sent (PROTOCOL.md section 10).
+                let error = WireError::new(
+                    ErrorCode::InvalidRequest,
+                    format!(
+                        "request id {id} ({}) ignored: a running request on this connection already uses it; ids must be unique among requests in flight",
+                        truncate(name, 64)
                     ),
-                )
-                .await
+                );
+                self.send_notice(ErrorNotice::new(error, Some(id))).await;
+                return ControlFlow::Continue(());
             }
+            if method == Some(Method::Hello) {
+                return self
+                    .reply_error(
+                        id,
+                        WireError::new(
+                            ErrorCode::InvalidRequest,
+                            "hello was already exchanged on this connection",
+                        ),
+                    )
+                    .await;
+            }
+        }
+        // The gate, before anything else is said about the request: `hello` is what
+        // decides the authorization, and cancelling only stops what this connection
+        // started, so it is allowed whatever became of its authorization; every other
+        // request is checked against the policy in force.
+        let grant = match method {
+            Some(Method::Hello | Method::Cancel) => None,
             _ => match self.current_grant() {
-                Ok(grant) => self.dispatch(id, method, params, grant).await,
+                Ok(grant) => Some(grant),
                 Err(e) => {
                     tracing::info!(
                         peer = %self.peer,
-                        request = %untrusted(truncate(method, 64)),
+                        request = %untrusted(truncate(name, 64)),
                         error = %untrusted(&e.message),
                         "request refused: the connection's authorization changed"
                     );
-                    self.reply_error(id, e).await
+                    return self.reply_error(id, e).await;
                 }
             },
+        };
+        let Some(method) = method else {
+            return self.reply_error(id, request::unknown_method(name)).await;
+        };
+        // Admin requests are refused before their params are read.
+        if let (Access::Admin, Some(grant)) = (method.access(), &grant) {
+            if let Err(e) = self.policy.check_admin(grant, method.name()) {
+                return self.reply_error(id, e).await;
+            }
+            tracing::info!(peer = %grant.peer, request = method.name(), "admin request");
+        }
+        match Request::parse(method, params) {
+            Ok(request) => self.dispatch(id, request, grant).await,
+            // A hello that cannot be read ends the connection: nothing after it could be
+            // understood.
+            Err(e) if method == Method::Hello => {
+                let _ = self.reply_error(id, e).await;
+                ControlFlow::Break(())
+            }
+            Err(e) => self.reply_error(id, e).await,
         }
     }
 
@@ -327,105 +354,75 @@ impl Connection {
         self.grant.clone()
     }
 
+    /// Serves a parsed request that passed the gate in [`Self::handle_frame`]; `grant`
+    /// is what the gate decided (none for `hello` and `cancel`).
     async fn dispatch(
         &mut self,
         id: u32,
-        method: &str,
-        params: &[u8],
-        grant: Grant,
+        request: Request,
+        grant: Option<Grant>,
     ) -> ControlFlow<()> {
-        match method {
-            method::PING => {
-                self.unary(id, method, params, |_: Empty| Ok(Empty {}))
-                    .await
-            }
-            method::STATUS => {
-                let status = self.status(&grant);
-                self.unary(id, method, params, move |_: Empty| Ok(status))
-                    .await
-            }
-            method::LIST_PROVIDERS => {
-                let mut providers = self.ctx.daemon.factory.providers();
-                visible_providers(&self.policy, &grant, &mut providers);
-                self.unary(id, method, params, |_: Empty| {
-                    Ok(ProviderList { providers })
-                })
+        match (request, grant) {
+            (Request::Hello(hello), _) => self.hello(id, hello).await,
+            (Request::Cancel(p), _) => self.cancel(id, p).await,
+            // The gate decides a grant for every other request; failing closed.
+            (_, None) => {
+                self.reply_error(
+                    id,
+                    WireError::new(ErrorCode::Internal, "no authorization was decided"),
+                )
                 .await
             }
-            method::LIST_MODELS => self.list_models(id, params, grant).await,
-            method::GENERATE => self.generate(id, params, grant).await,
-            method::RELOAD => self.reload(id, params, grant).await,
-            admin if super::admin::METHODS.contains(&admin) => {
-                let reply = super::admin::handle(
-                    &self.ctx.daemon,
-                    &grant,
-                    id,
-                    admin,
-                    params,
-                    &self.ctx.shutdown,
-                )
-                .await;
+            (Request::Ping, Some(_)) => self.reply(id, &Empty {}).await,
+            (Request::Status, Some(grant)) => {
+                let status = self.status(&grant);
+                self.reply(id, &status).await
+            }
+            (Request::ListProviders, Some(grant)) => {
+                let mut providers = self.ctx.daemon.factory.providers();
+                visible_providers(&self.policy, &grant, &mut providers);
+                self.reply(id, &ProviderList { providers }).await
+            }
+            (Request::ListModels(p), Some(grant)) => self.list_models(id, p, grant).await,
+            (Request::Generate(request), Some(grant)) => self.generate(id, *request, grant).await,
+            (Request::Reload, Some(grant)) => self.reload(id, grant).await,
+            (
+                admin @ (Request::CredsSet(_)
+                | Request::CredsList
+                | Request::CredsRemove(_)
+                | Request::CredsTest(_)
+                | Request::CredsImport(_)
+                | Request::KeyRotate(_)
+                | Request::TokenCreate(_)
+                | Request::TokenList
+                | Request::TokenRevoke(_)
+                | Request::Shutdown),
+                Some(grant),
+            ) => {
+                let reply =
+                    super::admin::handle(&self.ctx.daemon, &grant, id, admin, &self.ctx.shutdown)
+                        .await;
                 match reply {
                     Ok(frame) => self.send(frame).await,
                     Err(e) => self.reply_error(id, e).await,
                 }
             }
-            other => {
-                self.reply_error(
-                    id,
-                    WireError::new(
-                        ErrorCode::InvalidRequest,
-                        format!(
-                            "unknown method '{}' (this daemon serves: {})",
-                            truncate(other, 64),
-                            method::SERVED.join(", ")
-                        ),
-                    ),
-                )
-                .await
-            }
         }
     }
 
-    async fn cancel(&mut self, id: u32, params: &[u8]) -> ControlFlow<()> {
-        let streams = self.ctx.streams.clone();
-        self.unary(id, method::CANCEL, params, |p: CancelParams| {
-            let token = streams.lock().expect("streams lock poisoned").get(&p.id).cloned();
-            match token {
-                Some(token) => {
-                    token.cancel();
-                    Ok(Empty {})
-                }
-                None => Err(WireError::new(
-                    ErrorCode::NotFound,
-                    format!("no running generation with id {} on this connection (it may have finished already)", p.id),
-                )),
-            }
-        })
-        .await
-    }
-
-    async fn hello(&mut self, id: u32, method: &str, params: &[u8]) -> ControlFlow<()> {
-        if method != method::HELLO {
-            let _ = self.reply_error(id, WireError::new(
-                ErrorCode::ProtocolError,
-                format!("the first request on a connection must be hello (protocol version {PROTOCOL_VERSION}), got '{}'", truncate(method, 64)),
+    async fn cancel(&mut self, id: u32, p: CancelParams) -> ControlFlow<()> {
+        if self.ctx.streams.cancel(p.id) {
+            self.reply(id, &Empty {}).await
+        } else {
+            self.reply_error(id, WireError::new(
+                ErrorCode::NotFound,
+                format!("no running generation with id {} on this connection (it may have finished already)", p.id),
             ))
-            .await;
-            return ControlFlow::Break(());
+            .await
         }
-        let hello: Hello = match message::decode(params) {
-            Ok(h) => h,
-            Err(e) => {
-                let _ = self
-                    .reply_error(
-                        id,
-                        WireError::new(ErrorCode::ProtocolError, format!("hello params: {e}")),
-                    )
-                    .await;
-                return ControlFlow::Break(());
-            }
-        };
+    }
+
+    async fn hello(&mut self, id: u32, hello: Hello) -> ControlFlow<()> {
         if hello.protocol_version != PROTOCOL_VERSION {
             tracing::info!(peer = %self.peer, client_version = hello.protocol_version, "protocol version mismatch");
             let _ = self.reply_error(id, WireError::new(
@@ -501,13 +498,8 @@ impl Connection {
     /// own user or as root may send it (they could send SIGHUP anyway); others get
     /// `permission_denied`. Answered in order: the connection reads its next frame when
     /// the reload is over.
-    async fn reload(&mut self, id: u32, params: &[u8], grant: Grant) -> ControlFlow<()> {
-        if let Err(e) = message::decode::<Empty>(params) {
-            return self
-                .reply_error(id, invalid_params(method::RELOAD, e))
-                .await;
-        }
-        if let Err(e) = self.policy.check_admin(&grant, method::RELOAD) {
+    async fn reload(&mut self, id: u32, grant: Grant) -> ControlFlow<()> {
+        if let Err(e) = self.policy.check_admin(&grant, Method::Reload.name()) {
             tracing::warn!(peer = %self.peer, "reload refused: not an admin");
             return self.reply_error(id, e).await;
         }
@@ -530,15 +522,12 @@ impl Connection {
         }
     }
 
-    async fn list_models(&mut self, id: u32, params: &[u8], grant: Grant) -> ControlFlow<()> {
-        let params: ListModelsParams = match message::decode(params) {
-            Ok(p) => p,
-            Err(e) => {
-                return self
-                    .reply_error(id, invalid_params(method::LIST_MODELS, e))
-                    .await
-            }
-        };
+    async fn list_models(
+        &mut self,
+        id: u32,
+        params: ListModelsParams,
+        grant: Grant,
+    ) -> ControlFlow<()> {
         if let Some(provider) = &params.provider {
             if let Err(e) = self.policy.check_provider(&grant, provider) {
                 return self.reply_error(id, e).await;
@@ -548,15 +537,10 @@ impl Connection {
         // is registered like a generation, so its id is taken and `cancel` reaches it.
         let daemon = self.ctx.daemon.clone();
         let out = self.ctx.out.clone();
-        let cancel = self.closing.child_token();
-        let streams = self.ctx.streams.clone();
-        streams
-            .lock()
-            .expect("streams lock poisoned")
-            .insert(id, cancel.clone());
+        let registration = self.ctx.streams.register_listing(id, &self.closing);
         self.tasks.spawn(async move {
             let result = tokio::select! {
-                _ = cancel.cancelled() => Err(WireError::new(ErrorCode::Cancelled, format!("list_models {id} was cancelled"))),
+                _ = registration.cancel_token().cancelled() => Err(WireError::new(ErrorCode::Cancelled, format!("list_models {id} was cancelled"))),
                 r = daemon.factory.list_models(params.provider.as_deref()) => r.map(|mut list| {
                     // Listing every provider shows only those this client may use.
                     let auth = daemon.auth();
@@ -565,9 +549,10 @@ impl Connection {
                     list
                 }).map_err(|e| e.to_wire()),
             };
-            streams.lock().expect("streams lock poisoned").remove(&id);
+            // Free the id before the client can see the end, so it may reuse it at once.
+            drop(registration);
             let frame = match result {
-                Ok(list) => encode_or_internal(id, &list),
+                Ok(list) => encode_reply(id, &list),
                 Err(e) => message::encode_error(id, &e),
             };
             let _ = out.send(frame).await;
@@ -575,26 +560,12 @@ impl Connection {
         ControlFlow::Continue(())
     }
 
-    async fn generate(&mut self, id: u32, params: &[u8], grant: Grant) -> ControlFlow<()> {
-        let request: GenerateRequest = match message::decode(params) {
-            Ok(r) => r,
-            Err(e) => {
-                return self
-                    .reply_error(id, invalid_params(method::GENERATE, e))
-                    .await
-            }
-        };
-        if request.prompt.as_deref().is_none_or(str::is_empty) && request.messages.is_empty() {
-            return self
-                .reply_error(
-                    id,
-                    WireError::new(
-                        ErrorCode::InvalidRequest,
-                        "a generate request needs a prompt or messages",
-                    ),
-                )
-                .await;
-        }
+    async fn generate(
+        &mut self,
+        id: u32,
+        request: GenerateRequest,
+        grant: Grant,
+    ) -> ControlFlow<()> {
         if self.ctx.shutdown.is_stopping() {
             return self
                 .reply_error(
@@ -619,44 +590,25 @@ impl Connection {
         }
         targets
             .retain(|t| t.provider.is_empty() || auth.check_provider(&grant, &t.provider).is_ok());
-        let limit = self.ctx.daemon.limits.max_streams_per_connection;
         let applicant = Applicant {
             uid: self.peer.uid,
             admin: grant.admin_uid,
         };
-        let token = {
-            let mut streams = self.ctx.streams.lock().expect("streams lock poisoned");
-            if streams.len() >= limit {
-                Err(WireError::new(
-                    ErrorCode::Overloaded,
-                    format!("this connection already runs {limit} generations (max_streams_per_connection); wait for one to finish or open another connection"),
-                ))
-            } else {
-                self.ctx
-                    .daemon
-                    .admission
-                    .admit_stream(applicant, &config.limits)
-                    .map(|slot| {
-                        let token = self.closing.child_token();
-                        streams.insert(id, token.clone());
-                        (token, slot)
-                    })
-            }
-        };
+        let registered = self.ctx.streams.register_generation(
+            id,
+            &self.closing,
+            &self.ctx.daemon,
+            applicant,
+            &config.limits,
+        );
         drop(config);
-        match token {
-            Ok((token, slot)) => {
-                self.ctx
-                    .daemon
-                    .stats
-                    .active_streams
-                    .fetch_add(1, Ordering::Relaxed);
+        match registered {
+            Ok(registration) => {
                 self.tasks.spawn(generation::run(
                     id,
                     request,
                     targets,
-                    token,
-                    slot,
+                    registration,
                     self.ctx.clone(),
                 ));
                 ControlFlow::Continue(())
@@ -665,30 +617,8 @@ impl Connection {
         }
     }
 
-    /// Decodes params, applies `f`, and replies with its result or error.
-    async fn unary<P, R, F>(
-        &mut self,
-        id: u32,
-        method: &str,
-        params: &[u8],
-        f: F,
-    ) -> ControlFlow<()>
-    where
-        P: DeserializeOwned,
-        R: Serialize,
-        F: FnOnce(P) -> Result<R, WireError>,
-    {
-        let result = message::decode::<P>(params)
-            .map_err(|e| invalid_params(method, e))
-            .and_then(f);
-        match result {
-            Ok(r) => self.reply(id, &r).await,
-            Err(e) => self.reply_error(id, e).await,
-        }
-    }
-
     async fn reply<R: Serialize>(&mut self, id: u32, result: &R) -> ControlFlow<()> {
-        self.send(encode_or_internal(id, result)).await
+        self.send(encode_reply(id, result)).await
     }
 
     async fn reply_error(&mut self, id: u32, error: WireError) -> ControlFlow<()> {
@@ -744,29 +674,9 @@ fn visible_providers(
     providers.retain(|p| auth.check_provider(grant, &p.id).is_ok());
 }
 
-fn invalid_params(method: &str, e: FrameError) -> WireError {
-    let detail = match e {
-        FrameError::Invalid(s) => s,
-        other => other.to_string(),
-    };
-    WireError::new(
-        ErrorCode::InvalidRequest,
-        format!("{method} params: {detail}"),
-    )
-}
-
-fn encode_or_internal<R: Serialize>(id: u32, result: &R) -> Vec<u8> {
-    message::encode_result(id, result).unwrap_or_else(|e| {
-        message::encode_error(
-            id,
-            &WireError::new(ErrorCode::Internal, format!("cannot encode the reply: {e}")),
-        )
-    })
-}
-
 /// Client-chosen strings echoed in errors and logs are cut, so a hostile client cannot
 /// make the daemon amplify its input.
-fn truncate(s: &str, max_chars: usize) -> String {
+pub(super) fn truncate(s: &str, max_chars: usize) -> String {
     match s.char_indices().nth(max_chars) {
         Some((i, _)) => format!("{}…", &s[..i]),
         None => s.to_owned(),

@@ -13,6 +13,8 @@ pub mod generation;
 pub mod listener;
 mod outbox;
 pub mod peer;
+pub mod request;
+mod streams;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
