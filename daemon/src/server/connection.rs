@@ -601,13 +601,14 @@ impl Connection {
             applicant,
             &config.limits,
         );
-        drop(config);
         match registered {
             Ok(registration) => {
+                // The configuration it was routed with is the one it runs under (its
+                // deadline, its retries), whatever a reload puts in force meanwhile.
                 self.tasks.spawn(generation::run(
                     id,
                     request,
-                    targets,
+                    generation::Plan { config, targets },
                     registration,
                     self.ctx.clone(),
                 ));
@@ -680,5 +681,88 @@ pub(super) fn truncate(s: &str, max_chars: usize) -> String {
     match s.char_indices().nth(max_chars) {
         Some((i, _)) => format!("{}…", &s[..i]),
         None => s.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use provd_client::message::GenerateDone;
+
+    fn config(total_timeout_seconds: u64) -> crate::config::Config {
+        crate::config::Config::parse(
+            &format!(
+                "[daemon]\ndefault_provider = \"m\"\n\
+                 [providers.m]\ntype = \"mock\"\ntotal_timeout_seconds = {total_timeout_seconds}\n"
+            ),
+            std::path::Path::new("test.toml"),
+        )
+        .unwrap()
+    }
+
+    /// A greeted connection of this process's uid to `daemon`, and the queue its frames
+    /// go to.
+    fn connection(daemon: Arc<Daemon>) -> (Connection, mpsc::Receiver<Vec<u8>>) {
+        let (out, rx) = mpsc::channel(64);
+        let peer = PeerIdentity {
+            uid: Some(crate::sys::effective_uid()),
+            gid: None,
+            pid: None,
+        };
+        let policy = daemon.auth();
+        let grant = policy.authorize(peer);
+        let peer_gone = CancellationToken::new();
+        let conn = Connection {
+            closing: peer_gone.child_token(),
+            ctx: StreamCtx {
+                daemon,
+                out,
+                peer_gone,
+                shutdown: Shutdown::new(),
+                streams: Default::default(),
+            },
+            tasks: TaskTracker::new(),
+            greeted: true,
+            hello_deadline: tokio::time::Instant::now(),
+            hello_timeout: Duration::from_secs(5),
+            grant,
+            policy,
+            token: None,
+            peer,
+            scrub_frame: false,
+        };
+        (conn, rx)
+    }
+
+    /// The reply to request `id` among the frames a connection queued.
+    fn reply(rx: &mut mpsc::Receiver<Vec<u8>>, id: u32) -> Result<GenerateDone, WireError> {
+        while let Ok(frame) = rx.try_recv() {
+            if let Ok(Envelope::Reply { id: got, outcome }) = Envelope::parse(&frame[4..]) {
+                assert_eq!(got, id);
+                return outcome.map(|bytes| message::decode(bytes).unwrap());
+            }
+        }
+        panic!("no reply to request {id}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_after_routing_leaves_the_request_on_the_configuration_it_was_routed_with() {
+        // Routed while the provider allows 600 s; a reload to 1 s lands before the
+        // generation opens; the answer takes 2 s (virtual time). One snapshot per request:
+        // its deadline is the one it was routed with, so it completes.
+        let daemon = Arc::new(Daemon::new(config(600)));
+        let (mut conn, mut rx) = connection(daemon.clone());
+        let mut request = GenerateRequest::prompt("hello there");
+        request.additional_params.insert(
+            "mock".into(),
+            serde_json::json!({ "first_chunk_delay_ms": 2000 }),
+        );
+        let frame = message::encode_request(1, "generate", &request).unwrap();
+        assert!(conn.handle_frame(&frame[4..]).await.is_continue());
+        daemon.factory.reload(config(1));
+        conn.tasks.close();
+        conn.tasks.wait().await;
+        let done = reply(&mut rx, 1).unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(done.done);
     }
 }

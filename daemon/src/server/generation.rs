@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::request::encode_reply;
 use super::streams::{Registration, Streams};
 use super::Daemon;
+use crate::config::{Config, Target};
 use crate::provider::{Outcome, ProviderError, StreamEvent};
 use crate::resilience;
 use crate::shutdown::Shutdown;
@@ -42,12 +43,23 @@ enum Interrupt {
     Deadline,
 }
 
+/// Where a generation may go and under which rules: the one snapshot of the
+/// configuration the request was routed with, and the targets chosen from it. The
+/// deadline and the retries come from the same snapshot, so a reload while the request
+/// runs never mixes old and new settings in one request.
+pub(super) struct Plan {
+    /// The configuration in force when the request was routed.
+    pub config: Arc<Config>,
+    /// The providers it may be served by, in order (see [`resilience::targets`]).
+    pub targets: Vec<Target>,
+}
+
 /// Runs generation `id` to its terminal reply. `registration` holds its place on the
 /// connection (its cancel token is a child of the connection's own) and under the limits.
 pub(super) async fn run(
     id: u32,
     request: GenerateRequest,
-    targets: Vec<crate::config::Target>,
+    plan: Plan,
     registration: Registration,
     ctx: StreamCtx,
 ) {
@@ -59,7 +71,7 @@ pub(super) async fn run(
         pieces: 0,
         usage: None,
     }
-    .drive(request, targets)
+    .drive(request, plan)
     .await;
     // Free the id before the client can see the end, so it may reuse it at once.
     drop(registration);
@@ -179,17 +191,17 @@ impl Generation<'_> {
     async fn drive(
         mut self,
         request: GenerateRequest,
-        targets: Vec<crate::config::Target>,
+        plan: Plan,
     ) -> Result<GenerateDone, WireError> {
         let daemon = &self.ctx.daemon;
         let keepalive_every = daemon.limits.keepalive_interval;
         let streaming = request.stream;
-        let config = daemon.factory.config();
+        let Plan { config, targets } = plan;
         let deadline_error = |chunks| resilience::deadline_error(&config, &targets, chunks);
 
         // Opening: retries and fallbacks happen inside; keepalives go out meanwhile.
         let attempted = std::sync::atomic::AtomicBool::new(false);
-        let open = resilience::open(&daemon.factory, &request, &targets, &attempted);
+        let open = resilience::open(&daemon.factory, &config, &request, &targets, &attempted);
         tokio::pin!(open);
         let opening_interrupted = interruption(self.cancel, &self.ctx.shutdown, None);
         tokio::pin!(opening_interrupted);
