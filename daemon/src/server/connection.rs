@@ -688,6 +688,7 @@ pub(super) fn truncate(s: &str, max_chars: usize) -> String {
 mod tests {
     use super::*;
     use provd_client::message::GenerateDone;
+    use serde::de::DeserializeOwned;
 
     fn config(total_timeout_seconds: u64) -> crate::config::Config {
         crate::config::Config::parse(
@@ -735,7 +736,10 @@ mod tests {
     }
 
     /// The reply to request `id` among the frames a connection queued.
-    fn reply(rx: &mut mpsc::Receiver<Vec<u8>>, id: u32) -> Result<GenerateDone, WireError> {
+    fn reply<R: DeserializeOwned>(
+        rx: &mut mpsc::Receiver<Vec<u8>>,
+        id: u32,
+    ) -> Result<R, WireError> {
         while let Ok(frame) = rx.try_recv() {
             if let Ok(Envelope::Reply { id: got, outcome }) = Envelope::parse(&frame[4..]) {
                 assert_eq!(got, id);
@@ -743,6 +747,64 @@ mod tests {
             }
         }
         panic!("no reply to request {id}");
+    }
+
+    /// Sends request `id` to `conn` as a client would.
+    async fn send<P: Serialize>(conn: &mut Connection, id: u32, method: &str, params: &P) {
+        let frame = message::encode_request(id, method, params).unwrap();
+        assert!(conn.handle_frame(&frame[4..]).await.is_continue());
+    }
+
+    /// A map whose `provider` is a number: no method's params accept it.
+    fn malformed() -> serde_json::Value {
+        serde_json::json!({ "provider": 5, "id": "x" })
+    }
+
+    #[tokio::test]
+    async fn a_non_admin_is_refused_an_admin_request_before_its_params_are_read() {
+        let daemon = Arc::new(Daemon::new(config(60)));
+        let (mut conn, mut rx) = connection(daemon);
+        if let Ok(grant) = &mut conn.grant {
+            grant.admin = false;
+        }
+        send(&mut conn, 1, "creds_set", &malformed()).await;
+        assert!(
+            std::mem::take(&mut conn.scrub_frame),
+            "a frame that may carry a key is wiped, even when refused"
+        );
+        let e = reply::<Empty>(&mut rx, 1).unwrap_err();
+        assert_eq!(e.code, ErrorCode::PermissionDenied, "{}", e.message);
+        assert!(
+            e.message.starts_with("creds_set is an admin request"),
+            "{}",
+            e.message
+        );
+        // `reload` is a common method: its params are read first, as they always were.
+        send(&mut conn, 2, "reload", &7u8).await;
+        assert!(!conn.scrub_frame);
+        let e = reply::<Empty>(&mut rx, 2).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidRequest, "{}", e.message);
+        // An admin's malformed admin request is told what is wrong with its params.
+        conn.grant.as_mut().unwrap().admin = true;
+        send(&mut conn, 3, "creds_set", &malformed()).await;
+        let e = reply::<Empty>(&mut rx, 3).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidRequest, "{}", e.message);
+        assert!(e.message.starts_with("creds_set params: "), "{}", e.message);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_method_and_a_greeted_hello_are_refused_and_the_connection_goes_on() {
+        let daemon = Arc::new(Daemon::new(config(60)));
+        let (mut conn, mut rx) = connection(daemon);
+        send(&mut conn, 1, "format_disk", &Empty {}).await;
+        let e = reply::<Empty>(&mut rx, 1).unwrap_err();
+        assert_eq!(e, request::unknown_method("format_disk"));
+        // A second hello is refused whatever its params.
+        send(&mut conn, 2, "hello", &7u8).await;
+        let e = reply::<Empty>(&mut rx, 2).unwrap_err();
+        assert_eq!(e.message, "hello was already exchanged on this connection");
+        send(&mut conn, 3, "ping", &Empty {}).await;
+        assert_eq!(reply::<Empty>(&mut rx, 3), Ok(Empty {}));
     }
 
     #[tokio::test(start_paused = true)]
@@ -762,7 +824,7 @@ mod tests {
         daemon.factory.reload(config(1));
         conn.tasks.close();
         conn.tasks.wait().await;
-        let done = reply(&mut rx, 1).unwrap_or_else(|e| panic!("{e:?}"));
+        let done: GenerateDone = reply(&mut rx, 1).unwrap_or_else(|e| panic!("{e:?}"));
         assert!(done.done);
     }
 }

@@ -117,3 +117,90 @@ impl Drop for Registration {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn daemon(max_streams_per_connection: usize) -> Arc<Daemon> {
+        let config = crate::config::Config::parse(
+            &format!(
+                "[daemon]\nmax_streams_per_connection = {max_streams_per_connection}\n\
+                 [providers.m]\ntype = \"mock\"\n"
+            ),
+            std::path::Path::new("test.toml"),
+        )
+        .unwrap();
+        Arc::new(Daemon::new(config))
+    }
+
+    fn held_streams(daemon: &Daemon) -> u64 {
+        daemon.admission.usage().iter().map(|u| u.streams).sum()
+    }
+
+    const UID: Applicant = Applicant {
+        uid: Some(4242),
+        admin: false,
+    };
+
+    #[test]
+    fn a_generation_holds_its_id_slot_and_gauge_until_its_registration_drops() {
+        let daemon = daemon(8);
+        let streams = Streams::default();
+        let connection = CancellationToken::new();
+        let limits = daemon.factory.config().limits.clone();
+        let registration = streams
+            .register_generation(7, &connection, &daemon, UID, &limits)
+            .unwrap();
+        assert!(streams.contains(7));
+        assert_eq!(daemon.stats.active_streams.load(Ordering::Relaxed), 1);
+        assert_eq!(held_streams(&daemon), 1);
+        assert!(streams.cancel(7));
+        assert!(registration.cancel_token().is_cancelled());
+        drop(registration);
+        assert!(!streams.contains(7));
+        assert!(!streams.cancel(7), "nothing runs under a freed id");
+        assert_eq!(daemon.stats.active_streams.load(Ordering::Relaxed), 0);
+        assert_eq!(held_streams(&daemon), 0);
+    }
+
+    #[test]
+    fn a_listing_takes_its_id_but_is_neither_limited_nor_counted() {
+        let daemon = daemon(1);
+        let streams = Streams::default();
+        let connection = CancellationToken::new();
+        let listing = streams.register_listing(3, &connection);
+        assert!(streams.contains(3));
+        assert_eq!(daemon.stats.active_streams.load(Ordering::Relaxed), 0);
+        connection.cancel();
+        assert!(
+            listing.cancel_token().is_cancelled(),
+            "the connection's end reaches it"
+        );
+        drop(listing);
+        assert!(!streams.contains(3));
+    }
+
+    #[test]
+    fn a_connection_at_its_stream_limit_is_refused_with_overloaded_and_nothing_is_taken() {
+        let daemon = daemon(1);
+        let streams = Streams::default();
+        let connection = CancellationToken::new();
+        let limits = daemon.factory.config().limits.clone();
+        let _first = streams
+            .register_generation(1, &connection, &daemon, UID, &limits)
+            .unwrap();
+        let e = streams
+            .register_generation(2, &connection, &daemon, UID, &limits)
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::Overloaded);
+        assert!(
+            e.message.contains("max_streams_per_connection"),
+            "{}",
+            e.message
+        );
+        assert!(!streams.contains(2));
+        assert_eq!(daemon.stats.active_streams.load(Ordering::Relaxed), 1);
+        assert_eq!(held_streams(&daemon), 1);
+    }
+}
