@@ -1,10 +1,10 @@
 //! One client connection: read frames, dispatch requests, write replies and chunks.
 //!
-//! A connection is two tasks. This one reads and dispatches; a writer task
-//! ([`super::outbox`]) drains a bounded queue of encoded frames into the socket.
-//! Generations run as tasks of their own and push into the same queue, so a client that reads slowly fills only its own queue
-//! and slows only its own generations (tokio's bounded channel wakes waiting senders in
-//! order, so the connection's streams share it fairly). The daemon's memory per
+//! A connection is two tasks. This one reads and dispatches; a writer task (`outbox`)
+//! drains a bounded queue of encoded frames into the socket. Generations run as tasks of
+//! their own and push into the same queue, so a client that reads slowly fills only its
+//! own queue and slows only its own generations (tokio's bounded channel wakes waiting
+//! senders in order, so the connection's streams share it fairly). The daemon's memory per
 //! connection is bounded by `connection_queue_frames × max frame`.
 //!
 //! A client that stops reading altogether is dropped: once its socket has accepted no
@@ -20,6 +20,12 @@
 //!
 //! A connection that has not completed its hello within `hello_timeout_seconds` is told
 //! so and closed, so a socket opened and left silent cannot keep its slot.
+//!
+//! A request goes through a gate before it is parsed (`Connection::handle_frame`): hello
+//! first, a duplicate id refused, the authorization checked (admin rights too, before an
+//! admin request's params are read), and only then are its params parsed, once, into a
+//! [`Request`] that `Connection::dispatch` matches. The order is part of the protocol:
+//! which error a client gets when several apply.
 //!
 //! Authorization is not frozen at connect: every request but `cancel` is checked against
 //! the policy in force and the state of the connection's token

@@ -1,10 +1,13 @@
 //! The server: accept loop, connection limit, graceful drain.
 //!
 //! Layering follows mini-redis: [`listener`] binds the socket, [`connection`] owns one
-//! client (frames in, dispatch; its writer side is `outbox`), [`generation`] runs one
-//! streamed generation, and this module accepts connections, admits them ([`admission`]: per-uid limits and
-//! the admins' reserve, decided from the peer's uid before anything is read) and drains
-//! them on shutdown.
+//! client (frames in, the gate, dispatch; its writer side is `outbox`), [`request`]
+//! parses a frame into a typed request, once (the method list is the protocol's one
+//! table, `provd_client::message::method`), `streams` registers the requests running on
+//! a connection, [`generation`] runs one streamed generation, [`admin`] serves the admin
+//! requests, and this module accepts connections, admits them ([`admission`]: per-uid
+//! limits and the admins' reserve, decided from the peer's uid before anything is read)
+//! and drains them on shutdown.
 
 pub mod admin;
 pub mod admission;
