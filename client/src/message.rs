@@ -32,88 +32,139 @@ pub mod kind {
     pub const NOTIFICATION: u64 = 2;
 }
 
-/// Request method names.
+/// Request method names, and the one list of them.
+///
+/// Every method is one row of the table below: its name (a constant that clients send),
+/// its [`Method`] variant, who may send it ([`Access`]) and whether its params carry a
+/// secret. The daemon parses requests into a type with one variant per [`Method`] (an
+/// exhaustive match, so a row without a handler does not compile), refuses an unknown
+/// method with the list [`SERVED`], and PROTOCOL.md section 7 is checked against it.
+/// Adding a method is adding a row.
 pub mod method {
-    /// Must be the first request on a connection: [`super::Hello`] → [`super::HelloResult`].
-    pub const HELLO: &str = "hello";
-    /// Liveness and round-trip probe: empty map → empty map.
-    pub const PING: &str = "ping";
-    /// [`super::GenerateRequest`] → chunk notifications, then [`super::GenerateDone`].
-    pub const GENERATE: &str = "generate";
-    /// [`super::CancelParams`] → empty map; the cancelled generation ends with `cancelled`.
-    pub const CANCEL: &str = "cancel";
-    /// Empty map → [`super::ProviderList`].
-    pub const LIST_PROVIDERS: &str = "list_providers";
-    /// [`super::ListModelsParams`] → [`super::ModelList`].
-    pub const LIST_MODELS: &str = "list_models";
-    /// Empty map → [`super::StatusResult`].
-    pub const STATUS: &str = "status";
-    /// Admin: re-read the configuration and credentials. Empty map →
-    /// [`super::ReloadResult`]; `permission_denied` for callers other than the daemon's
-    /// own user and root.
-    pub const RELOAD: &str = "reload";
-    /// Admin: [`super::CredsSetParams`] → empty map. Seals a provider's API key.
-    pub const CREDS_SET: &str = "creds_set";
-    /// Admin: empty map → [`super::CredsList`]. Never returns a key.
-    pub const CREDS_LIST: &str = "creds_list";
-    /// Admin: [`super::ProviderParams`] → empty map.
-    pub const CREDS_REMOVE: &str = "creds_remove";
-    /// Admin: [`super::ProviderParams`] → [`super::ModelList`]: a cheap authenticated call
-    /// (list models) with the stored key.
-    pub const CREDS_TEST: &str = "creds_test";
-    /// Admin: [`super::CredsImportParams`] → [`super::CredsImportResult`].
-    pub const CREDS_IMPORT: &str = "creds_import";
-    /// Admin: [`super::KeyRotateParams`] → [`super::KeyRotateResult`].
-    pub const KEY_ROTATE: &str = "key_rotate";
-    /// Admin: [`super::TokenCreateParams`] → [`super::TokenCreated`].
-    pub const TOKEN_CREATE: &str = "token_create";
-    /// Admin: empty map → [`super::TokenList`].
-    pub const TOKEN_LIST: &str = "token_list";
-    /// Admin: [`super::TokenRevokeParams`] → empty map.
-    pub const TOKEN_REVOKE: &str = "token_revoke";
-    /// Admin: empty map → empty map; the daemon then drains and stops.
-    pub const SHUTDOWN: &str = "shutdown";
+    /// Who may send a method, and when.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum Access {
+        /// Only as the first request on a connection (`hello`), never after.
+        Handshake,
+        /// Any connection allowed in; what it may reach is checked per request (`reload`
+        /// is one of these: anyone may send it, only an admin's is obeyed).
+        Common,
+        /// Only admins (PROTOCOL.md section 7.8); checked before the params are read.
+        Admin,
+    }
 
-    /// The admin requests (PROTOCOL.md section 7.8), besides `reload`.
-    pub const ADMIN: [&str; 10] = [
-        CREDS_SET,
-        CREDS_LIST,
-        CREDS_REMOVE,
-        CREDS_TEST,
-        CREDS_IMPORT,
-        KEY_ROTATE,
-        TOKEN_CREATE,
-        TOKEN_LIST,
-        TOKEN_REVOKE,
-        SHUTDOWN,
-    ];
+    /// Defines the name constants, [`Method`] and its tables from one list of rows.
+    macro_rules! methods {
+        ($(
+            $(#[$doc:meta])*
+            $konst:ident = $name:literal => $variant:ident, $access:ident, secret: $secret:literal;
+        )*) => {
+            $( $(#[$doc])* pub const $konst: &str = $name; )*
 
-    /// The requests every allowed connection may send (`reload` among them, though only
-    /// an admin's is obeyed).
-    pub const COMMON: [&str; 7] = [
-        PING,
-        GENERATE,
-        CANCEL,
-        LIST_PROVIDERS,
-        LIST_MODELS,
-        STATUS,
-        RELOAD,
-    ];
+            /// A request method of the protocol: one variant per row of the table.
+            #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+            pub enum Method {
+                $( #[doc = concat!("`", $name, "`")] $variant, )*
+            }
 
-    /// Every method a greeted connection may send, in the order the daemon lists them
-    /// when it refuses an unknown one: [`COMMON`], then [`ADMIN`]. The one list: the
-    /// daemon's message and the example in PROTOCOL.md section 7 are checked against it.
-    pub const SERVED: [&str; COMMON.len() + ADMIN.len()] = {
-        let mut served = [""; COMMON.len() + ADMIN.len()];
+            impl Method {
+                /// Every method, in table order.
+                pub const ALL: &'static [Method] = &[$(Method::$variant),*];
+
+                /// The method's name on the wire.
+                pub const fn name(self) -> &'static str {
+                    match self { $(Method::$variant => $konst,)* }
+                }
+
+                /// The method named `name`, if this protocol has one.
+                pub fn from_name(name: &str) -> Option<Method> {
+                    match name {
+                        $($name => Some(Method::$variant),)*
+                        _ => None,
+                    }
+                }
+
+                /// Who may send it.
+                pub const fn access(self) -> Access {
+                    match self { $(Method::$variant => Access::$access,)* }
+                }
+
+                /// Whether its params carry a secret (a key, a `.env`): the daemon wipes
+                /// such a frame once handled, whatever the outcome.
+                pub const fn carries_secret(self) -> bool {
+                    match self { $(Method::$variant => $secret,)* }
+                }
+            }
+        };
+    }
+
+    methods! {
+        /// Must be the first request on a connection: [`super::Hello`] → [`super::HelloResult`].
+        HELLO = "hello" => Hello, Handshake, secret: false;
+        /// Liveness and round-trip probe: empty map → empty map.
+        PING = "ping" => Ping, Common, secret: false;
+        /// [`super::GenerateRequest`] → chunk notifications, then [`super::GenerateDone`].
+        GENERATE = "generate" => Generate, Common, secret: false;
+        /// [`super::CancelParams`] → empty map; the cancelled generation ends with `cancelled`.
+        CANCEL = "cancel" => Cancel, Common, secret: false;
+        /// Empty map → [`super::ProviderList`].
+        LIST_PROVIDERS = "list_providers" => ListProviders, Common, secret: false;
+        /// [`super::ListModelsParams`] → [`super::ModelList`].
+        LIST_MODELS = "list_models" => ListModels, Common, secret: false;
+        /// Empty map → [`super::StatusResult`].
+        STATUS = "status" => Status, Common, secret: false;
+        /// Admin: re-read the configuration and credentials. Empty map →
+        /// [`super::ReloadResult`]; `permission_denied` for callers other than the daemon's
+        /// own user and root.
+        RELOAD = "reload" => Reload, Common, secret: false;
+        /// Admin: [`super::CredsSetParams`] → empty map. Seals a provider's API key.
+        CREDS_SET = "creds_set" => CredsSet, Admin, secret: true;
+        /// Admin: empty map → [`super::CredsList`]. Never returns a key.
+        CREDS_LIST = "creds_list" => CredsList, Admin, secret: false;
+        /// Admin: [`super::ProviderParams`] → empty map.
+        CREDS_REMOVE = "creds_remove" => CredsRemove, Admin, secret: false;
+        /// Admin: [`super::ProviderParams`] → [`super::ModelList`]: a cheap authenticated call
+        /// (list models) with the stored key.
+        CREDS_TEST = "creds_test" => CredsTest, Admin, secret: false;
+        /// Admin: [`super::CredsImportParams`] → [`super::CredsImportResult`].
+        CREDS_IMPORT = "creds_import" => CredsImport, Admin, secret: true;
+        /// Admin: [`super::KeyRotateParams`] → [`super::KeyRotateResult`].
+        KEY_ROTATE = "key_rotate" => KeyRotate, Admin, secret: true;
+        /// Admin: [`super::TokenCreateParams`] → [`super::TokenCreated`].
+        TOKEN_CREATE = "token_create" => TokenCreate, Admin, secret: false;
+        /// Admin: empty map → [`super::TokenList`].
+        TOKEN_LIST = "token_list" => TokenList, Admin, secret: false;
+        /// Admin: [`super::TokenRevokeParams`] → empty map.
+        TOKEN_REVOKE = "token_revoke" => TokenRevoke, Admin, secret: false;
+        /// Admin: empty map → empty map; the daemon then drains and stops.
+        SHUTDOWN = "shutdown" => Shutdown, Admin, secret: false;
+    }
+
+    /// How many methods a greeted connection may send: all but the handshake.
+    const SERVED_COUNT: usize = {
+        let mut n = 0;
         let mut i = 0;
-        while i < COMMON.len() {
-            served[i] = COMMON[i];
+        while i < Method::ALL.len() {
+            if !matches!(Method::ALL[i].access(), Access::Handshake) {
+                n += 1;
+            }
             i += 1;
         }
-        let mut j = 0;
-        while j < ADMIN.len() {
-            served[COMMON.len() + j] = ADMIN[j];
-            j += 1;
+        n
+    };
+
+    /// Every method a greeted connection may send, in table order (common ones, then
+    /// admin ones), as the daemon lists them when it refuses an unknown one. Derived
+    /// from the table at compile time.
+    pub const SERVED: [&str; SERVED_COUNT] = {
+        let mut served = [""; SERVED_COUNT];
+        let (mut i, mut n) = (0, 0);
+        while i < Method::ALL.len() {
+            if !matches!(Method::ALL[i].access(), Access::Handshake) {
+                served[n] = Method::ALL[i].name();
+                n += 1;
+            }
+            i += 1;
         }
         served
     };
@@ -1022,6 +1073,31 @@ mod tests {
                 "{served} is undocumented"
             );
         }
+    }
+
+    #[test]
+    fn every_method_is_found_by_its_name_and_no_two_share_one() {
+        let mut names = std::collections::HashSet::new();
+        for &m in method::Method::ALL {
+            assert_eq!(method::Method::from_name(m.name()), Some(m));
+            assert!(names.insert(m.name()), "{} is listed twice", m.name());
+        }
+        assert_eq!(method::Method::from_name("format_disk"), None);
+    }
+
+    #[test]
+    fn the_served_list_is_every_method_but_hello_common_ones_first() {
+        use method::{Access, Method};
+        assert_eq!(method::SERVED.len(), Method::ALL.len() - 1);
+        assert!(!method::SERVED.contains(&method::HELLO));
+        let admin_from = method::SERVED
+            .iter()
+            .position(|&n| Method::from_name(n).unwrap().access() == Access::Admin)
+            .unwrap();
+        assert!(method::SERVED[admin_from..]
+            .iter()
+            .all(|&n| Method::from_name(n).unwrap().access() == Access::Admin));
+        assert_eq!(method::SERVED[admin_from - 1], method::RELOAD);
     }
 
     #[test]

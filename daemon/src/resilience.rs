@@ -109,17 +109,19 @@ pub fn deadline_error(config: &Config, targets: &[Target], chunks: u32) -> Provi
 
 /// Opens a generation on the first of `targets` that answers (see [`targets`]; the
 /// caller may have removed those the client may not use), retrying and falling back as
-/// the module docs say. `attempted` becomes true once an attempt is counted in the
-/// provider's counters, so a caller that drops this future before that can count the
-/// generation itself.
+/// the module docs say. `config` is the request's one snapshot of the configuration, the
+/// one its targets were chosen from: its deadline and retries come from it too, not from
+/// whatever a reload has put in force since. `attempted` becomes true once an attempt is
+/// counted in the provider's counters, so a caller that drops this future before that
+/// can count the generation itself.
 pub async fn open(
     factory: &LlmProviderFactory,
+    config: &Config,
     request: &GenerateRequest,
     targets: &[Target],
     attempted: &std::sync::atomic::AtomicBool,
 ) -> Result<Opened, ProviderError> {
-    let config = factory.config();
-    let deadline = deadline(&config, targets);
+    let deadline = deadline(config, targets);
     let mut failures = Failures::default();
     for (index, target) in targets.iter().enumerate() {
         let provider = (!target.provider.is_empty()).then_some(target.provider.as_str());
@@ -146,7 +148,7 @@ pub async fn open(
         for attempt in 0..=attempts {
             if Instant::now() >= deadline {
                 failures.extend(&label, failed.take());
-                failures.push(label, deadline_error(&config, targets, 0));
+                failures.push(label, deadline_error(config, targets, 0));
                 return Err(failures.into_error());
             }
             let state = instance.state();
@@ -159,7 +161,7 @@ pub async fn open(
                 Err(_) => {
                     state.record_end(Outcome::Failed, Usage::default());
                     failures.extend(&label, failed.take());
-                    failures.push(label, deadline_error(&config, targets, 0));
+                    failures.push(label, deadline_error(config, targets, 0));
                     return Err(failures.into_error());
                 }
                 Ok(Ok((first, rest))) => {

@@ -1,42 +1,26 @@
 //! Admin requests: credentials, tokens, key rotation, shutdown. Each is allowed only to
-//! admins ([`crate::access::AuthProvider::check_admin`]), and no reply ever carries a
+//! admins ([`crate::access::AuthProvider::check_admin`], checked by the connection
+//! before the request's params are read; which methods those are is the protocol's
+//! method table), and no reply ever carries a
 //! credential: `creds_list` shows fingerprints, a token is shown once, at creation.
 
 use std::sync::Arc;
 
 use provd_client::message::{
-    self, method, CredentialEntry, CredsImportParams, CredsImportResult, CredsList, CredsSetParams,
-    Empty, KeyRotateParams, KeyRotateResult, ProviderFailure, ProviderParams, TokenCreateParams,
-    TokenCreated, TokenInfo, TokenList, TokenRevokeParams,
+    CredentialEntry, CredsImportParams, CredsImportResult, CredsList, Empty, KeyRotateParams,
+    KeyRotateResult, ProviderFailure, TokenCreated, TokenInfo, TokenList,
 };
 use provd_client::{ErrorCode, ModelList, WireError};
-use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::request::{encode_reply, Request};
 use super::Daemon;
 use crate::access::Grant;
 use crate::secret::Secret;
-use crate::untrusted::untrusted;
 
-/// The admin methods, for dispatch and for the "unknown method" message.
-pub const METHODS: [&str; 10] = method::ADMIN;
-
-/// Whether a method's params carry a secret (the connection wipes the frame after it).
-pub fn carries_secret(method: &str) -> bool {
-    matches!(
-        method,
-        method::CREDS_SET | method::CREDS_IMPORT | method::KEY_ROTATE
-    )
-}
-
-fn decode<P: DeserializeOwned>(method: &str, params: &[u8]) -> Result<P, WireError> {
-    message::decode(params)
-        .map_err(|e| WireError::new(ErrorCode::InvalidRequest, format!("{method} params: {e}")))
-}
-
+/// The reply frame for a result (see [`encode_reply`]).
 fn encoded<R: Serialize>(id: u32, result: &R) -> Result<Vec<u8>, WireError> {
-    message::encode_result(id, result)
-        .map_err(|e| WireError::new(ErrorCode::Internal, e.to_string()))
+    Ok(encode_reply(id, result))
 }
 
 fn failed(e: impl std::fmt::Display) -> WireError {
@@ -53,23 +37,20 @@ fn unknown_provider(daemon: &Daemon, id: &str) -> Result<(), WireError> {
     ))
 }
 
-/// Handles admin request `method`; returns the reply frame. `shutdown` is the daemon's
-/// stop switch.
-pub async fn handle(
+/// Handles an admin request (the connection checked that the peer is an admin before
+/// its params were read); returns the reply frame. `shutdown` is the daemon's stop
+/// switch.
+pub(super) async fn handle(
     daemon: &Arc<Daemon>,
     grant: &Grant,
     id: u32,
-    method: &str,
-    params: &[u8],
+    request: Request,
     shutdown: &crate::shutdown::Shutdown,
 ) -> Result<Vec<u8>, WireError> {
-    daemon.auth().check_admin(grant, method)?;
-    tracing::info!(peer = %grant.peer, request = %untrusted(method), "admin request");
     #[cfg(unix)]
     let vault = &daemon.vault;
-    match method {
-        method::CREDS_SET => {
-            let p: CredsSetParams = decode(method, params)?;
+    match request {
+        Request::CredsSet(p) => {
             unknown_provider(daemon, &p.provider)?;
             let secret = Secret::new(p.secret);
             if secret.is_empty() {
@@ -87,8 +68,7 @@ pub async fn handle(
             }
             encoded(id, &Empty {})
         }
-        method::CREDS_LIST => {
-            decode::<Empty>(method, params)?;
+        Request::CredsList => {
             let mut list = CredsList::default();
             #[cfg(unix)]
             for entry in vault.list().map_err(store_error)? {
@@ -107,8 +87,7 @@ pub async fn handle(
             }
             encoded(id, &list)
         }
-        method::CREDS_REMOVE => {
-            let p: ProviderParams = decode(method, params)?;
+        Request::CredsRemove(p) => {
             #[cfg(unix)]
             {
                 if !vault.remove(&p.provider).map_err(store_error)? {
@@ -121,8 +100,7 @@ pub async fn handle(
             }
             encoded(id, &Empty {})
         }
-        method::CREDS_TEST => {
-            let p: ProviderParams = decode(method, params)?;
+        Request::CredsTest(p) => {
             unknown_provider(daemon, &p.provider)?;
             // The listing's own instance takes the key stored now; the test counts as a
             // request of the provider, so `status` shows what it found.
@@ -133,16 +111,9 @@ pub async fn handle(
                 .map_err(|e| e.to_wire())?;
             encoded(id, &list)
         }
-        method::CREDS_IMPORT => {
-            let p: CredsImportParams = decode(method, params)?;
-            encoded(id, &import(daemon, p)?)
-        }
-        method::KEY_ROTATE => {
-            let p: KeyRotateParams = decode(method, params)?;
-            encoded(id, &rotate(daemon, p)?)
-        }
-        method::TOKEN_CREATE => {
-            let p: TokenCreateParams = decode(method, params)?;
+        Request::CredsImport(p) => encoded(id, &import(daemon, p)?),
+        Request::KeyRotate(p) => encoded(id, &rotate(daemon, p)?),
+        Request::TokenCreate(p) => {
             if p.providers.is_empty() {
                 return Err(WireError::new(
                     ErrorCode::InvalidRequest,
@@ -166,8 +137,7 @@ pub async fn handle(
                 },
             )
         }
-        method::TOKEN_LIST => {
-            decode::<Empty>(method, params)?;
+        Request::TokenList => {
             let tokens = daemon
                 .auth()
                 .tokens()
@@ -182,8 +152,7 @@ pub async fn handle(
                 .collect();
             encoded(id, &TokenList { tokens })
         }
-        method::TOKEN_REVOKE => {
-            let p: TokenRevokeParams = decode(method, params)?;
+        Request::TokenRevoke(p) => {
             if !daemon.auth().tokens().revoke(&p.id).map_err(failed)? {
                 return Err(WireError::new(
                     ErrorCode::NotFound,
@@ -192,15 +161,15 @@ pub async fn handle(
             }
             encoded(id, &Empty {})
         }
-        method::SHUTDOWN => {
-            decode::<Empty>(method, params)?;
+        Request::Shutdown => {
             tracing::info!(peer = %grant.peer, "stopping: shutdown requested");
             shutdown.stop();
             encoded(id, &Empty {})
         }
+        // The connection sends only the admin variants here.
         other => Err(WireError::new(
             ErrorCode::InvalidRequest,
-            format!("unknown admin method '{other}'"),
+            format!("unknown admin method '{}'", other.method().name()),
         )),
     }
 }

@@ -1,10 +1,10 @@
 //! One client connection: read frames, dispatch requests, write replies and chunks.
 //!
-//! A connection is two tasks. This one reads and dispatches; a writer task drains a
-//! bounded queue of encoded frames into the socket. Generations run as tasks of their own
-//! and push into the same queue, so a client that reads slowly fills only its own queue
-//! and slows only its own generations (tokio's bounded channel wakes waiting senders in
-//! order, so the connection's streams share it fairly). The daemon's memory per
+//! A connection is two tasks. This one reads and dispatches; a writer task (`outbox`)
+//! drains a bounded queue of encoded frames into the socket. Generations run as tasks of
+//! their own and push into the same queue, so a client that reads slowly fills only its
+//! own queue and slows only its own generations (tokio's bounded channel wakes waiting
+//! senders in order, so the connection's streams share it fairly). The daemon's memory per
 //! connection is bounded by `connection_queue_frames × max frame`.
 //!
 //! A client that stops reading altogether is dropped: once its socket has accepted no
@@ -21,56 +21,51 @@
 //! A connection that has not completed its hello within `hello_timeout_seconds` is told
 //! so and closed, so a socket opened and left silent cannot keep its slot.
 //!
+//! A request goes through a gate before it is parsed (`Connection::handle_frame`): hello
+//! first, a duplicate id refused, the authorization checked (admin rights too, before an
+//! admin request's params are read), and only then are its params parsed, once, into a
+//! [`Request`] that `Connection::dispatch` matches. The order is part of the protocol:
+//! which error a client gets when several apply.
+//!
 //! Authorization is not frozen at connect: every request but `cancel` is checked against
 //! the policy in force and the state of the connection's token
 //! ([`Connection::current_grant`]). A revoked or expired token gets `unauthenticated`, a
 //! uid no longer allowed `permission_denied`; the connection stays open, its running
 //! generations finish, and it may still cancel them.
 
-use std::collections::HashMap;
-use std::future::Future;
-use std::io;
 use std::ops::ControlFlow;
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::Arc;
 use std::time::Duration;
 
 use interprocess::local_socket::tokio::Stream;
 use provd_client::frame::{self, FrameError, MAX_DEPTH};
+use provd_client::message::method::{Access, Method};
 use provd_client::message::{
-    self, method, notification, CancelParams, Empty, Envelope, ErrorNotice, GenerateRequest, Hello,
+    self, notification, CancelParams, Empty, Envelope, ErrorNotice, GenerateRequest, Hello,
     HelloResult, ListModelsParams, ProviderList, StatusResult, PROTOCOL_VERSION,
 };
 use provd_client::socket::SharedStream;
 use provd_client::{ErrorCode, WireError};
-use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::io::{AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::BufReader;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::admission::{Applicant, ConnectionSlot};
 use super::generation::{self, StreamCtx};
+use super::outbox::{write_loop, StallGuard, CLOSE_FLUSH_TIMEOUT};
 use super::peer::PeerIdentity;
+use super::request::{self, encode_reply, Request};
+use super::streams::Streams;
 use super::Daemon;
 use crate::access::{AuthProvider, Grant};
 use crate::shutdown::Shutdown;
 use crate::untrusted::untrusted;
 
-/// How long a closing connection may take to flush its last frames (an error frame that
-/// explains the close) before it is dropped anyway.
-const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
-/// Socket buffer sizes: one page-ish read buffer, a write buffer that batches a burst of
-/// small chunk frames into one syscall.
+/// How large a read buffer a connection has: one page-ish.
 const READ_BUFFER_BYTES: usize = 8 * 1024;
-const WRITE_BUFFER_BYTES: usize = 16 * 1024;
-
-/// Requests in flight on one connection (generations and model listings), by request id,
-/// with the token that cancels each.
-pub(super) type Streams = Arc<Mutex<HashMap<u32, CancellationToken>>>;
 
 /// A connection the accept loop admitted: who is on the other end, what the policy said
 /// of it then, and its place under the limits.
@@ -153,189 +148,6 @@ pub(super) async fn serve(
     daemon.stats.connections.fetch_sub(1, Ordering::Relaxed);
     drop(slot);
     tracing::debug!(%peer, "connection closed");
-}
-
-/// Drains the connection's queue into its socket until the queue closes or the peer is
-/// gone. A write that fails, including a [`StallGuard`] timeout, ends the connection.
-async fn write_loop(
-    stream: StallGuard<SharedStream>,
-    mut rx: mpsc::Receiver<Vec<u8>>,
-    peer_gone: CancellationToken,
-) {
-    let mut w = BufWriter::with_capacity(WRITE_BUFFER_BYTES, stream);
-    // One wait for the whole connection, polled by every select below: a fresh one per
-    // frame would register with (and leave) the token's waiter list each time.
-    let gone = peer_gone.cancelled();
-    tokio::pin!(gone);
-    loop {
-        let frame = tokio::select! {
-            biased;
-            _ = &mut gone => return,
-            frame = rx.recv() => frame,
-        };
-        let Some(frame) = frame else {
-            let _ = w.flush().await;
-            return;
-        };
-        // Write everything already queued before flushing: under load, many chunk
-        // frames leave in one syscall; when idle, each frame leaves at once. `current`
-        // and `at` track the frame being written, so that after a stall the connection
-        // can still be ended on a frame boundary.
-        let (mut current, mut at) = (frame, 0);
-        let written = tokio::select! {
-            _ = &mut gone => return,
-            r = async {
-                write_tracked(&mut w, &current, &mut at).await?;
-                while let Ok(frame) = rx.try_recv() {
-                    (current, at) = (frame, 0);
-                    write_tracked(&mut w, &current, &mut at).await?;
-                }
-                w.flush().await
-            } => r,
-        };
-        if let Err(e) = written {
-            if e.kind() == io::ErrorKind::TimedOut {
-                let limit = w.get_ref().limit;
-                tracing::warn!(
-                    slow_client_timeout_s = limit.as_secs(),
-                    queued_frames = rx.len(),
-                    "the client stopped reading: its socket accepted nothing for slow_client_timeout_seconds; dropping the connection and cancelling its generations"
-                );
-                // Generations stop now; the explanation goes out after.
-                peer_gone.cancel();
-                drop(rx);
-                explain_slow_client(&mut w, &current[at..], limit).await;
-            } else {
-                tracing::debug!(error = %untrusted(&e), "client socket failed; closing the connection");
-                peer_gone.cancel();
-            }
-            return;
-        }
-    }
-}
-
-/// Writes `frame[*at..]`, advancing `at` by what the writer took, so a caller whose write
-/// failed knows how much of the frame is still owed.
-async fn write_tracked<W: AsyncWrite + Unpin>(
-    w: &mut W,
-    frame: &[u8],
-    at: &mut usize,
-) -> io::Result<()> {
-    while *at < frame.len() {
-        match w.write(&frame[*at..]).await? {
-            0 => return Err(io::ErrorKind::WriteZero.into()),
-            n => *at += n,
-        }
-    }
-    Ok(())
-}
-
-/// The last words to a client that stopped reading: the rest of the frame it was in the
-/// middle of (so framing holds), then an `overloaded` error notification naming
-/// `slow_client_timeout_seconds`; the frames still queued are dropped, their generations
-/// cancelled. Best effort: it gets there only if the client reads again within
-/// [`CLOSE_FLUSH_TIMEOUT`] (or the limit, if shorter); otherwise the connection just
-/// closes.
-async fn explain_slow_client<W: AsyncWrite + Unpin>(w: &mut W, rest: &[u8], limit: Duration) {
-    let mut error = WireError::new(
-        ErrorCode::Overloaded,
-        format!(
-            "provd closed this connection: the client read nothing for {}s while replies waited (slow_client_timeout_seconds); its generations were cancelled",
-            limit.as_secs()
-        ),
-    );
-    // Chunks were likely delivered already: a plain retry would repeat text.
-    error.retryable = false;
-    let Ok(notice) =
-        message::encode_notification(notification::ERROR, &ErrorNotice::new(error, None))
-    else {
-        return;
-    };
-    let _ = tokio::time::timeout(limit.min(CLOSE_FLUSH_TIMEOUT), async {
-        w.write_all(rest).await?;
-        w.write_all(&notice).await?;
-        w.flush().await
-    })
-    .await;
-}
-
-/// A socket writer that fails with [`io::ErrorKind::TimedOut`] when the socket accepts
-/// no byte for `limit` while there is something to write. Any accepted byte resets the
-/// clock, so a client that reads slowly but steadily is never dropped; the writer only
-/// writes when frames are queued, so an idle connection is never dropped either.
-pub(super) struct StallGuard<W> {
-    inner: W,
-    limit: Duration,
-    /// Armed when a write or flush first returns `Pending`; disarmed by any progress.
-    /// One timer per connection, reset rather than reallocated.
-    deadline: Pin<Box<tokio::time::Sleep>>,
-    armed: bool,
-}
-
-impl<W> StallGuard<W> {
-    pub(super) fn new(inner: W, limit: Duration) -> Self {
-        StallGuard {
-            inner,
-            limit,
-            deadline: Box::pin(tokio::time::sleep(limit)),
-            armed: false,
-        }
-    }
-
-    /// After the inner writer returned `Pending`: `Pending` too, or the timeout error
-    /// once the socket has been stuck for `limit`.
-    fn stalled<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
-        if !self.armed {
-            let at = tokio::time::Instant::now() + self.limit;
-            self.deadline.as_mut().reset(at);
-            self.armed = true;
-        }
-        match self.deadline.as_mut().poll(cx) {
-            Poll::Ready(()) => {
-                self.armed = false;
-                Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "the client's socket accepted nothing for {}s (slow_client_timeout_seconds)",
-                        self.limit.as_secs()
-                    ),
-                )))
-            }
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-impl<W: AsyncWrite + Unpin> AsyncWrite for StallGuard<W> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_write(cx, buf) {
-            Poll::Pending => this.stalled(cx),
-            ready => {
-                this.armed = false;
-                ready
-            }
-        }
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_flush(cx) {
-            Poll::Pending => this.stalled(cx),
-            ready => {
-                this.armed = false;
-                ready
-            }
-        }
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
 }
 
 struct Connection {
@@ -437,7 +249,12 @@ impl Connection {
                 return ControlFlow::Continue(());
             }
         };
-        let Envelope::Request { id, method, params } = envelope else {
+        let Envelope::Request {
+            id,
+            method: name,
+            params,
+        } = envelope
+        else {
             self.notify_error(
                 ErrorCode::ProtocolError,
                 "clients send only requests ([0, id, method, params]); replies and notifications go from the daemon to clients",
@@ -445,59 +262,84 @@ impl Connection {
             .await;
             return ControlFlow::Continue(());
         };
+        let method = Method::from_name(name);
         // A frame that carries a secret is wiped once handled, whether the request is
         // served or refused (not greeted, a duplicate id, authorization gone).
-        self.scrub_frame = super::admin::carries_secret(method);
-        if !self.greeted {
-            return self.hello(id, method, params).await;
+        self.scrub_frame = method.is_some_and(Method::carries_secret);
+        if !self.greeted && method != Some(Method::Hello) {
+            let _ = self.reply_error(id, WireError::new(
+                ErrorCode::ProtocolError,
+                format!("the first request on a connection must be hello (protocol version {PROTOCOL_VERSION}), got '{}'", truncate(name, 64)),
+            ))
+            .await;
+            return ControlFlow::Break(());
         }
-        // A reply carrying the id of a running request would read as that request's end,
-        // so a duplicate gets a connection-level error instead, and is ignored.
-        if self
-            .ctx
-            .streams
-            .lock()
-            .expect("streams lock poisoned")
-            .contains_key(&id)
-        {
-            // The notice names the id, so the client can match it to the request it
-            // just sent (PROTOCOL.md section 10).
-            let error = WireError::new(
-                ErrorCode::InvalidRequest,
-                format!(
-                    "request id {id} ({}) ignored: a running request on this connection already uses it; ids must be unique among requests in flight",
-                    truncate(method, 64)
-                ),
-            );
-            self.send_notice(ErrorNotice::new(error, Some(id))).await;
-            return ControlFlow::Continue(());
-        }
-        match method {
-            // Cancelling only stops what this connection started: allowed whatever became
-            // of its authorization.
-            method::CANCEL => self.cancel(id, params).await,
-            method::HELLO => {
-                self.reply_error(
-                    id,
-                    WireError::new(
-                        ErrorCode::InvalidRequest,
-                        "hello was already exchanged on this connection",
+        if self.greeted {
+            // A reply carrying the id of a running request would read as that request's
+            // end, so a duplicate gets a connection-level error instead, and is ignored.
+            if self.ctx.streams.contains(id) {
+                // The notice names the id, so the client can match it to the request it
+                // just sent (PROTOCOL.md section 10).
+                let error = WireError::new(
+                    ErrorCode::InvalidRequest,
+                    format!(
+                        "request id {id} ({}) ignored: a running request on this connection already uses it; ids must be unique among requests in flight",
+                        truncate(name, 64)
                     ),
-                )
-                .await
+                );
+                self.send_notice(ErrorNotice::new(error, Some(id))).await;
+                return ControlFlow::Continue(());
             }
+            if method == Some(Method::Hello) {
+                return self
+                    .reply_error(
+                        id,
+                        WireError::new(
+                            ErrorCode::InvalidRequest,
+                            "hello was already exchanged on this connection",
+                        ),
+                    )
+                    .await;
+            }
+        }
+        // The gate, before anything else is said about the request: `hello` is what
+        // decides the authorization, and cancelling only stops what this connection
+        // started, so it is allowed whatever became of its authorization; every other
+        // request is checked against the policy in force.
+        let grant = match method {
+            Some(Method::Hello | Method::Cancel) => None,
             _ => match self.current_grant() {
-                Ok(grant) => self.dispatch(id, method, params, grant).await,
+                Ok(grant) => Some(grant),
                 Err(e) => {
                     tracing::info!(
                         peer = %self.peer,
-                        request = %untrusted(truncate(method, 64)),
+                        request = %untrusted(truncate(name, 64)),
                         error = %untrusted(&e.message),
                         "request refused: the connection's authorization changed"
                     );
-                    self.reply_error(id, e).await
+                    return self.reply_error(id, e).await;
                 }
             },
+        };
+        let Some(method) = method else {
+            return self.reply_error(id, request::unknown_method(name)).await;
+        };
+        // Admin requests are refused before their params are read.
+        if let (Access::Admin, Some(grant)) = (method.access(), &grant) {
+            if let Err(e) = self.policy.check_admin(grant, method.name()) {
+                return self.reply_error(id, e).await;
+            }
+            tracing::info!(peer = %grant.peer, request = method.name(), "admin request");
+        }
+        match Request::parse(method, params) {
+            Ok(request) => self.dispatch(id, request, grant).await,
+            // A hello that cannot be read ends the connection: nothing after it could be
+            // understood.
+            Err(e) if method == Method::Hello => {
+                let _ = self.reply_error(id, e).await;
+                ControlFlow::Break(())
+            }
+            Err(e) => self.reply_error(id, e).await,
         }
     }
 
@@ -518,105 +360,75 @@ impl Connection {
         self.grant.clone()
     }
 
+    /// Serves a parsed request that passed the gate in [`Self::handle_frame`]; `grant`
+    /// is what the gate decided (none for `hello` and `cancel`).
     async fn dispatch(
         &mut self,
         id: u32,
-        method: &str,
-        params: &[u8],
-        grant: Grant,
+        request: Request,
+        grant: Option<Grant>,
     ) -> ControlFlow<()> {
-        match method {
-            method::PING => {
-                self.unary(id, method, params, |_: Empty| Ok(Empty {}))
-                    .await
-            }
-            method::STATUS => {
-                let status = self.status(&grant);
-                self.unary(id, method, params, move |_: Empty| Ok(status))
-                    .await
-            }
-            method::LIST_PROVIDERS => {
-                let mut providers = self.ctx.daemon.factory.providers();
-                visible_providers(&self.policy, &grant, &mut providers);
-                self.unary(id, method, params, |_: Empty| {
-                    Ok(ProviderList { providers })
-                })
+        match (request, grant) {
+            (Request::Hello(hello), _) => self.hello(id, hello).await,
+            (Request::Cancel(p), _) => self.cancel(id, p).await,
+            // The gate decides a grant for every other request; failing closed.
+            (_, None) => {
+                self.reply_error(
+                    id,
+                    WireError::new(ErrorCode::Internal, "no authorization was decided"),
+                )
                 .await
             }
-            method::LIST_MODELS => self.list_models(id, params, grant).await,
-            method::GENERATE => self.generate(id, params, grant).await,
-            method::RELOAD => self.reload(id, params, grant).await,
-            admin if super::admin::METHODS.contains(&admin) => {
-                let reply = super::admin::handle(
-                    &self.ctx.daemon,
-                    &grant,
-                    id,
-                    admin,
-                    params,
-                    &self.ctx.shutdown,
-                )
-                .await;
+            (Request::Ping, Some(_)) => self.reply(id, &Empty {}).await,
+            (Request::Status, Some(grant)) => {
+                let status = self.status(&grant);
+                self.reply(id, &status).await
+            }
+            (Request::ListProviders, Some(grant)) => {
+                let mut providers = self.ctx.daemon.factory.providers();
+                visible_providers(&self.policy, &grant, &mut providers);
+                self.reply(id, &ProviderList { providers }).await
+            }
+            (Request::ListModels(p), Some(grant)) => self.list_models(id, p, grant).await,
+            (Request::Generate(request), Some(grant)) => self.generate(id, *request, grant).await,
+            (Request::Reload, Some(grant)) => self.reload(id, grant).await,
+            (
+                admin @ (Request::CredsSet(_)
+                | Request::CredsList
+                | Request::CredsRemove(_)
+                | Request::CredsTest(_)
+                | Request::CredsImport(_)
+                | Request::KeyRotate(_)
+                | Request::TokenCreate(_)
+                | Request::TokenList
+                | Request::TokenRevoke(_)
+                | Request::Shutdown),
+                Some(grant),
+            ) => {
+                let reply =
+                    super::admin::handle(&self.ctx.daemon, &grant, id, admin, &self.ctx.shutdown)
+                        .await;
                 match reply {
                     Ok(frame) => self.send(frame).await,
                     Err(e) => self.reply_error(id, e).await,
                 }
             }
-            other => {
-                self.reply_error(
-                    id,
-                    WireError::new(
-                        ErrorCode::InvalidRequest,
-                        format!(
-                            "unknown method '{}' (this daemon serves: {})",
-                            truncate(other, 64),
-                            method::SERVED.join(", ")
-                        ),
-                    ),
-                )
-                .await
-            }
         }
     }
 
-    async fn cancel(&mut self, id: u32, params: &[u8]) -> ControlFlow<()> {
-        let streams = self.ctx.streams.clone();
-        self.unary(id, method::CANCEL, params, |p: CancelParams| {
-            let token = streams.lock().expect("streams lock poisoned").get(&p.id).cloned();
-            match token {
-                Some(token) => {
-                    token.cancel();
-                    Ok(Empty {})
-                }
-                None => Err(WireError::new(
-                    ErrorCode::NotFound,
-                    format!("no running generation with id {} on this connection (it may have finished already)", p.id),
-                )),
-            }
-        })
-        .await
-    }
-
-    async fn hello(&mut self, id: u32, method: &str, params: &[u8]) -> ControlFlow<()> {
-        if method != method::HELLO {
-            let _ = self.reply_error(id, WireError::new(
-                ErrorCode::ProtocolError,
-                format!("the first request on a connection must be hello (protocol version {PROTOCOL_VERSION}), got '{}'", truncate(method, 64)),
+    async fn cancel(&mut self, id: u32, p: CancelParams) -> ControlFlow<()> {
+        if self.ctx.streams.cancel(p.id) {
+            self.reply(id, &Empty {}).await
+        } else {
+            self.reply_error(id, WireError::new(
+                ErrorCode::NotFound,
+                format!("no running generation with id {} on this connection (it may have finished already)", p.id),
             ))
-            .await;
-            return ControlFlow::Break(());
+            .await
         }
-        let hello: Hello = match message::decode(params) {
-            Ok(h) => h,
-            Err(e) => {
-                let _ = self
-                    .reply_error(
-                        id,
-                        WireError::new(ErrorCode::ProtocolError, format!("hello params: {e}")),
-                    )
-                    .await;
-                return ControlFlow::Break(());
-            }
-        };
+    }
+
+    async fn hello(&mut self, id: u32, hello: Hello) -> ControlFlow<()> {
         if hello.protocol_version != PROTOCOL_VERSION {
             tracing::info!(peer = %self.peer, client_version = hello.protocol_version, "protocol version mismatch");
             let _ = self.reply_error(id, WireError::new(
@@ -692,13 +504,8 @@ impl Connection {
     /// own user or as root may send it (they could send SIGHUP anyway); others get
     /// `permission_denied`. Answered in order: the connection reads its next frame when
     /// the reload is over.
-    async fn reload(&mut self, id: u32, params: &[u8], grant: Grant) -> ControlFlow<()> {
-        if let Err(e) = message::decode::<Empty>(params) {
-            return self
-                .reply_error(id, invalid_params(method::RELOAD, e))
-                .await;
-        }
-        if let Err(e) = self.policy.check_admin(&grant, method::RELOAD) {
+    async fn reload(&mut self, id: u32, grant: Grant) -> ControlFlow<()> {
+        if let Err(e) = self.policy.check_admin(&grant, Method::Reload.name()) {
             tracing::warn!(peer = %self.peer, "reload refused: not an admin");
             return self.reply_error(id, e).await;
         }
@@ -721,15 +528,12 @@ impl Connection {
         }
     }
 
-    async fn list_models(&mut self, id: u32, params: &[u8], grant: Grant) -> ControlFlow<()> {
-        let params: ListModelsParams = match message::decode(params) {
-            Ok(p) => p,
-            Err(e) => {
-                return self
-                    .reply_error(id, invalid_params(method::LIST_MODELS, e))
-                    .await
-            }
-        };
+    async fn list_models(
+        &mut self,
+        id: u32,
+        params: ListModelsParams,
+        grant: Grant,
+    ) -> ControlFlow<()> {
         if let Some(provider) = &params.provider {
             if let Err(e) = self.policy.check_provider(&grant, provider) {
                 return self.reply_error(id, e).await;
@@ -739,15 +543,10 @@ impl Connection {
         // is registered like a generation, so its id is taken and `cancel` reaches it.
         let daemon = self.ctx.daemon.clone();
         let out = self.ctx.out.clone();
-        let cancel = self.closing.child_token();
-        let streams = self.ctx.streams.clone();
-        streams
-            .lock()
-            .expect("streams lock poisoned")
-            .insert(id, cancel.clone());
+        let registration = self.ctx.streams.register_listing(id, &self.closing);
         self.tasks.spawn(async move {
             let result = tokio::select! {
-                _ = cancel.cancelled() => Err(WireError::new(ErrorCode::Cancelled, format!("list_models {id} was cancelled"))),
+                _ = registration.cancel_token().cancelled() => Err(WireError::new(ErrorCode::Cancelled, format!("list_models {id} was cancelled"))),
                 r = daemon.factory.list_models(params.provider.as_deref()) => r.map(|mut list| {
                     // Listing every provider shows only those this client may use.
                     let auth = daemon.auth();
@@ -756,9 +555,10 @@ impl Connection {
                     list
                 }).map_err(|e| e.to_wire()),
             };
-            streams.lock().expect("streams lock poisoned").remove(&id);
+            // Free the id before the client can see the end, so it may reuse it at once.
+            drop(registration);
             let frame = match result {
-                Ok(list) => encode_or_internal(id, &list),
+                Ok(list) => encode_reply(id, &list),
                 Err(e) => message::encode_error(id, &e),
             };
             let _ = out.send(frame).await;
@@ -766,26 +566,12 @@ impl Connection {
         ControlFlow::Continue(())
     }
 
-    async fn generate(&mut self, id: u32, params: &[u8], grant: Grant) -> ControlFlow<()> {
-        let request: GenerateRequest = match message::decode(params) {
-            Ok(r) => r,
-            Err(e) => {
-                return self
-                    .reply_error(id, invalid_params(method::GENERATE, e))
-                    .await
-            }
-        };
-        if request.prompt.as_deref().is_none_or(str::is_empty) && request.messages.is_empty() {
-            return self
-                .reply_error(
-                    id,
-                    WireError::new(
-                        ErrorCode::InvalidRequest,
-                        "a generate request needs a prompt or messages",
-                    ),
-                )
-                .await;
-        }
+    async fn generate(
+        &mut self,
+        id: u32,
+        request: GenerateRequest,
+        grant: Grant,
+    ) -> ControlFlow<()> {
         if self.ctx.shutdown.is_stopping() {
             return self
                 .reply_error(
@@ -810,44 +596,26 @@ impl Connection {
         }
         targets
             .retain(|t| t.provider.is_empty() || auth.check_provider(&grant, &t.provider).is_ok());
-        let limit = self.ctx.daemon.limits.max_streams_per_connection;
         let applicant = Applicant {
             uid: self.peer.uid,
             admin: grant.admin_uid,
         };
-        let token = {
-            let mut streams = self.ctx.streams.lock().expect("streams lock poisoned");
-            if streams.len() >= limit {
-                Err(WireError::new(
-                    ErrorCode::Overloaded,
-                    format!("this connection already runs {limit} generations (max_streams_per_connection); wait for one to finish or open another connection"),
-                ))
-            } else {
-                self.ctx
-                    .daemon
-                    .admission
-                    .admit_stream(applicant, &config.limits)
-                    .map(|slot| {
-                        let token = self.closing.child_token();
-                        streams.insert(id, token.clone());
-                        (token, slot)
-                    })
-            }
-        };
-        drop(config);
-        match token {
-            Ok((token, slot)) => {
-                self.ctx
-                    .daemon
-                    .stats
-                    .active_streams
-                    .fetch_add(1, Ordering::Relaxed);
+        let registered = self.ctx.streams.register_generation(
+            id,
+            &self.closing,
+            &self.ctx.daemon,
+            applicant,
+            &config.limits,
+        );
+        match registered {
+            Ok(registration) => {
+                // The configuration it was routed with is the one it runs under (its
+                // deadline, its retries), whatever a reload puts in force meanwhile.
                 self.tasks.spawn(generation::run(
                     id,
                     request,
-                    targets,
-                    token,
-                    slot,
+                    generation::Plan { config, targets },
+                    registration,
                     self.ctx.clone(),
                 ));
                 ControlFlow::Continue(())
@@ -856,30 +624,8 @@ impl Connection {
         }
     }
 
-    /// Decodes params, applies `f`, and replies with its result or error.
-    async fn unary<P, R, F>(
-        &mut self,
-        id: u32,
-        method: &str,
-        params: &[u8],
-        f: F,
-    ) -> ControlFlow<()>
-    where
-        P: DeserializeOwned,
-        R: Serialize,
-        F: FnOnce(P) -> Result<R, WireError>,
-    {
-        let result = message::decode::<P>(params)
-            .map_err(|e| invalid_params(method, e))
-            .and_then(f);
-        match result {
-            Ok(r) => self.reply(id, &r).await,
-            Err(e) => self.reply_error(id, e).await,
-        }
-    }
-
     async fn reply<R: Serialize>(&mut self, id: u32, result: &R) -> ControlFlow<()> {
-        self.send(encode_or_internal(id, result)).await
+        self.send(encode_reply(id, result)).await
     }
 
     async fn reply_error(&mut self, id: u32, error: WireError) -> ControlFlow<()> {
@@ -935,29 +681,9 @@ fn visible_providers(
     providers.retain(|p| auth.check_provider(grant, &p.id).is_ok());
 }
 
-fn invalid_params(method: &str, e: FrameError) -> WireError {
-    let detail = match e {
-        FrameError::Invalid(s) => s,
-        other => other.to_string(),
-    };
-    WireError::new(
-        ErrorCode::InvalidRequest,
-        format!("{method} params: {detail}"),
-    )
-}
-
-fn encode_or_internal<R: Serialize>(id: u32, result: &R) -> Vec<u8> {
-    message::encode_result(id, result).unwrap_or_else(|e| {
-        message::encode_error(
-            id,
-            &WireError::new(ErrorCode::Internal, format!("cannot encode the reply: {e}")),
-        )
-    })
-}
-
 /// Client-chosen strings echoed in errors and logs are cut, so a hostile client cannot
 /// make the daemon amplify its input.
-fn truncate(s: &str, max_chars: usize) -> String {
+pub(super) fn truncate(s: &str, max_chars: usize) -> String {
     match s.char_indices().nth(max_chars) {
         Some((i, _)) => format!("{}…", &s[..i]),
         None => s.to_owned(),
@@ -967,45 +693,144 @@ fn truncate(s: &str, max_chars: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncReadExt;
+    use provd_client::message::GenerateDone;
+    use serde::de::DeserializeOwned;
 
-    #[tokio::test(start_paused = true)]
-    async fn a_stalled_socket_fails_with_timed_out_after_the_limit() {
-        // A peer with a 64-byte buffer that never reads.
-        let (near, _far) = tokio::io::duplex(64);
-        let mut w = StallGuard::new(near, Duration::from_secs(30));
-        let e = w.write_all(&[7u8; 1024]).await.unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
-        assert!(e.to_string().contains("slow_client_timeout_seconds"), "{e}");
+    fn config(total_timeout_seconds: u64) -> crate::config::Config {
+        crate::config::Config::parse(
+            &format!(
+                "[daemon]\ndefault_provider = \"m\"\n\
+                 [providers.m]\ntype = \"mock\"\ntotal_timeout_seconds = {total_timeout_seconds}\n"
+            ),
+            std::path::Path::new("test.toml"),
+        )
+        .unwrap()
+    }
+
+    /// A greeted connection of this process's uid to `daemon`, and the queue its frames
+    /// go to.
+    fn connection(daemon: Arc<Daemon>) -> (Connection, mpsc::Receiver<Vec<u8>>) {
+        let (out, rx) = mpsc::channel(64);
+        let peer = PeerIdentity {
+            uid: Some(crate::sys::effective_uid()),
+            gid: None,
+            pid: None,
+        };
+        let policy = daemon.auth();
+        let grant = policy.authorize(peer);
+        let peer_gone = CancellationToken::new();
+        let conn = Connection {
+            closing: peer_gone.child_token(),
+            ctx: StreamCtx {
+                daemon,
+                out,
+                peer_gone,
+                shutdown: Shutdown::new(),
+                streams: Default::default(),
+            },
+            tasks: TaskTracker::new(),
+            greeted: true,
+            hello_deadline: tokio::time::Instant::now(),
+            hello_timeout: Duration::from_secs(5),
+            grant,
+            policy,
+            token: None,
+            peer,
+            scrub_frame: false,
+        };
+        (conn, rx)
+    }
+
+    /// The reply to request `id` among the frames a connection queued.
+    fn reply<R: DeserializeOwned>(
+        rx: &mut mpsc::Receiver<Vec<u8>>,
+        id: u32,
+    ) -> Result<R, WireError> {
+        while let Ok(frame) = rx.try_recv() {
+            if let Ok(Envelope::Reply { id: got, outcome }) = Envelope::parse(&frame[4..]) {
+                assert_eq!(got, id);
+                return outcome.map(|bytes| message::decode(bytes).unwrap());
+            }
+        }
+        panic!("no reply to request {id}");
+    }
+
+    /// Sends request `id` to `conn` as a client would.
+    async fn send<P: Serialize>(conn: &mut Connection, id: u32, method: &str, params: &P) {
+        let frame = message::encode_request(id, method, params).unwrap();
+        assert!(conn.handle_frame(&frame[4..]).await.is_continue());
+    }
+
+    /// A map whose `provider` is a number: no method's params accept it.
+    fn malformed() -> serde_json::Value {
+        serde_json::json!({ "provider": 5, "id": "x" })
+    }
+
+    #[tokio::test]
+    async fn a_non_admin_is_refused_an_admin_request_before_its_params_are_read() {
+        let daemon = Arc::new(Daemon::new(config(60)));
+        let (mut conn, mut rx) = connection(daemon);
+        if let Ok(grant) = &mut conn.grant {
+            grant.admin = false;
+        }
+        send(&mut conn, 1, "creds_set", &malformed()).await;
+        assert!(
+            std::mem::take(&mut conn.scrub_frame),
+            "a frame that may carry a key is wiped, even when refused"
+        );
+        let e = reply::<Empty>(&mut rx, 1).unwrap_err();
+        assert_eq!(e.code, ErrorCode::PermissionDenied, "{}", e.message);
+        assert!(
+            e.message.starts_with("creds_set is an admin request"),
+            "{}",
+            e.message
+        );
+        // `reload` is a common method: its params are read first, as they always were.
+        send(&mut conn, 2, "reload", &7u8).await;
+        assert!(!conn.scrub_frame);
+        let e = reply::<Empty>(&mut rx, 2).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidRequest, "{}", e.message);
+        // An admin's malformed admin request is told what is wrong with its params.
+        conn.grant.as_mut().unwrap().admin = true;
+        send(&mut conn, 3, "creds_set", &malformed()).await;
+        let e = reply::<Empty>(&mut rx, 3).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidRequest, "{}", e.message);
+        assert!(e.message.starts_with("creds_set params: "), "{}", e.message);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_method_and_a_greeted_hello_are_refused_and_the_connection_goes_on() {
+        let daemon = Arc::new(Daemon::new(config(60)));
+        let (mut conn, mut rx) = connection(daemon);
+        send(&mut conn, 1, "format_disk", &Empty {}).await;
+        let e = reply::<Empty>(&mut rx, 1).unwrap_err();
+        assert_eq!(e, request::unknown_method("format_disk"));
+        // A second hello is refused whatever its params.
+        send(&mut conn, 2, "hello", &7u8).await;
+        let e = reply::<Empty>(&mut rx, 2).unwrap_err();
+        assert_eq!(e.message, "hello was already exchanged on this connection");
+        send(&mut conn, 3, "ping", &Empty {}).await;
+        assert_eq!(reply::<Empty>(&mut rx, 3), Ok(Empty {}));
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_peer_that_reads_slowly_but_steadily_is_never_timed_out() {
-        // The reader takes 64 bytes every 0.9 × the limit: the whole write lasts hundreds
-        // of limits (in paused, virtual time), yet every pause is shorter than one.
-        let limit = Duration::from_secs(10);
-        let (near, mut far) = tokio::io::duplex(64);
-        let reader = tokio::spawn(async move {
-            let mut total = 0;
-            let mut buf = [0u8; 64];
-            loop {
-                tokio::time::sleep(limit.mul_f64(0.9)).await;
-                match far.read(&mut buf).await {
-                    Ok(0) | Err(_) => return total,
-                    Ok(n) => total += n,
-                }
-            }
-        });
-        let started = tokio::time::Instant::now();
-        let mut w = StallGuard::new(near, limit);
-        w.write_all(&[7u8; 16 * 1024]).await.unwrap();
-        w.flush().await.unwrap();
-        w.shutdown().await.unwrap();
-        drop(w);
-        assert_eq!(reader.await.unwrap(), 16 * 1024);
-        assert!(
-            started.elapsed() > limit * 100,
-            "the write outlasted many limits"
+    async fn a_reload_after_routing_leaves_the_request_on_the_configuration_it_was_routed_with() {
+        // Routed while the provider allows 600 s; a reload to 1 s lands before the
+        // generation opens; the answer takes 2 s (virtual time). One snapshot per request:
+        // its deadline is the one it was routed with, so it completes.
+        let daemon = Arc::new(Daemon::new(config(600)));
+        let (mut conn, mut rx) = connection(daemon.clone());
+        let mut request = GenerateRequest::prompt("hello there");
+        request.additional_params.insert(
+            "mock".into(),
+            serde_json::json!({ "first_chunk_delay_ms": 2000 }),
         );
+        let frame = message::encode_request(1, "generate", &request).unwrap();
+        assert!(conn.handle_frame(&frame[4..]).await.is_continue());
+        daemon.factory.reload(config(1));
+        conn.tasks.close();
+        conn.tasks.wait().await;
+        let done: GenerateDone = reply(&mut rx, 1).unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(done.done);
     }
 }

@@ -17,9 +17,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::admission::StreamSlot;
-use super::connection::Streams;
+use super::request::encode_reply;
+use super::streams::{Registration, Streams};
 use super::Daemon;
+use crate::config::{Config, Target};
 use crate::provider::{Outcome, ProviderError, StreamEvent};
 use crate::resilience;
 use crate::shutdown::Shutdown;
@@ -35,29 +36,6 @@ pub(super) struct StreamCtx {
     pub streams: Streams,
 }
 
-/// Unregisters the generation however its task ends (even by panic), so its id is free
-/// again, its uid's place under `limits.max_streams_per_uid` is given back before the
-/// client can see the end, and the gauges stay true.
-struct Registration<'a> {
-    id: u32,
-    ctx: &'a StreamCtx,
-    _admitted: StreamSlot,
-}
-
-impl Drop for Registration<'_> {
-    fn drop(&mut self) {
-        self.ctx
-            .streams
-            .lock()
-            .expect("streams lock poisoned")
-            .remove(&self.id);
-        let stats = &self.ctx.daemon.stats;
-        if stats.active_streams.fetch_sub(1, Ordering::Relaxed) == 1 {
-            stats.last_stream_ended.notify_one();
-        }
-    }
-}
-
 /// Why a generation stopped before its end.
 enum Interrupt {
     Cancelled,
@@ -65,43 +43,40 @@ enum Interrupt {
     Deadline,
 }
 
-/// Runs generation `id` to its terminal reply. `cancel` is registered under `id` in the
-/// connection's streams (and is a child of the connection's own token).
+/// Where a generation may go and under which rules: the one snapshot of the
+/// configuration the request was routed with, and the targets chosen from it. The
+/// deadline and the retries come from the same snapshot, so a reload while the request
+/// runs never mixes old and new settings in one request.
+pub(super) struct Plan {
+    /// The configuration in force when the request was routed.
+    pub config: Arc<Config>,
+    /// The providers it may be served by, in order (see [`resilience::targets`]).
+    pub targets: Vec<Target>,
+}
+
+/// Runs generation `id` to its terminal reply. `registration` holds its place on the
+/// connection (its cancel token is a child of the connection's own) and under the limits.
 pub(super) async fn run(
     id: u32,
     request: GenerateRequest,
-    targets: Vec<crate::config::Target>,
-    cancel: CancellationToken,
-    admitted: StreamSlot,
+    plan: Plan,
+    registration: Registration,
     ctx: StreamCtx,
 ) {
-    let registration = Registration {
-        id,
-        ctx: &ctx,
-        _admitted: admitted,
-    };
     let result = Generation {
         id,
         ctx: &ctx,
-        cancel: &cancel,
+        cancel: registration.cancel_token(),
         chunks: 0,
         pieces: 0,
         usage: None,
     }
-    .drive(request, targets)
+    .drive(request, plan)
     .await;
     // Free the id before the client can see the end, so it may reuse it at once.
     drop(registration);
     let frame = match result {
-        Ok(done) => message::encode_result(id, &done).unwrap_or_else(|e| {
-            message::encode_error(
-                id,
-                &WireError::new(
-                    ErrorCode::Internal,
-                    format!("cannot encode the result: {e}"),
-                ),
-            )
-        }),
+        Ok(done) => encode_reply(id, &done),
         Err(e) => message::encode_error(id, &e),
     };
     tokio::select! {
@@ -216,17 +191,17 @@ impl Generation<'_> {
     async fn drive(
         mut self,
         request: GenerateRequest,
-        targets: Vec<crate::config::Target>,
+        plan: Plan,
     ) -> Result<GenerateDone, WireError> {
         let daemon = &self.ctx.daemon;
         let keepalive_every = daemon.limits.keepalive_interval;
         let streaming = request.stream;
-        let config = daemon.factory.config();
+        let Plan { config, targets } = plan;
         let deadline_error = |chunks| resilience::deadline_error(&config, &targets, chunks);
 
         // Opening: retries and fallbacks happen inside; keepalives go out meanwhile.
         let attempted = std::sync::atomic::AtomicBool::new(false);
-        let open = resilience::open(&daemon.factory, &request, &targets, &attempted);
+        let open = resilience::open(&daemon.factory, &config, &request, &targets, &attempted);
         tokio::pin!(open);
         let opening_interrupted = interruption(self.cancel, &self.ctx.shutdown, None);
         tokio::pin!(opening_interrupted);

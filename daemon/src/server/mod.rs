@@ -1,17 +1,23 @@
 //! The server: accept loop, connection limit, graceful drain.
 //!
 //! Layering follows mini-redis: [`listener`] binds the socket, [`connection`] owns one
-//! client (frames in, frames out, dispatch), [`generation`] runs one streamed generation,
-//! and this module accepts connections, admits them ([`admission`]: per-uid limits and
-//! the admins' reserve, decided from the peer's uid before anything is read) and drains
-//! them on shutdown.
+//! client (frames in, the gate, dispatch; its writer side is `outbox`), [`request`]
+//! parses a frame into a typed request, once (the method list is the protocol's one
+//! table, `provd_client::message::method`), `streams` registers the requests running on
+//! a connection, [`generation`] runs one streamed generation, [`admin`] serves the admin
+//! requests, and this module accepts connections, admits them ([`admission`]: per-uid
+//! limits and the admins' reserve, decided from the peer's uid before anything is read)
+//! and drains them on shutdown.
 
 pub mod admin;
 pub mod admission;
 pub mod connection;
 pub mod generation;
 pub mod listener;
+mod outbox;
 pub mod peer;
+pub mod request;
+mod streams;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -53,7 +59,7 @@ pub struct Limits {
     /// Silence after which a running generation sends a keepalive (`None`: never).
     pub keepalive_interval: Option<Duration>,
     /// How long a connection's socket may accept nothing while frames are queued for it
-    /// before the connection is dropped (see `connection::write_loop`).
+    /// before the connection is dropped (see `outbox::write_loop`).
     pub slow_client_timeout: Duration,
 }
 
