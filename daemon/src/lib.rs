@@ -8,8 +8,9 @@
 //! - [`factory`]: provider registry, per-(provider, model) instance cache, lifecycle.
 //! - [`provider`]: the [`provider::BaseLlmProvider`] trait and the providers.
 //! - [`config`]: the TOML configuration and its validation.
-//! - [`credentials`]: the sealed credential store, the master key and `.env` import
-//!   (Unix only).
+//! - [`settings`]: a provider's type and settings, shared by [`config`] and [`provider`].
+//! - [`credentials`]: which key a provider uses, and (Unix only) the sealed credential
+//!   store, the master key and `.env` import.
 //! - [`scrub`]: the one step that cuts every key the daemon holds out of upstream text.
 //! - [`commands`]: what the `provd` command does, for `main.rs` to call.
 //! - [`systemd`], [`daemonize`], [`reload`]: running as a service: readiness and socket
@@ -19,7 +20,6 @@
 pub mod access;
 pub mod commands;
 pub mod config;
-#[cfg(unix)]
 pub mod credentials;
 pub mod daemonize;
 pub mod factory;
@@ -33,6 +33,7 @@ pub mod resilience;
 pub mod scrub;
 pub mod secret;
 pub mod server;
+pub mod settings;
 pub mod shutdown;
 mod sys;
 pub mod systemd;

@@ -64,7 +64,7 @@ use super::{
     conversation, merge_additional_params, whole_answer, BaseLlmProvider, BoxFuture, EventStream,
     ProviderError, ProviderSpec, ProviderState, ReportedModel, StreamEvent,
 };
-use crate::config::ProviderKind;
+use crate::settings::ProviderKind;
 
 /// The Gemini API's root.
 pub const DEFAULT_BASE_URL: &str = "https://generativelanguage.googleapis.com";

@@ -32,8 +32,8 @@ use reqwest::{RequestBuilder, Response, StatusCode, Url};
 use super::ndjson::NdjsonSplitter;
 use super::sse::{SseEvent, SseParser};
 use super::{EventStream, ProviderError, StreamEvent};
-use crate::config::ProviderConfig;
 use crate::scrub::Scrubber;
+use crate::settings::ProviderConfig;
 
 /// Largest error or non-streamed response body read into memory.
 pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
@@ -1198,11 +1198,11 @@ mod tests {
 
     #[test]
     fn debug_of_every_provider_spec_transport_and_request_shows_no_key() {
-        use crate::config::ProviderKind;
         use crate::provider::{
             anthropic::AnthropicProvider, gemini::GeminiProvider, mock::MockProvider,
             ollama::OllamaProvider, openai::OpenAiProvider,
         };
+        use crate::settings::ProviderKind;
         let key = "sk-debug-canary-0123456789";
         for kind in [
             "anthropic",
