@@ -160,8 +160,17 @@ pub fn check_ndjson(input: &[u8]) {
 /// The provider id the decoders are given; every error must name it.
 const PROVIDER: &str = "fuzzed";
 
-/// The decoders the first byte chooses, by its value modulo 4.
-const BY_SELECTOR: [&str; 4] = ["openai", "anthropic", "gemini", "ollama"];
+/// The stream decoder a `provider_streams` input names, and the rest of the input: the
+/// input starts with the decoder's name (`"openai"`, [`registry::StreamDecoder::name`])
+/// and a newline. `None` when its first line names no decoder of the provider table.
+///
+/// By name rather than by a byte modulo the number of decoders, so that a type added to
+/// the table changes nothing the committed corpus means.
+pub fn select_decoder(input: &[u8]) -> Option<(registry::StreamDecoder, &[u8])> {
+    let end = input.iter().position(|&b| b == b'\n')?;
+    let name = std::str::from_utf8(&input[..end]).ok()?;
+    Some((registry::stream_decoder(name)?, &input[end + 1..]))
+}
 
 fn assert_usage(u: &Usage) {
     assert_eq!(
@@ -171,20 +180,18 @@ fn assert_usage(u: &Usage) {
     );
 }
 
-/// `provider_streams`: the first byte picks a stream decoder of the provider table
-/// (`provider::registry`; OpenAI, Anthropic and Gemini read SSE, Ollama NDJSON); the rest
+/// `provider_streams`: the first line names a stream decoder of the provider table
+/// ([`select_decoder`]; OpenAI, Anthropic and Gemini read SSE, Ollama NDJSON); the rest
 /// is a response body, fed whole and in pieces the input chooses through the decoder and
-/// the real `Pump` of `provider::http`.
+/// the real `Pump` of `provider::http`. An input naming no decoder is skipped.
 ///
 /// Invariants: nothing panics; both feedings give the same items; the stream never ends
 /// silently (its last item is `Done` or an error) and nothing follows `Done` or an error;
 /// text events are not empty; usage totals add up; every error names the provider.
 pub fn check_provider_streams(input: &[u8]) {
-    let Some((&selector, rest)) = input.split_first() else {
+    let Some((api, rest)) = select_decoder(input) else {
         return;
     };
-    let api = registry::stream_decoder(BY_SELECTOR[usize::from(selector % 4)])
-        .expect("every selected decoder is in the provider table");
     let (pieces, body) = pieces(rest);
     let items = (api.decode)(PROVIDER, &[body]);
     assert_eq!(
