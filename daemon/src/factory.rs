@@ -930,6 +930,14 @@ mod tests {
         assert_eq!(f.instances().len(), 2);
     }
 
+    #[test]
+    fn the_builtin_factory_builds_every_type_of_the_provider_table() {
+        let f = LlmProviderFactory::with_builtin_providers(Config::embedded());
+        for kind in ProviderKind::ALL {
+            assert!(f.registry.contains_key(kind), "{kind}");
+        }
+    }
+
     #[tokio::test]
     async fn unknown_provider_and_missing_model_are_typed_errors() {
         let f = LlmProviderFactory::with_builtin_providers(Config::embedded());

@@ -124,8 +124,9 @@ pub struct ProviderConfig {
     /// What the provider can do, reported to clients (`streaming`, `tools`, …).
     #[serde(default = "default_capabilities")]
     pub capabilities: Vec<String>,
-    /// The environment variable holding the API key; each type has a default
-    /// (`ANTHROPIC_API_KEY`, `OPENAI_API_KEY`, `GEMINI_API_KEY`), the others need none.
+    /// The environment variable holding the API key. Without it, the provider's type
+    /// says which (its `key_env` in `provider/registry.rs`: `ANTHROPIC_API_KEY` for
+    /// `anthropic`, say); some types need none.
     #[serde(default)]
     pub api_key_env: Option<String>,
     /// OpenAI organization id (sent as `OpenAI-Organization`).
@@ -170,4 +171,45 @@ fn default_max_tokens() -> u32 {
 }
 fn default_capabilities() -> Vec<String> {
     vec!["streaming".to_owned()]
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// The code of a source file, its tests left out.
+    fn code(path: &Path) -> String {
+        let text = std::fs::read_to_string(path).unwrap();
+        match text.find("#[cfg(test)]\nmod tests") {
+            Some(at) => text[..at].to_owned(),
+            None => text,
+        }
+    }
+
+    #[test]
+    fn config_imports_no_provider_code_and_providers_import_no_config() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let config = code(&src.join("config.rs"));
+        assert!(
+            !config.contains("crate::provider"),
+            "config.rs imports provider code"
+        );
+        for entry in std::fs::read_dir(src.join("provider")).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "rs") {
+                let code = code(&path);
+                assert!(
+                    !code.contains("crate::config"),
+                    "{} imports config.rs",
+                    path.display()
+                );
+            }
+        }
+        for neutral in ["crate::config", "crate::provider"] {
+            assert!(
+                !code(&src.join("settings.rs")).contains(neutral),
+                "settings.rs imports {neutral}"
+            );
+        }
+    }
 }
