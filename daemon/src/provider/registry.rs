@@ -26,13 +26,19 @@
 //!    the defaults of `api_key_env`, looked up in the daemon's environment and taken from
 //!    `.env` files), the base-URL variable if the type has one (DECISIONS allow only
 //!    `AZURE_OPENAI_ENDPOINT`; none else, so an `OPENAI_BASE_URL` meant for a client never
-//!    makes the daemon call itself), the default base URL, the constructor, the options
-//!    check (`None`: the type takes none and refuses any), the stream decoder by name.
+//!    makes the daemon call itself; the factory reads it when `base_url` is not
+//!    configured), the default base URL, the default model if the type has its own, the
+//!    constructor, the options check (`None`: the type takes none and refuses any), and
+//!    the stream decoder: a new decoder gets a new name, a type reading an existing
+//!    format shares that decoder (`openai-compatible` shares `openai`'s).
 //! 4. Tests: unit tests beside the provider (its body, decoder, errors), the shared
 //!    conformance checks against a faithful mock upstream in `tests/src/apis/`, an
 //!    end-to-end `tests/tests/provider_<name>.rs`, seeds for the `provider_streams` corpus
 //!    (`stream_bodies` in `tests/tests/fuzz_corpus.rs`, keyed by the decoder's name) and a
-//!    `config` seed. The tests of this file check the row is complete.
+//!    `config` seed. The tests of this file check that every kind has its row and that
+//!    its name is what the configuration accepts; add a new decoder's name to
+//!    `decoder_names_are_unique_per_decoder_and_found_by_name`, which pins the names the
+//!    corpus uses.
 //! 5. Docs: the README's provider list and configuration, `client/PROTOCOL.md` if the
 //!    `creds_import` variables change, `fuzz/README.md`'s `provider_streams` row.
 //!
@@ -63,8 +69,8 @@ pub type OptionsCheck = fn(&toml::Table) -> Result<(), OptionError>;
 /// error.
 pub type Decoded = Vec<Result<StreamEvent, ProviderError>>;
 
-/// A type's reading of its streamed response body, behind the real [`Pump`], for the
-/// `provider_streams` fuzz target and its corpus replay.
+/// A type's reading of its streamed response body, behind the real `Pump` of
+/// `provider::http`, for the `provider_streams` fuzz target and its corpus replay.
 #[derive(Clone, Copy)]
 pub struct StreamDecoder {
     /// The name a fuzz input starts with to choose this decoder. Types that read the same
