@@ -496,13 +496,11 @@ fn config_seeds() {
         "embedded-default",
         provd::config::EMBEDDED_DEFAULT.as_bytes(),
     );
-    for kind in [
-        "anthropic",
-        "openai",
-        "openai-compatible",
-        "ollama",
-        "gemini",
-    ] {
+    // Every type of the provider table that calls an HTTP API (all but the mock).
+    let http_types = provd::provider::registry::TYPES
+        .iter()
+        .filter(|t| t.stream.is_some());
+    for kind in http_types.map(|t| t.name()) {
         seed(
             "config",
             kind,
