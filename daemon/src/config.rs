@@ -12,150 +12,26 @@
 //! default_model = "claude-sonnet-4-5"
 //! timeout_seconds = 60
 //! ```
+//!
+//! A `[providers.<id>]` table is a [`ProviderConfig`] of `crate::settings`, which the
+//! providers are built from too; this module imports no provider code. The rules that
+//! depend on the type (its `options`) are the provider table's, reached through
+//! [`TypeRules`].
 
 pub mod load;
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-/// Which implementation serves a configured provider.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ProviderKind {
-    /// Anthropic Messages API.
-    Anthropic,
-    /// OpenAI Chat Completions.
-    Openai,
-    /// Any server speaking the OpenAI Chat Completions protocol.
-    OpenaiCompatible,
-    /// Ollama's native API.
-    Ollama,
-    /// Google Gemini API.
-    Gemini,
-    /// The built-in deterministic mock.
-    Mock,
-}
+use crate::settings::{ProviderConfig, TypeRules};
 
-impl ProviderKind {
-    /// The name used in the config and on the wire.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProviderKind::Anthropic => "anthropic",
-            ProviderKind::Openai => "openai",
-            ProviderKind::OpenaiCompatible => "openai-compatible",
-            ProviderKind::Ollama => "ollama",
-            ProviderKind::Gemini => "gemini",
-            ProviderKind::Mock => "mock",
-        }
-    }
-}
-
-impl fmt::Display for ProviderKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Default per-request upstream timeout.
-pub const DEFAULT_TIMEOUT_SECONDS: u64 = 30;
-/// Default connect timeout.
-pub const DEFAULT_CONNECT_TIMEOUT_SECONDS: u64 = 10;
-/// Default bound on a whole request (a long answer from a slow model fits).
-pub const DEFAULT_TOTAL_TIMEOUT_SECONDS: u64 = 600;
-/// Default retries of a retryable upstream failure.
-pub const DEFAULT_RETRY_ATTEMPTS: u32 = 3;
-/// Default cap on generated tokens when neither request nor config says.
-pub const DEFAULT_MAX_TOKENS: u32 = 4096;
 /// The largest count (connections, streams, queued frames) or number of seconds the
 /// configuration accepts. The server sizes semaphores and queues with the counts and adds
 /// the seconds to the clock, where a value near 2^63 overflows and panics; 2^32 - 1
 /// seconds is 136 years, which is "never" enough.
 pub const MAX_COUNT_OR_SECONDS: u64 = u32::MAX as u64;
-
-/// One `[providers.<id>]` table: the original design's `ProviderConfig`.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProviderConfig {
-    /// The provider type.
-    #[serde(rename = "type")]
-    pub kind: ProviderKind,
-    /// The API's base URL; each type has its documented default.
-    #[serde(default)]
-    pub base_url: Option<String>,
-    /// Model used when a request names none.
-    #[serde(default)]
-    pub default_model: Option<String>,
-    /// How long the upstream may stay silent, in seconds (1 to [`MAX_COUNT_OR_SECONDS`]):
-    /// before the response headers arrive (first byte) and between two pieces of a
-    /// streamed body (idle).
-    #[serde(default = "default_timeout")]
-    pub timeout_seconds: u64,
-    /// TCP and TLS connect timeout in seconds (1 to [`MAX_COUNT_OR_SECONDS`]).
-    #[serde(default = "default_connect_timeout")]
-    pub connect_timeout_seconds: u64,
-    /// The whole request, retries and fallbacks included, in seconds (1 to
-    /// [`MAX_COUNT_OR_SECONDS`]).
-    #[serde(default = "default_total_timeout")]
-    pub total_timeout_seconds: u64,
-    /// Retries of retryable failures before the first chunk (>= 0).
-    #[serde(default = "default_retries")]
-    pub retry_attempts: u32,
-    /// Cap on generated tokens when the request names none (> 0).
-    #[serde(default = "default_max_tokens")]
-    pub max_tokens: u32,
-    /// What the provider can do, reported to clients (`streaming`, `tools`, …).
-    #[serde(default = "default_capabilities")]
-    pub capabilities: Vec<String>,
-    /// The environment variable holding the API key; each type has a default
-    /// (`ANTHROPIC_API_KEY`, `OPENAI_API_KEY`, `GEMINI_API_KEY`), the others need none.
-    #[serde(default)]
-    pub api_key_env: Option<String>,
-    /// OpenAI organization id (sent as `OpenAI-Organization`).
-    #[serde(default)]
-    pub organization: Option<String>,
-    /// OpenAI project id (sent as `OpenAI-Project`).
-    #[serde(default)]
-    pub project: Option<String>,
-    /// Extra HTTP headers for every request (an OpenRouter `HTTP-Referer`, say). Not for
-    /// secrets: these are configuration, shown in logs.
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    /// Where a request goes when this provider fails with a retryable error before its
-    /// first chunk, in order: `"provider"` (its default model) or `"provider/model"`.
-    #[serde(default)]
-    pub fallbacks: Vec<String>,
-    /// Type-specific settings (the mock's text and faults, say), checked by the type.
-    #[serde(default)]
-    pub options: toml::Table,
-    /// `additional_params` keys that steer a gateway rather than a model (`api_base`,
-    /// `api_key`, `extra_headers`, …) and are refused unless listed here, for an upstream
-    /// known to use them safely. Matched as the refusal is: case and `-`/`_` ignored.
-    /// `model`, `stream` and `messages` cannot be listed.
-    #[serde(default)]
-    pub allow_additional_params: Vec<String>,
-}
-
-fn default_timeout() -> u64 {
-    DEFAULT_TIMEOUT_SECONDS
-}
-fn default_connect_timeout() -> u64 {
-    DEFAULT_CONNECT_TIMEOUT_SECONDS
-}
-fn default_total_timeout() -> u64 {
-    DEFAULT_TOTAL_TIMEOUT_SECONDS
-}
-fn default_retries() -> u32 {
-    DEFAULT_RETRY_ATTEMPTS
-}
-fn default_max_tokens() -> u32 {
-    DEFAULT_MAX_TOKENS
-}
-fn default_capabilities() -> Vec<String> {
-    vec!["streaming".to_owned()]
-}
 
 /// The `[daemon]` table.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -613,25 +489,11 @@ impl Config {
                     ));
                 }
             }
-            match p.kind {
-                ProviderKind::Mock => {
-                    crate::provider::mock::MockOptions::from_table(&p.options)
-                        .map_err(|(field, rule)| invalid(key(&format!("options.{field}")), rule))?;
-                }
-                ProviderKind::Anthropic => {
-                    crate::provider::anthropic::AnthropicOptions::from_table(&p.options)
-                        .map_err(|(field, rule)| invalid(key(&format!("options.{field}")), rule))?;
-                }
-                // These types take no options: a typo must not pass silently.
-                _ => {
-                    if let Some(field) = p.options.keys().next() {
-                        return Err(invalid(
-                            key(&format!("options.{field}")),
-                            format!("is not an option of type {} (it has none)", p.kind),
-                        ));
-                    }
-                }
-            }
+            // Each type checks its own options (the provider table, through
+            // `TypeRules`): a typo in a type that takes none must not pass silently either.
+            p.kind
+                .check_options(&p.options)
+                .map_err(|(field, rule)| invalid(key(&format!("options.{field}")), rule))?;
         }
         Ok(())
     }
@@ -710,6 +572,7 @@ pub fn find_config_file() -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::ProviderKind;
 
     fn err(text: &str) -> String {
         Config::parse(text, Path::new("t.toml"))
@@ -943,6 +806,22 @@ mod tests {
                 format!("config t.toml: daemon.{key} must be <= 4294967295, got 4294967296")
             );
         }
+    }
+
+    #[test]
+    fn each_type_checks_its_own_options_naming_the_key() {
+        assert_eq!(
+            err("[providers.a]\ntype = \"anthropic\"\n[providers.a.options]\nanthropic_version = \"v1\"\n"),
+            "config t.toml: providers.a.options.anthropic_version must be a date string such as \"2023-06-01\", got \"v1\""
+        );
+        assert!(
+            err("[providers.a]\ntype = \"mock\"\n[providers.a.options]\nchunks = \"x\"\n")
+                .starts_with("config t.toml: providers.a.options.chunks must be an integer")
+        );
+        assert_eq!(
+            err("[providers.a]\ntype = \"gemini\"\n[providers.a.options]\nx = 1\n"),
+            "config t.toml: providers.a.options.x is not an option of type gemini (it has none)"
+        );
     }
 
     #[test]

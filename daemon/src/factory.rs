@@ -35,18 +35,12 @@ use provd_client::{ErrorCode, ModelInfo, ModelList, ProviderInfo, Usage};
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
-use crate::config::{Config, ProviderKind};
-use crate::provider::anthropic::AnthropicProvider;
-use crate::provider::gemini::GeminiProvider;
+use crate::config::Config;
+use crate::credentials::keys;
 use crate::provider::http::SharedClient;
-use crate::provider::mock::MockProvider;
-use crate::provider::ollama::OllamaProvider;
-use crate::provider::openai::OpenAiProvider;
+use crate::provider::registry::{self, Constructor};
 use crate::provider::{BaseLlmProvider, Counters, Outcome, ProviderError, ProviderSpec};
-
-/// Builds a provider instance from its spec. Cheap and synchronous: network work belongs
-/// in [`BaseLlmProvider::initialize`].
-pub type Constructor = fn(ProviderSpec) -> Result<Arc<dyn BaseLlmProvider>, ProviderError>;
+use crate::settings::{ProviderConfig, ProviderKind};
 
 type Slot = Arc<OnceCell<Arc<dyn BaseLlmProvider>>>;
 /// A provider id and a model.
@@ -57,17 +51,8 @@ const MIN_SWEEP_PERIOD: Duration = Duration::from_millis(100);
 /// The longest pause of the idle sweep.
 const MAX_SWEEP_PERIOD: Duration = Duration::from_secs(60);
 
-/// The model a provider type serves when neither the request nor `default_model` names
-/// one: only the mock has its own.
-fn own_default_model(kind: ProviderKind) -> Option<&'static str> {
-    (kind == ProviderKind::Mock).then_some(crate::provider::mock::DEFAULT_MODEL)
-}
-
 /// Provider `id`'s table, or a `not_found` error listing the configured ids.
-fn configured<'c>(
-    config: &'c Config,
-    id: &str,
-) -> Result<&'c crate::config::ProviderConfig, ProviderError> {
+fn configured<'c>(config: &'c Config, id: &str) -> Result<&'c ProviderConfig, ProviderError> {
     config.providers.get(id).ok_or_else(|| {
         ProviderError::new(
             ErrorCode::NotFound,
@@ -84,53 +69,18 @@ fn configured<'c>(
     })
 }
 
-/// The API key named by a provider's `api_key_env` (or its type's default variable).
-fn credential_from_env(config: &crate::config::ProviderConfig) -> Option<crate::secret::Secret> {
-    let var = config
-        .api_key_env
-        .as_deref()
-        .or(crate::provider::default_key_env(config.kind))?;
-    // Gemini's documented second name applies only to the type's default variable, and
-    // also when that one is set but empty.
-    let fallback = || {
-        (config.kind == ProviderKind::Gemini && config.api_key_env.is_none())
-            .then(|| std::env::var("GOOGLE_API_KEY").ok())
-            .flatten()
-    };
-    let value = std::env::var(var)
-        .ok()
-        .filter(|v| !v.trim().is_empty())
-        .or_else(fallback)?;
-    let secret = crate::secret::Secret::new(value);
-    (!secret.is_empty()).then_some(secret)
-}
-
-/// Hands the environment keys of every configured provider to the scrubber
-/// ([`crate::scrub`]): each provider's `api_key_env` or its type's default variable(s),
-/// whether or not the provider uses it (a sealed key wins), since the daemon holds it.
-fn publish_environment_keys(config: &Config) {
-    let mut names: Vec<&str> = Vec::new();
-    for p in config.providers.values() {
-        let default = crate::provider::default_key_env(p.kind);
-        names.extend(p.api_key_env.as_deref().or(default));
-        if p.kind == ProviderKind::Gemini && p.api_key_env.is_none() {
-            names.push("GOOGLE_API_KEY");
-        }
+/// A provider's settings as its instance gets them: without a configured `base_url`, the
+/// one in its type's base-URL variable ([`registry::ProviderType::base_url_env`]) when
+/// the daemon's environment sets it.
+fn with_environment_base_url(config: &ProviderConfig) -> ProviderConfig {
+    let mut config = config.clone();
+    if config.base_url.is_none() {
+        config.base_url = registry::row(config.kind)
+            .base_url_env
+            .and_then(|var| std::env::var(var).ok())
+            .filter(|url| !url.trim().is_empty());
     }
-    names.sort_unstable();
-    names.dedup();
-    let keys = names
-        .into_iter()
-        .filter_map(|name| {
-            let value = std::env::var(name).ok()?;
-            let secret = crate::secret::Secret::new(value);
-            (!secret.is_empty()).then(|| crate::scrub::HeldKey {
-                name: name.to_owned(),
-                secret,
-            })
-        })
-        .collect();
-    crate::scrub::set_keys(crate::scrub::KeySource::Environment, keys);
+    config
 }
 
 /// One cached instance.
@@ -349,7 +299,7 @@ impl std::fmt::Debug for LlmProviderFactory {
 impl LlmProviderFactory {
     /// A factory with no provider types registered.
     pub fn empty(config: Config) -> Self {
-        publish_environment_keys(&config);
+        keys::publish_environment_keys(&config);
         LlmProviderFactory {
             registry: HashMap::new(),
             cache: Arc::new(Mutex::new(Cache::new(&config))),
@@ -360,31 +310,13 @@ impl LlmProviderFactory {
         }
     }
 
-    /// A factory with every provider type this build has.
+    /// A factory with every provider type this build has: the constructors of the
+    /// provider table ([`registry::TYPES`]).
     pub fn with_builtin_providers(config: Config) -> Self {
         let mut f = LlmProviderFactory::empty(config);
-        f.register(ProviderKind::Mock, |spec| {
-            Ok(Arc::new(MockProvider::new(spec)?) as Arc<dyn BaseLlmProvider>)
-        });
-        f.register(ProviderKind::Anthropic, |spec| {
-            Ok(Arc::new(AnthropicProvider::new(spec)?) as Arc<dyn BaseLlmProvider>)
-        });
-        f.register(ProviderKind::Openai, |spec| {
-            Ok(Arc::new(OpenAiProvider::new(spec, ProviderKind::Openai)?)
-                as Arc<dyn BaseLlmProvider>)
-        });
-        f.register(ProviderKind::OpenaiCompatible, |spec| {
-            Ok(
-                Arc::new(OpenAiProvider::new(spec, ProviderKind::OpenaiCompatible)?)
-                    as Arc<dyn BaseLlmProvider>,
-            )
-        });
-        f.register(ProviderKind::Ollama, |spec| {
-            Ok(Arc::new(OllamaProvider::new(spec)?) as Arc<dyn BaseLlmProvider>)
-        });
-        f.register(ProviderKind::Gemini, |spec| {
-            Ok(Arc::new(GeminiProvider::new(spec)?) as Arc<dyn BaseLlmProvider>)
-        });
+        for t in registry::TYPES {
+            f.register(t.kind, t.build);
+        }
         f
     }
 
@@ -426,7 +358,7 @@ impl LlmProviderFactory {
         let provider_config = configured(&config, id)?;
         let model = match model
             .or(provider_config.default_model.as_deref())
-            .or(own_default_model(provider_config.kind))
+            .or(registry::row(provider_config.kind).default_model)
         {
             Some(m) => m.to_owned(),
             None => {
@@ -499,7 +431,7 @@ impl LlmProviderFactory {
                     id: id.to_owned(),
                     model,
                     credential: self.credential(id, provider_config)?,
-                    config: provider_config.clone(),
+                    config: with_environment_base_url(provider_config),
                     http,
                     store_open: self.store_open(),
                 };
@@ -647,7 +579,7 @@ impl LlmProviderFactory {
     fn constructor(
         &self,
         id: &str,
-        provider_config: &crate::config::ProviderConfig,
+        provider_config: &ProviderConfig,
     ) -> Result<Constructor, ProviderError> {
         self.registry
             .get(&provider_config.kind)
@@ -723,14 +655,14 @@ impl LlmProviderFactory {
         let model = provider_config
             .default_model
             .as_deref()
-            .or(own_default_model(provider_config.kind))
+            .or(registry::row(provider_config.kind).default_model)
             .unwrap_or_default()
             .to_owned();
         let spec = ProviderSpec {
             id: id.to_owned(),
             model,
             credential: self.credential(id, provider_config)?,
-            config: provider_config.clone(),
+            config: with_environment_base_url(provider_config),
             http,
             store_open: self.store_open(),
         };
@@ -780,7 +712,7 @@ impl LlmProviderFactory {
             .filter(|id| !config.providers.contains_key(*id))
             .cloned()
             .collect();
-        publish_environment_keys(&config);
+        keys::publish_environment_keys(&config);
         for id in &changes.removed {
             cache.providers.remove(id);
         }
@@ -848,35 +780,24 @@ impl LlmProviderFactory {
         false
     }
 
-    /// A provider's API key: sealed in the store, else from the daemon's environment.
+    /// A provider's API key: sealed in the store, else from the daemon's environment
+    /// ([`keys::resolve`]).
     fn credential(
         &self,
         id: &str,
-        config: &crate::config::ProviderConfig,
+        config: &ProviderConfig,
     ) -> Result<Option<crate::secret::Secret>, ProviderError> {
         #[cfg(unix)]
-        if let Some(vault) = self.vault.read().expect("vault lock poisoned").as_ref() {
-            // A sealed key that cannot be read refuses the instance: the environment may
-            // hold an older or another user's key, and using it silently would hide that
-            // the sealed one was damaged or removed behind the daemon's back.
-            match vault.get(id) {
-                Ok(Some(secret)) => return Ok(Some(secret)),
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::error!(provider = id, error = %e, "the provider's sealed credential cannot be used; refusing the request");
-                    // Final for this provider until an admin mends the store, but a
-                    // fallback with its own key may still serve the request.
-                    let mut error = ProviderError::new(
-                        ErrorCode::Unavailable,
-                        format!("provider '{id}' cannot be used: {e}"),
-                    );
-                    error.retryable = false;
-                    error.try_elsewhere = true;
-                    return Err(error);
-                }
-            }
+        return keys::resolve(
+            self.vault.read().expect("vault lock poisoned").as_deref(),
+            id,
+            config,
+        );
+        #[cfg(not(unix))]
+        {
+            let _ = id;
+            Ok(keys::from_environment(config))
         }
-        Ok(credential_from_env(config))
     }
 
     /// Shuts down the retired instances nothing uses any more, and returns how many are
@@ -926,6 +847,7 @@ impl LlmProviderFactory {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::provider::mock::MockProvider;
     use crate::provider::{BoxFuture, EventStream, ProviderState};
     use provd_client::{GenerateRequest, ModelInfo};
 
@@ -1006,6 +928,14 @@ mod tests {
         f.get(None, Some("concurrent-other")).await.unwrap();
         assert_eq!(recorded(&INITIALIZED, "concurrent-other"), 1);
         assert_eq!(f.instances().len(), 2);
+    }
+
+    #[test]
+    fn the_builtin_factory_builds_every_type_of_the_provider_table() {
+        let f = LlmProviderFactory::with_builtin_providers(Config::embedded());
+        for kind in ProviderKind::ALL {
+            assert!(f.registry.contains_key(kind), "{kind}");
+        }
     }
 
     #[tokio::test]

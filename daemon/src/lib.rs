@@ -13,7 +13,9 @@
 //! - [`resilience`]: retries, fallbacks and the request deadline.
 //! - [`factory`]: provider registry, per-(provider, model) instance cache, lifecycle.
 //! - [`provider`]: the [`provider::BaseLlmProvider`] trait and the providers.
-//! - [`credentials`]: the sealed credential store, the master key, `.env` import (Unix).
+//! - [`settings`]: a provider's type and settings, shared by [`config`] and [`provider`].
+//! - [`credentials`]: which key a provider uses, and (Unix only) the sealed credential
+//!   store, the master key and `.env` import.
 //! - [`scrub`]: the one step that cuts every key the daemon holds out of upstream text.
 //! - [`secret`]: API keys and tokens in memory: zeroized, redacted in Debug and Display.
 //! - [`untrusted`]: strings a client or an upstream chose, made safe to log.
@@ -28,7 +30,6 @@
 pub mod access;
 pub mod commands;
 pub mod config;
-#[cfg(unix)]
 pub mod credentials;
 pub mod daemonize;
 pub mod factory;
@@ -42,6 +43,7 @@ pub mod resilience;
 pub mod scrub;
 pub mod secret;
 pub mod server;
+pub mod settings;
 pub mod shutdown;
 mod sys;
 pub mod systemd;

@@ -87,7 +87,7 @@ pub fn deadline(config: &Config, targets: &[Target]) -> Instant {
     let seconds = targets
         .first()
         .and_then(|t| config.providers.get(&t.provider))
-        .map_or(crate::config::DEFAULT_TOTAL_TIMEOUT_SECONDS, |p| {
+        .map_or(crate::settings::DEFAULT_TOTAL_TIMEOUT_SECONDS, |p| {
             p.total_timeout_seconds
         });
     Instant::now() + Duration::from_secs(seconds)
@@ -98,7 +98,7 @@ pub fn deadline_error(config: &Config, targets: &[Target], chunks: u32) -> Provi
     let seconds = targets
         .first()
         .and_then(|t| config.providers.get(&t.provider))
-        .map_or(crate::config::DEFAULT_TOTAL_TIMEOUT_SECONDS, |p| {
+        .map_or(crate::settings::DEFAULT_TOTAL_TIMEOUT_SECONDS, |p| {
             p.total_timeout_seconds
         });
     ProviderError::new(

@@ -65,17 +65,23 @@ const RULES: &[Rule] = &[
     Rule {
         name: "providers never import config or server",
         scope: Scope::Modules(&["provider"]),
-        never: &["config", "server"],
+        never: &["config", "server", "factory", "resilience"],
+    },
+    Rule {
+        name: "settings, shared by config and providers, imports neither",
+        scope: Scope::Modules(&["settings"]),
+        never: &["config", "provider", "factory", "server"],
+    },
+    Rule {
+        name: "credentials never import the server",
+        scope: Scope::Modules(&["credentials"]),
+        never: &["server"],
     },
 ];
 
-/// Rules the code does not obey yet, by name. They are being made true on other branches
-/// of issue 13 (the provider registry breaks the config ↔ provider cycle); whoever merges
-/// those empties this list, and the test fails until then if a listed rule already holds.
-const NOT_YET_IN_FORCE: &[&str] = &[
-    "config never imports provider modules",
-    "providers never import config or server",
-];
+/// Rules the code does not obey yet, by name (none since the provider table broke the
+/// config ↔ provider cycle); a rule added here is reported, not enforced, until it holds.
+const NOT_YET_IN_FORCE: &[&str] = &[];
 
 /// One path from a module to another, where it was found.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -93,6 +93,43 @@ fn provider_streams_corpus_keeps_its_invariants() {
     replay("provider_streams");
 }
 
+/// The `provider_streams` corpus once chose its decoder by its first byte modulo 4, in
+/// this order; `fuzz/migrations/provider_streams_by_name.py` rewrote it to name the
+/// decoder instead, listing each file with its old first byte and the decoder chosen.
+const OLD_DECODER_ORDER: [&str; 4] = ["openai", "anthropic", "gemini", "ollama"];
+
+#[test]
+fn every_migrated_provider_streams_input_reaches_the_decoder_it_reached_before() {
+    let list = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/migrations/provider_streams_by_name.tsv");
+    let list = std::fs::read_to_string(&list).expect("the migration's list");
+    let mut migrated = 0;
+    for line in list.lines().filter(|l| !l.starts_with('#')) {
+        let fields: Vec<&str> = line.split('\t').collect();
+        let [file, old_byte, decoder] = fields[..] else {
+            panic!("a malformed line: {line:?}");
+        };
+        let old_byte: u8 = old_byte.parse().expect("a byte");
+        assert_eq!(
+            OLD_DECODER_ORDER[usize::from(old_byte % 4)],
+            decoder,
+            "{file}: the list disagrees with the old rule"
+        );
+        let input = std::fs::read(corpus_dir("provider_streams").join(file))
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        let (chosen, rest) =
+            provd::fuzzing::select_decoder(&input).unwrap_or_else(|| panic!("{file}: no decoder"));
+        assert_eq!(chosen.name, decoder, "{file}");
+        // The pieces header and body that followed the old first byte.
+        assert_eq!(
+            &input[..input.len() - rest.len()],
+            format!("{decoder}\n").as_bytes()
+        );
+        migrated += 1;
+    }
+    assert_eq!(migrated, 500, "every input of the old corpus is listed");
+}
+
 #[test]
 fn config_corpus_keeps_its_invariants() {
     replay("config");
@@ -110,6 +147,11 @@ fn seed(target: &str, name: &str, bytes: &[u8]) {
     let dir = corpus_dir(target);
     std::fs::create_dir_all(&dir).expect("the corpus directory");
     std::fs::write(dir.join(format!("seed-{name}")), bytes).expect("a seed file");
+}
+
+/// The start of a `provider_streams` input that chooses `decoder`.
+fn named(decoder: &str) -> Vec<u8> {
+    format!("{decoder}\n").into_bytes()
 }
 
 /// A body fed whole (no piece sizes), for the stream targets.
@@ -296,39 +338,39 @@ fn message_roundtrip_seeds() {
     seed("message_roundtrip", "counting", &counting);
 }
 
-fn stream_bodies() -> Vec<(&'static str, u8, String)> {
-    // (name, provider selector: 0 openai, 1 anthropic, 2 gemini, 3 ollama, body)
+fn stream_bodies() -> Vec<(&'static str, &'static str, String)> {
+    // (name, stream decoder by its name in the provider table, body)
     let mut out = vec![
         (
             "openai",
-            0,
+            "openai",
             openai::stream_text("gpt-test", &["Hel", "lo, ", "wörld 😀"], "stop", (9, 3)),
         ),
         (
             "openai-length",
-            0,
+            "openai",
             openai::stream_text("gpt-test", &["cut"], "length", (1, 1)),
         ),
         (
             "openai-tool-calls",
-            0,
+            "openai",
             openai::chunk_event("gpt-test", json!({"tool_calls": [{"index": 0}]}), Some("tool_calls"))
                 + "data: [DONE]\n\n",
         ),
         (
             "openai-error",
-            0,
+            "openai",
             openai::chunk_event("gpt-test", json!({"content": "Hi"}), None)
                 + "data: {\"error\":{\"message\":\"slow down\",\"type\":\"rate_limit_error\",\"param\":null,\"code\":null}}\n\n",
         ),
         (
             "anthropic",
-            1,
+            "anthropic",
             anthropic::stream_text("claude-test", &["Hel", "lo ✓"], "end_turn", (12, 4)),
         ),
         (
             "anthropic-thinking-and-tools",
-            1,
+            "anthropic",
             anthropic::message_start("claude-test", 5)
                 + &anthropic::thinking_block(0, &["hmm"])
                 + &anthropic::redacted_thinking_block(1)
@@ -339,23 +381,23 @@ fn stream_bodies() -> Vec<(&'static str, u8, String)> {
         ),
         (
             "anthropic-error",
-            1,
+            "anthropic",
             anthropic::message_start("claude-test", 5)
                 + "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n",
         ),
         (
             "gemini",
-            2,
+            "gemini",
             gemini::stream_text("gemini-test", &["Hi", " there"], "STOP", (4, 2, 1)),
         ),
         (
             "gemini-blocked",
-            2,
+            "gemini",
             gemini::event(&gemini::blocked("SAFETY", 4)),
         ),
         (
             "gemini-function-call",
-            2,
+            "gemini",
             gemini::chunk(
                 "gemini-test",
                 json!([{"functionCall": {"name": "f", "args": {}}}, {"text": "x", "thought": true}]),
@@ -365,41 +407,41 @@ fn stream_bodies() -> Vec<(&'static str, u8, String)> {
         ),
         (
             "gemini-error-retry-info",
-            2,
+            "gemini",
             gemini::event(&json!({"error": gemini::status(503, "UNAVAILABLE", "busy", gemini::quota_details("3s"))})),
         ),
         (
             // Regression: a RetryInfo delay too large for a Duration used to panic.
             "gemini-error-huge-retry-delay",
-            2,
+            "gemini",
             gemini::event(&json!({"error": gemini::status(503, "UNAVAILABLE", "busy", gemini::quota_details("1e30s"))})),
         ),
         (
             "ollama",
-            3,
+            "ollama",
             ollama::stream_text("llama-test", &["Hé", "llo 😀"], "stop", (10, 2)),
         ),
         (
             "ollama-tools-and-thinking",
-            3,
+            "ollama",
             ollama::thinking_line("llama-test", "hmm")
                 + &ollama::tool_call_line("llama-test", "f", json!({"a": 1}))
                 + &ollama::done_line("llama-test", "stop", (1, 1)),
         ),
         (
             "ollama-error",
-            3,
+            "ollama",
             ollama::chunk_line("llama-test", "Hi") + "{\"error\":\"model crashed\"}\n",
         ),
         (
             "ollama-no-final-newline",
-            3,
+            "ollama",
             ollama::chunk_line("llama-test", "Hi") + ollama::done_line("llama-test", "length", (1, 1)).trim_end(),
         ),
     ];
     out.push((
         "crlf-and-comments",
-        1,
+        "anthropic",
         ": keep-alive\r\nevent: ping\r\ndata: {\"type\": \"ping\"}\r\n\r\ndata:no-space\r\r\
          event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"
             .to_owned(),
@@ -408,15 +450,15 @@ fn stream_bodies() -> Vec<(&'static str, u8, String)> {
 }
 
 fn stream_seeds() {
-    for (name, selector, body) in stream_bodies() {
+    for (name, decoder, body) in stream_bodies() {
         let body = body.as_bytes();
-        let mut input = vec![selector];
+        let mut input = named(decoder);
         input.extend(whole(body));
         seed("provider_streams", name, &input);
-        let mut input = vec![selector];
+        let mut input = named(decoder);
         input.extend(in_pieces(&[1, 7, 0, 64], body));
         seed("provider_streams", &format!("{name}-pieces"), &input);
-        let target = if selector == 3 { "ndjson" } else { "sse" };
+        let target = if decoder == "ollama" { "ndjson" } else { "sse" };
         seed(target, name, &whole(body));
         seed(
             target,
@@ -454,13 +496,11 @@ fn config_seeds() {
         "embedded-default",
         provd::config::EMBEDDED_DEFAULT.as_bytes(),
     );
-    for kind in [
-        "anthropic",
-        "openai",
-        "openai-compatible",
-        "ollama",
-        "gemini",
-    ] {
+    // Every type of the provider table that calls an HTTP API (all but the mock).
+    let http_types = provd::provider::registry::TYPES
+        .iter()
+        .filter(|t| t.stream.is_some());
+    for kind in http_types.map(|t| t.name()) {
         seed(
             "config",
             kind,

@@ -9,9 +9,7 @@
 //! |---|---|
 //! | `PROVD_<ID>_API_KEY` | provider `<id>` (upper-cased, `-` as `_`); the most specific, wins over the rest |
 //! | the provider's `api_key_env` | that provider |
-//! | `ANTHROPIC_API_KEY` | every provider of type `anthropic` without its own `api_key_env`, and a provider with id `anthropic` |
-//! | `OPENAI_API_KEY` | likewise for `openai` |
-//! | `GEMINI_API_KEY`, then `GOOGLE_API_KEY` | likewise for `gemini` (`GEMINI_API_KEY` wins, as in the daemon's environment lookup) |
+//! | the key variables of a type (the provider table's `key_env`, `provider/registry.rs`: `ANTHROPIC_API_KEY` for `anthropic`, …) | every provider of that type without its own `api_key_env`, and a provider whose id is the type's name; where a type lists two (`GEMINI_API_KEY`, then `GOOGLE_API_KEY`), the first wins, as in the daemon's environment lookup (`credentials/keys.rs`) |
 //! | `<ID>_API_BASE`, `PROVD_<ID>_API_BASE` | a base URL override for provider `<id>` (not a secret) |
 //!
 //! Anything else is returned as unknown, and variables that are known but unusable (empty,
@@ -31,7 +29,8 @@ use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
-use crate::config::{Config, ProviderKind};
+use crate::config::Config;
+use crate::provider::registry;
 use crate::secret::Secret;
 
 /// The largest `.env` file read, bytes.
@@ -372,16 +371,6 @@ fn env_name(id: &str) -> String {
     id.to_ascii_uppercase().replace('-', "_")
 }
 
-/// The well-known key variables of a provider type, most preferred first.
-fn type_variables(kind: ProviderKind) -> &'static [&'static str] {
-    match kind {
-        ProviderKind::Anthropic => &["ANTHROPIC_API_KEY"],
-        ProviderKind::Openai => &["OPENAI_API_KEY"],
-        ProviderKind::Gemini => &["GEMINI_API_KEY", "GOOGLE_API_KEY"],
-        ProviderKind::OpenaiCompatible | ProviderKind::Ollama | ProviderKind::Mock => &[],
-    }
-}
-
 /// Every variable name that means something for `config`.
 fn variable_uses(config: &Config) -> BTreeMap<String, Use> {
     let mut claims: BTreeMap<String, Vec<(String, Role, u8)>> = BTreeMap::new();
@@ -409,20 +398,19 @@ fn variable_uses(config: &Config) -> BTreeMap<String, Use> {
             claim(var.clone(), id, Role::Key, RANK_PRIMARY);
             continue;
         }
-        // A provider named after a well-known API takes that API's variables too.
-        let by_id = match id.as_str() {
-            "anthropic" => type_variables(ProviderKind::Anthropic),
-            "openai" => type_variables(ProviderKind::Openai),
-            "gemini" => type_variables(ProviderKind::Gemini),
-            _ => &[],
-        };
-        for var in type_variables(p.kind).iter().chain(by_id) {
-            let rank = if *var == "GOOGLE_API_KEY" {
-                RANK_ALTERNATIVE
-            } else {
-                RANK_PRIMARY
-            };
-            claim((*var).to_owned(), id, Role::Key, rank);
+        // A provider named after a type takes that type's variables too.
+        let by_id = registry::by_name(id).map_or(&[][..], |t| t.key_env);
+        let own = registry::row(p.kind).key_env;
+        for vars in [own, by_id] {
+            for (i, var) in vars.iter().enumerate() {
+                // A type's first variable is its primary name, the others alternatives.
+                let rank = if i == 0 {
+                    RANK_PRIMARY
+                } else {
+                    RANK_ALTERNATIVE
+                };
+                claim((*var).to_owned(), id, Role::Key, rank);
+            }
         }
     }
     claims

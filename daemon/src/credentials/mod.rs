@@ -1,6 +1,8 @@
-//! Credentials at rest: the sealed store, the master key that seals it, and the import
-//! of API keys from a `.env` file.
+//! Credentials: which key a provider uses, the sealed store, the master key that seals
+//! it, and the import of API keys from a `.env` file.
 //!
+//! - [`keys`]: the one place a provider's key is looked up, the sealed store first, then
+//!   the environment variables its type lists in the provider table; every platform.
 //! - [`store`]: [`SecureStorage`], one AES-256-GCM sealed file per provider id under the
 //!   daemon's state directory (format in `FORMAT.md` beside this file), with atomic
 //!   writes, an advisory lock for concurrent writers, and key rotation.
@@ -13,28 +15,40 @@
 //! decrypted bytes live only in zeroizing buffers, and errors name the provider id and the
 //! file, never the content.
 //!
-//! The store's safety rests on POSIX file modes, owners and `flock`, so the module is
-//! built on Unix only; a Windows daemon would need its own store (ACLs, DPAPI).
+//! The store's safety rests on POSIX file modes, owners and `flock`, so everything but
+//! [`keys`] is built on Unix only; a Windows daemon would need its own store (ACLs, DPAPI).
 
+#[cfg(unix)]
 pub mod dotenv;
+pub mod keys;
+#[cfg(unix)]
 pub mod master_key;
+#[cfg(unix)]
 pub mod store;
+#[cfg(unix)]
 pub mod vault;
 
+#[cfg(unix)]
 pub use dotenv::{
     read_dotenv, BaseUrlOverride, DotenvError, DotenvImport, ImportedCredential, SkipReason,
     SkippedVariable,
 };
+#[cfg(unix)]
 pub use master_key::{
     KeyEnvironment, KeyId, MasterKey, MasterKeyError, MasterKeySource, ProcessEnvironment,
 };
+#[cfg(unix)]
 pub use store::{CredentialInfo, SecureStorage, StoreError, StoredCredential};
+#[cfg(unix)]
 pub use vault::{state_dir, Vault, VaultError};
 
+#[cfg(unix)]
 use std::io::Read;
 
+#[cfg(unix)]
 use zeroize::Zeroizing;
 
+#[cfg(unix)]
 /// Lower-case hex of `bytes`, for key ids and fingerprints (never for secrets).
 pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -46,6 +60,7 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     out
 }
 
+#[cfg(unix)]
 /// Reads at most `max` bytes into a buffer that is zeroed when dropped, or `Ok(None)` when
 /// the reader holds more than `max`. The buffer is allocated once at its full size, so no
 /// reallocation leaves a copy of the bytes behind in freed memory.
@@ -73,7 +88,7 @@ pub(crate) fn read_bounded(
     Ok(Some(buf))
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
 

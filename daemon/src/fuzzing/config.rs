@@ -5,9 +5,8 @@ use std::path::Path;
 use provd_client::GenerateRequest;
 
 use crate::config::{Config, Target, MAX_COUNT_OR_SECONDS};
-use crate::provider::anthropic::AnthropicOptions;
 use crate::provider::http::Timeouts;
-use crate::provider::mock::MockOptions;
+use crate::provider::registry;
 use crate::server::{Daemon, Limits};
 
 /// `config`: the input, if it is UTF-8, as a configuration file.
@@ -71,15 +70,9 @@ pub fn check_config(input: &[u8]) {
             assert!(!model.trim().is_empty());
         }
         assert!(p.fallbacks.iter().all(|t| configured(t)), "{id}: {p:?}");
-        match p.kind {
-            crate::config::ProviderKind::Mock => {
-                MockOptions::from_table(&p.options).expect("accepted mock options");
-            }
-            crate::config::ProviderKind::Anthropic => {
-                AnthropicOptions::from_table(&p.options).expect("accepted anthropic options");
-            }
-            _ => {}
-        }
+        registry::row(p.kind)
+            .check_options(&p.options)
+            .unwrap_or_else(|e| panic!("{id}: accepted options refused: {e:?}"));
         let _ = Timeouts::from_config(p);
         let mut request = GenerateRequest::prompt("fuzz");
         request.provider = Some(id.clone());

@@ -18,7 +18,7 @@ mod wire;
 pub use config::check_config;
 #[cfg(unix)]
 pub use credentials::check_credential_file;
-pub use streams::{check_ndjson, check_provider_streams, check_sse};
+pub use streams::{check_ndjson, check_provider_streams, check_sse, select_decoder};
 pub use wire::{check_frame, check_message_roundtrip, FUZZ_MAX_FRAME_BYTES};
 
 /// An invariant check: panics when the input breaks one.

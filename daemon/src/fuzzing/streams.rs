@@ -4,14 +4,10 @@
 use provd_client::Usage;
 
 use super::pieces;
-use crate::provider::anthropic::EventDecoder;
-use crate::provider::gemini::ResponseDecoder;
-use crate::provider::http::{Decoder, Framer, Pump};
 use crate::provider::ndjson::NdjsonSplitter;
-use crate::provider::ollama::ChatDecoder;
-use crate::provider::openai::ChunkDecoder;
+use crate::provider::registry;
 use crate::provider::sse::{SseError, SseEvent, SseParser, MAX_EVENT_BYTES};
-use crate::provider::{ProviderError, StreamEvent};
+use crate::provider::StreamEvent;
 
 /// What an SSE parser made of a body: the events, then the first error or whether the
 /// body ended inside an event.
@@ -164,41 +160,16 @@ pub fn check_ndjson(input: &[u8]) {
 /// The provider id the decoders are given; every error must name it.
 const PROVIDER: &str = "fuzzed";
 
-fn pump_items<F, D>(framer: impl Fn() -> F, decoder: impl Fn() -> D, pieces: &[&[u8]]) -> Items
-where
-    F: Framer,
-    D: Decoder<Unit = F::Unit>,
-{
-    let mut pump = Pump::new(PROVIDER, framer(), decoder());
-    for piece in pieces {
-        // Like `Transport::event_stream`: the body is no longer read once the stream is over.
-        if pump.is_finished() {
-            break;
-        }
-        pump.feed(piece);
-    }
-    pump.end();
-    std::iter::from_fn(|| pump.next_item()).collect()
-}
-
-type Items = Vec<Result<StreamEvent, ProviderError>>;
-
-/// Which provider's stream a `provider_streams` input is.
-#[derive(Clone, Copy, Debug)]
-enum Api {
-    OpenAi,
-    Anthropic,
-    Gemini,
-    Ollama,
-}
-
-fn decode(api: Api, pieces: &[&[u8]]) -> Items {
-    match api {
-        Api::OpenAi => pump_items(SseParser::new, || ChunkDecoder::new(PROVIDER), pieces),
-        Api::Anthropic => pump_items(SseParser::new, || EventDecoder::new(PROVIDER), pieces),
-        Api::Gemini => pump_items(SseParser::new, || ResponseDecoder::new(PROVIDER), pieces),
-        Api::Ollama => pump_items(NdjsonSplitter::new, || ChatDecoder::new(PROVIDER), pieces),
-    }
+/// The stream decoder a `provider_streams` input names, and the rest of the input: the
+/// input starts with the decoder's name (`"openai"`, [`registry::StreamDecoder::name`])
+/// and a newline. `None` when its first line names no decoder of the provider table.
+///
+/// By name rather than by a byte modulo the number of decoders, so that a type added to
+/// the table changes nothing the committed corpus means.
+pub fn select_decoder(input: &[u8]) -> Option<(registry::StreamDecoder, &[u8])> {
+    let end = input.iter().position(|&b| b == b'\n')?;
+    let name = std::str::from_utf8(&input[..end]).ok()?;
+    Some((registry::stream_decoder(name)?, &input[end + 1..]))
 }
 
 fn assert_usage(u: &Usage) {
@@ -209,21 +180,25 @@ fn assert_usage(u: &Usage) {
     );
 }
 
-/// `provider_streams`: the first byte picks a provider (OpenAI, Anthropic and Gemini
-/// read SSE, Ollama NDJSON); the rest is a response body, fed whole and in pieces the
-/// input chooses through the provider's decoder and the real `Pump` of `provider::http`.
+/// `provider_streams`: the first line names a stream decoder of the provider table
+/// ([`select_decoder`]; OpenAI, Anthropic and Gemini read SSE, Ollama NDJSON); the rest
+/// is a response body, fed whole and in pieces the input chooses through the decoder and
+/// the real `Pump` of `provider::http`. An input naming no decoder is skipped.
 ///
 /// Invariants: nothing panics; both feedings give the same items; the stream never ends
 /// silently (its last item is `Done` or an error) and nothing follows `Done` or an error;
 /// text events are not empty; usage totals add up; every error names the provider.
 pub fn check_provider_streams(input: &[u8]) {
-    let Some((&selector, rest)) = input.split_first() else {
+    let Some((api, rest)) = select_decoder(input) else {
         return;
     };
-    let api = [Api::OpenAi, Api::Anthropic, Api::Gemini, Api::Ollama][usize::from(selector % 4)];
     let (pieces, body) = pieces(rest);
-    let items = decode(api, &[body]);
-    assert_eq!(decode(api, &pieces), items, "{api:?} fed in pieces");
+    let items = (api.decode)(PROVIDER, &[body]);
+    assert_eq!(
+        (api.decode)(PROVIDER, &pieces),
+        items,
+        "{api:?} fed in pieces"
+    );
     let (last, before) = items.split_last().expect("a stream never ends silently");
     assert!(
         matches!(last, Ok(StreamEvent::Done { .. }) | Err(_)),

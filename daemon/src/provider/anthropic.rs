@@ -44,7 +44,7 @@ use super::{
     check_additional_param, conversation, fold_param, BoxFuture, ProviderError, ProviderSpec,
     ReportedModel, StreamEvent,
 };
-use crate::config::ProviderKind;
+use crate::settings::ProviderKind;
 
 /// Anthropic's API root.
 pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";

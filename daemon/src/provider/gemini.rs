@@ -63,7 +63,7 @@ use super::{
     conversation, merge_additional_params, BoxFuture, ProviderError, ProviderSpec, ReportedModel,
     StreamEvent,
 };
-use crate::config::ProviderKind;
+use crate::settings::ProviderKind;
 
 /// The Gemini API's root.
 pub const DEFAULT_BASE_URL: &str = "https://generativelanguage.googleapis.com";

@@ -36,7 +36,7 @@ use super::{
     word_count, BaseLlmProvider, BoxFuture, EventStream, ProviderError, ProviderSpec,
     ProviderState, StreamEvent,
 };
-use crate::config::ProviderKind;
+use crate::settings::ProviderKind;
 
 /// The answer when none is configured.
 pub const DEFAULT_TEXT: &str = "provd streamed this answer from its built-in mock provider, \

@@ -11,6 +11,7 @@ pub mod mock;
 pub mod ndjson;
 pub mod ollama;
 pub mod openai;
+pub mod registry;
 pub mod sse;
 
 use std::future::Future;
@@ -23,7 +24,7 @@ use futures_core::Stream;
 use provd_client::message::{ProviderMetrics, ProviderStatus};
 use provd_client::{ErrorCode, FinishReason, GenerateRequest, ModelInfo, Usage, WireError};
 
-use crate::config::{ProviderConfig, ProviderKind};
+use crate::settings::{ProviderConfig, ProviderKind};
 
 /// A boxed, sendable future: the trait is used as `dyn`, so its async methods box.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -137,17 +138,24 @@ pub struct ProviderSpec {
 impl ProviderSpec {
     /// A spec for unit tests: provider `id` whose `[providers.<id>]` table (and any
     /// sub-tables after it) is `table`, serving `model`, with `key` as its credential.
+    /// The table is read and its options checked as the configuration does, without
+    /// reaching for `config.rs` (providers never import it).
     #[cfg(test)]
     pub(crate) fn for_test(id: &str, table: &str, model: &str, key: Option<&str>) -> ProviderSpec {
-        let config = crate::config::Config::parse(
-            &format!("[providers.{id}]\n{table}\n"),
-            std::path::Path::new("t.toml"),
-        )
-        .unwrap();
+        let text = format!("[providers.{id}]\n{table}\n");
+        let mut file: toml::Table = toml::from_str(&text).unwrap();
+        let table = file
+            .remove("providers")
+            .and_then(|p| p.as_table().and_then(|p| p.get(id)).cloned())
+            .unwrap();
+        let config: ProviderConfig = table.try_into().unwrap();
+        registry::row(config.kind)
+            .check_options(&config.options)
+            .unwrap();
         ProviderSpec {
             id: id.into(),
             model: model.into(),
-            config: config.providers[id].clone(),
+            config,
             credential: key.map(|k| crate::secret::Secret::new(k.into())),
             http: http::SharedClient::default(),
             store_open: false,
@@ -172,7 +180,7 @@ impl ProviderSpec {
                 .config
                 .api_key_env
                 .as_deref()
-                .or(default_key_env(self.config.kind))
+                .or(registry::row(self.config.kind).key_env.first().copied())
                 .unwrap_or("its api_key_env");
             let fix = if self.store_open {
                 format!("seal one with `provd creds set {}`", self.id)
@@ -184,16 +192,6 @@ impl ProviderSpec {
                 format!("provider '{}' has no API key: {fix}", self.id),
             )
         })
-    }
-}
-
-/// The environment variable a provider type reads its key from by default.
-pub fn default_key_env(kind: ProviderKind) -> Option<&'static str> {
-    match kind {
-        ProviderKind::Anthropic => Some("ANTHROPIC_API_KEY"),
-        ProviderKind::Openai => Some("OPENAI_API_KEY"),
-        ProviderKind::Gemini => Some("GEMINI_API_KEY"),
-        ProviderKind::OpenaiCompatible | ProviderKind::Ollama | ProviderKind::Mock => None,
     }
 }
 

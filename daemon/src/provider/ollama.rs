@@ -44,7 +44,7 @@ use super::{
     chat_messages, json_f32, merge_additional_params, BoxFuture, ProviderError, ProviderSpec,
     ReportedModel, StreamEvent,
 };
-use crate::config::ProviderKind;
+use crate::settings::ProviderKind;
 
 /// Where `ollama serve` listens unless told otherwise (`OLLAMA_HOST`).
 pub const DEFAULT_BASE_URL: &str = "http://127.0.0.1:11434";

@@ -26,7 +26,7 @@ use super::{
     chat_messages, json_f32, merge_additional_params, BoxFuture, ProviderError, ProviderSpec,
     ReportedModel, StreamEvent,
 };
-use crate::config::ProviderKind;
+use crate::settings::ProviderKind;
 
 /// OpenAI's API root.
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
