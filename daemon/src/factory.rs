@@ -39,10 +39,10 @@ use crate::config::Config;
 use crate::credentials::keys;
 use crate::provider::http::SharedClient;
 use crate::provider::registry::{self, Constructor};
-use crate::provider::{BaseLlmProvider, Counters, Outcome, ProviderError, ProviderSpec};
+use crate::provider::{Counters, Outcome, Provider, ProviderError, ProviderSpec};
 use crate::settings::{ProviderConfig, ProviderKind};
 
-type Slot = Arc<OnceCell<Arc<dyn BaseLlmProvider>>>;
+type Slot = Arc<OnceCell<Arc<dyn Provider>>>;
 /// A provider id and a model.
 type Key = (String, String);
 
@@ -245,9 +245,9 @@ async fn sweep(cache: Weak<Mutex<Cache>>) {
     }
 }
 
-/// Registry, cache and lifecycle of provider instances (the original design's
-/// `LlmProviderFactory`).
-pub struct LlmProviderFactory {
+/// Registry, cache and lifecycle of provider instances: the original design's
+/// `LlmProviderFactory` (DESIGN.md), named as Rust names a collection of things.
+pub struct Providers {
     registry: HashMap<ProviderKind, Constructor>,
     config: RwLock<Arc<Config>>,
     // A std mutex: it guards only map look-ups, never an await; the slow part
@@ -262,7 +262,7 @@ pub struct LlmProviderFactory {
     vault: RwLock<Option<Arc<crate::credentials::Vault>>>,
 }
 
-/// What a [`LlmProviderFactory::reload`] changed among the providers.
+/// What a [`Providers::reload`] changed among the providers.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProviderChanges {
     /// Provider ids that are new.
@@ -288,19 +288,19 @@ pub struct CacheStatus {
     pub max_instances: u64,
 }
 
-impl std::fmt::Debug for LlmProviderFactory {
+impl std::fmt::Debug for Providers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LlmProviderFactory")
+        f.debug_struct("Providers")
             .field("types", &self.registry.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
 
-impl LlmProviderFactory {
+impl Providers {
     /// A factory with no provider types registered.
     pub fn empty(config: Config) -> Self {
         keys::publish_environment_keys(&config);
-        LlmProviderFactory {
+        Providers {
             registry: HashMap::new(),
             cache: Arc::new(Mutex::new(Cache::new(&config))),
             config: RwLock::new(Arc::new(config)),
@@ -313,7 +313,7 @@ impl LlmProviderFactory {
     /// A factory with every provider type this build has: the constructors of the
     /// provider table ([`registry::TYPES`]).
     pub fn with_builtin_providers(config: Config) -> Self {
-        let mut f = LlmProviderFactory::empty(config);
+        let mut f = Providers::empty(config);
         for t in registry::TYPES {
             f.register(t.kind, t.build);
         }
@@ -343,7 +343,7 @@ impl LlmProviderFactory {
         &self,
         provider: Option<&str>,
         model: Option<&str>,
-    ) -> Result<(String, Arc<dyn BaseLlmProvider>), ProviderError> {
+    ) -> Result<(String, Arc<dyn Provider>), ProviderError> {
         let requested = (provider, model);
         let config = self.config();
         let id = match provider {
@@ -860,7 +860,7 @@ mod tests {
     /// [`SHUT_DOWN`], and serves nothing.
     struct Probe(ProviderState, String);
 
-    fn probe(spec: ProviderSpec) -> Result<Arc<dyn BaseLlmProvider>, ProviderError> {
+    fn probe(spec: ProviderSpec) -> Result<Arc<dyn Provider>, ProviderError> {
         Ok(Arc::new(Probe(ProviderState::default(), spec.model)))
     }
 
@@ -868,7 +868,7 @@ mod tests {
         log.lock().unwrap().iter().filter(|m| *m == model).count()
     }
 
-    impl BaseLlmProvider for Probe {
+    impl Provider for Probe {
         fn kind(&self) -> ProviderKind {
             ProviderKind::Mock
         }
@@ -902,7 +902,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_first_use_initializes_exactly_once() {
-        let mut f = LlmProviderFactory::empty(Config::embedded());
+        let mut f = Providers::empty(Config::embedded());
         f.register(ProviderKind::Mock, probe);
         let f = Arc::new(f);
         let tasks: Vec<_> = (0..32)
@@ -932,7 +932,7 @@ mod tests {
 
     #[test]
     fn the_builtin_factory_builds_every_type_of_the_provider_table() {
-        let f = LlmProviderFactory::with_builtin_providers(Config::embedded());
+        let f = Providers::with_builtin_providers(Config::embedded());
         for kind in ProviderKind::ALL {
             assert!(f.registry.contains_key(kind), "{kind}");
         }
@@ -940,7 +940,7 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_provider_and_missing_model_are_typed_errors() {
-        let f = LlmProviderFactory::with_builtin_providers(Config::embedded());
+        let f = Providers::with_builtin_providers(Config::embedded());
         let e = f.get(Some("nope"), None).await.err().unwrap();
         assert_eq!(e.code, ErrorCode::NotFound);
         assert!(e.message.contains("no provider 'nope'"), "{}", e.message);
@@ -949,7 +949,7 @@ mod tests {
             std::path::Path::new("t"),
         )
         .unwrap();
-        let f = LlmProviderFactory::with_builtin_providers(config);
+        let f = Providers::with_builtin_providers(config);
         let e = f.get(None, None).await.err().unwrap();
         assert_eq!(e.code, ErrorCode::InvalidRequest);
         assert!(e.message.contains("no default_model"), "{}", e.message);
@@ -1003,7 +1003,7 @@ mod tests {
     #[tokio::test]
     async fn reload_replaces_changed_providers_and_retires_their_instances_once_unused() {
         let parse = |t: &str| Config::parse(t, std::path::Path::new("t")).unwrap();
-        let f = LlmProviderFactory::with_builtin_providers(parse(
+        let f = Providers::with_builtin_providers(parse(
             "[providers.a]\ntype = \"mock\"\ndefault_model = \"a1\"\n\
              [providers.b]\ntype = \"mock\"\ndefault_model = \"b1\"\n\
              [providers.c]\ntype = \"mock\"\ndefault_model = \"c1\"\n",
@@ -1051,8 +1051,8 @@ mod tests {
         assert_eq!(f.shut_down_unused_retired().await, 0);
     }
 
-    fn mock_factory(daemon: &str, providers: &str) -> LlmProviderFactory {
-        LlmProviderFactory::with_builtin_providers(
+    fn mock_factory(daemon: &str, providers: &str) -> Providers {
+        Providers::with_builtin_providers(
             Config::parse(
                 &format!("[daemon]\n{daemon}\n{providers}"),
                 std::path::Path::new("t"),
@@ -1063,11 +1063,11 @@ mod tests {
 
     const ONE_MOCK: &str = "[providers.m]\ntype = \"mock\"\ndefault_model = \"m0\"\n";
 
-    fn cached_models(f: &LlmProviderFactory) -> Vec<String> {
+    fn cached_models(f: &Providers) -> Vec<String> {
         f.instances().into_iter().map(|i| i.model).collect()
     }
 
-    async fn use_once(f: &LlmProviderFactory, model: &str) -> std::sync::Weak<dyn BaseLlmProvider> {
+    async fn use_once(f: &Providers, model: &str) -> std::sync::Weak<dyn Provider> {
         let (_, instance) = f.get(Some("m"), Some(model)).await.unwrap();
         Arc::downgrade(&instance)
     }
@@ -1120,7 +1120,7 @@ mod tests {
             std::path::Path::new("t"),
         )
         .unwrap();
-        let mut f = LlmProviderFactory::empty(config);
+        let mut f = Providers::empty(config);
         f.register(ProviderKind::Mock, probe);
         let shut = |name: &str| recorded(&SHUT_DOWN, name) > 0;
         use_once(&f, "probe-evicted").await;
@@ -1242,13 +1242,13 @@ mod tests {
         let parse = |t: &str| Config::parse(t, std::path::Path::new("t")).unwrap();
         let providers =
             "[providers.share-p]\ntype = \"mock\"\n[providers.share-q]\ntype = \"mock\"\n";
-        let mut f = LlmProviderFactory::empty(parse(providers));
+        let mut f = Providers::empty(parse(providers));
         f.register(ProviderKind::Mock, |spec| {
             CLIENTS
                 .lock()
                 .unwrap()
                 .push((format!("{}/{}", spec.id, spec.model), spec.http.clone()));
-            Ok(Arc::new(MockProvider::new(spec)?) as Arc<dyn BaseLlmProvider>)
+            Ok(Arc::new(MockProvider::new(spec)?) as Arc<dyn Provider>)
         });
         for (p, m) in [("share-p", "a"), ("share-p", "b"), ("share-q", "a")] {
             f.get(Some(p), Some(m)).await.unwrap();

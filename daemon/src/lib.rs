@@ -12,7 +12,7 @@
 //! - [`access`]: who may ask what: peer identity, admins, tokens and provider grants.
 //! - [`resilience`]: retries, fallbacks and the request deadline.
 //! - [`factory`]: provider registry, per-(provider, model) instance cache, lifecycle.
-//! - [`provider`]: the [`provider::BaseLlmProvider`] trait and the providers.
+//! - [`provider`]: the [`provider::Provider`] trait and the providers.
 //! - [`settings`]: a provider's type and settings, shared by [`config`] and [`provider`].
 //! - [`credentials`]: which key a provider uses, and (Unix only) the sealed credential
 //!   store, the master key and `.env` import.

@@ -22,8 +22,8 @@ use ring::rand::{SecureRandom, SystemRandom};
 use tokio::time::Instant;
 
 use crate::config::{Config, Target};
-use crate::factory::LlmProviderFactory;
-use crate::provider::{BaseLlmProvider, EventStream, Outcome, ProviderError, StreamEvent};
+use crate::factory::Providers;
+use crate::provider::{EventStream, Outcome, Provider, ProviderError, StreamEvent};
 use crate::untrusted::untrusted;
 
 /// First backoff step; doubles per attempt.
@@ -36,7 +36,7 @@ pub struct Opened {
     /// The provider id that answered.
     pub provider_id: String,
     /// The instance that answered; its counters get the rest of the generation.
-    pub instance: Arc<dyn BaseLlmProvider>,
+    pub instance: Arc<dyn Provider>,
     /// Events read while opening (usage reports, then the first text or the end).
     pub first: VecDeque<StreamEvent>,
     /// The rest of the stream.
@@ -115,7 +115,7 @@ pub fn deadline_error(config: &Config, targets: &[Target], chunks: u32) -> Provi
 /// counted in the provider's counters, so a caller that drops this future before that
 /// can count the generation itself.
 pub async fn open(
-    factory: &LlmProviderFactory,
+    factory: &Providers,
     config: &Config,
     request: &GenerateRequest,
     targets: &[Target],
@@ -305,7 +305,7 @@ impl Drop for CountedAttempt<'_> {
 
 /// Starts a generation and reads it up to its first text or its end.
 async fn first_event(
-    instance: &dyn BaseLlmProvider,
+    instance: &dyn Provider,
     request: &GenerateRequest,
 ) -> Result<(VecDeque<StreamEvent>, EventStream), ProviderError> {
     let mut rest = instance.generate(request.clone()).await?;

@@ -33,8 +33,8 @@ use provd_client::{ErrorCode, FinishReason, GenerateRequest, ModelInfo, Usage};
 use serde_json::{Map, Value};
 
 use super::{
-    word_count, BaseLlmProvider, BoxFuture, EventStream, ProviderError, ProviderSpec,
-    ProviderState, StreamEvent,
+    word_count, BoxFuture, EventStream, Provider, ProviderError, ProviderSpec, ProviderState,
+    StreamEvent,
 };
 use crate::settings::ProviderKind;
 
@@ -328,7 +328,7 @@ fn fault_error(options: &MockOptions, at: &str) -> ProviderError {
     ProviderError::new(options.fault_code, format!("mock fault {at} (configured)"))
 }
 
-impl BaseLlmProvider for MockProvider {
+impl Provider for MockProvider {
     fn kind(&self) -> ProviderKind {
         ProviderKind::Mock
     }

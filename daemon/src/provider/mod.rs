@@ -1,4 +1,4 @@
-//! What every provider is: the [`BaseLlmProvider`] trait, the events a generation yields,
+//! What every provider is: the [`Provider`] trait, the events a generation yields,
 //! the provider error, and the status and counters each instance keeps.
 //!
 //! Everything above this module sees only these types; a provider's quirks (wire format,
@@ -235,7 +235,7 @@ pub fn chat_messages(request: &GenerateRequest) -> Vec<serde_json::Value> {
     messages
 }
 
-/// A non-streamed answer's events, as the stream [`BaseLlmProvider::generate`] returns.
+/// A non-streamed answer's events, as the stream [`Provider::generate`] returns.
 pub fn whole_answer(events: Vec<StreamEvent>) -> EventStream {
     Box::pin(futures_util::stream::iter(events.into_iter().map(Ok)))
 }
@@ -506,11 +506,14 @@ impl ProviderState {
 
 /// A provider instance: one configured provider id serving one model.
 ///
-/// Instances are created and initialized by the [`crate::factory::LlmProviderFactory`],
+/// Instances are created and initialized by the [`crate::factory::Providers`],
 /// shared behind `Arc` by every request for that provider and model, and shut down once:
 /// when the factory's bounded cache evicts or expires them, a reload retires them, or
 /// the daemon stops.
-pub trait BaseLlmProvider: Send + Sync + 'static {
+///
+/// This is the original design's `BaseLlmProvider` (DESIGN.md), renamed as Rust names a
+/// trait; its methods keep the design's names.
+pub trait Provider: Send + Sync + 'static {
     /// The provider type.
     fn kind(&self) -> ProviderKind;
 

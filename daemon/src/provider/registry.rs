@@ -19,7 +19,7 @@
 //!
 //! 1. `crate::settings`: one line in `provider_kinds!`, `Variant => "config-name",` with a
 //!    doc line (the name is what `type = "…"` accepts and what `status` shows).
-//! 2. `provider/<name>.rs`: the provider (a [`BaseLlmProvider`] built from a
+//! 2. `provider/<name>.rs`: the provider (a [`Provider`] built from a
 //!    [`ProviderSpec`]), its options parser if it takes `[providers.<id>.options]`, and its
 //!    stream decoder; add `pub mod <name>;` to `provider/mod.rs`.
 //! 3. This file: one row in [`TYPES`]: the key variables (most preferred first; they are
@@ -55,12 +55,12 @@ use super::ndjson::NdjsonSplitter;
 use super::ollama::{ChatDecoder, OllamaProvider};
 use super::openai::{ChunkDecoder, OpenAiProvider};
 use super::sse::SseParser;
-use super::{BaseLlmProvider, ProviderError, ProviderSpec, StreamEvent};
+use super::{Provider, ProviderError, ProviderSpec, StreamEvent};
 use crate::settings::{OptionError, ProviderKind, TypeRules};
 
 /// Builds a provider instance from its spec. Cheap and synchronous: network work belongs
-/// in [`BaseLlmProvider::initialize`].
-pub type Constructor = fn(ProviderSpec) -> Result<Arc<dyn BaseLlmProvider>, ProviderError>;
+/// in [`Provider::initialize`].
+pub type Constructor = fn(ProviderSpec) -> Result<Arc<dyn Provider>, ProviderError>;
 
 /// Checks a type's `[providers.<id>.options]` table.
 pub type OptionsCheck = fn(&toml::Table) -> Result<(), OptionError>;

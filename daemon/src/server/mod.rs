@@ -28,7 +28,7 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, DaemonConfig};
-use crate::factory::LlmProviderFactory;
+use crate::factory::Providers;
 use crate::shutdown::Shutdown;
 use admission::{Admission, Applicant};
 use listener::SocketListener;
@@ -119,7 +119,7 @@ async fn release_memory_when_quiet(daemon: Arc<Daemon>) {
 #[derive(Debug)]
 pub struct Daemon {
     /// Providers.
-    pub factory: LlmProviderFactory,
+    pub factory: Providers,
     /// Bounds.
     pub limits: Limits,
     /// Gauges.
@@ -164,7 +164,7 @@ impl Daemon {
         auth: crate::access::AuthProvider,
         #[cfg(unix)] vault: Arc<crate::credentials::Vault>,
     ) -> Daemon {
-        let factory = LlmProviderFactory::with_builtin_providers(config.clone());
+        let factory = Providers::with_builtin_providers(config.clone());
         #[cfg(unix)]
         factory.set_vault(vault.clone());
         Daemon {

@@ -4,7 +4,7 @@
 //! An API file (`openai.rs`, `anthropic.rs`, …) implements [`HttpApi`]: how to authorize
 //! a request, the URL and body of a generation, how its stream is framed and decoded,
 //! how a whole answer reads, how it words its failures, and how it lists its models.
-//! [`HttpProvider`] is the one implementation of [`BaseLlmProvider`] over it: it owns the
+//! [`HttpProvider`] is the one implementation of [`Provider`] over it: it owns the
 //! spec, the [`Transport`] and the state, and runs every generation the same way (body →
 //! authorize → send → the event stream, or the whole answer as events).
 //!
@@ -43,8 +43,8 @@ pub use transport::{
 };
 
 use super::{
-    whole_answer, BaseLlmProvider, BoxFuture, EventStream, ProviderError, ProviderKind,
-    ProviderSpec, ProviderState, StreamEvent,
+    whole_answer, BoxFuture, EventStream, Provider, ProviderError, ProviderKind, ProviderSpec,
+    ProviderState, StreamEvent,
 };
 
 /// What one HTTP API does its own way; everything else is [`HttpProvider`]'s.
@@ -65,7 +65,7 @@ pub trait HttpApi: std::fmt::Debug + Send + Sync + Sized + 'static {
     /// The provider type this instance serves.
     fn kind(&self) -> ProviderKind;
 
-    /// What [`BaseLlmProvider::initialize`] checks, without network: by default that
+    /// What [`Provider::initialize`] checks, without network: by default that
     /// the instance has a key.
     fn initialize(&self, spec: &ProviderSpec) -> Result<(), ProviderError> {
         spec.require_credential().map(|_| ())
@@ -131,7 +131,7 @@ pub trait HttpApi: std::fmt::Debug + Send + Sync + Sized + 'static {
     }
 }
 
-/// A provider instance over an HTTP API: the one [`BaseLlmProvider`] of every HTTP
+/// A provider instance over an HTTP API: the one [`Provider`] of every HTTP
 /// provider type, `A` saying what its API does its own way.
 #[derive(Debug)]
 pub struct HttpProvider<A> {
@@ -189,7 +189,7 @@ impl<A: HttpApi> HttpProvider<A> {
     }
 }
 
-impl<A: HttpApi> BaseLlmProvider for HttpProvider<A> {
+impl<A: HttpApi> Provider for HttpProvider<A> {
     fn kind(&self) -> ProviderKind {
         self.api.kind()
     }
