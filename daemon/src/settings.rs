@@ -57,6 +57,8 @@ provider_kinds! {
     Ollama => "ollama",
     /// Google Gemini API.
     Gemini => "gemini",
+    /// Azure OpenAI (Chat Completions on an Azure resource's deployments).
+    AzureOpenai => "azure-openai",
     /// The built-in deterministic mock.
     Mock => "mock",
 }

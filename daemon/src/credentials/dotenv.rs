@@ -640,6 +640,21 @@ type = "mock"
     }
 
     #[test]
+    fn a_type_added_to_the_provider_table_gets_its_key_from_a_dotenv_with_no_edit_here() {
+        let config = config("[providers.az]\ntype = \"azure-openai\"\n");
+        let i = parse_dotenv(
+            b"AZURE_OPENAI_API_KEY=az-key-0123456789\n",
+            Path::new("/p/.env"),
+            &config,
+        )
+        .unwrap();
+        assert_eq!(
+            keys(&i),
+            [("az", "az-key-0123456789", "AZURE_OPENAI_API_KEY")]
+        );
+    }
+
+    #[test]
     fn per_provider_variables_win_and_configured_names_are_honoured() {
         let i = import(
             "ANTHROPIC_API_KEY=sk-shared\n\

@@ -5,6 +5,7 @@
 //! headers, error bodies) stay in its own file.
 
 pub mod anthropic;
+pub mod azure;
 pub mod gemini;
 pub mod http;
 pub mod mock;

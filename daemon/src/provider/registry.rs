@@ -253,6 +253,16 @@ pub static TYPES: &[ProviderType] = &[
         }),
     },
     ProviderType {
+        kind: ProviderKind::AzureOpenai,
+        key_env: &["AZURE_OPENAI_API_KEY"],
+        base_url_env: Some(super::azure::ENDPOINT_ENV),
+        default_base_url: None,
+        default_model: None,
+        build: |spec| Ok(Arc::new(super::azure::new(spec)?)),
+        options: Some(|table| super::azure::AzureOptions::from_table(table).map(drop)),
+        stream: Some(OPENAI_STREAM),
+    },
+    ProviderType {
         kind: ProviderKind::Mock,
         key_env: &[],
         base_url_env: None,

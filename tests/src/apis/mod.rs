@@ -3,6 +3,7 @@
 //! daemon's providers are tested against the wire format they will meet.
 
 pub mod anthropic;
+pub mod azure;
 pub mod gemini;
 pub mod hostile;
 pub mod ollama;
@@ -203,7 +204,7 @@ pub struct Api {
 }
 
 /// Every HTTP provider type; tests that must hold for each loop over this.
-pub fn every_api() -> [Api; 5] {
+pub fn every_api() -> [Api; 6] {
     let openai = Api {
         kind: "openai",
         content_type: "text/event-stream",
@@ -237,6 +238,13 @@ pub fn every_api() -> [Api; 5] {
             stream: |model, texts| ollama::stream_text(model, texts, "stop", (5, 2)),
             whole: |model, text| ollama::chat_response(model, text, "stop", (5, 2)),
             sse: false,
+        },
+        Api {
+            kind: "azure-openai",
+            content_type: "text/event-stream",
+            stream: |model, texts| azure::stream_text(model, texts, "stop", (5, 2)),
+            whole: |model, text| azure::completion(model, text, "stop", (5, 2)),
+            sse: true,
         },
     ]
 }
