@@ -31,6 +31,7 @@ use ring::digest::{digest, SHA256};
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 
+use crate::credentials::hex;
 use crate::server::peer::PeerIdentity;
 
 /// The `[access]` table.
@@ -346,10 +347,6 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 impl TokenStore {
     /// A store that keeps tokens in memory only (tests, a daemon without a state dir).
     pub fn in_memory() -> TokenStore {
@@ -387,7 +384,9 @@ impl TokenStore {
             .map_err(|_| "the system RNG failed".to_owned())?;
         rng.fill(&mut id)
             .map_err(|_| "the system RNG failed".to_owned())?;
-        let token = crate::secret::Secret::new(format!("{TOKEN_PREFIX}{}", hex(&secret)));
+        // The secret's hex is wiped once it is in the token.
+        let secret_hex = zeroize::Zeroizing::new(hex(&secret));
+        let token = crate::secret::Secret::new(format!("{TOKEN_PREFIX}{}", secret_hex.as_str()));
         let created_at = now();
         let record = TokenRecord {
             id: hex(&id),

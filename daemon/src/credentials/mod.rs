@@ -48,8 +48,9 @@ use std::io::Read;
 #[cfg(unix)]
 use zeroize::Zeroizing;
 
-#[cfg(unix)]
-/// Lower-case hex of `bytes`, for key ids and fingerprints (never for secrets).
+/// Lower-case hex of `bytes`: the daemon's one hex encoder (key ids, token ids,
+/// fingerprints). Its output is not wiped: a caller encoding a secret wraps it in
+/// `Zeroizing` at once.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
