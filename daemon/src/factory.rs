@@ -858,6 +858,7 @@ mod tests {
 
     /// A provider that records its initialization in [`INITIALIZED`] and its shutdown in
     /// [`SHUT_DOWN`], and serves nothing.
+    #[derive(Debug)]
     struct Probe(ProviderState, String);
 
     fn probe(spec: ProviderSpec) -> Result<Arc<dyn Provider>, ProviderError> {

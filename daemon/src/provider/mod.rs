@@ -513,8 +513,9 @@ impl ProviderState {
 /// the daemon stops.
 ///
 /// This is the original design's `BaseLlmProvider` (DESIGN.md), renamed as Rust names a
-/// trait; its methods keep the design's names.
-pub trait Provider: Send + Sync + 'static {
+/// trait; its methods keep the design's names. `Debug` is required so that any instance
+/// can be shown in a log or a test, and is checked never to show its key.
+pub trait Provider: std::fmt::Debug + Send + Sync + 'static {
     /// The provider type.
     fn kind(&self) -> ProviderKind;
 

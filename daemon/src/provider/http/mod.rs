@@ -276,45 +276,20 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::openai;
-    use crate::provider::sse::SseParser;
     use reqwest::header::HeaderValue;
 
     #[test]
     fn debug_of_every_provider_spec_transport_and_request_shows_no_key() {
-        use crate::provider::{
-            anthropic::AnthropicProvider, gemini::GeminiProvider, mock::MockProvider,
-            ollama::OllamaProvider, openai::OpenAiProvider,
-        };
         let key = "sk-debug-canary-0123456789";
-        for kind in [
-            "anthropic",
-            "openai",
-            "openai-compatible",
-            "ollama",
-            "gemini",
-            "mock",
-        ] {
+        for row in crate::provider::registry::TYPES {
+            let kind = row.name();
             let spec = ProviderSpec::for_test(
                 "p",
                 &format!("type = \"{kind}\"\nbase_url = \"http://127.0.0.1:9/v1\""),
                 "m",
                 Some(key),
             );
-            let instance = match kind {
-                "anthropic" => format!("{:?}", AnthropicProvider::new(spec.clone()).unwrap()),
-                "openai" => format!(
-                    "{:?}",
-                    OpenAiProvider::new(spec.clone(), ProviderKind::Openai).unwrap()
-                ),
-                "openai-compatible" => format!(
-                    "{:?}",
-                    OpenAiProvider::new(spec.clone(), ProviderKind::OpenaiCompatible).unwrap()
-                ),
-                "ollama" => format!("{:?}", OllamaProvider::new(spec.clone()).unwrap()),
-                "gemini" => format!("{:?}", GeminiProvider::new(spec.clone()).unwrap()),
-                _ => format!("{:?}", MockProvider::new(spec.clone()).unwrap()),
-            };
+            let instance = format!("{:?}", (row.build)(spec.clone()).unwrap());
             let transport = format!(
                 "{:?}",
                 Transport::new(&spec, transport::DIALECT_FOR_TESTS).unwrap()
@@ -338,178 +313,5 @@ mod tests {
         let shown = format!("{request:?} {:?}", request.headers());
         assert!(!shown.contains("debug-canary"), "{shown}");
         assert!(request.headers().values().all(HeaderValue::is_sensitive));
-    }
-
-    /// An endpoint that speaks Chat Completions at its own URL with an `api-key` header
-    /// (as Azure OpenAI does): only the endpoint half is its own, the format is OpenAI's.
-    #[derive(Debug)]
-    struct ChatCompletionsElsewhere {
-        url: Url,
-    }
-
-    impl HttpApi for ChatCompletionsElsewhere {
-        type Framer = SseParser;
-        type Decoder = openai::ChunkDecoder;
-
-        fn kind(&self) -> ProviderKind {
-            ProviderKind::OpenaiCompatible
-        }
-
-        fn authorize(
-            &self,
-            spec: &ProviderSpec,
-            request: RequestBuilder,
-        ) -> Result<RequestBuilder, ProviderError> {
-            let key = auth_header(&spec.id, "", spec.require_credential()?)?;
-            Ok(request.header("api-key", key))
-        }
-
-        fn url(&self, _: &ProviderSpec, _: &GenerateRequest) -> Result<Url, ProviderError> {
-            Ok(self.url.clone())
-        }
-
-        fn body(
-            &self,
-            spec: &ProviderSpec,
-            request: &GenerateRequest,
-        ) -> Result<serde_json::Value, ProviderError> {
-            openai::chat_body(spec, request, "max_completion_tokens")
-        }
-
-        fn decoder(&self, provider: &str) -> openai::ChunkDecoder {
-            openai::ChunkDecoder::new(provider)
-        }
-
-        fn whole(
-            &self,
-            spec: &ProviderSpec,
-            http: &Transport,
-            body: Vec<u8>,
-            streamed: bool,
-        ) -> Result<Vec<StreamEvent>, ProviderError> {
-            openai::completion_events(spec, http, &body, streamed)
-        }
-
-        fn list_models(
-            _: &HttpProvider<Self>,
-        ) -> BoxFuture<'_, Result<Vec<ModelInfo>, ProviderError>> {
-            Box::pin(async { Ok(Vec::new()) })
-        }
-
-        fn error_message(body: &[u8]) -> Option<String> {
-            openai::error_message(body)
-        }
-
-        fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-            openai::retry_after(headers)
-        }
-
-        fn refine(error: &mut ProviderError, body: &[u8]) {
-            openai::refine(error, body)
-        }
-    }
-
-    /// Answers one request on `listener` with `response` and returns the request's head
-    /// and body as text.
-    async fn answer_once(listener: tokio::net::TcpListener, response: String) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let (mut socket, _) = listener.accept().await.unwrap();
-        let mut request = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            let n = socket.read(&mut buf).await.unwrap();
-            assert!(n > 0, "the request ended early");
-            request.extend_from_slice(&buf[..n]);
-            let text = String::from_utf8_lossy(&request);
-            if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                let length = head
-                    .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase()
-                            .strip_prefix("content-length:")
-                            .map(|v| v.trim().parse::<usize>().unwrap())
-                    })
-                    .unwrap_or(0);
-                if body.len() >= length {
-                    break;
-                }
-            }
-        }
-        socket.write_all(response.as_bytes()).await.unwrap();
-        socket.shutdown().await.unwrap();
-        String::from_utf8(request).unwrap()
-    }
-
-    #[tokio::test]
-    async fn an_api_in_openai_format_reuses_its_body_decoder_and_errors_with_its_own_url_and_auth()
-    {
-        use futures_util::StreamExt;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!(
-            "http://{}/openai/v1/chat/completions",
-            listener.local_addr().unwrap()
-        );
-        let sse = "data: {\"model\":\"dep\",\"choices\":[{\"delta\":{\"content\":\"Hi\"},\"finish_reason\":\"stop\"}]}\n\n\
-                   data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1}}\n\n\
-                   data: [DONE]\n\n";
-        let response = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{sse}",
-            sse.len()
-        );
-        let upstream = tokio::spawn(answer_once(listener, response));
-        let spec = ProviderSpec::for_test(
-            "elsewhere",
-            "type = \"openai-compatible\"\nbase_url = \"http://unused.invalid/v1\"\n[providers.elsewhere.headers]\nx-tenant = \"t1\"",
-            "dep",
-            Some("key-elsewhere-0123"),
-        );
-        let api = ChatCompletionsElsewhere {
-            url: Url::parse(&url).unwrap(),
-        };
-        let provider = HttpProvider::with_api(spec, api).unwrap();
-        let events: Vec<_> = provider
-            .generate(GenerateRequest::prompt("hello"))
-            .await
-            .unwrap()
-            .collect()
-            .await;
-        assert_eq!(
-            events,
-            [
-                Ok(StreamEvent::Model("dep".into())),
-                Ok(StreamEvent::Text("Hi".into())),
-                Ok(StreamEvent::Usage(provd_client::Usage::new(3, 1))),
-                Ok(StreamEvent::Done {
-                    usage: provd_client::Usage::new(3, 1),
-                    finish_reason: provd_client::FinishReason::Stop
-                }),
-            ]
-        );
-        let request = upstream.await.unwrap();
-        let lower = request.to_ascii_lowercase();
-        assert!(
-            request.starts_with("POST /openai/v1/chat/completions HTTP/1.1\r\n"),
-            "{request}"
-        );
-        assert!(
-            lower.contains("\r\napi-key: key-elsewhere-0123\r\n"),
-            "{request}"
-        );
-        assert!(!lower.contains("authorization:"), "{request}");
-        assert!(
-            lower.contains("\r\nx-tenant: t1\r\n"),
-            "configured headers follow: {request}"
-        );
-        let body = request.split_once("\r\n\r\n").unwrap().1;
-        let body: serde_json::Value = serde_json::from_str(body).unwrap();
-        assert_eq!(body["model"], "dep");
-        assert_eq!(
-            body["max_completion_tokens"],
-            serde_json::json!(provider.spec().config.max_tokens)
-        );
-        assert_eq!(
-            body["stream_options"],
-            serde_json::json!({"include_usage": true})
-        );
     }
 }
