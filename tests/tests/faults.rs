@@ -298,8 +298,12 @@ async fn a_client_that_vanishes_with_a_full_queue_is_cleaned_up_at_once() {
     for id in 1..=4 {
         stuck.request(id, "generate", &flood(200_000));
     }
+    // Started on the provider's instance, not only registered: a generation cancelled
+    // while still waiting for its instance is counted by the provider alone.
     eventually(100_000, || async {
-        (observer.status().await.unwrap().active_streams == 4).then_some(())
+        let s = observer.status().await.unwrap();
+        (s.active_streams == 4 && s.instances.first().is_some_and(|i| i.metrics.requests == 4))
+            .then_some(())
     })
     .await
     .expect("the generations started");
