@@ -107,6 +107,30 @@ async fn with_an_api_version_the_deployment_endpoint_is_used() {
 }
 
 #[tokio::test]
+async fn a_client_chosen_model_never_leaves_the_deployment_path() {
+    // A hostile client names models that would climb out of, or add to, the deployment
+    // API's path; none reaches Azure.
+    let upstream = Upstream::start(|_| answer()).await;
+    let daemon = daemon_for(&upstream, "api_version = \"2024-10-21\"");
+    let client = daemon.client().await;
+    for hostile in [
+        "../../openai/v1/files",
+        "chat/../../x",
+        "chat?api-version=1",
+        "chat#x",
+        "..",
+        "%2e%2e",
+    ] {
+        let mut request = GenerateRequest::prompt("q");
+        request.model = Some(hostile.into());
+        let err = provd_tests::generation_error(&client, request).await;
+        assert_eq!(err.code, ErrorCode::InvalidRequest, "{hostile}: {err}");
+        assert!(err.message.contains("deployment name"), "{hostile}: {err}");
+    }
+    assert!(upstream.requests().is_empty());
+}
+
+#[tokio::test]
 async fn an_entra_token_goes_as_a_bearer_token_and_never_as_api_key() {
     let upstream = Upstream::start(|_| answer()).await;
     let daemon = daemon_for(&upstream, "auth = \"entra\"");
