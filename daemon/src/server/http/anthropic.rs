@@ -18,9 +18,11 @@
 //!   the chat APIs take consecutive same-role messages as they are.
 //! - `system` as text blocks is joined with blank lines, as provd joins every system
 //!   prompt; an empty one is no system prompt.
-//! - `cache_control` (top level and on blocks) and `citations` on text blocks are
-//!   accepted and dropped: they change what a request costs on Anthropic, not what the
-//!   model is asked. `metadata.user_id` is checked and dropped (it is Anthropic's
+//! - `cache_control` (top level and on blocks), `citations` on text blocks and
+//!   `diagnostics` (which asks for prompt-cache reports) are accepted and dropped: they
+//!   change what a request costs on Anthropic or what it reports, not what the model is
+//!   asked. `temperature` and `top_p` are taken although the newest SDKs no longer
+//!   offer them: older clients send them and every provider has them. `metadata.user_id` is checked and dropped (it is Anthropic's
 //!   abuse-tracking id, not ours to pass to another provider). A `null` field counts as
 //!   absent (so a `null` required one is "field required").
 //! - Refused with `invalid_request_error`, naming the field, because provd cannot honour
@@ -28,7 +30,7 @@
 //!   `auto`, which without tools ask nothing), `thinking` (unless `disabled`), `top_k`
 //!   (provd has no portable top-k: OpenAI-style APIs have none, and an
 //!   `additional_params.top_k` would be ignored by Ollama and refused by OpenAI),
-//!   `service_tier: "standard_only"`, `output_config`, `container`, `mcp_servers`,
+//!   `service_tier: "standard_only"`, `speed: "fast"`, `output_config`, `container`, `mcp_servers`,
 //!   `context_management`, `inference_geo`, non-text content blocks (images,
 //!   documents, tool use and results, thinking), the `system` role in `messages` (the
 //!   API has a top-level `system` instead), `max_tokens: 0` (a cache pre-warm, which
@@ -559,8 +561,9 @@ pub fn parse_request(body: &[u8], max_body_bytes: usize) -> Result<MessagesReque
             "stop_sequences" => generate.stop = strings(value, "stop_sequences")?,
             "stream" => generate.stream = boolean(value, "stream")?,
             "metadata" => check_metadata(value)?,
-            "cache_control" => {}
+            "cache_control" | "diagnostics" => {}
             "service_tier" => check_service_tier(value)?,
+            "speed" => check_speed(value)?,
             "tools" => check_tools(value)?,
             "tool_choice" => check_tool_choice(value)?,
             "thinking" => check_thinking(value)?,
@@ -810,6 +813,21 @@ fn check_metadata(value: &Value) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// `speed`: `standard` is what every provider does; `fast` provd cannot promise.
+fn check_speed(value: &Value) -> Result<(), ApiError> {
+    match value.as_str() {
+        Some("standard") => Ok(()),
+        Some("fast") => Err(ApiError::invalid(
+            "speed: \"fast\" is not supported by provd's Messages API (provd cannot choose another provider's inference speed); remove it or use \"standard\"",
+        )),
+        Some(other) => Err(ApiError::invalid(format!(
+            "speed: must be \"standard\" or \"fast\", got \"{}\"",
+            untrusted(other)
+        ))),
+        None => Err(wrong_type("speed", "a string", value)),
+    }
+}
+
 /// `service_tier`: `auto` is what provd does anyway; `standard_only` it cannot promise.
 fn check_service_tier(value: &Value) -> Result<(), ApiError> {
     match value.as_str() {
@@ -932,6 +950,8 @@ mod tests {
             "metadata": {"user_id": "u-1"},
             "cache_control": {"type": "ephemeral"},
             "service_tier": "auto",
+            "speed": "standard",
+            "diagnostics": {"previous_message_id": null},
             "tools": [],
             "tool_choice": {"type": "auto"},
             "thinking": {"type": "disabled"},
@@ -1068,6 +1088,7 @@ mod tests {
                 json!("standard_only"),
                 "service_tier: \"standard_only\" is not supported",
             ),
+            ("speed", json!("fast"), "speed: \"fast\" is not supported"),
             (
                 "frequency_penalty",
                 json!(1),
@@ -1194,6 +1215,7 @@ mod tests {
             ("tool_choice", json!("auto"), "tool_choice: must be an object, got a string"),
             ("thinking", json!({}), "thinking.type: field required"),
             ("service_tier", json!("gold"), "service_tier: must be \"auto\" or \"standard_only\", got \"gold\""),
+            ("speed", json!(1), "speed: must be a string, got a number"),
         ] {
             assert_eq!(refusal(with(field, value)), message, "{field}");
         }
@@ -1501,6 +1523,161 @@ data: {{\"type\":\"error\",\"error\":{{\"type\":\"api_error\",\"message\":\"olla
             assert!(hex.bytes().all(|c| c.is_ascii_hexdigit()), "{id}");
         }
         assert_ne!(a, b);
+    }
+
+    /// The codec's output, as tests/python/anthropic_sdk.py serves it to the SDK, with
+    /// what the SDK must make of it.
+    fn sdk_fixtures() -> Value {
+        let model = "llama3.2:1b";
+        let text_one = "Hello";
+        let text_two = ", wörld\n\"quoted\" </s>";
+        let mut stream = StreamEncoder::new("msg_sdk_stream");
+        let mut sse = String::new();
+        sse += &text(stream.keepalive());
+        sse += &text(stream.chunk(text_one, model));
+        sse += &text(stream.keepalive());
+        sse += &text(stream.chunk(text_two, model));
+        sse += &text(stream.done(&done(model, Usage::new(21, 4), FinishReason::Stop)));
+
+        let mut failing = StreamEncoder::new("msg_sdk_error");
+        let mut failed = text(failing.chunk("Hel", model));
+        failed += &text(failing.error(&WireError::new(
+            ErrorCode::Overloaded,
+            "ollama: the upstream is busy",
+        )));
+
+        let whole = message(
+            "msg_sdk_whole",
+            "A whole answer.",
+            &done("gpt-4o-mini", Usage::new(9, 3), FinishReason::Length),
+        );
+
+        let sse_reply = |body: String| json!({"status": 200, "content_type": EVENT_STREAM_CONTENT_TYPE, "body": body});
+        let mut replies = json!({
+            "stream": sse_reply(sse),
+            "stream_error": sse_reply(failed),
+            "message": {"status": 200, "content_type": "application/json", "body": whole.to_string()},
+        });
+        let mut errors = Vec::new();
+        let mut add_error = |name: String, e: ApiError| {
+            replies[name.as_str()] = json!({
+                "status": e.status, "content_type": "application/json", "body": e.json().to_string(),
+            });
+            errors.push(
+                json!({"model": name, "status": e.status, "type": e.kind, "message": e.message}),
+            );
+        };
+        for code in ErrorCode::ALL {
+            add_error(
+                format!("error_{code}"),
+                ApiError::from_code(code, format!("{code}: it failed")),
+            );
+        }
+        add_error("error_too_large".into(), ApiError::too_large(1024));
+        add_error(
+            "error_refused".into(),
+            parse(with("top_k", json!(3))).unwrap_err(),
+        );
+        json!({
+            "replies": replies,
+            "errors": errors,
+            "stream": {
+                "event_types": [
+                    "message_start", "content_block_start", "content_block_delta",
+                    "content_block_delta", "content_block_stop", "message_delta", "message_stop",
+                ],
+                "id": "msg_sdk_stream",
+                "model": model,
+                "text": format!("{text_one}{text_two}"),
+                "stop_reason": "end_turn",
+                "input_tokens": 21,
+                "output_tokens": 4,
+            },
+            "stream_error": {
+                "text_before": "Hel",
+                "type": "overloaded_error",
+                "message": "ollama: the upstream is busy",
+            },
+            "message": {
+                "id": "msg_sdk_whole",
+                "model": "gpt-4o-mini",
+                "text": "A whole answer.",
+                "stop_reason": "max_tokens",
+                "input_tokens": 9,
+                "output_tokens": 3,
+            },
+        })
+    }
+
+    #[test]
+    fn the_official_anthropic_sdk_reads_what_the_codec_writes_and_sends_what_it_parses() {
+        // The suite's Python: `$PROVD_PYTHON`, which scripts/test points at its virtual
+        // environment, else `python3`.
+        let python = std::env::var_os("PROVD_PYTHON")
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| "python3".into());
+        let dir = tempfile::tempdir().unwrap();
+        let fixtures = dir.path().join("fixtures.json");
+        let requests = dir.path().join("requests.json");
+        std::fs::write(&fixtures, sdk_fixtures().to_string()).unwrap();
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/python/anthropic_sdk.py"
+        );
+        let ran = std::process::Command::new(&python)
+            .arg(script)
+            .arg(&fixtures)
+            .arg(&requests)
+            .output();
+        let skip = |why: String| {
+            // CI installs the SDK, so there a missing one is a failure, not a skip.
+            assert!(std::env::var_os("CI").is_none(), "{why}");
+            eprintln!("SKIPPED: {why} (install tests/python/requirements-anthropic.txt into the suite's virtual environment and set PROVD_PYTHON to it)");
+        };
+        let shown = python.to_string_lossy();
+        let out = match ran {
+            Ok(out) => out,
+            Err(e) => return skip(format!("{shown} cannot be run: {e}")),
+        };
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.code() == Some(77) {
+            return skip(format!("{shown}: {}", stdout.trim()));
+        }
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+        assert!(stdout.lines().any(|l| l.ends_with(" 0 failed")), "{stdout}");
+
+        // Every body the SDK sent is one the codec takes.
+        let sent: Vec<Value> = serde_json::from_slice(&std::fs::read(&requests).unwrap()).unwrap();
+        assert!(sent.len() > ErrorCode::ALL.len(), "{} requests", sent.len());
+        let mut parsed = Vec::new();
+        for body in &sent {
+            let r = parse_request(body.to_string().as_bytes(), LIMIT)
+                .unwrap_or_else(|e| panic!("{e}: {body}"));
+            assert_eq!(r.generate.model.as_deref(), body["model"].as_str());
+            assert_eq!(r.stream(), body["stream"] == json!(true), "{body}");
+            parsed.push(r);
+        }
+        let helper = parsed
+            .iter()
+            .find(|r| r.generate.system.is_some())
+            .expect("the stream helper's request");
+        let g = &helper.generate;
+        assert_eq!(g.system.as_deref(), Some("Be brief.\n\nBe kind."));
+        assert_eq!(
+            g.messages,
+            [
+                turn(Role::User, "Hi"),
+                turn(Role::Assistant, "Hello."),
+                turn(Role::User, "How are you?"),
+            ]
+        );
+        assert_eq!((g.temperature, g.top_p), (Some(0.5), Some(0.9)));
+        assert_eq!(
+            (g.stop.as_slice(), g.max_tokens),
+            (&["END".to_owned()][..], Some(64))
+        );
+        assert!(helper.stream());
     }
 
     /// JSON values of any shape, a few levels deep.
