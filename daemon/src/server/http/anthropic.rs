@@ -21,20 +21,23 @@
 //! - `cache_control` (top level and on blocks), `citations` on text blocks and
 //!   `diagnostics` (which asks for prompt-cache reports) are accepted and dropped: they
 //!   change what a request costs on Anthropic or what it reports, not what the model is
-//!   asked. `temperature` and `top_p` are taken although the newest SDKs no longer
-//!   offer them: older clients send them and every provider has them. `metadata.user_id` is checked and dropped (it is Anthropic's
-//!   abuse-tracking id, not ours to pass to another provider). A `null` field counts as
-//!   absent (so a `null` required one is "field required").
+//!   asked. `metadata.user_id` is checked and dropped (it is Anthropic's abuse-tracking
+//!   id, not ours to pass to another provider). `temperature` and `top_p` are taken
+//!   although the newest SDKs no longer offer them: older clients send them and every
+//!   provider has them. A `null` field counts as absent (so a `null` required one is
+//!   "field required").
 //! - Refused with `invalid_request_error`, naming the field, because provd cannot honour
 //!   them on every provider: `tools` (unless empty), `tool_choice` (unless `none` or
 //!   `auto`, which without tools ask nothing), `thinking` (unless `disabled`), `top_k`
 //!   (provd has no portable top-k: OpenAI-style APIs have none, and an
 //!   `additional_params.top_k` would be ignored by Ollama and refused by OpenAI),
-//!   `service_tier: "standard_only"`, `speed: "fast"`, `output_config`, `container`, `mcp_servers`,
-//!   `context_management`, `inference_geo`, non-text content blocks (images,
-//!   documents, tool use and results, thinking), the `system` role in `messages` (the
-//!   API has a top-level `system` instead), `max_tokens: 0` (a cache pre-warm, which
-//!   provd does not do), and any field the API does not define (as the API does).
+//!   `service_tier: "standard_only"`, `speed: "fast"`, `output_config`, `container`,
+//!   `mcp_servers`, `context_management`, `inference_geo`, non-text content blocks
+//!   (images, documents, tool use and results, thinking), the `system` role in
+//!   `messages` (the API has a top-level `system` instead), `max_tokens: 0` (a cache
+//!   pre-warm, which provd does not do), and any field the API does not define (as the
+//!   API does). Client-chosen names quoted in a refusal are escaped and cut
+//!   ([`untrusted`]).
 //!
 //! Response decisions ([`StreamEncoder`], [`message`]):
 //! - provd learns the input token count only at the end of a generation, so
@@ -50,6 +53,11 @@
 //!   `end_turn` with `stop_sequence: null`; `length` is `max_tokens`, `content_filter` is
 //!   `refusal`, `tool_use` is `tool_use`, anything else `end_turn`.
 //! - The answer is one text block at index 0.
+//! - Error messages are sent as given: the router passes provd's own, which are scrubbed
+//!   of keys where they are made.
+//! - Statuses follow the front door's one mapping (400 invalid request, 401, 403, 404,
+//!   429, 500 internal, 502 upstream, 503 overloaded or unavailable, 504 timeout), not
+//!   Anthropic's 529 for `overloaded_error`; the type stays Anthropic's.
 
 use std::fmt::Write as _;
 
@@ -118,7 +126,7 @@ impl ApiError {
         }
     }
 
-    /// The error for a provd error code, with the status of DECISIONS' table.
+    /// The error for a provd error code, with the front door's status for it.
     pub fn from_code(code: ErrorCode, message: impl Into<String>) -> ApiError {
         let (status, kind) = status_and_kind(code);
         ApiError {
@@ -166,9 +174,9 @@ pub fn error_body(code: ErrorCode, message: &str) -> (u16, Value) {
     (e.status, e.json())
 }
 
-/// provd's code as an HTTP status (DECISIONS, "Status mapping") and the Anthropic error
-/// type that says the same (<https://docs.claude.com/en/api/errors>). Anthropic sends
-/// 529 for `overloaded_error`; provd says 503 with `Retry-After`, and keeps the type.
+/// provd's code as the front door's HTTP status and the Anthropic error type that says
+/// the same (<https://docs.claude.com/en/api/errors>). Anthropic sends 529 for
+/// `overloaded_error`; provd says 503 with `Retry-After`, and keeps the type.
 fn status_and_kind(code: ErrorCode) -> (u16, &'static str) {
     match code {
         ErrorCode::InvalidRequest | ErrorCode::ProtocolError => (400, "invalid_request_error"),
