@@ -1263,6 +1263,23 @@ mod tests {
     }
 
     #[test]
+    fn a_deeply_nested_body_is_an_invalid_request_not_a_stack_overflow() {
+        let depth = 100_000;
+        for body in [
+            format!("{}{}", "[".repeat(depth), "]".repeat(depth)),
+            format!(
+                "{{\"model\":\"m\",\"max_tokens\":1,\"messages\":[],\"metadata\":{}{}}}",
+                "{\"a\":".repeat(depth),
+                "}".repeat(depth)
+            ),
+        ] {
+            let e = parse_request(body.as_bytes(), LIMIT).unwrap_err();
+            assert_eq!((e.status, e.kind), (400, "invalid_request_error"));
+            assert!(e.message.contains("recursion limit"), "{}", e.message);
+        }
+    }
+
+    #[test]
     fn a_body_over_the_limit_is_request_too_large_before_it_is_parsed() {
         let body = minimal().to_string();
         let e = parse_request(body.as_bytes(), body.len() - 1).unwrap_err();
