@@ -1,0 +1,1796 @@
+//! The Anthropic Messages API dialect of the front door (`POST /v1/messages`), as a pure
+//! codec: request bodies in, [`GenerateRequest`]s out; provd's chunks, end and errors in,
+//! Anthropic's bytes out. No I/O here: the router reads the body, runs the generation and
+//! writes what this module encodes.
+//!
+//! Sources: <https://docs.claude.com/en/api/messages>,
+//! <https://docs.claude.com/en/api/messages-streaming>, <https://docs.claude.com/en/api/errors>.
+//!
+//! Nothing here knows which provider answers: an Anthropic SDK may be talking to an
+//! Ollama model, and the usage it gets is that provider's count.
+//!
+//! Request decisions ([`parse_request`]):
+//! - `model` stays the string the client sent (`provider/model`, an alias or a bare
+//!   model), in [`GenerateRequest::model`] with no provider: the router resolves it.
+//! - Each text block of a turn becomes one provd turn of that role, in order (a string
+//!   content is one block). The Anthropic provider merges a run of same-role turns back
+//!   into one turn of text blocks, so a request that goes to Anthropic arrives as sent;
+//!   the chat APIs take consecutive same-role messages as they are.
+//! - `system` as text blocks is joined with blank lines, as provd joins every system
+//!   prompt; an empty one is no system prompt.
+//! - `cache_control` (top level and on blocks), `citations` on text blocks and
+//!   `diagnostics` (which asks for prompt-cache reports) are accepted and dropped: they
+//!   change what a request costs on Anthropic or what it reports, not what the model is
+//!   asked. `metadata.user_id` is checked and dropped (it is Anthropic's abuse-tracking
+//!   id, not ours to pass to another provider). `temperature` and `top_p` are taken
+//!   although the newest SDKs no longer offer them: older clients send them and every
+//!   provider has them. A `null` field counts as absent (so a `null` required one is
+//!   "field required").
+//! - Refused with `invalid_request_error`, naming the field, because provd cannot honour
+//!   them on every provider: `tools` (unless empty), `tool_choice` (unless `none` or
+//!   `auto`, which without tools ask nothing), `thinking` (unless `disabled`), `top_k`
+//!   (provd has no portable top-k: OpenAI-style APIs have none, and an
+//!   `additional_params.top_k` would be ignored by Ollama and refused by OpenAI),
+//!   `service_tier: "standard_only"`, `speed: "fast"`, `output_config`, `container`,
+//!   `mcp_servers`, `context_management`, `inference_geo`, non-text content blocks
+//!   (images, documents, tool use and results, thinking), the `system` role in
+//!   `messages` (the API has a top-level `system` instead), `max_tokens: 0` (a cache
+//!   pre-warm, which provd does not do), and any field the API does not define (as the
+//!   API does). Client-chosen names quoted in a refusal are escaped and cut
+//!   ([`untrusted`]).
+//!
+//! Response decisions ([`StreamEncoder`], [`message`]):
+//! - provd learns the input token count only at the end of a generation, so
+//!   `message_start` says `input_tokens: 0` and the final `message_delta` carries the
+//!   real `input_tokens` beside `output_tokens` (the API documents the delta's usage as
+//!   cumulative, and the official SDKs take `input_tokens` from it when present).
+//!   `input_tokens` is provd's prompt count, which includes cached prompt tokens; the
+//!   `cache_*_input_tokens` fields are not reported.
+//! - `message_start` is sent with the first chunk (or the end, for an empty answer), so
+//!   its `model` is the one the upstream named; a keepalive before then is a bare `ping`,
+//!   which the SDKs skip wherever it comes.
+//! - provd's `stop` finish reason does not say whether a stop sequence was hit, so it is
+//!   `end_turn` with `stop_sequence: null`; `length` is `max_tokens`, `content_filter` is
+//!   `refusal`, `tool_use` is `tool_use`, anything else `end_turn`.
+//! - The answer is one text block at index 0.
+//! - Error messages are sent as given: the router passes provd's own, which are scrubbed
+//!   of keys where they are made.
+//! - Statuses follow the front door's one mapping (400 invalid request, 401, 403, 404,
+//!   429, 500 internal, 502 upstream, 503 overloaded or unavailable, 504 timeout), not
+//!   Anthropic's 529 for `overloaded_error`; the type stays Anthropic's.
+
+use std::fmt::Write as _;
+
+use bytes::Bytes;
+use provd_client::message::GenerateDone;
+use provd_client::{ErrorCode, FinishReason, GenerateRequest, Message, Role, WireError};
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+
+use crate::untrusted::untrusted;
+
+/// The route this dialect serves.
+pub const MESSAGES_PATH: &str = "/v1/messages";
+
+/// The content type of a streamed answer.
+pub const EVENT_STREAM_CONTENT_TYPE: &str = "text/event-stream; charset=utf-8";
+
+/// Random bytes in a message id (`msg_` and twice as many hex digits).
+const MESSAGE_ID_RANDOM_BYTES: usize = 12;
+
+/// A `POST /v1/messages` body, checked and mapped.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MessagesRequest {
+    /// What to generate. `provider` is `None` and `model` the client's string, for the
+    /// router to resolve; `stream` is the body's `stream` (the API's default: false).
+    pub generate: GenerateRequest,
+}
+
+impl MessagesRequest {
+    /// Whether the client asked for an event stream rather than one `message` object.
+    pub fn stream(&self) -> bool {
+        self.generate.stream
+    }
+}
+
+/// An error in the API's own shape: the HTTP status, the error `type` and the message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: u16,
+    /// Anthropic's error type (`invalid_request_error`, `overloaded_error`, …).
+    pub kind: &'static str,
+    /// What failed, with which field, and what to do.
+    pub message: String,
+}
+
+impl ApiError {
+    /// A 400 `invalid_request_error`.
+    pub fn invalid(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: 400,
+            kind: "invalid_request_error",
+            message: message.into(),
+        }
+    }
+
+    /// The 413 `request_too_large` for a body over `max_body_bytes`, for the router to
+    /// send when it stops reading a body early too.
+    pub fn too_large(max_body_bytes: usize) -> ApiError {
+        ApiError {
+            status: 413,
+            kind: "request_too_large",
+            message: format!(
+                "the request body is larger than this daemon accepts ([http] max_body_bytes = {max_body_bytes})"
+            ),
+        }
+    }
+
+    /// The error for a provd error code, with the front door's status for it.
+    pub fn from_code(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        let (status, kind) = status_and_kind(code);
+        ApiError {
+            status,
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// `{"type": "error", "error": {"type": …, "message": …}}`.
+    pub fn json(&self) -> Value {
+        json!({"type": "error", "error": {"type": self.kind, "message": self.message}})
+    }
+
+    /// The same as an `error` event, for a failure after the stream began.
+    pub fn event(&self) -> Bytes {
+        let mut out = String::new();
+        push_event(
+            &mut out,
+            "error",
+            &ErrorEvent {
+                kind: "error",
+                error: ErrorObject {
+                    kind: self.kind,
+                    message: &self.message,
+                },
+            },
+        );
+        Bytes::from(out)
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status, self.kind, self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+/// The status and Anthropic error body for a provd error: `(status, {"type": "error",
+/// "error": {...}})`. `Retry-After` (for 429 and 503) is the router's to add.
+pub fn error_body(code: ErrorCode, message: &str) -> (u16, Value) {
+    let e = ApiError::from_code(code, message);
+    (e.status, e.json())
+}
+
+/// provd's code as the front door's HTTP status and the Anthropic error type that says
+/// the same (<https://docs.claude.com/en/api/errors>). Anthropic sends 529 for
+/// `overloaded_error`; provd says 503 with `Retry-After`, and keeps the type.
+fn status_and_kind(code: ErrorCode) -> (u16, &'static str) {
+    match code {
+        ErrorCode::InvalidRequest | ErrorCode::ProtocolError => (400, "invalid_request_error"),
+        ErrorCode::Unauthenticated => (401, "authentication_error"),
+        ErrorCode::PermissionDenied => (403, "permission_error"),
+        ErrorCode::NotFound => (404, "not_found_error"),
+        ErrorCode::RateLimited => (429, "rate_limit_error"),
+        ErrorCode::Internal => (500, "api_error"),
+        ErrorCode::UpstreamError => (502, "api_error"),
+        ErrorCode::Overloaded => (503, "overloaded_error"),
+        // Unreachable or shutting down: not a capacity problem, so not `overloaded_error`.
+        ErrorCode::Unavailable => (503, "api_error"),
+        ErrorCode::Timeout => (504, "timeout_error"),
+        // Only when the client went away; nobody reads it, and the log says 499.
+        ErrorCode::Cancelled => (499, "invalid_request_error"),
+    }
+}
+
+/// The `error` event for a generation that failed after the stream began.
+pub fn error_event(code: ErrorCode, message: &str) -> Bytes {
+    ApiError::from_code(code, message).event()
+}
+
+/// Anthropic's `stop_reason` for provd's finish reason (module docs: why `stop` is
+/// always `end_turn`).
+pub fn stop_reason(finish: FinishReason) -> &'static str {
+    match finish {
+        FinishReason::Stop | FinishReason::Other => "end_turn",
+        FinishReason::Length => "max_tokens",
+        FinishReason::ContentFilter => "refusal",
+        FinishReason::ToolUse => "tool_use",
+    }
+}
+
+/// A fresh message id: `msg_` and 24 random hex digits.
+pub fn new_message_id() -> String {
+    use ring::rand::SecureRandom;
+    let mut random = [0u8; MESSAGE_ID_RANDOM_BYTES];
+    // The system's random source does not fail once the daemon runs; if it ever did, an
+    // id of zeros is still a valid (if not unique) id and not worth failing a request.
+    let _ = ring::rand::SystemRandom::new().fill(&mut random);
+    format!("msg_{}", crate::credentials::hex(&random))
+}
+
+/// The non-streamed answer: a `message` object with one text block.
+pub fn message(id: &str, text: &str, done: &GenerateDone) -> Value {
+    json!({
+        "id": id,
+        "type": "message",
+        "role": "assistant",
+        "content": [{"type": "text", "text": text}],
+        "model": done.model,
+        "stop_reason": stop_reason(done.finish_reason),
+        "stop_sequence": null,
+        "usage": {
+            "input_tokens": done.usage.prompt_tokens,
+            "output_tokens": done.usage.completion_tokens,
+        },
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Streaming
+
+/// Where a stream is in the event sequence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Nothing but pings sent.
+    Before,
+    /// `message_start`, `content_block_start` and `ping` sent: deltas may follow.
+    Open,
+    /// `message_stop` or `error` sent: nothing more.
+    Ended,
+}
+
+/// Turns one generation's events into the Messages API's SSE sequence:
+///
+/// ```text
+/// message_start, content_block_start (index 0, text), ping,
+/// content_block_delta (text_delta) per chunk,
+/// content_block_stop, message_delta (stop_reason, usage), message_stop
+/// ```
+///
+/// or an `error` event in place of the rest when the generation fails. Each method
+/// returns the bytes to write (empty when there is nothing to send); every event is
+/// `event: NAME\ndata: JSON\n\n`. Calls after the end return nothing.
+#[derive(Debug)]
+pub struct StreamEncoder {
+    id: String,
+    phase: Phase,
+}
+
+impl StreamEncoder {
+    /// An encoder for the message `id` (see [`new_message_id`]).
+    pub fn new(id: impl Into<String>) -> StreamEncoder {
+        StreamEncoder {
+            id: id.into(),
+            phase: Phase::Before,
+        }
+    }
+
+    /// One chunk of text from `model` (the model the chunk names). The first one opens
+    /// the message.
+    pub fn chunk(&mut self, text: &str, model: &str) -> Bytes {
+        if self.phase == Phase::Ended {
+            return Bytes::new();
+        }
+        let mut out = String::new();
+        self.open(&mut out, model);
+        push_event(
+            &mut out,
+            "content_block_delta",
+            &BlockDelta {
+                kind: "content_block_delta",
+                index: 0,
+                delta: TextBlock {
+                    kind: "text_delta",
+                    text,
+                },
+            },
+        );
+        Bytes::from(out)
+    }
+
+    /// The upstream is silent but alive: a `ping`.
+    pub fn keepalive(&mut self) -> Bytes {
+        if self.phase == Phase::Ended {
+            return Bytes::new();
+        }
+        let mut out = String::new();
+        push_ping(&mut out);
+        Bytes::from(out)
+    }
+
+    /// The generation ended: closes the block and the message, with the stop reason and
+    /// the usage (the input count too: module docs).
+    pub fn done(&mut self, done: &GenerateDone) -> Bytes {
+        if self.phase == Phase::Ended {
+            return Bytes::new();
+        }
+        let mut out = String::new();
+        self.open(&mut out, &done.model);
+        push_event(
+            &mut out,
+            "content_block_stop",
+            &BlockStop {
+                kind: "content_block_stop",
+                index: 0,
+            },
+        );
+        push_event(
+            &mut out,
+            "message_delta",
+            &MessageDelta {
+                kind: "message_delta",
+                delta: StopDelta {
+                    stop_reason: stop_reason(done.finish_reason),
+                    stop_sequence: None,
+                },
+                usage: DeltaUsage {
+                    input_tokens: done.usage.prompt_tokens,
+                    output_tokens: done.usage.completion_tokens,
+                },
+            },
+        );
+        push_event(
+            &mut out,
+            "message_stop",
+            &TypeOnly {
+                kind: "message_stop",
+            },
+        );
+        self.phase = Phase::Ended;
+        Bytes::from(out)
+    }
+
+    /// The generation failed after the response began: an `error` event, which ends the
+    /// stream (the API sends nothing after one).
+    pub fn error(&mut self, error: &WireError) -> Bytes {
+        if self.phase == Phase::Ended {
+            return Bytes::new();
+        }
+        self.phase = Phase::Ended;
+        error_event(error.code, &error.message)
+    }
+
+    /// Whether `message_stop` or `error` has been sent.
+    pub fn is_ended(&self) -> bool {
+        self.phase == Phase::Ended
+    }
+
+    /// Writes `message_start`, `content_block_start` and a `ping` if not done yet.
+    fn open(&mut self, out: &mut String, model: &str) {
+        if self.phase != Phase::Before {
+            return;
+        }
+        push_event(
+            out,
+            "message_start",
+            &MessageStart {
+                kind: "message_start",
+                message: StartMessage {
+                    id: &self.id,
+                    kind: "message",
+                    role: "assistant",
+                    content: [],
+                    model,
+                    stop_reason: None,
+                    stop_sequence: None,
+                    usage: DeltaUsage {
+                        input_tokens: 0,
+                        output_tokens: 0,
+                    },
+                },
+            },
+        );
+        push_event(
+            out,
+            "content_block_start",
+            &BlockStart {
+                kind: "content_block_start",
+                index: 0,
+                content_block: TextBlock {
+                    kind: "text",
+                    text: "",
+                },
+            },
+        );
+        push_ping(out);
+        self.phase = Phase::Open;
+    }
+}
+
+/// Appends `event: NAME\ndata: JSON\n\n`. The JSON is one line: serde_json escapes every
+/// line break inside strings.
+fn push_event(out: &mut String, name: &str, data: &impl Serialize) {
+    let json = serde_json::to_string(data).expect("event structs always serialize");
+    let _ = write!(out, "event: {name}\ndata: {json}\n\n");
+}
+
+fn push_ping(out: &mut String) {
+    push_event(out, "ping", &TypeOnly { kind: "ping" });
+}
+
+// The events' data, with fields in the order the API writes them.
+
+#[derive(Serialize)]
+struct TypeOnly {
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+#[derive(Serialize)]
+struct MessageStart<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    message: StartMessage<'a>,
+}
+
+#[derive(Serialize)]
+struct StartMessage<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    role: &'static str,
+    content: [(); 0],
+    model: &'a str,
+    stop_reason: Option<&'static str>,
+    stop_sequence: Option<&'static str>,
+    usage: DeltaUsage,
+}
+
+#[derive(Serialize)]
+struct DeltaUsage {
+    input_tokens: u32,
+    output_tokens: u32,
+}
+
+#[derive(Serialize)]
+struct TextBlock<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    text: &'a str,
+}
+
+#[derive(Serialize)]
+struct BlockStart<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    index: u32,
+    content_block: TextBlock<'a>,
+}
+
+#[derive(Serialize)]
+struct BlockDelta<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    index: u32,
+    delta: TextBlock<'a>,
+}
+
+#[derive(Serialize)]
+struct BlockStop {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    index: u32,
+}
+
+#[derive(Serialize)]
+struct MessageDelta {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    delta: StopDelta,
+    usage: DeltaUsage,
+}
+
+#[derive(Serialize)]
+struct StopDelta {
+    stop_reason: &'static str,
+    stop_sequence: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct ErrorEvent<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    error: ErrorObject<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorObject<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    message: &'a str,
+}
+
+// ---------------------------------------------------------------------------------------
+// Requests
+
+/// Fields the codec refuses, each with why (module docs).
+const UNSUPPORTED: &[(&str, &str)] = &[
+    ("top_k", "provd has no top-k that every provider honours"),
+    (
+        "output_config",
+        "provd cannot enforce output formats on every provider",
+    ),
+    ("container", "provd runs no code-execution containers"),
+    ("mcp_servers", "provd does not connect to MCP servers"),
+    (
+        "context_management",
+        "provd does not manage the context window",
+    ),
+    (
+        "inference_geo",
+        "provd cannot choose where another provider runs a model",
+    ),
+];
+
+/// Parses and checks a `POST /v1/messages` body. A body over `max_body_bytes` is a 413
+/// `request_too_large`; everything else wrong is a 400 `invalid_request_error` whose
+/// message names the field (`messages.1.content.0.type: …`).
+pub fn parse_request(body: &[u8], max_body_bytes: usize) -> Result<MessagesRequest, ApiError> {
+    if body.len() > max_body_bytes {
+        return Err(ApiError::too_large(max_body_bytes));
+    }
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid(format!("the body is not valid JSON: {e}")))?;
+    let Value::Object(fields) = value else {
+        return Err(ApiError::invalid(format!(
+            "the body must be a JSON object, got {}",
+            kind_of(&value)
+        )));
+    };
+    let mut generate = GenerateRequest {
+        stream: false,
+        ..GenerateRequest::default()
+    };
+    let (mut model, mut max_tokens, mut messages) = (None, None, None);
+    for (key, value) in &fields {
+        if value.is_null() {
+            continue;
+        }
+        match key.as_str() {
+            "model" => model = Some(model_name(value)?),
+            "max_tokens" => max_tokens = Some(token_cap(value)?),
+            "messages" => messages = Some(turns(value)?),
+            "system" => generate.system = system(value)?,
+            "temperature" => generate.temperature = Some(number(value, "temperature")?),
+            "top_p" => generate.top_p = Some(number(value, "top_p")?),
+            "stop_sequences" => generate.stop = strings(value, "stop_sequences")?,
+            "stream" => generate.stream = boolean(value, "stream")?,
+            "metadata" => check_metadata(value)?,
+            "cache_control" | "diagnostics" => {}
+            "service_tier" => check_service_tier(value)?,
+            "speed" => check_speed(value)?,
+            "tools" => check_tools(value)?,
+            "tool_choice" => check_tool_choice(value)?,
+            "thinking" => check_thinking(value)?,
+            other => return Err(unsupported_or_unknown(other, "")),
+        }
+    }
+    generate.model = Some(model.ok_or_else(|| required("model"))?);
+    generate.max_tokens = Some(max_tokens.ok_or_else(|| required("max_tokens"))?);
+    generate.messages = messages.ok_or_else(|| required("messages"))?;
+    Ok(MessagesRequest { generate })
+}
+
+fn required(field: &str) -> ApiError {
+    ApiError::invalid(format!("{field}: field required"))
+}
+
+/// A refusal for a field the codec does not take: the listed ones say why, others are
+/// unknown (the API refuses extra inputs too). `prefix` is the path of the object.
+fn unsupported_or_unknown(key: &str, prefix: &str) -> ApiError {
+    if prefix.is_empty() {
+        if let Some((_, why)) = UNSUPPORTED.iter().find(|(k, _)| *k == key) {
+            return ApiError::invalid(format!(
+                "{key}: not supported by provd's Messages API ({why}); remove it"
+            ));
+        }
+    }
+    ApiError::invalid(format!(
+        "{prefix}{}: extra inputs are not permitted (not a field of the Messages API that provd takes)",
+        untrusted(key)
+    ))
+}
+
+/// What a JSON value is, for "got …" in messages.
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn wrong_type(field: &str, wanted: &str, value: &Value) -> ApiError {
+    ApiError::invalid(format!("{field}: must be {wanted}, got {}", kind_of(value)))
+}
+
+fn model_name(value: &Value) -> Result<String, ApiError> {
+    match value.as_str() {
+        Some("") => Err(ApiError::invalid("model: must not be empty")),
+        Some(name) => Ok(name.to_owned()),
+        None => Err(wrong_type("model", "a string", value)),
+    }
+}
+
+fn token_cap(value: &Value) -> Result<u32, ApiError> {
+    let Some(n) = value.as_i64().or_else(|| value.as_u64().map(|_| i64::MAX)) else {
+        return Err(wrong_type("max_tokens", "an integer", value));
+    };
+    match u32::try_from(n) {
+        Ok(0) => Err(ApiError::invalid(
+            "max_tokens: must be at least 1 (0 asks for a prompt-cache pre-warm, which provd does not do)",
+        )),
+        Ok(n) => Ok(n),
+        Err(_) if n < 0 => Err(ApiError::invalid("max_tokens: must be at least 1")),
+        Err(_) => Err(ApiError::invalid(format!(
+            "max_tokens: must be at most {}",
+            u32::MAX
+        ))),
+    }
+}
+
+fn number(value: &Value, field: &str) -> Result<f32, ApiError> {
+    let n = value
+        .as_f64()
+        .ok_or_else(|| wrong_type(field, "a number", value))?;
+    // The request carries f32; a double beyond its range would become infinity.
+    let n = n as f32;
+    if n.is_finite() {
+        Ok(n)
+    } else {
+        Err(ApiError::invalid(format!("{field}: out of range")))
+    }
+}
+
+fn boolean(value: &Value, field: &str) -> Result<bool, ApiError> {
+    value
+        .as_bool()
+        .ok_or_else(|| wrong_type(field, "a boolean", value))
+}
+
+fn strings(value: &Value, field: &str) -> Result<Vec<String>, ApiError> {
+    let items = value
+        .as_array()
+        .ok_or_else(|| wrong_type(field, "an array of strings", value))?;
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            item.as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| wrong_type(&format!("{field}.{i}"), "a string", item))
+        })
+        .collect()
+}
+
+fn object<'a>(value: &'a Value, field: &str) -> Result<&'a Map<String, Value>, ApiError> {
+    value
+        .as_object()
+        .ok_or_else(|| wrong_type(field, "an object", value))
+}
+
+/// The `type` of an object that has one, as a string.
+fn type_of<'a>(fields: &'a Map<String, Value>, path: &str) -> Result<&'a str, ApiError> {
+    match fields.get("type") {
+        None => Err(required(&format!("{path}.type"))),
+        Some(Value::String(kind)) => Ok(kind),
+        Some(other) => Err(wrong_type(&format!("{path}.type"), "a string", other)),
+    }
+}
+
+/// The text of a text block at `path`, or why it is not one the codec takes.
+fn text_block<'a>(block: &'a Value, path: &str) -> Result<&'a str, ApiError> {
+    let fields = object(block, path)?;
+    let kind = type_of(fields, path)?;
+    if kind != "text" {
+        return Err(ApiError::invalid(format!(
+            "{path}.type: {} blocks are not supported by provd's Messages API, which carries text blocks only",
+            untrusted(kind)
+        )));
+    }
+    let mut text = None;
+    for (key, value) in fields {
+        match key.as_str() {
+            "type" => {}
+            "text" => {
+                text = Some(
+                    value
+                        .as_str()
+                        .ok_or_else(|| wrong_type(&format!("{path}.text"), "a string", value))?,
+                )
+            }
+            // Caching and citation marks change cost and presentation, not the prompt.
+            "cache_control" | "citations" => {}
+            other => return Err(unsupported_or_unknown(other, &format!("{path}."))),
+        }
+    }
+    text.ok_or_else(|| required(&format!("{path}.text")))
+}
+
+fn system(value: &Value) -> Result<Option<String>, ApiError> {
+    let text = match value {
+        Value::String(s) => s.clone(),
+        Value::Array(blocks) => {
+            let texts = blocks
+                .iter()
+                .enumerate()
+                .map(|(i, block)| text_block(block, &format!("system.{i}")))
+                .collect::<Result<Vec<_>, _>>()?;
+            texts.join("\n\n")
+        }
+        other => {
+            return Err(wrong_type(
+                "system",
+                "a string or an array of text blocks",
+                other,
+            ))
+        }
+    };
+    Ok((!text.is_empty()).then_some(text))
+}
+
+/// `messages`: each text block becomes one provd turn of its message's role.
+fn turns(value: &Value) -> Result<Vec<Message>, ApiError> {
+    let messages = value
+        .as_array()
+        .ok_or_else(|| wrong_type("messages", "an array", value))?;
+    if messages.is_empty() {
+        return Err(ApiError::invalid(
+            "messages: at least one message is required",
+        ));
+    }
+    let mut turns = Vec::with_capacity(messages.len());
+    for (i, message) in messages.iter().enumerate() {
+        let path = format!("messages.{i}");
+        let fields = object(message, &path)?;
+        let (mut role, mut content) = (None, None);
+        for (key, value) in fields {
+            match key.as_str() {
+                "role" => role = Some(message_role(value, &path)?),
+                "content" => content = Some(value),
+                other => return Err(unsupported_or_unknown(other, &format!("{path}."))),
+            }
+        }
+        let role = role.ok_or_else(|| required(&format!("{path}.role")))?;
+        match content.ok_or_else(|| required(&format!("{path}.content")))? {
+            Value::String(text) => turns.push(Message {
+                role,
+                content: text.clone(),
+            }),
+            Value::Array(blocks) => {
+                for (j, block) in blocks.iter().enumerate() {
+                    let text = text_block(block, &format!("{path}.content.{j}"))?;
+                    turns.push(Message {
+                        role,
+                        content: text.to_owned(),
+                    });
+                }
+            }
+            other => {
+                return Err(wrong_type(
+                    &format!("{path}.content"),
+                    "a string or an array of content blocks",
+                    other,
+                ))
+            }
+        }
+    }
+    Ok(turns)
+}
+
+fn message_role(value: &Value, path: &str) -> Result<Role, ApiError> {
+    match value.as_str() {
+        Some("user") => Ok(Role::User),
+        Some("assistant") => Ok(Role::Assistant),
+        Some("system") => Err(ApiError::invalid(format!(
+            "{path}.role: the Messages API has no \"system\" role in messages; use the top-level system field"
+        ))),
+        Some(other) => Err(ApiError::invalid(format!(
+            "{path}.role: must be \"user\" or \"assistant\", got \"{}\"",
+            untrusted(other)
+        ))),
+        None => Err(wrong_type(&format!("{path}.role"), "a string", value)),
+    }
+}
+
+/// `metadata`: an object whose `user_id` is a string or null (checked, then dropped).
+fn check_metadata(value: &Value) -> Result<(), ApiError> {
+    for (key, value) in object(value, "metadata")? {
+        match key.as_str() {
+            "user_id" if value.is_null() || value.is_string() => {}
+            "user_id" => return Err(wrong_type("metadata.user_id", "a string", value)),
+            other => return Err(unsupported_or_unknown(other, "metadata.")),
+        }
+    }
+    Ok(())
+}
+
+/// `speed`: `standard` is what every provider does; `fast` provd cannot promise.
+fn check_speed(value: &Value) -> Result<(), ApiError> {
+    match value.as_str() {
+        Some("standard") => Ok(()),
+        Some("fast") => Err(ApiError::invalid(
+            "speed: \"fast\" is not supported by provd's Messages API (provd cannot choose another provider's inference speed); remove it or use \"standard\"",
+        )),
+        Some(other) => Err(ApiError::invalid(format!(
+            "speed: must be \"standard\" or \"fast\", got \"{}\"",
+            untrusted(other)
+        ))),
+        None => Err(wrong_type("speed", "a string", value)),
+    }
+}
+
+/// `service_tier`: `auto` is what provd does anyway; `standard_only` it cannot promise.
+fn check_service_tier(value: &Value) -> Result<(), ApiError> {
+    match value.as_str() {
+        Some("auto") => Ok(()),
+        Some("standard_only") => Err(ApiError::invalid(
+            "service_tier: \"standard_only\" is not supported by provd's Messages API (provd cannot choose another provider's capacity tier); remove it or use \"auto\"",
+        )),
+        Some(other) => Err(ApiError::invalid(format!(
+            "service_tier: must be \"auto\" or \"standard_only\", got \"{}\"",
+            untrusted(other)
+        ))),
+        None => Err(wrong_type("service_tier", "a string", value)),
+    }
+}
+
+fn check_tools(value: &Value) -> Result<(), ApiError> {
+    match value.as_array() {
+        Some(tools) if tools.is_empty() => Ok(()),
+        Some(_) => Err(ApiError::invalid(
+            "tools: not supported by provd's Messages API (provd does not carry tool use yet); remove it",
+        )),
+        None => Err(wrong_type("tools", "an array", value)),
+    }
+}
+
+/// `tool_choice`: `none` and `auto` ask nothing of a request without tools.
+fn check_tool_choice(value: &Value) -> Result<(), ApiError> {
+    let fields = object(value, "tool_choice")?;
+    match type_of(fields, "tool_choice")? {
+        "none" | "auto" => Ok(()),
+        other => Err(ApiError::invalid(format!(
+            "tool_choice: type \"{}\" is not supported by provd's Messages API (provd does not carry tool use yet); remove it",
+            untrusted(other)
+        ))),
+    }
+}
+
+fn check_thinking(value: &Value) -> Result<(), ApiError> {
+    let fields = object(value, "thinking")?;
+    match type_of(fields, "thinking")? {
+        "disabled" => Ok(()),
+        other => Err(ApiError::invalid(format!(
+            "thinking: type \"{}\" is not supported by provd's Messages API (provd does not carry extended thinking yet); remove it or use \"disabled\"",
+            untrusted(other)
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use provd_client::Usage;
+
+    const LIMIT: usize = 1 << 20;
+
+    fn parse(body: Value) -> Result<MessagesRequest, ApiError> {
+        parse_request(body.to_string().as_bytes(), LIMIT)
+    }
+
+    fn minimal() -> Value {
+        json!({
+            "model": "ollama/llama3.2",
+            "max_tokens": 1024,
+            "messages": [{"role": "user", "content": "Hello"}],
+        })
+    }
+
+    fn with(field: &str, value: Value) -> Value {
+        let mut body = minimal();
+        body[field] = value;
+        body
+    }
+
+    fn refusal(body: Value) -> String {
+        let e = parse(body).unwrap_err();
+        assert_eq!((e.status, e.kind), (400, "invalid_request_error"), "{e}");
+        e.message
+    }
+
+    fn turn(role: Role, content: &str) -> Message {
+        Message {
+            role,
+            content: content.into(),
+        }
+    }
+
+    #[test]
+    fn a_minimal_request_maps_to_a_generate_request_for_the_router_to_resolve() {
+        let r = parse(minimal()).unwrap();
+        assert_eq!(
+            r.generate,
+            GenerateRequest {
+                provider: None,
+                model: Some("ollama/llama3.2".into()),
+                messages: vec![turn(Role::User, "Hello")],
+                max_tokens: Some(1024),
+                stream: false,
+                ..GenerateRequest::default()
+            }
+        );
+        assert!(!r.stream(), "the API's default is not streamed");
+    }
+
+    #[test]
+    fn every_supported_field_maps_to_its_generate_field() {
+        let r = parse(json!({
+            "model": "claude-sonnet-4-5",
+            "max_tokens": 7,
+            "system": "be brief",
+            "messages": [
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello."},
+                {"role": "user", "content": "Bye"},
+            ],
+            "temperature": 0.25,
+            "top_p": 0.5,
+            "stop_sequences": ["END", "\n\nHuman:"],
+            "stream": true,
+            "metadata": {"user_id": "u-1"},
+            "cache_control": {"type": "ephemeral"},
+            "service_tier": "auto",
+            "speed": "standard",
+            "diagnostics": {"previous_message_id": null},
+            "tools": [],
+            "tool_choice": {"type": "auto"},
+            "thinking": {"type": "disabled"},
+        }))
+        .unwrap();
+        let g = &r.generate;
+        assert_eq!(g.model.as_deref(), Some("claude-sonnet-4-5"));
+        assert_eq!(g.max_tokens, Some(7));
+        assert_eq!(g.system.as_deref(), Some("be brief"));
+        assert_eq!(
+            g.messages,
+            [
+                turn(Role::User, "Hi"),
+                turn(Role::Assistant, "Hello."),
+                turn(Role::User, "Bye")
+            ]
+        );
+        assert_eq!((g.temperature, g.top_p), (Some(0.25), Some(0.5)));
+        assert_eq!(g.stop, ["END", "\n\nHuman:"]);
+        assert!(r.stream());
+        assert!(g.prompt.is_none() && g.provider.is_none() && g.additional_params.is_empty());
+    }
+
+    #[test]
+    fn each_text_block_becomes_a_turn_of_its_role_and_marks_are_dropped() {
+        let r = parse(with(
+            "messages",
+            json!([
+                {"role": "user", "content": [
+                    {"type": "text", "text": "one", "cache_control": {"type": "ephemeral"}},
+                    {"type": "text", "text": "two"},
+                ]},
+                {"role": "assistant", "content": [
+                    {"type": "text", "text": "three", "citations": null},
+                ]},
+                {"role": "user", "content": []},
+            ]),
+        ))
+        .unwrap();
+        assert_eq!(
+            r.generate.messages,
+            [
+                turn(Role::User, "one"),
+                turn(Role::User, "two"),
+                turn(Role::Assistant, "three")
+            ]
+        );
+    }
+
+    #[test]
+    fn system_blocks_are_joined_with_blank_lines_and_an_empty_system_is_none() {
+        let blocks = json!([
+            {"type": "text", "text": "You are terse."},
+            {"type": "text", "text": "Answer in English.", "cache_control": {"type": "ephemeral"}},
+        ]);
+        let r = parse(with("system", blocks)).unwrap();
+        assert_eq!(
+            r.generate.system.as_deref(),
+            Some("You are terse.\n\nAnswer in English.")
+        );
+        assert_eq!(
+            parse(with("system", json!(""))).unwrap().generate.system,
+            None
+        );
+        assert_eq!(
+            parse(with("system", json!([]))).unwrap().generate.system,
+            None
+        );
+    }
+
+    #[test]
+    fn a_null_optional_field_counts_as_absent() {
+        for field in [
+            "system",
+            "temperature",
+            "top_p",
+            "stop_sequences",
+            "stream",
+            "metadata",
+            "tools",
+            "tool_choice",
+            "thinking",
+            "top_k",
+        ] {
+            let r = parse(with(field, Value::Null)).unwrap();
+            assert_eq!(r, parse(minimal()).unwrap(), "{field}");
+        }
+    }
+
+    #[test]
+    fn what_cannot_be_honoured_is_refused_by_name() {
+        for (field, value, says) in [
+            (
+                "tools",
+                json!([{"name": "get_weather", "input_schema": {"type": "object"}}]),
+                "tools: not supported",
+            ),
+            (
+                "tool_choice",
+                json!({"type": "any"}),
+                "tool_choice: type \"any\" is not supported",
+            ),
+            (
+                "tool_choice",
+                json!({"type": "tool", "name": "x"}),
+                "tool_choice: type \"tool\"",
+            ),
+            (
+                "thinking",
+                json!({"type": "enabled", "budget_tokens": 2048}),
+                "thinking: type \"enabled\" is not supported",
+            ),
+            (
+                "thinking",
+                json!({"type": "adaptive"}),
+                "thinking: type \"adaptive\"",
+            ),
+            ("top_k", json!(5), "top_k: not supported"),
+            (
+                "output_config",
+                json!({"format": {"type": "json_schema"}}),
+                "output_config: not supported",
+            ),
+            ("container", json!("c-1"), "container: not supported"),
+            ("mcp_servers", json!([]), "mcp_servers: not supported"),
+            (
+                "context_management",
+                json!({}),
+                "context_management: not supported",
+            ),
+            ("inference_geo", json!("us"), "inference_geo: not supported"),
+            (
+                "service_tier",
+                json!("standard_only"),
+                "service_tier: \"standard_only\" is not supported",
+            ),
+            ("speed", json!("fast"), "speed: \"fast\" is not supported"),
+            (
+                "frequency_penalty",
+                json!(1),
+                "frequency_penalty: extra inputs are not permitted",
+            ),
+        ] {
+            let message = refusal(with(field, value));
+            assert!(message.starts_with(says), "{field}: {message}");
+        }
+    }
+
+    #[test]
+    fn non_text_blocks_are_refused_with_their_path() {
+        for (block, path) in [
+            (
+                json!({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA=="}}),
+                "image",
+            ),
+            (
+                json!({"type": "document", "source": {"type": "text", "data": "x"}}),
+                "document",
+            ),
+            (
+                json!({"type": "tool_result", "tool_use_id": "t", "content": "1"}),
+                "tool_result",
+            ),
+            (
+                json!({"type": "tool_use", "id": "t", "name": "n", "input": {}}),
+                "tool_use",
+            ),
+            (
+                json!({"type": "thinking", "thinking": "hm", "signature": "s"}),
+                "thinking",
+            ),
+        ] {
+            let body = with(
+                "messages",
+                json!([{"role": "user", "content": [{"type": "text", "text": "a"}, block]}]),
+            );
+            assert_eq!(
+                refusal(body),
+                format!("messages.0.content.1.type: {path} blocks are not supported by provd's Messages API, which carries text blocks only")
+            );
+        }
+        let system = with("system", json!([{"type": "image"}]));
+        assert!(refusal(system).starts_with("system.0.type: image blocks"));
+    }
+
+    #[test]
+    fn missing_required_fields_are_named() {
+        for field in ["model", "max_tokens", "messages"] {
+            let mut body = minimal();
+            body.as_object_mut().unwrap().remove(field);
+            assert_eq!(refusal(body), format!("{field}: field required"));
+            assert_eq!(
+                refusal(with(field, Value::Null)),
+                format!("{field}: field required")
+            );
+        }
+        let no_role = with("messages", json!([{"content": "x"}]));
+        assert_eq!(refusal(no_role), "messages.0.role: field required");
+        let no_content = with("messages", json!([{"role": "user"}]));
+        assert_eq!(refusal(no_content), "messages.0.content: field required");
+        let no_text = with(
+            "messages",
+            json!([{"role": "user", "content": [{"type": "text"}]}]),
+        );
+        assert_eq!(
+            refusal(no_text),
+            "messages.0.content.0.text: field required"
+        );
+        let no_type = with("system", json!([{"text": "x"}]));
+        assert_eq!(refusal(no_type), "system.0.type: field required");
+    }
+
+    #[test]
+    fn wrong_types_are_named_with_what_was_expected() {
+        for (field, value, message) in [
+            ("model", json!(3), "model: must be a string, got a number"),
+            ("model", json!(""), "model: must not be empty"),
+            ("max_tokens", json!("10"), "max_tokens: must be an integer, got a string"),
+            ("max_tokens", json!(1.5), "max_tokens: must be an integer, got a number"),
+            ("max_tokens", json!(-1), "max_tokens: must be at least 1"),
+            ("max_tokens", json!(1u64 << 40), "max_tokens: must be at most 4294967295"),
+            ("max_tokens", json!(u64::MAX), "max_tokens: must be at most 4294967295"),
+            ("messages", json!({}), "messages: must be an array, got an object"),
+            ("messages", json!([]), "messages: at least one message is required"),
+            ("messages", json!(["hi"]), "messages.0: must be an object, got a string"),
+            (
+                "messages",
+                json!([{"role": "user", "content": 5}]),
+                "messages.0.content: must be a string or an array of content blocks, got a number",
+            ),
+            (
+                "messages",
+                json!([{"role": "robot", "content": "x"}]),
+                "messages.0.role: must be \"user\" or \"assistant\", got \"robot\"",
+            ),
+            (
+                "messages",
+                json!([{"role": "system", "content": "x"}]),
+                "messages.0.role: the Messages API has no \"system\" role in messages; use the top-level system field",
+            ),
+            (
+                "messages",
+                json!([{"role": "user", "content": "x", "name": "bob"}]),
+                "messages.0.name: extra inputs are not permitted (not a field of the Messages API that provd takes)",
+            ),
+            (
+                "messages",
+                json!([{"role": "user", "content": [{"type": "text", "text": 1}]}]),
+                "messages.0.content.0.text: must be a string, got a number",
+            ),
+            ("system", json!(1), "system: must be a string or an array of text blocks, got a number"),
+            ("temperature", json!("hot"), "temperature: must be a number, got a string"),
+            ("temperature", json!(1e300), "temperature: out of range"),
+            ("top_p", json!(true), "top_p: must be a number, got a boolean"),
+            ("stop_sequences", json!("END"), "stop_sequences: must be an array of strings, got a string"),
+            ("stop_sequences", json!(["a", 2]), "stop_sequences.1: must be a string, got a number"),
+            ("stream", json!("yes"), "stream: must be a boolean, got a string"),
+            ("metadata", json!([]), "metadata: must be an object, got an array"),
+            ("metadata", json!({"user_id": 5}), "metadata.user_id: must be a string, got a number"),
+            ("tools", json!({}), "tools: must be an array, got an object"),
+            ("tool_choice", json!("auto"), "tool_choice: must be an object, got a string"),
+            ("thinking", json!({}), "thinking.type: field required"),
+            ("service_tier", json!("gold"), "service_tier: must be \"auto\" or \"standard_only\", got \"gold\""),
+            ("speed", json!(1), "speed: must be a string, got a number"),
+        ] {
+            assert_eq!(refusal(with(field, value)), message, "{field}");
+        }
+    }
+
+    #[test]
+    fn max_tokens_of_zero_is_refused_as_a_cache_pre_warm() {
+        let message = refusal(with("max_tokens", json!(0)));
+        assert!(
+            message.starts_with("max_tokens: must be at least 1"),
+            "{message}"
+        );
+        assert!(message.contains("pre-warm"), "{message}");
+        assert_eq!(
+            parse(with("max_tokens", json!(u32::MAX)))
+                .unwrap()
+                .generate
+                .max_tokens,
+            Some(u32::MAX)
+        );
+    }
+
+    #[test]
+    fn malformed_json_and_non_objects_are_invalid_requests() {
+        for body in [
+            &b"{\"model\": "[..],
+            b"",
+            b"\xff\xfe",
+            b"[1,2]",
+            b"\"text\"",
+            b"null",
+        ] {
+            let e = parse_request(body, LIMIT).unwrap_err();
+            assert_eq!((e.status, e.kind), (400, "invalid_request_error"));
+            assert!(e.message.starts_with("the body "), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn a_deeply_nested_body_is_an_invalid_request_not_a_stack_overflow() {
+        let depth = 100_000;
+        for body in [
+            format!("{}{}", "[".repeat(depth), "]".repeat(depth)),
+            format!(
+                "{{\"model\":\"m\",\"max_tokens\":1,\"messages\":[],\"metadata\":{}{}}}",
+                "{\"a\":".repeat(depth),
+                "}".repeat(depth)
+            ),
+        ] {
+            let e = parse_request(body.as_bytes(), LIMIT).unwrap_err();
+            assert_eq!((e.status, e.kind), (400, "invalid_request_error"));
+            assert!(e.message.contains("recursion limit"), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn a_body_over_the_limit_is_request_too_large_before_it_is_parsed() {
+        let body = minimal().to_string();
+        let e = parse_request(body.as_bytes(), body.len() - 1).unwrap_err();
+        assert_eq!((e.status, e.kind), (413, "request_too_large"));
+        assert!(e.message.contains("max_body_bytes"), "{}", e.message);
+        // Not parsed: garbage over the limit is too large, not malformed.
+        assert_eq!(parse_request(b"{{{{", 3).unwrap_err().status, 413);
+        assert!(parse_request(body.as_bytes(), body.len()).is_ok());
+    }
+
+    #[test]
+    fn client_chosen_names_are_escaped_and_cut_in_messages() {
+        let key = format!("evil\n{}", "x".repeat(10_000));
+        let mut body = minimal();
+        body[key.as_str()] = json!(1);
+        let message = refusal(body);
+        assert!(!message.contains('\n'), "{message}");
+        assert!(message.starts_with("evil\\nxxx"), "{message}");
+        assert!(message.len() < 1_000, "{} bytes", message.len());
+    }
+
+    fn done(model: &str, usage: Usage, finish_reason: FinishReason) -> GenerateDone {
+        GenerateDone {
+            done: true,
+            provider: "any".into(),
+            model: model.into(),
+            usage,
+            finish_reason,
+            chunks: 2,
+            text: None,
+        }
+    }
+
+    const PREAMBLE: &str = "event: message_start\n\
+data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"llama3.2:1b\",\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":0,\"output_tokens\":0}}}\n\n\
+event: content_block_start\n\
+data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n\
+event: ping\n\
+data: {\"type\":\"ping\"}\n\n";
+
+    fn delta(text: &str) -> String {
+        format!(
+            "event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":{}}}}}\n\n",
+            serde_json::to_string(text).unwrap()
+        )
+    }
+
+    fn text(bytes: Bytes) -> String {
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn a_small_answer_streams_as_the_documented_event_sequence() {
+        let mut e = StreamEncoder::new("msg_1");
+        let mut out = text(e.chunk("Hello", "llama3.2:1b"));
+        out += &text(e.chunk(" world\n\"!\"", "llama3.2:1b"));
+        out += &text(e.done(&done("llama3.2:1b", Usage::new(12, 3), FinishReason::Stop)));
+        let expected = format!(
+            "{PREAMBLE}{}{}\
+event: content_block_stop\n\
+data: {{\"type\":\"content_block_stop\",\"index\":0}}\n\n\
+event: message_delta\n\
+data: {{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"end_turn\",\"stop_sequence\":null}},\"usage\":{{\"input_tokens\":12,\"output_tokens\":3}}}}\n\n\
+event: message_stop\n\
+data: {{\"type\":\"message_stop\"}}\n\n",
+            delta("Hello"),
+            delta(" world\n\"!\"")
+        );
+        assert_eq!(out, expected);
+        assert!(e.is_ended());
+        assert!(e.chunk("late", "m").is_empty() && e.keepalive().is_empty());
+        assert!(e
+            .done(&done("m", Usage::default(), FinishReason::Stop))
+            .is_empty());
+    }
+
+    #[test]
+    fn the_stream_decodes_with_provds_own_anthropic_client_to_the_same_answer() {
+        use crate::provider::anthropic::EventDecoder;
+        use crate::provider::http::Decoder;
+        use crate::provider::sse::SseParser;
+        use crate::provider::StreamEvent;
+
+        let mut e = StreamEncoder::new(new_message_id());
+        let mut wire = Vec::new();
+        wire.extend_from_slice(&e.keepalive());
+        wire.extend_from_slice(&e.chunk("Bonjour", "mistral-small"));
+        wire.extend_from_slice(&e.keepalive());
+        wire.extend_from_slice(&e.chunk(", ça va ?", "mistral-small"));
+        wire.extend_from_slice(&e.done(&done(
+            "mistral-small",
+            Usage::new(40, 7),
+            FinishReason::Length,
+        )));
+        let mut units = Vec::new();
+        SseParser::new().push(&wire, &mut units).unwrap();
+        let mut decoder = EventDecoder::new("loop");
+        let mut events = Vec::new();
+        for unit in units {
+            decoder.unit(unit, &mut events).unwrap();
+        }
+        assert_eq!(
+            events,
+            [
+                StreamEvent::Model("mistral-small".into()),
+                StreamEvent::Usage(Usage::new(0, 0)),
+                StreamEvent::Text("Bonjour".into()),
+                StreamEvent::Text(", ça va ?".into()),
+                StreamEvent::Usage(Usage::new(40, 7)),
+                StreamEvent::Done {
+                    usage: Usage::new(40, 7),
+                    finish_reason: FinishReason::Length
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn every_event_names_its_type_in_both_lines() {
+        let mut e = StreamEncoder::new("msg_1");
+        let mut all = text(e.keepalive());
+        all += &text(e.chunk("a", "m"));
+        all += &text(e.done(&done("m", Usage::new(1, 1), FinishReason::ContentFilter)));
+        all += &text(error_event(ErrorCode::Overloaded, "busy"));
+        let events: Vec<&str> = all.strip_suffix("\n\n").unwrap().split("\n\n").collect();
+        assert_eq!(events.len(), 9);
+        for event in events {
+            let (name, data) = event
+                .strip_prefix("event: ")
+                .and_then(|rest| rest.split_once("\ndata: "))
+                .unwrap_or_else(|| panic!("malformed event {event:?}"));
+            let data: Value = serde_json::from_str(data).unwrap();
+            assert_eq!(data["type"], name, "{event}");
+        }
+    }
+
+    #[test]
+    fn an_error_mid_stream_is_an_error_event_that_ends_the_stream() {
+        let mut e = StreamEncoder::new("msg_1");
+        let mut out = text(e.chunk("Hel", "llama3.2:1b"));
+        let error = WireError::new(ErrorCode::UpstreamError, "ollama: connection reset");
+        out += &text(e.error(&error));
+        assert_eq!(
+            out,
+            format!(
+                "{PREAMBLE}{}event: error\n\
+data: {{\"type\":\"error\",\"error\":{{\"type\":\"api_error\",\"message\":\"ollama: connection reset\"}}}}\n\n",
+                delta("Hel")
+            )
+        );
+        assert!(e.is_ended());
+        assert!(e.chunk("lo", "llama3.2:1b").is_empty());
+        assert!(e.error(&error).is_empty(), "one error event at most");
+        assert!(e
+            .done(&done("m", Usage::default(), FinishReason::Stop))
+            .is_empty());
+    }
+
+    #[test]
+    fn an_error_before_any_chunk_is_the_error_event_alone() {
+        let mut e = StreamEncoder::new("msg_1");
+        let ping = text(e.keepalive());
+        assert_eq!(ping, "event: ping\ndata: {\"type\":\"ping\"}\n\n");
+        let out = text(e.error(&WireError::new(ErrorCode::Timeout, "no first byte in 30 s")));
+        assert_eq!(
+            out,
+            "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"timeout_error\",\"message\":\"no first byte in 30 s\"}}\n\n"
+        );
+    }
+
+    #[test]
+    fn an_empty_answer_still_opens_and_closes_the_message_with_the_model_that_answered() {
+        let mut e = StreamEncoder::new("msg_1");
+        let out = text(e.done(&done("llama3.2:1b", Usage::new(5, 0), FinishReason::Length)));
+        assert!(out.starts_with(PREAMBLE), "{out}");
+        assert!(out.contains("\"stop_reason\":\"max_tokens\""), "{out}");
+        assert!(!out.contains("content_block_delta"), "{out}");
+        assert!(out.ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"));
+    }
+
+    #[test]
+    fn keepalives_after_the_start_are_pings_between_deltas() {
+        let mut e = StreamEncoder::new("msg_1");
+        let first = text(e.chunk("a", "llama3.2:1b"));
+        assert_eq!(first, format!("{PREAMBLE}{}", delta("a")));
+        assert_eq!(
+            text(e.keepalive()),
+            "event: ping\ndata: {\"type\":\"ping\"}\n\n"
+        );
+        assert_eq!(text(e.chunk("b", "llama3.2:1b")), delta("b"));
+    }
+
+    #[test]
+    fn finish_reasons_map_to_stop_reasons() {
+        for (finish, reason) in [
+            (FinishReason::Stop, "end_turn"),
+            (FinishReason::Length, "max_tokens"),
+            (FinishReason::ContentFilter, "refusal"),
+            (FinishReason::ToolUse, "tool_use"),
+            (FinishReason::Other, "end_turn"),
+        ] {
+            assert_eq!(stop_reason(finish), reason, "{finish:?}");
+        }
+    }
+
+    #[test]
+    fn the_whole_answer_is_a_message_object_with_the_providers_usage() {
+        let body = message(
+            "msg_1",
+            "Hello!",
+            &done("gpt-4o-mini", Usage::new(9, 2), FinishReason::Length),
+        );
+        assert_eq!(
+            body,
+            json!({
+                "id": "msg_1",
+                "type": "message",
+                "role": "assistant",
+                "content": [{"type": "text", "text": "Hello!"}],
+                "model": "gpt-4o-mini",
+                "stop_reason": "max_tokens",
+                "stop_sequence": null,
+                "usage": {"input_tokens": 9, "output_tokens": 2},
+            })
+        );
+    }
+
+    #[test]
+    fn every_error_code_has_its_status_and_anthropic_type() {
+        for (code, status, kind) in [
+            (ErrorCode::InvalidRequest, 400, "invalid_request_error"),
+            (ErrorCode::ProtocolError, 400, "invalid_request_error"),
+            (ErrorCode::Unauthenticated, 401, "authentication_error"),
+            (ErrorCode::PermissionDenied, 403, "permission_error"),
+            (ErrorCode::NotFound, 404, "not_found_error"),
+            (ErrorCode::RateLimited, 429, "rate_limit_error"),
+            (ErrorCode::Internal, 500, "api_error"),
+            (ErrorCode::UpstreamError, 502, "api_error"),
+            (ErrorCode::Overloaded, 503, "overloaded_error"),
+            (ErrorCode::Unavailable, 503, "api_error"),
+            (ErrorCode::Timeout, 504, "timeout_error"),
+            (ErrorCode::Cancelled, 499, "invalid_request_error"),
+        ] {
+            let (s, body) = error_body(code, "it failed");
+            assert_eq!(s, status, "{code}");
+            assert_eq!(
+                body,
+                json!({"type": "error", "error": {"type": kind, "message": "it failed"}}),
+                "{code}"
+            );
+            let event = text(error_event(code, "it failed"));
+            assert_eq!(
+                event,
+                format!("event: error\ndata: {{\"type\":\"error\",\"error\":{{\"type\":\"{kind}\",\"message\":\"it failed\"}}}}\n\n")
+            );
+        }
+        assert_eq!(ErrorCode::ALL.len(), 12, "a new code needs a row above");
+    }
+
+    #[test]
+    fn message_ids_are_msg_and_24_random_hex_digits() {
+        let (a, b) = (new_message_id(), new_message_id());
+        for id in [&a, &b] {
+            let hex = id.strip_prefix("msg_").unwrap();
+            assert_eq!(hex.len(), 24);
+            assert!(hex.bytes().all(|c| c.is_ascii_hexdigit()), "{id}");
+        }
+        assert_ne!(a, b);
+    }
+
+    /// The codec's output, as tests/python/anthropic_sdk.py serves it to the SDK, with
+    /// what the SDK must make of it.
+    fn sdk_fixtures() -> Value {
+        let model = "llama3.2:1b";
+        let text_one = "Hello";
+        let text_two = ", wörld\n\"quoted\" </s>";
+        let mut stream = StreamEncoder::new("msg_sdk_stream");
+        let mut sse = String::new();
+        sse += &text(stream.keepalive());
+        sse += &text(stream.chunk(text_one, model));
+        sse += &text(stream.keepalive());
+        sse += &text(stream.chunk(text_two, model));
+        sse += &text(stream.done(&done(model, Usage::new(21, 4), FinishReason::Stop)));
+
+        let mut failing = StreamEncoder::new("msg_sdk_error");
+        let mut failed = text(failing.chunk("Hel", model));
+        failed += &text(failing.error(&WireError::new(
+            ErrorCode::Overloaded,
+            "ollama: the upstream is busy",
+        )));
+
+        let whole = message(
+            "msg_sdk_whole",
+            "A whole answer.",
+            &done("gpt-4o-mini", Usage::new(9, 3), FinishReason::Length),
+        );
+
+        let sse_reply = |body: String| json!({"status": 200, "content_type": EVENT_STREAM_CONTENT_TYPE, "body": body});
+        let mut replies = json!({
+            "stream": sse_reply(sse),
+            "stream_error": sse_reply(failed),
+            "message": {"status": 200, "content_type": "application/json", "body": whole.to_string()},
+        });
+        let mut errors = Vec::new();
+        let mut add_error = |name: String, e: ApiError| {
+            replies[name.as_str()] = json!({
+                "status": e.status, "content_type": "application/json", "body": e.json().to_string(),
+            });
+            errors.push(
+                json!({"model": name, "status": e.status, "type": e.kind, "message": e.message}),
+            );
+        };
+        for code in ErrorCode::ALL {
+            add_error(
+                format!("error_{code}"),
+                ApiError::from_code(code, format!("{code}: it failed")),
+            );
+        }
+        add_error("error_too_large".into(), ApiError::too_large(1024));
+        add_error(
+            "error_refused".into(),
+            parse(with("top_k", json!(3))).unwrap_err(),
+        );
+        json!({
+            "replies": replies,
+            "errors": errors,
+            "stream": {
+                "event_types": [
+                    "message_start", "content_block_start", "content_block_delta",
+                    "content_block_delta", "content_block_stop", "message_delta", "message_stop",
+                ],
+                "id": "msg_sdk_stream",
+                "model": model,
+                "text": format!("{text_one}{text_two}"),
+                "stop_reason": "end_turn",
+                "input_tokens": 21,
+                "output_tokens": 4,
+            },
+            "stream_error": {
+                "text_before": "Hel",
+                "type": "overloaded_error",
+                "message": "ollama: the upstream is busy",
+            },
+            "message": {
+                "id": "msg_sdk_whole",
+                "model": "gpt-4o-mini",
+                "text": "A whole answer.",
+                "stop_reason": "max_tokens",
+                "input_tokens": 9,
+                "output_tokens": 3,
+            },
+        })
+    }
+
+    #[test]
+    fn the_official_anthropic_sdk_reads_what_the_codec_writes_and_sends_what_it_parses() {
+        // The suite's Python: `$PROVD_PYTHON`, which scripts/test points at its virtual
+        // environment, else `python3`.
+        let python = std::env::var_os("PROVD_PYTHON")
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| "python3".into());
+        let dir = tempfile::tempdir().unwrap();
+        let fixtures = dir.path().join("fixtures.json");
+        let requests = dir.path().join("requests.json");
+        std::fs::write(&fixtures, sdk_fixtures().to_string()).unwrap();
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/python/anthropic_sdk.py"
+        );
+        let ran = std::process::Command::new(&python)
+            .arg(script)
+            .arg(&fixtures)
+            .arg(&requests)
+            .output();
+        let skip = |why: String| {
+            // CI installs the SDK, so there a missing one is a failure, not a skip.
+            assert!(std::env::var_os("CI").is_none(), "{why}");
+            eprintln!("SKIPPED: {why} (install tests/python/requirements-anthropic.txt into the suite's virtual environment and set PROVD_PYTHON to it)");
+        };
+        let shown = python.to_string_lossy();
+        let out = match ran {
+            Ok(out) => out,
+            Err(e) => return skip(format!("{shown} cannot be run: {e}")),
+        };
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.code() == Some(77) {
+            return skip(format!("{shown}: {}", stdout.trim()));
+        }
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+        assert!(stdout.lines().any(|l| l.ends_with(" 0 failed")), "{stdout}");
+
+        // Every body the SDK sent is one the codec takes.
+        let sent: Vec<Value> = serde_json::from_slice(&std::fs::read(&requests).unwrap()).unwrap();
+        assert!(sent.len() > ErrorCode::ALL.len(), "{} requests", sent.len());
+        let mut parsed = Vec::new();
+        for body in &sent {
+            let r = parse_request(body.to_string().as_bytes(), LIMIT)
+                .unwrap_or_else(|e| panic!("{e}: {body}"));
+            assert_eq!(r.generate.model.as_deref(), body["model"].as_str());
+            assert_eq!(r.stream(), body["stream"] == json!(true), "{body}");
+            parsed.push(r);
+        }
+        let helper = parsed
+            .iter()
+            .find(|r| r.generate.system.is_some())
+            .expect("the stream helper's request");
+        let g = &helper.generate;
+        assert_eq!(g.system.as_deref(), Some("Be brief.\n\nBe kind."));
+        assert_eq!(
+            g.messages,
+            [
+                turn(Role::User, "Hi"),
+                turn(Role::Assistant, "Hello."),
+                turn(Role::User, "How are you?"),
+            ]
+        );
+        assert_eq!((g.temperature, g.top_p), (Some(0.5), Some(0.9)));
+        assert_eq!(
+            (g.stop.as_slice(), g.max_tokens),
+            (&["END".to_owned()][..], Some(64))
+        );
+        assert!(helper.stream());
+    }
+
+    /// JSON values of any shape, a few levels deep.
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(|f| json!(f)),
+            "[a-z_ ]{0,8}".prop_map(Value::from),
+            prop_oneof![
+                Just("user"),
+                Just("assistant"),
+                Just("text"),
+                Just("image"),
+                Just("auto"),
+                Just("disabled")
+            ]
+            .prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(field_name(), inner, 0..5)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Mostly the API's own field names, so the checks deep inside are reached.
+    fn field_name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "model",
+                "max_tokens",
+                "messages",
+                "system",
+                "temperature",
+                "top_p",
+                "top_k",
+                "stop_sequences",
+                "stream",
+                "metadata",
+                "user_id",
+                "tools",
+                "tool_choice",
+                "thinking",
+                "role",
+                "content",
+                "type",
+                "text",
+                "cache_control",
+                "service_tier",
+            ])
+            .prop_map(str::to_owned),
+            "[a-z]{1,6}",
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic_and_a_refusal_is_a_4xx(body in prop::collection::vec(any::<u8>(), 0..256)) {
+            if let Err(e) = parse_request(&body, 128) {
+                prop_assert!((400..500).contains(&e.status));
+            }
+        }
+
+        #[test]
+        fn arbitrary_json_never_panics_and_is_a_request_or_a_4xx(mut body in any_json(), base in any::<bool>()) {
+            // Half the cases start from a valid request, so one bad field is what fails.
+            if base {
+                if let Value::Object(extra) = body {
+                    let mut valid = minimal();
+                    valid.as_object_mut().unwrap().extend(extra);
+                    body = valid;
+                }
+            }
+            match parse_request(body.to_string().as_bytes(), LIMIT) {
+                Ok(r) => {
+                    prop_assert!(r.generate.model.is_some_and(|m| !m.is_empty()));
+                    prop_assert!(r.generate.max_tokens.is_some_and(|n| n >= 1));
+                }
+                Err(e) => {
+                    prop_assert_eq!(e.status, 400);
+                    prop_assert_eq!(e.kind, "invalid_request_error");
+                    prop_assert!(!e.message.is_empty());
+                }
+            }
+        }
+    }
+}
