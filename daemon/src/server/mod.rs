@@ -13,6 +13,7 @@ pub mod admin;
 pub mod admission;
 pub mod connection;
 pub mod generation;
+pub mod http;
 pub mod listener;
 mod outbox;
 pub mod peer;
