@@ -110,6 +110,14 @@ pub enum OllamaCall {
     },
 }
 
+/// Reads the body of a request to `route`: [`parse_chat`] or [`parse_generate`].
+pub fn parse(route: Route, body: &[u8]) -> Result<OllamaCall, WireError> {
+    match route {
+        Route::Chat => parse_chat(body),
+        Route::Generate => parse_generate(body),
+    }
+}
+
 /// Reads a `POST /api/chat` body. Every refusal is an `invalid_request` (a 400 through
 /// [`error_body`]) naming the field.
 pub fn parse_chat(body: &[u8]) -> Result<OllamaCall, WireError> {
@@ -132,10 +140,11 @@ pub fn parse_chat(body: &[u8]) -> Result<OllamaCall, WireError> {
             )))
         }
     }
+    // Built before the preload answer too, so that bad options are refused either way.
+    let mut request = base_request(&object, model.clone())?;
     if messages.is_empty() {
         return Ok(OllamaCall::Preload { model, unload });
     }
-    let mut request = base_request(&object, model)?;
     request.messages = messages;
     Ok(OllamaCall::Generate(request))
 }
@@ -177,10 +186,10 @@ pub fn parse_generate(body: &[u8]) -> Result<OllamaCall, WireError> {
         "provd's answers carry no token context to send back; keep a conversation with /api/chat",
     )?;
     let prompt = string(&object, "prompt")?.unwrap_or_default();
+    let mut request = base_request(&object, model.clone())?;
     if prompt.is_empty() {
         return Ok(OllamaCall::Preload { model, unload });
     }
-    let mut request = base_request(&object, model)?;
     request.prompt = Some(prompt);
     request.system = string(&object, "system")?.filter(|s| !s.is_empty());
     Ok(OllamaCall::Generate(request))
@@ -1021,6 +1030,14 @@ mod tests {
         }
         assert_eq!(
             generate(json!({"model": "m", "keep_alive": "10m"})).unwrap(),
+            preload(false)
+        );
+        refused(
+            chat(json!({"model": "m", "options": {"temperature": "hot"}})),
+            "options.temperature must be a number",
+        );
+        assert_eq!(
+            parse(Route::Generate, br#"{"model": "m"}"#).unwrap(),
             preload(false)
         );
 
