@@ -175,6 +175,12 @@ async fn serve_until_stopped(start: ServeStart) -> Result<(), CommandError> {
     };
     #[cfg(not(unix))]
     let listener = SocketListener::bind(&socket, config.daemon.socket_group.as_deref())?;
+    #[cfg(unix)]
+    let http = crate::server::http::HttpServer::for_daemon(
+        &config,
+        listener.path(),
+        listener.is_inherited(),
+    )?;
     // Credentials: the store (with the master key), then the `.env` file's keys, then the
     // access policy with its tokens. All before READY=1.
     let mut config = config;
@@ -250,7 +256,10 @@ async fn serve_until_stopped(start: ServeStart) -> Result<(), CommandError> {
         env!("CARGO_PKG_VERSION")
     );
     let supervisor = tokio::spawn(supervise(daemon.clone(), notifier, shutdown.clone(), ready));
-    Server::new(daemon, listener, shutdown).run().await;
+    let server = Server::new(daemon, listener, shutdown);
+    #[cfg(unix)]
+    let server = server.with_http(http);
+    server.run().await;
     supervisor.abort();
     // `detached` (the pid file) goes last: the pid file stays until the daemon has stopped.
     #[cfg(unix)]

@@ -58,6 +58,74 @@ pub enum ListenError {
     },
 }
 
+/// A plain Unix listening socket bound under the MessagePack socket's rules (its
+/// directory prepared and checked by the shared trust rule, a stale socket reclaimed, a
+/// live one refused, mode 0600 or 0660 with the socket group): the HTTP front door's.
+/// Dropping it removes the socket file.
+#[cfg(unix)]
+#[derive(Debug)]
+pub struct UnixSocketListener {
+    listener: tokio::net::UnixListener,
+    path: PathBuf,
+}
+
+#[cfg(unix)]
+impl UnixSocketListener {
+    /// Binds `path` as [`SocketListener::bind`] does.
+    pub fn bind(path: &Path, group: Option<&str>) -> Result<UnixSocketListener, ListenError> {
+        use std::os::unix::fs::PermissionsExt;
+        let gid = group
+            .map(|g| crate::sys::group_id(g).ok_or_else(|| ListenError::UnknownGroup(g.to_owned())))
+            .transpose()?;
+        prepare_directory(path, gid)?;
+        reclaim_stale(path)?;
+        let io = |what| {
+            move |source| ListenError::Io {
+                what,
+                path: path.to_owned(),
+                source,
+            }
+        };
+        let listener = tokio::net::UnixListener::bind(path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AddrInUse {
+                ListenError::InUse(path.to_owned())
+            } else {
+                io("cannot listen on")(e)
+            }
+        })?;
+        // Bound with the umask's mode inside a directory only we can enter; set the group,
+        // then the exact mode, before anyone can reach it.
+        if let Some(gid) = gid {
+            std::os::unix::fs::chown(path, None, Some(gid)).map_err(io("cannot set the group of"))?;
+        }
+        let mode = if gid.is_some() { 0o660 } else { 0o600 };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(io("cannot set the mode of"))?;
+        Ok(UnixSocketListener {
+            listener,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Waits for the next connection.
+    pub async fn accept(&self) -> std::io::Result<tokio::net::UnixStream> {
+        self.listener.accept().await.map(|(stream, _)| stream)
+    }
+}
+
+#[cfg(unix)]
+impl Drop for UnixSocketListener {
+    fn drop(&mut self) {
+        // New clients fail fast instead of connecting to a socket nobody serves.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 /// A bound listener. Dropping it removes the socket file (unless it was inherited).
 #[derive(Debug)]
 pub struct SocketListener {
