@@ -100,7 +100,11 @@ mod tests {
     fn the_http_socket_is_beside_the_msgpack_one_but_not_in_the_tmp_fallback() {
         let embedded = Config::embedded();
         assert_eq!(
-            http_socket(&embedded, Path::new("/run/user/1000/provd/provd.sock"), false),
+            http_socket(
+                &embedded,
+                Path::new("/run/user/1000/provd/provd.sock"),
+                false
+            ),
             HttpSocket::At("/run/user/1000/provd/http.sock".into())
         );
         let fallback = format!("/tmp/provd-{}/provd.sock", crate::sys::effective_uid());
@@ -112,11 +116,8 @@ mod tests {
             http_socket(&embedded, Path::new("/run/provd/provd.sock"), true),
             HttpSocket::Off(_)
         ));
-        let named = Config::parse(
-            "[http]\nsocket = \"front.sock\"\n",
-            Path::new("t.toml"),
-        )
-        .unwrap();
+        let named =
+            Config::parse("[http]\nsocket = \"front.sock\"\n", Path::new("t.toml")).unwrap();
         assert_eq!(
             http_socket(&named, Path::new(&fallback), true),
             HttpSocket::At(Path::new(&fallback).with_file_name("front.sock"))

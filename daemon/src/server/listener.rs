@@ -96,7 +96,8 @@ impl UnixSocketListener {
         // Bound with the umask's mode inside a directory only we can enter; set the group,
         // then the exact mode, before anyone can reach it.
         if let Some(gid) = gid {
-            std::os::unix::fs::chown(path, None, Some(gid)).map_err(io("cannot set the group of"))?;
+            std::os::unix::fs::chown(path, None, Some(gid))
+                .map_err(io("cannot set the group of"))?;
         }
         let mode = if gid.is_some() { 0o660 } else { 0o600 };
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))

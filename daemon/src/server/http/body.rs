@@ -70,7 +70,11 @@ mod tests {
     #[test]
     fn malformed_json_and_wrong_types_are_told_apart() {
         let e = parse_json::<Shape>(b"{\"n\": ").unwrap_err();
-        assert!(e.wire.message.contains("not valid JSON"), "{}", e.wire.message);
+        assert!(
+            e.wire.message.contains("not valid JSON"),
+            "{}",
+            e.wire.message
+        );
         assert_eq!(e.status, http::StatusCode::BAD_REQUEST);
         let e = parse_json::<Shape>(b"{\"n\": \"two\"}").unwrap_err();
         assert!(

@@ -247,7 +247,9 @@ fn decode(frame: &[u8]) -> Result<Option<Event>, WireError> {
         } => Ok(Some(Event::Done(
             message::decode(result).map_err(internal)?,
         ))),
-        Envelope::Reply { outcome: Err(e), .. } => Ok(Some(Event::Failed(e))),
+        Envelope::Reply {
+            outcome: Err(e), ..
+        } => Ok(Some(Event::Failed(e))),
     }
 }
 
@@ -297,7 +299,10 @@ mod tests {
             provider: p.map(str::to_owned),
             model: m.map(str::to_owned),
         };
-        assert_eq!(route_model(&c, "b/m-1").unwrap(), route(Some("b"), Some("m-1")));
+        assert_eq!(
+            route_model(&c, "b/m-1").unwrap(),
+            route(Some("b"), Some("m-1"))
+        );
         assert_eq!(
             route_model(&c, "b/org/m").unwrap(),
             route(Some("b"), Some("org/m"))
@@ -315,8 +320,19 @@ mod tests {
         let c = config("[providers.a]\ntype = \"mock\"\n[providers.b]\ntype = \"mock\"\n");
         let e = route_model(&c, "nope/m").unwrap_err();
         assert_eq!(e.code, ErrorCode::NotFound);
-        assert!(e.message.contains("unknown provider 'nope'"), "{}", e.message);
-        assert!(e.message.contains("configured providers: a, b"), "{}", e.message);
-        assert_eq!(route_model(&c, "plain").unwrap_err().code, ErrorCode::NotFound);
+        assert!(
+            e.message.contains("unknown provider 'nope'"),
+            "{}",
+            e.message
+        );
+        assert!(
+            e.message.contains("configured providers: a, b"),
+            "{}",
+            e.message
+        );
+        assert_eq!(
+            route_model(&c, "plain").unwrap_err().code,
+            ErrorCode::NotFound
+        );
     }
 }

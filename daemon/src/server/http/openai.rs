@@ -331,24 +331,80 @@ fn refused_option(other: &Map<String, Value>) -> Option<(String, &'static str)> 
     let set = |key: &str| other.get(key).filter(|v| !v.is_null());
     let nonzero = |key: &str| set(key).is_some_and(|v| v.as_f64() != Some(0.0));
     let checks: [(&str, bool, &'static str); 12] = [
-        ("tools", set("tools").is_some_and(|v| v.as_array().is_none_or(|a| !a.is_empty())), "tool calling is not supported by provd yet"),
-        ("tool_choice", set("tool_choice").is_some_and(|v| v != "none"), "tool calling is not supported by provd yet"),
-        ("functions", set("functions").is_some(), "function calling is not supported by provd yet"),
-        ("function_call", set("function_call").is_some_and(|v| v != "none"), "function calling is not supported by provd yet"),
-        ("response_format", set("response_format").is_some_and(|v| v.get("type").and_then(Value::as_str) != Some("text")), "only the text response format is supported"),
-        ("logprobs", set("logprobs").is_some_and(|v| v != &Value::Bool(false)), "log probabilities are not supported"),
-        ("top_logprobs", set("top_logprobs").is_some(), "log probabilities are not supported"),
-        ("logit_bias", set("logit_bias").is_some_and(|v| v.as_object().is_none_or(|o| !o.is_empty())), "logit bias is not supported"),
-        ("presence_penalty", nonzero("presence_penalty"), "penalties are not supported"),
-        ("frequency_penalty", nonzero("frequency_penalty"), "penalties are not supported"),
-        ("audio", set("audio").is_some(), "audio output is not supported"),
-        ("modalities", set("modalities").is_some_and(|v| v != &json!(["text"])), "only text output is supported"),
+        (
+            "tools",
+            set("tools").is_some_and(|v| v.as_array().is_none_or(|a| !a.is_empty())),
+            "tool calling is not supported by provd yet",
+        ),
+        (
+            "tool_choice",
+            set("tool_choice").is_some_and(|v| v != "none"),
+            "tool calling is not supported by provd yet",
+        ),
+        (
+            "functions",
+            set("functions").is_some(),
+            "function calling is not supported by provd yet",
+        ),
+        (
+            "function_call",
+            set("function_call").is_some_and(|v| v != "none"),
+            "function calling is not supported by provd yet",
+        ),
+        (
+            "response_format",
+            set("response_format")
+                .is_some_and(|v| v.get("type").and_then(Value::as_str) != Some("text")),
+            "only the text response format is supported",
+        ),
+        (
+            "logprobs",
+            set("logprobs").is_some_and(|v| v != &Value::Bool(false)),
+            "log probabilities are not supported",
+        ),
+        (
+            "top_logprobs",
+            set("top_logprobs").is_some(),
+            "log probabilities are not supported",
+        ),
+        (
+            "logit_bias",
+            set("logit_bias").is_some_and(|v| v.as_object().is_none_or(|o| !o.is_empty())),
+            "logit bias is not supported",
+        ),
+        (
+            "presence_penalty",
+            nonzero("presence_penalty"),
+            "penalties are not supported",
+        ),
+        (
+            "frequency_penalty",
+            nonzero("frequency_penalty"),
+            "penalties are not supported",
+        ),
+        (
+            "audio",
+            set("audio").is_some(),
+            "audio output is not supported",
+        ),
+        (
+            "modalities",
+            set("modalities").is_some_and(|v| v != &json!(["text"])),
+            "only text output is supported",
+        ),
     ];
     checks
         .into_iter()
         .find(|(_, refused, _)| *refused)
         .map(|(key, _, why)| (key.to_owned(), why))
-        .or_else(|| set("prediction").map(|_| ("prediction".to_owned(), "predicted outputs are not supported")))
+        .or_else(|| {
+            set("prediction").map(|_| {
+                (
+                    "prediction".to_owned(),
+                    "predicted outputs are not supported",
+                )
+            })
+        })
 }
 
 /// Ids of completions: unique within the daemon's life.
@@ -512,7 +568,10 @@ async fn stream(
                         over = true;
                     }
                     Event::Failed(e) => {
-                        tracing::info!(code = e.code.as_str(), "HTTP stream ended by an error after its status line");
+                        tracing::info!(
+                            code = e.code.as_str(),
+                            "HTTP stream ended by an error after its status line"
+                        );
                         queued.push(event(&error_body(&ApiError::from(e))));
                         over = true;
                     }
@@ -540,11 +599,8 @@ mod tests {
     use std::path::Path;
 
     fn config() -> crate::config::Config {
-        crate::config::Config::parse(
-            "[providers.p]\ntype = \"mock\"\n",
-            Path::new("t.toml"),
-        )
-        .unwrap()
+        crate::config::Config::parse("[providers.p]\ntype = \"mock\"\n", Path::new("t.toml"))
+            .unwrap()
     }
 
     fn parse(body: Value) -> Result<Parsed, ApiError> {
@@ -574,12 +630,23 @@ mod tests {
         }))
         .unwrap();
         let r = parsed.request;
-        assert_eq!((r.provider.as_deref(), r.model.as_deref()), (Some("p"), Some("m")));
+        assert_eq!(
+            (r.provider.as_deref(), r.model.as_deref()),
+            (Some("p"), Some("m"))
+        );
         assert_eq!(r.system.as_deref(), Some("be brief\n\nand kind"));
-        let turns: Vec<_> = r.messages.iter().map(|m| (m.role, m.content.as_str())).collect();
+        let turns: Vec<_> = r
+            .messages
+            .iter()
+            .map(|m| (m.role, m.content.as_str()))
+            .collect();
         assert_eq!(
             turns,
-            [(Role::User, "hello"), (Role::Assistant, "hi"), (Role::User, "and now?")]
+            [
+                (Role::User, "hello"),
+                (Role::Assistant, "hi"),
+                (Role::User, "and now?")
+            ]
         );
         assert_eq!(r.max_tokens, Some(77));
         assert_eq!((r.temperature, r.top_p), (Some(0.5), Some(0.9)));
@@ -592,7 +659,10 @@ mod tests {
         let base = json!({"model": "p/m", "messages": [{"role": "user", "content": "q"}]});
         for (key, value) in [
             ("n", json!(2)),
-            ("tools", json!([{"type": "function", "function": {"name": "f"}}])),
+            (
+                "tools",
+                json!([{"type": "function", "function": {"name": "f"}}]),
+            ),
             ("response_format", json!({"type": "json_object"})),
             ("logprobs", json!(true)),
             ("presence_penalty", json!(0.5)),
@@ -600,7 +670,9 @@ mod tests {
         ] {
             let mut body = base.clone();
             body[key] = value;
-            let e = parse(body).err().unwrap_or_else(|| panic!("{key} accepted"));
+            let e = parse(body)
+                .err()
+                .unwrap_or_else(|| panic!("{key} accepted"));
             assert_eq!(e.status, StatusCode::BAD_REQUEST, "{key}");
             assert_eq!(e.param.as_deref(), Some(key));
             assert!(e.wire.message.contains(key), "{}", e.wire.message);
@@ -633,7 +705,9 @@ mod tests {
         .err()
         .unwrap();
         assert_eq!(e.param.as_deref(), Some("messages[1].role"));
-        let e = parse(json!({"messages": [{"role": "user", "content": "q"}]})).err().unwrap();
+        let e = parse(json!({"messages": [{"role": "user", "content": "q"}]}))
+            .err()
+            .unwrap();
         assert_eq!(e.param.as_deref(), Some("model"));
     }
 
