@@ -779,3 +779,61 @@ async fn slow_headers_and_idle_keep_alive_connections_are_closed_by_their_timers
     task.await.unwrap();
     daemon.wait_for_log("idle for http.keep_alive_idle_seconds");
 }
+
+#[tokio::test]
+async fn an_error_before_any_text_has_its_status_and_one_after_is_an_in_stream_event_without_done()
+{
+    let upstream = Upstream::start(move |r| {
+        let prompt = r.json()["messages"][0]["content"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if prompt == "early" {
+            return openai::error(503, "engine overloaded", "server_error", None)
+                .header("retry-after", "4");
+        }
+        let first = openai::chunk_event(
+            MODEL,
+            json!({"role": "assistant", "content": "first"}),
+            None,
+        );
+        provd_tests::upstream::Reply::stream(
+            "text/event-stream",
+            vec![
+                Part::Bytes(first.into_bytes()),
+                openai::error_event("the model broke", "server_error"),
+            ],
+        )
+    })
+    .await;
+    let daemon = daemon_for(&upstream, "");
+    let socket = http_socket(&daemon);
+    let ask = |prompt: &str| {
+        json!({"model": "p/test-model", "stream": true,
+            "messages": [{"role": "user", "content": prompt}]})
+        .to_string()
+    };
+    let (response, _task) = send(&socket, "POST", "/v1/chat/completions", &[], ask("early")).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "4");
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let body: Value =
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+
+    let (response, _task) = send(&socket, "POST", "/v1/chat/completions", &[], ask("late")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let data = sse_data(&String::from_utf8_lossy(&body));
+    let last: Value = serde_json::from_str(data.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "upstream_error", "{data:?}");
+    assert!(
+        last["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the model broke"),
+        "{last}"
+    );
+    assert!(!data.iter().any(|d| d == "[DONE]"), "{data:?}");
+    assert!(data[1].contains("\"first\""), "{data:?}");
+}

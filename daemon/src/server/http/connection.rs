@@ -219,14 +219,8 @@ async fn serve(
                     );
                 }
                 // The request stays in flight until its body is sent or dropped.
-                let response = response.map(|body| {
-                    http_body_util::BodyExt::boxed_unsync(http_body_util::BodyExt::map_frame(
-                        body,
-                        move |frame| {
-                            let _ = &busy;
-                            frame
-                        },
-                    ))
+                let response = response.map(|inner| {
+                    http_body_util::BodyExt::boxed_unsync(InFlight { inner, _busy: busy })
                 });
                 Ok::<_, std::convert::Infallible>(response)
             }
@@ -362,6 +356,33 @@ impl Drop for Busy {
             }
         }
         self.0.changed.notify_waiters();
+    }
+}
+
+/// A response body that keeps its request in flight until it is sent or dropped; its
+/// size is the inner body's, so a whole body keeps its `content-length`.
+struct InFlight {
+    inner: super::Body,
+    _busy: Busy,
+}
+
+impl http_body::Body for InFlight {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
