@@ -734,7 +734,7 @@ async fn a_running_stream_finishes_through_the_drain_while_the_socket_stops_acce
         seen.push_str(&String::from_utf8_lossy(frame.data_ref().unwrap()));
     }
     daemon.signal(libc::SIGTERM);
-    daemon.wait_for_log("HTTP front door stopped accepting");
+    daemon.wait_for_log("HTTP front door closed its socket");
     assert!(
         tokio::net::UnixStream::connect(&socket).await.is_err(),
         "the HTTP socket is gone once the drain begins"

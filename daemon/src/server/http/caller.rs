@@ -9,7 +9,7 @@
 //! the Unix socket the uid is the identity, and the SDK's placeholder key is not a secret
 //! of ours.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use http::HeaderMap;
 use provd_client::WireError;
@@ -26,18 +26,52 @@ pub struct Caller {
     pub policy: Arc<AuthProvider>,
 }
 
-impl Caller {
-    /// Decides who `peer` is for this request, under `policy`, with the request's key.
-    pub fn decide(
-        policy: Arc<AuthProvider>,
+/// What the policy says of a connection's peer: decided when it connects and again only
+/// when a reload puts another policy in force (finding the peer's groups may ask the
+/// name service, too slow to do per request), then narrowed by each request's token.
+#[derive(Debug)]
+pub struct Standing {
+    peer: PeerIdentity,
+    decided: Mutex<(Arc<AuthProvider>, Result<Grant, WireError>)>,
+}
+
+impl Standing {
+    /// `verdict` is what `policy` said of `peer` when it connected.
+    pub fn new(
         peer: PeerIdentity,
+        policy: Arc<AuthProvider>,
+        verdict: Result<Grant, WireError>,
+    ) -> Standing {
+        Standing {
+            peer,
+            decided: Mutex::new((policy, verdict)),
+        }
+    }
+
+    /// The peer.
+    pub fn peer(&self) -> PeerIdentity {
+        self.peer
+    }
+
+    /// Who is calling in a request with these headers, under `policy`, the one in force.
+    pub fn caller(
+        &self,
+        policy: Arc<AuthProvider>,
         headers: &HeaderMap,
     ) -> Result<Caller, WireError> {
-        let mut grant = policy.authorize(peer)?;
+        let mut grant = {
+            let mut decided = self.decided.lock().expect("standing lock poisoned");
+            if !Arc::ptr_eq(&decided.0, &policy) {
+                *decided = (policy.clone(), policy.authorize(self.peer));
+            }
+            decided.1.clone()?
+        };
         policy.apply_token(&mut grant, provd_token(headers))?;
         Ok(Caller { grant, policy })
     }
+}
 
+impl Caller {
     /// Whether the caller may use `provider`.
     pub fn check_provider(&self, provider: &str) -> Result<(), WireError> {
         self.policy.check_provider(&self.grant, provider)

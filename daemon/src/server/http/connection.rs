@@ -32,7 +32,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
-use super::caller::Caller;
+use super::caller::Standing;
 use super::{Call, Front};
 use crate::server::admission::{Applicant, ConnectionSlot};
 use crate::server::listener::UnixSocketListener;
@@ -96,7 +96,7 @@ impl HttpServer {
             tasks: TaskTracker::new(),
         });
         let connections = TaskTracker::new();
-        tracing::info!(socket = %self.listener.path().display(), "HTTP front door listening");
+        tracing::info!(socket = %self.listener.path().display(), "HTTP front door serving");
         loop {
             let accepted = tokio::select! {
                 _ = shutdown.stopping() => break,
@@ -114,7 +114,7 @@ impl HttpServer {
         }
         let path = self.listener.path().to_owned();
         drop(self.listener);
-        tracing::info!(socket = %path.display(), "HTTP front door stopped accepting; draining");
+        tracing::info!(socket = %path.display(), "HTTP front door closed its socket; draining its connections");
         connections.close();
         front.tasks.close();
         let drained = async {
@@ -147,11 +147,10 @@ async fn admit(stream: UnixStream, front: Arc<Front>) {
         }
     };
     let daemon = &front.daemon;
-    let admin = daemon
-        .auth()
-        .authorize(peer)
-        .as_ref()
-        .is_ok_and(|g| g.admin_uid);
+    let policy = daemon.auth();
+    let verdict = policy.authorize(peer);
+    let admin = verdict.as_ref().is_ok_and(|g| g.admin_uid);
+    let standing = Standing::new(peer, policy, verdict);
     let config = daemon.factory.config();
     let admitted = daemon.admission.admit_connection(
         Applicant {
@@ -167,10 +166,10 @@ async fn admit(stream: UnixStream, front: Arc<Front>) {
     };
     drop(config);
     match admitted {
-        Ok(slot) => serve(stream, peer, Ok(slot), timeouts, front).await,
+        Ok(slot) => serve(stream, standing, Ok(slot), timeouts, front).await,
         Err(refusal) => {
             tracing::warn!(%peer, reason = %refusal.message, "HTTP connection refused: limit reached");
-            serve(stream, peer, Err(refusal), timeouts, front).await;
+            serve(stream, standing, Err(refusal), timeouts, front).await;
         }
     }
 }
@@ -185,24 +184,26 @@ struct Timeouts {
 /// has finished its response in flight.
 async fn serve(
     stream: UnixStream,
-    peer: PeerIdentity,
+    standing: Standing,
     slot: Result<ConnectionSlot, WireError>,
     timeouts: Timeouts,
     front: Arc<Front>,
 ) {
     let stats = &front.daemon.stats;
+    let peer = standing.peer();
+    let standing = Arc::new(standing);
     stats.connections.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(%peer, "HTTP connection opened");
     let clock = Arc::new(Clock::new(timeouts));
     let refusal = slot.as_ref().err().cloned();
     let service = {
-        let (front, clock) = (front.clone(), clock.clone());
+        let (front, clock, standing) = (front.clone(), clock.clone(), standing.clone());
         hyper::service::service_fn(move |request: super::Request| {
             let busy = Busy::start(clock.clone());
             let front = front.clone();
             let caller = match &refusal {
                 Some(refusal) => Err(refusal.clone()),
-                None => Caller::decide(front.daemon.auth(), peer, request.headers()),
+                None => standing.caller(front.daemon.auth(), request.headers()),
             };
             let refused = refusal.is_some();
             async move {
