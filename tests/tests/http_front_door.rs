@@ -837,3 +837,92 @@ async fn an_error_before_any_text_has_its_status_and_one_after_is_an_in_stream_e
     assert!(!data.iter().any(|d| d == "[DONE]"), "{data:?}");
     assert!(data[1].contains("\"first\""), "{data:?}");
 }
+
+#[tokio::test]
+async fn sockets_systemd_passes_are_told_apart_and_the_http_one_is_served_and_left_in_place() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileTypeExt;
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let msgpack = std::os::unix::net::UnixListener::bind(dir.path().join("provd.sock")).unwrap();
+    // Not named http.sock: FileDescriptorName=http tells it apart (a unit of its own).
+    let http_path = dir.path().join("front.sock");
+    let http = std::os::unix::net::UnixListener::bind(&http_path).unwrap();
+    let config = dir.path().join("provd.toml");
+    std::fs::write(&config, "[providers.mock]\ntype = \"mock\"\n").unwrap();
+    let (a, b) = (msgpack.as_raw_fd(), http.as_raw_fd());
+    let mut cmd = std::process::Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg("LISTEN_PID=$$; export LISTEN_PID; exec \"$0\" \"$@\"")
+        .arg(provd_tests::provd_bin())
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .env("LISTEN_FDS", "2")
+        .env("LISTEN_FDNAMES", "provd.socket:http")
+        .env("PROVD_LOG", "provd=debug")
+        .env_remove("PROVD_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: between fork and exec only async-signal-safe calls (fcntl, dup2) run; the
+    // two descriptors are first copied above 4 (close-on-exec) so that neither dup2
+    // overwrites the other.
+    unsafe {
+        cmd.pre_exec(move || {
+            let (a, b) = (
+                libc::fcntl(a, libc::F_DUPFD_CLOEXEC, 10),
+                libc::fcntl(b, libc::F_DUPFD_CLOEXEC, 10),
+            );
+            if a < 0 || b < 0 || libc::dup2(a, 3) < 0 || libc::dup2(b, 4) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut log = String::new();
+    while !log.contains("HTTP front door serving") {
+        let line = rx
+            .recv_timeout(provd_tests::READY_TIMEOUT)
+            .unwrap_or_else(|_| panic!("provd never served HTTP; log:\n{log}"));
+        log.push_str(&line);
+        log.push('\n');
+    }
+    assert!(
+        log.contains("adopted the HTTP socket systemd passed"),
+        "{log}"
+    );
+    let (status, _, body) = call(&http_path, "GET", "/health", &[], &Value::Null).await;
+    assert_eq!((status, body), (StatusCode::OK, json!({"status": "ok"})));
+    let (status, _, body) = call(
+        &http_path,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        &chat("mock/mock-1", false),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // SAFETY: kill has no memory preconditions; the pid is our own child's.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    assert!(child.wait().unwrap().success());
+    assert!(
+        std::fs::symlink_metadata(&http_path)
+            .unwrap()
+            .file_type()
+            .is_socket(),
+        "the HTTP socket is systemd's and stays"
+    );
+}

@@ -67,6 +67,8 @@ pub enum ListenError {
 pub struct UnixSocketListener {
     listener: tokio::net::UnixListener,
     path: PathBuf,
+    /// systemd passed it: it stays when the daemon stops.
+    inherited: bool,
 }
 
 #[cfg(unix)]
@@ -105,6 +107,37 @@ impl UnixSocketListener {
         Ok(UnixSocketListener {
             listener,
             path: path.to_owned(),
+            inherited: false,
+        })
+    }
+
+    /// Serves a listening socket systemd passed, as [`SocketListener::from_inherited`]
+    /// does: used as it is and never unlinked.
+    pub fn from_inherited(fd: std::os::fd::OwnedFd) -> Result<UnixSocketListener, ListenError> {
+        let std_listener = std::os::unix::net::UnixListener::from(fd);
+        let address = std_listener
+            .local_addr()
+            .map_err(|source| ListenError::Io {
+                what: "cannot read the address of the HTTP socket systemd passed",
+                path: PathBuf::from("(passed descriptor)"),
+                source,
+            })?;
+        // The abstract namespace has no permissions: anyone on the host could connect.
+        let path = address
+            .as_pathname()
+            .map(Path::to_owned)
+            .ok_or_else(|| ListenError::Inherited(format!("{address:?}")))?;
+        let io = |source| ListenError::Io {
+            what: "cannot serve the HTTP socket systemd passed,",
+            path: path.clone(),
+            source,
+        };
+        std_listener.set_nonblocking(true).map_err(io)?;
+        let listener = tokio::net::UnixListener::from_std(std_listener).map_err(io)?;
+        Ok(UnixSocketListener {
+            listener,
+            path,
+            inherited: true,
         })
     }
 
@@ -122,8 +155,11 @@ impl UnixSocketListener {
 #[cfg(unix)]
 impl Drop for UnixSocketListener {
     fn drop(&mut self) {
-        // New clients fail fast instead of connecting to a socket nobody serves.
-        let _ = std::fs::remove_file(&self.path);
+        // New clients fail fast instead of connecting to a socket nobody serves. One
+        // systemd passed stays: it is systemd's, and a connection on it starts provd.
+        if !self.inherited {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 

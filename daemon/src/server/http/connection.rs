@@ -81,6 +81,21 @@ impl HttpServer {
         }
     }
 
+    /// The HTTP front door on a socket systemd passed (`None`, logged, when `[http]
+    /// enabled = false`).
+    pub fn from_inherited(
+        config: &crate::config::Config,
+        fd: std::os::fd::OwnedFd,
+    ) -> Result<Option<HttpServer>, crate::server::listener::ListenError> {
+        if !config.http.enabled {
+            tracing::info!("HTTP front door not opened: [http] enabled = false (systemd passed its socket; it is left unserved)");
+            return Ok(None);
+        }
+        let listener = UnixSocketListener::from_inherited(fd)?;
+        tracing::info!(socket = %listener.path().display(), "adopted the HTTP socket systemd passed (socket activation); it stays when provd stops");
+        Ok(Some(HttpServer { listener }))
+    }
+
     /// The socket's path.
     pub fn path(&self) -> &std::path::Path {
         self.listener.path()
