@@ -204,6 +204,58 @@ pub struct Config {
     /// Per-uid admission limits.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// The HTTP front door (OpenAI-, Anthropic- and Ollama-compatible routes).
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+/// The `[http]` table: the HTTP front door on a Unix socket beside the MessagePack one.
+/// Who calls is the peer's uid, under the same access policy and per-uid limits as the
+/// MessagePack socket.
+///
+/// ```toml
+/// [http]
+/// enabled = true                 # default
+/// socket = "/run/provd/http.sock" # default: http.sock beside the MessagePack socket
+/// max_body_bytes = 33554432      # 32 MiB, the default
+/// ```
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Whether the HTTP socket is opened at all.
+    pub enabled: bool,
+    /// The socket's path; a relative one is beside the MessagePack socket. Unset:
+    /// `http.sock` beside the MessagePack socket, except in the `/tmp/provd-UID`
+    /// fallback directory, where it is not opened (see [`load::http_socket`]).
+    pub socket: Option<PathBuf>,
+    /// The largest request body accepted (1 to [`MAX_COUNT_OR_SECONDS`]); a larger
+    /// one is refused with 413 before it is read.
+    pub max_body_bytes: u64,
+    /// How long a client has to send a request's headers once it sent its first byte
+    /// (1 to [`MAX_COUNT_OR_SECONDS`]).
+    pub header_read_timeout_seconds: u64,
+    /// How long a keep-alive connection may sit idle between requests before it is
+    /// closed (1 to [`MAX_COUNT_OR_SECONDS`]).
+    pub keep_alive_idle_seconds: u64,
+}
+
+/// Default for `[http] max_body_bytes`: 32 MiB, room for a long conversation.
+pub const DEFAULT_HTTP_MAX_BODY_BYTES: u64 = 32 * 1024 * 1024;
+/// Default for `[http] header_read_timeout_seconds`.
+pub const DEFAULT_HTTP_HEADER_READ_TIMEOUT_SECONDS: u64 = 10;
+/// Default for `[http] keep_alive_idle_seconds`.
+pub const DEFAULT_HTTP_KEEP_ALIVE_IDLE_SECONDS: u64 = 60;
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            enabled: true,
+            socket: None,
+            max_body_bytes: DEFAULT_HTTP_MAX_BODY_BYTES,
+            header_read_timeout_seconds: DEFAULT_HTTP_HEADER_READ_TIMEOUT_SECONDS,
+            keep_alive_idle_seconds: DEFAULT_HTTP_KEEP_ALIVE_IDLE_SECONDS,
+        }
+    }
 }
 
 /// A provider and model a request can be routed to (`"provider"` or `"provider/model"`).
@@ -383,6 +435,15 @@ impl Config {
                 l.max_connections_per_uid as u64,
             ),
             ("limits.max_streams_per_uid", l.max_streams_per_uid as u64),
+            ("http.max_body_bytes", self.http.max_body_bytes),
+            (
+                "http.header_read_timeout_seconds",
+                self.http.header_read_timeout_seconds,
+            ),
+            (
+                "http.keep_alive_idle_seconds",
+                self.http.keep_alive_idle_seconds,
+            ),
         ] {
             if value == 0 {
                 return Err(invalid(key.into(), "must be > 0, got 0".into()));

@@ -147,6 +147,8 @@ pub struct Reloader {
     /// The `[daemon]` table start-up applied: the values in force for the settings that
     /// need a restart.
     started_with: DaemonConfig,
+    /// The `[http]` table start-up applied (its socket and `enabled` need a restart).
+    http_started_with: crate::config::HttpConfig,
     notifier: Notifier,
     serial: tokio::sync::Mutex<()>,
 }
@@ -157,6 +159,7 @@ impl Reloader {
         Reloader {
             config_path,
             started_with: config.daemon.clone(),
+            http_started_with: config.http.clone(),
             notifier,
             ..Reloader::default()
         }
@@ -282,6 +285,12 @@ impl Reloader {
         if old.worker_threads != d.worker_threads {
             changed.push("daemon.worker_threads");
         }
+        if self.http_started_with.socket != new.http.socket {
+            changed.push("http.socket");
+        }
+        if self.http_started_with.enabled != new.http.enabled {
+            changed.push("http.enabled");
+        }
         changed.into_iter().map(str::to_owned).collect()
     }
 }
@@ -331,6 +340,18 @@ mod tests {
             "[daemon]\nmax_connections = 10\nhello_timeout_seconds = 1\n[limits]\nmax_connections_per_uid = 1\nmax_streams_per_uid = 1\nadmin_reserved_connections = 0\n",
         );
         assert!(reloader.needs_restart(&admission).is_empty());
+        // The HTTP limits are read per connection and request; its socket is bound once.
+        let http = config(
+            "[daemon]\nmax_connections = 10\n[http]\nmax_body_bytes = 1024\nkeep_alive_idle_seconds = 5\n",
+        );
+        assert!(reloader.needs_restart(&http).is_empty());
+        let http_moved = config(
+            "[daemon]\nmax_connections = 10\n[http]\nsocket = \"/x/h.sock\"\nenabled = false\n",
+        );
+        assert_eq!(
+            reloader.needs_restart(&http_moved),
+            ["http.socket", "http.enabled"]
+        );
         let moved = config(
             "[daemon]\nmax_connections = 11\nsocket = \"/elsewhere/provd.sock\"\nmax_frame_bytes = 2048\n",
         );

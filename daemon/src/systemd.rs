@@ -7,8 +7,9 @@
 //!   `WATCHDOG=1` datagrams to `$NOTIFY_SOCKET` (a path, or an abstract name written
 //!   `@name`). Without `$NOTIFY_SOCKET` every call is a no-op, so the daemon calls it
 //!   unconditionally.
-//! - [`take_listen_fds`] adopts the listening socket systemd passes in fd 3 when
-//!   `$LISTEN_PID` is this process, and removes the `LISTEN_*` variables.
+//! - [`take_listen_fds`] adopts the listening sockets systemd passes from fd 3 on when
+//!   `$LISTEN_PID` is this process (the MessagePack socket, and the HTTP front door's,
+//!   told apart by name or path), and removes the `LISTEN_*` variables.
 //! - [`JournalPriority`] prefixes log lines with `<N>` when stderr is the journal, so
 //!   `journalctl -p warning` filters provd's lines by their level.
 
@@ -20,7 +21,7 @@ pub const NOTIFY_SOCKET_ENV: &str = "NOTIFY_SOCKET";
 pub const LISTEN_FDS_ENV: &str = "LISTEN_FDS";
 /// Which process the descriptors are for.
 pub const LISTEN_PID_ENV: &str = "LISTEN_PID";
-/// Names of the passed descriptors (`FileDescriptorName=`); read by nobody here, removed.
+/// Names of the passed descriptors (`FileDescriptorName=`), colon-separated.
 pub const LISTEN_FDNAMES_ENV: &str = "LISTEN_FDNAMES";
 /// The watchdog period, in microseconds, when `WatchdogSec=` is set.
 pub const WATCHDOG_USEC_ENV: &str = "WATCHDOG_USEC";
@@ -52,9 +53,9 @@ pub enum ActivationError {
         /// Its value.
         value: String,
     },
-    /// provd serves one socket; more were passed.
-    #[error("socket activation: provd takes exactly one listening socket, systemd passed {0} (give provd.socket one ListenStream= line)")]
-    TooMany(usize),
+    /// provd serves one MessagePack socket and at most one HTTP socket; more were passed.
+    #[error("socket activation: provd takes one MessagePack socket and at most one HTTP socket (named `http`, or ending in /http.sock), systemd passed {0}")]
+    TooMany(String),
     /// The passed descriptor is not what provd can serve.
     #[error("socket activation: {0}")]
     Unusable(std::io::Error),
@@ -102,23 +103,78 @@ fn parse_listen_env(
 /// Call it before any other thread exists: changing the environment races with threads
 /// reading it. `main` calls it before it builds the tokio runtime.
 #[cfg(unix)]
-pub fn take_listen_fds() -> Result<Option<std::os::fd::OwnedFd>, ActivationError> {
+pub fn take_listen_fds() -> Result<Inherited, ActivationError> {
     let var = |name| std::env::var(name).ok();
     let parsed = parse_listen_env(
         var(LISTEN_PID_ENV).as_deref(),
         var(LISTEN_FDS_ENV).as_deref(),
         std::process::id(),
     );
+    let names = var(LISTEN_FDNAMES_ENV).unwrap_or_default();
     for name in [LISTEN_PID_ENV, LISTEN_FDS_ENV, LISTEN_FDNAMES_ENV] {
         std::env::remove_var(name);
     }
-    match parsed? {
-        ListenFds::None => Ok(None),
-        ListenFds::Count(1) => crate::sys::adopt_listening_unix_socket(LISTEN_FDS_START)
-            .map(Some)
-            .map_err(ActivationError::Unusable),
-        ListenFds::Count(n) => Err(ActivationError::TooMany(n)),
+    let count = match parsed? {
+        ListenFds::None => return Ok(Inherited::default()),
+        ListenFds::Count(n) if n > MAX_LISTEN_FDS => {
+            return Err(ActivationError::TooMany(n.to_string()))
+        }
+        ListenFds::Count(n) => n,
+    };
+    let mut names = names.split(':');
+    let mut sockets = Vec::with_capacity(count);
+    for fd in (LISTEN_FDS_START..).take(count) {
+        let owned =
+            crate::sys::adopt_listening_unix_socket(fd).map_err(ActivationError::Unusable)?;
+        let name = names.next().unwrap_or_default();
+        let listener = std::os::unix::net::UnixListener::from(owned);
+        let path = listener
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().map(std::path::Path::to_owned));
+        sockets.push((is_http_socket(name, path.as_deref()), listener.into()));
     }
+    let mut inherited = Inherited::default();
+    for (http, fd) in sockets {
+        let slot = if http {
+            &mut inherited.http
+        } else {
+            &mut inherited.main
+        };
+        if slot.replace(fd).is_some() {
+            return Err(ActivationError::TooMany(format!(
+                "two {} sockets",
+                if http { "HTTP" } else { "MessagePack" }
+            )));
+        }
+    }
+    Ok(inherited)
+}
+
+/// The most sockets provd takes from systemd: its own and the HTTP front door's.
+const MAX_LISTEN_FDS: usize = 2;
+
+/// The `FileDescriptorName=` that marks the HTTP front door's socket.
+pub const HTTP_FD_NAME: &str = "http";
+
+/// The listening sockets systemd passed.
+#[cfg(unix)]
+#[derive(Debug, Default)]
+pub struct Inherited {
+    /// The MessagePack socket.
+    pub main: Option<std::os::fd::OwnedFd>,
+    /// The HTTP front door's.
+    pub http: Option<std::os::fd::OwnedFd>,
+}
+
+/// Whether a passed socket is the HTTP front door's: named [`HTTP_FD_NAME`]
+/// (`FileDescriptorName=http`), or, since one `.socket` unit gives all its sockets one
+/// name, bound to a path whose file name is `http.sock` (`provd.socket`'s second
+/// `ListenStream=`).
+fn is_http_socket(name: &str, path: Option<&std::path::Path>) -> bool {
+    name == HTTP_FD_NAME
+        || path.and_then(std::path::Path::file_name)
+            == Some(std::ffi::OsStr::new(crate::config::load::HTTP_SOCKET_NAME))
 }
 
 /// The watchdog ping interval: half of `$WATCHDOG_USEC` (as `sd_watchdog_enabled(3)`
@@ -392,6 +448,24 @@ mod tests {
             "socket activation: $LISTEN_FDS must be a number, got 'two'"
         );
         assert!(parse_listen_env(Some("x"), Some("1"), 7).is_err());
+    }
+
+    #[test]
+    fn the_http_socket_is_told_apart_by_its_name_or_its_file_name() {
+        use std::path::Path;
+        assert!(is_http_socket(
+            "http",
+            Some(Path::new("/run/provd/front.sock"))
+        ));
+        assert!(is_http_socket(
+            "provd.socket",
+            Some(Path::new("/run/provd/http.sock"))
+        ));
+        assert!(!is_http_socket(
+            "provd.socket",
+            Some(Path::new("/run/provd/provd.sock"))
+        ));
+        assert!(!is_http_socket("", None));
     }
 
     #[test]

@@ -15,7 +15,7 @@ sent are written to REQUESTS_OUT.json, for the Rust test to parse with the codec
 
 It prints ``PASS name`` or ``FAIL name: reason`` per check and a last line
 ``N passed, M failed``, and exits 0 only when nothing failed. It needs the packages of
-tests/python/requirements-anthropic.txt; without them it exits with status 77.
+tests/python/requirements.txt; without them it exits with status 77.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 //! the requests that client sends (`tests/python/ollama_client_check.py`).
 //!
 //! Needs the client in the suite's Python (`PROVD_PYTHON`), installed from
-//! `tests/python/requirements-ollama.txt`; without it the test says SKIPPED.
+//! `tests/python/requirements.txt`; without it the test says SKIPPED.
 
 use std::process::Command;
 use std::time::{Duration, SystemTime};
@@ -79,9 +79,9 @@ fn python_with_ollama() -> Result<(), String> {
     match Command::new(&python).args(["-c", "import ollama"]).output() {
         Ok(out) if out.status.success() => Ok(()),
         Ok(_) => Err(format!(
-            "{shown} cannot import ollama (install tests/python/requirements-ollama.txt into \
+            "{shown} cannot import ollama (install tests/python/requirements.txt into \
              the suite's virtual environment: pip install --require-hashes -r \
-             tests/python/requirements-ollama.txt)"
+             tests/python/requirements.txt)"
         )),
         Err(e) => Err(format!("{shown} cannot be run: {e}")),
     }

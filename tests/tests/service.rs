@@ -372,16 +372,18 @@ async fn socket_activation_serves_the_inherited_socket_and_leaves_it_for_the_nex
 }
 
 #[test]
-fn more_than_one_inherited_socket_is_refused() {
+fn more_sockets_than_provd_serves_are_refused() {
+    // Its own and the HTTP front door's at most (tests/http_front_door.rs passes both).
     let dir = tempfile::tempdir().unwrap();
     let listener = UnixListener::bind(dir.path().join("provd.sock")).unwrap();
-    let daemon = Activated::spawn(&listener, "2", &[]);
+    let daemon = Activated::spawn(&listener, "3", &[]);
     let (status, log) = daemon.wait();
     assert_eq!(status.code(), Some(1));
     assert!(
-        log.contains("provd takes exactly one listening socket, systemd passed 2"),
+        log.contains("provd takes one MessagePack socket and at most one HTTP socket"),
         "{log}"
     );
+    assert!(log.contains("systemd passed 3"), "{log}");
 }
 
 #[tokio::test]

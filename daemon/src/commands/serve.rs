@@ -47,7 +47,7 @@ pub struct ServeStart {
     socket: PathBuf,
     notifier: Notifier,
     #[cfg(unix)]
-    inherited: Option<std::os::fd::OwnedFd>,
+    inherited: crate::systemd::Inherited,
     #[cfg(unix)]
     detached: Option<crate::daemonize::Detached>,
 }
@@ -165,7 +165,7 @@ async fn serve_until_stopped(start: ServeStart) -> Result<(), CommandError> {
     } = start;
     tracing::info!(config = %source, "configuration loaded");
     #[cfg(unix)]
-    let listener = match inherited {
+    let listener = match inherited.main {
         Some(fd) => {
             let listener = SocketListener::from_inherited(fd)?;
             tracing::info!(socket = %listener.path().display(), "adopted the listening socket systemd passed (socket activation); it stays when provd stops");
@@ -175,6 +175,15 @@ async fn serve_until_stopped(start: ServeStart) -> Result<(), CommandError> {
     };
     #[cfg(not(unix))]
     let listener = SocketListener::bind(&socket, config.daemon.socket_group.as_deref())?;
+    #[cfg(unix)]
+    let http = match inherited.http {
+        Some(fd) => crate::server::http::HttpServer::from_inherited(&config, fd)?,
+        None => crate::server::http::HttpServer::for_daemon(
+            &config,
+            listener.path(),
+            listener.is_inherited(),
+        )?,
+    };
     // Credentials: the store (with the master key), then the `.env` file's keys, then the
     // access policy with its tokens. All before READY=1.
     let mut config = config;
@@ -250,7 +259,10 @@ async fn serve_until_stopped(start: ServeStart) -> Result<(), CommandError> {
         env!("CARGO_PKG_VERSION")
     );
     let supervisor = tokio::spawn(supervise(daemon.clone(), notifier, shutdown.clone(), ready));
-    Server::new(daemon, listener, shutdown).run().await;
+    let server = Server::new(daemon, listener, shutdown);
+    #[cfg(unix)]
+    let server = server.with_http(http);
+    server.run().await;
     supervisor.abort();
     // `detached` (the pid file) goes last: the pid file stays until the daemon has stopped.
     #[cfg(unix)]

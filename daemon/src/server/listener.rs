@@ -58,6 +58,111 @@ pub enum ListenError {
     },
 }
 
+/// A plain Unix listening socket bound under the MessagePack socket's rules (its
+/// directory prepared and checked by the shared trust rule, a stale socket reclaimed, a
+/// live one refused, mode 0600 or 0660 with the socket group): the HTTP front door's.
+/// Dropping it removes the socket file.
+#[cfg(unix)]
+#[derive(Debug)]
+pub struct UnixSocketListener {
+    listener: tokio::net::UnixListener,
+    path: PathBuf,
+    /// systemd passed it: it stays when the daemon stops.
+    inherited: bool,
+}
+
+#[cfg(unix)]
+impl UnixSocketListener {
+    /// Binds `path` as [`SocketListener::bind`] does.
+    pub fn bind(path: &Path, group: Option<&str>) -> Result<UnixSocketListener, ListenError> {
+        use std::os::unix::fs::PermissionsExt;
+        let gid = group
+            .map(|g| crate::sys::group_id(g).ok_or_else(|| ListenError::UnknownGroup(g.to_owned())))
+            .transpose()?;
+        prepare_directory(path, gid)?;
+        reclaim_stale(path)?;
+        let io = |what| {
+            move |source| ListenError::Io {
+                what,
+                path: path.to_owned(),
+                source,
+            }
+        };
+        let listener = tokio::net::UnixListener::bind(path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AddrInUse {
+                ListenError::InUse(path.to_owned())
+            } else {
+                io("cannot listen on")(e)
+            }
+        })?;
+        // Bound with the umask's mode inside a directory only we can enter; set the group,
+        // then the exact mode, before anyone can reach it.
+        if let Some(gid) = gid {
+            std::os::unix::fs::chown(path, None, Some(gid))
+                .map_err(io("cannot set the group of"))?;
+        }
+        let mode = if gid.is_some() { 0o660 } else { 0o600 };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(io("cannot set the mode of"))?;
+        Ok(UnixSocketListener {
+            listener,
+            path: path.to_owned(),
+            inherited: false,
+        })
+    }
+
+    /// Serves a listening socket systemd passed, as [`SocketListener::from_inherited`]
+    /// does: used as it is and never unlinked.
+    pub fn from_inherited(fd: std::os::fd::OwnedFd) -> Result<UnixSocketListener, ListenError> {
+        let std_listener = std::os::unix::net::UnixListener::from(fd);
+        let address = std_listener
+            .local_addr()
+            .map_err(|source| ListenError::Io {
+                what: "cannot read the address of the HTTP socket systemd passed",
+                path: PathBuf::from("(passed descriptor)"),
+                source,
+            })?;
+        // The abstract namespace has no permissions: anyone on the host could connect.
+        let path = address
+            .as_pathname()
+            .map(Path::to_owned)
+            .ok_or_else(|| ListenError::Inherited(format!("{address:?}")))?;
+        let io = |source| ListenError::Io {
+            what: "cannot serve the HTTP socket systemd passed,",
+            path: path.clone(),
+            source,
+        };
+        std_listener.set_nonblocking(true).map_err(io)?;
+        let listener = tokio::net::UnixListener::from_std(std_listener).map_err(io)?;
+        Ok(UnixSocketListener {
+            listener,
+            path,
+            inherited: true,
+        })
+    }
+
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Waits for the next connection.
+    pub async fn accept(&self) -> std::io::Result<tokio::net::UnixStream> {
+        self.listener.accept().await.map(|(stream, _)| stream)
+    }
+}
+
+#[cfg(unix)]
+impl Drop for UnixSocketListener {
+    fn drop(&mut self) {
+        // New clients fail fast instead of connecting to a socket nobody serves. One
+        // systemd passed stays: it is systemd's, and a connection on it starts provd.
+        if !self.inherited {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
 /// A bound listener. Dropping it removes the socket file (unless it was inherited).
 #[derive(Debug)]
 pub struct SocketListener {

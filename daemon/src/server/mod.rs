@@ -13,6 +13,7 @@ pub mod admin;
 pub mod admission;
 pub mod connection;
 pub mod generation;
+#[cfg(unix)]
 pub mod http;
 pub mod listener;
 mod outbox;
@@ -193,6 +194,9 @@ pub struct Server {
     daemon: Arc<Daemon>,
     listener: SocketListener,
     shutdown: Shutdown,
+    /// The HTTP front door, served and drained with the MessagePack socket.
+    #[cfg(unix)]
+    http: Option<http::HttpServer>,
 }
 
 impl Server {
@@ -202,7 +206,16 @@ impl Server {
             daemon,
             listener,
             shutdown,
+            #[cfg(unix)]
+            http: None,
         }
+    }
+
+    /// Serves the HTTP front door too (see [`http`]), under the same shutdown and drain.
+    #[cfg(unix)]
+    pub fn with_http(mut self, http: Option<http::HttpServer>) -> Server {
+        self.http = http;
+        self
     }
 
     /// Serves until `shutdown` begins, drains, shuts the providers down and returns.
@@ -211,8 +224,16 @@ impl Server {
             daemon,
             listener,
             shutdown,
+            #[cfg(unix)]
+            http,
         } = self;
         let connections = TaskTracker::new();
+        // Tracked with the connections: the drain waits for its streams too, under the
+        // same deadline.
+        #[cfg(unix)]
+        if let Some(http) = http {
+            connections.spawn(http.run(daemon.clone(), shutdown.clone()));
+        }
         let releaser = tokio::spawn(release_memory_when_quiet(daemon.clone()));
         tracing::info!(socket = %listener.path().display(), "listening");
         loop {

@@ -1657,7 +1657,7 @@ data: {{\"type\":\"error\",\"error\":{{\"type\":\"api_error\",\"message\":\"olla
         let skip = |why: String| {
             // CI installs the SDK, so there a missing one is a failure, not a skip.
             assert!(std::env::var_os("CI").is_none(), "{why}");
-            eprintln!("SKIPPED: {why} (install tests/python/requirements-anthropic.txt into the suite's virtual environment and set PROVD_PYTHON to it)");
+            eprintln!("SKIPPED: {why} (scripts/test installs tests/python/requirements.txt into the suite's virtual environment and sets PROVD_PYTHON to it)");
         };
         let shown = python.to_string_lossy();
         let out = match ran {

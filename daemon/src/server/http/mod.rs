@@ -1,5 +1,136 @@
-//! The HTTP front door: the OpenAI, Anthropic and Ollama dialects and `/generate`.
+//! The HTTP front door: the APIs every LLM tool already speaks, on a Unix socket beside
+//! the MessagePack one, so pointing a tool's base URL at provd is all it takes.
+//!
+//! Layering: [`connection`] accepts and admits a connection (the peer's uid from
+//! `SO_PEERCRED`, the per-uid limits of [`super::admission`]) and serves it with hyper
+//! under the header-read and keep-alive timeouts; this module routes each request to one
+//! function per route; [`caller`] decides who is calling under the policy in force (a
+//! provd token in `Authorization`, `x-api-key` or `api-key` narrows it); [`core`] starts
+//! a generation through the same path as the MessagePack `generate` (routing, aliases
+//! and fallbacks, admission, the streams registry, one configuration snapshot) and hands
+//! its events to the dialect; [`error`] maps the one [`provd_client::ErrorCode`] to an
+//! HTTP status; [`body`] reads a bounded JSON body; [`catalogue`] lists the models a
+//! caller may use. Each dialect ([`openai`], …) is a codec over those: it parses its
+//! request into a [`provd_client::GenerateRequest`] and writes the events in its own
+//! shape, errors included.
+//!
+//! Adding a dialect: a module with one function per route taking a [`Call`], and a line
+//! per route in [`route`].
 
 pub mod anthropic;
+pub mod body;
+pub mod caller;
+pub mod catalogue;
+pub mod connection;
+pub mod core;
+pub mod error;
 pub mod generate;
 pub mod ollama;
+pub mod openai;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::BodyExt;
+
+use super::Daemon;
+use crate::shutdown::Shutdown;
+use caller::Caller;
+use provd_client::WireError;
+
+pub use connection::HttpServer;
+
+/// A response body: whole or streamed.
+pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+/// A response.
+pub type Response = http::Response<Body>;
+/// A request as hyper hands it over.
+pub type Request = http::Request<hyper::body::Incoming>;
+
+/// A whole body.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    http_body_util::Full::new(bytes.into()).boxed_unsync()
+}
+
+/// A JSON response.
+pub fn json(status: StatusCode, value: &serde_json::Value) -> Response {
+    let mut response = http::Response::new(full(value.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// What every request shares: the daemon, its shutdown, the model catalogue.
+#[derive(Debug)]
+pub struct Front {
+    /// The daemon.
+    pub daemon: Arc<Daemon>,
+    /// Its shutdown (a generation stops at the drain deadline like a MessagePack one).
+    pub shutdown: Shutdown,
+    /// The models listed by `/v1/models`, cached.
+    pub catalogue: catalogue::Catalogue,
+    /// Generations running for HTTP callers, waited for by the drain.
+    pub tasks: tokio_util::task::TaskTracker,
+}
+
+/// One request on its way to a route: the request, who sent it (or why they may not),
+/// and the shared state.
+pub struct Call {
+    /// The request.
+    pub request: Request,
+    /// Who is calling, under the policy in force; the error (a uid not allowed, a revoked
+    /// token, a connection over its uid's limit) is the reply, in the route's own shape.
+    pub caller: Result<Caller, WireError>,
+    /// Shared state.
+    pub front: Arc<Front>,
+}
+
+/// Routes a request: one line per route, each to one function.
+pub async fn route(call: Call) -> Response {
+    let path = call.request.uri().path().to_owned();
+    let method = call.request.method().clone();
+    match (path.as_str(), &method) {
+        ("/health", &Method::GET | &Method::HEAD) => health(&call.front),
+        ("/v1/chat/completions", &Method::POST) => openai::chat_completions(call).await,
+        ("/v1/models", &Method::GET) => openai::models(call).await,
+        ("/health" | "/v1/models", _) => not_allowed("GET"),
+        ("/v1/chat/completions", _) => not_allowed("POST"),
+        _ => openai::error_response(&error::ApiError::new(
+            provd_client::ErrorCode::NotFound,
+            format!(
+                "no route for {method} {}; provd serves GET /health, POST /v1/chat/completions and GET /v1/models",
+                crate::server::connection::truncate(&path, 128)
+            ),
+        )),
+    }
+}
+
+/// `GET /health`: 200 while serving, 503 once draining, so a probe sees the stop.
+fn health(front: &Front) -> Response {
+    if front.shutdown.is_stopping() {
+        json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({"status": "draining"}),
+        )
+    } else {
+        json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
+    }
+}
+
+fn not_allowed(allow: &'static str) -> Response {
+    let mut response = openai::error_response(&error::ApiError::new(
+        provd_client::ErrorCode::InvalidRequest,
+        format!("method not allowed here; this route takes {allow}"),
+    ));
+    *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    response
+        .headers_mut()
+        .insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
+    response
+}

@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""The official ``openai`` Python SDK against provd's HTTP front door on its Unix socket.
+
+    target/python-venv/bin/python tests/python/openai_sdk.py --socket DIR/http.sock --model p/test-model
+
+Run by tests/tests/http_front_door.rs against a daemon whose provider is the faithful
+OpenAI mock upstream of tests/: it answers "Hello, SDK" (5 prompt and 3 completion
+tokens), a 429 to the prompt "fail", and one chunk then silence to the prompt "hold".
+The SDK talks over the socket through an httpx transport with ``uds=``, with a
+placeholder key (provd ignores a key that is not one of its tokens).
+
+After closing its stream in the cancel test the script prints
+``CLOSED cancel_by_closing_the_stream`` and waits for a line on stdin: the Rust test
+answers once the upstream saw its request closed. One line per test (``PASS name`` or
+``FAIL name: reason``), then ``N passed, M failed``; exit 0 only when nothing failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+
+sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
+
+import openai  # noqa: E402
+
+try:  # the SDK's HTTP client: httpx2 in openai 3, httpx before
+    import httpx2 as httpx  # noqa: E402
+except ImportError:  # pragma: no cover
+    import httpx  # noqa: E402
+
+TIMEOUT_S = 30.0
+
+
+def client(socket: str) -> openai.OpenAI:
+    return openai.OpenAI(
+        api_key="sk-placeholder",
+        base_url="http://provd/v1",
+        http_client=httpx.Client(transport=httpx.HTTPTransport(uds=socket), timeout=TIMEOUT_S),
+        # The test asserts the first answer; the SDK's own retries would hide it.
+        max_retries=0,
+    )
+
+
+def check(condition: bool, what: str) -> None:
+    if not condition:
+        raise AssertionError(what)
+
+
+def not_streamed(c: openai.OpenAI, model: str) -> None:
+    r = c.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "hi"}],
+        max_completion_tokens=20,
+    )
+    check(r.object == "chat.completion", f"object {r.object}")
+    check(r.choices[0].message.content == "Hello, SDK", f"text {r.choices[0].message.content!r}")
+    check(r.choices[0].finish_reason == "stop", f"finish {r.choices[0].finish_reason}")
+    check(r.usage is not None and (r.usage.prompt_tokens, r.usage.completion_tokens, r.usage.total_tokens) == (5, 3, 8), f"usage {r.usage}")
+    check(r.model == model, f"model {r.model}")
+
+
+def streamed_with_usage(c: openai.OpenAI, model: str) -> None:
+    stream = c.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "hi"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    text, finish, usage, roles = "", None, None, []
+    for chunk in stream:
+        check(chunk.object == "chat.completion.chunk", f"object {chunk.object}")
+        if chunk.usage is not None:
+            check(chunk.choices == [], "the usage chunk has no choices")
+            usage = chunk.usage
+        for choice in chunk.choices:
+            if choice.delta.role:
+                roles.append(choice.delta.role)
+            text += choice.delta.content or ""
+            finish = choice.finish_reason or finish
+    check(text == "Hello, SDK", f"text {text!r}")
+    check(roles == ["assistant"], f"roles {roles}")
+    check(finish == "stop", f"finish {finish}")
+    check(usage is not None and (usage.prompt_tokens, usage.completion_tokens) == (5, 3), f"usage {usage}")
+
+
+def an_error(c: openai.OpenAI, model: str) -> None:
+    try:
+        c.chat.completions.create(model=model, messages=[{"role": "user", "content": "fail"}])
+    except openai.RateLimitError as e:
+        check(e.status_code == 429, f"status {e.status_code}")
+        check(e.response.headers.get("retry-after") == "7", f"retry-after {e.response.headers.get('retry-after')}")
+        check(isinstance(e.body, dict) and e.body.get("code") == "rate_limited", f"body {e.body}")
+        check("slow down" in str(e), str(e))
+    else:
+        raise AssertionError("no error raised")
+    try:
+        c.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], n=2)
+    except openai.BadRequestError as e:
+        check(e.status_code == 400 and isinstance(e.body, dict) and e.body.get("param") == "n", f"{e.status_code} {e.body}")
+    else:
+        raise AssertionError("n=2 accepted")
+
+
+def cancel_by_closing_the_stream(c: openai.OpenAI, model: str) -> None:
+    stream = c.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "hold"}], stream=True
+    )
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content == "first":
+            break
+    stream.close()
+    print("CLOSED cancel_by_closing_the_stream", flush=True)
+    answer = sys.stdin.readline().strip()
+    check(answer == "upstream closed", f"the test answered {answer!r}")
+
+
+def models(c: openai.OpenAI, model: str) -> None:
+    ids = [m.id for m in c.models.list()]
+    check(all(i.startswith("p/") for i in ids) and len(ids) > 0, f"ids {ids}")
+
+
+TESTS = [not_streamed, streamed_with_usage, an_error, cancel_by_closing_the_stream, models]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--socket", required=True)
+    parser.add_argument("--model", required=True)
+    args = parser.parse_args()
+    c = client(args.socket)
+    passed = failed = 0
+    for test in TESTS:
+        try:
+            test(c, args.model)
+            print(f"PASS {test.__name__}", flush=True)
+            passed += 1
+        except Exception as e:  # noqa: BLE001 - every failure is reported, then counted
+            print(f"FAIL {test.__name__}: {e!r}", flush=True)
+            traceback.print_exc()
+            failed += 1
+    print(f"{passed} passed, {failed} failed", flush=True)
+    return 0 if failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
