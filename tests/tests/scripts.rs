@@ -144,19 +144,34 @@ fn every_test_the_tool_table_names_exists_and_every_ffi_test_is_in_it() {
     let tests = table_tests();
     let mut defined = BTreeSet::new();
     let mut ffi = BTreeSet::new();
-    for entry in std::fs::read_dir(workspace().join("tests/tests")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_none_or(|e| e != "rs") {
-            continue;
+    // Tests that need a tool live in tests/tests and, for a unit test that runs an
+    // outside program (the anthropic SDK check), in the daemon's sources.
+    let mut files = Vec::new();
+    let mut dirs = vec![
+        workspace().join("tests/tests"),
+        workspace().join("daemon/src"),
+    ];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
+            }
         }
+    }
+    for path in files {
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         for (i, line) in lines.iter().enumerate() {
+            let line = line.trim_start();
             let Some(rest) = line.strip_prefix("fn ").or(line.strip_prefix("async fn ")) else {
                 continue;
             };
             let name = rest.split('(').next().unwrap().to_owned();
-            let is_test = i > 0 && lines[i - 1].starts_with("#[") && lines[i - 1].contains("test");
+            let above = if i > 0 { lines[i - 1].trim_start() } else { "" };
+            let is_test = above.starts_with("#[") && above.contains("test");
             if is_test && path.ends_with("ffi.rs") {
                 ffi.insert(name.clone());
             }
