@@ -926,3 +926,214 @@ async fn sockets_systemd_passes_are_told_apart_and_the_http_one_is_served_and_le
         "the HTTP socket is systemd's and stays"
     );
 }
+
+/// The NDJSON objects of a body.
+fn ndjson(body: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(body)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// A request answered in full: status and body bytes.
+async fn answer(socket: &Path, method: &str, path: &str, body: &Value) -> (StatusCode, Bytes) {
+    let (response, _task) = send(socket, method, path, &[], body.to_string()).await;
+    let status = response.status();
+    (
+        status,
+        response.into_body().collect().await.unwrap().to_bytes(),
+    )
+}
+
+#[tokio::test]
+async fn an_anthropic_client_gets_the_messages_api_from_an_openai_provider() {
+    let upstream = openai_upstream(&["Hé", "llo", " wörld"]).await;
+    let daemon = daemon_for(&upstream, "");
+    let socket = http_socket(&daemon);
+    let request = |stream: bool| {
+        json!({
+            "model": "p/test-model",
+            "max_tokens": 50,
+            "system": "be brief",
+            "messages": [{"role": "user", "content": "hello"}],
+            "stream": stream,
+        })
+    };
+
+    let (status, body) = answer(&socket, "POST", "/v1/messages", &request(true)).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let text = String::from_utf8_lossy(&body);
+    let events: Vec<(String, Value)> = text
+        .split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            let name = e.lines().find_map(|l| l.strip_prefix("event: ")).unwrap();
+            let data = e.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+            (name.to_owned(), serde_json::from_str(data).unwrap())
+        })
+        .collect();
+    let names: Vec<&str> = events
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .filter(|n| *n != "ping")
+        .collect();
+    assert_eq!(names.first(), Some(&"message_start"), "{names:?}");
+    assert_eq!(
+        &names[names.len() - 3..],
+        ["content_block_stop", "message_delta", "message_stop"],
+        "{names:?}"
+    );
+    let streamed: String = events
+        .iter()
+        .filter(|(n, _)| n == "content_block_delta")
+        .map(|(_, d)| d["delta"]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(streamed, "Héllo wörld");
+    let delta = &events.iter().find(|(n, _)| n == "message_delta").unwrap().1;
+    assert_eq!(delta["delta"]["stop_reason"], "max_tokens");
+    assert_eq!(delta["usage"]["output_tokens"], 4);
+    assert_eq!(delta["usage"]["input_tokens"], 9);
+
+    let (status, body) = answer(&socket, "POST", "/v1/messages", &request(false)).await;
+    assert_eq!(status, StatusCode::OK);
+    let message: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(message["type"], "message");
+    assert_eq!(message["content"][0]["text"], "Héllo wörld");
+    assert_eq!(message["stop_reason"], "max_tokens");
+    assert_eq!(
+        message["usage"],
+        json!({"input_tokens": 9, "output_tokens": 4})
+    );
+
+    // Errors in Anthropic's shape: a missing field, a malformed body.
+    let mut missing = request(false);
+    missing.as_object_mut().unwrap().remove("max_tokens");
+    let (status, body) = answer(&socket, "POST", "/v1/messages", &missing).await;
+    let error: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    assert_eq!(error["type"], "error");
+    assert_eq!(error["error"]["type"], "invalid_request_error");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_tokens"),
+        "{error}"
+    );
+    let (response, _task) = send(&socket, "POST", "/v1/messages", &[], "{not json").await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let error: Value =
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(error["error"]["type"], "invalid_request_error");
+}
+
+#[tokio::test]
+async fn an_ollama_client_gets_chat_generate_and_tags_in_ollamas_shapes() {
+    let upstream = openai_upstream(&["Hé", "llo", " wörld"]).await;
+    let daemon = daemon_for(&upstream, "");
+    let socket = http_socket(&daemon);
+
+    // /api/chat streams NDJSON by default.
+    let chat = json!({"model": "p/test-model", "messages": [{"role": "user", "content": "hello"}]});
+    let (status, body) = answer(&socket, "POST", "/api/chat", &chat).await;
+    assert_eq!(status, StatusCode::OK);
+    let lines = ndjson(&body);
+    let (last, pieces) = lines.split_last().unwrap();
+    let streamed: String = pieces
+        .iter()
+        .map(|l| {
+            assert_eq!(l["done"], false);
+            l["message"]["content"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(streamed, "Héllo wörld");
+    assert_eq!(last["done"], true);
+    assert_eq!(last["done_reason"], "length");
+    assert_eq!(
+        (
+            last["prompt_eval_count"].as_u64(),
+            last["eval_count"].as_u64()
+        ),
+        (Some(9), Some(4))
+    );
+
+    // /api/generate, whole.
+    let generate = json!({"model": "p/test-model", "prompt": "hello", "stream": false});
+    let (status, body) = answer(&socket, "POST", "/api/generate", &generate).await;
+    assert_eq!(status, StatusCode::OK);
+    let whole: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(whole["response"], "Héllo wörld");
+    assert_eq!(whole["done"], true);
+
+    // /api/tags: the provider's models as provider/model.
+    let (status, body) = answer(&socket, "GET", "/api/tags", &Value::Null).await;
+    assert_eq!(status, StatusCode::OK);
+    let tags: Value = serde_json::from_slice(&body).unwrap();
+    let names: Vec<&str> = tags["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"p/gpt-a") && names.contains(&"p/gpt-b"),
+        "{names:?}"
+    );
+
+    // A refusal is Ollama's error shape, naming what cannot be honoured.
+    let (status, body) = answer(
+        &socket,
+        "POST",
+        "/api/chat",
+        &json!({"model": "p/test-model", "messages": [{"role": "user", "content": "q", "images": ["aGk="]}]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let error: Value = serde_json::from_slice(&body).unwrap();
+    assert!(
+        error["error"].as_str().unwrap().contains("images"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn the_original_generate_route_answers_in_the_designs_shape_whole_and_streamed() {
+    let upstream = openai_upstream(&["Hé", "llo", " wörld"]).await;
+    let daemon = daemon_for(&upstream, "");
+    let socket = http_socket(&daemon);
+    let request = |stream: bool| json!({"provider_id": "p", "model_id": "test-model", "prompt": "hello", "system_prompt": "be brief", "stream": stream});
+
+    let (status, body) = answer(&socket, "POST", "/generate", &request(false)).await;
+    assert_eq!(status, StatusCode::OK);
+    let whole: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(whole["success"], true);
+    assert_eq!(whole["data"]["response"], "Héllo wörld");
+    assert_eq!(
+        whole["data"]["tokens"],
+        json!({"prompt": 9, "completion": 4, "total": 13})
+    );
+
+    let (status, body) = answer(&socket, "POST", "/generate", &request(true)).await;
+    assert_eq!(status, StatusCode::OK);
+    let lines = ndjson(&body);
+    let (last, pieces) = lines.split_last().unwrap();
+    let streamed: String = pieces
+        .iter()
+        .map(|l| l["data"]["response"].as_str().unwrap())
+        .collect();
+    assert_eq!(streamed, "Héllo wörld");
+    assert_eq!(last["data"]["done"], true);
+    assert_eq!(last["data"]["tokens"]["completion"], 4);
+
+    let (status, body) = answer(
+        &socket,
+        "POST",
+        "/generate",
+        &json!({"provider_id": "nope", "prompt": "q"}),
+    )
+    .await;
+    let error: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status, StatusCode::NOT_FOUND, "{error}");
+    assert_eq!(error["success"], false);
+}

@@ -884,6 +884,75 @@ fn check_thinking(value: &Value) -> Result<(), ApiError> {
     }
 }
 
+/// `POST /v1/messages`: the Messages API on any configured provider.
+pub async fn messages(call: super::Call) -> super::Response {
+    match messages_inner(call).await {
+        Ok(response) => response,
+        Err(response) => response,
+    }
+}
+
+async fn messages_inner(call: super::Call) -> Result<super::Response, super::Response> {
+    let super::Call {
+        request,
+        caller,
+        front,
+    } = call;
+    let caller = caller.map_err(|e| refusal(&e.into()))?;
+    let config = front.daemon.factory.config();
+    let max = config.http.max_body_bytes;
+    let bytes = super::body::read(request, max)
+        .await
+        .map_err(|e| refusal(&e))?;
+    let parsed =
+        parse_request(&bytes, usize::try_from(max).unwrap_or(usize::MAX)).map_err(|e| reply(&e))?;
+    let stream = parsed.stream();
+    let mut generate = parsed.generate;
+    let requested = generate.model.clone().unwrap_or_default();
+    super::resolve(&config, &mut generate).map_err(|e| refusal(&e.into()))?;
+    drop(config);
+    let mut generation =
+        super::core::Generation::start(&front, &caller, generate).map_err(|e| refusal(&e))?;
+    let id = new_message_id();
+    if !stream {
+        let done = super::core::whole(generation)
+            .await
+            .map_err(|e| refusal(&e.into()))?;
+        let text = done.text.clone().unwrap_or_default();
+        return Ok(super::json(
+            http::StatusCode::OK,
+            &message(&id, &text, &done),
+        ));
+    }
+    let first = super::first_event(&mut generation)
+        .await
+        .map_err(|e| refusal(&e.into()))?;
+    let mut encoder = StreamEncoder::new(id);
+    let body = super::event_stream(generation, first, move |event| match event {
+        super::core::Event::Text(text) => (Some(encoder.chunk(&text, &requested)), false),
+        super::core::Event::Keepalive => (Some(encoder.keepalive()), false),
+        super::core::Event::Done(done) => (Some(encoder.done(&done)), true),
+        super::core::Event::Failed(e) => (Some(encoder.error(&e)), true),
+    });
+    Ok(super::streamed(EVENT_STREAM_CONTENT_TYPE, body))
+}
+
+/// A refusal decided by the front door (who is calling, the body's size, routing,
+/// admission) in Anthropic's shape, with the front door's status and `Retry-After`.
+fn refusal(e: &super::error::ApiError) -> super::Response {
+    let status = e.status;
+    let mut response = reply(&ApiError::from_code(e.wire.code, e.wire.message.clone()));
+    e.apply(&mut response);
+    *response.status_mut() = status;
+    response
+}
+
+/// `error` as a response.
+fn reply(error: &ApiError) -> super::Response {
+    let status = http::StatusCode::from_u16(error.status).unwrap_or(http::StatusCode::BAD_REQUEST);
+    super::json(status, &error.json())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -270,6 +270,61 @@ pub(super) fn kind(value: &Value) -> &'static str {
     }
 }
 
+/// `POST /generate`: the original design's route.
+pub async fn route(call: super::Call) -> super::Response {
+    serve(call).await.unwrap_or_else(|refused| refused)
+}
+
+async fn serve(call: super::Call) -> Result<super::Response, super::Response> {
+    let super::Call {
+        request,
+        caller,
+        front,
+    } = call;
+    let caller = caller.map_err(|e| refusal(&e.into()))?;
+    let config = front.daemon.factory.config();
+    let bytes = super::body::read(request, config.http.max_body_bytes)
+        .await
+        .map_err(|e| refusal(&e))?;
+    let mut request = parse_request(&bytes).map_err(|e| refusal(&e.into()))?;
+    let requested = request.model.clone().unwrap_or_default();
+    let stream = request.stream;
+    super::resolve(&config, &mut request).map_err(|e| refusal(&e.into()))?;
+    drop(config);
+    let mut generation =
+        super::core::Generation::start(&front, &caller, request).map_err(|e| refusal(&e))?;
+    if !stream {
+        let done = super::core::whole(generation)
+            .await
+            .map_err(|e| refusal(&e.into()))?;
+        let text = done.text.clone().unwrap_or_default();
+        let body = final_object(&done.model, &text, done.usage, done.finish_reason);
+        return Ok(super::json(http::StatusCode::OK, &body));
+    }
+    let first = super::first_event(&mut generation)
+        .await
+        .map_err(|e| refusal(&e.into()))?;
+    let body = super::event_stream(generation, first, move |event| match event {
+        super::core::Event::Text(text) => (Some(chunk_line(&requested, &text).into()), false),
+        super::core::Event::Keepalive => (None, false),
+        super::core::Event::Done(done) => (
+            Some(final_line(&done.model, done.usage, done.finish_reason).into()),
+            true,
+        ),
+        super::core::Event::Failed(e) => (Some(error_line(e.code, &e.message).into()), true),
+    });
+    Ok(super::streamed("application/x-ndjson", body))
+}
+
+/// A refusal decided by the front door in the original design's error shape, with the
+/// front door's status and `Retry-After`.
+fn refusal(e: &super::error::ApiError) -> super::Response {
+    let (_, body) = error_body(e.wire.code, &e.wire.message);
+    let mut response = super::json(e.status, &body);
+    e.apply(&mut response);
+    response
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

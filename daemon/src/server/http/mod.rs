@@ -99,12 +99,21 @@ pub async fn route(call: Call) -> Response {
         ("/health", &Method::GET | &Method::HEAD) => health(&call.front),
         ("/v1/chat/completions", &Method::POST) => openai::chat_completions(call).await,
         ("/v1/models", &Method::GET) => openai::models(call).await,
-        ("/health" | "/v1/models", _) => not_allowed("GET"),
-        ("/v1/chat/completions", _) => not_allowed("POST"),
+        (anthropic::MESSAGES_PATH, &Method::POST) => anthropic::messages(call).await,
+        ("/api/chat", &Method::POST) => ollama::chat(call).await,
+        ("/api/generate", &Method::POST) => ollama::generate(call).await,
+        ("/api/tags", &Method::GET) => ollama::tags(call).await,
+        ("/generate", &Method::POST) => generate::route(call).await,
+        ("/health" | "/v1/models" | "/api/tags", _) => not_allowed("GET"),
+        (
+            "/v1/chat/completions" | anthropic::MESSAGES_PATH | "/api/chat" | "/api/generate"
+            | "/generate",
+            _,
+        ) => not_allowed("POST"),
         _ => openai::error_response(&error::ApiError::new(
             provd_client::ErrorCode::NotFound,
             format!(
-                "no route for {method} {}; provd serves GET /health, POST /v1/chat/completions and GET /v1/models",
+                "no route for {method} {}; provd serves GET /health, POST /v1/chat/completions, GET /v1/models, POST /v1/messages, POST /api/chat, POST /api/generate, GET /api/tags and POST /generate",
                 crate::server::connection::truncate(&path, 128)
             ),
         )),
@@ -133,4 +142,86 @@ fn not_allowed(allow: &'static str) -> Response {
         .headers_mut()
         .insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
     response
+}
+
+/// The first event of a generation that is not a keepalive: a failure here is still
+/// answered with its HTTP status, before any byte of a stream is sent.
+pub async fn first_event(generation: &mut core::Generation) -> Result<core::Event, WireError> {
+    loop {
+        match generation.next().await {
+            Some(core::Event::Keepalive) => continue,
+            Some(core::Event::Failed(e)) => return Err(e),
+            Some(event) => return Ok(event),
+            None => {
+                return Err(WireError::new(
+                    provd_client::ErrorCode::Internal,
+                    "the generation ended without a final reply",
+                ))
+            }
+        }
+    }
+}
+
+/// A streamed body: `first`, then each later event of `generation`, each written by
+/// `encode` (nothing, for an event the dialect does not write), which says (`true`) when
+/// the one it wrote was the last. Dropping the body (the client left) drops the
+/// generation, which cancels it and its upstream request.
+pub fn event_stream<F>(generation: core::Generation, first: core::Event, encode: F) -> Body
+where
+    F: FnMut(core::Event) -> (Option<Bytes>, bool) + Send + 'static,
+{
+    let state = (generation, Some(first), false, encode);
+    let frames = futures_util::stream::unfold(
+        state,
+        |(mut generation, mut pending, mut over, mut encode)| async move {
+            loop {
+                if over {
+                    return None;
+                }
+                let event = match pending.take() {
+                    Some(event) => event,
+                    None => generation.next().await?,
+                };
+                let (bytes, last) = encode(event);
+                over = last;
+                if let Some(bytes) = bytes.filter(|b| !b.is_empty()) {
+                    return Some((
+                        Ok::<_, Infallible>(hyper::body::Frame::data(bytes)),
+                        (generation, pending, over, encode),
+                    ));
+                }
+            }
+        },
+    );
+    http_body_util::StreamBody::new(frames).boxed_unsync()
+}
+
+/// A streamed response of `content_type` with `body`.
+pub fn streamed(content_type: &'static str, body: Body) -> Response {
+    let mut response = http::Response::new(body);
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    response.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-cache"),
+    );
+    response
+}
+
+/// Resolves the model a dialect's request names into its provider and model, as every
+/// front door does (see [`core::route_model`]).
+pub fn resolve(
+    config: &crate::config::Config,
+    request: &mut provd_client::GenerateRequest,
+) -> Result<(), WireError> {
+    if request.provider.is_none() {
+        if let Some(name) = request.model.take() {
+            let route = core::route_model(config, &name)?;
+            request.provider = route.provider;
+            request.model = route.model;
+        }
+    }
+    Ok(())
 }

@@ -676,6 +676,131 @@ fn boolean(object: &Map<String, Value>, key: &str) -> Result<bool, WireError> {
     }
 }
 
+/// `POST /api/chat`.
+pub async fn chat(call: super::Call) -> super::Response {
+    serve(Route::Chat, call)
+        .await
+        .unwrap_or_else(|refused| refused)
+}
+
+/// `POST /api/generate`.
+pub async fn generate(call: super::Call) -> super::Response {
+    serve(Route::Generate, call)
+        .await
+        .unwrap_or_else(|refused| refused)
+}
+
+/// `GET /api/tags`: every model the caller may use as `provider/model`, then the
+/// aliases.
+pub async fn tags(call: super::Call) -> super::Response {
+    let caller = match call.caller {
+        Ok(caller) => caller,
+        Err(e) => return refusal(&e.into()),
+    };
+    let listed = call
+        .front
+        .catalogue
+        .for_caller(&call.front.daemon, &caller)
+        .await;
+    let models: Vec<ModelInfo> = listed
+        .into_iter()
+        .map(|m| {
+            let model = if m.alias {
+                m.id
+            } else {
+                m.id[m.provider.len() + 1..].to_owned()
+            };
+            ModelInfo {
+                id: model,
+                provider: if m.alias { String::new() } else { m.provider },
+                display_name: None,
+                context_window: None,
+                created_at: m.created,
+            }
+        })
+        .collect();
+    super::json(http::StatusCode::OK, &tags_body(&models))
+}
+
+async fn serve(route: Route, call: super::Call) -> Result<super::Response, super::Response> {
+    let super::Call {
+        request,
+        caller,
+        front,
+    } = call;
+    let caller = caller.map_err(|e| refusal(&e.into()))?;
+    let config = front.daemon.factory.config();
+    let bytes = super::body::read(request, config.http.max_body_bytes)
+        .await
+        .map_err(|e| refusal(&e))?;
+    let mut request = match parse(route, &bytes).map_err(|e| refusal(&e.into()))? {
+        OllamaCall::Generate(request) => request,
+        OllamaCall::Preload { model, unload } => {
+            // Nothing to load: the answer says whether the model may be used.
+            let routed =
+                super::core::route_model(&config, &model).map_err(|e| refusal(&e.into()))?;
+            let provider = routed
+                .provider
+                .or_else(|| config.default_provider().map(str::to_owned));
+            if let Some(provider) = provider {
+                caller
+                    .check_provider(&provider)
+                    .map_err(|e| refusal(&e.into()))?;
+            }
+            let body = preload_body(route, &model, unload, SystemTime::now());
+            return Ok(super::json(http::StatusCode::OK, &body));
+        }
+    };
+    let requested = request.model.clone().unwrap_or_default();
+    let stream = request.stream;
+    super::resolve(&config, &mut request).map_err(|e| refusal(&e.into()))?;
+    drop(config);
+    let started = SystemTime::now();
+    let mut generation =
+        super::core::Generation::start(&front, &caller, request).map_err(|e| refusal(&e))?;
+    let mut encoder = Encoder::new(route, requested, stream, started);
+    let content_type = encoder.content_type();
+    if !stream {
+        let done = super::core::whole(generation)
+            .await
+            .map_err(|e| refusal(&e.into()))?;
+        encoder.text(done.text.as_deref().unwrap_or(""), SystemTime::now());
+        let body = encoder.finish(done.usage, done.finish_reason, SystemTime::now());
+        return Ok(super::streamed(content_type, super::full(body)));
+    }
+    let first = super::first_event(&mut generation)
+        .await
+        .map_err(|e| refusal(&e.into()))?;
+    let body = super::event_stream(generation, first, move |event| match event {
+        super::core::Event::Text(text) => (
+            encoder
+                .text(&text, SystemTime::now())
+                .map(bytes::Bytes::from),
+            false,
+        ),
+        super::core::Event::Keepalive => (None, false),
+        super::core::Event::Done(done) => (
+            Some(
+                encoder
+                    .finish(done.usage, done.finish_reason, SystemTime::now())
+                    .into(),
+            ),
+            true,
+        ),
+        super::core::Event::Failed(e) => (Some(error_line(&e.message).into()), true),
+    });
+    Ok(super::streamed(content_type, body))
+}
+
+/// A refusal decided by the front door (who is calling, the body's size, routing,
+/// admission) in Ollama's shape, with the front door's status and `Retry-After`.
+fn refusal(e: &super::error::ApiError) -> super::Response {
+    let (_, body) = error_body(e.wire.code, &e.wire.message);
+    let mut response = super::json(e.status, &body);
+    e.apply(&mut response);
+    response
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
