@@ -937,14 +937,8 @@ async fn messages_inner(call: super::Call) -> Result<super::Response, super::Res
     Ok(super::streamed(EVENT_STREAM_CONTENT_TYPE, body))
 }
 
-/// A refusal decided by the front door (who is calling, the body's size, routing,
-/// admission) in Anthropic's shape, with the front door's status and `Retry-After`.
 fn refusal(e: &super::error::ApiError) -> super::Response {
-    let status = e.status;
-    let mut response = reply(&ApiError::from_code(e.wire.code, e.wire.message.clone()));
-    e.apply(&mut response);
-    *response.status_mut() = status;
-    response
+    super::refusal(e, |code, message| ApiError::from_code(code, message).json())
 }
 
 /// `error` as a response.

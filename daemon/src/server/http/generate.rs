@@ -316,13 +316,8 @@ async fn serve(call: super::Call) -> Result<super::Response, super::Response> {
     Ok(super::streamed("application/x-ndjson", body))
 }
 
-/// A refusal decided by the front door in the original design's error shape, with the
-/// front door's status and `Retry-After`.
 fn refusal(e: &super::error::ApiError) -> super::Response {
-    let (_, body) = error_body(e.wire.code, &e.wire.message);
-    let mut response = super::json(e.status, &body);
-    e.apply(&mut response);
-    response
+    super::refusal(e, |code, message| error_body(code, message).1)
 }
 
 #[cfg(test)]

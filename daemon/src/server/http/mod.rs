@@ -225,3 +225,16 @@ pub fn resolve(
     }
     Ok(())
 }
+
+/// A refusal the front door decided (who is calling, the body's size, routing, admission)
+/// in a dialect's error shape (`shape` gives its body for a code and message), with the
+/// front door's status (which may be more precise than the code's: 413) and `Retry-After`.
+pub fn refusal(
+    e: &error::ApiError,
+    shape: impl FnOnce(provd_client::ErrorCode, &str) -> serde_json::Value,
+) -> Response {
+    let body = shape(e.wire.code, &e.wire.message);
+    let mut response = json(e.status, &body);
+    e.apply(&mut response);
+    response
+}

@@ -792,13 +792,8 @@ async fn serve(route: Route, call: super::Call) -> Result<super::Response, super
     Ok(super::streamed(content_type, body))
 }
 
-/// A refusal decided by the front door (who is calling, the body's size, routing,
-/// admission) in Ollama's shape, with the front door's status and `Retry-After`.
 fn refusal(e: &super::error::ApiError) -> super::Response {
-    let (_, body) = error_body(e.wire.code, &e.wire.message);
-    let mut response = super::json(e.status, &body);
-    e.apply(&mut response);
-    response
+    super::refusal(e, |code, message| error_body(code, message).1)
 }
 
 #[cfg(test)]
