@@ -139,7 +139,7 @@ async fn run_python_script(module: &str, script: &str, tests: usize) {
     let mut stdin = child.stdin.take().unwrap();
     let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap());
     let mut lines = Vec::new();
-    let mut requests_before_cancel = 0;
+    let mut cancelled = false;
     loop {
         let mut line = String::new();
         let n = tokio::io::AsyncBufReadExt::read_line(&mut out, &mut line)
@@ -152,7 +152,7 @@ async fn run_python_script(module: &str, script: &str, tests: usize) {
         if line.trim() == "CLOSED cancel_by_closing_the_stream" {
             // The held request is the last one the upstream received.
             let held = upstream.requests().len() - 1;
-            requests_before_cancel = held;
+            cancelled = true;
             upstream.wait_for(Seen::ClientClosedEarly(held)).await;
             tokio::io::AsyncWriteExt::write_all(&mut stdin, b"upstream closed\n")
                 .await
@@ -168,7 +168,10 @@ async fn run_python_script(module: &str, script: &str, tests: usize) {
         String::from_utf8_lossy(&output.stderr),
         daemon.log()
     );
-    assert!(requests_before_cancel > 0, "no cancel test ran: {stdout}");
+    assert!(
+        cancelled,
+        "the cancel test never closed its stream: {stdout}"
+    );
     assert!(!stdout.contains("FAIL"), "{stdout}");
     let summary = format!("{tests} passed, 0 failed");
     assert!(stdout.lines().any(|l| l.trim() == summary), "{stdout}");
@@ -364,7 +367,11 @@ async fn a_go_net_http_client_streams_a_chat_completion_and_reads_its_server_sen
         "the Go client failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let result = json_of(String::from_utf8_lossy(&out.stdout).trim());
+    let mut result = json_of(String::from_utf8_lossy(&out.stdout).trim());
+    // At least the role chunk, one text and the usage; how the text is split is the
+    // upstream's and the daemon's business.
+    let chunks = result["chunks"].take().as_u64().unwrap();
+    assert!(chunks >= 3, "{chunks} chunks");
     assert_eq!(
         result,
         json!({
@@ -374,8 +381,7 @@ async fn a_go_net_http_client_streams_a_chat_completion_and_reads_its_server_sen
             "finish_reason": "stop",
             "prompt_tokens": 5,
             "completion_tokens": 3,
-            // the role chunk, three texts, the finish and the usage
-            "chunks": 6,
+            "chunks": null,
             "done": true,
         })
     );
