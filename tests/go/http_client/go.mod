@@ -1,0 +1,3 @@
+module provd.test/httpclient
+
+go 1.19

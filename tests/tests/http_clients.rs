@@ -1,0 +1,388 @@
+//! The HTTP front door proven with clients no one here wrote, against a live daemon whose
+//! provider is the faithful OpenAI mock upstream: the official `anthropic` Python SDK on
+//! `/v1/messages` and the official `ollama` Python client on `/api/*` (answers streamed
+//! and whole, usage, errors, cancel by closing the stream), curl on every route, and Go's
+//! standard `net/http` streaming a chat completion and reading its server-sent events.
+//!
+//! A missing tool (the Python packages from `tests/python/requirements.txt`, curl, go)
+//! says SKIPPED, except in CI, which installs them all; scripts/test names the tests it
+//! leaves out.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use provd_tests::apis::openai;
+use provd_tests::upstream::{Part, Reply, Seen, Upstream};
+use provd_tests::Daemon;
+use serde_json::{json, Value};
+
+const MODEL: &str = "test-model";
+
+/// The HTTP socket of a test daemon: beside its MessagePack socket.
+fn http_socket(daemon: &Daemon) -> PathBuf {
+    daemon.socket.with_file_name("http.sock")
+}
+
+/// Whether `tool` runs; prints SKIPPED and returns false when it does not, except in CI,
+/// where every tool is installed and a missing one is a failure.
+fn have(what: &str, tool: &std::ffi::OsStr, args: &[&str]) -> bool {
+    let ok = Command::new(tool)
+        .args(args)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        let why = format!(
+            "{what} is missing ({} {args:?} failed; scripts/test makes the Python environment from tests/python/requirements.txt)",
+            tool.to_string_lossy()
+        );
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{why}, and CI installs it"
+        );
+        eprintln!("SKIPPED: {why}");
+    }
+    ok
+}
+
+/// An OpenAI mock upstream: "Hello, SDK" (5 prompt and 3 completion tokens) streamed or
+/// whole, a 429 to the prompt "fail", one chunk then silence to the prompt "hold", and
+/// the model `gpt-a`.
+async fn upstream() -> Upstream {
+    Upstream::start(move |r| {
+        if r.path().ends_with("/models") {
+            return openai::models(&["gpt-a"]);
+        }
+        let body = r.json();
+        let prompt = body["messages"][0]["content"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if prompt == "hold" {
+            let first = openai::chunk_event(
+                MODEL,
+                json!({"role": "assistant", "content": "first"}),
+                None,
+            );
+            return Reply::stream(
+                "text/event-stream",
+                vec![Part::Bytes(first.into_bytes()), Part::Stall],
+            );
+        }
+        if prompt == "fail" {
+            return openai::error(
+                429,
+                "slow down",
+                "rate_limit_error",
+                Some("rate_limit_exceeded"),
+            )
+            .header("retry-after", "7");
+        }
+        if body["stream"] == json!(true) {
+            openai::stream_reply(
+                &openai::stream_text(MODEL, &["Hello", ", ", "SDK"], "stop", (5, 3)),
+                9,
+            )
+        } else {
+            Reply::json(
+                200,
+                &openai::completion(MODEL, "Hello, SDK", "stop", (5, 3)),
+            )
+        }
+    })
+    .await
+}
+
+/// A daemon whose provider `p` is `upstream`, beside a mock one. It has no default
+/// provider, so a model `nope/x` names an unknown provider rather than a model of the
+/// default one.
+fn daemon_for(upstream: &Upstream) -> Daemon {
+    Daemon::builder()
+        .config(&format!(
+            "[daemon]\nkeepalive_interval_ms = 0\n\n\
+             [providers.p]\ntype = \"openai\"\nbase_url = \"{}/v1\"\ndefault_model = \"{MODEL}\"\n\
+             api_key_env = \"PROVD_TEST_KEY\"\nretry_attempts = 0\ntimeout_seconds = 30\n\n\
+             [providers.m]\ntype = \"mock\"\n",
+            upstream.base_url
+        ))
+        .env("PROVD_TEST_KEY", provd_tests::apis::TEST_KEY)
+        .start()
+}
+
+/// Runs `tests/python/{script}` against a daemon on the mock upstream, answering its
+/// cancel test once the upstream saw the stream closed, and asserts all `tests` passed.
+async fn run_python_script(module: &str, script: &str, tests: usize) {
+    let python = provd_tests::python();
+    if !have(
+        &format!("the {module} Python package"),
+        &python,
+        &["-c", &format!("import {module}")],
+    ) {
+        return;
+    }
+    let upstream = upstream().await;
+    let daemon = daemon_for(&upstream);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join(script);
+    let mut child = tokio::process::Command::new(&python)
+        .arg(path)
+        .arg("--socket")
+        .arg(http_socket(&daemon))
+        .arg("--model")
+        .arg("p/test-model")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run python");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap());
+    let mut lines = Vec::new();
+    let mut cancelled = false;
+    loop {
+        let mut line = String::new();
+        let n = tokio::io::AsyncBufReadExt::read_line(&mut out, &mut line)
+            .await
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        print!("{line}");
+        if line.trim() == "CLOSED cancel_by_closing_the_stream" {
+            // The held request is the last one the upstream received.
+            let held = upstream.requests().len() - 1;
+            cancelled = true;
+            upstream.wait_for(Seen::ClientClosedEarly(held)).await;
+            tokio::io::AsyncWriteExt::write_all(&mut stdin, b"upstream closed\n")
+                .await
+                .unwrap();
+        }
+        lines.push(line);
+    }
+    let output = child.wait_with_output().await.unwrap();
+    let stdout = lines.concat();
+    assert!(
+        output.status.success(),
+        "{script} failed:\n{stdout}\n{}\ndaemon log:\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        daemon.log()
+    );
+    assert!(
+        cancelled,
+        "the cancel test never closed its stream: {stdout}"
+    );
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+    let summary = format!("{tests} passed, 0 failed");
+    assert!(stdout.lines().any(|l| l.trim() == summary), "{stdout}");
+}
+
+#[tokio::test]
+async fn the_official_anthropic_sdk_streams_answers_errors_and_cancels_on_the_live_messages_route()
+{
+    run_python_script("anthropic", "anthropic_live.py", 4).await;
+}
+
+#[tokio::test]
+async fn the_official_ollama_client_chats_generates_lists_and_cancels_on_the_live_routes() {
+    run_python_script("ollama", "ollama_live.py", 6).await;
+}
+
+/// One curl call over the socket: (status, body). Async: the mock upstream answers on
+/// this test's runtime.
+async fn curl(socket: &Path, method: &str, path: &str, body: Option<Value>) -> (u16, String) {
+    let mut cmd = tokio::process::Command::new("curl");
+    cmd.args(["--silent", "--show-error", "--unix-socket"])
+        .arg(socket)
+        .args(["--request", method, "--write-out", "\n%{http_code}"]);
+    if let Some(body) = body {
+        cmd.args([
+            "--header",
+            "content-type: application/json",
+            "--data-binary",
+        ])
+        .arg(body.to_string());
+    }
+    let out = cmd
+        .arg(format!("http://localhost{path}"))
+        .output()
+        .await
+        .expect("run curl");
+    assert!(
+        out.status.success(),
+        "curl {method} {path}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').expect("curl wrote the status");
+    (status.parse().expect("a status"), body.to_owned())
+}
+
+fn json_of(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+#[tokio::test]
+async fn curl_over_the_unix_socket_gets_an_answer_from_every_route() {
+    if !have("curl", "curl".as_ref(), &["--version"]) {
+        return;
+    }
+    let upstream = upstream().await;
+    let daemon = daemon_for(&upstream);
+    let socket = http_socket(&daemon);
+    let hi = json!([{"role": "user", "content": "hi"}]);
+    let model = "p/test-model";
+
+    let (status, body) = curl(&socket, "GET", "/health", None).await;
+    assert_eq!(
+        (status, json_of(&body)["status"].clone()),
+        (200, json!("ok"))
+    );
+
+    let (status, body) = curl(&socket, "GET", "/v1/models", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(json_of(&body)["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["id"] == "p/gpt-a"));
+
+    let (status, body) = curl(
+        &socket,
+        "POST",
+        "/v1/chat/completions",
+        Some(json!({"model": model, "messages": hi})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        json_of(&body)["choices"][0]["message"]["content"],
+        "Hello, SDK"
+    );
+
+    let (status, body) = curl(
+        &socket,
+        "POST",
+        "/v1/chat/completions",
+        Some(json!({"model": model, "messages": hi, "stream": true})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.trim_end().ends_with("data: [DONE]"), "{body}");
+
+    let (status, body) = curl(
+        &socket,
+        "POST",
+        "/v1/messages",
+        Some(json!({"model": model, "max_tokens": 20, "messages": hi})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json_of(&body)["content"][0]["text"], "Hello, SDK");
+
+    let (status, body) = curl(
+        &socket,
+        "POST",
+        "/api/chat",
+        Some(json!({"model": model, "messages": hi, "stream": false})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json_of(&body)["message"]["content"], "Hello, SDK");
+
+    let (status, body) = curl(
+        &socket,
+        "POST",
+        "/api/generate",
+        Some(json!({"model": model, "prompt": "hi", "stream": false})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json_of(&body)["response"], "Hello, SDK");
+
+    let (status, body) = curl(&socket, "GET", "/api/tags", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(json_of(&body)["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["name"] == "p/gpt-a"));
+
+    let (status, body) = curl(
+        &socket,
+        "POST",
+        "/generate",
+        Some(json!({"provider_id": "p", "model_id": MODEL, "prompt": "hi"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json_of(&body)["data"]["response"], "Hello, SDK");
+
+    // An unknown route is a 404, not a hang or a reset.
+    let (status, _) = curl(&socket, "GET", "/v2/nothing", None).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn a_go_net_http_client_streams_a_chat_completion_and_reads_its_server_sent_events() {
+    if !have("go", "go".as_ref(), &["version"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    // Caches under target/ keep reruns fast; nothing is fetched (the program has no
+    // dependencies beyond the standard library).
+    let go_home = Path::new(env!("CARGO_TARGET_TMPDIR")).join("go");
+    let exe = tmp.path().join("http-client");
+    let out = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&exe)
+        .arg(".")
+        .current_dir(provd_tests::workspace().join("tests/go/http_client"))
+        .env("GOCACHE", go_home.join("cache"))
+        .env("GOPATH", go_home.join("path"))
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOPROXY", "off")
+        .env("GOTOOLCHAIN", "local")
+        .env("GOTELEMETRY", "off")
+        .env("GO111MODULE", "on")
+        .env("CGO_ENABLED", "0")
+        .output()
+        .expect("run go build");
+    assert!(
+        out.status.success(),
+        "go build: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let upstream = upstream().await;
+    let daemon = daemon_for(&upstream);
+    let out = tokio::process::Command::new(&exe)
+        .arg(http_socket(&daemon))
+        .arg("p/test-model")
+        .output()
+        .await
+        .expect("run the Go client");
+    assert!(
+        out.status.success(),
+        "the Go client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut result = json_of(String::from_utf8_lossy(&out.stdout).trim());
+    // At least the role chunk, one text and the usage; how the text is split is the
+    // upstream's and the daemon's business.
+    let chunks = result["chunks"].take().as_u64().unwrap();
+    assert!(chunks >= 3, "{chunks} chunks");
+    assert_eq!(
+        result,
+        json!({
+            "status": 200,
+            "content_type": "text/event-stream",
+            "text": "Hello, SDK",
+            "finish_reason": "stop",
+            "prompt_tokens": 5,
+            "completion_tokens": 3,
+            "chunks": null,
+            "done": true,
+        })
+    );
+}
