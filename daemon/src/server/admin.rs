@@ -126,7 +126,12 @@ pub(super) async fn handle(
             let created = daemon
                 .auth()
                 .tokens()
-                .create(p.providers, p.ttl_seconds)
+                .create_owned(
+                    p.providers,
+                    p.ttl_seconds,
+                    // The creating admin's, unless it names another.
+                    p.owner_uid.or(grant.peer.uid),
+                )
                 .map_err(failed)?;
             encoded(
                 id,
