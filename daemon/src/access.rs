@@ -667,6 +667,67 @@ mod tests {
     }
 
     #[test]
+    fn a_token_alone_acts_as_its_owner_narrowed_by_its_scope() {
+        let a = AuthProvider::new(
+            &toml::from_str("allow_uids = [4000000001]").unwrap(),
+            None,
+            TokenStore::in_memory(),
+        )
+        .unwrap();
+        let owned = a
+            .tokens()
+            .create_owned(vec!["a".into()], None, Some(4_000_000_001))
+            .unwrap();
+        let grant = a.grant_for_token(Some(owned.token.expose())).unwrap();
+        assert_eq!(grant.peer.uid, Some(4_000_000_001));
+        assert!(!grant.admin && !grant.admin_uid);
+        assert!(a.check_provider(&grant, "a").is_ok());
+        assert!(a.check_provider(&grant, "b").is_err());
+
+        let stranger = a
+            .tokens()
+            .create_owned(vec!["a".into()], None, Some(4_000_000_002))
+            .unwrap();
+        let err = a
+            .grant_for_token(Some(stranger.token.expose()))
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::PermissionDenied);
+        assert!(err.message.contains("uid 4000000002"), "{}", err.message);
+
+        let ownerless = a.tokens().create(vec!["a".into()], None).unwrap();
+        let err = a
+            .grant_for_token(Some(ownerless.token.expose()))
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::Unauthenticated);
+        assert!(err.message.contains("no owner"), "{}", err.message);
+        for missing in [None, Some("provd_nope")] {
+            assert_eq!(
+                a.grant_for_token(missing).unwrap_err().code,
+                ErrorCode::Unauthenticated
+            );
+        }
+    }
+
+    #[test]
+    fn a_token_file_from_before_owners_loads_with_no_owner_and_a_new_one_keeps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("tokens.json"),
+            r#"[{"id":"abc","sha256":"00","providers":["a"],"created_at":1,"expires_at":null}]"#,
+        )
+        .unwrap();
+        let store = TokenStore::load(dir.path()).unwrap();
+        assert_eq!(store.list()[0].owner_uid, None);
+        store.create_owned(vec!["a".into()], None, Some(7)).unwrap();
+        let reloaded = TokenStore::load(dir.path()).unwrap();
+        let owners: Vec<_> = reloaded.list().iter().map(|r| r.owner_uid).collect();
+        assert!(
+            owners.contains(&Some(7)) && owners.contains(&None),
+            "{owners:?}"
+        );
+    }
+
+    #[test]
     fn a_grant_decided_again_sees_revocation_expiry_and_the_new_policy() {
         let dir = tempfile::tempdir().unwrap();
         let store = TokenStore::load(dir.path()).unwrap();

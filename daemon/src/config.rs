@@ -674,6 +674,40 @@ mod tests {
     }
 
     #[test]
+    fn http_listen_takes_only_a_loopback_address_and_port() {
+        let listen = |addr: &str| {
+            Config::parse(
+                &format!("[providers.a]\ntype = \"mock\"\n[http]\nlisten = \"{addr}\"\n"),
+                Path::new("t.toml"),
+            )
+            .map(|c| c.http.listen)
+            .map_err(|e| e.to_string())
+        };
+        for ok in [
+            "127.0.0.1:8080",
+            "127.0.0.1:0",
+            "[::1]:8080",
+            "127.0.0.2:80",
+        ] {
+            assert_eq!(listen(ok), Ok(Some(ok.to_owned())), "{ok}");
+        }
+        for refused in ["0.0.0.0:8080", "[::]:8080", "192.168.1.2:8080"] {
+            let e = listen(refused).unwrap_err();
+            assert!(e.contains("http.listen must be a loopback address"), "{e}");
+            assert!(e.contains(refused), "{e}");
+        }
+        // A host name could resolve anywhere; no port means no listener.
+        for refused in ["localhost:8080", "127.0.0.1", "example.com:80"] {
+            let e = listen(refused).unwrap_err();
+            assert!(
+                e.contains("http.listen must be a loopback address and port"),
+                "{e}"
+            );
+        }
+        assert_eq!(Config::embedded().http.listen, None, "off by default");
+    }
+
+    #[test]
     fn errors_name_the_file_the_key_and_the_rule() {
         assert_eq!(
             err("[providers.a]\ntype = \"mock\"\ntimeout_seconds = 0\n"),
