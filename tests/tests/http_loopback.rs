@@ -172,6 +172,9 @@ async fn a_valid_token_is_served_as_its_owner_and_a_revoked_one_is_401() {
         "{body}"
     );
 
+    let (status, list, stderr) = run_provd(&["token", "list"], &daemon.socket);
+    assert!(status.success(), "{stderr}");
+    assert!(list.contains("owner uid 4242"), "{list}");
     let (status, _, stderr) = run_provd(&["token", "revoke", &id], &daemon.socket);
     assert!(status.success(), "{stderr}");
     let (status, body) = call(

@@ -242,8 +242,12 @@ pub async fn token_list(socket: &Path, as_json: bool) -> Result<(), CommandError
     }
     for t in &list.tokens {
         let expires = t.expires_at.map_or_else(|| "never".to_owned(), utc_date);
+        let owner = t.owner_uid.map_or_else(
+            || "none (Unix socket only)".to_owned(),
+            |uid| format!("uid {uid}"),
+        );
         println!(
-            "{:<14} expires {:<20} {}",
+            "{:<14} expires {:<20} {}  owner {owner}",
             t.id,
             expires,
             t.providers.join(",")

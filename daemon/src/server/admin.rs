@@ -153,6 +153,7 @@ pub(super) async fn handle(
                     providers: r.providers,
                     created_at: r.created_at,
                     expires_at: r.expires_at,
+                    owner_uid: r.owner_uid,
                 })
                 .collect();
             encoded(id, &TokenList { tokens })
