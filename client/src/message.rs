@@ -611,6 +611,10 @@ pub struct TokenCreateParams {
     /// Lifetime in seconds; forever when absent.
     #[serde(default)]
     pub ttl_seconds: Option<u64>,
+    /// The uid a request made with the token over the loopback TCP listener acts as;
+    /// the creating admin's uid when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_uid: Option<u32>,
 }
 
 /// `token_create` result: the token, shown this once.
@@ -645,6 +649,10 @@ pub struct TokenInfo {
     /// Expiry, Unix seconds.
     #[serde(default)]
     pub expires_at: Option<u64>,
+    /// The uid it acts as on the HTTP loopback TCP listener; absent for a token created
+    /// before tokens had owners (refused there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_uid: Option<u32>,
 }
 
 /// `token_list` result.

@@ -210,6 +210,33 @@ impl AuthProvider {
         Ok(grant)
     }
 
+    /// The grant of a request that only its token identifies (loopback TCP, where the
+    /// kernel cannot say who calls): the token's owner, judged by this policy as if it had
+    /// connected to the Unix socket, narrowed by the token. No token, an unknown, revoked
+    /// or expired one, or one without an owner is `unauthenticated`.
+    pub fn grant_for_token(&self, token: Option<&str>) -> Result<Grant, WireError> {
+        let Some(token) = token else {
+            return Err(WireError::new(
+                ErrorCode::Unauthenticated,
+                "a provd token is required on the TCP listener: pass one as `Authorization: Bearer`, `x-api-key` or `api-key` (provd token create)",
+            ));
+        };
+        let record = self.tokens.verify(token)?;
+        let Some(owner) = record.owner_uid else {
+            return Err(WireError::new(
+                ErrorCode::Unauthenticated,
+                format!("token {} has no owner (it predates token owners): it works on the Unix socket only; create a new one for the TCP listener", record.id),
+            ));
+        };
+        let mut grant = self.authorize(PeerIdentity {
+            uid: Some(owner),
+            gid: None,
+            pid: None,
+        })?;
+        narrow(&mut grant, record);
+        Ok(grant)
+    }
+
     fn check_tokenless(&self, grant: &Grant) -> Result<(), WireError> {
         if self.require_token && !grant.admin {
             return Err(WireError::new(
@@ -311,6 +338,12 @@ pub struct TokenRecord {
     pub created_at: u64,
     /// Expiry, Unix seconds; `None` never expires.
     pub expires_at: Option<u64>,
+    /// The uid a request made with it over loopback TCP acts as (`provd token create
+    /// --for-user`, by default the admin who created it). Absent in tokens created before
+    /// tokens had owners: those still narrow a Unix socket connection, whose uid the
+    /// kernel gives, but are refused on TCP, where nothing else says who calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_uid: Option<u32>,
 }
 
 /// A token as handed out once: the secret and its public record.
@@ -371,11 +404,23 @@ impl TokenStore {
         })
     }
 
-    /// Creates a token for `providers`, valid for `ttl_seconds` (forever when `None`).
+    /// Creates a token for `providers`, valid for `ttl_seconds` (forever when `None`),
+    /// with no owner (usable on the Unix socket only).
     pub fn create(
         &self,
         providers: Vec<String>,
         ttl_seconds: Option<u64>,
+    ) -> Result<NewToken, String> {
+        self.create_owned(providers, ttl_seconds, None)
+    }
+
+    /// Creates a token as [`TokenStore::create`] does, owned by `owner_uid`: a request
+    /// made with it over loopback TCP acts as that uid.
+    pub fn create_owned(
+        &self,
+        providers: Vec<String>,
+        ttl_seconds: Option<u64>,
+        owner_uid: Option<u32>,
     ) -> Result<NewToken, String> {
         let rng = SystemRandom::new();
         let mut secret = [0u8; 32];
@@ -394,6 +439,7 @@ impl TokenStore {
             providers,
             created_at,
             expires_at: ttl_seconds.map(|t| created_at.saturating_add(t)),
+            owner_uid,
         };
         let mut records = self.records.lock().expect("token lock poisoned");
         records.insert(record.id.clone(), record.clone());
@@ -618,6 +664,67 @@ mod tests {
         let expired = a.tokens().create(vec![], Some(0)).unwrap();
         let err = a.tokens().verify(expired.token.expose()).unwrap_err();
         assert!(err.message.contains("expired"), "{}", err.message);
+    }
+
+    #[test]
+    fn a_token_alone_acts_as_its_owner_narrowed_by_its_scope() {
+        let a = AuthProvider::new(
+            &toml::from_str("allow_uids = [4000000001]").unwrap(),
+            None,
+            TokenStore::in_memory(),
+        )
+        .unwrap();
+        let owned = a
+            .tokens()
+            .create_owned(vec!["a".into()], None, Some(4_000_000_001))
+            .unwrap();
+        let grant = a.grant_for_token(Some(owned.token.expose())).unwrap();
+        assert_eq!(grant.peer.uid, Some(4_000_000_001));
+        assert!(!grant.admin && !grant.admin_uid);
+        assert!(a.check_provider(&grant, "a").is_ok());
+        assert!(a.check_provider(&grant, "b").is_err());
+
+        let stranger = a
+            .tokens()
+            .create_owned(vec!["a".into()], None, Some(4_000_000_002))
+            .unwrap();
+        let err = a
+            .grant_for_token(Some(stranger.token.expose()))
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::PermissionDenied);
+        assert!(err.message.contains("uid 4000000002"), "{}", err.message);
+
+        let ownerless = a.tokens().create(vec!["a".into()], None).unwrap();
+        let err = a
+            .grant_for_token(Some(ownerless.token.expose()))
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::Unauthenticated);
+        assert!(err.message.contains("no owner"), "{}", err.message);
+        for missing in [None, Some("provd_nope")] {
+            assert_eq!(
+                a.grant_for_token(missing).unwrap_err().code,
+                ErrorCode::Unauthenticated
+            );
+        }
+    }
+
+    #[test]
+    fn a_token_file_from_before_owners_loads_with_no_owner_and_a_new_one_keeps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("tokens.json"),
+            r#"[{"id":"abc","sha256":"00","providers":["a"],"created_at":1,"expires_at":null}]"#,
+        )
+        .unwrap();
+        let store = TokenStore::load(dir.path()).unwrap();
+        assert_eq!(store.list()[0].owner_uid, None);
+        store.create_owned(vec!["a".into()], None, Some(7)).unwrap();
+        let reloaded = TokenStore::load(dir.path()).unwrap();
+        let owners: Vec<_> = reloaded.list().iter().map(|r| r.owner_uid).collect();
+        assert!(
+            owners.contains(&Some(7)) && owners.contains(&None),
+            "{owners:?}"
+        );
     }
 
     #[test]

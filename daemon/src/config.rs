@@ -218,6 +218,7 @@ pub struct Config {
 /// enabled = true                 # default
 /// socket = "/run/provd/http.sock" # default: http.sock beside the MessagePack socket
 /// max_body_bytes = 33554432      # 32 MiB, the default
+/// listen = "127.0.0.1:8080"      # off by default; loopback only, every request needs a token
 /// ```
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -237,6 +238,10 @@ pub struct HttpConfig {
     /// How long a keep-alive connection may sit idle between requests before it is
     /// closed (1 to [`MAX_COUNT_OR_SECONDS`]).
     pub keep_alive_idle_seconds: u64,
+    /// A loopback TCP address to serve too (`127.0.0.1:PORT`, `[::1]:PORT`; port 0 picks
+    /// one, logged). Off when unset. A non-loopback address is refused: there is no TLS,
+    /// and on TCP the kernel cannot say who calls, so every request carries a provd token.
+    pub listen: Option<String>,
 }
 
 /// Default for `[http] max_body_bytes`: 32 MiB, room for a long conversation.
@@ -254,8 +259,23 @@ impl Default for HttpConfig {
             max_body_bytes: DEFAULT_HTTP_MAX_BODY_BYTES,
             header_read_timeout_seconds: DEFAULT_HTTP_HEADER_READ_TIMEOUT_SECONDS,
             keep_alive_idle_seconds: DEFAULT_HTTP_KEEP_ALIVE_IDLE_SECONDS,
+            listen: None,
         }
     }
+}
+
+/// The address of `[http] listen`, or why it is refused: it must be an IP address and
+/// port (no host name, which could resolve anywhere) on the loopback interface.
+pub fn loopback_address(listen: &str) -> Result<std::net::SocketAddr, String> {
+    let addr: std::net::SocketAddr = listen.parse().map_err(|_| {
+        format!("must be a loopback address and port like \"127.0.0.1:8080\" or \"[::1]:8080\", got '{listen}'")
+    })?;
+    if !addr.ip().is_loopback() {
+        return Err(format!(
+            "must be a loopback address (127.0.0.1 or ::1), got '{listen}': provd serves no TLS and is not exposed beyond this machine"
+        ));
+    }
+    Ok(addr)
 }
 
 /// A provider and model a request can be routed to (`"provider"` or `"provider/model"`).
@@ -455,6 +475,9 @@ impl Config {
                 ));
             }
         }
+        if let Some(listen) = &self.http.listen {
+            loopback_address(listen).map_err(|rule| invalid("http.listen".into(), rule))?;
+        }
         if d.max_frame_bytes < 1024 {
             return Err(invalid(
                 "daemon.max_frame_bytes".into(),
@@ -648,6 +671,40 @@ mod tests {
         assert_eq!(c.providers["mock"].kind, ProviderKind::Mock);
         assert_eq!(c.providers["mock"].timeout_seconds, 30);
         assert_eq!(c.providers["mock"].retry_attempts, 3);
+    }
+
+    #[test]
+    fn http_listen_takes_only_a_loopback_address_and_port() {
+        let listen = |addr: &str| {
+            Config::parse(
+                &format!("[providers.a]\ntype = \"mock\"\n[http]\nlisten = \"{addr}\"\n"),
+                Path::new("t.toml"),
+            )
+            .map(|c| c.http.listen)
+            .map_err(|e| e.to_string())
+        };
+        for ok in [
+            "127.0.0.1:8080",
+            "127.0.0.1:0",
+            "[::1]:8080",
+            "127.0.0.2:80",
+        ] {
+            assert_eq!(listen(ok), Ok(Some(ok.to_owned())), "{ok}");
+        }
+        for refused in ["0.0.0.0:8080", "[::]:8080", "192.168.1.2:8080"] {
+            let e = listen(refused).unwrap_err();
+            assert!(e.contains("http.listen must be a loopback address"), "{e}");
+            assert!(e.contains(refused), "{e}");
+        }
+        // A host name could resolve anywhere; no port means no listener.
+        for refused in ["localhost:8080", "127.0.0.1", "example.com:80"] {
+            let e = listen(refused).unwrap_err();
+            assert!(
+                e.contains("http.listen must be a loopback address and port"),
+                "{e}"
+            );
+        }
+        assert_eq!(Config::embedded().http.listen, None, "off by default");
     }
 
     #[test]

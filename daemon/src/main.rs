@@ -194,6 +194,10 @@ enum TokenAction {
         /// Lifetime: 90s, 15m, 12h, 30d [default: never expires]
         #[arg(long)]
         expires: Option<String>,
+        /// The user (name or uid) a request made with it on the loopback TCP listener
+        /// acts as [default: you]
+        #[arg(long, value_name = "NAME")]
+        for_user: Option<String>,
     },
     /// List tokens (ids, providers, expiry; never the token).
     List {
@@ -338,8 +342,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Token { action } => {
                 let socket = client_socket();
                 match action {
-                    TokenAction::Create { providers, expires } => {
-                        admin::token_create(&socket, providers, expires.as_deref()).await?
+                    TokenAction::Create {
+                        providers,
+                        expires,
+                        for_user,
+                    } => {
+                        admin::token_create(
+                            &socket,
+                            providers,
+                            expires.as_deref(),
+                            for_user.as_deref(),
+                        )
+                        .await?
                     }
                     TokenAction::List { json } => admin::token_list(&socket, json).await?,
                     TokenAction::Revoke { id } => admin::token_revoke(&socket, &id).await?,

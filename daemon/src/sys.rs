@@ -39,6 +39,37 @@ pub fn group_id(group: &str) -> Option<u32> {
     }
 }
 
+/// Resolves a user given by name or number to its uid.
+#[cfg(unix)]
+pub fn user_id(user: &str) -> Option<u32> {
+    if let Ok(uid) = user.parse::<u32>() {
+        return Some(uid);
+    }
+    let name = std::ffi::CString::new(user).ok()?;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        // SAFETY: an all-zero `passwd` is a valid value for a plain C struct.
+        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: every pointer is valid for the call: `name` is NUL-terminated, `pwd` and
+        // `result` are live locals, and `buf` is a writable buffer of the length passed.
+        let rc = unsafe {
+            libc::getpwnam_r(
+                name.as_ptr(),
+                &mut pwd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        if rc == libc::ERANGE && buf.len() < 1 << 20 {
+            buf.resize(buf.len() * 2, 0);
+            continue;
+        }
+        return (rc == 0 && !result.is_null()).then_some(pwd.pw_uid);
+    }
+}
+
 /// Takes ownership of descriptor `fd`, inherited from the process that started us
 /// (systemd's socket activation passes listening sockets from fd 3), after checking that
 /// it is open and a listening Unix stream socket. It is marked close-on-exec, as every

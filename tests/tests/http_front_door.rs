@@ -413,6 +413,7 @@ async fn a_provd_token_narrows_the_callers_providers_and_an_unknown_one_is_refus
             &provd_client::message::TokenCreateParams {
                 providers: vec!["m".into()],
                 ttl_seconds: None,
+                owner_uid: None,
             },
         )
         .await

@@ -198,14 +198,17 @@ pub async fn token_create(
     socket: &Path,
     providers: Vec<String>,
     expires: Option<&str>,
+    for_user: Option<&str>,
 ) -> Result<(), CommandError> {
     let ttl_seconds = expires.map(parse_duration).transpose()?;
+    let owner_uid = for_user.map(user_id).transpose()?;
     let created: message::TokenCreated = request(
         socket,
         message::method::TOKEN_CREATE,
         &message::TokenCreateParams {
             providers,
             ttl_seconds,
+            owner_uid,
         },
     )
     .await?;
@@ -215,6 +218,15 @@ pub async fn token_create(
         created.id
     );
     Ok(())
+}
+
+/// The uid of `--for-user`: a user name or a number.
+fn user_id(user: &str) -> Result<u32, CommandError> {
+    #[cfg(unix)]
+    let uid = crate::sys::user_id(user);
+    #[cfg(not(unix))]
+    let uid = user.parse().ok();
+    uid.ok_or_else(|| CommandError::Usage(format!("--for-user: no user named '{user}'")))
 }
 
 /// `provd token list`.
@@ -230,8 +242,12 @@ pub async fn token_list(socket: &Path, as_json: bool) -> Result<(), CommandError
     }
     for t in &list.tokens {
         let expires = t.expires_at.map_or_else(|| "never".to_owned(), utc_date);
+        let owner = t.owner_uid.map_or_else(
+            || "none (Unix socket only)".to_owned(),
+            |uid| format!("uid {uid}"),
+        );
         println!(
-            "{:<14} expires {:<20} {}",
+            "{:<14} expires {:<20} {}  owner {owner}",
             t.id,
             expires,
             t.providers.join(",")

@@ -126,7 +126,12 @@ pub(super) async fn handle(
             let created = daemon
                 .auth()
                 .tokens()
-                .create(p.providers, p.ttl_seconds)
+                .create_owned(
+                    p.providers,
+                    p.ttl_seconds,
+                    // The creating admin's, unless it names another.
+                    p.owner_uid.or(grant.peer.uid),
+                )
                 .map_err(failed)?;
             encoded(
                 id,
@@ -148,6 +153,7 @@ pub(super) async fn handle(
                     providers: r.providers,
                     created_at: r.created_at,
                     expires_at: r.expires_at,
+                    owner_uid: r.owner_uid,
                 })
                 .collect();
             encoded(id, &TokenList { tokens })

@@ -214,6 +214,7 @@ mod tests {
             Method::TokenCreate => named(&TokenCreateParams {
                 providers: vec!["p".into()],
                 ttl_seconds: None,
+                owner_uid: None,
             }),
             Method::TokenRevoke => named(&TokenRevokeParams { id: "t".into() }),
             Method::Ping

@@ -27,6 +27,7 @@ fn create_token(
     let params = TokenCreateParams {
         providers: providers.iter().map(|p| p.to_string()).collect(),
         ttl_seconds,
+        owner_uid: None,
     };
     admin.request(1, "token_create", &params);
     match admin.read_reply(1).0 {

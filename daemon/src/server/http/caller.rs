@@ -8,6 +8,13 @@
 //! scope; a revoked or unknown one is `unauthenticated`. Any other value is ignored: over
 //! the Unix socket the uid is the identity, and the SDK's placeholder key is not a secret
 //! of ours.
+//!
+//! On the loopback TCP listener the kernel cannot say who calls, so the token is the
+//! identity: a request without a valid provd token is `unauthenticated` (401), and one
+//! with a token acts as the token's owner, judged as that uid on the Unix socket would be
+//! and narrowed by the token ([`AuthProvider::grant_for_token`]). A browser page can
+//! reach 127.0.0.1 too: [`check_loopback_request`] refuses a `Host` that is not one of
+//! the listener's own names (DNS rebinding) and any `Origin` that is not one of them.
 
 use std::sync::{Arc, Mutex};
 
@@ -32,6 +39,8 @@ pub struct Caller {
 #[derive(Debug)]
 pub struct Standing {
     peer: PeerIdentity,
+    /// A TCP connection: no peer uid, the token alone says who calls.
+    tcp: bool,
     decided: Mutex<(Arc<AuthProvider>, Result<Grant, WireError>)>,
 }
 
@@ -44,7 +53,23 @@ impl Standing {
     ) -> Standing {
         Standing {
             peer,
+            tcp: false,
             decided: Mutex::new((policy, verdict)),
+        }
+    }
+
+    /// A loopback TCP connection, whose requests each name their caller by a token.
+    pub fn tcp(policy: Arc<AuthProvider>) -> Standing {
+        Standing {
+            peer: PeerIdentity::default(),
+            tcp: true,
+            decided: Mutex::new((
+                policy,
+                Err(WireError::new(
+                    provd_client::ErrorCode::Unauthenticated,
+                    "a TCP caller is named by its token",
+                )),
+            )),
         }
     }
 
@@ -59,6 +84,10 @@ impl Standing {
         policy: Arc<AuthProvider>,
         headers: &HeaderMap,
     ) -> Result<Caller, WireError> {
+        if self.tcp {
+            let grant = policy.grant_for_token(provd_token(headers))?;
+            return Ok(Caller { grant, policy });
+        }
         let mut grant = {
             let mut decided = self.decided.lock().expect("standing lock poisoned");
             if !Arc::ptr_eq(&decided.0, &policy) {
@@ -98,6 +127,47 @@ fn provd_token(headers: &HeaderMap) -> Option<&str> {
         .find(|v| v.starts_with(TOKEN_PREFIX))
 }
 
+/// The names a loopback listener on `port` answers to, as `Host` carries them.
+pub fn loopback_names(port: u16) -> Vec<String> {
+    vec![
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+    ]
+}
+
+/// Why a request to the loopback TCP listener is refused before it is routed, if it is:
+/// its `Host` is not one of `names` (a page whose DNS name was rebound to 127.0.0.1
+/// sends its own name), or it carries an `Origin` (a browser's cross-origin request) that
+/// is not `http://` and one of them. A request without `Origin` is not a browser's.
+pub fn check_loopback_request(headers: &HeaderMap, names: &[String]) -> Result<(), String> {
+    let mut hosts = headers.get_all(http::header::HOST).into_iter();
+    let host = match (hosts.next(), hosts.next()) {
+        (Some(host), None) => host.to_str().unwrap_or(""),
+        _ => return Err("the request must carry exactly one Host header".into()),
+    };
+    if !names.iter().any(|n| n.eq_ignore_ascii_case(host)) {
+        return Err(format!(
+            "Host '{}' is not this listener's ({}): refused, as a page whose name was rebound to this address would send it",
+            crate::server::connection::truncate(host, 128),
+            names.join(", ")
+        ));
+    }
+    for origin in headers.get_all(http::header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        let own = origin
+            .strip_prefix("http://")
+            .is_some_and(|o| names.iter().any(|n| n.eq_ignore_ascii_case(o)));
+        if !own {
+            return Err(format!(
+                "cross-origin requests are refused (Origin '{}'): provd answers no browser page",
+                crate::server::connection::truncate(origin, 128)
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,5 +185,63 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("api-key", "provd_ghi".parse().unwrap());
         assert_eq!(provd_token(&headers), Some("provd_ghi"));
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(*name, value.parse().unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn the_listeners_own_host_names_pass_and_any_other_host_is_refused() {
+        let names = loopback_names(8080);
+        for host in [
+            "127.0.0.1:8080",
+            "localhost:8080",
+            "LOCALHOST:8080",
+            "[::1]:8080",
+        ] {
+            assert_eq!(
+                check_loopback_request(&headers(&[("host", host)]), &names),
+                Ok(()),
+                "{host}"
+            );
+        }
+        for host in [
+            "evil.example:8080",
+            "127.0.0.1:8081",
+            "localhost",
+            "127.0.0.1",
+        ] {
+            let refused = check_loopback_request(&headers(&[("host", host)]), &names);
+            assert!(refused.unwrap_err().contains("Host"), "{host}");
+        }
+        assert!(check_loopback_request(&HeaderMap::new(), &names).is_err());
+        let two = headers(&[("host", "127.0.0.1:8080"), ("host", "evil.example")]);
+        assert!(check_loopback_request(&two, &names).is_err());
+    }
+
+    #[test]
+    fn only_an_origin_of_the_listeners_own_names_is_accepted() {
+        let names = loopback_names(8080);
+        let own = headers(&[
+            ("host", "127.0.0.1:8080"),
+            ("origin", "http://localhost:8080"),
+        ]);
+        assert_eq!(check_loopback_request(&own, &names), Ok(()));
+        for origin in [
+            "http://evil.example",
+            "null",
+            "https://127.0.0.1:8080",
+            "http://127.0.0.1:9999",
+            "http://localhost:8080.evil.example",
+        ] {
+            let cross = headers(&[("host", "127.0.0.1:8080"), ("origin", origin)]);
+            let refused = check_loopback_request(&cross, &names);
+            assert!(refused.unwrap_err().contains("cross-origin"), "{origin}");
+        }
     }
 }

@@ -13,6 +13,12 @@
 //! cannot tell the two apart (it runs while an idle keep-alive connection waits), so both
 //! are kept here, from the bytes read and the requests in flight.
 //!
+//! The optional loopback TCP listener (`[http] listen`) serves the same routes under the
+//! same timers and drain. Its connections have no peer uid: they are admitted together
+//! as one anonymous peer (under `limits.max_connections_per_uid`), each request is
+//! checked for the listener's own `Host` and `Origin` before it is routed
+//! ([`super::caller::check_loopback_request`]), and its token says who calls.
+//!
 //! On shutdown the listener stops accepting and removes its socket, each connection
 //! finishes the response in flight and takes no other (hyper's graceful shutdown), and
 //! running streams end within the drain deadline like MessagePack ones (the runner sees
@@ -27,12 +33,12 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::UnixStream;
+use tokio::net::{TcpListener, UnixStream};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
-use super::caller::Standing;
+use super::caller::{check_loopback_request, loopback_names, Standing};
 use super::{Call, Front};
 use crate::server::admission::{Applicant, ConnectionSlot};
 use crate::server::listener::UnixSocketListener;
@@ -47,7 +53,8 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 /// The HTTP front door, bound and ready to run.
 #[derive(Debug)]
 pub struct HttpServer {
-    listener: UnixSocketListener,
+    listener: Option<UnixSocketListener>,
+    tcp: Option<TcpListener>,
 }
 
 impl HttpServer {
@@ -57,7 +64,8 @@ impl HttpServer {
         group: Option<&str>,
     ) -> Result<HttpServer, crate::server::listener::ListenError> {
         Ok(HttpServer {
-            listener: UnixSocketListener::bind(path, group)?,
+            listener: Some(UnixSocketListener::bind(path, group)?),
+            tcp: None,
         })
     }
 
@@ -70,15 +78,33 @@ impl HttpServer {
         inherited: bool,
     ) -> Result<Option<HttpServer>, crate::server::listener::ListenError> {
         use crate::config::load::{http_socket, HttpSocket};
-        match http_socket(config, msgpack, inherited) {
-            HttpSocket::At(path) => {
-                HttpServer::bind(&path, config.daemon.socket_group.as_deref()).map(Some)
-            }
+        let listener = match http_socket(config, msgpack, inherited) {
+            HttpSocket::At(path) => Some(UnixSocketListener::bind(
+                &path,
+                config.daemon.socket_group.as_deref(),
+            )?),
             HttpSocket::Off(why) => {
-                tracing::info!(reason = %why, "HTTP front door not opened");
-                Ok(None)
+                tracing::info!(reason = %why, "HTTP front door not opened on a Unix socket");
+                None
             }
+        };
+        HttpServer::with_tcp(config, listener)
+    }
+
+    /// `listener` and, when `[http] listen` asks for one, the loopback TCP listener;
+    /// `None` when neither is open.
+    fn with_tcp(
+        config: &crate::config::Config,
+        listener: Option<UnixSocketListener>,
+    ) -> Result<Option<HttpServer>, crate::server::listener::ListenError> {
+        let tcp = match (&config.http.listen, config.http.enabled) {
+            (Some(listen), true) => Some(bind_loopback(listen)?),
+            _ => None,
+        };
+        if listener.is_none() && tcp.is_none() {
+            return Ok(None);
         }
+        Ok(Some(HttpServer { listener, tcp }))
     }
 
     /// The HTTP front door on a socket systemd passed (`None`, logged, when `[http]
@@ -93,12 +119,12 @@ impl HttpServer {
         }
         let listener = UnixSocketListener::from_inherited(fd)?;
         tracing::info!(socket = %listener.path().display(), "adopted the HTTP socket systemd passed (socket activation); it stays when provd stops");
-        Ok(Some(HttpServer { listener }))
+        HttpServer::with_tcp(config, Some(listener))
     }
 
-    /// The socket's path.
-    pub fn path(&self) -> &std::path::Path {
-        self.listener.path()
+    /// The Unix socket's path, when one is open.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        self.listener.as_ref().map(|l| l.path())
     }
 
     /// Serves until `shutdown` begins, then drains: connections finish their responses
@@ -111,25 +137,38 @@ impl HttpServer {
             tasks: TaskTracker::new(),
         });
         let connections = TaskTracker::new();
-        tracing::info!(socket = %self.listener.path().display(), "HTTP front door serving");
+        if let Some(listener) = &self.listener {
+            tracing::info!(socket = %listener.path().display(), "HTTP front door serving");
+        }
+        let tcp = self.tcp.map(|tcp| {
+            let addr = tcp.local_addr().ok();
+            if let Some(addr) = addr {
+                tracing::info!("http listening on {addr}");
+            }
+            (tcp, Arc::new(loopback_names(addr.map_or(0, |a| a.port()))))
+        });
         loop {
             let accepted = tokio::select! {
                 _ = shutdown.stopping() => break,
-                accepted = self.listener.accept() => accepted,
+                accepted = async { self.listener.as_ref().expect("guarded").accept().await }, if self.listener.is_some() => {
+                    accepted.map(|stream| connections.spawn(admit(stream, front.clone())))
+                }
+                accepted = async { tcp.as_ref().expect("guarded").0.accept().await }, if tcp.is_some() => {
+                    let names = tcp.as_ref().map(|t| t.1.clone()).expect("guarded");
+                    accepted.map(|(stream, _)| connections.spawn(admit_tcp(stream, names, front.clone())))
+                }
             };
-            match accepted {
-                Ok(stream) => {
-                    connections.spawn(admit(stream, front.clone()));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "HTTP accept failed");
-                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
-                }
+            if let Err(e) = accepted {
+                tracing::warn!(error = %e, "HTTP accept failed");
+                tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
             }
         }
-        let path = self.listener.path().to_owned();
-        drop(self.listener);
-        tracing::info!(socket = %path.display(), "HTTP front door closed its socket; draining its connections");
+        drop(tcp);
+        if let Some(listener) = self.listener {
+            let path = listener.path().to_owned();
+            drop(listener);
+            tracing::info!(socket = %path.display(), "HTTP front door closed its socket; draining its connections");
+        }
         connections.close();
         front.tasks.close();
         let drained = async {
@@ -146,6 +185,46 @@ impl HttpServer {
             } => tracing::warn!("HTTP connections still open after the abort grace; dropping them"),
         }
     }
+}
+
+/// Binds the loopback TCP listener of `[http] listen` (validated as loopback with the
+/// configuration; checked again here, as it is what exposes the door).
+fn bind_loopback(listen: &str) -> Result<TcpListener, crate::server::listener::ListenError> {
+    let refused = |source: std::io::Error| crate::server::listener::ListenError::Io {
+        what: "cannot listen on [http] listen =",
+        path: std::path::PathBuf::from(listen),
+        source,
+    };
+    let addr = crate::config::loopback_address(listen)
+        .map_err(|rule| refused(std::io::Error::new(std::io::ErrorKind::InvalidInput, rule)))?;
+    let listener = std::net::TcpListener::bind(addr).map_err(refused)?;
+    listener.set_nonblocking(true).map_err(refused)?;
+    TcpListener::from_std(listener).map_err(refused)
+}
+
+/// Admits a loopback TCP connection and serves it: no peer uid, so it counts under the
+/// anonymous peer's limit, and each request's token says who calls.
+async fn admit_tcp(stream: tokio::net::TcpStream, names: Arc<Vec<String>>, front: Arc<Front>) {
+    let daemon = &front.daemon;
+    let standing = Standing::tcp(daemon.auth());
+    let config = daemon.factory.config();
+    let admitted = daemon.admission.admit_connection(
+        Applicant {
+            uid: None,
+            admin: false,
+        },
+        daemon.limits.max_connections,
+        &config.limits,
+    );
+    let timeouts = Timeouts {
+        header_read: Duration::from_secs(config.http.header_read_timeout_seconds),
+        idle: Duration::from_secs(config.http.keep_alive_idle_seconds),
+    };
+    drop(config);
+    if let Err(refusal) = &admitted {
+        tracing::warn!(reason = %refusal.message, "HTTP TCP connection refused: limit reached");
+    }
+    serve(stream, standing, admitted, timeouts, Some(names), front).await;
 }
 
 /// Admits a connection and serves it.
@@ -181,10 +260,10 @@ async fn admit(stream: UnixStream, front: Arc<Front>) {
     };
     drop(config);
     match admitted {
-        Ok(slot) => serve(stream, standing, Ok(slot), timeouts, front).await,
+        Ok(slot) => serve(stream, standing, Ok(slot), timeouts, None, front).await,
         Err(refusal) => {
             tracing::warn!(%peer, reason = %refusal.message, "HTTP connection refused: limit reached");
-            serve(stream, standing, Err(refusal), timeouts, front).await;
+            serve(stream, standing, Err(refusal), timeouts, None, front).await;
         }
     }
 }
@@ -196,14 +275,18 @@ struct Timeouts {
 }
 
 /// Serves one connection until the client closes it, a timer closes it, or the drain
-/// has finished its response in flight.
-async fn serve(
-    stream: UnixStream,
+/// has finished its response in flight. `loopback` (a TCP connection): the names its
+/// requests' `Host` and `Origin` must carry.
+async fn serve<S>(
+    stream: S,
     standing: Standing,
     slot: Result<ConnectionSlot, WireError>,
     timeouts: Timeouts,
+    loopback: Option<Arc<Vec<String>>>,
     front: Arc<Front>,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let stats = &front.daemon.stats;
     let peer = standing.peer();
     let standing = Arc::new(standing);
@@ -213,21 +296,36 @@ async fn serve(
     let refusal = slot.as_ref().err().cloned();
     let service = {
         let (front, clock, standing) = (front.clone(), clock.clone(), standing.clone());
+        let loopback = loopback.clone();
         hyper::service::service_fn(move |request: super::Request| {
             let busy = Busy::start(clock.clone());
             let front = front.clone();
+            let misdirected = loopback
+                .as_ref()
+                .and_then(|names| check_loopback_request(request.headers(), names).err());
             let caller = match &refusal {
                 Some(refusal) => Err(refusal.clone()),
                 None => standing.caller(front.daemon.auth(), request.headers()),
             };
             let refused = refusal.is_some();
             async move {
-                let mut response = super::route(Call {
-                    request,
-                    caller,
-                    front,
-                })
-                .await;
+                let mut response = match misdirected {
+                    Some(why) => {
+                        tracing::warn!(reason = %why, "HTTP TCP request refused");
+                        super::openai::error_response(&super::error::ApiError::new(
+                            provd_client::ErrorCode::PermissionDenied,
+                            why,
+                        ))
+                    }
+                    None => {
+                        super::route(Call {
+                            request,
+                            caller,
+                            front,
+                        })
+                        .await
+                    }
+                };
                 if refused {
                     response.headers_mut().insert(
                         http::header::CONNECTION,
@@ -403,12 +501,12 @@ impl http_body::Body for InFlight {
 }
 
 /// The socket, telling the clock when bytes arrive.
-struct ClockedStream {
-    inner: UnixStream,
+struct ClockedStream<S> {
+    inner: S,
     clock: Arc<Clock>,
 }
 
-impl AsyncRead for ClockedStream {
+impl<S: AsyncRead + Unpin> AsyncRead for ClockedStream<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -423,7 +521,7 @@ impl AsyncRead for ClockedStream {
     }
 }
 
-impl AsyncWrite for ClockedStream {
+impl<S: AsyncWrite + Unpin> AsyncWrite for ClockedStream<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

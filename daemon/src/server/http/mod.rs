@@ -1,5 +1,7 @@
 //! The HTTP front door: the APIs every LLM tool already speaks, on a Unix socket beside
-//! the MessagePack one, so pointing a tool's base URL at provd is all it takes.
+//! the MessagePack one, so pointing a tool's base URL at provd is all it takes; and, when
+//! `[http] listen` asks, on a loopback TCP port for tools that take only a URL (there a
+//! provd token names the caller, see [`caller`]).
 //!
 //! Layering: [`connection`] accepts and admits a connection (the peer's uid from
 //! `SO_PEERCRED`, the per-uid limits of [`super::admission`]) and serves it with hyper
