@@ -217,7 +217,8 @@ pub fn run(options: &Options) -> String {
     }
     if options.runs("http") {
         let config = format!(
-            "[daemon]\nkeepalive_interval_ms = 0\nslow_client_timeout_seconds = 3600\n{workers}{}{}",
+            "[daemon]\nkeepalive_interval_ms = 0\nslow_client_timeout_seconds = 3600\n{workers}\
+             [http]\nkeep_alive_idle_seconds = 3600\n{}{}",
             provider("up", &daemon_upstream),
             provider("stall", &stalling.base_url),
         );
@@ -376,13 +377,15 @@ async fn front_door(
         provider: "up",
         cpu,
     };
-    let front = http::FrontDoor::open(&socket, 64, "up/m").await;
     let mut levels = Vec::new();
     for (concurrency, per_worker, warmup, rounds) in [
         (1, 1, 50, options.scale(1000)),
         (16, 2, 2, options.scale(20)),
         (64, 2, 2, options.scale(20)),
     ] {
+        // A connection per worker, opened for its level: none sits idle through the
+        // levels before it.
+        let front = http::FrontDoor::open(&socket, concurrency, "up/m").await;
         levels.push(
             http::level(
                 concurrency,
@@ -396,7 +399,6 @@ async fn front_door(
             .await,
         );
     }
-    drop(front);
     let cancel = http::cancel_latency(options.scale(300), &socket, "stall/m", stalling).await;
     FrontDoorResults {
         levels,
@@ -488,9 +490,11 @@ fn verdict(met: bool) -> &'static str {
 fn report(r: &mut Results) -> String {
     let mut out = Vec::<String>::new();
     let mut ping_p50 = f64::NAN;
-    out.push("\n## Floor\n".into());
-    out.push("| measurement | samples | p50 | p99 | max |".into());
-    out.push("|---|---|---|---|---|".into());
+    if r.floor.is_some() || r.pings.is_some() || !r.levels.is_empty() {
+        out.push("\n## Floor\n".into());
+        out.push("| measurement | samples | p50 | p99 | max |".into());
+        out.push("|---|---|---|---|---|".into());
+    }
     if let Some(floor) = &mut r.floor {
         out.push(format!(
             "| raw Unix socket echo, 16 bytes, no protocol (machine floor) | {} | {} | {} | {} |",
@@ -519,27 +523,28 @@ fn report(r: &mut Results) -> String {
             human(c1.ping.max())
         ));
     }
-    out.push(format!(
-        "\n## Generations: direct to the upstream vs through provd ({} chunks each)\n",
-        load::CHUNKS
-    ));
-    out.push("| path | c | connections | requests | first chunk p50 | p99 | max | total p50 | p99 | max | requests/s | chunks/s | CPU ms per 1,000 chunks: daemon | client | upstream |".into());
-    out.push("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|".into());
-    for level in &mut r.levels {
-        let c = if level.paced {
-            format!("{}, paced", level.concurrency)
-        } else {
-            level.concurrency.to_string()
-        };
-        for (name, run, conns) in [
-            ("direct", &mut level.direct, "—".to_owned()),
-            (
-                "through provd",
-                &mut level.daemon,
-                level.connections.to_string(),
-            ),
-        ] {
-            out.push(format!(
+    if !r.levels.is_empty() {
+        out.push(format!(
+            "\n## Generations: direct to the upstream vs through provd ({} chunks each)\n",
+            load::CHUNKS
+        ));
+        out.push("| path | c | connections | requests | first chunk p50 | p99 | max | total p50 | p99 | max | requests/s | chunks/s | CPU ms per 1,000 chunks: daemon | client | upstream |".into());
+        out.push("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|".into());
+        for level in &mut r.levels {
+            let c = if level.paced {
+                format!("{}, paced", level.concurrency)
+            } else {
+                level.concurrency.to_string()
+            };
+            for (name, run, conns) in [
+                ("direct", &mut level.direct, "—".to_owned()),
+                (
+                    "through provd",
+                    &mut level.daemon,
+                    level.connections.to_string(),
+                ),
+            ] {
+                out.push(format!(
                 "| {name} | {c} | {conns} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} |",
                 run.requests,
                 human(run.first.p50()),
@@ -554,15 +559,16 @@ fn report(r: &mut Results) -> String {
                 run.per_1000_chunks(run.client_cpu),
                 run.per_1000_chunks(run.upstream_cpu),
             ));
+            }
         }
-    }
-    out.push(String::new());
-    out.push(format!(
+        out.push(String::new());
+        out.push(format!(
         "Direct: reqwest with a connection pool, splitting the SSE body into events and decoding each event's JSON, as an application would. \
          Through provd: `provd-client`, one connection for c ≤ {STREAMS_PER_CONNECTION}; c = 512 is spread over 8 connections × 64 streams \
          (`max_streams_per_connection`). Each of c workers runs its generations back to back; direct and daemon rounds alternate. \
          CPU: utime + stime from /proc over each path's rounds, of the daemon, of the benchmark process but its upstream thread (the client), and of the mock upstream's thread."
     ));
+    }
 
     if let Some((quiet, stuck)) = &mut r.stuck {
         out.push("\n## A stuck client on another connection (c = 64 through provd)\n".into());
