@@ -95,51 +95,85 @@ struct Delta {
     content: Option<String>,
 }
 
-/// Direct: one streamed chat completion from the upstream, read to `[DONE]`.
-pub async fn direct(http: &reqwest::Client, url: &str) -> Timing {
-    let start = Instant::now();
-    let body = serde_json::json!({
-        "model": "m",
+/// The streamed chat completion request every OpenAI-dialect path sends.
+pub fn chat_request(model: &str) -> serde_json::Value {
+    serde_json::json!({
+        "model": model,
         "messages": [{"role": "user", "content": "q"}],
         "stream": true,
         "stream_options": {"include_usage": true},
-    });
+    })
+}
+
+/// Direct: one streamed chat completion from the upstream, read to `[DONE]`.
+pub async fn direct(http: &reqwest::Client, url: &str) -> Timing {
+    let start = Instant::now();
     let response = http
         .post(url)
-        .json(&body)
+        .json(&chat_request("m"))
         .send()
         .await
         .expect("direct request");
     let mut stream = response.bytes_stream();
-    let (mut first, mut chunks, mut buf) = (None, 0usize, Vec::<u8>::new());
-    'body: while let Some(piece) = stream.next().await {
-        buf.extend_from_slice(&piece.expect("direct body"));
-        while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
-            let event: Vec<u8> = buf.drain(..end + 2).collect();
+    let mut sse = SseChunks::default();
+    while let Some(piece) = stream.next().await {
+        if sse.feed(&piece.expect("direct body"), start) {
+            break;
+        }
+    }
+    sse.timing(start, "directly")
+}
+
+/// The text chunks of an OpenAI SSE body, read as an application reads it: the body
+/// split into events, each event's JSON decoded to get its text.
+#[derive(Debug, Default)]
+pub struct SseChunks {
+    buf: Vec<u8>,
+    first: Option<Duration>,
+    chunks: usize,
+}
+
+impl SseChunks {
+    /// Takes the next piece of the body of a request sent at `start`; true once
+    /// `[DONE]` arrived.
+    pub fn feed(&mut self, piece: &[u8], start: Instant) -> bool {
+        self.buf.extend_from_slice(piece);
+        while let Some(end) = self.buf.windows(2).position(|w| w == b"\n\n") {
+            let event: Vec<u8> = self.buf.drain(..end + 2).collect();
             let data = event[..end]
                 .strip_prefix(b"data: ")
                 .unwrap_or(&event[..end]);
             if data == b"[DONE]" {
-                break 'body;
+                return true;
             }
             let event: ChunkEvent = serde_json::from_slice(data).expect("a chunk event");
             for choice in event.choices {
                 if choice.delta.content.is_some_and(|t| !t.is_empty()) {
-                    chunks += 1;
-                    first.get_or_insert_with(|| start.elapsed());
+                    self.chunks += 1;
+                    self.first.get_or_insert_with(|| start.elapsed());
                 }
             }
         }
+        false
     }
-    assert_eq!(chunks, CHUNKS, "every chunk arrived directly");
-    Timing {
-        first: first.expect("a chunk"),
-        total: start.elapsed(),
-        chunks,
+
+    /// Text chunks so far.
+    pub fn chunks(&self) -> usize {
+        self.chunks
+    }
+
+    /// The generation's timing, now that it ended; every chunk of [`answer`] must
+    /// have arrived (`how` names the path in the panic).
+    pub fn timing(self, start: Instant, how: &str) -> Timing {
+        assert_eq!(self.chunks, CHUNKS, "every chunk arrived {how}");
+        Timing {
+            first: self.first.expect("a chunk"),
+            total: start.elapsed(),
+            chunks: self.chunks,
+        }
     }
 }
 
-/// Through the daemon: client → socket → daemon → upstream, and back.
 /// Through the daemon: client → socket → daemon → upstream, and back.
 pub async fn through(client: &Client, provider: &str) -> Timing {
     let start = Instant::now();

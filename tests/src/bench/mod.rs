@@ -10,9 +10,11 @@
 //! versus through the daemon at concurrency 1, 64 and 512 (with the daemon's CPU time
 //! per forwarded chunk), the same at 64 with a stuck client on another connection,
 //! cancel-to-upstream latency, and the daemon's RSS idle, with 1,000 idle connections and
-//! with 1,000 open streams.
+//! with 1,000 open streams; and the HTTP front door beside the direct and MessagePack
+//! paths (see [`http`]).
 
 pub mod cache;
+pub mod http;
 pub mod load;
 pub mod memory;
 pub mod stats;
@@ -49,7 +51,7 @@ pub struct Options {
     /// Fewer samples, for a smoke run (the figures are noisier).
     pub quick: bool,
     /// Run only these sections (`floor`, `c1`, `c64`, `paced`, `c512`, `stuck`, `cancel`,
-    /// `memory`); all when empty. For profiling one path.
+    /// `memory`, `http`); all when empty. For profiling one path.
     pub only: Vec<String>,
     /// The daemons' `worker_threads`; their default (one per CPU) when `None`.
     pub workers: Option<usize>,
@@ -81,6 +83,17 @@ struct Results {
     stuck: Option<(PathRun, PathRun)>,
     cancel: Option<Samples>,
     memory: Option<Memory>,
+    front_door: Option<FrontDoorResults>,
+}
+
+/// The HTTP front door section's figures.
+struct FrontDoorResults {
+    /// Concurrency 1, 16 and 64, three paths each.
+    levels: Vec<http::Level>,
+    /// An HTTP client dropping its response → the upstream sees its connection closed.
+    cancel: Samples,
+    /// The daemon's RSS after start-up, with the HTTP socket open.
+    idle_kib: u64,
 }
 
 /// The machine's floor: a 16-byte round trip over a Unix socket pair to an echo thread,
@@ -202,6 +215,27 @@ pub fn run(options: &Options) -> String {
             &mut results,
         ));
     }
+    if options.runs("http") {
+        let config = format!(
+            "[daemon]\nkeepalive_interval_ms = 0\nslow_client_timeout_seconds = 3600\n{workers}\
+             [http]\nkeep_alive_idle_seconds = 3600\n{}{}",
+            provider("up", &daemon_upstream),
+            provider("stall", &stalling.base_url),
+        );
+        let mut daemon = Daemon::builder()
+            .config(&config)
+            .env("PROVD_LOG", DAEMON_LOG);
+        if let Some(front) = &tls_front {
+            daemon = daemon.env("SSL_CERT_FILE", &front.cert_file.display().to_string());
+        }
+        let daemon = daemon.start();
+        let cpu = CpuProbe {
+            daemon_pid: daemon.pid(),
+            upstream_tid,
+        };
+        results.front_door =
+            Some(client_rt.block_on(front_door(options, &daemon, cpu, &streaming, &stalling)));
+    }
     if options.runs("memory") {
         let stalling = upstream_rt.block_on(Upstream::start(|_| first_chunk_then_stall()));
         let config = format!(
@@ -312,6 +346,67 @@ async fn main_sections(
     }
 }
 
+/// The HTTP front door section: the daemon's idle RSS first (started, one MessagePack
+/// ping, the HTTP socket open), then direct, MessagePack and HTTP generations at
+/// concurrency 1, 16 and 64 in alternating rounds, then cancel latency through HTTP.
+async fn front_door(
+    options: &Options,
+    daemon: &Daemon,
+    cpu: CpuProbe,
+    streaming: &Upstream,
+    stalling: &Upstream,
+) -> FrontDoorResults {
+    let client = daemon.client().await;
+    client.ping().await.expect("ping");
+    let socket = http::socket_of(daemon);
+    assert!(socket.exists(), "the HTTP socket is open");
+    let idle_kib = system::rss_kib(daemon.pid());
+
+    let reqwest = reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .build()
+        .expect("reqwest");
+    let url = format!("{}/v1/chat/completions", streaming.base_url);
+    let direct = DirectPath {
+        http: &reqwest,
+        url: &url,
+    };
+    let clients = [client];
+    let through = DaemonPath {
+        clients: &clients,
+        provider: "up",
+        cpu,
+    };
+    let mut levels = Vec::new();
+    for (concurrency, per_worker, warmup, rounds) in [
+        (1, 1, 50, options.scale(1000)),
+        (16, 2, 2, options.scale(20)),
+        (64, 2, 2, options.scale(20)),
+    ] {
+        // A connection per worker, opened for its level: none sits idle through the
+        // levels before it.
+        let front = http::FrontDoor::open(&socket, concurrency, "up/m").await;
+        levels.push(
+            http::level(
+                concurrency,
+                per_worker,
+                warmup,
+                rounds,
+                &direct,
+                &through,
+                &front,
+            )
+            .await,
+        );
+    }
+    let cancel = http::cancel_latency(options.scale(300), &socket, "stall/m", stalling).await;
+    FrontDoorResults {
+        levels,
+        cancel,
+        idle_kib,
+    }
+}
+
 /// Concurrency 64 through the daemon, in rounds that alternate between a quiet daemon and
 /// one where another connection has stopped reading with its queue full (its four
 /// generations blocked): (quiet, with the stuck client). The daemon's slow-client bound
@@ -395,9 +490,11 @@ fn verdict(met: bool) -> &'static str {
 fn report(r: &mut Results) -> String {
     let mut out = Vec::<String>::new();
     let mut ping_p50 = f64::NAN;
-    out.push("\n## Floor\n".into());
-    out.push("| measurement | samples | p50 | p99 | max |".into());
-    out.push("|---|---|---|---|---|".into());
+    if r.floor.is_some() || r.pings.is_some() || !r.levels.is_empty() {
+        out.push("\n## Floor\n".into());
+        out.push("| measurement | samples | p50 | p99 | max |".into());
+        out.push("|---|---|---|---|---|".into());
+    }
     if let Some(floor) = &mut r.floor {
         out.push(format!(
             "| raw Unix socket echo, 16 bytes, no protocol (machine floor) | {} | {} | {} | {} |",
@@ -426,27 +523,28 @@ fn report(r: &mut Results) -> String {
             human(c1.ping.max())
         ));
     }
-    out.push(format!(
-        "\n## Generations: direct to the upstream vs through provd ({} chunks each)\n",
-        load::CHUNKS
-    ));
-    out.push("| path | c | connections | requests | first chunk p50 | p99 | max | total p50 | p99 | max | requests/s | chunks/s | CPU ms per 1,000 chunks: daemon | client | upstream |".into());
-    out.push("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|".into());
-    for level in &mut r.levels {
-        let c = if level.paced {
-            format!("{}, paced", level.concurrency)
-        } else {
-            level.concurrency.to_string()
-        };
-        for (name, run, conns) in [
-            ("direct", &mut level.direct, "—".to_owned()),
-            (
-                "through provd",
-                &mut level.daemon,
-                level.connections.to_string(),
-            ),
-        ] {
-            out.push(format!(
+    if !r.levels.is_empty() {
+        out.push(format!(
+            "\n## Generations: direct to the upstream vs through provd ({} chunks each)\n",
+            load::CHUNKS
+        ));
+        out.push("| path | c | connections | requests | first chunk p50 | p99 | max | total p50 | p99 | max | requests/s | chunks/s | CPU ms per 1,000 chunks: daemon | client | upstream |".into());
+        out.push("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|".into());
+        for level in &mut r.levels {
+            let c = if level.paced {
+                format!("{}, paced", level.concurrency)
+            } else {
+                level.concurrency.to_string()
+            };
+            for (name, run, conns) in [
+                ("direct", &mut level.direct, "—".to_owned()),
+                (
+                    "through provd",
+                    &mut level.daemon,
+                    level.connections.to_string(),
+                ),
+            ] {
+                out.push(format!(
                 "| {name} | {c} | {conns} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} |",
                 run.requests,
                 human(run.first.p50()),
@@ -461,15 +559,16 @@ fn report(r: &mut Results) -> String {
                 run.per_1000_chunks(run.client_cpu),
                 run.per_1000_chunks(run.upstream_cpu),
             ));
+            }
         }
-    }
-    out.push(String::new());
-    out.push(format!(
+        out.push(String::new());
+        out.push(format!(
         "Direct: reqwest with a connection pool, splitting the SSE body into events and decoding each event's JSON, as an application would. \
          Through provd: `provd-client`, one connection for c ≤ {STREAMS_PER_CONNECTION}; c = 512 is spread over 8 connections × 64 streams \
          (`max_streams_per_connection`). Each of c workers runs its generations back to back; direct and daemon rounds alternate. \
          CPU: utime + stime from /proc over each path's rounds, of the daemon, of the benchmark process but its upstream thread (the client), and of the mock upstream's thread."
     ));
+    }
 
     if let Some((quiet, stuck)) = &mut r.stuck {
         out.push("\n## A stuck client on another connection (c = 64 through provd)\n".into());
@@ -525,6 +624,58 @@ fn report(r: &mut Results) -> String {
         out.push(format!(
             "| after they all closed, once the RSS settled (provd gives freed memory back a second after its last generation) | {} | |",
             mib(m.after_kib)
+        ));
+    }
+
+    if let Some(f) = &mut r.front_door {
+        out.push(format!(
+            "\n## HTTP front door: direct vs MessagePack socket vs HTTP on `http.sock` ({} chunks each)\n",
+            load::CHUNKS
+        ));
+        out.push("| path | c | requests | first chunk p50 | p99 | total p50 | requests/s | chunks/s | CPU ms per 1,000 chunks: daemon | client |".into());
+        out.push("|---|---|---|---|---|---|---|---|---|---|".into());
+        for level in &mut f.levels {
+            let c = level.concurrency;
+            for (name, run) in [
+                ("direct", &mut level.direct),
+                (
+                    "MessagePack socket (`provd-client`, 1 connection)",
+                    &mut level.daemon,
+                ),
+                (
+                    "HTTP front door (hyper, keep-alive connection per worker)",
+                    &mut level.http,
+                ),
+            ] {
+                out.push(format!(
+                    "| {name} | {c} | {} | {} | {} | {} | {:.0} | {:.0} | {:.2} | {:.2} |",
+                    run.requests,
+                    human(run.first.p50()),
+                    human(run.first.p99()),
+                    human(run.total.p50()),
+                    run.requests_per_s(),
+                    run.chunks_per_s(),
+                    run.per_1000_chunks(run.daemon_cpu),
+                    run.per_1000_chunks(run.client_cpu),
+                ));
+            }
+        }
+        out.push(String::new());
+        out.push(format!(
+            "| measurement | samples | p50 | p99 | max |\n|---|---|---|---|---|\n\
+             | HTTP client drops the response after its first chunk → the upstream sees its connection closed | {} | {} | {} | {} |",
+            f.cancel.len(),
+            human(f.cancel.p50()),
+            human(f.cancel.p99()),
+            human(f.cancel.max())
+        ));
+        out.push(String::new());
+        out.push(format!(
+            "Idle RSS with the HTTP socket open (started, one MessagePack ping): {}. \
+             HTTP: `POST /v1/chat/completions` with `stream: true`, the SSE body split into events and each event's JSON decoded, as the direct path does. \
+             Rounds alternate direct → MessagePack → HTTP; each of c workers runs its generations back to back. \
+             The comparison with LiteLLM is not measured here.",
+            mib(f.idle_kib)
         ));
     }
 
@@ -589,6 +740,35 @@ fn report(r: &mut Results) -> String {
             m.per_stream_kib(),
             verdict(m.per_stream_kib() <= 64.0)
         ));
+    }
+    if let Some(f) = &mut r.front_door {
+        if let Some(c1) = f.levels.iter_mut().find(|l| l.concurrency == 1) {
+            let direct = c1.direct.first.p50();
+            let (msgpack, http) = (c1.daemon.first.p50() - direct, c1.http.first.p50() - direct);
+            out.push(format!(
+                "| HTTP front door adds ≤ 2× what the MessagePack socket adds to the median first chunk (c = 1) | HTTP {} − direct {} = {}; MessagePack {} − direct = {}: {:.2}× | {} |",
+                human(c1.http.first.p50()),
+                human(direct),
+                human(http),
+                human(c1.daemon.first.p50()),
+                human(msgpack),
+                http / msgpack,
+                verdict(http <= 2.0 * msgpack.max(0.0))
+            ));
+        }
+        out.push(format!(
+            "| HTTP cancel (client drops the response → upstream closed), median < 10 ms | {} | {} |",
+            human(f.cancel.p50()),
+            verdict(f.cancel.p50() < 10_000.0)
+        ));
+        out.push(format!(
+            "| idle RSS with the HTTP socket open ≤ 16 MiB | {} | {} |",
+            mib(f.idle_kib),
+            verdict(f.idle_kib <= 16 * 1024)
+        ));
+        out.push(
+            "| HTTP front door vs LiteLLM | not measured (a later part of issue 14) | – |".into(),
+        );
     }
     out.join("\n")
 }

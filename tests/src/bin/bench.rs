@@ -9,7 +9,8 @@
 //! Prints the markdown table and writes it to `--out` (default
 //! `target/provd-bench.md`). `--workers N` sets the daemons' `worker_threads`. The
 //! machine is the reader's to judge: the table names it and its load average, and the
-//! targets are ratios measured in the same run.
+//! targets are ratios measured in the same run. `--only http` runs the HTTP front door's
+//! section alone (direct, MessagePack socket and `http.sock` side by side).
 
 use std::path::PathBuf;
 
