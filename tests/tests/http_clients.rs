@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use provd_tests::apis::openai;
-use provd_tests::upstream::{Part, Reply, Seen, Upstream};
+use provd_tests::upstream::{Seen, Upstream};
 use provd_tests::Daemon;
 use serde_json::{json, Value};
 
@@ -44,52 +44,8 @@ fn have(what: &str, tool: &std::ffi::OsStr, args: &[&str]) -> bool {
     ok
 }
 
-/// An OpenAI mock upstream: "Hello, SDK" (5 prompt and 3 completion tokens) streamed or
-/// whole, a 429 to the prompt "fail", one chunk then silence to the prompt "hold", and
-/// the model `gpt-a`.
 async fn upstream() -> Upstream {
-    Upstream::start(move |r| {
-        if r.path().ends_with("/models") {
-            return openai::models(&["gpt-a"]);
-        }
-        let body = r.json();
-        let prompt = body["messages"][0]["content"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        if prompt == "hold" {
-            let first = openai::chunk_event(
-                MODEL,
-                json!({"role": "assistant", "content": "first"}),
-                None,
-            );
-            return Reply::stream(
-                "text/event-stream",
-                vec![Part::Bytes(first.into_bytes()), Part::Stall],
-            );
-        }
-        if prompt == "fail" {
-            return openai::error(
-                429,
-                "slow down",
-                "rate_limit_error",
-                Some("rate_limit_exceeded"),
-            )
-            .header("retry-after", "7");
-        }
-        if body["stream"] == json!(true) {
-            openai::stream_reply(
-                &openai::stream_text(MODEL, &["Hello", ", ", "SDK"], "stop", (5, 3)),
-                9,
-            )
-        } else {
-            Reply::json(
-                200,
-                &openai::completion(MODEL, "Hello, SDK", "stop", (5, 3)),
-            )
-        }
-    })
-    .await
+    openai::scripted_upstream(MODEL).await
 }
 
 /// A daemon whose provider `p` is `upstream`, beside a mock one. It has no default

@@ -601,48 +601,7 @@ async fn openai_python_sdk_streams_answers_errors_and_cancels_over_the_unix_sock
         eprintln!("SKIPPED: {why}");
         return;
     }
-    let upstream = Upstream::start(move |r| {
-        if r.path().ends_with("/models") {
-            return openai::models(&["gpt-a"]);
-        }
-        let body = r.json();
-        let prompt = body["messages"][0]["content"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        if prompt == "hold" {
-            let first = openai::chunk_event(
-                MODEL,
-                json!({"role": "assistant", "content": "first"}),
-                None,
-            );
-            return provd_tests::upstream::Reply::stream(
-                "text/event-stream",
-                vec![Part::Bytes(first.into_bytes()), Part::Stall],
-            );
-        }
-        if prompt == "fail" {
-            return openai::error(
-                429,
-                "slow down",
-                "rate_limit_error",
-                Some("rate_limit_exceeded"),
-            )
-            .header("retry-after", "7");
-        }
-        if body["stream"] == json!(true) {
-            openai::stream_reply(
-                &openai::stream_text(MODEL, &["Hello", ", ", "SDK"], "stop", (5, 3)),
-                9,
-            )
-        } else {
-            provd_tests::upstream::Reply::json(
-                200,
-                &openai::completion(MODEL, "Hello, SDK", "stop", (5, 3)),
-            )
-        }
-    })
-    .await;
+    let upstream = openai::scripted_upstream(MODEL).await;
     let daemon = daemon_for(&upstream, "");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/openai_sdk.py");
     let mut child = tokio::process::Command::new(&python)

@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::upstream::{split_every, Part, Reply};
+use crate::upstream::{split_every, Part, Reply, Upstream};
 
 /// One `chat.completion.chunk` SSE event.
 pub fn chunk_event(model: &str, delta: Value, finish_reason: Option<&str>) -> String {
@@ -89,4 +89,49 @@ pub fn models(ids: &[&str]) -> Reply {
 pub fn error_event(message: &str, kind: &str) -> Part {
     let body = json!({"error": {"message": message, "type": kind, "param": null, "code": null}});
     Part::Bytes(format!("data: {body}\n\n").into_bytes())
+}
+
+/// An OpenAI mock upstream for the client tests: "Hello, SDK" (5 prompt and 3 completion tokens) streamed or
+/// whole, a 429 to the prompt "fail", one chunk then silence to the prompt "hold", and
+/// the model `gpt-a`.
+pub async fn scripted_upstream(model: &'static str) -> Upstream {
+    Upstream::start(move |r| {
+        if r.path().ends_with("/models") {
+            return models(&["gpt-a"]);
+        }
+        let body = r.json();
+        let prompt = body["messages"][0]["content"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if prompt == "hold" {
+            let first = chunk_event(
+                model,
+                json!({"role": "assistant", "content": "first"}),
+                None,
+            );
+            return Reply::stream(
+                "text/event-stream",
+                vec![Part::Bytes(first.into_bytes()), Part::Stall],
+            );
+        }
+        if prompt == "fail" {
+            return error(
+                429,
+                "slow down",
+                "rate_limit_error",
+                Some("rate_limit_exceeded"),
+            )
+            .header("retry-after", "7");
+        }
+        if body["stream"] == json!(true) {
+            stream_reply(
+                &stream_text(model, &["Hello", ", ", "SDK"], "stop", (5, 3)),
+                9,
+            )
+        } else {
+            Reply::json(200, &completion(model, "Hello, SDK", "stop", (5, 3)))
+        }
+    })
+    .await
 }
