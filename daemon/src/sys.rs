@@ -11,12 +11,7 @@ pub fn effective_uid() -> u32 {
 /// Resolves a group given by name or number to its gid.
 #[cfg(unix)]
 pub fn group_id(group: &str) -> Option<u32> {
-    if let Ok(gid) = group.parse::<u32>() {
-        return Some(gid);
-    }
-    let name = std::ffi::CString::new(group).ok()?;
-    let mut buf = vec![0u8; 4096];
-    loop {
+    id_by_name(group, |name, buf| {
         // SAFETY: an all-zero `group` is a valid value for a plain C struct.
         let mut grp: libc::group = unsafe { std::mem::zeroed() };
         let mut result: *mut libc::group = std::ptr::null_mut();
@@ -31,23 +26,14 @@ pub fn group_id(group: &str) -> Option<u32> {
                 &mut result,
             )
         };
-        if rc == libc::ERANGE && buf.len() < 1 << 20 {
-            buf.resize(buf.len() * 2, 0);
-            continue;
-        }
-        return (rc == 0 && !result.is_null()).then_some(grp.gr_gid);
-    }
+        (rc, (!result.is_null()).then_some(grp.gr_gid))
+    })
 }
 
 /// Resolves a user given by name or number to its uid.
 #[cfg(unix)]
 pub fn user_id(user: &str) -> Option<u32> {
-    if let Ok(uid) = user.parse::<u32>() {
-        return Some(uid);
-    }
-    let name = std::ffi::CString::new(user).ok()?;
-    let mut buf = vec![0u8; 4096];
-    loop {
+    id_by_name(user, |name, buf| {
         // SAFETY: an all-zero `passwd` is a valid value for a plain C struct.
         let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
         let mut result: *mut libc::passwd = std::ptr::null_mut();
@@ -62,11 +48,29 @@ pub fn user_id(user: &str) -> Option<u32> {
                 &mut result,
             )
         };
+        (rc, (!result.is_null()).then_some(pwd.pw_uid))
+    })
+}
+
+/// A number as itself, or a name through a reentrant `get*nam_r` lookup (`lookup` gives
+/// its return code and the id found), its buffer grown while the call says `ERANGE`.
+#[cfg(unix)]
+fn id_by_name(
+    text: &str,
+    lookup: impl Fn(&std::ffi::CStr, &mut [u8]) -> (libc::c_int, Option<u32>),
+) -> Option<u32> {
+    if let Ok(id) = text.parse::<u32>() {
+        return Some(id);
+    }
+    let name = std::ffi::CString::new(text).ok()?;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let (rc, id) = lookup(&name, &mut buf);
         if rc == libc::ERANGE && buf.len() < 1 << 20 {
             buf.resize(buf.len() * 2, 0);
             continue;
         }
-        return (rc == 0 && !result.is_null()).then_some(pwd.pw_uid);
+        return if rc == 0 { id } else { None };
     }
 }
 
@@ -332,4 +336,21 @@ pub fn read_password(prompt: &str) -> std::io::Result<String> {
     // SAFETY: restores the settings read above on the same descriptor.
     unsafe { libc::tcsetattr(fd, libc::TCSANOW, &saved) };
     result
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_numbers_as_themselves_names_through_the_lookup_and_unknown_names_none() {
+        assert_eq!(user_id("4242"), Some(4242));
+        assert_eq!(group_id("4242"), Some(4242));
+        // Every Linux host has root, uid and gid 0.
+        assert_eq!(user_id("root"), Some(0));
+        assert_eq!(group_id("root"), Some(0));
+        assert_eq!(user_id("no-such-user-provd-test"), None);
+        assert_eq!(group_id("no-such-group-provd-test"), None);
+        assert_eq!(user_id("nul\0inside"), None);
+    }
 }
