@@ -16,11 +16,11 @@ nothing failed.
 
 from __future__ import annotations
 
-import argparse
 import sys
-import traceback
 
 sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
+
+from live_runner import check, run  # noqa: E402  (beside this script)
 
 import httpx  # noqa: E402  (the ollama client's own HTTP library)
 import ollama  # noqa: E402
@@ -30,11 +30,6 @@ TIMEOUT_S = 30.0
 
 def client(socket: str) -> ollama.Client:
     return ollama.Client(host="http://provd", transport=httpx.HTTPTransport(uds=socket), timeout=TIMEOUT_S)
-
-
-def check(condition: bool, what: str) -> None:
-    if not condition:
-        raise AssertionError(what)
 
 
 def chat_not_streamed(c: ollama.Client, model: str) -> None:
@@ -96,25 +91,5 @@ def cancel_by_closing_the_stream(c: ollama.Client, model: str) -> None:
 TESTS = [chat_not_streamed, chat_streamed, generate, tags, errors, cancel_by_closing_the_stream]
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--socket", required=True)
-    parser.add_argument("--model", required=True)
-    args = parser.parse_args()
-    c = client(args.socket)
-    passed = failed = 0
-    for test in TESTS:
-        try:
-            test(c, args.model)
-            print(f"PASS {test.__name__}", flush=True)
-            passed += 1
-        except Exception as e:  # noqa: BLE001 - every failure is reported, then counted
-            print(f"FAIL {test.__name__}: {e!r}", flush=True)
-            traceback.print_exc()
-            failed += 1
-    print(f"{passed} passed, {failed} failed", flush=True)
-    return 0 if failed == 0 else 1
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(__doc__.splitlines()[0], client, TESTS))
