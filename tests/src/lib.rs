@@ -305,6 +305,11 @@ impl Drop for Daemon {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // A failing test shows what the daemon said; a passing one stays quiet.
+        if std::thread::panicking() {
+            let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+            eprintln!("--- the daemon's log ---\n{log}");
+        }
     }
 }
 

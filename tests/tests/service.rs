@@ -32,6 +32,8 @@ const SIGHUP: i32 = libc::SIGHUP;
 /// A datagram socket standing in for systemd's notification socket.
 struct NotifySocket {
     socket: UnixDatagram,
+    /// Every datagram received so far, for the message of a test that waited in vain.
+    seen: Mutex<Vec<String>>,
     /// The value for `NOTIFY_SOCKET`.
     address: String,
     _dir: Option<tempfile::TempDir>,
@@ -65,19 +67,26 @@ impl NotifySocket {
         socket.set_read_timeout(Some(READY_TIMEOUT)).unwrap();
         NotifySocket {
             socket,
+            seen: Mutex::new(Vec::new()),
             address,
             _dir: dir,
         }
     }
 
-    /// The next datagram.
+    /// The next datagram. A test that waits in vain panics with every datagram it had
+    /// received, so the failure says which step the daemon never reached.
     fn next(&self) -> String {
         let mut buf = vec![0u8; 4096];
-        let n = self
-            .socket
-            .recv(&mut buf)
-            .expect("a notification within READY_TIMEOUT");
-        String::from_utf8(buf[..n].to_vec()).unwrap()
+        let n = match self.socket.recv(&mut buf) {
+            Ok(n) => n,
+            Err(e) => panic!(
+                "no notification within READY_TIMEOUT ({e}); received so far: {:?}",
+                self.seen.lock().unwrap()
+            ),
+        };
+        let m = String::from_utf8(buf[..n].to_vec()).unwrap();
+        self.seen.lock().unwrap().push(m.clone());
+        m
     }
 
     /// The next state change: skips watchdog pings and status-only updates, which the
@@ -116,7 +125,9 @@ impl NotifySocket {
 
 const MOCK: &str = "[providers.mock]\ntype = \"mock\"\ndefault_model = \"mock-1\"\n";
 
-#[tokio::test]
+// Multi-threaded: the notification reads below block their thread, and the client's
+// reader must keep draining the generation's chunks meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ready_comes_once_the_socket_listens_then_reloading_ready_and_stopping_in_order() {
     let notify = NotifySocket::at_path();
     let daemon = Daemon::builder()
