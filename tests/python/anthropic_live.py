@@ -2,11 +2,15 @@
 """The official ``anthropic`` Python SDK against provd's live ``/v1/messages`` route.
 
     $PROVD_PYTHON tests/python/anthropic_live.py --socket DIR/http.sock --model p/test-model
+    ANTHROPIC_BASE_URL=http://127.0.0.1:PORT ANTHROPIC_API_KEY=<provd token> \
+        $PROVD_PYTHON tests/python/anthropic_live.py --model p/test-model
 
 Run by tests/tests/http_clients.rs against a daemon whose provider is the faithful
 OpenAI mock upstream of tests/: it answers "Hello, SDK" (5 prompt and 3 completion
 tokens), a 429 to the prompt "fail", and one chunk then silence to the prompt "hold";
-the daemon has no default provider, so a model "nope/x" names an unknown provider. The SDK talks over the socket through an httpx transport with ``uds=``.
+the daemon has no default provider, so a model "nope/x" names an unknown provider. On the
+Unix socket the SDK talks through an httpx transport with ``uds=``; over loopback TCP it
+reads its base URL and key (a provd token) from the environment.
 
 After closing its stream in the cancel test the script prints
 ``CLOSED cancel_by_closing_the_stream`` and waits for a line on stdin: the Rust test
@@ -17,6 +21,7 @@ answers once the upstream saw its request closed. One line per test (``PASS name
 from __future__ import annotations
 
 import sys
+from typing import Optional
 
 sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 
@@ -32,7 +37,11 @@ except ImportError:  # pragma: no cover
 TIMEOUT_S = 30.0
 
 
-def client(socket: str) -> anthropic.Anthropic:
+def client(socket: Optional[str]) -> anthropic.Anthropic:
+    if socket is None:
+        # Loopback TCP: ANTHROPIC_BASE_URL and ANTHROPIC_API_KEY (a provd token) come from the environment,
+        # exactly as a tool pointed at provd gets them; nothing else is configured here.
+        return anthropic.Anthropic(timeout=TIMEOUT_S, max_retries=0)
     return anthropic.Anthropic(
         api_key="sk-ant-placeholder",
         base_url="http://provd",

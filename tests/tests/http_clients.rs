@@ -1,7 +1,9 @@
 //! The HTTP front door proven with clients no one here wrote, against a live daemon whose
-//! provider is the faithful OpenAI mock upstream: the official `anthropic` Python SDK on
-//! `/v1/messages` and the official `ollama` Python client on `/api/*` (answers streamed
-//! and whole, usage, errors, cancel by closing the stream), curl on every route, and Go's
+//! provider is the faithful OpenAI mock upstream: the official `openai` and `anthropic`
+//! Python SDKs on `/v1/chat/completions` and `/v1/messages`, over the Unix socket and over
+//! loopback TCP with a token, and the official `ollama` Python client on `/api/*`
+//! (answers streamed and whole, usage, errors, cancel by closing the stream), curl on
+//! every route, and Go's
 //! standard `net/http` streaming a chat completion and reading its server-sent events.
 //!
 //! A missing tool (the Python packages from `tests/python/requirements.txt`, curl, go)
@@ -48,25 +50,62 @@ async fn upstream() -> Upstream {
     openai::scripted_upstream(MODEL).await
 }
 
-/// A daemon whose provider `p` is `upstream`, beside a mock one. It has no default
-/// provider, so a model `nope/x` names an unknown provider rather than a model of the
-/// default one.
-fn daemon_for(upstream: &Upstream) -> Daemon {
+/// How a script reaches the daemon.
+#[derive(Clone, Copy)]
+enum Via {
+    /// The HTTP front door's Unix socket: no key, the kernel says who is calling.
+    UnixSocket,
+    /// The loopback TCP listener, with a provd token scoped to provider `p`, handed to
+    /// the SDK in its own environment variables (`OPENAI_BASE_URL`/`OPENAI_API_KEY`,
+    /// `ANTHROPIC_BASE_URL`/`ANTHROPIC_API_KEY`) as the README tells a user to.
+    Loopback,
+}
+
+/// A daemon whose provider `p` is `upstream`, beside a mock one, with a loopback
+/// listener when `via` asks for one. It has no default provider, so a model `nope/x`
+/// names an unknown provider rather than a model of the default one.
+fn daemon_for(upstream: &Upstream, via: Via) -> Daemon {
+    let listen = match via {
+        Via::UnixSocket => "",
+        Via::Loopback => "[http]\nlisten = \"127.0.0.1:0\"\n",
+    };
     Daemon::builder()
         .config(&format!(
             "[daemon]\nkeepalive_interval_ms = 0\n\n\
              [providers.p]\ntype = \"openai\"\nbase_url = \"{}/v1\"\ndefault_model = \"{MODEL}\"\n\
              api_key_env = \"PROVD_TEST_KEY\"\nretry_attempts = 0\ntimeout_seconds = 30\n\n\
-             [providers.m]\ntype = \"mock\"\n",
+             [providers.m]\ntype = \"mock\"\n{listen}",
             upstream.base_url
         ))
         .env("PROVD_TEST_KEY", provd_tests::apis::TEST_KEY)
         .start()
 }
 
-/// Runs `tests/python/{script}` against a daemon on the mock upstream, answering its
-/// cancel test once the upstream saw the stream closed, and asserts all `tests` passed.
-async fn run_python_script(module: &str, script: &str, tests: usize) {
+/// The loopback listener's port (from its log line) and a new provd token for provider
+/// `p`, owned by the caller.
+fn loopback_and_token(daemon: &Daemon) -> (u16, String) {
+    const LISTENING: &str = "http listening on 127.0.0.1:";
+    let line = daemon.wait_for_log(LISTENING);
+    let port = line
+        .split(LISTENING)
+        .nth(1)
+        .map(|rest| {
+            rest.chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+        })
+        .and_then(|digits| digits.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"));
+    let (status, stdout, stderr) =
+        provd_tests::run_provd(&["token", "create", "--providers", "p"], &daemon.socket);
+    assert!(status.success(), "{stderr}");
+    (port, stdout.trim().to_owned())
+}
+
+/// Runs `tests/python/{script}` against a daemon on the mock upstream, reached `via` the
+/// Unix socket or loopback TCP, answering its cancel test once the upstream saw the
+/// stream closed, and asserts all `tests` passed.
+async fn run_python_script(module: &str, script: &str, tests: usize, via: Via) {
     let python = provd_tests::python();
     if !have(
         &format!("the {module} Python package"),
@@ -76,16 +115,42 @@ async fn run_python_script(module: &str, script: &str, tests: usize) {
         return;
     }
     let upstream = upstream().await;
-    let daemon = daemon_for(&upstream);
+    let daemon = daemon_for(&upstream, via);
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("python")
         .join(script);
-    let mut child = tokio::process::Command::new(&python)
-        .arg(path)
-        .arg("--socket")
-        .arg(http_socket(&daemon))
-        .arg("--model")
-        .arg("p/test-model")
+    let mut command = tokio::process::Command::new(&python);
+    command.arg(path).args(["--model", "p/test-model"]);
+    // What the SDKs read from their environment is the test's to set, not the host's.
+    for name in [
+        "OPENAI_BASE_URL",
+        "OPENAI_API_KEY",
+        "ANTHROPIC_BASE_URL",
+        "ANTHROPIC_API_KEY",
+        "ANTHROPIC_AUTH_TOKEN",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ] {
+        command.env_remove(name);
+    }
+    match via {
+        Via::UnixSocket => {
+            command.arg("--socket").arg(http_socket(&daemon));
+        }
+        Via::Loopback => {
+            let (port, token) = loopback_and_token(&daemon);
+            command
+                .env("OPENAI_BASE_URL", format!("http://127.0.0.1:{port}/v1"))
+                .env("OPENAI_API_KEY", &token)
+                .env("ANTHROPIC_BASE_URL", format!("http://127.0.0.1:{port}"))
+                .env("ANTHROPIC_API_KEY", &token);
+        }
+    }
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -134,14 +199,29 @@ async fn run_python_script(module: &str, script: &str, tests: usize) {
 }
 
 #[tokio::test]
+async fn the_official_openai_sdk_streams_answers_errors_and_cancels_over_the_unix_socket() {
+    run_python_script("openai", "openai_sdk.py", 5, Via::UnixSocket).await;
+}
+
+#[tokio::test]
+async fn the_official_openai_sdk_configured_by_its_environment_uses_loopback_tcp_with_a_token() {
+    run_python_script("openai", "openai_sdk.py", 5, Via::Loopback).await;
+}
+
+#[tokio::test]
+async fn the_official_anthropic_sdk_configured_by_its_environment_uses_loopback_tcp_with_a_token() {
+    run_python_script("anthropic", "anthropic_live.py", 4, Via::Loopback).await;
+}
+
+#[tokio::test]
 async fn the_official_anthropic_sdk_streams_answers_errors_and_cancels_on_the_live_messages_route()
 {
-    run_python_script("anthropic", "anthropic_live.py", 4).await;
+    run_python_script("anthropic", "anthropic_live.py", 4, Via::UnixSocket).await;
 }
 
 #[tokio::test]
 async fn the_official_ollama_client_chats_generates_lists_and_cancels_on_the_live_routes() {
-    run_python_script("ollama", "ollama_live.py", 6).await;
+    run_python_script("ollama", "ollama_live.py", 6, Via::UnixSocket).await;
 }
 
 /// One curl call over the socket: (status, body). Async: the mock upstream answers on
@@ -184,7 +264,7 @@ async fn curl_over_the_unix_socket_gets_an_answer_from_every_route() {
         return;
     }
     let upstream = upstream().await;
-    let daemon = daemon_for(&upstream);
+    let daemon = daemon_for(&upstream, Via::UnixSocket);
     let socket = http_socket(&daemon);
     let hi = json!([{"role": "user", "content": "hi"}]);
     let model = "p/test-model";
@@ -311,7 +391,7 @@ async fn a_go_net_http_client_streams_a_chat_completion_and_reads_its_server_sen
     );
 
     let upstream = upstream().await;
-    let daemon = daemon_for(&upstream);
+    let daemon = daemon_for(&upstream, Via::UnixSocket);
     let out = tokio::process::Command::new(&exe)
         .arg(http_socket(&daemon))
         .arg("p/test-model")

@@ -3,8 +3,8 @@
 //! usage, the model list, a client that leaves mid-stream cancelling the upstream), the
 //! errors in OpenAI's shape with their statuses (bad JSON, unsupported options, a body
 //! over the limit, an unknown provider), and who may call (a token narrowing the scope,
-//! other uids refused by the policy and held to their per-uid limit), plus the official
-//! `openai` Python SDK over the socket.
+//! other uids refused by the policy and held to their per-uid limit). The official SDKs
+//! are in `http_clients.rs`.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -583,74 +583,6 @@ async fn other_uids_get_the_msgpack_sockets_access_policy_and_per_uid_limits() {
     );
     holder.kill().await.unwrap();
     upstream.wait_for(Seen::ClientClosedEarly(0)).await;
-}
-
-#[tokio::test]
-async fn openai_python_sdk_streams_answers_errors_and_cancels_over_the_unix_socket() {
-    let python = provd_tests::python();
-    let probe = std::process::Command::new(&python)
-        .args(["-c", "import openai"])
-        .output();
-    if !probe.is_ok_and(|o| o.status.success()) {
-        let why = format!(
-            "{} cannot import openai (scripts/test makes a virtual environment with tests/python/requirements.txt and sets PROVD_PYTHON to it)",
-            python.to_string_lossy()
-        );
-        // CI installs it, so there a missing one is a failure, not a skip.
-        assert!(std::env::var_os("CI").is_none(), "{why}");
-        eprintln!("SKIPPED: {why}");
-        return;
-    }
-    let upstream = openai::scripted_upstream(MODEL).await;
-    let daemon = daemon_for(&upstream, "");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/openai_sdk.py");
-    let mut child = tokio::process::Command::new(&python)
-        .arg(script)
-        .arg("--socket")
-        .arg(http_socket(&daemon))
-        .arg("--model")
-        .arg("p/test-model")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("run python");
-    // The script closes its stream after the first chunk, says so, and waits for word
-    // that the upstream saw it close.
-    let mut stdin = child.stdin.take().unwrap();
-    let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap());
-    let mut lines = Vec::new();
-    loop {
-        let mut line = String::new();
-        let n = tokio::io::AsyncBufReadExt::read_line(&mut out, &mut line)
-            .await
-            .unwrap();
-        if n == 0 {
-            break;
-        }
-        print!("{line}");
-        if line.trim() == "CLOSED cancel_by_closing_the_stream" {
-            upstream.wait_for(Seen::ClientClosedEarly(3)).await;
-            tokio::io::AsyncWriteExt::write_all(&mut stdin, b"upstream closed\n")
-                .await
-                .unwrap();
-        }
-        lines.push(line);
-    }
-    let output = child.wait_with_output().await.unwrap();
-    let stdout = lines.concat();
-    assert!(
-        output.status.success(),
-        "the openai SDK script failed:\n{stdout}\n{}\ndaemon log:\n{}",
-        String::from_utf8_lossy(&output.stderr),
-        daemon.log()
-    );
-    assert!(!stdout.contains("FAIL"), "{stdout}");
-    assert!(
-        stdout.lines().any(|l| l.trim() == "5 passed, 0 failed"),
-        "{stdout}"
-    );
 }
 
 #[tokio::test]
