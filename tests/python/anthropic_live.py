@@ -116,7 +116,16 @@ def cancel_by_closing_the_stream(c: anthropic.Anthropic, model: str) -> None:
     check(answer == "upstream closed", f"the test answered {answer!r}")
 
 
-TESTS = [not_streamed, streamed, errors, cancel_by_closing_the_stream]
+def models(c: anthropic.Anthropic, model: str) -> None:
+    # One model a page, so the SDK's auto-pagination walks every page by after_id.
+    listed = list(c.models.list(limit=1))
+    ids = [m.id for m in listed]
+    check(any(i.startswith("p/") for i in ids), f"ids {ids}")
+    check(len(ids) == len(set(ids)), f"a model twice: {ids}")
+    check(all(m.type == "model" and m.created_at is not None for m in listed), f"{listed}")
+
+
+TESTS = [not_streamed, streamed, errors, cancel_by_closing_the_stream, models]
 
 
 if __name__ == "__main__":

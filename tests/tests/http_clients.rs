@@ -210,13 +210,13 @@ async fn the_official_openai_sdk_configured_by_its_environment_uses_loopback_tcp
 
 #[tokio::test]
 async fn the_official_anthropic_sdk_configured_by_its_environment_uses_loopback_tcp_with_a_token() {
-    run_python_script("anthropic", "anthropic_live.py", 4, Via::Loopback).await;
+    run_python_script("anthropic", "anthropic_live.py", 5, Via::Loopback).await;
 }
 
 #[tokio::test]
 async fn the_official_anthropic_sdk_streams_answers_errors_and_cancels_on_the_live_messages_route()
 {
-    run_python_script("anthropic", "anthropic_live.py", 4, Via::UnixSocket).await;
+    run_python_script("anthropic", "anthropic_live.py", 5, Via::UnixSocket).await;
 }
 
 #[tokio::test]

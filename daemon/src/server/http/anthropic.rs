@@ -937,6 +937,108 @@ async fn messages_inner(call: super::Call) -> Result<super::Response, super::Res
     Ok(super::streamed(EVENT_STREAM_CONTENT_TYPE, body))
 }
 
+/// The most models one page of `GET /v1/models` holds, as the API caps `limit`.
+const MODELS_MAX_LIMIT: usize = 1000;
+/// A page's size when the client names none (the API's default).
+const MODELS_DEFAULT_LIMIT: usize = 20;
+
+/// `GET /v1/models` from an Anthropic client (it sends `anthropic-version`): the same
+/// models as the OpenAI list, in the Models API's shape and pages.
+pub async fn models(call: super::Call) -> super::Response {
+    let caller = match call.caller {
+        Ok(caller) => caller,
+        Err(e) => return refusal(&e.into()),
+    };
+    let query = call.request.uri().query().unwrap_or("").to_owned();
+    let listed = call
+        .front
+        .catalogue
+        .for_caller(&call.front.daemon, &caller)
+        .await;
+    match models_page(&listed, &query) {
+        Ok(page) => super::json(http::StatusCode::OK, &page),
+        Err(e) => reply(&e),
+    }
+}
+
+/// One page of the Models API: `limit` (1 to 1000, default 20), then `after_id` or
+/// `before_id` for the next or previous page, as the SDKs' auto-pagination asks.
+fn models_page(listed: &[super::catalogue::Listed], query: &str) -> Result<Value, ApiError> {
+    let (mut limit, mut after, mut before) = (MODELS_DEFAULT_LIMIT, None, None);
+    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+        match &*name {
+            "limit" => {
+                limit = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MODELS_MAX_LIMIT).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::invalid(format!(
+                            "limit: must be a whole number from 1 to {MODELS_MAX_LIMIT}"
+                        ))
+                    })?;
+            }
+            "after_id" => after = Some(value.into_owned()),
+            "before_id" => before = Some(value.into_owned()),
+            _ => {}
+        }
+    }
+    let position = |id: &str| {
+        listed.iter().position(|m| m.id == id).ok_or_else(|| {
+            ApiError::from_code(
+                ErrorCode::NotFound,
+                &format!("no model {} in the list", untrusted(id)),
+            )
+        })
+    };
+    // `has_more` looks the way the page was asked for: backwards for `before_id`.
+    let backwards = before.is_some();
+    let (start, end) = match (after, before) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "after_id and before_id: give one or the other".to_owned(),
+            ))
+        }
+        (Some(id), None) => {
+            let start = position(&id)? + 1;
+            (start, (start + limit).min(listed.len()))
+        }
+        (None, Some(id)) => {
+            let end = position(&id)?;
+            (end.saturating_sub(limit), end)
+        }
+        (None, None) => (0, limit.min(listed.len())),
+    };
+    let page = &listed[start..end];
+    let has_more = if backwards {
+        start > 0
+    } else {
+        end < listed.len()
+    };
+    let data: Vec<Value> = page
+        .iter()
+        .map(|m| {
+            let created = m
+                .created
+                .and_then(|s| i64::try_from(s).ok())
+                .and_then(|s| jiff::Timestamp::from_second(s).ok())
+                .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+            json!({
+                "type": "model",
+                "id": m.id,
+                "display_name": m.id,
+                "created_at": created.to_string(),
+            })
+        })
+        .collect();
+    Ok(json!({
+        "data": data,
+        "has_more": has_more,
+        "first_id": page.first().map(|m| m.id.clone()),
+        "last_id": page.last().map(|m| m.id.clone()),
+    }))
+}
+
 fn refusal(e: &super::error::ApiError) -> super::Response {
     super::refusal(e, |code, message| ApiError::from_code(code, message).json())
 }
@@ -954,6 +1056,67 @@ mod tests {
     use provd_client::Usage;
 
     const LIMIT: usize = 1 << 20;
+
+    fn listed(ids: &[&str]) -> Vec<crate::server::http::catalogue::Listed> {
+        ids.iter()
+            .map(|id| crate::server::http::catalogue::Listed {
+                id: (*id).to_owned(),
+                provider: "p".to_owned(),
+                created: Some(1_700_000_000),
+                alias: false,
+            })
+            .collect()
+    }
+
+    fn ids(page: &Value) -> Vec<&str> {
+        page["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn the_models_list_pages_forward_and_back_in_the_models_apis_shape() {
+        let all = listed(&["p/a", "p/b", "p/c", "p/d", "p/e"]);
+        let first = models_page(&all, "limit=2").unwrap();
+        assert_eq!(ids(&first), ["p/a", "p/b"]);
+        assert_eq!(first["has_more"], true);
+        assert_eq!(first["first_id"], "p/a");
+        assert_eq!(first["last_id"], "p/b");
+        assert_eq!(first["data"][0]["type"], "model");
+        assert_eq!(first["data"][0]["created_at"], "2023-11-14T22:13:20Z");
+        let next = models_page(&all, "limit=2&after_id=p%2Fb").unwrap();
+        assert_eq!(ids(&next), ["p/c", "p/d"]);
+        let last = models_page(&all, "limit=2&after_id=p/d").unwrap();
+        assert_eq!(ids(&last), ["p/e"]);
+        assert_eq!(last["has_more"], false);
+        let back = models_page(&all, "limit=2&before_id=p/c").unwrap();
+        assert_eq!(ids(&back), ["p/a", "p/b"]);
+        assert_eq!(back["has_more"], false);
+        let whole = models_page(&all, "").unwrap();
+        assert_eq!(ids(&whole).len(), 5);
+        assert_eq!(whole["has_more"], false);
+        let empty = models_page(&[], "").unwrap();
+        assert_eq!(empty["first_id"], Value::Null);
+    }
+
+    #[test]
+    fn a_bad_models_page_request_is_an_invalid_request_or_not_found() {
+        let all = listed(&["p/a"]);
+        for query in [
+            "limit=0",
+            "limit=1001",
+            "limit=x",
+            "after_id=p/a&before_id=p/a",
+        ] {
+            let e = models_page(&all, query).unwrap_err();
+            assert_eq!(e.status, 400, "{query}");
+        }
+        let e = models_page(&all, "after_id=%3Cnope%3E").unwrap_err();
+        assert_eq!(e.status, 404);
+    }
 
     fn parse(body: Value) -> Result<MessagesRequest, ApiError> {
         parse_request(body.to_string().as_bytes(), LIMIT)

@@ -100,6 +100,10 @@ pub async fn route(call: Call) -> Response {
     match (path.as_str(), &method) {
         ("/health", &Method::GET | &Method::HEAD) => health(&call.front),
         ("/v1/chat/completions", &Method::POST) => openai::chat_completions(call).await,
+        // An Anthropic SDK lists models on the same path; its version header tells it apart.
+        ("/v1/models", &Method::GET) if call.request.headers().contains_key("anthropic-version") => {
+            anthropic::models(call).await
+        }
         ("/v1/models", &Method::GET) => openai::models(call).await,
         (anthropic::MESSAGES_PATH, &Method::POST) => anthropic::messages(call).await,
         ("/api/chat", &Method::POST) => ollama::chat(call).await,
