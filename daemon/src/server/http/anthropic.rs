@@ -987,7 +987,7 @@ fn models_page(listed: &[super::catalogue::Listed], query: &str) -> Result<Value
         listed.iter().position(|m| m.id == id).ok_or_else(|| {
             ApiError::from_code(
                 ErrorCode::NotFound,
-                &format!("no model {} in the list", untrusted(id)),
+                format!("no model {} in the list", untrusted(id)),
             )
         })
     };
