@@ -29,6 +29,7 @@
 
 pub mod blocking;
 mod client;
+pub mod content;
 pub mod error;
 pub mod frame;
 pub mod message;
@@ -40,6 +41,9 @@ pub mod trust;
 pub use client::{
     CancelHandle, Client, ClientError, ConnectOptions, GenerateEvent, Generation,
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_HELLO_TIMEOUT,
+};
+pub use content::{
+    Effort, Image, Reasoning, ResponseFormat, Tool, ToolCall, ToolCallDelta, ToolChoice,
 };
 pub use error::{ErrorCode, WireError};
 pub use message::{

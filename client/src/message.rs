@@ -418,24 +418,91 @@ pub struct HelloResult {
 }
 
 /// Who said a message in a conversation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Instructions; most providers take it apart from the turns.
     System,
     /// The person or program asking.
+    #[default]
     User,
     /// The model.
     Assistant,
+    /// The result of a tool call ([`Message::tool_call_id`] says which).
+    Tool,
 }
 
-/// One turn of a conversation.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// One turn of a conversation. Beside its text, a user turn may carry images, an
+/// assistant turn the tool calls it made (and the provider's state to send back with
+/// them), and a tool turn the result of one call.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     /// Who said it.
     pub role: Role,
-    /// What was said.
+    /// What was said (a tool turn: the tool's result).
     pub content: String,
+    /// Images in a user turn, after its text.
+    #[serde(
+        default,
+        deserialize_with = "nil_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub images: Vec<crate::content::Image>,
+    /// The calls an assistant turn made, in order.
+    #[serde(
+        default,
+        deserialize_with = "nil_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub tool_calls: Vec<crate::content::ToolCall>,
+    /// A tool turn: the id of the call this is the result of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// A tool turn: the call failed, and `content` says how.
+    #[serde(
+        default,
+        deserialize_with = "nil_as_default",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub is_error: bool,
+    /// An assistant turn: the opaque state its provider asked to get back with it
+    /// ([`GenerateDone::provider_state`], e.g. Anthropic's signed thinking). Sent as it
+    /// came; dropped when the turn goes to another provider type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_state: Option<serde_json::Value>,
+}
+
+impl Message {
+    /// A turn of plain text.
+    pub fn text(role: Role, content: impl Into<String>) -> Message {
+        Message {
+            role,
+            content: content.into(),
+            ..Message::default()
+        }
+    }
+
+    /// A tool turn: the result of call `tool_call_id`.
+    pub fn tool_result(tool_call_id: impl Into<String>, content: impl Into<String>) -> Message {
+        Message {
+            role: Role::Tool,
+            content: content.into(),
+            tool_call_id: Some(tool_call_id.into()),
+            ..Message::default()
+        }
+    }
+
+    /// The assistant turn a generation produced, to send back in the next request: its
+    /// text, its tool calls and its provider state.
+    pub fn from_done(done: &GenerateDone, text: impl Into<String>) -> Message {
+        Message {
+            role: Role::Assistant,
+            content: text.into(),
+            tool_calls: done.tool_calls.clone(),
+            provider_state: done.provider_state.clone(),
+            ..Message::default()
+        }
+    }
 }
 
 /// `generate` params: what to generate, from which provider and model.
@@ -475,6 +542,22 @@ pub struct GenerateRequest {
     /// Provider-specific parameters, passed into the upstream request body.
     #[serde(default, deserialize_with = "nil_as_default")]
     pub additional_params: BTreeMap<String, serde_json::Value>,
+    /// Tools the model may call.
+    #[serde(
+        default,
+        deserialize_with = "nil_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub tools: Vec<crate::content::Tool>,
+    /// Whether and which tool the model must call; `auto` when tools are given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<crate::content::ToolChoice>,
+    /// The shape of the answer: free text, a JSON object, JSON matching a schema.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<crate::content::ResponseFormat>,
+    /// Ask for the model's reasoning, with an effort or budget, shown or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<crate::content::Reasoning>,
 }
 
 fn yes() -> bool {
@@ -682,6 +765,13 @@ pub struct Chunk {
     pub model: String,
     /// When the daemon received it, in milliseconds since the Unix epoch.
     pub created_at: u64,
+    /// A piece of a tool call (`text` is then empty). Sent only to requests with tools.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call: Option<crate::content::ToolCallDelta>,
+    /// A piece of the model's reasoning (`text` is then empty). Sent only to requests
+    /// whose `reasoning.show` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<String>,
 }
 
 /// `keepalive` notification: generation `id` is still running.
@@ -696,10 +786,13 @@ pub struct Keepalive {
 pub struct Usage {
     /// Tokens in the prompt, system prompt and conversation.
     pub prompt_tokens: u32,
-    /// Tokens generated.
+    /// Tokens generated, reasoning included on every provider.
     pub completion_tokens: u32,
     /// The sum.
     pub total_tokens: u32,
+    /// Of `completion_tokens`, those spent reasoning, where the provider reports them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_tokens: Option<u32>,
 }
 
 impl Usage {
@@ -709,29 +802,41 @@ impl Usage {
             prompt_tokens,
             completion_tokens,
             total_tokens: prompt_tokens.saturating_add(completion_tokens),
+            reasoning_tokens: None,
+        }
+    }
+
+    /// This usage, saying how many of its completion tokens were reasoning.
+    pub fn with_reasoning(self, reasoning_tokens: Option<u32>) -> Self {
+        Usage {
+            reasoning_tokens,
+            ..self
         }
     }
 }
 
 /// Why a generation stopped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FinishReason {
     /// The model finished, or hit a stop sequence.
+    #[default]
     Stop,
     /// `max_tokens` was reached.
     Length,
     /// The provider's content filter stopped it.
     ContentFilter,
-    /// The model asked to call a tool (not carried by provd yet).
-    ToolUse,
+    /// The model called one or more tools ([`GenerateDone::tool_calls`]). Sent as
+    /// `tool_calls`; `tool_use`, its name before tools were carried, is read as it.
+    #[serde(rename = "tool_calls", alias = "tool_use")]
+    ToolCalls,
     /// Anything else the provider reported.
     #[serde(other)]
     Other,
 }
 
 /// The terminal result of a `generate`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct GenerateDone {
     /// Always true; lets a reader that only looks at one field tell the end apart.
     pub done: bool,
@@ -748,6 +853,19 @@ pub struct GenerateDone {
     /// The whole text, only for `stream: false`.
     #[serde(default)]
     pub text: Option<String>,
+    /// The tool calls the model made, assembled, their arguments checked to parse.
+    #[serde(
+        default,
+        deserialize_with = "nil_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub tool_calls: Vec<crate::content::ToolCall>,
+    /// The whole reasoning text, for `stream: false` with `reasoning.show`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<String>,
+    /// State the provider needs back with this turn (see [`Message::provider_state`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_state: Option<serde_json::Value>,
 }
 
 /// `cancel` params.

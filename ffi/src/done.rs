@@ -55,7 +55,7 @@ impl From<FinishReason> for provd_finish_reason {
             FinishReason::Stop => provd_finish_reason::PROVD_FINISH_STOP,
             FinishReason::Length => provd_finish_reason::PROVD_FINISH_LENGTH,
             FinishReason::ContentFilter => provd_finish_reason::PROVD_FINISH_CONTENT_FILTER,
-            FinishReason::ToolUse => provd_finish_reason::PROVD_FINISH_TOOL_USE,
+            FinishReason::ToolCalls => provd_finish_reason::PROVD_FINISH_TOOL_USE,
             FinishReason::Other => provd_finish_reason::PROVD_FINISH_OTHER,
         }
     }
@@ -224,7 +224,7 @@ mod tests {
             (FinishReason::Stop, "stop"),
             (FinishReason::Length, "length"),
             (FinishReason::ContentFilter, "content_filter"),
-            (FinishReason::ToolUse, "tool_use"),
+            (FinishReason::ToolCalls, "tool_use"),
             (FinishReason::Other, "other"),
         ] {
             let r = provd_finish_reason::from(reason) as u32;

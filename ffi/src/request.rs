@@ -202,7 +202,7 @@ pub extern "C" fn provd_request_add_message(
         };
         // SAFETY: the header's rule for pointer + length arguments.
         let content = unsafe { args::text(content, len, "content") }?.to_owned();
-        r.messages.push(Message { role, content });
+        r.messages.push(Message::text(role, content));
         Ok(())
     })
 }

@@ -175,14 +175,8 @@ fn frame_seeds() {
     generate.model = Some("mock-1".into());
     generate.system = Some("Be brief.".into());
     generate.messages = vec![
-        Message {
-            role: Role::User,
-            content: "Hello".into(),
-        },
-        Message {
-            role: Role::Assistant,
-            content: "Hi there".into(),
-        },
+        Message::text(Role::User, "Hello"),
+        Message::text(Role::Assistant, "Hi there"),
     ];
     generate.max_tokens = Some(64);
     generate.temperature = Some(0.7);
@@ -240,6 +234,8 @@ fn frame_seeds() {
                     text: "Hi".into(),
                     model: "mock-1".into(),
                     created_at: 1_700_000_000_000,
+                    tool_call: None,
+                    reasoning: None,
                 },
             ),
         ),
@@ -259,6 +255,7 @@ fn frame_seeds() {
                     finish_reason: FinishReason::Stop,
                     chunks: 2,
                     text: None,
+                    ..GenerateDone::default()
                 },
             ),
         ),

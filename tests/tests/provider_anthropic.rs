@@ -26,10 +26,7 @@ fn daemon_for(upstream: &Upstream, retries: u32, extra: &str) -> Daemon {
 fn full_request() -> GenerateRequest {
     let mut r = provd_tests::apis::full_request(&[("top_k", json!(40))]);
     // A second user turn in a row, which Anthropic's API merges into one turn.
-    r.messages.push(Message {
-        role: Role::User,
-        content: "one more thing".into(),
-    });
+    r.messages.push(Message::text(Role::User, "one more thing"));
     r
 }
 
@@ -120,7 +117,7 @@ async fn thinking_redacted_thinking_and_tool_use_blocks_are_skipped_while_text_s
     let (texts, done) = generation_outcome(&client, GenerateRequest::prompt("weather?")).await;
     let done = done.unwrap();
     assert_eq!(texts, ["Let me ", "check."]);
-    assert_eq!(done.finish_reason, FinishReason::ToolUse);
+    assert_eq!(done.finish_reason, FinishReason::ToolCalls);
     assert_eq!(done.usage, Usage::new(30, 89));
     assert_eq!(done.chunks, 2);
 }

@@ -113,7 +113,7 @@ async fn thoughts_and_function_calls_are_skipped_and_the_finish_says_tool_use() 
     let (texts, done) = drain_generation(&mut generation).await;
     let done = done.unwrap();
     assert_eq!(texts, ["Checking", " Tokyo."]);
-    assert_eq!(done.finish_reason, FinishReason::ToolUse);
+    assert_eq!(done.finish_reason, FinishReason::ToolCalls);
     assert_eq!(done.usage, Usage::new(20, 44));
 }
 

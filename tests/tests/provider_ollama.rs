@@ -107,7 +107,7 @@ async fn thinking_and_tool_calls_are_skipped_and_the_finish_reason_says_tool_use
         generation_outcome(&client, GenerateRequest::prompt("weather in Paris?")).await;
     let done = done.unwrap();
     assert_eq!(texts, ["Let me check."]);
-    assert_eq!(done.finish_reason, FinishReason::ToolUse);
+    assert_eq!(done.finish_reason, FinishReason::ToolCalls);
     assert_eq!(done.usage, Usage::new(30, 12));
     assert_eq!(done.chunks, 1);
 }

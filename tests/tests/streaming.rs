@@ -89,14 +89,8 @@ async fn max_tokens_and_messages_shape_the_answer() {
     req.max_tokens = Some(7);
     req.system = Some("be terse".into());
     req.messages = vec![
-        Message {
-            role: Role::User,
-            content: "one two".into(),
-        },
-        Message {
-            role: Role::Assistant,
-            content: "three".into(),
-        },
+        Message::text(Role::User, "one two"),
+        Message::text(Role::Assistant, "three"),
     ];
     let (text, done) = provd_tests::generation_text(&client, req).await;
     assert_eq!(text, numbered_text(7));

@@ -208,16 +208,24 @@ pub fn check_provider_streams(input: &[u8]) {
         assert!(
             matches!(
                 item,
-                Ok(StreamEvent::Text(_) | StreamEvent::Usage(_) | StreamEvent::Model(_))
+                Ok(StreamEvent::Text(_)
+                    | StreamEvent::Usage(_)
+                    | StreamEvent::Model(_)
+                    | StreamEvent::ToolCall(_)
+                    | StreamEvent::Reasoning(_)
+                    | StreamEvent::ProviderState(_))
             ),
             "{api:?}: {item:?} before the end"
         );
     }
     for item in &items {
         match item {
-            Ok(StreamEvent::Text(text)) | Ok(StreamEvent::Model(text)) => {
+            Ok(StreamEvent::Text(text))
+            | Ok(StreamEvent::Model(text))
+            | Ok(StreamEvent::Reasoning(text)) => {
                 assert!(!text.is_empty())
             }
+            Ok(StreamEvent::ToolCall(_) | StreamEvent::ProviderState(_)) => {}
             Ok(StreamEvent::Usage(usage)) | Ok(StreamEvent::Done { usage, .. }) => {
                 assert_usage(usage)
             }

@@ -283,9 +283,11 @@ pub fn check_message_roundtrip(input: &[u8]) {
         messages: case
             .messages
             .into_iter()
-            .map(|(role, content)| Message {
-                role: [Role::System, Role::User, Role::Assistant][usize::from(role % 3)],
-                content,
+            .map(|(role, content)| {
+                Message::text(
+                    [Role::System, Role::User, Role::Assistant][usize::from(role % 3)],
+                    content,
+                )
             })
             .collect(),
         system: case.system,
@@ -299,6 +301,7 @@ pub fn check_message_roundtrip(input: &[u8]) {
             .iter()
             .map(|(k, v)| (k.clone(), v.to_json()))
             .collect::<BTreeMap<_, _>>(),
+        ..GenerateRequest::default()
     };
     let frame =
         message::encode_request(case.id, &case.method, &request).expect("a request always encodes");
@@ -363,6 +366,8 @@ fn check_replies(case: ReplyCase) {
         text: case.text,
         model: case.model.clone(),
         created_at: case.created_at,
+        tool_call: None,
+        reasoning: None,
     };
     let frame = message::encode_notification(message::notification::CHUNK, &chunk)
         .expect("a chunk always encodes");
@@ -404,11 +409,14 @@ fn check_replies(case: ReplyCase) {
             FinishReason::Stop,
             FinishReason::Length,
             FinishReason::ContentFilter,
-            FinishReason::ToolUse,
+            FinishReason::ToolCalls,
             FinishReason::Other,
         ][usize::from(case.finish) % 5],
         chunks: case.index,
         text: case.done_text,
+        tool_calls: Vec::new(),
+        reasoning: None,
+        provider_state: None,
     };
     let frame = message::encode_result(case.id, &done).expect("a done reply encodes");
     let payload = framed_payload(&frame);

@@ -457,7 +457,7 @@ fn finish_reason(reason: &str) -> FinishReason {
         // Both cut the answer short at a token limit: the documentation says to treat
         // a response that filled the context window as truncated.
         "max_tokens" | "model_context_window_exceeded" => FinishReason::Length,
-        "tool_use" => FinishReason::ToolUse,
+        "tool_use" => FinishReason::ToolCalls,
         "refusal" => FinishReason::ContentFilter,
         // pause_turn (a server tool paused a long turn) and anything newer.
         _ => FinishReason::Other,
@@ -829,7 +829,7 @@ data: {\"type\":\"message_stop\"}\n\n";
                 StreamEvent::Usage(Usage::new(25, 15)),
                 StreamEvent::Done {
                     usage: Usage::new(25, 15),
-                    finish_reason: FinishReason::ToolUse
+                    finish_reason: FinishReason::ToolCalls
                 },
             ]
         );
@@ -950,7 +950,7 @@ data: {\"type\": \"ping\"}\n\n";
             ("stop_sequence", FinishReason::Stop),
             ("max_tokens", FinishReason::Length),
             ("model_context_window_exceeded", FinishReason::Length),
-            ("tool_use", FinishReason::ToolUse),
+            ("tool_use", FinishReason::ToolCalls),
             ("refusal", FinishReason::ContentFilter),
             ("pause_turn", FinishReason::Other),
             ("whatever_next", FinishReason::Other),
@@ -1042,10 +1042,7 @@ data: {\"type\": \"ping\"}\n\n";
     }
 
     fn turn(role: Role, content: &str) -> provd_client::Message {
-        provd_client::Message {
-            role,
-            content: content.into(),
-        }
+        provd_client::Message::text(role, content)
     }
 
     #[test]

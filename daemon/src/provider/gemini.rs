@@ -614,7 +614,7 @@ impl ResponseDecoder {
     /// The final event, once a finish reason was seen.
     fn done(&self) -> Option<StreamEvent> {
         let finish_reason = match self.finish? {
-            FinishReason::Stop if self.function_call => FinishReason::ToolUse,
+            FinishReason::Stop if self.function_call => FinishReason::ToolCalls,
             reason => reason,
         };
         Some(StreamEvent::Done {
@@ -762,7 +762,7 @@ mod tests {
                 StreamEvent::Usage(Usage::new(5, 14)),
                 StreamEvent::Done {
                     usage: Usage::new(5, 14),
-                    finish_reason: FinishReason::ToolUse
+                    finish_reason: FinishReason::ToolCalls
                 },
             ]
         );

@@ -46,6 +46,16 @@ pub enum StreamEvent {
     /// alias, say), as it gave it: unscrubbed and uncut, for the server to clean.
     /// Sent before the text it applies to, and only when it changes.
     Model(String),
+    /// A piece of a tool call: the first piece of call `index` names it (and carries
+    /// the upstream's id when it gives one), later pieces add argument text. The server
+    /// assembles the calls, fills missing ids and checks the arguments parse.
+    ToolCall(provd_client::ToolCallDelta),
+    /// A piece of the model's reasoning text, forwarded only when the request shows it.
+    Reasoning(String),
+    /// State the provider needs back with this assistant turn (Anthropic's signed
+    /// thinking, Gemini's thought signatures), merged into the result's
+    /// `provider_state` under the provider type's name. Opaque to everything else.
+    ProviderState(serde_json::Value),
     /// The end. Nothing follows it.
     Done {
         /// Final token usage.
@@ -53,6 +63,19 @@ pub enum StreamEvent {
         /// Why the model stopped.
         finish_reason: FinishReason,
     },
+}
+
+/// The state an assistant turn carries back for a provider of type `provider_type`
+/// (what its [`StreamEvent::ProviderState`] reported, tagged by the server): none when
+/// the turn came from another type, whose state means nothing here.
+pub fn state_for<'m>(
+    message: &'m provd_client::Message,
+    provider_type: &str,
+) -> Option<&'m serde_json::Value> {
+    let state = message.provider_state.as_ref()?;
+    (state.get("type")?.as_str()? == provider_type)
+        .then(|| state.get("state"))
+        .flatten()
 }
 
 /// A provider failure, already mapped to the system-wide code.
@@ -209,10 +232,10 @@ pub fn conversation(request: &GenerateRequest) -> (Option<String>, Vec<provd_cli
         }
     }
     if let Some(prompt) = request.prompt.as_ref().filter(|p| !p.is_empty()) {
-        turns.push(provd_client::Message {
-            role: provd_client::Role::User,
-            content: prompt.clone(),
-        });
+        turns.push(provd_client::Message::text(
+            provd_client::Role::User,
+            prompt.clone(),
+        ));
     }
     let system = (!system.is_empty()).then(|| system.join("\n\n"));
     (system, turns)

@@ -345,7 +345,7 @@ impl ChatDecoder {
             Some("length") => FinishReason::Length,
             // Ollama says "stop" after a tool call; the caller needs to know the answer
             // is a call it did not receive.
-            _ if self.saw_tool_calls => FinishReason::ToolUse,
+            _ if self.saw_tool_calls => FinishReason::ToolCalls,
             Some("stop") => FinishReason::Stop,
             // "load", "unload", an empty reason (a dropped runner connection) or one
             // added later.
@@ -516,7 +516,7 @@ mod tests {
                 StreamEvent::Text("Checking.".into()),
                 StreamEvent::Done {
                     usage: Usage::new(5, 9),
-                    finish_reason: FinishReason::ToolUse
+                    finish_reason: FinishReason::ToolCalls
                 },
             ]
         );

@@ -295,7 +295,7 @@ fn finish_reason(reason: &str) -> FinishReason {
         "stop" => FinishReason::Stop,
         "length" => FinishReason::Length,
         "content_filter" => FinishReason::ContentFilter,
-        "tool_calls" | "function_call" => FinishReason::ToolUse,
+        "tool_calls" | "function_call" => FinishReason::ToolCalls,
         _ => FinishReason::Other,
     }
 }
@@ -542,7 +542,7 @@ mod tests {
                 StreamEvent::Usage(Usage::new(9, 2)),
                 StreamEvent::Done {
                     usage: Usage::new(9, 2),
-                    finish_reason: FinishReason::ToolUse
+                    finish_reason: FinishReason::ToolCalls
                 },
             ]
         );

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::extras::Extras;
 use super::request::encode_reply;
 use super::streams::{Registration, Streams};
 use super::Daemon;
@@ -243,6 +244,7 @@ impl Generation<'_> {
         // limits and counters keep keying on the instance.
         let mut model = instance.model().to_owned();
         let mut text = String::new();
+        let mut extras = Extras::new(self.id, &request);
 
         // Per event, nothing is registered or allocated beyond the event itself: one
         // interruption future (cancel, shutdown, deadline) and one keepalive timer live
@@ -290,88 +292,158 @@ impl Generation<'_> {
                     }
                 },
             };
-            match event {
+            // What goes to the client as a chunk: text when streaming, tool call
+            // pieces and shown reasoning when the request asked for them.
+            let (piece, tool_call, reasoning) = match event {
                 Some(Ok(StreamEvent::Text(piece))) if streaming => {
                     // Produced, so counted in the usage even if the client is gone.
                     self.pieces += 1;
-                    let chunk = Chunk {
-                        id: self.id,
-                        index: self.chunks,
-                        text: piece,
-                        model: model.clone(),
-                        created_at: unix_millis(),
-                    };
-                    let frame =
-                        message::encode_notification(notification::CHUNK, &chunk).map_err(|e| {
-                            WireError::new(
-                                ErrorCode::Internal,
-                                format!("cannot encode a chunk: {e}"),
-                            )
-                        })?;
-                    // A slow reader fills the queue and makes this wait; cancel, shutdown
-                    // and the deadline still cut in.
-                    let sent = match ctx.out.try_send(frame) {
-                        Ok(()) => true,
-                        Err(mpsc::error::TrySendError::Closed(_)) => false,
-                        Err(mpsc::error::TrySendError::Full(frame)) => {
-                            let sent = tokio::select! {
-                                biased;
-                                why = &mut interrupted => return Err(self.end_early(state, why, deadline_error)),
-                                sent = ctx.out.send(frame) => sent.is_ok(),
-                            };
-                            // Waiting for the client is not the upstream's silence.
-                            quiet_since = Instant::now();
-                            sent
-                        }
-                    };
-                    if !sent {
-                        return Err(self.end_early(state, Interrupt::Cancelled, deadline_error));
+                    (piece, None, None)
+                }
+                Some(Ok(StreamEvent::ToolCall(delta))) => match extras.tool_call(delta) {
+                    Ok(Some(delta)) if streaming => (String::new(), Some(delta), None),
+                    Ok(_) => continue,
+                    Err(e) => {
+                        state.record_end(Outcome::Failed, self.usage_so_far());
+                        return Err(self.failed(e));
                     }
-                    self.chunks += 1;
-                    state.record_chunk();
-                }
-                Some(Ok(StreamEvent::Text(piece))) => {
-                    self.pieces += 1;
-                    text.push_str(&piece);
-                }
-                Some(Ok(StreamEvent::Usage(u))) => self.usage = Some(u),
-                Some(Ok(StreamEvent::Model(named))) => {
-                    let named = reported_model(&named);
-                    if !named.is_empty() && named != model {
-                        tracing::debug!(provider = %untrusted(&provider_id), requested = %untrusted(instance.model()), answering = %untrusted(&named), "the upstream names the model answering");
-                        model = named;
+                },
+                Some(Ok(StreamEvent::Reasoning(piece))) => match extras.reasoning(piece) {
+                    Ok(Some(piece)) => (String::new(), None, Some(piece)),
+                    Ok(None) => continue,
+                    Err(e) => {
+                        state.record_end(Outcome::Failed, self.usage_so_far());
+                        return Err(self.failed(e));
                     }
+                },
+                Some(Ok(StreamEvent::ProviderState(value))) => {
+                    extras.provider_state(instance.kind().as_str(), value);
+                    continue;
                 }
-                Some(Ok(StreamEvent::Done {
-                    usage,
-                    finish_reason,
-                })) => {
-                    state.record_end(Outcome::Completed, usage);
-                    return Ok(GenerateDone {
-                        done: true,
-                        provider: provider_id,
-                        model,
-                        usage,
-                        finish_reason,
-                        chunks: self.chunks,
-                        text: (!streaming).then_some(text),
-                    });
+                other => match self.after(other, &mut text, &mut model, &provider_id, &*instance) {
+                    After::Next => continue,
+                    After::Done(usage, finish_reason) => {
+                        let finished = match extras.finish() {
+                            Ok(finished) => finished,
+                            Err(e) => {
+                                state.record_end(Outcome::Failed, usage);
+                                return Err(self.failed(e));
+                            }
+                        };
+                        state.record_end(Outcome::Completed, usage);
+                        return Ok(GenerateDone {
+                            done: true,
+                            provider: provider_id,
+                            model,
+                            usage,
+                            finish_reason,
+                            chunks: self.chunks,
+                            text: (!streaming).then_some(text),
+                            tool_calls: finished.tool_calls,
+                            reasoning: finished.reasoning,
+                            provider_state: finished.provider_state,
+                        });
+                    }
+                    After::Failed(e) => {
+                        state.record_end(Outcome::Failed, self.usage_so_far());
+                        return Err(self.failed(e));
+                    }
+                },
+            };
+            let chunk = Chunk {
+                id: self.id,
+                index: self.chunks,
+                text: piece,
+                model: model.clone(),
+                created_at: unix_millis(),
+                tool_call,
+                reasoning,
+            };
+            let frame = message::encode_notification(notification::CHUNK, &chunk).map_err(|e| {
+                WireError::new(ErrorCode::Internal, format!("cannot encode a chunk: {e}"))
+            })?;
+            // A slow reader fills the queue and makes this wait; cancel, shutdown
+            // and the deadline still cut in.
+            let sent = match ctx.out.try_send(frame) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+                Err(mpsc::error::TrySendError::Full(frame)) => {
+                    let sent = tokio::select! {
+                        biased;
+                        why = &mut interrupted => return Err(self.end_early(state, why, deadline_error)),
+                        sent = ctx.out.send(frame) => sent.is_ok(),
+                    };
+                    // Waiting for the client is not the upstream's silence.
+                    quiet_since = Instant::now();
+                    sent
                 }
-                Some(Err(e)) => {
-                    state.record_end(Outcome::Failed, self.usage_so_far());
-                    return Err(self.failed(e));
+            };
+            if !sent {
+                return Err(self.end_early(state, Interrupt::Cancelled, deadline_error));
+            }
+            self.chunks += 1;
+            state.record_chunk();
+        }
+    }
+
+    /// Handles an event that sends no chunk: text kept for a whole answer, usage, the
+    /// model's name, the end, a failure.
+    fn after(
+        &mut self,
+        event: Option<Result<StreamEvent, ProviderError>>,
+        text: &mut String,
+        model: &mut String,
+        provider_id: &str,
+        instance: &dyn crate::provider::Provider,
+    ) -> After {
+        match event {
+            Some(Ok(StreamEvent::Text(piece))) => {
+                self.pieces += 1;
+                text.push_str(&piece);
+                After::Next
+            }
+            Some(Ok(StreamEvent::Usage(u))) => {
+                self.usage = Some(u);
+                After::Next
+            }
+            Some(Ok(StreamEvent::Model(named))) => {
+                let named = reported_model(&named);
+                if !named.is_empty() && named != *model {
+                    tracing::debug!(provider = %untrusted(provider_id), requested = %untrusted(instance.model()), answering = %untrusted(&named), "the upstream names the model answering");
+                    *model = named;
                 }
-                None => {
-                    state.record_end(Outcome::Failed, self.usage_so_far());
-                    let chunks = self.chunks;
-                    return Err(self.failed(ProviderError::new(
-                        ErrorCode::UpstreamError,
-                        format!("provider '{provider_id}' ended the stream without a final event after {chunks} chunks"),
-                    )));
-                }
+                After::Next
+            }
+            Some(Ok(StreamEvent::Done {
+                usage,
+                finish_reason,
+            })) => After::Done(usage, finish_reason),
+            // The chunk-sending events are handled by the caller.
+            Some(Ok(
+                StreamEvent::ToolCall(_)
+                | StreamEvent::Reasoning(_)
+                | StreamEvent::ProviderState(_),
+            )) => After::Next,
+            Some(Err(e)) => After::Failed(e),
+            None => {
+                let chunks = self.chunks;
+                After::Failed(ProviderError::new(
+                    ErrorCode::UpstreamError,
+                    format!("provider '{provider_id}' ended the stream without a final event after {chunks} chunks"),
+                ))
             }
         }
     }
+}
+
+/// What [`Generation::after`] says comes next.
+enum After {
+    /// Read the next event.
+    Next,
+    /// The provider's end: its usage and finish reason.
+    Done(Usage, provd_client::FinishReason),
+    /// The provider failed.
+    Failed(ProviderError),
 }
 
 /// Whether the generation must stop early, checked without waiting: see [`interruption`].

@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod admission;
 pub mod connection;
+pub mod extras;
 pub mod generation;
 #[cfg(unix)]
 pub mod http;

@@ -287,10 +287,7 @@ mod tests {
             )
         );
         let mut with_messages = GenerateRequest::default();
-        with_messages.messages.push(Message {
-            role: Role::User,
-            content: "hi".into(),
-        });
+        with_messages.messages.push(Message::text(Role::User, "hi"));
         let bytes = rmp_serde::to_vec_named(&with_messages).unwrap();
         assert!(Request::parse(Method::Generate, &bytes).is_ok());
     }

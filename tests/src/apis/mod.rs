@@ -33,14 +33,8 @@ pub fn full_request(additional: &[(&str, serde_json::Value)]) -> provd_client::G
     let mut r = provd_client::GenerateRequest::prompt("and now?");
     r.system = Some("be brief".into());
     r.messages = vec![
-        Message {
-            role: Role::User,
-            content: "hello".into(),
-        },
-        Message {
-            role: Role::Assistant,
-            content: "hi".into(),
-        },
+        Message::text(Role::User, "hello"),
+        Message::text(Role::Assistant, "hi"),
     ];
     r.max_tokens = Some(77);
     r.temperature = Some(0.5);

@@ -207,7 +207,7 @@ pub fn stop_reason(finish: FinishReason) -> &'static str {
         FinishReason::Stop | FinishReason::Other => "end_turn",
         FinishReason::Length => "max_tokens",
         FinishReason::ContentFilter => "refusal",
-        FinishReason::ToolUse => "tool_use",
+        FinishReason::ToolCalls => "tool_use",
     }
 }
 
@@ -769,17 +769,11 @@ fn turns(value: &Value) -> Result<Vec<Message>, ApiError> {
         }
         let role = role.ok_or_else(|| required(&format!("{path}.role")))?;
         match content.ok_or_else(|| required(&format!("{path}.content")))? {
-            Value::String(text) => turns.push(Message {
-                role,
-                content: text.clone(),
-            }),
+            Value::String(text) => turns.push(Message::text(role, text.clone())),
             Value::Array(blocks) => {
                 for (j, block) in blocks.iter().enumerate() {
                     let text = text_block(block, &format!("{path}.content.{j}"))?;
-                    turns.push(Message {
-                        role,
-                        content: text.to_owned(),
-                    });
+                    turns.push(Message::text(role, text));
                 }
             }
             other => {
@@ -1143,10 +1137,7 @@ mod tests {
     }
 
     fn turn(role: Role, content: &str) -> Message {
-        Message {
-            role,
-            content: content.into(),
-        }
+        Message::text(role, content)
     }
 
     #[test]
@@ -1536,6 +1527,7 @@ mod tests {
             finish_reason,
             chunks: 2,
             text: None,
+            ..GenerateDone::default()
         }
     }
 
@@ -1704,7 +1696,7 @@ data: {{\"type\":\"error\",\"error\":{{\"type\":\"api_error\",\"message\":\"olla
             (FinishReason::Stop, "end_turn"),
             (FinishReason::Length, "max_tokens"),
             (FinishReason::ContentFilter, "refusal"),
-            (FinishReason::ToolUse, "tool_use"),
+            (FinishReason::ToolCalls, "tool_use"),
             (FinishReason::Other, "end_turn"),
         ] {
             assert_eq!(stop_reason(finish), reason, "{finish:?}");

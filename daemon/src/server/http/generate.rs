@@ -171,6 +171,7 @@ pub fn parse_request(body: &[u8]) -> Result<GenerateRequest, WireError> {
         stop: Vec::new(),
         stream,
         additional_params,
+        ..GenerateRequest::default()
     })
 }
 

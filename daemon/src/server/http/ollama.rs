@@ -97,7 +97,7 @@ pub enum Route {
 pub enum OllamaCall {
     /// Generate. `model` holds the caller's model name unresolved and `provider` is
     /// `None`; `stream` is the caller's (Ollama's default: true).
-    Generate(GenerateRequest),
+    Generate(Box<GenerateRequest>),
     /// Load the model (`unload: false`) or unload it (`unload: true`, `keep_alive: 0`):
     /// a chat without messages or a generate without a prompt. provd has nothing to load;
     /// the core checks the model may be used (its provider exists and the caller may use
@@ -146,7 +146,7 @@ pub fn parse_chat(body: &[u8]) -> Result<OllamaCall, WireError> {
         return Ok(OllamaCall::Preload { model, unload });
     }
     request.messages = messages;
-    Ok(OllamaCall::Generate(request))
+    Ok(OllamaCall::Generate(Box::new(request)))
 }
 
 /// Reads a `POST /api/generate` body, as [`parse_chat`] does.
@@ -192,7 +192,7 @@ pub fn parse_generate(body: &[u8]) -> Result<OllamaCall, WireError> {
     }
     request.prompt = Some(prompt);
     request.system = string(&object, "system")?.filter(|s| !s.is_empty());
-    Ok(OllamaCall::Generate(request))
+    Ok(OllamaCall::Generate(Box::new(request)))
 }
 
 /// The answer to a [`OllamaCall::Preload`], as Ollama gives it: `done: true` and
@@ -224,7 +224,7 @@ pub fn done_reason(reason: FinishReason) -> &'static str {
     match reason {
         FinishReason::Length => "length",
         FinishReason::ContentFilter => "content_filter",
-        FinishReason::Stop | FinishReason::ToolUse | FinishReason::Other => "stop",
+        FinishReason::Stop | FinishReason::ToolCalls | FinishReason::Other => "stop",
     }
 }
 
@@ -645,7 +645,7 @@ fn message(i: usize, item: &Value) -> Result<Message, WireError> {
     .map_err(|e| at_message(i, e))?;
     non_empty_array(m, "tool_calls", "provd does not carry tool calls yet")
         .map_err(|e| at_message(i, e))?;
-    Ok(Message { role, content })
+    Ok(Message::text(role, content))
 }
 
 fn at_message(i: usize, e: WireError) -> WireError {
@@ -734,7 +734,7 @@ async fn serve(route: Route, call: super::Call) -> Result<super::Response, super
         .await
         .map_err(|e| refusal(&e))?;
     let mut request = match parse(route, &bytes).map_err(|e| refusal(&e.into()))? {
-        OllamaCall::Generate(request) => request,
+        OllamaCall::Generate(request) => *request,
         OllamaCall::Preload { model, unload } => {
             // Nothing to load: the answer says whether the model may be used.
             let routed =
@@ -818,7 +818,7 @@ mod tests {
 
     fn request(call: Result<OllamaCall, WireError>) -> GenerateRequest {
         match call {
-            Ok(OllamaCall::Generate(r)) => r,
+            Ok(OllamaCall::Generate(r)) => *r,
             other => panic!("expected a generation, got {other:?}"),
         }
     }
@@ -1259,7 +1259,7 @@ mod tests {
     fn done_reasons_are_ollamas_words() {
         assert_eq!(done_reason(FinishReason::Stop), "stop");
         assert_eq!(done_reason(FinishReason::Length), "length");
-        assert_eq!(done_reason(FinishReason::ToolUse), "stop");
+        assert_eq!(done_reason(FinishReason::ToolCalls), "stop");
         assert_eq!(done_reason(FinishReason::Other), "stop");
         assert_eq!(done_reason(FinishReason::ContentFilter), "content_filter");
     }

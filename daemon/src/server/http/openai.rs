@@ -241,10 +241,7 @@ impl ChatRequest {
             let text = content_text(i, m.content)?;
             match role {
                 None => system.push(text),
-                Some(role) => turns.push(Message {
-                    role,
-                    content: text,
-                }),
+                Some(role) => turns.push(Message::text(role, text)),
             }
         }
         if turns.is_empty() {
@@ -279,7 +276,7 @@ impl ChatRequest {
             top_p: self.top_p,
             stop,
             stream,
-            additional_params: Default::default(),
+            ..GenerateRequest::default()
         };
         Ok(Parsed {
             request,
@@ -428,7 +425,7 @@ fn finish_reason(reason: FinishReason) -> &'static str {
         FinishReason::Stop | FinishReason::Other => "stop",
         FinishReason::Length => "length",
         FinishReason::ContentFilter => "content_filter",
-        FinishReason::ToolUse => "tool_calls",
+        FinishReason::ToolCalls => "tool_calls",
     }
 }
 
