@@ -884,7 +884,7 @@ pub struct ListModelsParams {
 }
 
 /// A model a provider offers.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ModelInfo {
     /// The id to pass as `model`.
     pub id: String,
@@ -899,6 +899,15 @@ pub struct ModelInfo {
     /// Creation time in seconds since the Unix epoch, when known.
     #[serde(default)]
     pub created_at: Option<u64>,
+    /// What requests to it may use beyond text: `tools`, `json_object`, `json_schema`,
+    /// `reasoning`, `images`, `image_urls` (and `streaming`): its provider's
+    /// configured `capabilities`, else its provider type's.
+    #[serde(
+        default,
+        deserialize_with = "nil_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub capabilities: Vec<String>,
 }
 
 /// `list_models` result.
@@ -947,7 +956,8 @@ pub struct ProviderInfo {
     /// The model used when a request names none.
     #[serde(default)]
     pub default_model: Option<String>,
-    /// What it can do (`streaming`, …).
+    /// What it can do: its configured `capabilities`, else its type's (see
+    /// [`ModelInfo::capabilities`]).
     #[serde(default)]
     pub capabilities: Vec<String>,
     /// Whether this is the daemon's default provider.

@@ -460,7 +460,7 @@ impl Providers {
                 id: id.clone(),
                 kind: p.kind.to_string(),
                 default_model: p.default_model.clone(),
-                capabilities: p.capabilities.clone(),
+                capabilities: capability_names(p),
                 is_default: default == Some(id.as_str()),
             })
             .collect()
@@ -686,7 +686,13 @@ impl Providers {
             state.record_end(outcome, Usage::default());
         }
         instance.shutdown().await;
-        result
+        let capabilities = capability_names(provider_config);
+        result.map(|mut models| {
+            for model in &mut models {
+                model.capabilities.clone_from(&capabilities);
+            }
+            models
+        })
     }
 
     /// Puts `config` in force. Requests resolved from now on use it; instances of
@@ -842,6 +848,14 @@ impl Providers {
             }
         }
     }
+}
+
+/// A provider's capabilities in force, by name.
+fn capability_names(config: &crate::settings::ProviderConfig) -> Vec<String> {
+    crate::provider::capabilities::effective(config)
+        .into_iter()
+        .map(|c| c.as_str().to_owned())
+        .collect()
 }
 
 #[cfg(test)]

@@ -121,6 +121,7 @@ pub async fn open(
     targets: &[Target],
     attempted: &std::sync::atomic::AtomicBool,
 ) -> Result<Opened, ProviderError> {
+    crate::provider::capabilities::validate(request)?;
     let deadline = deadline(config, targets);
     let mut failures = Failures::default();
     for (index, target) in targets.iter().enumerate() {
@@ -139,6 +140,19 @@ pub async fn open(
             }
         };
         let label = label(target, &provider_id);
+        // What the request needs must be what this provider can do; a fallback that
+        // cannot passes the turn, as one that fails to resolve does.
+        if let Some(provider_config) = config.providers.get(&provider_id) {
+            if let Err(e) =
+                crate::provider::capabilities::check(&provider_id, provider_config, request)
+            {
+                failures.push(label, e);
+                if index == 0 {
+                    return Err(failures.into_error());
+                }
+                continue;
+            }
+        }
         let attempts = config
             .providers
             .get(&provider_id)

@@ -81,6 +81,57 @@ pub trait TypeRules {
     fn check_options(self, options: &toml::Table) -> Result<(), OptionError>;
 }
 
+/// What a provider can do beyond streaming text: `capabilities = [...]` in a
+/// `[providers.<id>]` table. Unset, the provider type's own list holds
+/// (`provider/registry.rs`); set, it is enforced: a request that needs what the list
+/// lacks is refused with `invalid_request` naming the option and the provider.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Capability {
+    /// Streams its answer (every type does; listed for clients).
+    Streaming,
+    /// Tools and tool calls.
+    Tools,
+    /// `response_format: json_object`.
+    JsonObject,
+    /// `response_format: json_schema`.
+    JsonSchema,
+    /// `reasoning` (effort or budget, reasoning text).
+    Reasoning,
+    /// Images sent as bytes.
+    Images,
+    /// Images sent as URLs the provider fetches.
+    ImageUrls,
+}
+
+impl Capability {
+    /// Every capability, in the order they are listed.
+    pub const ALL: [Capability; 7] = [
+        Capability::Streaming,
+        Capability::Tools,
+        Capability::JsonObject,
+        Capability::JsonSchema,
+        Capability::Reasoning,
+        Capability::Images,
+        Capability::ImageUrls,
+    ];
+
+    /// The name the configuration and the wire use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Capability::Streaming => "streaming",
+            Capability::Tools => "tools",
+            Capability::JsonObject => "json_object",
+            Capability::JsonSchema => "json_schema",
+            Capability::Reasoning => "reasoning",
+            Capability::Images => "images",
+            Capability::ImageUrls => "image_urls",
+        }
+    }
+}
+
 /// Default per-request upstream timeout.
 pub const DEFAULT_TIMEOUT_SECONDS: u64 = 30;
 /// Default connect timeout.
@@ -123,9 +174,9 @@ pub struct ProviderConfig {
     /// Cap on generated tokens when the request names none (> 0).
     #[serde(default = "default_max_tokens")]
     pub max_tokens: u32,
-    /// What the provider can do, reported to clients (`streaming`, `tools`, …).
-    #[serde(default = "default_capabilities")]
-    pub capabilities: Vec<String>,
+    /// What the provider can do (see [`Capability`]); unset, its type's own list.
+    #[serde(default)]
+    pub capabilities: Option<Vec<Capability>>,
     /// The environment variable holding the API key. Without it, the provider's type
     /// says which (its `key_env` in `provider/registry.rs`: `ANTHROPIC_API_KEY` for
     /// `anthropic`, say); some types need none.
@@ -170,7 +221,4 @@ fn default_retries() -> u32 {
 }
 fn default_max_tokens() -> u32 {
     DEFAULT_MAX_TOKENS
-}
-fn default_capabilities() -> Vec<String> {
-    vec!["streaming".to_owned()]
 }

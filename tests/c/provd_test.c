@@ -493,14 +493,16 @@ static void test_lists_and_status(provd_client *client) {
   provd_provider_info p;
   CHECK(provd_provider_list_get(providers, 0, &p) == PROVD_OK, "get");
   CHECK(str_eq(p.id, "mock") && str_eq(p.kind, "mock") && str_eq(p.default_model, "mock-1") &&
-            p.is_default && p.capabilities_len == 1,
+            p.is_default && p.capabilities_len == 7,
         "provider %s", p.id.data);
   provd_str cap;
   CHECK(provd_provider_list_capability(providers, 0, 0, &cap) == PROVD_OK &&
             str_eq(cap, "streaming"),
         "capability");
+  CHECK(provd_provider_list_capability(providers, 0, 1, &cap) == PROVD_OK && str_eq(cap, "tools"),
+        "the mock type's capabilities");
   CHECK(provd_provider_list_get(providers, 1, &p) == PROVD_INVALID_ARGUMENT, "out of range");
-  CHECK(provd_provider_list_capability(providers, 0, 1, &cap) == PROVD_INVALID_ARGUMENT, "capability index");
+  CHECK(provd_provider_list_capability(providers, 0, 7, &cap) == PROVD_INVALID_ARGUMENT, "capability index");
   provd_provider_list_free(providers);
 
   provd_model_list *models = NULL;

@@ -404,7 +404,8 @@ async fn a_sealed_key_damaged_or_removed_while_running_is_refused_never_replaced
         err.message
     );
     assert_eq!(up.requests().len(), served);
-    assert!(daemon.log().contains("sealed credential cannot be used"));
+    // The log is read by a thread of its own: wait for the line rather than race it.
+    daemon.wait_for_log("sealed credential cannot be used");
 
     // Setting it again mends it.
     let (ok, _, stderr) = provd(&daemon.socket, &["creds", "set", "a"], KEY_A, &[]);

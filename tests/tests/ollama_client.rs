@@ -56,6 +56,7 @@ fn answers() -> Value {
         display_name: None,
         context_window: Some(200_000),
         created_at: Some(1_760_742_847),
+        ..ModelInfo::default()
     }];
     let json_answer = |value: Value| answer(200, "application/json", value.to_string().into());
     json!({

@@ -319,6 +319,7 @@ impl HttpApi for AnthropicApi {
                 provider: spec.id.clone(),
                 display_name: m.display_name,
                 context_window: m.max_input_tokens.filter(|&n| n > 0),
+                ..ModelInfo::default()
             });
             // A cursor that does not move would fetch the same page forever.
             let next = page

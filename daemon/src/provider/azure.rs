@@ -264,6 +264,7 @@ impl HttpApi for AzureApi {
                 display_name: None,
                 context_window: None,
                 created_at: None,
+                ..ModelInfo::default()
             })
             .collect();
         Box::pin(async move { Ok(models) })

@@ -279,6 +279,7 @@ impl HttpApi for GeminiApi {
                     display_name: m.display_name,
                     context_window: m.input_token_limit,
                     created_at: None,
+                    ..ModelInfo::default()
                 })
                 .collect();
             Ok((models, page.next_page_token.filter(|t| !t.is_empty())))

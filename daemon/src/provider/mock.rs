@@ -16,6 +16,10 @@
 //! | `fault_code` | the error code of the fault | `upstream_error` |
 //! | `models` | model ids `list_models` returns | the default model |
 //! | `init_delay_ms` | how long initializing an instance takes (configuration only) | 0 |
+//! | `tool_calls` | the calls a turn with tools makes: `[{"name", "arguments"}, …]` (per request) | one call |
+//!
+//! Tools, JSON answers, reasoning and images follow from the request alone
+//! ([`super::mock_script`]), so a client runs a tool conversation with no scripting.
 //!
 //! An option given as nil keeps its default, as the protocol's optional fields do.
 //!
@@ -25,11 +29,12 @@
 //! the answer ends just before the first occurrence of any of them (the sequence itself
 //! is not sent), with finish reason `stop`.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use futures_util::stream;
 use provd_client::message::ProviderStatus;
-use provd_client::{ErrorCode, FinishReason, GenerateRequest, ModelInfo, Usage};
+use provd_client::{ErrorCode, FinishReason, GenerateRequest, ModelInfo, ToolCallDelta, Usage};
 use serde_json::{Map, Value};
 
 use super::{
@@ -188,6 +193,8 @@ impl MockOptions {
                         .and_then(|a| a.iter().map(|m| m.as_str().map(str::to_owned)).collect())
                         .ok_or_else(|| bad(key, "must be a list of strings", v))?
                 }
+                // Scripted tool calls are read with the request (`mock_script`).
+                "tool_calls" => {}
                 _ => return Err((key.clone(), "is not a mock option".to_owned())),
             }
         }
@@ -368,14 +375,27 @@ impl Provider for MockProvider {
                     .sum::<u32>()
                 + word_count(request.prompt.as_deref().unwrap_or(""));
             let max_tokens = request.max_tokens.unwrap_or(self.spec.config.max_tokens) as usize;
-            let mut chunks = options.chunk_texts();
+            let script = super::mock_script::script(&request, &options.text)?;
+            let mut chunks = match &script.text {
+                Some(text) => MockOptions {
+                    text: text.clone(),
+                    numbered: false,
+                    ..options.clone()
+                }
+                .chunk_texts(),
+                None if !script.calls.is_empty() => Vec::new(),
+                None => options.chunk_texts(),
+            };
             cut_at_stop(&mut chunks, &request.stop);
             let finish_reason = if chunks.len() > max_tokens {
                 chunks.truncate(max_tokens);
                 FinishReason::Length
+            } else if !script.calls.is_empty() {
+                FinishReason::ToolCalls
             } else {
                 FinishReason::Stop
             };
+            let (before, after, reasoning_tokens) = extra_events(script);
             let fail_at = match options.fault {
                 MockFault::MidStream => Some(
                     options
@@ -394,6 +414,10 @@ impl Provider for MockProvider {
                 finish_reason,
                 fault: fault_error(&options, "in the middle of the stream"),
                 phase: Phase::Start,
+                before,
+                after,
+                extra: 0,
+                reasoning_tokens,
             };
             let events = stream::unfold(state, |mut s| async move {
                 let event = s.step().await?;
@@ -418,10 +442,50 @@ impl Provider for MockProvider {
                     provider: self.spec.id.clone(),
                     context_window: Some(1 << 20),
                     created_at: None,
+                    ..ModelInfo::default()
                 })
                 .collect())
         })
     }
+}
+
+/// The events a script adds around the text: reasoning before it (one piece per word),
+/// tool calls (each in two pieces) and the provider state after it; and the reasoning's
+/// token count, when the request asked for reasoning.
+fn extra_events(
+    script: super::mock_script::Script,
+) -> (VecDeque<StreamEvent>, VecDeque<StreamEvent>, Option<u32>) {
+    let reasoning = script
+        .reasoning
+        .as_deref()
+        .map(split_words)
+        .unwrap_or_default();
+    let reasoning_tokens = script.reasoning.is_some().then_some(reasoning.len() as u32);
+    let before = reasoning.into_iter().map(StreamEvent::Reasoning).collect();
+    let mut after = VecDeque::new();
+    for (index, (name, arguments)) in script.calls.into_iter().enumerate() {
+        let index = index as u32;
+        let half = arguments
+            .char_indices()
+            .map(|(i, _)| i)
+            .nth(arguments.chars().count() / 2)
+            .unwrap_or(arguments.len());
+        after.push_back(StreamEvent::ToolCall(ToolCallDelta {
+            index,
+            id: Some(format!("mock_call_{index}")),
+            name: Some(name),
+            arguments: arguments[..half].to_owned(),
+        }));
+        after.push_back(StreamEvent::ToolCall(ToolCallDelta {
+            index,
+            arguments: arguments[half..].to_owned(),
+            ..ToolCallDelta::default()
+        }));
+    }
+    if let Some(state) = script.provider_state {
+        after.push_back(StreamEvent::ProviderState(state));
+    }
+    (before, after, reasoning_tokens)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -442,11 +506,19 @@ struct Playback {
     finish_reason: FinishReason,
     fault: ProviderError,
     phase: Phase,
+    /// Reasoning, sent before the text.
+    before: VecDeque<StreamEvent>,
+    /// Tool calls and state, sent after it.
+    after: VecDeque<StreamEvent>,
+    /// Pieces of `before` and `after` sent: each is a completion token.
+    extra: u32,
+    reasoning_tokens: Option<u32>,
 }
 
 impl Playback {
     async fn step(&mut self) -> Option<Result<StreamEvent, ProviderError>> {
-        let usage = Usage::new(self.prompt_tokens, self.sent as u32);
+        let usage = Usage::new(self.prompt_tokens, self.sent as u32 + self.extra)
+            .with_reasoning(self.reasoning_tokens);
         match self.phase {
             Phase::Finished => None,
             Phase::Failing => {
@@ -458,6 +530,10 @@ impl Playback {
                 Some(Ok(StreamEvent::Usage(usage)))
             }
             Phase::Streaming => {
+                if let Some(event) = self.before.pop_front() {
+                    self.extra += 1;
+                    return Some(Ok(event));
+                }
                 if self.fail_at == Some(self.sent) {
                     // Report the usage so far first, as a real upstream's last usage
                     // event would, so the failure carries it.
@@ -465,6 +541,12 @@ impl Playback {
                     return Some(Ok(StreamEvent::Usage(usage)));
                 }
                 let Some(text) = self.chunks.next() else {
+                    if let Some(event) = self.after.pop_front() {
+                        self.extra += u32::from(matches!(event, StreamEvent::ToolCall(_)));
+                        return Some(Ok(event));
+                    }
+                    let usage = Usage::new(self.prompt_tokens, self.sent as u32 + self.extra)
+                        .with_reasoning(self.reasoning_tokens);
                     self.phase = Phase::Finished;
                     return Some(Ok(StreamEvent::Done {
                         usage,

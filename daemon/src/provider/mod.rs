@@ -6,9 +6,11 @@
 
 pub mod anthropic;
 pub mod azure;
+pub mod capabilities;
 pub mod gemini;
 pub mod http;
 pub mod mock;
+pub mod mock_script;
 pub mod ndjson;
 pub mod ollama;
 pub mod openai;

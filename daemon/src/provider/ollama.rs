@@ -256,6 +256,7 @@ impl HttpApi for OllamaApi {
                     id: m.name,
                     provider: provider.spec().id.clone(),
                     context_window: None,
+                    ..ModelInfo::default()
                 })
                 .collect())
         })

@@ -164,6 +164,7 @@ impl HttpApi for OpenAiApi {
                     display_name: None,
                     context_window: m.context_length,
                     created_at: m.created,
+                    ..ModelInfo::default()
                 })
                 .collect())
         })

@@ -56,7 +56,7 @@ use super::ollama::{ChatDecoder, OllamaProvider};
 use super::openai::{ChunkDecoder, OpenAiProvider};
 use super::sse::SseParser;
 use super::{Provider, ProviderError, ProviderSpec, StreamEvent};
-use crate::settings::{OptionError, ProviderKind, TypeRules};
+use crate::settings::{Capability, OptionError, ProviderKind, TypeRules};
 
 /// Builds a provider instance from its spec. Cheap and synchronous: network work belongs
 /// in [`Provider::initialize`].
@@ -111,6 +111,10 @@ pub struct ProviderType {
     pub options: Option<OptionsCheck>,
     /// Its stream decoder; `None` for a type that streams nothing over HTTP (`mock`).
     pub stream: Option<StreamDecoder>,
+    /// What its API can do ([`Capability`]), the default of a provider's
+    /// `capabilities`: what [`super::capabilities::check`] enforces when the
+    /// configuration lists none.
+    pub capabilities: &'static [Capability],
 }
 
 impl ProviderType {
@@ -164,6 +168,10 @@ const OPENAI_STREAM: StreamDecoder = StreamDecoder {
     },
 };
 
+// The capability names read as a list in each row.
+#[allow(clippy::enum_glob_use)]
+use Capability::*;
+
 /// Every provider type this build has, one row each.
 pub static TYPES: &[ProviderType] = &[
     ProviderType {
@@ -185,6 +193,9 @@ pub static TYPES: &[ProviderType] = &[
                 )
             },
         }),
+        capabilities: &[
+            Streaming, Tools, JsonObject, JsonSchema, Reasoning, Images, ImageUrls,
+        ],
     },
     ProviderType {
         kind: ProviderKind::Openai,
@@ -195,6 +206,9 @@ pub static TYPES: &[ProviderType] = &[
         build: |spec| Ok(Arc::new(OpenAiProvider::new(spec, ProviderKind::Openai)?)),
         options: None,
         stream: Some(OPENAI_STREAM),
+        capabilities: &[
+            Streaming, Tools, JsonObject, JsonSchema, Reasoning, Images, ImageUrls,
+        ],
     },
     ProviderType {
         kind: ProviderKind::OpenaiCompatible,
@@ -210,6 +224,7 @@ pub static TYPES: &[ProviderType] = &[
         },
         options: None,
         stream: Some(OPENAI_STREAM),
+        capabilities: &[Streaming, Tools, JsonObject, JsonSchema, Images, ImageUrls],
     },
     ProviderType {
         kind: ProviderKind::Ollama,
@@ -230,6 +245,7 @@ pub static TYPES: &[ProviderType] = &[
                 )
             },
         }),
+        capabilities: &[Streaming, Tools, JsonObject, JsonSchema, Reasoning, Images],
     },
     ProviderType {
         kind: ProviderKind::Gemini,
@@ -251,6 +267,7 @@ pub static TYPES: &[ProviderType] = &[
                 )
             },
         }),
+        capabilities: &[Streaming, Tools, JsonObject, JsonSchema, Reasoning, Images],
     },
     ProviderType {
         kind: ProviderKind::AzureOpenai,
@@ -261,6 +278,9 @@ pub static TYPES: &[ProviderType] = &[
         build: |spec| Ok(Arc::new(super::azure::new(spec)?)),
         options: Some(|table| super::azure::AzureOptions::from_table(table).map(drop)),
         stream: Some(OPENAI_STREAM),
+        capabilities: &[
+            Streaming, Tools, JsonObject, JsonSchema, Reasoning, Images, ImageUrls,
+        ],
     },
     ProviderType {
         kind: ProviderKind::Mock,
@@ -271,6 +291,9 @@ pub static TYPES: &[ProviderType] = &[
         build: |spec| Ok(Arc::new(MockProvider::new(spec)?)),
         options: Some(|table| MockOptions::from_table(table).map(drop)),
         stream: None,
+        capabilities: &[
+            Streaming, Tools, JsonObject, JsonSchema, Reasoning, Images, ImageUrls,
+        ],
     },
 ];
 

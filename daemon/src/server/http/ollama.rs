@@ -716,6 +716,7 @@ pub async fn tags(call: super::Call) -> super::Response {
                 display_name: None,
                 context_window: None,
                 created_at: m.created,
+                ..ModelInfo::default()
             }
         })
         .collect();
@@ -1351,6 +1352,7 @@ mod tests {
                 display_name: Some("Claude Sonnet 4.5".into()),
                 context_window: Some(200_000),
                 created_at: Some(1_760_742_847),
+                ..ModelInfo::default()
             },
             ModelInfo {
                 id: "fast".into(),
@@ -1358,6 +1360,7 @@ mod tests {
                 display_name: None,
                 context_window: None,
                 created_at: None,
+                ..ModelInfo::default()
             },
         ];
         let body = tags_body(&models);
