@@ -53,9 +53,11 @@
 //!   schema>` for a schema (Ollama has no strict switch: its grammar always holds).
 //! - **Reasoning**: `think`: the effort's level (`"low"`, `"medium"`, `"high"`; minimal
 //!   is `"low"`; a budget alone maps as [`openai::effort_for_budget`]) for the models
-//!   that take levels, which other thinking models read as `true`; no effort or budget
-//!   sends `true`. `message.thinking` is [`StreamEvent::Reasoning`]. Ollama does not
-//!   count reasoning tokens apart (they are in `eval_count`).
+//!   that take levels (gpt-oss); current servers read a level as `true` for the other
+//!   thinking models (some older ones refused it: ask for reasoning with neither an
+//!   effort nor a budget there). Neither sends `true`. `message.thinking` is
+//!   [`StreamEvent::Reasoning`]. Ollama does not count reasoning tokens apart (they
+//!   are in `eval_count`).
 //! - **Images**: a user turn's `images: [base64, …]`. Ollama takes bytes only: an image
 //!   URL is refused (the capability table refuses it first; the check stays here).
 

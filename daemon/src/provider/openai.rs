@@ -625,6 +625,10 @@ pub struct ChunkDecoder {
     model: ReportedModel,
     usage: Option<Usage>,
     finish: Option<FinishReason>,
+    /// One more than the highest call index seen: where a call without one goes.
+    next_call: u32,
+    /// The call the last piece belonged to.
+    last_call: u32,
 }
 
 impl ChunkDecoder {
@@ -635,7 +639,29 @@ impl ChunkDecoder {
             model: ReportedModel::default(),
             usage: None,
             finish: None,
+            next_call: 0,
+            last_call: 0,
         }
+    }
+
+    /// The index of a streamed piece: the API's own, or for a server that leaves it out
+    /// (some compatible servers send each call whole, one a chunk), a new call when the
+    /// piece names one, else the call the last piece belonged to.
+    fn call_index(&mut self, piece: &WireCallPiece) -> u32 {
+        let starts = piece.id.as_deref().is_some_and(|id| !id.is_empty())
+            || piece
+                .function
+                .as_ref()
+                .and_then(|f| f.name.as_deref())
+                .is_some_and(|n| !n.is_empty());
+        let index = match piece.index {
+            Some(index) => index,
+            None if starts => self.next_call,
+            None => self.last_call,
+        };
+        self.next_call = self.next_call.max(index.saturating_add(1));
+        self.last_call = index;
+        index
     }
 }
 
@@ -667,11 +693,8 @@ impl Decoder for ChunkDecoder {
             if let Some(text) = delta.refusal.filter(|t| !t.is_empty()) {
                 out.push(StreamEvent::Text(text));
             }
-            for (at, piece) in delta.tool_calls.unwrap_or_default().into_iter().enumerate() {
-                // `index` is the API's; a server that leaves it out sends whole calls.
-                let index = piece
-                    .index
-                    .unwrap_or_else(|| u32::try_from(at).unwrap_or(u32::MAX));
+            for piece in delta.tool_calls.unwrap_or_default() {
+                let index = self.call_index(&piece);
                 if let Some(piece) = call_piece(index, piece.id, piece.function) {
                     out.push(StreamEvent::ToolCall(piece));
                 }
@@ -1085,6 +1108,25 @@ mod tests {
                     usage,
                     finish_reason: FinishReason::ToolCalls
                 },
+            ]
+        );
+    }
+
+    #[test]
+    fn calls_without_an_index_are_numbered_in_the_order_they_start() {
+        // Whole calls one a chunk, and one in two pieces, none with an index.
+        let stream = "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"id\":\"a\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]}}]}\n\n\
+            data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"id\":\"b\",\"type\":\"function\",\"function\":{\"name\":\"g\",\"arguments\":\"{\\\"x\\\"\"}}]}}]}\n\n\
+            data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"function\":{\"arguments\":\":1}\"}}]}}]}\n\n\
+            data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n\
+            data: [DONE]\n\n";
+        let events = decode(stream).unwrap();
+        assert_eq!(
+            events[..3],
+            [
+                piece(0, Some("a"), Some("f"), "{}"),
+                piece(1, Some("b"), Some("g"), "{\"x\""),
+                piece(1, None, None, ":1}"),
             ]
         );
     }
