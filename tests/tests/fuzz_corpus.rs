@@ -355,6 +355,20 @@ fn stream_bodies() -> Vec<(&'static str, &'static str, String)> {
                 + "data: [DONE]\n\n",
         ),
         (
+            "openai-parallel-tool-calls",
+            "openai",
+            openai::stream_tool_calls(
+                "gpt-test",
+                &[("call_1", "f", "{\"a\":\"é\"}"), ("call_2", "g", "{}")],
+                (3, 4),
+            ),
+        ),
+        (
+            "openai-reasoning-content",
+            "openai",
+            openai::stream_reasoning("gpt-test", &["hmm ", "so"], &["ok"], (3, 9, 5)),
+        ),
+        (
             "openai-error",
             "openai",
             openai::chunk_event("gpt-test", json!({"content": "Hi"}), None)

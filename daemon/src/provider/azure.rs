@@ -23,6 +23,12 @@
 //!   `content_filter_results` are ignored; an answer the content filter stops ends with
 //!   finish reason `content_filter`; a prompt it refuses (400, `code: "content_filter"`)
 //!   is an `invalid_request` carrying Azure's message.
+//! - **Tools, structured output, reasoning and images map as OpenAI's** (see
+//!   [`openai`]'s module doc): `tools`/`tool_choice`, `tool_calls` turns and `role:
+//!   tool` results, `response_format` (`json_schema` needs a deployment API version of
+//!   2024-08-01-preview or later, or the v1 API), `reasoning_effort` for reasoning
+//!   deployments, image content parts; streamed `delta.tool_calls` and reasoning token
+//!   counts read the same way.
 
 use provd_client::{ErrorCode, GenerateRequest, ModelInfo};
 use reqwest::header::HeaderMap;

@@ -30,18 +30,52 @@
 //! - `model`, `stream` and `messages` are provd's and are refused.
 //!
 //! Later wins: the request's own fields (`max_tokens` as `num_predict`, `temperature`,
-//! `top_p`, `stop`), then flat option keys, then the `options` object.
+//! `top_p`, `stop`), then flat option keys, then the `options` object. The top-level
+//! keys provd maps from the request's typed options (`tools`, `format`, `think`) are
+//! refused in `additional_params` when the request sets them too.
+//!
+//! # How tools, structured output, reasoning and images map
+//!
+//! - **Tools**: `tools: [{"type": "function", "function": {name, description,
+//!   parameters}}]`. Ollama has no `tool_choice`: `auto` is its only behaviour, `none`
+//!   is honoured by sending no tools, and `required` or a named tool are refused
+//!   (`invalid_request` naming the option and the provider).
+//! - **Tool turns**: an assistant turn's calls go as `tool_calls: [{"function": {name,
+//!   arguments}}]` with the arguments as a JSON object (Ollama keeps no call ids); a
+//!   result as `{"role": "tool", content, tool_name}`, the name found from the call
+//!   its id answers. No error flag: a failed call's result is sent as
+//!   [`openai::TOOL_ERROR_PREFIX`] + content.
+//! - **Calls back**: `message.tool_calls` arrive whole, so each becomes one
+//!   [`StreamEvent::ToolCall`] piece with its whole arguments serialized, numbered in
+//!   the order they came; without ids the server names them `call_<request id>_<n>`.
+//!   `done_reason: "stop"` after a call is [`FinishReason::ToolCalls`].
+//! - **Structured output**: `format: "json"` for any JSON object, `format: <the
+//!   schema>` for a schema (Ollama has no strict switch: its grammar always holds).
+//! - **Reasoning**: `think`: the effort's level (`"low"`, `"medium"`, `"high"`; minimal
+//!   is `"low"`; a budget alone maps as [`openai::effort_for_budget`]) for the models
+//!   that take levels (gpt-oss); current servers read a level as `true` for the other
+//!   thinking models (some older ones refused it: ask for reasoning with neither an
+//!   effort nor a budget there). Neither sends `true`. `message.thinking` is
+//!   [`StreamEvent::Reasoning`]. Ollama does not count reasoning tokens apart (they
+//!   are in `eval_count`).
+//! - **Images**: a user turn's `images: [base64, …]`. Ollama takes bytes only: an image
+//!   URL is refused (the capability table refuses it first; the check stays here).
 
-use provd_client::{ErrorCode, FinishReason, GenerateRequest, ModelInfo, Usage};
+use std::collections::HashMap;
+
+use provd_client::{
+    Effort, ErrorCode, FinishReason, GenerateRequest, Image, ModelInfo, ResponseFormat, Role,
+    ToolCallDelta, ToolChoice, Usage,
+};
 use reqwest::{RequestBuilder, Url};
-use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::http::{self, time, Decoder, HttpApi, HttpProvider, Transport};
 use super::ndjson::NdjsonSplitter;
+use super::openai;
 use super::{
-    chat_messages, json_f32, merge_additional_params, BoxFuture, ProviderError, ProviderSpec,
+    conversation, json_f32, merge_additional_params, BoxFuture, ProviderError, ProviderSpec,
     ReportedModel, StreamEvent,
 };
 use crate::settings::ProviderKind;
@@ -152,7 +186,8 @@ impl HttpApi for OllamaApi {
     }
 
     fn body(&self, spec: &ProviderSpec, request: &GenerateRequest) -> Result<Value, ProviderError> {
-        let messages = chat_messages(request);
+        let messages = chat_messages(&spec.id, request)?;
+        let typed = typed_fields(&spec.id, request)?;
 
         let mut options = Map::new();
         let max_tokens = request.max_tokens.unwrap_or(spec.config.max_tokens);
@@ -200,6 +235,7 @@ impl HttpApi for OllamaApi {
         body.insert("model".into(), json!(spec.model));
         body.insert("messages".into(), Value::Array(messages));
         merge_additional_params(&mut body, &top_level, RESERVED, spec)?;
+        openai::insert_typed(&mut body, typed, &spec.id)?;
         body.insert("options".into(), Value::Object(options));
         body.insert("stream".into(), json!(request.stream));
         Ok(Value::Object(body))
@@ -281,6 +317,132 @@ impl HttpApi for OllamaApi {
     }
 }
 
+fn refused(provider: &str, what: &str) -> ProviderError {
+    ProviderError::new(
+        ErrorCode::InvalidRequest,
+        format!("provider '{provider}' (type ollama) does not support {what}"),
+    )
+}
+
+/// The conversation as `/api/chat` `messages`: the system prompt first, user turns with
+/// their `images`, assistant turns with their calls, tool results named by their tool.
+fn chat_messages(provider: &str, request: &GenerateRequest) -> Result<Vec<Value>, ProviderError> {
+    let (system, turns) = conversation(request);
+    let mut messages = Vec::with_capacity(turns.len() + 1);
+    if let Some(system) = system {
+        messages.push(json!({"role": "system", "content": system}));
+    }
+    // Ollama names a result by its tool, not by a call id.
+    let mut tool_names: HashMap<&str, &str> = HashMap::new();
+    for m in &turns {
+        for call in &m.tool_calls {
+            tool_names.insert(&call.id, &call.name);
+        }
+    }
+    for m in &turns {
+        let message = match m.role {
+            Role::Assistant if !m.tool_calls.is_empty() => {
+                let calls: Vec<Value> = m
+                    .tool_calls
+                    .iter()
+                    .map(|c| {
+                        // Checked to be a JSON object when the request was validated.
+                        let arguments: Value =
+                            serde_json::from_str(&c.arguments).unwrap_or_else(|_| json!({}));
+                        json!({"function": {"name": c.name, "arguments": arguments}})
+                    })
+                    .collect();
+                json!({"role": "assistant", "content": m.content, "tool_calls": calls})
+            }
+            Role::Assistant => json!({"role": "assistant", "content": m.content}),
+            Role::Tool => {
+                let mut message =
+                    json!({"role": "tool", "content": openai::tool_result_content(m)});
+                let name = m.tool_call_id.as_deref().and_then(|id| tool_names.get(id));
+                if let Some(name) = name {
+                    message["tool_name"] = json!(name);
+                }
+                message
+            }
+            Role::User | Role::System if !m.images.is_empty() => {
+                let images = m
+                    .images
+                    .iter()
+                    .map(|image| match image {
+                        Image::Base64 { data, .. } => Ok(json!(data)),
+                        Image::Url { .. } => Err(refused(
+                            provider,
+                            "image URLs: Ollama takes only the image's bytes; send them base64 (provd never fetches a URL)",
+                        )),
+                    })
+                    .collect::<Result<Vec<Value>, ProviderError>>()?;
+                json!({"role": "user", "content": m.content, "images": images})
+            }
+            Role::User | Role::System => json!({"role": "user", "content": m.content}),
+        };
+        messages.push(message);
+    }
+    Ok(messages)
+}
+
+/// The top-level fields mapped from the request's typed options: `tools`, `format`,
+/// `think`.
+fn typed_fields(
+    provider: &str,
+    request: &GenerateRequest,
+) -> Result<Map<String, Value>, ProviderError> {
+    let mut typed = Map::new();
+    let send_tools = match &request.tool_choice {
+        None | Some(ToolChoice::Auto) => true,
+        // No tools offered, no tool called: what `none` asks.
+        Some(ToolChoice::None) => false,
+        Some(ToolChoice::Required) => {
+            return Err(refused(
+                provider,
+                "tool_choice \"required\": Ollama lets the model choose whether to call a tool",
+            ))
+        }
+        Some(ToolChoice::Tool(_)) => {
+            return Err(refused(
+                provider,
+                "tool_choice naming a tool: Ollama lets the model choose which tool to call",
+            ))
+        }
+    };
+    if send_tools && !request.tools.is_empty() {
+        let tools = request.tools.iter().map(|tool| {
+            let mut function = Map::new();
+            function.insert("name".into(), json!(tool.name));
+            if let Some(description) = &tool.description {
+                function.insert("description".into(), json!(description));
+            }
+            function.insert("parameters".into(), tool.parameters_or_empty());
+            json!({"type": "function", "function": function})
+        });
+        typed.insert("tools".into(), Value::Array(tools.collect()));
+    }
+    match &request.response_format {
+        Some(ResponseFormat::JsonObject) => {
+            typed.insert("format".into(), json!("json"));
+        }
+        Some(ResponseFormat::JsonSchema { schema, .. }) => {
+            typed.insert("format".into(), schema.clone());
+        }
+        Some(ResponseFormat::Text) | None => {}
+    }
+    if let Some(reasoning) = &request.reasoning {
+        let think = match openai::effort_of(reasoning) {
+            None => json!(true),
+            // Ollama's levels are low, medium and high.
+            Some(Effort::Minimal | Effort::Low) => json!("low"),
+            Some(Effort::Medium) => json!("medium"),
+            Some(Effort::High) => json!("high"),
+        };
+        typed.insert("think".into(), think);
+    }
+    Ok(typed)
+}
+
 /// `{"error": "..."}`, Ollama's only error body.
 fn error_message(body: &[u8]) -> Option<String> {
     let v: Value = serde_json::from_slice(body).ok()?;
@@ -315,18 +477,36 @@ struct ChatLine {
 struct LineMessage {
     #[serde(default)]
     content: Option<String>,
-    // `thinking` (the reasoning of thinking models) is deliberately not read: it is not
-    // the answer, and provd carries only the answer's text.
-    /// Counted, not carried: provd does not forward tool calls (yet).
+    /// A thinking model's reasoning (`think` on).
     #[serde(default)]
-    tool_calls: Option<Vec<IgnoredAny>>,
+    thinking: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<WireCall>>,
+}
+
+/// One whole call of `message.tool_calls`.
+#[derive(Deserialize)]
+struct WireCall {
+    /// Newer servers may name their calls; older ones never do.
+    #[serde(default)]
+    id: Option<String>,
+    function: WireFunction,
+}
+
+#[derive(Deserialize)]
+struct WireFunction {
+    name: String,
+    /// A JSON object (not text, as OpenAI's).
+    #[serde(default)]
+    arguments: Option<Value>,
 }
 
 /// Reads `/api/chat` lines up to the one with `"done": true`.
 pub struct ChatDecoder {
     provider: String,
     model: ReportedModel,
-    saw_tool_calls: bool,
+    /// How many calls the answer has made so far: the next call's index.
+    calls: u32,
 }
 
 impl ChatDecoder {
@@ -335,7 +515,7 @@ impl ChatDecoder {
         ChatDecoder {
             provider: provider.to_owned(),
             model: ReportedModel::default(),
-            saw_tool_calls: false,
+            calls: 0,
         }
     }
 
@@ -346,7 +526,7 @@ impl ChatDecoder {
             Some("length") => FinishReason::Length,
             // Ollama says "stop" after a tool call; the caller needs to know the answer
             // is a call it did not receive.
-            _ if self.saw_tool_calls => FinishReason::ToolCalls,
+            _ if self.calls > 0 => FinishReason::ToolCalls,
             Some("stop") => FinishReason::Stop,
             // "load", "unload", an empty reason (a dropped runner connection) or one
             // added later.
@@ -373,11 +553,26 @@ impl Decoder for ChatDecoder {
         }
         self.model.note(line.model.as_deref(), out);
         if let Some(message) = line.message {
-            if message.tool_calls.is_some_and(|calls| !calls.is_empty()) {
-                self.saw_tool_calls = true;
+            if let Some(text) = message.thinking.filter(|t| !t.is_empty()) {
+                out.push(StreamEvent::Reasoning(text));
             }
             if let Some(text) = message.content.filter(|t| !t.is_empty()) {
                 out.push(StreamEvent::Text(text));
+            }
+            for call in message.tool_calls.unwrap_or_default() {
+                let arguments = match call.function.arguments {
+                    None | Some(Value::Null) => "{}".to_owned(),
+                    // A proxy that re-encodes calls OpenAI's way sends text.
+                    Some(Value::String(text)) => text,
+                    Some(arguments) => arguments.to_string(),
+                };
+                out.push(StreamEvent::ToolCall(ToolCallDelta {
+                    index: self.calls,
+                    id: call.id.filter(|id| !id.is_empty()),
+                    name: Some(call.function.name),
+                    arguments,
+                }));
+                self.calls = self.calls.saturating_add(1);
             }
         }
         if line.done {
@@ -505,16 +700,32 @@ mod tests {
         assert_eq!(done(""), FinishReason::Other);
     }
 
+    fn call(index: u32, name: &str, arguments: &str) -> StreamEvent {
+        StreamEvent::ToolCall(ToolCallDelta {
+            index,
+            id: None,
+            name: Some(name.into()),
+            arguments: arguments.into(),
+        })
+    }
+
     #[test]
-    fn thinking_and_tool_calls_are_skipped_and_tool_use_is_the_finish_reason() {
-        let stream = "{\"message\":{\"role\":\"assistant\",\"content\":\"\",\"thinking\":\"Let me think\"},\"done\":false}\n\
-            {\"message\":{\"role\":\"assistant\",\"content\":\"Checking.\"},\"done\":false}\n\
-            {\"message\":{\"role\":\"assistant\",\"content\":\"\",\"tool_calls\":[{\"function\":{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Paris\"}}}]},\"done\":false}\n\
-            {\"message\":{\"role\":\"assistant\",\"content\":\"\"},\"done\":true,\"done_reason\":\"stop\",\"prompt_eval_count\":5,\"eval_count\":9}\n";
+    fn thinking_is_reasoning_and_each_whole_call_is_one_numbered_piece() {
+        // Two calls in one line, a third in a later one: numbered in the order they came.
+        let stream = "{\"model\":\"qwen3\",\"created_at\":\"2025-10-17T23:14:07.414671123Z\",\"message\":{\"role\":\"assistant\",\"content\":\"\",\"thinking\":\"Let me think\"},\"done\":false}\n\
+            {\"model\":\"qwen3\",\"created_at\":\"2025-10-17T23:14:07.414671123Z\",\"message\":{\"role\":\"assistant\",\"content\":\"Checking.\"},\"done\":false}\n\
+            {\"model\":\"qwen3\",\"created_at\":\"2025-10-17T23:14:07.414671123Z\",\"message\":{\"role\":\"assistant\",\"content\":\"\",\"tool_calls\":[{\"function\":{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Paris\"}}},{\"function\":{\"index\":1,\"name\":\"get_weather\",\"arguments\":{\"city\":\"Oslo\",\"days\":2}}}]},\"done\":false}\n\
+            {\"model\":\"qwen3\",\"created_at\":\"2025-10-17T23:14:07.414671123Z\",\"message\":{\"role\":\"assistant\",\"content\":\"\",\"tool_calls\":[{\"function\":{\"name\":\"now\",\"arguments\":{}}}]},\"done\":false}\n\
+            {\"model\":\"qwen3\",\"created_at\":\"2025-10-17T23:14:07.414671123Z\",\"message\":{\"role\":\"assistant\",\"content\":\"\"},\"done\":true,\"done_reason\":\"stop\",\"prompt_eval_count\":5,\"eval_count\":9}\n";
         assert_eq!(
             decode(stream).unwrap(),
             vec![
+                StreamEvent::Model("qwen3".into()),
+                StreamEvent::Reasoning("Let me think".into()),
                 StreamEvent::Text("Checking.".into()),
+                call(0, "get_weather", "{\"city\":\"Paris\"}"),
+                call(1, "get_weather", "{\"city\":\"Oslo\",\"days\":2}"),
+                call(2, "now", "{}"),
                 StreamEvent::Done {
                     usage: Usage::new(5, 9),
                     finish_reason: FinishReason::ToolCalls
@@ -540,6 +751,176 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_whole_answer_carries_its_thinking_and_calls() {
+        let whole = "{\"model\":\"qwen3\",\"created_at\":\"2025-10-17T23:14:07.414671123Z\",\"message\":{\"role\":\"assistant\",\"content\":\"\",\"thinking\":\"Two cities.\",\"tool_calls\":[{\"function\":{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Paris\"}}},{\"function\":{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Oslo\"}}}]},\"done_reason\":\"stop\",\"done\":true,\"prompt_eval_count\":20,\"eval_count\":30}";
+        assert_eq!(
+            decode(whole).unwrap(),
+            vec![
+                StreamEvent::Model("qwen3".into()),
+                StreamEvent::Reasoning("Two cities.".into()),
+                call(0, "get_weather", "{\"city\":\"Paris\"}"),
+                call(1, "get_weather", "{\"city\":\"Oslo\"}"),
+                StreamEvent::Done {
+                    usage: Usage::new(20, 30),
+                    finish_reason: FinishReason::ToolCalls
+                },
+            ]
+        );
+    }
+
+    fn weather() -> provd_client::Tool {
+        provd_client::Tool::new(
+            "get_weather",
+            "The weather in a city",
+            json!({"type": "object", "properties": {"city": {"type": "string"}}}),
+        )
+    }
+
+    #[test]
+    fn tools_tool_turns_images_format_and_think_take_ollamas_shapes() {
+        use provd_client::{Message, Reasoning, ToolCall};
+        let p = provider("");
+        let mut r = GenerateRequest {
+            system: Some("be brief".into()),
+            messages: vec![
+                Message {
+                    images: vec![Image::Base64 {
+                        media_type: "image/png".into(),
+                        data: "iVBORw0KGgo=".into(),
+                    }],
+                    ..Message::text(Role::User, "Weather here and in Oslo?")
+                },
+                Message {
+                    tool_calls: vec![
+                        ToolCall {
+                            id: "call_7_0".into(),
+                            name: "get_weather".into(),
+                            arguments: "{\"city\":\"Paris\"}".into(),
+                        },
+                        ToolCall {
+                            id: "call_7_1".into(),
+                            name: "now".into(),
+                            arguments: "{}".into(),
+                        },
+                    ],
+                    ..Message::text(Role::Assistant, "Checking.")
+                },
+                Message::tool_result("call_7_0", "18C"),
+                Message {
+                    is_error: true,
+                    ..Message::tool_result("call_7_1", "clock broken")
+                },
+            ],
+            tools: vec![weather()],
+            tool_choice: Some(ToolChoice::Auto),
+            response_format: Some(ResponseFormat::JsonSchema {
+                name: "report".into(),
+                schema: json!({"type": "object", "properties": {"t": {"type": "number"}}}),
+                strict: true,
+            }),
+            reasoning: Some(Reasoning {
+                effort: Some(Effort::Medium),
+                ..Reasoning::default()
+            }),
+            stream: false,
+            ..GenerateRequest::default()
+        };
+        assert_eq!(
+            p.body(&r).unwrap(),
+            json!({
+                "model": "llama3.2",
+                "messages": [
+                    {"role": "system", "content": "be brief"},
+                    {"role": "user", "content": "Weather here and in Oslo?", "images": ["iVBORw0KGgo="]},
+                    {"role": "assistant", "content": "Checking.", "tool_calls": [
+                        {"function": {"name": "get_weather", "arguments": {"city": "Paris"}}},
+                        {"function": {"name": "now", "arguments": {}}},
+                    ]},
+                    {"role": "tool", "content": "18C", "tool_name": "get_weather"},
+                    {"role": "tool", "content": "Error: clock broken", "tool_name": "now"},
+                ],
+                "tools": [{"type": "function", "function": {
+                    "name": "get_weather",
+                    "description": "The weather in a city",
+                    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+                }}],
+                "format": {"type": "object", "properties": {"t": {"type": "number"}}},
+                "think": "medium",
+                "options": {"num_predict": 100},
+                "stream": false,
+            })
+        );
+        // json_object is "json"; none sends no tools; a budget alone or no level maps.
+        r.response_format = Some(ResponseFormat::JsonObject);
+        r.tool_choice = Some(ToolChoice::None);
+        for (reasoning, think) in [
+            (
+                Reasoning {
+                    budget_tokens: Some(4096),
+                    ..Reasoning::default()
+                },
+                json!("high"),
+            ),
+            (
+                Reasoning {
+                    effort: Some(Effort::Minimal),
+                    ..Reasoning::default()
+                },
+                json!("low"),
+            ),
+            (
+                Reasoning {
+                    show: true,
+                    ..Reasoning::default()
+                },
+                json!(true),
+            ),
+        ] {
+            r.reasoning = Some(reasoning);
+            let body = p.body(&r).unwrap();
+            assert_eq!(body["format"], "json");
+            assert_eq!(body.get("tools"), None);
+            assert_eq!(body["think"], think);
+        }
+    }
+
+    #[test]
+    fn what_ollama_cannot_honour_is_refused_naming_it() {
+        let p = provider("");
+        let mut r = GenerateRequest::prompt("hi");
+        r.tools = vec![weather()];
+        for (choice, named) in [
+            (ToolChoice::Required, "tool_choice \"required\""),
+            (
+                ToolChoice::Tool("get_weather".into()),
+                "tool_choice naming a tool",
+            ),
+        ] {
+            r.tool_choice = Some(choice);
+            let e = p.body(&r).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidRequest);
+            assert!(
+                e.message.contains(named) && e.message.contains("'o' (type ollama)"),
+                "{e}"
+            );
+        }
+        let mut r = GenerateRequest::prompt("hi");
+        r.messages = vec![provd_client::Message {
+            images: vec![Image::Url {
+                url: "https://example.com/a.png".into(),
+            }],
+            ..provd_client::Message::text(Role::User, "what is it?")
+        }];
+        let e = p.body(&r).unwrap_err();
+        assert!(e.message.contains("image URLs"), "{e}");
+        let mut r = GenerateRequest::prompt("hi");
+        r.response_format = Some(ResponseFormat::JsonObject);
+        r.additional_params.insert("format".into(), json!("json"));
+        let e = p.body(&r).unwrap_err();
+        assert!(e.message.contains("additional_params.format"), "{e}");
     }
 
     #[test]

@@ -178,3 +178,40 @@ pub fn rate_limited(seconds: u64) -> Reply {
     .header("retry-after", &seconds.to_string())
     .header("retry-after-ms", &(seconds * 1000).to_string())
 }
+
+/// A streamed answer that calls tools, as Azure sends it: the prompt filter event, the
+/// role chunk, each call's pieces as OpenAI's ([`super::openai::tool_call_deltas`]) with
+/// empty filter results, `finish_reason: "tool_calls"`, usage, `[DONE]`.
+pub fn stream_tool_calls(model: &str, calls: &[super::openai::Call], usage: (u32, u32)) -> String {
+    let mut s = prompt_filter_event();
+    s.push_str(&chunk_event(
+        model,
+        json!({"content": null, "refusal": null, "role": "assistant"}),
+        json!({}),
+        None,
+    ));
+    for delta in super::openai::tool_call_deltas(calls) {
+        s.push_str(&chunk_event(model, delta, json!({}), None));
+    }
+    s.push_str(&chunk_event(
+        model,
+        json!({}),
+        json!({}),
+        Some("tool_calls"),
+    ));
+    s.push_str(&usage_event(model, usage.0, usage.1));
+    s.push_str("data: [DONE]\n\n");
+    s
+}
+
+/// The non-streamed answer that calls tools, with Azure's filter results.
+pub fn completion_tool_calls(
+    model: &str,
+    calls: &[super::openai::Call],
+    usage: (u32, u32),
+) -> Value {
+    let mut c = completion(model, "", "tool_calls", usage);
+    c["choices"][0]["message"]["content"] = Value::Null;
+    c["choices"][0]["message"]["tool_calls"] = super::openai::message_tool_calls(calls);
+    c
+}

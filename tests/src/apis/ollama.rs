@@ -121,3 +121,30 @@ pub fn tags(models: &[(&str, &str)]) -> Reply {
         .collect();
     Reply::json(200, &json!({"models": models}))
 }
+
+/// A streamed line with several whole calls, as a model that calls tools in parallel
+/// sends them: `(name, arguments object)` each, no ids.
+pub fn tool_calls_line(model: &str, calls: &[(&str, Value)]) -> String {
+    let calls: Vec<Value> = calls
+        .iter()
+        .map(|(name, arguments)| json!({"function": {"name": name, "arguments": arguments}}))
+        .collect();
+    line(&json!({
+        "model": model,
+        "created_at": CREATED_AT,
+        "message": {"role": "assistant", "content": "", "tool_calls": calls},
+        "done": false,
+    }))
+}
+
+/// The non-streamed answer with `message` as given (its `thinking`, `tool_calls`).
+pub fn chat_response_with(
+    model: &str,
+    message: Value,
+    done_reason: &str,
+    usage: (u32, u32),
+) -> Value {
+    let mut whole = final_object(model, "", done_reason, usage);
+    whole["message"] = message;
+    whole
+}

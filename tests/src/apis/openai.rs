@@ -135,3 +135,118 @@ pub async fn scripted_upstream(model: &'static str) -> Upstream {
     })
     .await
 }
+
+/// A tool call the mock answers with: the id, the tool's name and the arguments as JSON
+/// text, as Chat Completions carries them.
+pub type Call<'a> = (&'a str, &'a str, &'a str);
+
+/// Every call's pieces as OpenAI streams them: a first piece with the `id`, `type` and
+/// name and empty arguments, then the arguments in two fragments. The calls follow one
+/// another (OpenAI starts call `n + 1` once call `n` is complete).
+pub fn tool_call_deltas(calls: &[Call]) -> Vec<Value> {
+    let mut deltas = Vec::new();
+    for (index, (id, name, arguments)) in calls.iter().enumerate() {
+        deltas.push(json!({"tool_calls": [{
+            "index": index, "id": id, "type": "function",
+            "function": {"name": name, "arguments": ""},
+        }]}));
+        let cut = arguments
+            .char_indices()
+            .map(|(at, _)| at)
+            .nth(arguments.chars().count() / 2)
+            .unwrap_or(0);
+        for fragment in [&arguments[..cut], &arguments[cut..]] {
+            deltas.push(
+                json!({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]}),
+            );
+        }
+    }
+    deltas
+}
+
+/// A streamed answer that calls tools: the role chunk (content null), the calls' pieces
+/// ([`tool_call_deltas`]), `finish_reason: "tool_calls"`, usage, `[DONE]`.
+pub fn stream_tool_calls(model: &str, calls: &[Call], usage: (u32, u32)) -> String {
+    let mut s = chunk_event(
+        model,
+        json!({"role": "assistant", "content": null, "refusal": null}),
+        None,
+    );
+    for delta in tool_call_deltas(calls) {
+        s.push_str(&chunk_event(model, delta, None));
+    }
+    s.push_str(&chunk_event(model, json!({}), Some("tool_calls")));
+    s.push_str(&usage_event(model, usage.0, usage.1));
+    s.push_str("data: [DONE]\n\n");
+    s
+}
+
+/// `message.tool_calls` of a whole answer.
+pub fn message_tool_calls(calls: &[Call]) -> Value {
+    calls
+        .iter()
+        .map(|(id, name, arguments)| {
+            json!({"id": id, "type": "function", "function": {"name": name, "arguments": arguments}})
+        })
+        .collect()
+}
+
+/// The non-streamed answer that calls tools: `content` null, `message.tool_calls`,
+/// `finish_reason: "tool_calls"`.
+pub fn completion_tool_calls(model: &str, calls: &[Call], usage: (u32, u32)) -> Value {
+    let mut c = completion(model, "", "tool_calls", usage);
+    c["choices"][0]["message"]["content"] = Value::Null;
+    c["choices"][0]["message"]["tool_calls"] = message_tool_calls(calls);
+    c
+}
+
+/// Usage of a reasoning model: `completion_tokens_details.reasoning_tokens`, which
+/// `completion_tokens` already includes.
+pub fn reasoning_usage(prompt: u32, completion: u32, reasoning: u32) -> Value {
+    json!({
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": reasoning,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    })
+}
+
+/// A streamed answer of a compatible server that streams its reasoning (vLLM, DeepSeek,
+/// llama.cpp): `delta.reasoning_content` pieces before the answer's, then usage whose
+/// details count the reasoning.
+pub fn stream_reasoning(
+    model: &str,
+    reasoning: &[&str],
+    texts: &[&str],
+    usage: (u32, u32, u32),
+) -> String {
+    let mut s = chunk_event(model, json!({"role": "assistant", "content": ""}), None);
+    for r in reasoning {
+        s.push_str(&chunk_event(
+            model,
+            json!({"content": null, "reasoning_content": r}),
+            None,
+        ));
+    }
+    for t in texts {
+        s.push_str(&chunk_event(model, json!({"content": t}), None));
+    }
+    s.push_str(&chunk_event(model, json!({}), Some("stop")));
+    let chunk = json!({
+        "id": "chatcmpl-test",
+        "object": "chat.completion.chunk",
+        "created": 1_700_000_000,
+        "model": model,
+        "choices": [],
+        "usage": reasoning_usage(usage.0, usage.1, usage.2),
+    });
+    s.push_str(&format!("data: {chunk}\n\n"));
+    s.push_str("data: [DONE]\n\n");
+    s
+}
