@@ -243,23 +243,6 @@ pub fn conversation(request: &GenerateRequest) -> (Option<String>, Vec<provd_cli
     (system, turns)
 }
 
-/// The conversation as the `messages` array of the chat APIs that take the system prompt
-/// as a first `system` message (OpenAI's Chat Completions, Ollama's `/api/chat`).
-pub fn chat_messages(request: &GenerateRequest) -> Vec<serde_json::Value> {
-    let (system, turns) = conversation(request);
-    let mut messages = Vec::with_capacity(turns.len() + 1);
-    if let Some(system) = system {
-        messages.push(serde_json::json!({"role": "system", "content": system}));
-    }
-    for m in turns {
-        let role = match m.role {
-            provd_client::Role::Assistant => "assistant",
-            _ => "user",
-        };
-        messages.push(serde_json::json!({"role": role, "content": m.content}));
-    }
-    messages
-}
 
 /// A non-streamed answer's events, as the stream [`Provider::generate`] returns.
 pub fn whole_answer(events: Vec<StreamEvent>) -> EventStream {

@@ -168,7 +168,9 @@ impl Extras {
         }
         Ok(Finished {
             tool_calls: calls,
-            reasoning: self.keep_reasoning.then_some(self.reasoning),
+            // A provider that sends no reasoning text (OpenAI's Chat Completions) leaves
+            // none, not an empty one.
+            reasoning: (self.keep_reasoning && !self.reasoning.is_empty()).then_some(self.reasoning),
             provider_state: self.provider_state,
         })
     }
@@ -285,6 +287,8 @@ mod tests {
         assert_eq!(whole.reasoning("a".into()).unwrap(), None);
         whole.reasoning("b".into()).unwrap();
         assert_eq!(whole.finish().unwrap().reasoning.as_deref(), Some("ab"));
+        let silent = Extras::new(1, &with_tools(false));
+        assert_eq!(silent.finish().unwrap().reasoning, None, "no text is no reasoning");
     }
 
     #[test]
