@@ -634,8 +634,8 @@ typedef int (*provd_chunk_callback)(void *userdata,
  * `provd_stream_chunk` and `provd_chunk_event_callback` for how long they live).
  *
  * A tool call arrives in pieces that share `tool_call_index`: the first piece of a call
- * carries its `tool_call_name` (and `tool_call_id`, when the provider gave one; the done
- * result always has the id), the others add text to `tool_call_arguments`. The done
+ * carries its `tool_call_id` and `tool_call_name`, the others add text to
+ * `tool_call_arguments`. Providers that send whole calls send one piece each. The done
  * result (`provd_done_tool_calls_get`) has every call assembled, so a caller that only
  * needs the calls can ignore the pieces.
  */
@@ -662,7 +662,7 @@ typedef struct provd_chunk {
    */
   uint32_t tool_call_index;
   /**
-   * The call's id, on the piece that carries it; absent (NULL) otherwise.
+   * The call's id, on the first piece of a call; absent (NULL) otherwise.
    */
   struct provd_str tool_call_id;
   /**
@@ -1543,8 +1543,8 @@ provd_status provd_request_add_image_base64(struct provd_request *request,
                                             struct provd_error **err_out);
 
 /**
- * Adds an image by URL (`url_len` bytes of UTF-8 at `url`, `https:` or a `data:` URL)
- * to the last turn, which must be a user turn. The daemon never fetches it: a provider
+ * Adds an image by URL (`url_len` bytes of UTF-8 at `url`, an `https://` URL) to the
+ * last turn, which must be a user turn. The daemon never fetches it: a provider
  * whose API takes only bytes answers the generation with `PROVD_INVALID_REQUEST`.
  *
  * Errors: `PROVD_NULL_ARGUMENT` (request, url), `PROVD_INVALID_UTF8`,
@@ -1560,14 +1560,14 @@ provd_status provd_request_add_image_url(struct provd_request *request,
  * Adds a tool call to the last turn, which must be an assistant turn
  * (`provd_request_add_message` with `PROVD_ROLE_ASSISTANT`, its text possibly empty):
  * to send back a turn in which the model called tools. `id`, `name` and `arguments`
- * (JSON text) are as the done result gave them (`provd_tool_call`); each is pointer +
+ * (a JSON object as text) are as the done result gave them (`provd_tool_call`); each is pointer +
  * length UTF-8. Calls keep the order added. Its tool's result follows in a turn of its
  * own (`provd_request_add_tool_result`). `provd_request_add_turn_from_done` adds the
  * whole turn from a done result in one call.
  *
  * Errors: `PROVD_NULL_ARGUMENT` (request, id, name, arguments), `PROVD_INVALID_UTF8`,
  * `PROVD_INVALID_ARGUMENT` (the last turn is not an assistant turn; an empty id or
- * name; arguments that are not JSON). Not thread-safe for one request.
+ * name; arguments that are not a JSON object). Not thread-safe for one request.
  */
 provd_status provd_request_add_tool_call(struct provd_request *request,
                                          const char *id,

@@ -30,8 +30,8 @@ pub enum provd_chunk_kind {
 /// `provd_stream_chunk` and `provd_chunk_event_callback` for how long they live).
 ///
 /// A tool call arrives in pieces that share `tool_call_index`: the first piece of a call
-/// carries its `tool_call_name` (and `tool_call_id`, when the provider gave one; the done
-/// result always has the id), the others add text to `tool_call_arguments`. The done
+/// carries its `tool_call_id` and `tool_call_name`, the others add text to
+/// `tool_call_arguments`. Providers that send whole calls send one piece each. The done
 /// result (`provd_done_tool_calls_get`) has every call assembled, so a caller that only
 /// needs the calls can ignore the pieces.
 #[repr(C)]
@@ -48,7 +48,7 @@ pub struct provd_chunk {
     /// Which call a `PROVD_CHUNK_TOOL_CALL` piece belongs to, 0, 1, … in the order of the
     /// calls; 0 for the other kinds.
     pub tool_call_index: u32,
-    /// The call's id, on the piece that carries it; absent (NULL) otherwise.
+    /// The call's id, on the first piece of a call; absent (NULL) otherwise.
     pub tool_call_id: provd_str,
     /// The tool's name, on the first piece of a call; absent (NULL) otherwise.
     pub tool_call_name: provd_str,

@@ -660,8 +660,8 @@ pub extern "C" fn provd_request_add_image_base64(
     })
 }
 
-/// Adds an image by URL (`url_len` bytes of UTF-8 at `url`, `https:` or a `data:` URL)
-/// to the last turn, which must be a user turn. The daemon never fetches it: a provider
+/// Adds an image by URL (`url_len` bytes of UTF-8 at `url`, an `https://` URL) to the
+/// last turn, which must be a user turn. The daemon never fetches it: a provider
 /// whose API takes only bytes answers the generation with `PROVD_INVALID_REQUEST`.
 ///
 /// Errors: `PROVD_NULL_ARGUMENT` (request, url), `PROVD_INVALID_UTF8`,
@@ -692,14 +692,14 @@ pub extern "C" fn provd_request_add_image_url(
 /// Adds a tool call to the last turn, which must be an assistant turn
 /// (`provd_request_add_message` with `PROVD_ROLE_ASSISTANT`, its text possibly empty):
 /// to send back a turn in which the model called tools. `id`, `name` and `arguments`
-/// (JSON text) are as the done result gave them (`provd_tool_call`); each is pointer +
+/// (a JSON object as text) are as the done result gave them (`provd_tool_call`); each is pointer +
 /// length UTF-8. Calls keep the order added. Its tool's result follows in a turn of its
 /// own (`provd_request_add_tool_result`). `provd_request_add_turn_from_done` adds the
 /// whole turn from a done result in one call.
 ///
 /// Errors: `PROVD_NULL_ARGUMENT` (request, id, name, arguments), `PROVD_INVALID_UTF8`,
 /// `PROVD_INVALID_ARGUMENT` (the last turn is not an assistant turn; an empty id or
-/// name; arguments that are not JSON). Not thread-safe for one request.
+/// name; arguments that are not a JSON object). Not thread-safe for one request.
 #[no_mangle]
 pub extern "C" fn provd_request_add_tool_call(
     request: *mut provd_request,
@@ -725,8 +725,14 @@ pub extern "C" fn provd_request_add_tool_call(
                 return Err(Error::invalid(arg, "is empty"));
             }
         }
-        serde_json::from_str::<serde::de::IgnoredAny>(arguments)
+        let parsed: serde_json::Value = serde_json::from_str(arguments)
             .map_err(|e| Error::invalid("arguments", format!("is not valid JSON: {e}")))?;
+        if !parsed.is_object() {
+            return Err(Error::invalid(
+                "arguments",
+                format!("must be a JSON object, got {parsed}"),
+            ));
+        }
         last_turn(r, Role::Assistant, "a tool call")?
             .tool_calls
             .push(ToolCall {
