@@ -1188,6 +1188,9 @@ mod tests {
             message.contains("`arguments` is not valid JSON"),
             "{message}"
         );
+        let (status, message) = add_call("[1]");
+        assert_eq!(status, provd_status::PROVD_INVALID_ARGUMENT);
+        assert!(message.contains("must be a JSON object"), "{message}");
         assert_eq!(add_call("{\"city\": \"Paris\"}").0, provd_status::PROVD_OK);
         let ok = call(
             |p, n, e| provd_request_set_provider_state_json(r, p, n, e),
