@@ -1225,6 +1225,30 @@ provd_status provd_model_list_get(const struct provd_model_list *list,
                                   struct provd_model_info *info_out);
 
 /**
+ * How many capabilities model number `index` of `list` has (what its provider can do:
+ * `streaming`, `tools`, `json_object`, `json_schema`, `reasoning`, `images`,
+ * `image_urls`), through `len_out`; read them with `provd_model_list_capability`.
+ *
+ * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL, `PROVD_INVALID_ARGUMENT` if
+ * `index` is out of range. Thread-safe.
+ */
+provd_status provd_model_list_capabilities_len(const struct provd_model_list *list,
+                                               size_t index,
+                                               size_t *len_out);
+
+/**
+ * Capability number `capability` (such as `tools`) of model number `index`, through
+ * `capability_out`; it points into `list`.
+ *
+ * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL, `PROVD_INVALID_ARGUMENT` if an
+ * index is out of range. Thread-safe.
+ */
+provd_status provd_model_list_capability(const struct provd_model_list *list,
+                                         size_t index,
+                                         size_t capability,
+                                         struct provd_str *capability_out);
+
+/**
  * The number of providers that could not be asked for their models (only when every
  * provider was listed), through `len_out`.
  *

@@ -789,6 +789,15 @@ static void test_lists_and_status(provd_client *client) {
   CHECK(provd_model_list_get(models, 0, &m) == PROVD_OK && str_eq(m.id, "mock-1") &&
             str_eq(m.provider, "mock") && m.display_name.data != NULL,
         "model");
+  /* A model reports its provider's capabilities. */
+  CHECK(provd_model_list_capabilities_len(models, 0, &n) == PROVD_OK && n == 7,
+        "model capabilities %zu", n);
+  CHECK(provd_model_list_capability(models, 0, 1, &cap) == PROVD_OK && str_eq(cap, "tools"),
+        "the model's capabilities");
+  CHECK(provd_model_list_capability(models, 0, 7, &cap) == PROVD_INVALID_ARGUMENT,
+        "capability index");
+  CHECK(provd_model_list_capabilities_len(models, 1, &n) == PROVD_INVALID_ARGUMENT,
+        "model index");
   CHECK(provd_model_list_failures_len(models, &n) == PROVD_OK && n == 0, "failures %zu", n);
   provd_str failed_provider;
   provd_error *failure = NULL;
