@@ -185,7 +185,8 @@ enum provd_finish_reason
    */
   PROVD_FINISH_CONTENT_FILTER = 2,
   /**
-   * The model asked to call a tool (provd does not carry tool calls yet).
+   * The model called one or more tools: `provd_done_tool_calls_len` and
+   * `provd_done_tool_calls_get` give them (the wire calls this `tool_calls`).
    */
   PROVD_FINISH_TOOL_USE = 3,
   /**
@@ -199,6 +200,37 @@ enum provd_finish_reason
 typedef enum provd_finish_reason provd_finish_reason;
 #else
 typedef uint32_t provd_finish_reason;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * What a chunk carries (`provd_chunk.kind`).
+ */
+enum provd_chunk_kind
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * Generated text, in `text`.
+   */
+  PROVD_CHUNK_TEXT = 0,
+  /**
+   * A piece of a tool call, in the `tool_call_*` fields. Sent only to requests with
+   * tools (`provd_request_set_tools_json`).
+   */
+  PROVD_CHUNK_TOOL_CALL = 1,
+  /**
+   * A piece of the model's reasoning, in `reasoning`. Sent only to requests that ask
+   * to see it (`provd_request_set_reasoning` with `show`).
+   */
+  PROVD_CHUNK_REASONING = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum provd_chunk_kind provd_chunk_kind;
+#else
+typedef uint32_t provd_chunk_kind;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
@@ -228,6 +260,43 @@ enum provd_role
 typedef enum provd_role provd_role;
 #else
 typedef uint32_t provd_role;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * How hard the model should reason (`provd_request_set_reasoning`).
+ */
+enum provd_effort
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * No effort given: the provider's default, or the token budget if one is given.
+   */
+  PROVD_EFFORT_DEFAULT = 0,
+  /**
+   * As little reasoning as the provider allows.
+   */
+  PROVD_EFFORT_MINIMAL = 1,
+  /**
+   * Little reasoning.
+   */
+  PROVD_EFFORT_LOW = 2,
+  /**
+   * Moderate reasoning.
+   */
+  PROVD_EFFORT_MEDIUM = 3,
+  /**
+   * Much reasoning.
+   */
+  PROVD_EFFORT_HIGH = 4,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum provd_effort provd_effort;
+#else
+typedef uint32_t provd_effort;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
@@ -278,9 +347,10 @@ typedef struct provd_client provd_client;
 typedef struct provd_daemon_status provd_daemon_status;
 
 /**
- * The end of a successful generation: usage, finish reason, who answered. Made by
- * `provd_client_generate` or `provd_stream_finish`, freed by `provd_done_free`.
- * Immutable: any thread may read it.
+ * The end of a successful generation: usage, finish reason, who answered, the tool
+ * calls the model made, its reasoning and the state its provider wants back. Made by
+ * `provd_client_generate`, `provd_client_generate_events` or `provd_stream_finish`, freed
+ * by `provd_done_free`. Immutable: any thread may read it.
  */
 typedef struct provd_done provd_done;
 
@@ -524,11 +594,31 @@ typedef struct provd_provider_counters {
 } provd_provider_counters;
 
 /**
+ * One tool call the model made, as views into a `provd_done`.
+ */
+typedef struct provd_tool_call {
+  /**
+   * The call's id, which the tool's result names (`provd_request_add_tool_result`).
+   */
+  struct provd_str id;
+  /**
+   * The tool's name, one of the request's tools.
+   */
+  struct provd_str name;
+  /**
+   * The arguments: complete JSON text, checked by the daemon to parse.
+   */
+  struct provd_str arguments;
+} provd_tool_call;
+
+/**
  * Receives one chunk of a generation.
  *
  * `userdata` is the pointer given to `provd_client_generate`; `text` is `len` bytes of
  * UTF-8 followed by a NUL, valid only until the callback returns (copy what you keep);
- * `index` counts chunks from 0. Return `PROVD_CONTINUE` or `PROVD_STOP`.
+ * `index` counts chunks from 0. Return `PROVD_CONTINUE` or `PROVD_STOP`. A tool-call or
+ * reasoning chunk (sent only to requests that ask for them) comes as empty text;
+ * `provd_client_generate_events` shows what it carries.
  *
  * Called on the thread that called `provd_client_generate`. It may call any libprovd
  * function (a nested generation, a cancel) except `provd_client_free` on the client it
@@ -538,6 +628,66 @@ typedef int (*provd_chunk_callback)(void *userdata,
                                     const char *text,
                                     size_t len,
                                     uint32_t index);
+
+/**
+ * One chunk of a generation, as views into the object that lent it (see
+ * `provd_stream_chunk` and `provd_chunk_event_callback` for how long they live).
+ *
+ * A tool call arrives in pieces that share `tool_call_index`: the first piece of a call
+ * carries its `tool_call_id` and `tool_call_name`, the others add text to
+ * `tool_call_arguments`. Providers that send whole calls send one piece each. The done
+ * result (`provd_done_tool_calls_get`) has every call assembled, so a caller that only
+ * needs the calls can ignore the pieces.
+ */
+typedef struct provd_chunk {
+  /**
+   * What this chunk carries.
+   */
+  provd_chunk_kind kind;
+  /**
+   * 0, 1, 2, … over all the chunks of the generation, whatever their kind.
+   */
+  uint32_t index;
+  /**
+   * The text of a `PROVD_CHUNK_TEXT` chunk; `""` (not NULL) for the other kinds.
+   */
+  struct provd_str text;
+  /**
+   * The reasoning text of a `PROVD_CHUNK_REASONING` chunk; absent (NULL) otherwise.
+   */
+  struct provd_str reasoning;
+  /**
+   * Which call a `PROVD_CHUNK_TOOL_CALL` piece belongs to, 0, 1, … in the order of the
+   * calls; 0 for the other kinds.
+   */
+  uint32_t tool_call_index;
+  /**
+   * The call's id, on the first piece of a call; absent (NULL) otherwise.
+   */
+  struct provd_str tool_call_id;
+  /**
+   * The tool's name, on the first piece of a call; absent (NULL) otherwise.
+   */
+  struct provd_str tool_call_name;
+  /**
+   * A fragment of the call's arguments (JSON text once all fragments are joined);
+   * `""` for a piece without one; absent (NULL) for the other kinds.
+   */
+  struct provd_str tool_call_arguments;
+} provd_chunk;
+
+/**
+ * Receives one chunk of a generation run by `provd_client_generate_events`: text, a
+ * piece of a tool call or a piece of reasoning (`chunk->kind` says which).
+ *
+ * `userdata` is the pointer given to `provd_client_generate_events`; `chunk` and the
+ * strings it points to are valid only until the callback returns (copy what you keep).
+ * Return `PROVD_CONTINUE` or `PROVD_STOP`. The same rules as `provd_chunk_callback`: it
+ * runs on the calling thread, may call the library except `provd_client_free` on its
+ * client, and must not unwind into the library.
+ */
+typedef int (*provd_chunk_event_callback)(void *userdata,
+                                          const struct provd_chunk *chunk);
 
 /**
  * One model, as a view into a `provd_model_list`.
@@ -938,6 +1088,61 @@ provd_status provd_done_provider(const struct provd_done *done,
                                  struct provd_str *provider_out);
 
 /**
+ * The number of tool calls the model made, through `len_out`; 0 unless the finish
+ * reason is `PROVD_FINISH_TOOL_USE`.
+ *
+ * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL. Thread-safe.
+ */
+provd_status provd_done_tool_calls_len(const struct provd_done *done,
+                                       size_t *len_out);
+
+/**
+ * Tool call number `index` (in the order the model made them), through `call_out`; its
+ * strings point into `done`.
+ *
+ * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL, `PROVD_INVALID_ARGUMENT` if
+ * `index` is out of range. Thread-safe.
+ */
+provd_status provd_done_tool_calls_get(const struct provd_done *done,
+                                       size_t index,
+                                       struct provd_tool_call *call_out);
+
+/**
+ * The model's whole reasoning text, through `reasoning_out` (pointing into `done`):
+ * present only for a generation that was not streamed and asked to see its reasoning.
+ * A streamed generation delivers it in `PROVD_CHUNK_REASONING` chunks instead. Absent
+ * (NULL `data`) otherwise.
+ *
+ * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL. Thread-safe.
+ */
+provd_status provd_done_reasoning(const struct provd_done *done,
+                                  struct provd_str *reasoning_out);
+
+/**
+ * How many of the completion tokens (`provd_usage.completion_tokens`, which includes
+ * them on every provider) the model spent reasoning: `*present_out` is true and
+ * `*tokens_out` the count when the provider reported it; false and 0 otherwise.
+ *
+ * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL. Thread-safe.
+ */
+provd_status provd_done_reasoning_tokens(const struct provd_done *done,
+                                         bool *present_out,
+                                         uint32_t *tokens_out);
+
+/**
+ * The state the provider wants back with this assistant turn, as JSON text, through
+ * `state_out` (pointing into `done`); absent (NULL `data`) when there is none.
+ *
+ * The text is opaque: keep it with the turn and give it back unchanged with
+ * `provd_request_set_provider_state_json` (or let `provd_request_add_turn_from_done` do
+ * both). The daemon drops it when the next turn goes to a provider of another type.
+ *
+ * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL. Thread-safe.
+ */
+provd_status provd_done_provider_state_json(const struct provd_done *done,
+                                            struct provd_str *state_out);
+
+/**
  * Frees a done result. NULL is ignored.
  */
 void provd_done_free(struct provd_done *done);
@@ -985,6 +1190,23 @@ provd_status provd_client_generate(const struct provd_client *client,
                                    struct provd_error **err_out);
 
 /**
+ * Runs a generation to its end like `provd_client_generate`, but calls
+ * `on_event(userdata, &chunk)` with each whole chunk, so the caller sees tool-call and
+ * reasoning pieces as well as text (`provd_chunk`). Everything else (blocking, `cancel`,
+ * `done_out`, errors, threads) is as `provd_client_generate`.
+ *
+ * Errors: as `provd_client_generate`; `PROVD_NULL_ARGUMENT` for a NULL `on_event`.
+ * Thread-safe: any number of threads may generate on one client at once.
+ */
+provd_status provd_client_generate_events(const struct provd_client *client,
+                                          const struct provd_request *request,
+                                          provd_chunk_event_callback on_event,
+                                          void *userdata,
+                                          const struct provd_cancel_token *cancel,
+                                          struct provd_done **done_out,
+                                          struct provd_error **err_out);
+
+/**
  * The number of models in `list`, through `len_out`.
  *
  * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL. Thread-safe.
@@ -1001,6 +1223,30 @@ provd_status provd_model_list_len(const struct provd_model_list *list,
 provd_status provd_model_list_get(const struct provd_model_list *list,
                                   size_t index,
                                   struct provd_model_info *info_out);
+
+/**
+ * How many capabilities model number `index` of `list` has (what its provider can do:
+ * `streaming`, `tools`, `json_object`, `json_schema`, `reasoning`, `images`,
+ * `image_urls`), through `len_out`; read them with `provd_model_list_capability`.
+ *
+ * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL, `PROVD_INVALID_ARGUMENT` if
+ * `index` is out of range. Thread-safe.
+ */
+provd_status provd_model_list_capabilities_len(const struct provd_model_list *list,
+                                               size_t index,
+                                               size_t *len_out);
+
+/**
+ * Capability number `capability` (such as `tools`) of model number `index`, through
+ * `capability_out`; it points into `list`.
+ *
+ * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL, `PROVD_INVALID_ARGUMENT` if an
+ * index is out of range. Thread-safe.
+ */
+provd_status provd_model_list_capability(const struct provd_model_list *list,
+                                         size_t index,
+                                         size_t capability,
+                                         struct provd_str *capability_out);
 
 /**
  * The number of providers that could not be asked for their models (only when every
@@ -1198,6 +1444,214 @@ provd_status provd_request_set_additional_params_json(struct provd_request *requ
                                                       struct provd_error **err_out);
 
 /**
+ * Replaces the tools the model may call with a JSON array, `len` bytes of UTF-8 at
+ * `json`, of objects `{"name": ..., "description": ..., "parameters": {JSON Schema}}`
+ * (`description` and `parameters` optional), such as
+ * `[{"name": "get_weather", "parameters": {"type": "object", "properties": {"city":
+ * {"type": "string"}}}}]`. NULL removes them all.
+ *
+ * With tools, the generation may end with `PROVD_FINISH_TOOL_USE` and the calls in the
+ * done result, and its chunks may be tool-call pieces (`provd_chunk`).
+ *
+ * Errors: `PROVD_NULL_ARGUMENT` (request), `PROVD_INVALID_UTF8`, `PROVD_INVALID_ARGUMENT`
+ * (not JSON, not an array of such objects, or a tool without a name; the message says
+ * where). A provider that cannot use tools is reported by the generation, as
+ * `PROVD_INVALID_REQUEST`. On error the request keeps its previous tools.
+ * Not thread-safe for one request.
+ */
+provd_status provd_request_set_tools_json(struct provd_request *request,
+                                          const char *json,
+                                          size_t len,
+                                          struct provd_error **err_out);
+
+/**
+ * Sets whether and which tool the model must call, from `len` bytes of UTF-8 at
+ * `choice`: `"auto"` (it decides; the default with tools), `"none"` (it answers in
+ * text), `"required"` (it calls at least one tool), or any other text, the name of the
+ * one tool it must call. NULL unsets it.
+ *
+ * Errors: `PROVD_NULL_ARGUMENT` (request), `PROVD_INVALID_UTF8`,
+ * `PROVD_INVALID_ARGUMENT` (an empty choice). A name that is not one of the request's
+ * tools, or a choice the provider cannot honour, is reported by the generation, as
+ * `PROVD_INVALID_REQUEST`. Not thread-safe for one request.
+ */
+provd_status provd_request_set_tool_choice(struct provd_request *request,
+                                           const char *choice,
+                                           size_t len,
+                                           struct provd_error **err_out);
+
+/**
+ * Sets the shape of the answer from JSON text, `len` bytes of UTF-8 at `json`, as the
+ * wire carries it: `{"type": "text"}`, `{"type": "json_object"}`, or `{"type":
+ * "json_schema", "name": ..., "schema": {JSON Schema}, "strict": true}`. NULL unsets it
+ * (free text). `provd_request_set_response_json_object` and
+ * `provd_request_set_response_json_schema` do the same without writing the JSON.
+ *
+ * Errors: `PROVD_NULL_ARGUMENT` (request), `PROVD_INVALID_UTF8`, `PROVD_INVALID_ARGUMENT`
+ * (not JSON, or none of those shapes; the message says why). On error the request keeps
+ * its previous format. Not thread-safe for one request.
+ */
+provd_status provd_request_set_response_format_json(struct provd_request *request,
+                                                    const char *json,
+                                                    size_t len,
+                                                    struct provd_error **err_out);
+
+/**
+ * Asks for an answer that is one JSON object (of any shape).
+ *
+ * Errors: `PROVD_NULL_ARGUMENT` (request). Not thread-safe for one request.
+ */
+provd_status provd_request_set_response_json_object(struct provd_request *request,
+                                                    struct provd_error **err_out);
+
+/**
+ * Asks for an answer that is JSON matching a schema: `name` (`name_len` bytes of UTF-8)
+ * names it, `schema` (`schema_len` bytes of UTF-8) is the JSON Schema as JSON text, and
+ * `strict` asks the provider to enforce it exactly where it can.
+ *
+ * Errors: `PROVD_NULL_ARGUMENT` (request, name, schema), `PROVD_INVALID_UTF8`,
+ * `PROVD_INVALID_ARGUMENT` (an empty name, or a schema that is not a JSON object). On
+ * error the request keeps its previous format. Not thread-safe for one request.
+ */
+provd_status provd_request_set_response_json_schema(struct provd_request *request,
+                                                    const char *name,
+                                                    size_t name_len,
+                                                    const char *schema,
+                                                    size_t schema_len,
+                                                    bool strict,
+                                                    struct provd_error **err_out);
+
+/**
+ * Asks for the model's reasoning: `effort` is a `provd_effort` value, `budget_tokens` a
+ * cap on reasoning tokens (0: none given), and `show` says whether the reasoning text is
+ * sent to the caller (as `PROVD_CHUNK_REASONING` chunks, or in `provd_done_reasoning`
+ * when not streamed); hidden reasoning is still counted in the usage. Each provider
+ * maps effort and budget to what its API has. `provd_request_clear_reasoning` undoes
+ * this.
+ *
+ * Errors: `PROVD_NULL_ARGUMENT` (request), `PROVD_INVALID_ARGUMENT` (an effort that is
+ * no `provd_effort`). A provider that cannot reason is reported by the generation, as
+ * `PROVD_INVALID_REQUEST`. Not thread-safe for one request.
+ */
+provd_status provd_request_set_reasoning(struct provd_request *request,
+                                         uint32_t effort,
+                                         uint32_t budget_tokens,
+                                         bool show,
+                                         struct provd_error **err_out);
+
+/**
+ * Stops asking for reasoning (the provider's default behaviour applies).
+ *
+ * Errors: `PROVD_NULL_ARGUMENT` (request). Not thread-safe for one request.
+ */
+provd_status provd_request_clear_reasoning(struct provd_request *request,
+                                           struct provd_error **err_out);
+
+/**
+ * Adds an image to the last turn, which must be a user turn
+ * (`provd_request_add_message` with `PROVD_ROLE_USER`): `data` is the image's bytes in
+ * base64 (`data_len` bytes of ASCII, no `data:` prefix), `media_type` its type
+ * (`image/png`, `image/jpeg`, `image/gif` or `image/webp`). Images follow the turn's
+ * text, in the order added.
+ *
+ * Errors: `PROVD_NULL_ARGUMENT` (request, media_type, data), `PROVD_INVALID_UTF8`,
+ * `PROVD_INVALID_ARGUMENT` (the last turn is not a user turn; empty data). A media type
+ * or an image the provider cannot take is reported by the generation, as
+ * `PROVD_INVALID_REQUEST`. Not thread-safe for one request.
+ */
+provd_status provd_request_add_image_base64(struct provd_request *request,
+                                            const char *media_type,
+                                            size_t media_type_len,
+                                            const char *data,
+                                            size_t data_len,
+                                            struct provd_error **err_out);
+
+/**
+ * Adds an image by URL (`url_len` bytes of UTF-8 at `url`, an `https://` URL) to the
+ * last turn, which must be a user turn. The daemon never fetches it: a provider
+ * whose API takes only bytes answers the generation with `PROVD_INVALID_REQUEST`.
+ *
+ * Errors: `PROVD_NULL_ARGUMENT` (request, url), `PROVD_INVALID_UTF8`,
+ * `PROVD_INVALID_ARGUMENT` (the last turn is not a user turn; an empty URL).
+ * Not thread-safe for one request.
+ */
+provd_status provd_request_add_image_url(struct provd_request *request,
+                                         const char *url,
+                                         size_t url_len,
+                                         struct provd_error **err_out);
+
+/**
+ * Adds a tool call to the last turn, which must be an assistant turn
+ * (`provd_request_add_message` with `PROVD_ROLE_ASSISTANT`, its text possibly empty):
+ * to send back a turn in which the model called tools. `id`, `name` and `arguments`
+ * (a JSON object as text) are as the done result gave them (`provd_tool_call`); each is pointer +
+ * length UTF-8. Calls keep the order added. Its tool's result follows in a turn of its
+ * own (`provd_request_add_tool_result`). `provd_request_add_turn_from_done` adds the
+ * whole turn from a done result in one call.
+ *
+ * Errors: `PROVD_NULL_ARGUMENT` (request, id, name, arguments), `PROVD_INVALID_UTF8`,
+ * `PROVD_INVALID_ARGUMENT` (the last turn is not an assistant turn; an empty id or
+ * name; arguments that are not a JSON object). Not thread-safe for one request.
+ */
+provd_status provd_request_add_tool_call(struct provd_request *request,
+                                         const char *id,
+                                         size_t id_len,
+                                         const char *name,
+                                         size_t name_len,
+                                         const char *arguments,
+                                         size_t arguments_len,
+                                         struct provd_error **err_out);
+
+/**
+ * Sets the provider state of the last turn, which must be an assistant turn: the JSON
+ * text `provd_done_provider_state_json` gave for it, passed back unchanged (`len` bytes
+ * of UTF-8 at `json`). NULL removes it. The daemon gives it to a provider of the type
+ * that made it and drops it for any other.
+ *
+ * Errors: `PROVD_NULL_ARGUMENT` (request), `PROVD_INVALID_UTF8`, `PROVD_INVALID_ARGUMENT`
+ * (the last turn is not an assistant turn; not JSON). Not thread-safe for one request.
+ */
+provd_status provd_request_set_provider_state_json(struct provd_request *request,
+                                                   const char *json,
+                                                   size_t len,
+                                                   struct provd_error **err_out);
+
+/**
+ * Appends the assistant turn a generation produced, to continue the conversation: its
+ * tool calls and provider state from `done`, and its text from `content` (`len` bytes of
+ * UTF-8, the chunks' text joined; NULL for none, as when the model only called tools).
+ * The same as `provd_request_add_message` (assistant), `provd_request_add_tool_call` for
+ * each call and `provd_request_set_provider_state_json`. `done` is only read.
+ *
+ * Errors: `PROVD_NULL_ARGUMENT` (request, done), `PROVD_INVALID_UTF8`.
+ * Not thread-safe for one request; `done` may be read by other threads meanwhile.
+ */
+provd_status provd_request_add_turn_from_done(struct provd_request *request,
+                                              const struct provd_done *done,
+                                              const char *content,
+                                              size_t len,
+                                              struct provd_error **err_out);
+
+/**
+ * Appends a tool turn: the result of the call `tool_call_id` (`id_len` bytes of UTF-8,
+ * the id from the done result), `content` (`len` bytes of UTF-8; the tool's output, or
+ * when `is_error` is true, what went wrong). The turn follows the assistant turn that
+ * made the call; results of parallel calls follow one another.
+ *
+ * Errors: `PROVD_NULL_ARGUMENT` (request, tool_call_id, content), `PROVD_INVALID_UTF8`,
+ * `PROVD_INVALID_ARGUMENT` (an empty id). A result whose id no earlier call has is
+ * reported by the generation, as `PROVD_INVALID_REQUEST`.
+ * Not thread-safe for one request.
+ */
+provd_status provd_request_add_tool_result(struct provd_request *request,
+                                           const char *tool_call_id,
+                                           size_t id_len,
+                                           const char *content,
+                                           size_t len,
+                                           bool is_error,
+                                           struct provd_error **err_out);
+
+/**
  * Starts a generation and returns it as a stream in `*stream_out` (NULL on failure),
  * which the caller frees with `provd_stream_free`. The request is sent before this
  * returns; `request` is copied and may be freed or changed at once.
@@ -1217,7 +1671,9 @@ provd_status provd_stream_start(const struct provd_client *client,
  * Waits for the next chunk of `stream`.
  *
  * - A chunk: returns `PROVD_OK` with `*text_out` set to its text (non-NULL `data`,
- *   possibly `len` 0), valid until the next call on this stream.
+ *   possibly `len` 0), valid until the next call on this stream. A tool-call or
+ *   reasoning chunk (sent only to requests that ask for them) has empty text here;
+ *   `provd_stream_chunk` tells the kinds apart.
  * - The successful end: returns `PROVD_OK` with `text_out->data` NULL. Call
  *   `provd_stream_finish` for the usage and finish reason.
  * - The generation failed or was cancelled: returns its status with the error object;
@@ -1233,6 +1689,18 @@ provd_status provd_stream_start(const struct provd_client *client,
 provd_status provd_stream_next(struct provd_stream *stream,
                                struct provd_str *text_out,
                                struct provd_error **err_out);
+
+/**
+ * The chunk `provd_stream_next` returned last, through `chunk_out`: its kind, its text,
+ * its piece of a tool call or of reasoning. The strings point into `stream` and are
+ * valid until the next call on this stream (the same as `provd_stream_next`'s text).
+ *
+ * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL, `PROVD_INVALID_ARGUMENT` if there
+ * is no current chunk (before the first `provd_stream_next`, or once it reported the
+ * end). One thread at a time per stream, as `provd_stream_next`.
+ */
+provd_status provd_stream_chunk(const struct provd_stream *stream,
+                                struct provd_chunk *chunk_out);
 
 /**
  * Waits for the end of `stream`, discarding any chunks not read yet, and reports how it

@@ -820,6 +820,37 @@ impl Generation {
         ))
     }
 
+    /// Reads to the end and returns everything the generation produced: its text, its
+    /// shown reasoning and its terminal result, which holds the assembled tool calls and
+    /// the provider state ([`Collected::tool_calls`], [`Collected::turn`]). Works the same
+    /// for `stream: false`, whose text and reasoning come whole in the result.
+    pub async fn collect(mut self) -> Result<Collected, ClientError> {
+        let mut text = String::new();
+        let mut reasoning = String::new();
+        while let Some(event) = self.next().await {
+            match event? {
+                GenerateEvent::Chunk(c) => {
+                    text.push_str(&c.text);
+                    if let Some(r) = &c.reasoning {
+                        reasoning.push_str(r);
+                    }
+                }
+                GenerateEvent::Done(done) => {
+                    text.push_str(done.text.as_deref().unwrap_or_default());
+                    reasoning.push_str(done.reasoning.as_deref().unwrap_or_default());
+                    return Ok(Collected {
+                        text,
+                        reasoning,
+                        done,
+                    });
+                }
+            }
+        }
+        Err(ClientError::Disconnected(
+            "the generation ended without a terminal frame".into(),
+        ))
+    }
+
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
         if self.finished {
             return Poll::Ready(None);
@@ -853,6 +884,31 @@ impl futures_core::Stream for Generation {
 impl Drop for Generation {
     fn drop(&mut self) {
         self.cancel_in_daemon();
+    }
+}
+
+/// Everything a generation produced, read to its end by [`Generation::collect`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Collected {
+    /// The answer's text: the text chunks joined, or the whole text of `stream: false`.
+    pub text: String,
+    /// The reasoning the model showed (empty unless `reasoning.show` was asked).
+    pub reasoning: String,
+    /// The terminal result: usage, finish reason, tool calls, provider state.
+    pub done: GenerateDone,
+}
+
+impl Collected {
+    /// The tool calls the model made, assembled, in order (empty unless the finish
+    /// reason is [`FinishReason::ToolCalls`](crate::FinishReason::ToolCalls)).
+    pub fn tool_calls(&self) -> &[crate::content::ToolCall] {
+        &self.done.tool_calls
+    }
+
+    /// The assistant turn to send back in the next request: the text, the tool calls
+    /// and the provider state ([`Message::from_done`](crate::Message::from_done)).
+    pub fn turn(&self) -> crate::message::Message {
+        crate::message::Message::from_done(&self.done, self.text.clone())
     }
 }
 

@@ -39,7 +39,7 @@ mod socket_path;
 pub mod trust;
 
 pub use client::{
-    CancelHandle, Client, ClientError, ConnectOptions, GenerateEvent, Generation,
+    CancelHandle, Client, ClientError, Collected, ConnectOptions, GenerateEvent, Generation,
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_HELLO_TIMEOUT,
 };
 pub use content::{

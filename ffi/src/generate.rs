@@ -13,13 +13,13 @@ use ::provd_client::{ClientError, ErrorCode, GenerateEvent, WireError};
 
 use crate::args;
 use crate::cancel_token::provd_cancel_token;
+use crate::chunk::{provd_chunk, OwnedChunk};
 use crate::client::{borrow_client, provd_client};
 use crate::done::provd_done;
 use crate::error::{provd_error, Error};
 use crate::panic::boundary;
 use crate::request::provd_request;
 use crate::status::provd_status;
-use crate::NulString;
 
 /// Returned by a chunk callback to receive the next chunk.
 pub const PROVD_CONTINUE: c_int = 0;
@@ -32,7 +32,9 @@ pub const PROVD_STOP: c_int = 1;
 ///
 /// `userdata` is the pointer given to `provd_client_generate`; `text` is `len` bytes of
 /// UTF-8 followed by a NUL, valid only until the callback returns (copy what you keep);
-/// `index` counts chunks from 0. Return `PROVD_CONTINUE` or `PROVD_STOP`.
+/// `index` counts chunks from 0. Return `PROVD_CONTINUE` or `PROVD_STOP`. A tool-call or
+/// reasoning chunk (sent only to requests that ask for them) comes as empty text;
+/// `provd_client_generate_events` shows what it carries.
 ///
 /// Called on the thread that called `provd_client_generate`. It may call any libprovd
 /// function (a nested generation, a cancel) except `provd_client_free` on the client it
@@ -45,6 +47,9 @@ pub type provd_chunk_callback = Option<
         index: u32,
     ) -> c_int,
 >;
+
+type CallbackFn = unsafe extern "C" fn(*mut c_void, *const c_char, usize, u32) -> c_int;
+type EventFn = unsafe extern "C" fn(*mut c_void, *const provd_chunk) -> c_int;
 
 /// Cancels a generation, treating "it already ended" as done: that race is normal, and
 /// the generation's own terminal result says how it ended.
@@ -100,100 +105,165 @@ pub extern "C" fn provd_client_generate(
     err_out: *mut *mut provd_error,
 ) -> provd_status {
     boundary!(err_out, || {
-        // SAFETY: the header requires a live client and request, `cancel` NULL or a live
-        // token, and `done_out` NULL or writable.
-        let (done_out, client, request, token) = unsafe {
-            (
-                args::out_object_opt(done_out),
-                borrow_client(client)?,
-                args::handle(request, "request")?,
-                cancel.as_ref(),
-            )
+        let on_chunk = on_chunk.ok_or_else(|| Error::null("on_chunk"));
+        let deliver = |on_chunk: CallbackFn, chunk: &OwnedChunk| {
+            let lent = chunk.text();
+            // SAFETY: the caller gave this callback for this purpose; `lent` points into
+            // `chunk`, which outlives the call, and the callback's contract (the header)
+            // is not to keep it or unwind.
+            unsafe { on_chunk(userdata, lent.data, lent.len, chunk.view().index) }
         };
-        let on_chunk = on_chunk.ok_or_else(|| Error::null("on_chunk"))?;
-        if token.is_some_and(provd_cancel_token::is_cancelled) {
-            let mut e = Error::from_wire(WireError::new(
-                ErrorCode::Cancelled,
-                "the cancel token was already cancelled; the generation was not started",
-            ));
-            e.chunks = Some(0);
-            return Err(e);
-        }
-
-        let mut generation = client.generate(request.inner.clone())?;
-        let handle = generation.cancel_handle();
-        let _attached = token.zip(handle.clone()).map(|(t, h)| t.attach(h));
-        let mut delivered = 0u32;
-        let mut stopped = false;
-        let outcome = loop {
-            match generation.next() {
-                Some(Ok(GenerateEvent::Chunk(chunk))) => {
-                    if stopped {
-                        // Chunks already in flight when the callback said stop.
-                        continue;
-                    }
-                    let index = chunk.index;
-                    let text = NulString::new(chunk.text);
-                    let lent = text.lend();
-                    // SAFETY: the caller gave this callback for this purpose; `lent`
-                    // points into `text`, which outlives the call, and the callback's
-                    // contract (the header) is not to keep it or unwind.
-                    let flow = unsafe { on_chunk(userdata, lent.data, lent.len, index) };
-                    delivered += 1;
-                    if flow != PROVD_CONTINUE {
-                        stopped = true;
-                        if let Some(handle) = &handle {
-                            // If this fails the connection is gone, and the next read
-                            // reports that.
-                            let _ = cancel_quietly(handle);
-                        }
-                    }
-                }
-                Some(Ok(GenerateEvent::Done(done))) => break Ok(done),
-                Some(Err(e)) => break Err(e),
-                None => {
-                    break Err(ClientError::Disconnected(
-                        "the generation ended without a terminal reply".into(),
-                    ))
-                }
-            }
-        };
-        let cancelled_by_us = matches!(
-            &outcome,
-            Ok(_)
-                | Err(ClientError::Server(WireError {
-                    code: ErrorCode::Cancelled,
-                    ..
-                }))
-        );
-        if stopped && cancelled_by_us {
-            // Stopped by the callback: report that, whichever way the daemon ended it.
-            let usage = match &outcome {
-                Ok(done) => Some(done.usage),
-                Err(ClientError::Server(w)) => w.usage,
-                Err(_) => None,
-            };
-            let mut e = Error::from_wire(WireError::new(
-                ErrorCode::Cancelled,
-                format!(
-                    "the chunk callback returned PROVD_STOP after {delivered} chunks; \
-                     the generation was cancelled"
-                ),
-            ));
-            e.chunks = Some(delivered);
-            e.usage = usage;
-            return Err(e);
-        }
-        match outcome {
-            Ok(done) => {
-                if let Some(out) = &done_out {
-                    out.write(args::give(provd_done::new(&done)));
-                }
-                Ok(())
-            }
-            Err(e) => Err(terminal_error(e, delivered)),
-        }
+        // SAFETY: the header's rules for these arguments, which `drive` shares.
+        unsafe { drive(client, request, cancel, done_out, on_chunk, deliver) }
     })
+}
+
+/// Receives one chunk of a generation run by `provd_client_generate_events`: text, a
+/// piece of a tool call or a piece of reasoning (`chunk->kind` says which).
+///
+/// `userdata` is the pointer given to `provd_client_generate_events`; `chunk` and the
+/// strings it points to are valid only until the callback returns (copy what you keep).
+/// Return `PROVD_CONTINUE` or `PROVD_STOP`. The same rules as `provd_chunk_callback`: it
+/// runs on the calling thread, may call the library except `provd_client_free` on its
+/// client, and must not unwind into the library.
+pub type provd_chunk_event_callback =
+    Option<unsafe extern "C" fn(userdata: *mut c_void, chunk: *const provd_chunk) -> c_int>;
+
+/// Runs a generation to its end like `provd_client_generate`, but calls
+/// `on_event(userdata, &chunk)` with each whole chunk, so the caller sees tool-call and
+/// reasoning pieces as well as text (`provd_chunk`). Everything else (blocking, `cancel`,
+/// `done_out`, errors, threads) is as `provd_client_generate`.
+///
+/// Errors: as `provd_client_generate`; `PROVD_NULL_ARGUMENT` for a NULL `on_event`.
+/// Thread-safe: any number of threads may generate on one client at once.
+#[no_mangle]
+pub extern "C" fn provd_client_generate_events(
+    client: *const provd_client,
+    request: *const provd_request,
+    on_event: provd_chunk_event_callback,
+    userdata: *mut c_void,
+    cancel: *const provd_cancel_token,
+    done_out: *mut *mut provd_done,
+    err_out: *mut *mut provd_error,
+) -> provd_status {
+    boundary!(err_out, || {
+        let on_event = on_event.ok_or_else(|| Error::null("on_event"));
+        let deliver = |on_event: EventFn, chunk: &OwnedChunk| {
+            let view = chunk.view();
+            // SAFETY: the caller gave this callback for this purpose; `view` and the
+            // strings it points to live in `chunk` until after the call, and the
+            // callback's contract (the header) is not to keep them or unwind.
+            unsafe { on_event(userdata, &view) }
+        };
+        // SAFETY: the header's rules for these arguments, which `drive` shares.
+        unsafe { drive(client, request, cancel, done_out, on_event, deliver) }
+    })
+}
+
+/// The loop both callback APIs share: starts the generation, hands each chunk to
+/// `deliver` (which calls the caller's callback `callback` and says whether to go on),
+/// cancels on `PROVD_STOP`, and stores the done result.
+///
+/// # Safety
+///
+/// `client`, `request`, `cancel` and `done_out` follow the rules of
+/// `provd_client_generate`'s header documentation.
+unsafe fn drive<F: Copy>(
+    client: *const provd_client,
+    request: *const provd_request,
+    cancel: *const provd_cancel_token,
+    done_out: *mut *mut provd_done,
+    callback: Result<F, Error>,
+    mut deliver: impl FnMut(F, &OwnedChunk) -> c_int,
+) -> Result<(), Error> {
+    // SAFETY: the caller's contract: a live client and request, `cancel` NULL or a live
+    // token, and `done_out` NULL or writable.
+    let (done_out, client, request, token) = unsafe {
+        (
+            args::out_object_opt(done_out),
+            borrow_client(client)?,
+            args::handle(request, "request")?,
+            cancel.as_ref(),
+        )
+    };
+    let callback = callback?;
+    if token.is_some_and(provd_cancel_token::is_cancelled) {
+        let mut e = Error::from_wire(WireError::new(
+            ErrorCode::Cancelled,
+            "the cancel token was already cancelled; the generation was not started",
+        ));
+        e.chunks = Some(0);
+        return Err(e);
+    }
+
+    let mut generation = client.generate(request.inner.clone())?;
+    let handle = generation.cancel_handle();
+    let _attached = token.zip(handle.clone()).map(|(t, h)| t.attach(h));
+    let mut delivered = 0u32;
+    let mut stopped = false;
+    let outcome = loop {
+        match generation.next() {
+            Some(Ok(GenerateEvent::Chunk(chunk))) => {
+                if stopped {
+                    // Chunks already in flight when the callback said stop.
+                    continue;
+                }
+                let chunk = OwnedChunk::new(chunk);
+                let flow = deliver(callback, &chunk);
+                delivered += 1;
+                if flow != PROVD_CONTINUE {
+                    stopped = true;
+                    if let Some(handle) = &handle {
+                        // If this fails the connection is gone, and the next read
+                        // reports that.
+                        let _ = cancel_quietly(handle);
+                    }
+                }
+            }
+            Some(Ok(GenerateEvent::Done(done))) => break Ok(done),
+            Some(Err(e)) => break Err(e),
+            None => {
+                break Err(ClientError::Disconnected(
+                    "the generation ended without a terminal reply".into(),
+                ))
+            }
+        }
+    };
+    let cancelled_by_us = matches!(
+        &outcome,
+        Ok(_)
+            | Err(ClientError::Server(WireError {
+                code: ErrorCode::Cancelled,
+                ..
+            }))
+    );
+    if stopped && cancelled_by_us {
+        // Stopped by the callback: report that, whichever way the daemon ended it.
+        let usage = match &outcome {
+            Ok(done) => Some(done.usage),
+            Err(ClientError::Server(w)) => w.usage,
+            Err(_) => None,
+        };
+        let mut e = Error::from_wire(WireError::new(
+            ErrorCode::Cancelled,
+            format!(
+                "the chunk callback returned PROVD_STOP after {delivered} chunks; \
+                 the generation was cancelled"
+            ),
+        ));
+        e.chunks = Some(delivered);
+        e.usage = usage;
+        return Err(e);
+    }
+    match outcome {
+        Ok(done) => {
+            if let Some(out) = &done_out {
+                out.write(args::give(provd_done::new(&done)));
+            }
+            Ok(())
+        }
+        Err(e) => Err(terminal_error(e, delivered)),
+    }
 }
 
 #[cfg(test)]

@@ -39,6 +39,7 @@ pub mod version; // provd_version, provd_protocol_version
 
 // The object families, one file each.
 pub mod cancel_token; // provd_cancel_token: cancel generations from any thread
+pub mod chunk; // provd_chunk: text, tool-call and reasoning pieces, as views
 pub mod client; // provd_client: connect, free, ping and the short requests
 pub mod connect_options; // provd_connect_options: the client's deadlines
 pub mod daemon_status;

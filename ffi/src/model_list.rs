@@ -19,6 +19,7 @@ struct Model {
     display_name: Option<NulString>,
     context_window: u32,
     created_at: u64,
+    capabilities: Vec<NulString>,
 }
 
 struct Failure {
@@ -44,6 +45,7 @@ impl provd_model_list {
                 display_name: m.display_name.map(NulString::new),
                 context_window: m.context_window.unwrap_or(0),
                 created_at: m.created_at.unwrap_or(0),
+                capabilities: m.capabilities.into_iter().map(NulString::new).collect(),
             })
             .collect();
         let failures = list
@@ -120,6 +122,52 @@ pub extern "C" fn provd_model_list_get(
     })
 }
 
+/// How many capabilities model number `index` of `list` has (what its provider can do:
+/// `streaming`, `tools`, `json_object`, `json_schema`, `reasoning`, `images`,
+/// `image_urls`), through `len_out`; read them with `provd_model_list_capability`.
+///
+/// Returns `PROVD_NULL_ARGUMENT` if an argument is NULL, `PROVD_INVALID_ARGUMENT` if
+/// `index` is out of range. Thread-safe.
+#[no_mangle]
+pub extern "C" fn provd_model_list_capabilities_len(
+    list: *const provd_model_list,
+    index: usize,
+    len_out: *mut usize,
+) -> provd_status {
+    accessor!(|| {
+        // SAFETY: the header requires a live list and a NULL or writable `len_out`.
+        let (list, out) = unsafe { (args::handle(list, "list")?, args::out(len_out, "len_out")?) };
+        out.write(at(&list.models, index, "model list")?.capabilities.len());
+        Ok(())
+    })
+}
+
+/// Capability number `capability` (such as `tools`) of model number `index`, through
+/// `capability_out`; it points into `list`.
+///
+/// Returns `PROVD_NULL_ARGUMENT` if an argument is NULL, `PROVD_INVALID_ARGUMENT` if an
+/// index is out of range. Thread-safe.
+#[no_mangle]
+pub extern "C" fn provd_model_list_capability(
+    list: *const provd_model_list,
+    index: usize,
+    capability: usize,
+    capability_out: *mut provd_str,
+) -> provd_status {
+    accessor!(|| {
+        // SAFETY: the header requires a live list and a NULL or writable out-pointer.
+        let (list, out) = unsafe {
+            (
+                args::handle(list, "list")?,
+                args::out(capability_out, "capability_out")?,
+            )
+        };
+        let m = at(&list.models, index, "model list")?;
+        out.write(at(&m.capabilities, capability, "capability list")?.lend());
+        Ok(())
+    })
+}
+
 /// The number of providers that could not be asked for their models (only when every
 /// provider was listed), through `len_out`.
 ///
@@ -173,4 +221,47 @@ pub extern "C" fn provd_model_list_free(list: *mut provd_model_list) {
         // SAFETY: the header requires NULL or a list from this library, freed once.
         drop(unsafe { args::take(list) });
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ::provd_client::ModelInfo;
+
+    #[test]
+    fn a_models_capabilities_are_read_by_index_and_out_of_range_is_refused() {
+        let list = provd_model_list::new(ModelList {
+            models: vec![ModelInfo {
+                id: "m".into(),
+                provider: "p".into(),
+                capabilities: vec!["streaming".into(), "tools".into()],
+                ..ModelInfo::default()
+            }],
+            errors: vec![],
+        });
+        let mut len = 0;
+        assert_eq!(
+            provd_model_list_capabilities_len(&list, 0, &mut len),
+            provd_status::PROVD_OK
+        );
+        assert_eq!(len, 2);
+        let mut cap = provd_str::ABSENT;
+        assert_eq!(
+            provd_model_list_capability(&list, 0, 1, &mut cap),
+            provd_status::PROVD_OK
+        );
+        assert_eq!(cap.len, 5);
+        assert_eq!(
+            provd_model_list_capability(&list, 0, 2, &mut cap),
+            provd_status::PROVD_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            provd_model_list_capabilities_len(&list, 1, &mut len),
+            provd_status::PROVD_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            provd_model_list_capabilities_len(&list, 0, std::ptr::null_mut()),
+            provd_status::PROVD_NULL_ARGUMENT
+        );
+    }
 }

@@ -13,14 +13,16 @@ use ::provd_client::blocking::{BlockingCancel, Generation};
 use ::provd_client::{ClientError, GenerateDone, GenerateEvent};
 
 use crate::args;
+use crate::chunk::{provd_chunk, OwnedChunk};
 use crate::client::{borrow_client, provd_client};
 use crate::done::provd_done;
 use crate::error::{provd_error, Error};
 use crate::generate::{cancel_quietly, terminal_error};
+use crate::panic::accessor;
 use crate::panic::boundary;
+use crate::provd_str;
 use crate::request::provd_request;
 use crate::status::provd_status;
-use crate::{provd_str, NulString};
 
 /// A running generation read chunk by chunk. Made by `provd_stream_start`, freed by
 /// `provd_stream_free`.
@@ -37,8 +39,9 @@ pub struct provd_stream {
 
 struct State {
     generation: Generation,
-    /// The last chunk's text, lent to the caller until the next call.
-    chunk: NulString,
+    /// The last chunk read, lent to the caller until the next call; `None` before the
+    /// first chunk and after the end.
+    chunk: Option<OwnedChunk>,
     /// How the generation ended, once it has.
     outcome: Option<Result<GenerateDone, Error>>,
     delivered: u32,
@@ -66,7 +69,7 @@ impl State {
         let outcome = match self.generation.next() {
             Some(Ok(GenerateEvent::Chunk(chunk))) => {
                 self.delivered += 1;
-                self.chunk = NulString::new(chunk.text);
+                self.chunk = Some(OwnedChunk::new(chunk));
                 return Step::Chunk;
             }
             Some(Ok(GenerateEvent::Done(done))) => Ok(done),
@@ -77,6 +80,7 @@ impl State {
             )),
         };
         self.outcome = Some(outcome);
+        self.chunk = None;
         ended.store(true, Ordering::Release);
         Step::End
     }
@@ -114,7 +118,7 @@ pub extern "C" fn provd_stream_start(
             ended: AtomicBool::new(false),
             state: Mutex::new(State {
                 generation,
-                chunk: NulString::default(),
+                chunk: None,
                 outcome: None,
                 delivered: 0,
             }),
@@ -126,7 +130,9 @@ pub extern "C" fn provd_stream_start(
 /// Waits for the next chunk of `stream`.
 ///
 /// - A chunk: returns `PROVD_OK` with `*text_out` set to its text (non-NULL `data`,
-///   possibly `len` 0), valid until the next call on this stream.
+///   possibly `len` 0), valid until the next call on this stream. A tool-call or
+///   reasoning chunk (sent only to requests that ask for them) has empty text here;
+///   `provd_stream_chunk` tells the kinds apart.
 /// - The successful end: returns `PROVD_OK` with `text_out->data` NULL. Call
 ///   `provd_stream_finish` for the usage and finish reason.
 /// - The generation failed or was cancelled: returns its status with the error object;
@@ -155,7 +161,9 @@ pub extern "C" fn provd_stream_next(
         let mut state = stream.lock();
         match state.step(&stream.ended) {
             Step::Chunk => {
-                out.write(state.chunk.lend());
+                if let Some(chunk) = &state.chunk {
+                    out.write(chunk.text());
+                }
                 Ok(())
             }
             Step::End => match state.outcome.as_ref() {
@@ -163,6 +171,38 @@ pub extern "C" fn provd_stream_next(
                 _ => Ok(()),
             },
         }
+    })
+}
+
+/// The chunk `provd_stream_next` returned last, through `chunk_out`: its kind, its text,
+/// its piece of a tool call or of reasoning. The strings point into `stream` and are
+/// valid until the next call on this stream (the same as `provd_stream_next`'s text).
+///
+/// Returns `PROVD_NULL_ARGUMENT` if an argument is NULL, `PROVD_INVALID_ARGUMENT` if there
+/// is no current chunk (before the first `provd_stream_next`, or once it reported the
+/// end). One thread at a time per stream, as `provd_stream_next`.
+#[no_mangle]
+pub extern "C" fn provd_stream_chunk(
+    stream: *const provd_stream,
+    chunk_out: *mut provd_chunk,
+) -> provd_status {
+    accessor!(|| {
+        // SAFETY: the header requires a live stream and a NULL or writable `chunk_out`.
+        let (stream, out) = unsafe {
+            (
+                args::handle(stream, "stream")?,
+                args::out(chunk_out, "chunk_out")?,
+            )
+        };
+        let state = stream.lock();
+        let chunk = state.chunk.as_ref().ok_or_else(|| {
+            Error::invalid(
+                "stream",
+                "has no current chunk (call provd_stream_next first; after the end there is none)",
+            )
+        })?;
+        out.write(chunk.view());
+        Ok(())
     })
 }
 
@@ -239,4 +279,28 @@ pub extern "C" fn provd_stream_free(stream: *mut provd_stream) {
         // and not in use by another thread.
         drop(unsafe { args::take(stream) });
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunk::provd_chunk_kind;
+
+    #[test]
+    fn the_chunk_accessor_refuses_null_arguments() {
+        let mut chunk = provd_chunk {
+            kind: provd_chunk_kind::PROVD_CHUNK_TEXT,
+            index: 0,
+            text: provd_str::ABSENT,
+            reasoning: provd_str::ABSENT,
+            tool_call_index: 0,
+            tool_call_id: provd_str::ABSENT,
+            tool_call_name: provd_str::ABSENT,
+            tool_call_arguments: provd_str::ABSENT,
+        };
+        assert_eq!(
+            provd_stream_chunk(std::ptr::null(), &mut chunk),
+            provd_status::PROVD_NULL_ARGUMENT
+        );
+    }
 }

@@ -7,7 +7,7 @@
  *
  * SOCKET_PATH is a running daemon with the built-in mock provider; MISSING_SOCKET_PATH is
  * a path where no daemon listens. It streams generations with the callback and the pull
- * API, cancels from a second thread, runs generations on one client from several threads,
+ * API, runs a tool round trip and asks for JSON, reasoning and images, cancels from a second thread, runs generations on one client from several threads,
  * and walks every error path it can reach: bad path, daemon down, NULL arguments, bad
  * UTF-8, unknown provider, daemon errors with retry hints. Every object it receives is
  * freed, so memcheck can hold the library to "no leaks".
@@ -330,6 +330,283 @@ static void test_pull_stream(provd_client *client) {
   provd_request_free(req);
 }
 
+/* What provd_client_generate_events collects: text, tool-call pieces and reasoning. */
+struct events {
+  char text[4096];
+  char reasoning[1024];
+  char arguments[1024]; /* the fragments of call 0, joined */
+  char first_name[64];
+  char first_id[64];
+  uint32_t chunks;
+  uint32_t pieces;
+  bool indexes_in_order;
+  bool tool_pieces_have_no_text;
+};
+
+static void events_init(struct events *e) {
+  memset(e, 0, sizeof *e);
+  e->indexes_in_order = true;
+  e->tool_pieces_have_no_text = true;
+}
+
+/* Appends a lent string to a fixed buffer, NUL-terminated. */
+static void append(char *buf, size_t size, provd_str s) {
+  size_t at = strlen(buf);
+  if (s.data != NULL && at + s.len < size) {
+    memcpy(buf + at, s.data, s.len);
+    buf[at + s.len] = '\0';
+  }
+}
+
+/* Records one chunk of any kind (shared by the callback and the pull loop). */
+static void record_chunk(struct events *e, const provd_chunk *chunk) {
+  if (chunk->index != e->chunks) {
+    e->indexes_in_order = false;
+  }
+  e->chunks++;
+  switch (chunk->kind) {
+  case PROVD_CHUNK_TEXT:
+    append(e->text, sizeof e->text, chunk->text);
+    break;
+  case PROVD_CHUNK_REASONING:
+    append(e->reasoning, sizeof e->reasoning, chunk->reasoning);
+    break;
+  case PROVD_CHUNK_TOOL_CALL:
+    e->pieces++;
+    if (chunk->text.len != 0 || chunk->reasoning.data != NULL) {
+      e->tool_pieces_have_no_text = false;
+    }
+    if (e->pieces == 1) {
+      append(e->first_name, sizeof e->first_name, chunk->tool_call_name);
+      append(e->first_id, sizeof e->first_id, chunk->tool_call_id);
+    }
+    if (chunk->tool_call_index == 0) {
+      append(e->arguments, sizeof e->arguments, chunk->tool_call_arguments);
+    }
+    break;
+  }
+}
+
+static int on_event(void *userdata, const provd_chunk *chunk) {
+  record_chunk(userdata, chunk);
+  return PROVD_CONTINUE;
+}
+
+static const char WEATHER_TOOLS[] =
+    "[{\"name\": \"get_weather\", \"description\": \"The weather in a city\", \"parameters\": "
+    "{\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\"}}, "
+    "\"required\": [\"city\"]}}]";
+
+/* A request with one user turn for the default (mock) provider. */
+static provd_request *turn_request(const char *user_text) {
+  provd_request *req = NULL;
+  CHECK(provd_request_new(&req, NULL) == PROVD_OK, "request_new");
+  CHECK(provd_request_add_message(req, PROVD_ROLE_USER, user_text, strlen(user_text), NULL) ==
+            PROVD_OK,
+        "user turn");
+  return req;
+}
+
+/*
+ * A two-turn tool conversation: the call streamed in pieces (pull API and
+ * provd_stream_chunk), assembled in the done result, sent back with its result (once
+ * from the done result, once built by hand), then the answer made from the result.
+ */
+static void test_tool_round_trip(provd_client *client) {
+  provd_error *err = NULL;
+  provd_request *req = turn_request("What is the weather in Paris?");
+  CHECK(provd_request_set_tools_json(req, LIT(WEATHER_TOOLS), &err) == PROVD_OK, "%s",
+        message(err));
+  CHECK(provd_request_set_tool_choice(req, LIT("auto"), NULL) == PROVD_OK, "tool_choice");
+
+  provd_stream *stream = NULL;
+  CHECK(provd_stream_start(client, req, &stream, &err) == PROVD_OK, "%s", message(err));
+  struct events seen;
+  events_init(&seen);
+  provd_str text;
+  provd_chunk chunk;
+  while (provd_stream_next(stream, &text, &err) == PROVD_OK && text.data != NULL) {
+    CHECK(provd_stream_chunk(stream, &chunk) == PROVD_OK, "stream_chunk");
+    record_chunk(&seen, &chunk);
+  }
+  CHECK(err == NULL, "%s", message(err));
+  CHECK(provd_stream_chunk(stream, &chunk) == PROVD_INVALID_ARGUMENT, "no chunk after the end");
+  CHECK(seen.pieces >= 2 && seen.pieces == seen.chunks, "%u pieces of %u chunks", seen.pieces,
+        seen.chunks);
+  CHECK(seen.indexes_in_order && seen.tool_pieces_have_no_text, "pieces in order, no text");
+  CHECK(strcmp(seen.first_name, "get_weather") == 0 && strcmp(seen.first_id, "mock_call_0") == 0,
+        "first piece %s %s", seen.first_name, seen.first_id);
+  CHECK(seen.text[0] == '\0', "no text: %s", seen.text);
+
+  provd_done *done = NULL;
+  CHECK(provd_stream_finish(stream, &done, &err) == PROVD_OK, "%s", message(err));
+  provd_stream_free(stream);
+  provd_finish_reason reason = PROVD_FINISH_OTHER;
+  CHECK(provd_done_finish_reason(done, &reason) == PROVD_OK && reason == PROVD_FINISH_TOOL_USE,
+        "finish %s", provd_finish_reason_name(reason));
+  size_t calls = 0;
+  CHECK(provd_done_tool_calls_len(done, &calls) == PROVD_OK && calls == 1, "%zu calls", calls);
+  provd_tool_call call;
+  CHECK(provd_done_tool_calls_get(done, 0, &call) == PROVD_OK, "call 0");
+  CHECK(str_eq(call.id, "mock_call_0") && str_eq(call.name, "get_weather"), "call %s %s",
+        call.id.data, call.name.data);
+  CHECK(str_eq(call.arguments, seen.arguments), "assembled %s, streamed %s", call.arguments.data,
+        seen.arguments);
+  CHECK(strstr(call.arguments.data, "\"city\"") != NULL && strstr(call.arguments.data, "\"mock\""),
+        "arguments %s", call.arguments.data);
+  CHECK(provd_done_tool_calls_get(done, 1, &call) == PROVD_INVALID_ARGUMENT, "call 1 is none");
+
+  /* Turn two, from the done result: its calls and state, then the tool's result. */
+  CHECK(provd_done_tool_calls_get(done, 0, &call) == PROVD_OK, "call 0");
+  CHECK(provd_request_add_turn_from_done(req, done, NULL, 0, &err) == PROVD_OK, "%s",
+        message(err));
+  CHECK(provd_request_add_tool_result(req, call.id.data, call.id.len,
+                                      LIT("18 degrees and sunny"), false, &err) == PROVD_OK,
+        "%s", message(err));
+  provd_done_free(done); /* the request copied what it needs */
+  events_init(&seen);
+  CHECK(provd_client_generate_events(client, req, on_event, &seen, NULL, &done, &err) == PROVD_OK,
+        "%s", message(err));
+  CHECK(strcmp(seen.text, "The tool get_weather returned: 18 degrees and sunny") == 0,
+        "answer: %s", seen.text);
+  CHECK(seen.pieces == 0 && seen.indexes_in_order, "%u pieces", seen.pieces);
+  CHECK(provd_done_finish_reason(done, &reason) == PROVD_OK && reason == PROVD_FINISH_STOP,
+        "finish %s", provd_finish_reason_name(reason));
+  CHECK(provd_done_tool_calls_len(done, &calls) == PROVD_OK && calls == 0, "%zu calls", calls);
+  provd_done_free(done);
+  provd_request_free(req);
+
+  /* The same turn built by hand, as a caller that stored the call would send it; the
+   * old text-only callback sees the answer as text. */
+  req = turn_request("What is the weather in Paris?");
+  CHECK(provd_request_set_tools_json(req, LIT(WEATHER_TOOLS), NULL) == PROVD_OK, "tools");
+  CHECK(provd_request_add_message(req, PROVD_ROLE_ASSISTANT, LIT(""), NULL) == PROVD_OK, "turn");
+  CHECK(provd_request_add_tool_call(req, LIT("call_7"), LIT("get_weather"),
+                                    LIT("{\"city\": \"Paris\"}"), &err) == PROVD_OK,
+        "%s", message(err));
+  CHECK(provd_request_add_tool_result(req, LIT("call_7"), LIT("rain"), true, NULL) == PROVD_OK,
+        "tool result");
+  struct collected *c = malloc(sizeof *c);
+  collected_init(c);
+  CHECK(provd_client_generate(client, req, on_chunk, c, NULL, NULL, &err) == PROVD_OK, "%s",
+        message(err));
+  /* is_error reached the provider: the mock says the tool failed. */
+  CHECK(strcmp(c->text, "The tool get_weather failed: rain") == 0, "answer: %s", c->text);
+  free(c);
+  provd_request_free(req);
+
+  /* Malformed input is refused by name, and the request keeps what it had. */
+  req = turn_request("hi");
+  CHECK(provd_request_set_tools_json(req, LIT("[{\"description\": \"no name\"}]"), &err) ==
+            PROVD_INVALID_ARGUMENT,
+        "tools without a name");
+  CHECK(strncmp(message(err), "provd_request_set_tools_json: ", 30) == 0, "%s", message(err));
+  provd_error_free(err);
+  CHECK(provd_request_add_tool_call(req, LIT("c"), LIT("f"), LIT("{}"), &err) ==
+            PROVD_INVALID_ARGUMENT,
+        "a call on a user turn");
+  CHECK(strstr(message(err), "`assistant` turn") != NULL, "%s", message(err));
+  provd_error_free(err);
+  CHECK(provd_request_add_image_url(NULL, LIT("https://example.com/a.png"), &err) ==
+            PROVD_NULL_ARGUMENT,
+        "NULL request");
+  provd_error_free(err);
+  provd_request_free(req);
+}
+
+/* JSON answers, reasoning shown and counted with its state sent back, and images. */
+static void test_structured_output_reasoning_and_images(provd_client *client) {
+  provd_error *err = NULL;
+  struct events seen;
+
+  provd_request *req = turn_request("Describe Paris");
+  static const char schema[] =
+      "{\"type\": \"object\", \"properties\": {\"name\": {\"type\": \"string\"}, "
+      "\"population\": {\"type\": \"integer\"}}, \"required\": [\"name\", \"population\"]}";
+  CHECK(provd_request_set_response_json_schema(req, LIT("city"), LIT(schema), true, &err) ==
+            PROVD_OK,
+        "%s", message(err));
+  events_init(&seen);
+  CHECK(provd_client_generate_events(client, req, on_event, &seen, NULL, NULL, &err) == PROVD_OK,
+        "%s", message(err));
+  CHECK(strstr(seen.text, "\"name\":\"mock\"") && strstr(seen.text, "\"population\":1"),
+        "schema answer %s", seen.text);
+  CHECK(provd_request_set_response_format_json(req, LIT("{\"type\": \"json_object\"}"), &err) ==
+            PROVD_OK,
+        "%s", message(err));
+  events_init(&seen);
+  CHECK(provd_client_generate_events(client, req, on_event, &seen, NULL, NULL, &err) == PROVD_OK,
+        "%s", message(err));
+  CHECK(strncmp(seen.text, "{\"answer\":", 10) == 0, "json_object answer %s", seen.text);
+  provd_request_free(req);
+
+  req = turn_request("why is the sky blue");
+  CHECK(provd_request_set_reasoning(req, PROVD_EFFORT_DEFAULT, 1024, true, &err) == PROVD_OK, "%s",
+        message(err));
+  provd_done *done = NULL;
+  events_init(&seen);
+  CHECK(provd_client_generate_events(client, req, on_event, &seen, NULL, &done, &err) == PROVD_OK,
+        "%s", message(err));
+  CHECK(strcmp(seen.reasoning, "Thinking about: why is the sky blue") == 0, "reasoning %s",
+        seen.reasoning);
+  bool present = false;
+  uint32_t reasoning_tokens = 0;
+  provd_usage usage;
+  CHECK(provd_done_reasoning_tokens(done, &present, &reasoning_tokens) == PROVD_OK && present &&
+            reasoning_tokens == 7,
+        "reasoning tokens %d %u", present, reasoning_tokens);
+  CHECK(provd_done_usage(done, &usage) == PROVD_OK && usage.completion_tokens > reasoning_tokens,
+        "completion %u includes reasoning", usage.completion_tokens);
+  provd_str state;
+  CHECK(provd_done_provider_state_json(done, &state) == PROVD_OK && state.data != NULL,
+        "provider state");
+  /* The reasoning turn goes back with its state. */
+  provd_request *next = turn_request("why is the sky blue");
+  CHECK(provd_request_add_message(next, PROVD_ROLE_ASSISTANT, seen.text, strlen(seen.text),
+                                  NULL) == PROVD_OK,
+        "assistant turn");
+  CHECK(provd_request_set_provider_state_json(next, state.data, state.len, &err) == PROVD_OK, "%s",
+        message(err));
+  CHECK(provd_request_add_message(next, PROVD_ROLE_USER, LIT("and at sunset?"), NULL) == PROVD_OK,
+        "user turn");
+  provd_done_free(done);
+  struct events answer;
+  events_init(&answer);
+  CHECK(provd_client_generate_events(client, next, on_event, &answer, NULL, NULL, &err) ==
+            PROVD_OK,
+        "%s", message(err));
+  provd_request_free(next);
+  /* Hidden reasoning is not sent (neither as chunks nor in the result), only counted. */
+  CHECK(provd_request_set_reasoning(req, PROVD_EFFORT_LOW, 0, false, NULL) == PROVD_OK, "hide");
+  events_init(&seen);
+  CHECK(provd_client_generate_events(client, req, on_event, &seen, NULL, &done, &err) == PROVD_OK,
+        "%s", message(err));
+  CHECK(seen.reasoning[0] == '\0', "hidden reasoning was sent: %s", seen.reasoning);
+  provd_str reasoning;
+  CHECK(provd_done_reasoning(done, &reasoning) == PROVD_OK && reasoning.data == NULL, "absent");
+  provd_done_free(done);
+  CHECK(provd_request_set_reasoning(req, 9, 0, false, &err) == PROVD_INVALID_ARGUMENT,
+        "effort 9");
+  provd_error_free(err);
+  CHECK(provd_request_clear_reasoning(req, NULL) == PROVD_OK, "clear");
+  provd_request_free(req);
+
+  req = turn_request("What is in this picture?");
+  CHECK(provd_request_add_image_base64(req, LIT("image/png"), LIT("iVBORw0KGgo="), &err) ==
+            PROVD_OK,
+        "%s", message(err));
+  events_init(&seen);
+  CHECK(provd_client_generate_events(client, req, on_event, &seen, NULL, NULL, &err) == PROVD_OK,
+        "%s", message(err));
+  CHECK(strncmp(seen.text, "I see 1 image. ", 15) == 0, "image answer %s", seen.text);
+  CHECK(provd_client_generate_events(client, req, NULL, NULL, NULL, NULL, &err) ==
+            PROVD_NULL_ARGUMENT,
+        "NULL on_event");
+  CHECK(strstr(message(err), "`on_event`") != NULL, "%s", message(err));
+  provd_error_free(err);
+  provd_request_free(req);
+}
+
 static void test_stream_outlives_its_client(void) {
   provd_client *other = connect_or_die();
   provd_request *req = mock_request("count for me", "{\"numbered\": true, \"chunks\": 4}");
@@ -512,6 +789,15 @@ static void test_lists_and_status(provd_client *client) {
   CHECK(provd_model_list_get(models, 0, &m) == PROVD_OK && str_eq(m.id, "mock-1") &&
             str_eq(m.provider, "mock") && m.display_name.data != NULL,
         "model");
+  /* A model reports its provider's capabilities. */
+  CHECK(provd_model_list_capabilities_len(models, 0, &n) == PROVD_OK && n == 7,
+        "model capabilities %zu", n);
+  CHECK(provd_model_list_capability(models, 0, 1, &cap) == PROVD_OK && str_eq(cap, "tools"),
+        "the model's capabilities");
+  CHECK(provd_model_list_capability(models, 0, 7, &cap) == PROVD_INVALID_ARGUMENT,
+        "capability index");
+  CHECK(provd_model_list_capabilities_len(models, 1, &n) == PROVD_INVALID_ARGUMENT,
+        "model index");
   CHECK(provd_model_list_failures_len(models, &n) == PROVD_OK && n == 0, "failures %zu", n);
   provd_str failed_provider;
   provd_error *failure = NULL;
@@ -946,6 +1232,8 @@ int main(int argc, char **argv) {
   test_callback_stop(client);
   test_callback_may_call_the_library(client);
   test_pull_stream(client);
+  test_tool_round_trip(client);
+  test_structured_output_reasoning_and_images(client);
   test_stream_outlives_its_client();
   test_stream_cancel_from_another_thread(client);
   test_token_cancel_from_another_thread(client);

@@ -14,6 +14,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "provd.h"
 
@@ -70,6 +71,62 @@ inline void check(provd_status status, provd_error *err) {
   }
 }
 
+// One tool call the model made, copied out of the done result.
+struct ToolCall {
+  std::string id;
+  std::string name;
+  std::string arguments;  // JSON text
+};
+
+// How a successful generation ended: usage, finish reason, who answered, the tool calls,
+// the reasoning (whole, when not streamed and shown) and the provider's opaque state.
+struct Done {
+  provd_usage usage{};
+  provd_finish_reason finish_reason = PROVD_FINISH_OTHER;
+  std::string model;
+  std::vector<ToolCall> tool_calls;
+  std::optional<std::string> reasoning;
+  std::optional<uint32_t> reasoning_tokens;
+  std::optional<std::string> provider_state_json;
+
+  static Done from(provd_done *raw) {
+    Owned<provd_done, provd_done_free> done(raw);
+    Done out;
+    provd_done_usage(done.get(), &out.usage);
+    provd_done_finish_reason(done.get(), &out.finish_reason);
+    provd_str model{};
+    provd_done_model(done.get(), &model);
+    out.model = std::string(view(model));
+    size_t calls = 0;
+    provd_done_tool_calls_len(done.get(), &calls);
+    for (size_t i = 0; i < calls; i++) {
+      provd_tool_call call{};
+      provd_done_tool_calls_get(done.get(), i, &call);
+      out.tool_calls.push_back(ToolCall{std::string(view(call.id)), std::string(view(call.name)),
+                                        std::string(view(call.arguments))});
+    }
+    out.reasoning = optional_string(done.get(), provd_done_reasoning);
+    out.provider_state_json = optional_string(done.get(), provd_done_provider_state_json);
+    bool present = false;
+    uint32_t tokens = 0;
+    provd_done_reasoning_tokens(done.get(), &present, &tokens);
+    if (present) {
+      out.reasoning_tokens = tokens;
+    }
+    return out;
+  }
+
+ private:
+  static std::optional<std::string> optional_string(
+      const provd_done *done, provd_status (*get)(const provd_done *, provd_str *)) {
+    provd_str s{};
+    if (get(done, &s) != PROVD_OK || s.data == nullptr) {
+      return std::nullopt;
+    }
+    return std::string(view(s));
+  }
+};
+
 class Request {
  public:
   Request() {
@@ -98,6 +155,78 @@ class Request {
     return *this;
   }
 
+  // Conversation turns.
+  Request &user(std::string_view text) { return turn(PROVD_ROLE_USER, text); }
+  Request &assistant(std::string_view text) { return turn(PROVD_ROLE_ASSISTANT, text); }
+
+  // Tools as a JSON array of {"name", "description", "parameters"}; a tool choice:
+  // "auto", "none", "required" or a tool's name.
+  Request &tools_json(std::string_view json) {
+    return set(provd_request_set_tools_json, json);
+  }
+  Request &tool_choice(std::string_view choice) {
+    return set(provd_request_set_tool_choice, choice);
+  }
+
+  // The shape of the answer.
+  Request &response_format_json(std::string_view json) {
+    return set(provd_request_set_response_format_json, json);
+  }
+  Request &json_object() {
+    provd_error *err = nullptr;
+    check(provd_request_set_response_json_object(request_.get(), &err), err);
+    return *this;
+  }
+  Request &json_schema(std::string_view name, std::string_view schema, bool strict = true) {
+    provd_error *err = nullptr;
+    check(provd_request_set_response_json_schema(request_.get(), name.data(), name.size(),
+                                                 schema.data(), schema.size(), strict, &err),
+          err);
+    return *this;
+  }
+
+  // Reasoning: an effort, a token budget (0: none) and whether to see it.
+  Request &reasoning(provd_effort effort, uint32_t budget_tokens, bool show) {
+    provd_error *err = nullptr;
+    check(provd_request_set_reasoning(request_.get(), effort, budget_tokens, show, &err), err);
+    return *this;
+  }
+
+  // Images on the last (user) turn.
+  Request &image_base64(std::string_view media_type, std::string_view data) {
+    provd_error *err = nullptr;
+    check(provd_request_add_image_base64(request_.get(), media_type.data(), media_type.size(),
+                                         data.data(), data.size(), &err),
+          err);
+    return *this;
+  }
+  Request &image_url(std::string_view url) { return set(provd_request_add_image_url, url); }
+
+  // The assistant turn a generation produced (its text, calls and provider state), and
+  // the result of one of its calls.
+  Request &turn_from(const Done &done, std::string_view text = {}) {
+    assistant(text);
+    for (const ToolCall &call : done.tool_calls) {
+      provd_error *err = nullptr;
+      check(provd_request_add_tool_call(request_.get(), call.id.data(), call.id.size(),
+                                        call.name.data(), call.name.size(),
+                                        call.arguments.data(), call.arguments.size(), &err),
+            err);
+    }
+    if (done.provider_state_json) {
+      set(provd_request_set_provider_state_json, *done.provider_state_json);
+    }
+    return *this;
+  }
+  Request &tool_result(std::string_view call_id, std::string_view content,
+                       bool is_error = false) {
+    provd_error *err = nullptr;
+    check(provd_request_add_tool_result(request_.get(), call_id.data(), call_id.size(),
+                                        content.data(), content.size(), is_error, &err),
+          err);
+    return *this;
+  }
+
   const provd_request *get() const noexcept { return request_.get(); }
 
  private:
@@ -109,25 +238,15 @@ class Request {
     return *this;
   }
 
-  Owned<provd_request, provd_request_free> request_;
-};
-
-// How a successful generation ended.
-struct Done {
-  provd_usage usage{};
-  provd_finish_reason finish_reason = PROVD_FINISH_OTHER;
-  std::string model;
-
-  static Done from(provd_done *raw) {
-    Owned<provd_done, provd_done_free> done(raw);
-    Done out;
-    provd_done_usage(done.get(), &out.usage);
-    provd_done_finish_reason(done.get(), &out.finish_reason);
-    provd_str model{};
-    provd_done_model(done.get(), &model);
-    out.model = std::string(view(model));
-    return out;
+  Request &turn(provd_role role, std::string_view text) {
+    provd_error *err = nullptr;
+    // An empty string_view may have no data pointer; the library wants one for "".
+    const char *data = text.data() != nullptr ? text.data() : "";
+    check(provd_request_add_message(request_.get(), role, data, text.size(), &err), err);
+    return *this;
   }
+
+  Owned<provd_request, provd_request_free> request_;
 };
 
 class Stream {
@@ -143,6 +262,14 @@ class Stream {
       return std::nullopt;
     }
     return view(text);
+  }
+
+  // The chunk next() returned last, with its kind and tool-call or reasoning piece;
+  // its strings are valid until the next call on this stream.
+  provd_chunk chunk() const {
+    provd_chunk out{};
+    check(provd_stream_chunk(stream_.get(), &out), nullptr);
+    return out;
   }
 
   Done finish() {
@@ -200,6 +327,25 @@ class Client {
     return Done::from(done);
   }
 
+  // Like generate(), but on_chunk receives each whole chunk (const provd_chunk &): text,
+  // a piece of a tool call or a piece of reasoning.
+  template <typename F>
+  Done generate_events(const Request &request, F &&on_chunk) const {
+    Callback<F> callback{std::forward<F>(on_chunk), nullptr};
+    provd_done *done = nullptr;
+    provd_error *err = nullptr;
+    provd_status status = provd_client_generate_events(client_.get(), request.get(),
+                                                       &Callback<F>::event_trampoline,
+                                                       &callback, nullptr, &done, &err);
+    if (callback.exception) {
+      provd_error_free(err);
+      provd_done_free(done);
+      std::rethrow_exception(callback.exception);
+    }
+    check(status, err);
+    return Done::from(done);
+  }
+
   Stream stream(const Request &request) const {
     provd_stream *raw = nullptr;
     provd_error *err = nullptr;
@@ -217,6 +363,16 @@ class Client {
       auto *self = static_cast<Callback *>(userdata);
       try {
         return self->on_chunk(std::string_view(text, len)) ? PROVD_CONTINUE : PROVD_STOP;
+      } catch (...) {
+        self->exception = std::current_exception();
+        return PROVD_STOP;
+      }
+    }
+
+    static int event_trampoline(void *userdata, const provd_chunk *chunk) noexcept {
+      auto *self = static_cast<Callback *>(userdata);
+      try {
+        return self->on_chunk(*chunk) ? PROVD_CONTINUE : PROVD_STOP;
       } catch (...) {
         self->exception = std::current_exception();
         return PROVD_STOP;

@@ -2,8 +2,10 @@
 //
 // Usage: provd-go SOCKET_PATH
 //
-// It streams a generation with the pull API and with a Go callback, runs generations
-// from several goroutines on one client (goroutines move between OS threads, which is why
+// It streams a generation with the pull API and with a Go callback, runs a tool round
+// trip (the call read in pieces with provd_stream_chunk, its result sent back, the answer
+// read through provd_client_generate_events), runs generations from several goroutines
+// on one client (goroutines move between OS threads, which is why
 // errors come back through an out-parameter rather than a thread-local), and checks that
 // an unknown provider fails with PROVD_NOT_FOUND and a message. Prints "go: N failed".
 package main
@@ -16,6 +18,7 @@ package main
 #include "provd.h"
 
 extern int goOnChunk(void *userdata, char *text, size_t length, uint32_t index);
+extern int goOnEvent(void *userdata, provd_chunk *chunk);
 
 // The exported Go function's C type differs from provd_chunk_callback only in constness.
 static inline provd_status generate_with_go_callback(const provd_client *client,
@@ -24,6 +27,14 @@ static inline provd_status generate_with_go_callback(const provd_client *client,
                                                      provd_error **err) {
 	return provd_client_generate(client, request, (provd_chunk_callback)goOnChunk,
 	                             (void *)handle, NULL, done, err);
+}
+
+static inline provd_status generate_events_with_go_callback(const provd_client *client,
+                                                            const provd_request *request,
+                                                            uintptr_t handle, provd_done **done,
+                                                            provd_error **err) {
+	return provd_client_generate_events(client, request, (provd_chunk_event_callback)goOnEvent,
+	                                    (void *)handle, NULL, done, err);
 }
 */
 import "C"
@@ -119,6 +130,84 @@ func pullStream(client *C.provd_client, chunks int) (string, error) {
 	return b.String(), nil
 }
 
+const weatherTools = `[{"name": "get_weather", "description": "The weather in a city",
+  "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]`
+
+// toolRoundTrip runs a two-turn tool conversation and returns the final answer.
+func toolRoundTrip(client *C.provd_client) (string, error) {
+	var req *C.provd_request
+	var cerr *C.provd_error
+	check(C.provd_request_new(&req, nil) == C.PROVD_OK, "request_new")
+	defer C.provd_request_free(req)
+	check(withString("What is the weather in Paris?", func(p *C.char, n C.size_t) C.provd_status {
+		return C.provd_request_add_message(req, C.PROVD_ROLE_USER, p, n, nil)
+	}) == C.PROVD_OK, "user turn")
+	status := withString(weatherTools, func(p *C.char, n C.size_t) C.provd_status {
+		return C.provd_request_set_tools_json(req, p, n, &cerr)
+	})
+	if err := provdError(status, cerr); err != nil {
+		return "", err
+	}
+
+	// Turn one, pulled: every chunk is a piece of the call.
+	var stream *C.provd_stream
+	if err := provdError(C.provd_stream_start(client, req, &stream, &cerr), cerr); err != nil {
+		return "", err
+	}
+	defer C.provd_stream_free(stream)
+	var streamed strings.Builder
+	firstName := ""
+	for {
+		var text C.provd_str
+		if err := provdError(C.provd_stream_next(stream, &text, &cerr), cerr); err != nil {
+			return "", err
+		}
+		if text.data == nil {
+			break
+		}
+		var chunk C.provd_chunk
+		check(C.provd_stream_chunk(stream, &chunk) == C.PROVD_OK, "stream_chunk")
+		check(chunk.kind == C.PROVD_CHUNK_TOOL_CALL, "chunk %d is of kind %d", chunk.index, chunk.kind)
+		if firstName == "" && chunk.tool_call_name.data != nil {
+			firstName = C.GoStringN(chunk.tool_call_name.data, C.int(chunk.tool_call_name.len))
+		}
+		streamed.WriteString(C.GoStringN(chunk.tool_call_arguments.data, C.int(chunk.tool_call_arguments.len)))
+	}
+	check(firstName == "get_weather", "first piece names %q", firstName)
+	var done *C.provd_done
+	if err := provdError(C.provd_stream_finish(stream, &done, &cerr), cerr); err != nil {
+		return "", err
+	}
+	var calls C.size_t
+	C.provd_done_tool_calls_len(done, &calls)
+	check(calls == 1, "%d calls", calls)
+	var call C.provd_tool_call
+	check(C.provd_done_tool_calls_get(done, 0, &call) == C.PROVD_OK, "call 0")
+	id := C.GoStringN(call.id.data, C.int(call.id.len))
+	arguments := C.GoStringN(call.arguments.data, C.int(call.arguments.len))
+	check(id == "mock_call_0" && arguments == streamed.String(), "call %s %s, streamed %s", id, arguments, streamed.String())
+	fmt.Printf("go tool call: %s %s %s\n", C.GoStringN(call.name.data, C.int(call.name.len)), id, arguments)
+
+	// Turn two: the call and its result go back (call.id points into done, still alive).
+	check(C.provd_request_add_turn_from_done(req, done, nil, 0, nil) == C.PROVD_OK, "turn from done")
+	status = withString("18 degrees and sunny", func(p *C.char, n C.size_t) C.provd_status {
+		return C.provd_request_add_tool_result(req, call.id.data, call.id.len, p, n, C.bool(false), &cerr)
+	})
+	C.provd_done_free(done)
+	if err := provdError(status, cerr); err != nil {
+		return "", err
+	}
+	sink := &eventSink{}
+	handle := cgo.NewHandle(sink)
+	defer handle.Delete()
+	status = C.generate_events_with_go_callback(client, req, C.uintptr_t(handle), nil, &cerr)
+	if err := provdError(status, cerr); err != nil {
+		return "", err
+	}
+	check(sink.pieces == 0, "%d pieces in the answer", sink.pieces)
+	return string(sink.text), nil
+}
+
 func main() {
 	if len(os.Args) != 2 {
 		fmt.Fprintln(os.Stderr, "usage: provd-go SOCKET_PATH")
@@ -159,6 +248,12 @@ func main() {
 	check(reason == C.PROVD_FINISH_STOP, "finish reason %d", reason)
 	C.provd_done_free(done)
 	fmt.Printf("go callback: %s\n", sink.text)
+
+	// A tool round trip.
+	answer, err := toolRoundTrip(client)
+	check(err == nil, "tool round trip: %v", err)
+	check(answer == "The tool get_weather returned: 18 degrees and sunny", "tool answer %q", answer)
+	fmt.Printf("go tool answer: %s\n", answer)
 
 	// Goroutines sharing one client.
 	var wg sync.WaitGroup

@@ -62,7 +62,9 @@ ERROR_CODES: Dict[str, int] = {
     "internal": 12,
 }
 
-FINISH_REASONS = ("stop", "length", "content_filter", "tool_use", "other")
+FINISH_REASONS = ("stop", "length", "content_filter", "tool_calls", "other")
+# Daemons before tools were carried said "tool_use" (PROTOCOL.md section 17.3).
+FINISH_REASON_ALIASES = {"tool_use": "tool_calls"}
 
 
 # --------------------------------------------------------------------------- errors
@@ -126,7 +128,9 @@ class ConnectionClosed(ProvdError):
 
 @dataclass
 class Chunk:
-    """A ``chunk`` notification: one piece of generation ``id``'s text."""
+    """A ``chunk`` notification: one piece of generation ``id``'s text, or a piece of a tool
+    call (``tool_call``) or of the reasoning (``reasoning``), with ``text`` "" then
+    (PROTOCOL.md section 17.2)."""
 
     id: int
     index: int
@@ -134,6 +138,8 @@ class Chunk:
     model: str
     created_at: int
     seq: int = 0  # arrival order on the connection (added by this client, not on the wire)
+    tool_call: Optional[Dict[str, Any]] = None
+    reasoning: Optional[str] = None
 
 
 @dataclass
@@ -148,6 +154,19 @@ class Done:
     text: Optional[str]
     raw: Dict[str, Any] = field(default_factory=dict, repr=False)
     seq: int = 0
+    tool_calls: List[Dict[str, str]] = field(default_factory=list)
+    reasoning: Optional[str] = None
+    provider_state: Any = None
+
+    def assistant_turn(self, text: str = "") -> Dict[str, Any]:
+        """The assistant turn to send back in the next request: the text, the tool calls
+        and the provider state, unchanged (PROTOCOL.md section 17.4)."""
+        turn: Dict[str, Any] = {"role": "assistant", "content": text}
+        if self.tool_calls:
+            turn["tool_calls"] = self.tool_calls
+        if self.provider_state is not None:
+            turn["provider_state"] = self.provider_state
+        return turn
 
 
 # --------------------------------------------------------------------------- framing
@@ -365,7 +384,7 @@ class Client:
         self,
         prompt: Optional[str] = None,
         *,
-        messages: Optional[List[Dict[str, str]]] = None,
+        messages: Optional[List[Dict[str, Any]]] = None,
         provider: Optional[str] = None,
         model: Optional[str] = None,
         system: Optional[str] = None,
@@ -375,6 +394,10 @@ class Client:
         stop: Optional[List[str]] = None,
         stream: bool = True,
         additional_params: Optional[Dict[str, Any]] = None,
+        tools: Optional[List[Dict[str, Any]]] = None,
+        tool_choice: Any = None,
+        response_format: Optional[Dict[str, Any]] = None,
+        reasoning: Optional[Dict[str, Any]] = None,
         timeout: Optional[float] = None,
         req_id: Optional[int] = None,
         **extra: Any,
@@ -395,6 +418,10 @@ class Client:
             "top_p": top_p,
             "stop": stop,
             "additional_params": additional_params,
+            "tools": tools,
+            "tool_choice": tool_choice,
+            "response_format": response_format,
+            "reasoning": reasoning,
         }
         # Leave out what is not set: list/map fields refuse nil (PROTOCOL.md section 5).
         params.update({k: v for k, v in optional.items() if v is not None})
@@ -624,6 +651,8 @@ class Generation:
                 model=params.get("model", ""),
                 created_at=params.get("created_at", 0),
                 seq=seq,
+                tool_call=params.get("tool_call"),
+                reasoning=params.get("reasoning"),
             )
             if chunk.index != self._next_index:
                 self._finish()
@@ -640,6 +669,7 @@ class Generation:
         if error is not None:
             raise ProvdError.from_wire(error)
         reason = result.get("finish_reason", "other")
+        reason = FINISH_REASON_ALIASES.get(reason, reason)
         self.done = Done(
             provider=result.get("provider", ""),
             model=result.get("model", ""),
@@ -649,6 +679,9 @@ class Generation:
             text=result.get("text"),
             raw=result,
             seq=seq,
+            tool_calls=result.get("tool_calls") or [],
+            reasoning=result.get("reasoning"),
+            provider_state=result.get("provider_state"),
         )
         return self.done
 

@@ -18,6 +18,7 @@ cannot produce those frames. The expectations come from client/PROTOCOL.md.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import struct
@@ -574,6 +575,78 @@ def unknown_provider_ends_generation_with_not_found() -> None:
     with client() as c:
         e = expect_error(lambda: c.generate_text("x", provider="no-such-provider"), "not_found")
         check("no-such-provider" in e.message, f"message names it: {e.message!r}")
+
+
+WEATHER = {
+    "name": "get_weather",
+    "description": "The weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
+
+
+@test
+def tool_round_trip_streams_the_call_in_pieces_then_answers_from_the_result() -> None:
+    ask = [{"role": "user", "content": "What is the weather in Paris?"}]
+    with client() as c:
+        events = list(c.generate(messages=ask, tools=[WEATHER]))
+        chunks, done = events[:-1], events[-1]
+        pieces = [ch.tool_call for ch in chunks]
+        check(len(pieces) >= 2 and all(p is not None for p in pieces), f"tool-call pieces: {chunks!r}")
+        check(all(ch.text == "" for ch in chunks), "a tool-call chunk has no text")
+        eq((pieces[0].get("id"), pieces[0].get("name")), ("mock_call_0", "get_weather"), "first piece")
+        check(all("id" not in p and "name" not in p for p in pieces[1:]), "later pieces: arguments only")
+        eq(done.finish_reason, "tool_calls", "finish_reason")
+        eq(len(done.tool_calls), 1, "one call")
+        call = done.tool_calls[0]
+        eq(call["arguments"], "".join(p["arguments"] for p in pieces), "assembled = joined pieces")
+        eq(json.loads(call["arguments"]), {"city": "mock"}, "the least arguments of the schema")
+
+        turns = ask + [done.assistant_turn(), {"role": "tool", "content": "18 degrees and sunny", "tool_call_id": call["id"]}]
+        text, done = c.generate(messages=turns, tools=[WEATHER]).collect()
+        eq(text, "The tool get_weather returned: 18 degrees and sunny", "the answer")
+        eq((done.finish_reason, done.tool_calls), ("stop", []), "a text answer")
+
+
+@test
+def a_request_without_tools_or_reasoning_sees_no_new_fields() -> None:
+    with client() as c:
+        events = list(c.generate("hello"))
+    chunks, done = events[:-1], events[-1]
+    check(all(ch.tool_call is None and ch.reasoning is None for ch in chunks), "no new chunk kinds")
+    for key in ("tool_calls", "reasoning", "provider_state"):
+        check(key not in done.raw, f"{key} is left out of the result")
+    check("reasoning_tokens" not in done.usage, "no reasoning_tokens")
+
+
+@test
+def json_schema_reasoning_and_images_follow_the_protocol_document() -> None:
+    schema = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+    with client() as c:
+        text, _ = c.generate(
+            "Describe Paris",
+            response_format={"type": "json_schema", "name": "city", "schema": schema, "strict": True},
+            stream=False,
+        ).collect()
+        eq(json.loads(text), {"name": "mock"}, "the least instance of the schema")
+
+        events = list(c.generate("why is the sky blue", reasoning={"show": True, "effort": "low"}))
+        reasoning = "".join(e.reasoning or "" for e in events[:-1])
+        eq(reasoning, "Thinking about: why is the sky blue", "reasoning pieces")
+        done = events[-1]
+        eq(done.usage.get("reasoning_tokens"), 7, "reasoning_tokens")
+        check(done.usage["completion_tokens"] > 7, "completion includes reasoning")
+        eq(done.provider_state["type"], "mock", "provider_state is tagged with the provider type")
+        text, _ = c.generate(
+            "and at sunset?",
+            messages=[{"role": "user", "content": "why is the sky blue"}, done.assistant_turn("Because.")],
+        ).collect()
+        check(text != "", "the turn with its provider state is accepted")
+
+        image = {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}
+        text, _ = c.generate(messages=[{"role": "user", "content": "What is this?", "images": [image]}]).collect()
+        check(text.startswith("I see 1 image. "), f"image answer: {text!r}")
+        err = expect_error(lambda: c.generate("hi", tools=[WEATHER, WEATHER]).collect(), "invalid_request")
+        check("given twice" in err.message, f"the refusal names the problem: {err.message!r}")
 
 
 @test

@@ -1,6 +1,7 @@
 //! The documentation followed literally works: the README's configuration loads as
 //! printed on a fresh host, its command examples name providers that configuration
-//! defines, and the client README's example is the one the build compiles.
+//! defines, the client README's example is the one the build compiles, and every byte
+//! example of PROTOCOL.md decodes to the value printed above it.
 
 use std::collections::BTreeSet;
 
@@ -114,4 +115,86 @@ fn systemd_readme_does_not_say_the_credential_store_is_still_to_come() {
             assert!(!text.contains(stale), "{path} still says '{stale}'");
         }
     }
+}
+
+/// The byte examples of a markdown document: each "`[...]`" line followed by a fenced
+/// hex dump, as (line number, the value as written, the frame's bytes).
+fn frame_examples(markdown: &str) -> Vec<(usize, String, Vec<u8>)> {
+    let lines: Vec<&str> = markdown.lines().collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let Some(value) = line.strip_prefix('`').and_then(|l| l.strip_suffix('`')) else {
+            continue;
+        };
+        if !value.starts_with('[') || lines.get(i + 2) != Some(&"```") {
+            continue;
+        }
+        let mut bytes = Vec::new();
+        for dump in lines[i + 3..].iter().take_while(|l| **l != "```") {
+            let (_offset, hex) = dump.split_once("  ").expect("an offset, two spaces, bytes");
+            for byte in hex.split_whitespace() {
+                bytes.push(u8::from_str_radix(byte, 16).expect("hex bytes"));
+            }
+        }
+        out.push((i + 1, value.to_owned(), bytes));
+    }
+    out
+}
+
+#[test]
+fn protocol_examples_decode_to_the_values_shown() {
+    use provd_client::message::{decode, Envelope};
+    use provd_client::{Chunk, GenerateDone, GenerateRequest};
+
+    let doc = read("client/PROTOCOL.md");
+    let examples = frame_examples(&doc);
+    assert!(
+        examples.len() >= 25,
+        "found only {} examples",
+        examples.len()
+    );
+    let mut typed = 0;
+    for (line, written, frame) in examples {
+        let at = format!("client/PROTOCOL.md:{line}");
+        let (prefix, body) = frame.split_at(4);
+        let len = u32::from_be_bytes(prefix.try_into().unwrap()) as usize;
+        assert_eq!(len, body.len(), "{at}: the length prefix says {len}");
+        let decoded: serde_json::Value =
+            rmp_serde::from_slice(body).unwrap_or_else(|e| panic!("{at}: {e}"));
+        // The document writes MessagePack's nil as `nil`; no example has it in a string.
+        let shown: serde_json::Value = serde_json::from_str(&written.replace("nil", "null"))
+            .unwrap_or_else(|e| panic!("{at}: the value shown is not JSON: {e}"));
+        assert_eq!(decoded, shown, "{at}: the bytes decode to another value");
+
+        // The frames of generations also decode as the Rust client reads them.
+        match Envelope::parse(body).unwrap_or_else(|e| panic!("{at}: {e}")) {
+            Envelope::Request {
+                method: "generate",
+                params,
+                ..
+            } => {
+                decode::<GenerateRequest>(params).unwrap_or_else(|e| panic!("{at}: {e}"));
+                typed += 1;
+            }
+            Envelope::Notification {
+                method: "chunk",
+                params,
+            } => {
+                decode::<Chunk>(params).unwrap_or_else(|e| panic!("{at}: {e}"));
+                typed += 1;
+            }
+            Envelope::Reply {
+                outcome: Ok(result),
+                ..
+            } if shown[3]["done"] == true => {
+                decode::<GenerateDone>(result).unwrap_or_else(|e| panic!("{at}: {e}"));
+                typed += 1;
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        typed >= 10,
+        "only {typed} generation frames were decoded as typed values"
+    );
 }

@@ -352,6 +352,15 @@ fn cpp_raii_wrapper_compiles_warning_free_and_streams() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("callback: 0 1 2 3 4 5 6 7 "), "{stdout}");
     assert!(stdout.contains("stream: 0 1 2 3 4 "), "{stdout}");
+    assert!(
+        stdout.contains("tool call: get_weather mock_call_0 {\"city\":\"mock\"}"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("tool answer: The tool get_weather returned: 18 degrees and sunny"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("json: {\"name\":\"mock\"}"), "{stdout}");
     assert!(stdout.contains("caught not_found"), "{stdout}");
 }
 
@@ -387,6 +396,10 @@ fn go_cgo_caller_streams_a_generation() {
     let daemon = Daemon::start();
     let out = run(Command::new(&exe).arg(&daemon.socket), "provd-go");
     let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("go tool answer: The tool get_weather returned: 18 degrees and sunny"),
+        "{stdout}"
+    );
     assert!(stdout.lines().any(|l| l == "go: 0 failed"), "{stdout}");
 }
 

@@ -345,3 +345,44 @@ async fn a_tool_result_for_no_call_is_an_invalid_request() {
         "{wire:?}"
     );
 }
+
+#[tokio::test]
+async fn collect_returns_the_text_the_calls_and_a_turn_to_send_back() {
+    let daemon = Daemon::start();
+    let client = daemon.client().await;
+    let first = client
+        .generate(ask(true))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(first.text, "");
+    assert_eq!(first.tool_calls().len(), 1);
+    assert_eq!(first.tool_calls()[0].id, "mock_call_0");
+    let turn = first.turn();
+    assert_eq!((turn.role, turn.tool_calls.len()), (Role::Assistant, 1));
+
+    let mut second = ask(false);
+    second.messages.push(turn);
+    second
+        .messages
+        .push(Message::tool_result("mock_call_0", "sunny"));
+    second.reasoning = Some(Reasoning {
+        show: true,
+        ..Reasoning::default()
+    });
+    let answer = client
+        .generate(second)
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(answer.text, "The tool get_weather returned: sunny");
+    assert!(
+        answer.reasoning.starts_with("Thinking about: "),
+        "{answer:?}"
+    );
+    assert!(answer.tool_calls().is_empty());
+}
