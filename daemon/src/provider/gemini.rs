@@ -52,7 +52,10 @@
 //! `contents` are refused: the model and streaming are in the URL provd chooses, and the
 //! conversation comes from `prompt` / `messages`.
 
-use provd_client::{ErrorCode, FinishReason, GenerateRequest, ModelInfo, Role, Usage};
+use provd_client::{
+    ErrorCode, FinishReason, GenerateRequest, Image, ModelInfo, ResponseFormat, Role, ToolCallDelta,
+    ToolChoice, Usage,
+};
 use reqwest::{RequestBuilder, Url};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -162,16 +165,7 @@ impl HttpApi for GeminiApi {
 
     fn body(&self, spec: &ProviderSpec, request: &GenerateRequest) -> Result<Value, ProviderError> {
         let (system, turns) = conversation(request);
-        let contents: Vec<Value> = turns
-            .into_iter()
-            .map(|m| {
-                let role = match m.role {
-                    Role::Assistant => "model",
-                    _ => "user",
-                };
-                json!({"role": role, "parts": [{"text": m.content}]})
-            })
-            .collect();
+        let contents = contents(&turns)?;
         let mut config = Map::new();
         config.insert(
             "maxOutputTokens".into(),
@@ -186,6 +180,28 @@ impl HttpApi for GeminiApi {
         if !request.stop.is_empty() {
             config.insert("stopSequences".into(), json!(request.stop));
         }
+        // What the request's own options put in generationConfig: a caller's
+        // generationConfig may not contradict them.
+        let mut options = Map::new();
+        match &request.response_format {
+            Some(ResponseFormat::JsonObject) => {
+                options.insert("responseMimeType".into(), json!("application/json"));
+            }
+            Some(ResponseFormat::JsonSchema { schema, .. }) => {
+                options.insert("responseMimeType".into(), json!("application/json"));
+                options.insert("responseJsonSchema".into(), schema.clone());
+            }
+            Some(ResponseFormat::Text) | None => {}
+        }
+        if let Some(reasoning) = &request.reasoning {
+            options.insert(
+                "thinkingConfig".into(),
+                json!({
+                    "thinkingBudget": super::thinking_budget(reasoning),
+                    "includeThoughts": reasoning.show,
+                }),
+            );
+        }
         let mut body = Map::new();
         body.insert("contents".into(), Value::Array(contents));
         if let Some(system) = system {
@@ -195,10 +211,46 @@ impl HttpApi for GeminiApi {
             );
         }
         merge_additional_params(&mut body, request, RESERVED, spec)?;
+        if !request.tools.is_empty() {
+            let declarations: Vec<Value> = request
+                .tools
+                .iter()
+                .map(|t| {
+                    let mut declaration = Map::new();
+                    declaration.insert("name".into(), json!(t.name));
+                    if let Some(d) = &t.description {
+                        declaration.insert("description".into(), json!(d));
+                    }
+                    if let Some(p) = &t.parameters {
+                        declaration.insert("parametersJsonSchema".into(), p.clone());
+                    }
+                    Value::Object(declaration)
+                })
+                .collect();
+            set_own(
+                &mut body,
+                "tools",
+                json!([{"functionDeclarations": declarations}]),
+                "tools",
+            )?;
+        }
+        if let Some(choice) = &request.tool_choice {
+            set_own(&mut body, "toolConfig", tool_config(choice), "tool_choice")?;
+        }
         for key in ["generationConfig", "generation_config"] {
             match body.remove(key) {
                 None => {}
-                Some(Value::Object(theirs)) => config.extend(theirs),
+                Some(Value::Object(theirs)) => {
+                    if let Some(clash) = theirs.keys().find(|k| options.contains_key(*k)) {
+                        return Err(ProviderError::new(
+                            ErrorCode::InvalidRequest,
+                            format!(
+                                "additional_params.{key}.{clash} conflicts with the request's own response_format or reasoning; set it in one place"
+                            ),
+                        ));
+                    }
+                    config.extend(theirs)
+                }
                 Some(_) => {
                     return Err(ProviderError::new(
                         ErrorCode::InvalidRequest,
@@ -207,6 +259,7 @@ impl HttpApi for GeminiApi {
                 }
             }
         }
+        config.extend(options);
         body.insert("generationConfig".into(), Value::Object(config));
         Ok(Value::Object(body))
     }
@@ -241,11 +294,13 @@ impl HttpApi for GeminiApi {
         for whole in wholes {
             decoder.response(whole, &mut events)?;
         }
-        events.push(
-            decoder
-                .done()
-                .ok_or_else(|| http::malformed(&spec.id, "the response has no finishReason"))?,
-        );
+        if decoder.done().is_none() {
+            return Err(http::malformed(
+                &spec.id,
+                "the response has no finishReason",
+            ));
+        }
+        decoder.finish(&mut events)?;
         Ok(events)
     }
 
@@ -293,6 +348,131 @@ impl HttpApi for GeminiApi {
     fn refine(error: &mut ProviderError, body: &[u8]) {
         refine(error, body)
     }
+}
+
+/// Sets body field `key` from the request's option `option`, refusing an
+/// `additional_params` entry of the same name rather than dropping either.
+fn set_own(
+    body: &mut Map<String, Value>,
+    key: &str,
+    value: Value,
+    option: &str,
+) -> Result<(), ProviderError> {
+    if body.contains_key(key) {
+        return Err(ProviderError::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "additional_params.{key} conflicts with the request's own {option}; set it in one place"
+            ),
+        ));
+    }
+    body.insert(key.to_owned(), value);
+    Ok(())
+}
+
+/// `toolConfig.functionCallingConfig` for a tool choice: `required` is `ANY`, one tool
+/// is `ANY` restricted to its name.
+fn tool_config(choice: &ToolChoice) -> Value {
+    let config = match choice {
+        ToolChoice::Auto => json!({"mode": "AUTO"}),
+        ToolChoice::None => json!({"mode": "NONE"}),
+        ToolChoice::Required => json!({"mode": "ANY"}),
+        ToolChoice::Tool(name) => json!({"mode": "ANY", "allowedFunctionNames": [name]}),
+    };
+    json!({"functionCallingConfig": config})
+}
+
+/// The conversation as `contents`. A user turn: its text, then its images as
+/// `inlineData`. An assistant (`model`) turn: its text, then one `functionCall` part per
+/// call, each part given back the `thoughtSignature` it came with (when the turn's state
+/// came from a gemini provider). A tool turn: a `functionResponse` part in a user turn,
+/// named after the call it answers; the results of consecutive tool turns share one
+/// turn, as the API wants the answers to parallel calls.
+fn contents(turns: &[provd_client::Message]) -> Result<Vec<Value>, ProviderError> {
+    let mut contents: Vec<Value> = Vec::with_capacity(turns.len());
+    let mut tool_run = false;
+    for (i, turn) in turns.iter().enumerate() {
+        match turn.role {
+            Role::Assistant => {
+                tool_run = false;
+                let signatures = super::state_for(turn, "gemini")
+                    .and_then(|s| s.get("thought_signatures"))
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                let mut parts = Vec::new();
+                if !turn.content.is_empty() || turn.tool_calls.is_empty() {
+                    let mut part = json!({"text": turn.content});
+                    if let Some(s) = signatures.get("text").filter(|s| s.is_string()) {
+                        part["thoughtSignature"] = s.clone();
+                    }
+                    parts.push(part);
+                }
+                for (n, call) in turn.tool_calls.iter().enumerate() {
+                    // Checked to be a JSON object when the request was validated.
+                    let args: Value =
+                        serde_json::from_str(&call.arguments).unwrap_or_else(|_| json!({}));
+                    let mut part = json!({"functionCall": {"name": call.name, "args": args}});
+                    if let Some(s) = signatures
+                        .get("calls")
+                        .and_then(|c| c.get(n))
+                        .filter(|s| s.is_string())
+                    {
+                        part["thoughtSignature"] = s.clone();
+                    }
+                    parts.push(part);
+                }
+                contents.push(json!({"role": "model", "parts": parts}));
+            }
+            Role::Tool => {
+                let id = turn.tool_call_id.as_deref().unwrap_or_default();
+                let name = turns[..i]
+                    .iter()
+                    .rev()
+                    .flat_map(|t| &t.tool_calls)
+                    .find(|c| c.id == id)
+                    .map(|c| c.name.clone())
+                    .ok_or_else(|| {
+                        ProviderError::new(
+                            ErrorCode::InvalidRequest,
+                            format!(
+                                "the tool result for call {} answers no earlier call, and gemini needs the call's name",
+                                crate::untrusted::untrusted(id)
+                            ),
+                        )
+                    })?;
+                let key = if turn.is_error { "error" } else { "output" };
+                let part = json!({"functionResponse": {"name": name, "response": {key: turn.content}}});
+                match contents.last_mut() {
+                    Some(last) if tool_run => {
+                        if let Some(parts) = last["parts"].as_array_mut() {
+                            parts.push(part);
+                        }
+                    }
+                    _ => contents.push(json!({"role": "user", "parts": [part]})),
+                }
+                tool_run = true;
+            }
+            _ => {
+                tool_run = false;
+                let mut parts = vec![json!({"text": turn.content})];
+                for image in &turn.images {
+                    match image {
+                        Image::Base64 { media_type, data } => parts.push(
+                            json!({"inlineData": {"mimeType": media_type, "data": data}}),
+                        ),
+                        Image::Url { .. } => {
+                            return Err(ProviderError::new(
+                                ErrorCode::InvalidRequest,
+                                "image URLs are not supported by gemini (its API takes the bytes inline, and provd never fetches a URL): send the image as base64",
+                            ))
+                        }
+                    }
+                }
+                contents.push(json!({"role": "user", "parts": parts}));
+            }
+        }
+    }
+    Ok(contents)
 }
 
 /// The resource name of a model (`models/gemini-2.5-flash`, `tunedModels/my-model`) from
@@ -513,7 +693,21 @@ struct WirePart {
     #[serde(default)]
     thought: Option<bool>,
     #[serde(default)]
-    function_call: Option<Value>,
+    function_call: Option<WireFunctionCall>,
+    /// The model's signed thought context, to be sent back on this part next turn.
+    #[serde(default)]
+    thought_signature: Option<String>,
+}
+
+/// A `functionCall` part: always whole, never in pieces.
+#[derive(Debug, Deserialize)]
+struct WireFunctionCall {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    args: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -528,7 +722,8 @@ struct PromptFeedback {
 struct WireUsage {
     prompt_token_count: u32,
     candidates_token_count: u32,
-    thoughts_token_count: u32,
+    /// Absent for a model that did not think.
+    thoughts_token_count: Option<u32>,
     tool_use_prompt_token_count: u32,
 }
 
@@ -538,8 +733,9 @@ impl From<WireUsage> for Usage {
             u.prompt_token_count
                 .saturating_add(u.tool_use_prompt_token_count),
             u.candidates_token_count
-                .saturating_add(u.thoughts_token_count),
+                .saturating_add(u.thoughts_token_count.unwrap_or(0)),
         )
+        .with_reasoning(u.thoughts_token_count)
     }
 }
 
@@ -552,7 +748,11 @@ pub struct ResponseDecoder {
     usage: Option<Usage>,
     /// Candidate 0's finish reason, or content_filter for a blocked prompt.
     finish: Option<FinishReason>,
-    function_call: bool,
+    /// The function calls seen so far (each one's index).
+    calls: u32,
+    /// The thought signatures seen: of the text, and of each call by index.
+    text_signature: Option<String>,
+    call_signatures: Vec<Option<String>>,
 }
 
 impl ResponseDecoder {
@@ -563,7 +763,9 @@ impl ResponseDecoder {
             model: ReportedModel::default(),
             usage: None,
             finish: None,
-            function_call: false,
+            calls: 0,
+            text_signature: None,
+            call_signatures: Vec::new(),
         }
     }
 
@@ -586,16 +788,7 @@ impl ResponseDecoder {
             }
             let parts = candidate.content.and_then(|c| c.parts).unwrap_or_default();
             for part in parts {
-                if part.function_call.is_some() {
-                    self.function_call = true;
-                    continue;
-                }
-                if part.thought == Some(true) {
-                    continue;
-                }
-                if let Some(text) = part.text.filter(|t| !t.is_empty()) {
-                    out.push(StreamEvent::Text(text));
-                }
+                self.part(part, out);
             }
             if let Some(reason) = candidate.finish_reason {
                 self.finish = Some(finish_reason(&reason));
@@ -612,16 +805,83 @@ impl ResponseDecoder {
         Ok(())
     }
 
+    /// One part of candidate 0: a function call (whole), a thought, or text.
+    fn part(&mut self, part: WirePart, out: &mut Vec<StreamEvent>) {
+        if let Some(call) = part.function_call {
+            let index = self.calls;
+            self.calls += 1;
+            self.call_signatures.push(part.thought_signature);
+            out.push(StreamEvent::ToolCall(ToolCallDelta {
+                index,
+                // The Gemini API gives no ids (Vertex AI may); the server fills them.
+                id: call.id.filter(|id| !id.is_empty()),
+                name: call.name,
+                arguments: call.args.unwrap_or_else(|| json!({})).to_string(),
+            }));
+            return;
+        }
+        // A signature on a text or thought part belongs to the turn's text, which
+        // provd sends back as one part.
+        if let Some(signature) = part.thought_signature {
+            self.text_signature = Some(signature);
+        }
+        let Some(text) = part.text.filter(|t| !t.is_empty()) else {
+            return;
+        };
+        if part.thought == Some(true) {
+            out.push(StreamEvent::Reasoning(text));
+        } else {
+            out.push(StreamEvent::Text(text));
+        }
+    }
+
+    /// The thought signatures as provider state, when any came.
+    fn state(&self) -> Option<StreamEvent> {
+        if self.text_signature.is_none() && self.call_signatures.iter().all(Option::is_none) {
+            return None;
+        }
+        let mut signatures = Map::new();
+        if let Some(text) = &self.text_signature {
+            signatures.insert("text".into(), json!(text));
+        }
+        if self.call_signatures.iter().any(Option::is_some) {
+            signatures.insert("calls".into(), json!(self.call_signatures));
+        }
+        Some(StreamEvent::ProviderState(
+            json!({"thought_signatures": signatures}),
+        ))
+    }
+
     /// The final event, once a finish reason was seen.
     fn done(&self) -> Option<StreamEvent> {
         let finish_reason = match self.finish? {
-            FinishReason::Stop if self.function_call => FinishReason::ToolCalls,
+            FinishReason::Stop if self.calls > 0 => FinishReason::ToolCalls,
             reason => reason,
         };
         Some(StreamEvent::Done {
             usage: self.usage.unwrap_or_default(),
             finish_reason,
         })
+    }
+
+    /// The events that end the answer: the provider state, if any, then `Done`.
+    fn finish(&self, out: &mut Vec<StreamEvent>) -> Result<(), ProviderError> {
+        let done = self.done().ok_or_else(|| self.missing_finish())?;
+        out.extend(self.state());
+        out.push(done);
+        Ok(())
+    }
+
+    fn missing_finish(&self) -> ProviderError {
+        let mut e = ProviderError::new(
+            ErrorCode::UpstreamError,
+            format!(
+                "{}: the stream ended before any chunk carried a finishReason",
+                self.provider
+            ),
+        );
+        e.retryable = true;
+        e
     }
 }
 
@@ -635,25 +895,11 @@ impl Decoder for ResponseDecoder {
     }
 
     fn ended_early(&mut self) -> ProviderError {
-        let mut e = ProviderError::new(
-            ErrorCode::UpstreamError,
-            format!(
-                "{}: the stream ended before any chunk carried a finishReason",
-                self.provider
-            ),
-        );
-        e.retryable = true;
-        e
+        self.missing_finish()
     }
 
     fn ended(&mut self, out: &mut Vec<StreamEvent>) -> Result<(), ProviderError> {
-        match self.done() {
-            Some(done) => {
-                out.push(done);
-                Ok(())
-            }
-            None => Err(self.ended_early()),
-        }
+        self.finish(out)
     }
 }
 

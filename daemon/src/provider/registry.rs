@@ -194,7 +194,7 @@ pub static TYPES: &[ProviderType] = &[
             },
         }),
         capabilities: &[
-            Streaming, Tools, JsonObject, JsonSchema, Reasoning, Images, ImageUrls,
+            Streaming, Tools, JsonSchema, Reasoning, Images, ImageUrls,
         ],
     },
     ProviderType {
