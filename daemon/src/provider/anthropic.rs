@@ -65,8 +65,8 @@
 use std::time::{Duration, SystemTime};
 
 use provd_client::{
-    ErrorCode, FinishReason, GenerateRequest, Image, ModelInfo, ResponseFormat, Role, ToolCallDelta,
-    ToolChoice, Usage,
+    ErrorCode, FinishReason, GenerateRequest, Image, ModelInfo, ResponseFormat, Role,
+    ToolCallDelta, ToolChoice, Usage,
 };
 use reqwest::header::HeaderMap;
 use reqwest::{RequestBuilder, Url};
@@ -485,7 +485,9 @@ fn blocks(turn: &provd_client::Message) -> Result<Vec<Value>, ProviderError> {
                 // Checked to be a JSON object when the request was validated.
                 let input: Value =
                     serde_json::from_str(&call.arguments).unwrap_or_else(|_| json!({}));
-                blocks.push(json!({"type": "tool_use", "id": call.id, "name": call.name, "input": input}));
+                blocks.push(
+                    json!({"type": "tool_use", "id": call.id, "name": call.name, "input": input}),
+                );
             }
         }
         Role::Tool => {
@@ -1565,7 +1567,10 @@ data: {\"type\": \"ping\"}\n\n";
                 {"name": "now", "input_schema": {"type": "object", "properties": {}}},
             ])
         );
-        assert!(body.get("tool_choice").is_none(), "unset means the API's auto");
+        assert!(
+            body.get("tool_choice").is_none(),
+            "unset means the API's auto"
+        );
         for (choice, wire) in [
             (ToolChoice::Auto, json!({"type": "auto"})),
             (ToolChoice::None, json!({"type": "none"})),
@@ -1658,7 +1663,10 @@ data: {\"type\": \"ping\"}\n\n";
             ..provd_client::Reasoning::default()
         });
         let body = p.body(&r).unwrap();
-        assert_eq!(body["thinking"], json!({"type": "enabled", "budget_tokens": 2000}));
+        assert_eq!(
+            body["thinking"],
+            json!({"type": "enabled", "budget_tokens": 2000})
+        );
         assert_eq!(body["max_tokens"], 4096);
         // An effort maps to a budget; the configured max_tokens grows to hold it.
         r.reasoning = Some(provd_client::Reasoning {
@@ -1700,7 +1708,10 @@ data: {\"type\": \"ping\"}\n\n";
         r.response_format = Some(ResponseFormat::JsonObject);
         let e = p.body(&r).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidRequest);
-        assert!(e.message.contains("json_object") && e.message.contains("anthropic"), "{e}");
+        assert!(
+            e.message.contains("json_object") && e.message.contains("anthropic"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -1834,6 +1845,8 @@ data: {\"type\":\"message_stop\"}\n\n";
             ]
         );
         // Anthropic reports no separate count of thinking tokens: output includes them.
-        assert!(events.iter().all(|e| !matches!(e, StreamEvent::Usage(u) if u.reasoning_tokens.is_some())));
+        assert!(events
+            .iter()
+            .all(|e| !matches!(e, StreamEvent::Usage(u) if u.reasoning_tokens.is_some())));
     }
 }

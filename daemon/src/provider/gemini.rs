@@ -18,22 +18,23 @@
 //!   `finishReason` and then the body ends. So `Done` is produced when the body ends
 //!   cleanly after some chunk carried a `finishReason`; a body that ends without one, or
 //!   that breaks after it, is an error, never a silent success.
-//! - **Text.** Only text parts of candidate 0 are forwarded. Parts marked `thought: true`
-//!   (thought summaries), `functionCall`, `inlineData`, `executableCode` and the like are
-//!   skipped without interrupting the text; when a `functionCall` was seen the finish
-//!   reason is `tool_use` (Gemini itself says `STOP` then). Other candidates
-//!   (`candidateCount > 1`) are not forwarded; their tokens still count in usage.
+//! - **Text.** Only candidate 0 is read: its text parts are text, its parts marked
+//!   `thought: true` (thought summaries, sent when `includeThoughts` is on) reasoning,
+//!   its `functionCall` parts tool calls; `inlineData`, `executableCode` and the like are
+//!   skipped without interrupting the text. Other candidates (`candidateCount > 1`) are
+//!   not forwarded; their tokens still count in usage.
 //! - **Usage.** Each chunk carries cumulative `usageMetadata`; the latest wins. `prompt` =
 //!   `promptTokenCount + toolUsePromptTokenCount` (tool results are fed back to the model
 //!   as input), `completion` = `candidatesTokenCount + thoughtsTokenCount` (thinking is
 //!   billed as output, and OpenAI's `completion_tokens` include reasoning likewise), so
-//!   `total` equals Gemini's `totalTokenCount`. Streamed and non-streamed agree because
-//!   both read the same fields.
-//! - **Finish reasons.** `STOP` → stop (tool_use after a `functionCall`), `MAX_TOKENS` →
+//!   `total` equals Gemini's `totalTokenCount`; `thoughtsTokenCount` is also the
+//!   reasoning count. Streamed and non-streamed agree because both read the same fields.
+//! - **Finish reasons.** `STOP` → stop (tool_calls after a `functionCall`), `MAX_TOKENS` →
 //!   length; `SAFETY`, `RECITATION`, `BLOCKLIST`, `PROHIBITED_CONTENT`, `SPII`,
 //!   `IMAGE_SAFETY` and the other `IMAGE_*` / `MODEL_ARMOR` blocks → content_filter;
 //!   everything else, `MALFORMED_FUNCTION_CALL` and `UNEXPECTED_TOOL_CALL` included, →
-//!   other: `tool_use` would tell the caller a call awaits it, and a malformed one does not.
+//!   other: `tool_calls` would tell the caller a call awaits it, and a malformed one does
+//!   not.
 //! - **Blocked prompt.** `promptFeedback.blockReason` (no candidates at all) ends the
 //!   generation with finish reason content_filter and no text, like an answer the filter
 //!   stopped: the request was well-formed, the usage is real, and retrying cannot help.
@@ -44,17 +45,52 @@
 //!   hint when no `retry-after` header gave one. The same body inside the stream
 //!   (`data: {"error": …}`) ends the generation with that error.
 //!
+//! How tools, structured output, reasoning and images map:
+//!
+//! - **Tools**: `tools: [{functionDeclarations: [{name, description,
+//!   parametersJsonSchema}]}]`. `parametersJsonSchema` takes the JSON Schema as given
+//!   (`v1beta`; `parameters` would take only the OpenAPI subset and need a lossy
+//!   translation of `additionalProperties`, `$ref`, `anyOf` …). A tool without
+//!   parameters declares none. `tool_choice` → `toolConfig.functionCallingConfig.mode`:
+//!   auto `AUTO`, none `NONE`, required `ANY`, one tool `ANY` with
+//!   `allowedFunctionNames: [name]`.
+//! - **Turns**: an assistant turn → a `model` turn of its text part (when it has text)
+//!   and one `functionCall {name, args}` part per call; a tool turn → a
+//!   `functionResponse {name, response: {output}}` part (`{error}` when the result is an
+//!   error, the keys the API documents) in a user turn, named after the earlier call
+//!   with that id; the results of consecutive tool turns share one user turn, as the API
+//!   wants the answers to parallel calls.
+//! - **Calls**: each `functionCall` part arrives whole → one tool-call piece with the
+//!   whole arguments, numbered in order; the API gives no ids, so the server fills
+//!   `call_<request id>_<n>`.
+//! - **Reasoning**: `generationConfig.thinkingConfig: {thinkingBudget, includeThoughts}`,
+//!   the budget being the request's, else its effort mapped by
+//!   [`super::thinking_budget`] (Google's own table), `includeThoughts` whether the
+//!   reasoning is shown. `thoughtSignature`s are kept per part and reported as one
+//!   provider state `{"thought_signatures": {"text": sig, "calls": [sig or null per
+//!   call]}}`; the next turn sends each back on its part (the text part, or the call at
+//!   that position), and drops them when the turn came from another provider type.
+//! - **Structured output**: `json_object` → `responseMimeType: application/json`;
+//!   `json_schema` → that plus `responseJsonSchema` (the schema as given, for the same
+//!   reason as `parametersJsonSchema`).
+//! - **Images**: base64 images → `inlineData {mimeType, data}` parts after the turn's
+//!   text. URLs are refused by name: the API takes bytes (or its own Files API URIs) and
+//!   provd never fetches a URL; the type's capabilities leave `image_urls` out.
+//!
 //! `additional_params` are merged into the request body: `generationConfig` (or
 //! `generation_config`) merges key by key into the one provd builds, the caller's keys
 //! winning (`topK`, `seed`, `thinkingConfig`, `responseMimeType`, or a `maxOutputTokens`
-//! that overrides `max_tokens`); every other key (`safetySettings`, `tools`,
-//! `cachedContent`, even `systemInstruction`) is set as given. `model`, `stream` and
-//! `contents` are refused: the model and streaming are in the URL provd chooses, and the
-//! conversation comes from `prompt` / `messages`.
+//! that overrides `max_tokens`), except that the keys the request's own
+//! `response_format` or `reasoning` set are refused rather than overridden; every other
+//! key (`safetySettings`, `tools`, `cachedContent`, even `systemInstruction`) is set as
+//! given, except `tools` and `toolConfig` when the request gives tools or a tool
+//! choice (refused: set them in one place). `model`, `stream` and `contents` are
+//! refused: the model and streaming are in the URL provd chooses, and the conversation
+//! comes from `prompt` / `messages`.
 
 use provd_client::{
-    ErrorCode, FinishReason, GenerateRequest, Image, ModelInfo, ResponseFormat, Role, ToolCallDelta,
-    ToolChoice, Usage,
+    ErrorCode, FinishReason, GenerateRequest, Image, ModelInfo, ResponseFormat, Role,
+    ToolCallDelta, ToolChoice, Usage,
 };
 use reqwest::{RequestBuilder, Url};
 use serde::Deserialize;
@@ -441,7 +477,8 @@ fn contents(turns: &[provd_client::Message]) -> Result<Vec<Value>, ProviderError
                         )
                     })?;
                 let key = if turn.is_error { "error" } else { "output" };
-                let part = json!({"functionResponse": {"name": name, "response": {key: turn.content}}});
+                let part =
+                    json!({"functionResponse": {"name": name, "response": {key: turn.content}}});
                 match contents.last_mut() {
                     Some(last) if tool_run => {
                         if let Some(parts) = last["parts"].as_array_mut() {
@@ -939,15 +976,17 @@ mod tests {
         data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"llo ✓\"}],\"role\": \"model\"},\"finishReason\": \"STOP\",\"index\": 0}],\"usageMetadata\": {\"promptTokenCount\": 9,\"candidatesTokenCount\": 3,\"totalTokenCount\": 32,\"thoughtsTokenCount\": 20},\"modelVersion\": \"gemini-2.5-flash\",\"responseId\": \"r1\"}\r\n\r\n";
 
     fn expected() -> Vec<StreamEvent> {
+        let usage = |completion| Usage::new(9, completion).with_reasoning(Some(20));
         vec![
             StreamEvent::Model("gemini-2.5-flash".into()),
-            StreamEvent::Usage(Usage::new(9, 20)),
+            StreamEvent::Reasoning("Weighing it".into()),
+            StreamEvent::Usage(usage(20)),
             StreamEvent::Text("Hé".into()),
-            StreamEvent::Usage(Usage::new(9, 21)),
+            StreamEvent::Usage(usage(21)),
             StreamEvent::Text("llo ✓".into()),
-            StreamEvent::Usage(Usage::new(9, 23)),
+            StreamEvent::Usage(usage(23)),
             StreamEvent::Done {
-                usage: Usage::new(9, 23),
+                usage: usage(23),
                 finish_reason: FinishReason::Stop,
             },
         ]
@@ -983,35 +1022,74 @@ mod tests {
     }
 
     #[test]
-    fn a_documented_stream_decodes_to_text_usage_and_done_skipping_thoughts_and_other_candidates() {
+    fn a_documented_stream_decodes_to_thoughts_text_usage_and_done_skipping_other_candidates() {
         assert_eq!(decode(STREAM).unwrap(), expected());
     }
 
     #[test]
-    fn a_function_call_is_skipped_and_makes_the_finish_tool_use() {
+    fn parallel_function_calls_are_whole_pieces_and_their_signatures_the_state() {
         let stream = chunk(
             json!({"content": {"parts": [{"text": "Let me look."}], "role": "model"}, "index": 0}),
             json!({"promptTokenCount": 5, "candidatesTokenCount": 3}),
         ) + &chunk(
             json!({"content": {"parts": [
                 {"functionCall": {"name": "getWeather", "args": {"location": "Tokyo"}}, "thoughtSignature": "c2ln"},
-                {"text": " Done."}
+                {"functionCall": {"name": "getWeather", "args": {"location": "Oslo"}}},
+                {"functionCall": {"name": "now"}}
             ], "role": "model"}, "finishReason": "STOP", "index": 0}),
             json!({"promptTokenCount": 5, "candidatesTokenCount": 14}),
         );
+        let call = |index, name: &str, arguments: &str| {
+            StreamEvent::ToolCall(ToolCallDelta {
+                index,
+                id: None,
+                name: Some(name.into()),
+                arguments: arguments.into(),
+            })
+        };
         assert_eq!(
             decode(&stream).unwrap(),
             vec![
                 StreamEvent::Model("m".into()),
                 StreamEvent::Text("Let me look.".into()),
                 StreamEvent::Usage(Usage::new(5, 3)),
-                StreamEvent::Text(" Done.".into()),
+                call(0, "getWeather", "{\"location\":\"Tokyo\"}"),
+                call(1, "getWeather", "{\"location\":\"Oslo\"}"),
+                call(2, "now", "{}"),
                 StreamEvent::Usage(Usage::new(5, 14)),
+                StreamEvent::ProviderState(
+                    json!({"thought_signatures": {"calls": ["c2ln", null, null]}})
+                ),
                 StreamEvent::Done {
                     usage: Usage::new(5, 14),
                     finish_reason: FinishReason::ToolCalls
                 },
             ]
+        );
+    }
+
+    #[test]
+    fn a_signature_on_a_text_or_thought_part_is_the_texts() {
+        let stream = chunk(
+            json!({"content": {"parts": [{"text": "Hmm", "thought": true}], "role": "model"}, "index": 0}),
+            json!({"promptTokenCount": 5, "thoughtsTokenCount": 7}),
+        ) + &chunk(
+            json!({"content": {"parts": [{"text": "Blue.", "thoughtSignature": "dGV4dA=="}], "role": "model"},
+                   "finishReason": "STOP", "index": 0}),
+            json!({"promptTokenCount": 5, "candidatesTokenCount": 2, "thoughtsTokenCount": 7}),
+        );
+        let events = decode(&stream).unwrap();
+        assert_eq!(events[1], StreamEvent::Reasoning("Hmm".into()));
+        assert_eq!(
+            events[events.len() - 2],
+            StreamEvent::ProviderState(json!({"thought_signatures": {"text": "dGV4dA=="}}))
+        );
+        assert_eq!(
+            events.last(),
+            Some(&StreamEvent::Done {
+                usage: Usage::new(5, 9).with_reasoning(Some(7)),
+                finish_reason: FinishReason::Stop
+            })
         );
     }
 
@@ -1056,7 +1134,7 @@ mod tests {
         }))
         .unwrap();
         let usage = Usage::from(usage);
-        assert_eq!(usage, Usage::new(14, 37));
+        assert_eq!(usage, Usage::new(14, 37).with_reasoning(Some(30)));
         assert_eq!(
             usage.total_tokens, 51,
             "the total is Gemini's totalTokenCount"
@@ -1325,5 +1403,231 @@ mod tests {
             }
             prop_assert_eq!(decode_pieces(pieces).unwrap(), expected());
         }
+    }
+
+    fn weather() -> provd_client::Tool {
+        provd_client::Tool::new(
+            "get_weather",
+            "The weather in a city",
+            json!({"type": "object", "properties": {"city": {"type": "string"}},
+                   "required": ["city"], "additionalProperties": false}),
+        )
+    }
+
+    #[test]
+    fn tools_are_function_declarations_with_their_json_schema_and_choices_modes() {
+        let p = provider("");
+        let mut r = GenerateRequest::prompt("weather?");
+        r.tools = vec![
+            weather(),
+            provd_client::Tool {
+                name: "now".into(),
+                description: None,
+                parameters: None,
+            },
+        ];
+        let body = p.body(&r).unwrap();
+        assert_eq!(
+            body["tools"],
+            json!([{"functionDeclarations": [
+                {"name": "get_weather", "description": "The weather in a city",
+                 "parametersJsonSchema": {"type": "object", "properties": {"city": {"type": "string"}},
+                                          "required": ["city"], "additionalProperties": false}},
+                {"name": "now"},
+            ]}])
+        );
+        assert!(body.get("toolConfig").is_none());
+        for (choice, config) in [
+            (ToolChoice::Auto, json!({"mode": "AUTO"})),
+            (ToolChoice::None, json!({"mode": "NONE"})),
+            (ToolChoice::Required, json!({"mode": "ANY"})),
+            (
+                ToolChoice::Tool("now".into()),
+                json!({"mode": "ANY", "allowedFunctionNames": ["now"]}),
+            ),
+        ] {
+            r.tool_choice = Some(choice);
+            assert_eq!(
+                p.body(&r).unwrap()["toolConfig"],
+                json!({"functionCallingConfig": config})
+            );
+        }
+        r.additional_params
+            .insert("tools".into(), json!([{"googleSearch": {}}]));
+        let e = p.body(&r).unwrap_err();
+        assert!(
+            e.message.contains("additional_params.tools conflicts"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn calls_and_results_are_function_parts_named_by_the_call_with_signatures_back() {
+        let p = provider("");
+        let call = |id: &str, city: &str| provd_client::ToolCall {
+            id: id.into(),
+            name: "get_weather".into(),
+            arguments: format!("{{\"city\":\"{city}\"}}"),
+        };
+        let mut r = GenerateRequest::prompt("and Rome?");
+        r.tools = vec![weather()];
+        r.messages = vec![
+            provd_client::Message::text(Role::User, "Paris and Oslo?"),
+            provd_client::Message {
+                tool_calls: vec![call("call_1_0", "Paris"), call("call_1_1", "Oslo")],
+                provider_state: Some(json!({"type": "gemini", "state": {
+                    "thought_signatures": {"calls": ["c2ln", null]}
+                }})),
+                ..provd_client::Message::text(Role::Assistant, "")
+            },
+            provd_client::Message::tool_result("call_1_0", "18C"),
+            provd_client::Message {
+                is_error: true,
+                ..provd_client::Message::tool_result("call_1_1", "no such city")
+            },
+        ];
+        let contents = p.body(&r).unwrap()["contents"].clone();
+        assert_eq!(
+            contents,
+            json!([
+                {"role": "user", "parts": [{"text": "Paris and Oslo?"}]},
+                {"role": "model", "parts": [
+                    {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}, "thoughtSignature": "c2ln"},
+                    {"functionCall": {"name": "get_weather", "args": {"city": "Oslo"}}},
+                ]},
+                {"role": "user", "parts": [
+                    {"functionResponse": {"name": "get_weather", "response": {"output": "18C"}}},
+                    {"functionResponse": {"name": "get_weather", "response": {"error": "no such city"}}},
+                ]},
+                {"role": "user", "parts": [{"text": "and Rome?"}]},
+            ])
+        );
+        // State from another provider type is dropped; a text signature rides the text.
+        r.messages[1].provider_state = Some(json!({"type": "anthropic", "state": {
+            "thought_signatures": {"calls": ["c2ln", null]}
+        }}));
+        assert!(p.body(&r).unwrap()["contents"][1]["parts"][0]
+            .get("thoughtSignature")
+            .is_none());
+        r.messages[1].content = "Checking.".into();
+        r.messages[1].provider_state = Some(json!({"type": "gemini", "state": {
+            "thought_signatures": {"text": "dGV4dA=="}
+        }}));
+        assert_eq!(
+            p.body(&r).unwrap()["contents"][1]["parts"][0],
+            json!({"text": "Checking.", "thoughtSignature": "dGV4dA=="})
+        );
+    }
+
+    #[test]
+    fn response_formats_and_reasoning_set_generation_config() {
+        let p = provider("");
+        let schema = json!({"type": "object", "properties": {"a": {"type": "integer"}}});
+        let mut r = GenerateRequest::prompt("a?");
+        r.response_format = Some(ResponseFormat::JsonSchema {
+            name: "answer".into(),
+            schema: schema.clone(),
+            strict: false,
+        });
+        r.reasoning = Some(provd_client::Reasoning {
+            effort: Some(provd_client::Effort::Low),
+            budget_tokens: None,
+            show: true,
+        });
+        assert_eq!(
+            p.body(&r).unwrap()["generationConfig"],
+            json!({
+                "maxOutputTokens": 100,
+                "responseMimeType": "application/json",
+                "responseJsonSchema": schema,
+                "thinkingConfig": {"thinkingBudget": 1024, "includeThoughts": true},
+            })
+        );
+        r.response_format = Some(ResponseFormat::JsonObject);
+        r.reasoning = Some(provd_client::Reasoning {
+            budget_tokens: Some(300),
+            ..provd_client::Reasoning::default()
+        });
+        assert_eq!(
+            p.body(&r).unwrap()["generationConfig"],
+            json!({
+                "maxOutputTokens": 100,
+                "responseMimeType": "application/json",
+                "thinkingConfig": {"thinkingBudget": 300, "includeThoughts": false},
+            })
+        );
+        r.additional_params.insert(
+            "generationConfig".into(),
+            json!({"thinkingConfig": {"thinkingBudget": 0}}),
+        );
+        let e = p.body(&r).unwrap_err();
+        assert!(
+            e.message
+                .contains("additional_params.generationConfig.thinkingConfig conflicts"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn base64_images_are_inline_data_and_urls_are_refused_naming_gemini() {
+        let p = provider("");
+        let mut r = GenerateRequest::default();
+        r.messages = vec![provd_client::Message {
+            images: vec![Image::Base64 {
+                media_type: "image/jpeg".into(),
+                data: "/9j/4AAQ".into(),
+            }],
+            ..provd_client::Message::text(Role::User, "what is this?")
+        }];
+        assert_eq!(
+            p.body(&r).unwrap()["contents"][0]["parts"],
+            json!([{"text": "what is this?"}, {"inlineData": {"mimeType": "image/jpeg", "data": "/9j/4AAQ"}}])
+        );
+        r.messages[0].images = vec![Image::Url {
+            url: "https://example.com/a.png".into(),
+        }];
+        let e = p.body(&r).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidRequest);
+        assert!(
+            e.message.contains("image URLs are not supported by gemini"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_whole_answer_gives_the_events_of_its_stream() {
+        let p = provider("");
+        let body = json!({"candidates": [{"content": {"parts": [
+            {"text": "Plan", "thought": true},
+            {"functionCall": {"name": "now", "args": {}}, "thoughtSignature": "c2ln"}
+        ], "role": "model"}, "finishReason": "STOP", "index": 0}],
+        "usageMetadata": {"promptTokenCount": 4, "candidatesTokenCount": 3, "thoughtsTokenCount": 6}});
+        let events = p
+            .api()
+            .whole(
+                p.spec(),
+                p.transport(),
+                body.to_string().into_bytes(),
+                false,
+            )
+            .unwrap();
+        assert_eq!(
+            events,
+            vec![
+                StreamEvent::Reasoning("Plan".into()),
+                StreamEvent::ToolCall(ToolCallDelta {
+                    index: 0,
+                    id: None,
+                    name: Some("now".into()),
+                    arguments: "{}".into(),
+                }),
+                StreamEvent::Usage(Usage::new(4, 9).with_reasoning(Some(6))),
+                StreamEvent::ProviderState(json!({"thought_signatures": {"calls": ["c2ln"]}})),
+                StreamEvent::Done {
+                    usage: Usage::new(4, 9).with_reasoning(Some(6)),
+                    finish_reason: FinishReason::ToolCalls
+                },
+            ]
+        );
     }
 }

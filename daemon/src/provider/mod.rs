@@ -272,13 +272,11 @@ pub fn whole_answer(events: Vec<StreamEvent>) -> EventStream {
 /// tokens; minimal is the smallest budget Anthropic takes, 1,024), else medium.
 pub fn thinking_budget(reasoning: &provd_client::Reasoning) -> u32 {
     use provd_client::Effort;
-    reasoning
-        .budget_tokens
-        .unwrap_or(match reasoning.effort {
-            Some(Effort::Minimal | Effort::Low) => 1024,
-            Some(Effort::Medium) | None => 8192,
-            Some(Effort::High) => 24_576,
-        })
+    reasoning.budget_tokens.unwrap_or(match reasoning.effort {
+        Some(Effort::Minimal | Effort::Low) => 1024,
+        Some(Effort::Medium) | None => 8192,
+        Some(Effort::High) => 24_576,
+    })
 }
 
 /// A sampling parameter as JSON. The wire carries `f32`; widening it to `f64` directly
