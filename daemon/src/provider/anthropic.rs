@@ -1717,19 +1717,21 @@ data: {\"type\": \"ping\"}\n\n";
     #[test]
     fn images_follow_the_text_as_base64_and_url_blocks() {
         let p = provider("", "");
-        let mut r = GenerateRequest::default();
-        r.messages = vec![provd_client::Message {
-            images: vec![
-                Image::Base64 {
-                    media_type: "image/png".into(),
-                    data: "iVBORw0KGgo=".into(),
-                },
-                Image::Url {
-                    url: "https://example.com/a.jpg".into(),
-                },
-            ],
-            ..turn(Role::User, "what is this?")
-        }];
+        let r = GenerateRequest {
+            messages: vec![provd_client::Message {
+                images: vec![
+                    Image::Base64 {
+                        media_type: "image/png".into(),
+                        data: "iVBORw0KGgo=".into(),
+                    },
+                    Image::Url {
+                        url: "https://example.com/a.jpg".into(),
+                    },
+                ],
+                ..turn(Role::User, "what is this?")
+            }],
+            ..GenerateRequest::default()
+        };
         assert_eq!(
             p.body(&r).unwrap()["messages"][0]["content"],
             json!([

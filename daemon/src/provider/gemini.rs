@@ -1571,14 +1571,16 @@ mod tests {
     #[test]
     fn base64_images_are_inline_data_and_urls_are_refused_naming_gemini() {
         let p = provider("");
-        let mut r = GenerateRequest::default();
-        r.messages = vec![provd_client::Message {
-            images: vec![Image::Base64 {
-                media_type: "image/jpeg".into(),
-                data: "/9j/4AAQ".into(),
+        let mut r = GenerateRequest {
+            messages: vec![provd_client::Message {
+                images: vec![Image::Base64 {
+                    media_type: "image/jpeg".into(),
+                    data: "/9j/4AAQ".into(),
+                }],
+                ..provd_client::Message::text(Role::User, "what is this?")
             }],
-            ..provd_client::Message::text(Role::User, "what is this?")
-        }];
+            ..GenerateRequest::default()
+        };
         assert_eq!(
             p.body(&r).unwrap()["contents"][0]["parts"],
             json!([{"text": "what is this?"}, {"inlineData": {"mimeType": "image/jpeg", "data": "/9j/4AAQ"}}])
