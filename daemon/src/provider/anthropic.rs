@@ -336,7 +336,13 @@ impl HttpApi for AnthropicApi {
                 .collect();
             body.insert("tools".into(), Value::Array(tools));
         }
-        if let Some(choice) = &request.tool_choice {
+        // Without tools, auto and none say what no tool_choice says (and the API wants
+        // tools beside one); required and one tool are refused before here.
+        if let Some(choice) = request
+            .tool_choice
+            .as_ref()
+            .filter(|_| !request.tools.is_empty())
+        {
             body.insert("tool_choice".into(), tool_choice(choice));
         }
         if let Some(thinking) = thinking {
@@ -1583,6 +1589,9 @@ data: {\"type\": \"ping\"}\n\n";
             r.tool_choice = Some(choice);
             assert_eq!(p.body(&r).unwrap()["tool_choice"], wire);
         }
+        r.tools.clear();
+        r.tool_choice = Some(ToolChoice::None);
+        assert!(p.body(&r).unwrap().get("tool_choice").is_none());
     }
 
     #[test]

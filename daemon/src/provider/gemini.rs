@@ -270,7 +270,13 @@ impl HttpApi for GeminiApi {
                 "tools",
             )?;
         }
-        if let Some(choice) = &request.tool_choice {
+        // Without tools, auto and none say what no toolConfig says; required and one
+        // tool are refused before here.
+        if let Some(choice) = request
+            .tool_choice
+            .as_ref()
+            .filter(|_| !request.tools.is_empty())
+        {
             set_own(&mut body, "toolConfig", tool_config(choice), "tool_choice")?;
         }
         for key in ["generationConfig", "generation_config"] {
@@ -740,8 +746,6 @@ struct WirePart {
 #[derive(Debug, Deserialize)]
 struct WireFunctionCall {
     #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
     name: Option<String>,
     #[serde(default)]
     args: Option<Value>,
@@ -850,8 +854,10 @@ impl ResponseDecoder {
             self.call_signatures.push(part.thought_signature);
             out.push(StreamEvent::ToolCall(ToolCallDelta {
                 index,
-                // The Gemini API gives no ids (Vertex AI may); the server fills them.
-                id: call.id.filter(|id| !id.is_empty()),
+                // The Gemini API gives no ids, and an optional one (the Live API's) would
+                // have to come back on the response, which is matched by name and order
+                // instead: the server names every call.
+                id: None,
                 name: call.name,
                 arguments: call.args.unwrap_or_else(|| json!({})).to_string(),
             }));
@@ -1459,6 +1465,11 @@ mod tests {
             e.message.contains("additional_params.tools conflicts"),
             "{e}"
         );
+        // Without tools, a choice of none is what the API does anyway.
+        r.additional_params.clear();
+        r.tools.clear();
+        r.tool_choice = Some(ToolChoice::None);
+        assert!(p.body(&r).unwrap().get("toolConfig").is_none());
     }
 
     #[test]
