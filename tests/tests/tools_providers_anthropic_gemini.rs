@@ -1,7 +1,8 @@
 //! Tools, structured output and reasoning through the Rust client against the faithful
 //! Anthropic and Gemini mocks, streamed and whole: a two-turn tool conversation (the
 //! call, its result, the final answer), a JSON answer constrained by a schema, and a
-//! reasoning turn whose signed state goes back with the next request. Every request the
+//! reasoning turn whose signed state goes back with the next request, and parallel calls
+//! whose order and ids hold and whose results go back in one turn. Every request the
 //! daemon sends is checked whole against the API's documented shape.
 
 use provd_client::{
@@ -543,4 +544,153 @@ async fn gemini_thoughts_are_shown_counted_and_their_signature_returns_on_its_pa
             })
         );
     }
+}
+
+fn cities() -> GenerateRequest {
+    let mut request = ask(true);
+    request.messages = vec![Message::text(Role::User, "Weather in Paris and Oslo?")];
+    request
+}
+
+#[tokio::test]
+async fn anthropic_parallel_calls_keep_order_and_ids_and_their_results_share_one_turn() {
+    let upstream = Upstream::start(|r| {
+        if r.json()["messages"].as_array().unwrap().len() > 1 {
+            return anthropic::answer(r, &[Block::Text(&["Mild in both."])], "end_turn", (80, 4));
+        }
+        anthropic::answer(
+            r,
+            &[
+                Block::Thinking(&["Two cities."]),
+                Block::ToolUse {
+                    id: "toolu_paris",
+                    name: "get_weather",
+                    partial_json: &["{\"city\": \"Pa", "ris\"}"],
+                },
+                Block::ToolUse {
+                    id: "toolu_oslo",
+                    name: "get_weather",
+                    partial_json: &["{\"city\"", ": \"Oslo\"}"],
+                },
+            ],
+            "tool_use",
+            (30, 40),
+        )
+    })
+    .await;
+    let daemon = Daemon::for_provider("anthropic", &upstream.base_url, 0, "");
+    let first = run(&daemon, cities()).await;
+    let calls: Vec<(&str, &str)> = first
+        .done
+        .tool_calls
+        .iter()
+        .map(|c| (c.id.as_str(), c.arguments.as_str()))
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            ("toolu_paris", "{\"city\": \"Paris\"}"),
+            ("toolu_oslo", "{\"city\": \"Oslo\"}")
+        ]
+    );
+    // The content blocks were 1 and 2; the client sees calls 0 and 1.
+    let indexes: Vec<u32> = first.pieces.iter().map(|p| p.index).collect();
+    assert_eq!(indexes, [0, 0, 0, 1, 1, 1]);
+
+    let mut second = cities();
+    second
+        .messages
+        .push(Message::from_done(&first.done, first.text.clone()));
+    second
+        .messages
+        .push(Message::tool_result("toolu_paris", "18C"));
+    second.messages.push(Message {
+        is_error: true,
+        ..Message::tool_result("toolu_oslo", "the weather service is down")
+    });
+    assert_eq!(run(&daemon, second).await.text, "Mild in both.");
+    assert_eq!(
+        upstream.requests()[1].json()["messages"],
+        json!([
+            {"role": "user", "content": "Weather in Paris and Oslo?"},
+            {"role": "assistant", "content": [
+                {"type": "thinking", "thinking": "Two cities.", "signature": anthropic::SIGNATURE},
+                {"type": "tool_use", "id": "toolu_paris", "name": "get_weather", "input": {"city": "Paris"}},
+                {"type": "tool_use", "id": "toolu_oslo", "name": "get_weather", "input": {"city": "Oslo"}},
+            ]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_paris", "content": "18C"},
+                {"type": "tool_result", "tool_use_id": "toolu_oslo",
+                 "content": "the weather service is down", "is_error": true},
+            ]},
+        ])
+    );
+}
+
+#[tokio::test]
+async fn gemini_parallel_calls_keep_order_get_ids_and_their_results_share_one_turn() {
+    let upstream = Upstream::start(|r| {
+        if r.json()["contents"].as_array().unwrap().len() > 1 {
+            return gemini::answer(r, &[json!([{"text": "Mild in both."}])], "STOP", (80, 4, 0));
+        }
+        // Parallel calls come in one chunk; only the first carries the signature.
+        gemini::answer(
+            r,
+            &[json!([
+                gemini::signed(
+                    gemini::function_call("get_weather", json!({"city": "Paris"})),
+                    gemini::SIGNATURE
+                ),
+                gemini::function_call("get_weather", json!({"city": "Oslo"})),
+            ])],
+            "STOP",
+            (30, 40, 0),
+        )
+    })
+    .await;
+    let daemon = Daemon::for_provider("gemini", &upstream.base_url, 0, "");
+    let first = run(&daemon, cities()).await;
+    assert_eq!(first.done.finish_reason, FinishReason::ToolCalls);
+    let calls: Vec<(String, &str)> = first
+        .done
+        .tool_calls
+        .iter()
+        .map(|c| (c.id.clone(), c.arguments.as_str()))
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            (format!("call_{}_0", first.id), "{\"city\":\"Paris\"}"),
+            (format!("call_{}_1", first.id), "{\"city\":\"Oslo\"}")
+        ]
+    );
+
+    let mut second = cities();
+    second
+        .messages
+        .push(Message::from_done(&first.done, first.text.clone()));
+    second
+        .messages
+        .push(Message::tool_result(&calls[0].0, "18C"));
+    second.messages.push(Message {
+        is_error: true,
+        ..Message::tool_result(&calls[1].0, "the weather service is down")
+    });
+    assert_eq!(run(&daemon, second).await.text, "Mild in both.");
+    assert_eq!(
+        upstream.requests()[1].json()["contents"],
+        json!([
+            {"role": "user", "parts": [{"text": "Weather in Paris and Oslo?"}]},
+            {"role": "model", "parts": [
+                {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}},
+                 "thoughtSignature": gemini::SIGNATURE},
+                {"functionCall": {"name": "get_weather", "args": {"city": "Oslo"}}},
+            ]},
+            {"role": "user", "parts": [
+                {"functionResponse": {"name": "get_weather", "response": {"output": "18C"}}},
+                {"functionResponse": {"name": "get_weather",
+                                      "response": {"error": "the weather service is down"}}},
+            ]},
+        ])
+    );
 }
