@@ -49,7 +49,8 @@
 //!   `signature_delta`s, and each `redacted_thinking` block with its data, in order,
 //!   become one provider state `{"thinking": [blocks]}` before the end, sent back as the
 //!   leading blocks of that assistant turn when the turn came from an anthropic provider
-//!   ([`super::state_for`]), as the API requires of a tool loop with thinking. Usage: the
+//!   ([`super::state_for`]), as the API requires of a tool loop with thinking (kept
+//!   shown or not, up to [`MAX_THINKING_BYTES`]). Usage: the
 //!   API counts thinking in `output_tokens` and reports no separate figure, so
 //!   `reasoning_tokens` stays unknown.
 //! - **Structured output**: `json_schema` → `output_config: {format: {type:
@@ -787,6 +788,11 @@ struct WireBlock {
     partial_json: Option<String>,
 }
 
+/// The most thinking (text, signatures, redacted data) one answer may hand back as
+/// provider state: it is kept whether or not the client sees it, so an upstream that
+/// never stops thinking must not grow the daemon without bound.
+pub const MAX_THINKING_BYTES: usize = 8 << 20;
+
 /// The thinking blocks of an answer, in order, as the API wants them back at the head of
 /// the assistant turn: each thinking text with its signature, each redacted block's data.
 #[derive(Debug, Default)]
@@ -794,12 +800,26 @@ struct Thinking {
     blocks: Vec<Value>,
     /// The content-block index of each of `blocks`, to place later deltas.
     indexes: Vec<u32>,
+    /// The bytes of text kept so far.
+    kept: usize,
 }
 
 impl Thinking {
     fn start(&mut self, index: u32, block: Value) {
         self.blocks.push(block);
         self.indexes.push(index);
+    }
+
+    /// Counts `bytes` more kept; past [`MAX_THINKING_BYTES`] the answer is refused.
+    fn keep(&mut self, provider: &str, bytes: usize) -> Result<(), ProviderError> {
+        self.kept = self.kept.saturating_add(bytes);
+        if self.kept > MAX_THINKING_BYTES {
+            return Err(ProviderError::new(
+                ErrorCode::UpstreamError,
+                format!("{provider}: the answer's thinking passed {MAX_THINKING_BYTES} bytes"),
+            ));
+        }
+        Ok(())
     }
 
     /// The block at content-block `index`, if it is a thinking block.
@@ -894,7 +914,12 @@ impl EventDecoder {
             .map_err(|e| http::malformed(&self.provider, format!("{kind} event: {e}")))
     }
 
-    fn block_start(&mut self, index: u32, block: WireBlock, out: &mut Vec<StreamEvent>) {
+    fn block_start(
+        &mut self,
+        index: u32,
+        block: WireBlock,
+        out: &mut Vec<StreamEvent>,
+    ) -> Result<(), ProviderError> {
         match block.kind.as_str() {
             // A text block starts empty in practice, but its initial text is text.
             "text" => {
@@ -907,6 +932,7 @@ impl EventDecoder {
                     out.push(StreamEvent::Reasoning(text.clone()));
                 }
                 if let Some(kept) = thinking_block(&block) {
+                    self.thinking.keep(&self.provider, kept.to_string().len())?;
                     self.thinking.start(index, kept);
                 }
             }
@@ -930,9 +956,15 @@ impl EventDecoder {
             // carry.
             _ => {}
         }
+        Ok(())
     }
 
-    fn block_delta(&mut self, index: u32, delta: WireBlock, out: &mut Vec<StreamEvent>) {
+    fn block_delta(
+        &mut self,
+        index: u32,
+        delta: WireBlock,
+        out: &mut Vec<StreamEvent>,
+    ) -> Result<(), ProviderError> {
         match delta.kind.as_str() {
             "text_delta" => {
                 if let Some(text) = delta.text.filter(|t| !t.is_empty()) {
@@ -941,12 +973,14 @@ impl EventDecoder {
             }
             "thinking_delta" => {
                 if let Some(text) = delta.thinking.filter(|t| !t.is_empty()) {
+                    self.thinking.keep(&self.provider, text.len())?;
                     self.thinking.append(index, "thinking", &text);
                     out.push(StreamEvent::Reasoning(text));
                 }
             }
             "signature_delta" => {
                 if let Some(signature) = delta.signature {
+                    self.thinking.keep(&self.provider, signature.len())?;
                     self.thinking.append(index, "signature", &signature);
                 }
             }
@@ -962,6 +996,7 @@ impl EventDecoder {
             // citations_delta and future kinds.
             _ => {}
         }
+        Ok(())
     }
 }
 
@@ -989,11 +1024,11 @@ impl Decoder for EventDecoder {
             }
             "content_block_start" => {
                 let start: BlockStart = self.parse(&kind, data)?;
-                self.block_start(start.index, start.content_block, out);
+                self.block_start(start.index, start.content_block, out)?;
             }
             "content_block_delta" => {
                 let delta: BlockDelta = self.parse(&kind, data)?;
-                self.block_delta(delta.index, delta.delta, out);
+                self.block_delta(delta.index, delta.delta, out)?;
             }
             "message_delta" => {
                 let delta: MessageDelta = self.parse(&kind, data)?;
@@ -1859,5 +1894,21 @@ data: {\"type\":\"message_stop\"}\n\n";
         assert!(events
             .iter()
             .all(|e| !matches!(e, StreamEvent::Usage(u) if u.reasoning_tokens.is_some())));
+    }
+
+    #[test]
+    fn thinking_past_its_bound_ends_the_answer_with_an_error() {
+        let piece = "x".repeat(1 << 20);
+        let mut stream = String::from(
+            "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"thinking\",\"thinking\":\"\"}}\n\n",
+        );
+        for _ in 0..=MAX_THINKING_BYTES >> 20 {
+            stream.push_str(&format!(
+                "event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"thinking_delta\",\"thinking\":\"{piece}\"}}}}\n\n"
+            ));
+        }
+        let e = decode(&stream).unwrap_err();
+        assert_eq!(e.code, ErrorCode::UpstreamError);
+        assert!(e.message.contains("thinking passed"), "{e}");
     }
 }
