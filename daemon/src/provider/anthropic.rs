@@ -50,9 +50,9 @@
 //!   become one provider state `{"thinking": [blocks]}` before the end, sent back as the
 //!   leading blocks of that assistant turn when the turn came from an anthropic provider
 //!   ([`super::state_for`]), as the API requires of a tool loop with thinking (kept
-//!   shown or not, up to [`MAX_THINKING_BYTES`]). Usage: the
-//!   API counts thinking in `output_tokens` and reports no separate figure, so
-//!   `reasoning_tokens` stays unknown.
+//!   shown or not, up to [`MAX_THINKING_BYTES`]). Usage: the API counts thinking in
+//!   `output_tokens` and reports no separate figure, so `reasoning_tokens` stays
+//!   unknown.
 //! - **Structured output**: `json_schema` → `output_config: {format: {type:
 //!   json_schema, schema}}`, the API's constrained decoding (generally available, no beta
 //!   header; the older `output_format` beta is deprecated). The answer's text is the
