@@ -1,5 +1,6 @@
 //! The `anthropic` provider against a faithful mock of the Messages API: request shape,
-//! streaming at odd byte boundaries, skipped thinking and tool-use blocks, usage parity
+//! streaming at odd byte boundaries, thinking and tool-use blocks kept from a request that
+//! did not ask for them, image blocks, usage parity
 //! with the non-streamed API, every error mapping and retry hint, stream faults, cancel
 //! reaching the upstream, the paginated models list.
 
@@ -95,7 +96,7 @@ async fn streams_a_documented_answer_split_at_odd_bytes_and_sends_the_documented
 }
 
 #[tokio::test]
-async fn thinking_redacted_thinking_and_tool_use_blocks_are_skipped_while_text_streams() {
+async fn without_tools_or_shown_reasoning_only_the_text_of_a_thinking_tool_use_answer_streams() {
     let mut sse = anthropic::message_start(MODEL, 30);
     sse.push_str(&anthropic::thinking_block(
         0,
@@ -120,6 +121,65 @@ async fn thinking_redacted_thinking_and_tool_use_blocks_are_skipped_while_text_s
     assert_eq!(done.finish_reason, FinishReason::ToolCalls);
     assert_eq!(done.usage, Usage::new(30, 89));
     assert_eq!(done.chunks, 2);
+    assert!(done.tool_calls.is_empty(), "the request gave no tools");
+    // The signed thinking is kept all the same, for a next turn to send back.
+    assert_eq!(
+        done.provider_state.unwrap()["state"]["thinking"][0]["signature"],
+        anthropic::SIGNATURE
+    );
+}
+
+#[tokio::test]
+async fn images_are_sent_as_base64_and_url_blocks_after_the_text() {
+    let upstream =
+        Upstream::start(|_| anthropic::message_reply(MODEL, "Two cats.", "end_turn", (1600, 3)))
+            .await;
+    let daemon = daemon_for(&upstream, 0, "");
+    let client = daemon.client().await;
+    let request = GenerateRequest {
+        messages: vec![Message {
+            images: vec![
+                provd_client::Image::Base64 {
+                    media_type: "image/png".into(),
+                    data: "iVBORw0KGgo=".into(),
+                },
+                provd_client::Image::Url {
+                    url: "https://upload.wikimedia.org/cat.jpg".into(),
+                },
+            ],
+            ..Message::text(Role::User, "What is in these pictures?")
+        }],
+        stream: false,
+        ..GenerateRequest::default()
+    };
+    let (text, _) = provd_tests::generation_text(&client, request).await;
+    assert_eq!(text, "Two cats.");
+    assert_eq!(
+        upstream.requests()[0].json()["messages"],
+        json!([{"role": "user", "content": [
+            {"type": "text", "text": "What is in these pictures?"},
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}},
+            {"type": "image", "source": {"type": "url", "url": "https://upload.wikimedia.org/cat.jpg"}},
+        ]}])
+    );
+}
+
+#[tokio::test]
+async fn json_object_is_refused_by_name_and_never_reaches_the_upstream() {
+    let upstream =
+        Upstream::start(|_| anthropic::message_reply(MODEL, "{}", "end_turn", (1, 1))).await;
+    let daemon = daemon_for(&upstream, 0, "");
+    let client = daemon.client().await;
+    let mut request = GenerateRequest::prompt("JSON please");
+    request.response_format = Some(provd_client::ResponseFormat::JsonObject);
+    let e = provd_tests::generation_error(&client, request).await;
+    assert_eq!(e.code, ErrorCode::InvalidRequest);
+    assert!(
+        e.message
+            .contains("does not support response_format json_object"),
+        "{e}"
+    );
+    assert!(upstream.requests().is_empty());
 }
 
 #[tokio::test]

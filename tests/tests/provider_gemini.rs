@@ -1,5 +1,6 @@
 //! The `gemini` provider against a faithful mock of the Gemini API: request shape and
-//! where the key goes, streaming at odd byte boundaries, thoughts and function calls,
+//! where the key goes, streaming at odd byte boundaries, thoughts and function calls
+//! kept from a request that did not ask for them, images as inline data,
 //! usage parity with the non-streamed API, every error mapping, stream faults, cancel
 //! reaching the upstream, paginated model lists.
 
@@ -44,8 +45,8 @@ async fn streams_a_documented_answer_split_at_odd_bytes_and_sends_the_documented
         assert_eq!(texts, ["Hé", "llo", " wörld ✓😀"], "step {step}");
         assert_eq!(
             done.usage,
-            Usage::new(12, 8),
-            "thoughts count as completion"
+            Usage::new(12, 8).with_reasoning(Some(5)),
+            "thoughts count as completion, and as reasoning"
         );
         assert_eq!(done.finish_reason, FinishReason::Stop);
         assert_eq!((done.provider.as_str(), done.model.as_str()), ("p", MODEL));
@@ -83,7 +84,8 @@ async fn streams_a_documented_answer_split_at_odd_bytes_and_sends_the_documented
 }
 
 #[tokio::test]
-async fn thoughts_and_function_calls_are_skipped_and_the_finish_says_tool_use() {
+async fn without_tools_or_shown_reasoning_only_the_text_reaches_the_client_and_the_finish_says_tool_calls(
+) {
     let mut sse = gemini::chunk(
         MODEL,
         json!([{"text": "The user wants the weather.", "thought": true}]),
@@ -114,7 +116,60 @@ async fn thoughts_and_function_calls_are_skipped_and_the_finish_says_tool_use() 
     let done = done.unwrap();
     assert_eq!(texts, ["Checking", " Tokyo."]);
     assert_eq!(done.finish_reason, FinishReason::ToolCalls);
-    assert_eq!(done.usage, Usage::new(20, 44));
+    assert_eq!(done.usage, Usage::new(20, 44).with_reasoning(Some(30)));
+    assert!(done.tool_calls.is_empty(), "the request gave no tools");
+    assert_eq!(done.reasoning, None);
+    // The signature is kept all the same, for a next turn to send back.
+    assert_eq!(
+        done.provider_state,
+        Some(
+            json!({"type": "gemini", "state": {"thought_signatures": {"calls": ["c2lnbmF0dXJl"]}}})
+        )
+    );
+}
+
+#[tokio::test]
+async fn base64_images_are_inline_data_and_a_url_is_refused_by_name() {
+    let upstream =
+        Upstream::start(|_| Reply::json(200, &gemini::whole(MODEL, "A cat.", "STOP", (260, 3, 0))))
+            .await;
+    let daemon = daemon_for(&upstream, 0, "");
+    let client = daemon.client().await;
+    let mut request = GenerateRequest {
+        messages: vec![provd_client::Message {
+            images: vec![provd_client::Image::Base64 {
+                media_type: "image/jpeg".into(),
+                data: "/9j/4AAQSkZJRg==".into(),
+            }],
+            ..provd_client::Message::text(provd_client::Role::User, "What is this?")
+        }],
+        stream: false,
+        ..GenerateRequest::default()
+    };
+    let (text, _) = provd_tests::generation_text(&client, request.clone()).await;
+    assert_eq!(text, "A cat.");
+    assert_eq!(
+        upstream.requests()[0].json()["contents"],
+        json!([{"role": "user", "parts": [
+            {"text": "What is this?"},
+            {"inlineData": {"mimeType": "image/jpeg", "data": "/9j/4AAQSkZJRg=="}},
+        ]}])
+    );
+    request.messages[0].images = vec![provd_client::Image::Url {
+        url: "https://example.com/cat.jpg".into(),
+    }];
+    let e = provd_tests::generation_error(&client, request).await;
+    assert_eq!(e.code, ErrorCode::InvalidRequest);
+    assert!(
+        e.message
+            .contains("(type gemini) does not support image URLs"),
+        "{e}"
+    );
+    assert_eq!(
+        upstream.requests().len(),
+        1,
+        "the URL never reached the upstream"
+    );
 }
 
 #[tokio::test]
@@ -137,7 +192,7 @@ async fn usage_and_text_are_the_same_streamed_or_not() {
     let client = daemon.client().await;
     let (whole_text, whole) = assert_streamed_matches_whole(&client).await;
     assert_eq!(whole_text, "The answer is 42.");
-    assert_eq!(whole.usage, Usage::new(20, 14));
+    assert_eq!(whole.usage, Usage::new(20, 14).with_reasoning(Some(9)));
     assert_eq!(whole.finish_reason, FinishReason::Length);
     let requests = upstream.requests();
     assert_eq!(

@@ -27,12 +27,48 @@
 //!   express. Gateway-steering keys are refused as for every provider
 //!   ([`super::check_additional_param`]).
 //!
-//! Only text is carried: thinking, redacted thinking and tool-use blocks are skipped
-//! (the finish reason `tool_use` says a tool was asked for).
+//! How tools, structured output, reasoning and images map:
+//! - **Tools**: `tools` → `[{name, description, input_schema}]` (no parameters: the
+//!   empty object schema); `tool_choice` auto / none / required / one tool →
+//!   `{type: auto}` / `{type: none}` / `{type: any}` / `{type: tool, name}`.
+//! - **Turns**: an assistant turn's calls → `tool_use` blocks `{id, name, input}` after
+//!   its text block; a tool turn → a user turn of one `tool_result` block `{tool_use_id,
+//!   content, is_error}` (`is_error` only when set). Runs of tool turns (the results of
+//!   parallel calls) and a user turn after them merge into one user turn, as the API
+//!   requires, so roles keep alternating.
+//! - **Streamed calls**: `content_block_start` of a `tool_use` block → the call's first
+//!   piece (index = the content block's index, id, name); `input_json_delta`'s
+//!   `partial_json` → argument pieces; a whole answer's `tool_use` block → one piece with
+//!   the input. `stop_reason: tool_use` → `tool_calls`.
+//! - **Reasoning**: `thinking: {type: enabled, budget_tokens}`, the budget being the
+//!   request's, else its effort mapped by [`super::thinking_budget`]. The API wants
+//!   `1024 <= budget < max_tokens`, its `max_tokens` counting the thinking: a budget
+//!   under 1024 is refused, as is a request's own `max_tokens` at or under the budget
+//!   (the caller's cap on all output); the configured default is raised to budget plus
+//!   default. `thinking_delta` → reasoning pieces; each `thinking` block with its
+//!   `signature_delta`s, and each `redacted_thinking` block with its data, in order,
+//!   become one provider state `{"thinking": [blocks]}` before the end, sent back as the
+//!   leading blocks of that assistant turn when the turn came from an anthropic provider
+//!   ([`super::state_for`]), as the API requires of a tool loop with thinking (kept
+//!   shown or not, up to [`MAX_THINKING_BYTES`]). Usage: the API counts thinking in
+//!   `output_tokens` and reports no separate figure, so `reasoning_tokens` stays
+//!   unknown.
+//! - **Structured output**: `json_schema` → `output_config: {format: {type:
+//!   json_schema, schema}}`, the API's constrained decoding (generally available, no beta
+//!   header; the older `output_format` beta is deprecated). The answer's text is the
+//!   JSON and streams as text; this works beside tools and thinking, which the
+//!   classical forced-tool trick does not. `json_object` is refused: the API constrains
+//!   JSON only to a schema (its objects need `additionalProperties: false`), so there is
+//!   no faithful "any object" mode; the type's capabilities leave it out.
+//! - **Images**: a user turn's text block, then `{type: image, source: {type: base64,
+//!   media_type, data}}` or `{source: {type: url, url}}` blocks.
 
 use std::time::{Duration, SystemTime};
 
-use provd_client::{ErrorCode, FinishReason, GenerateRequest, ModelInfo, Role, Usage};
+use provd_client::{
+    ErrorCode, FinishReason, GenerateRequest, Image, ModelInfo, ResponseFormat, Role,
+    ToolCallDelta, ToolChoice, Usage,
+};
 use reqwest::header::HeaderMap;
 use reqwest::{RequestBuilder, Url};
 use serde::Deserialize;
@@ -253,20 +289,26 @@ impl HttpApi for AnthropicApi {
 
     fn body(&self, spec: &ProviderSpec, request: &GenerateRequest) -> Result<Value, ProviderError> {
         let (system, turns) = conversation(request);
-        let messages = alternating_turns(&turns);
+        let messages = alternating_turns(&turns)?;
         if messages.is_empty() {
             return Err(ProviderError::new(
                 ErrorCode::InvalidRequest,
                 "the request has no user or assistant turn: give a prompt or messages",
             ));
         }
+        let mut max_tokens = request.max_tokens.unwrap_or(spec.config.max_tokens);
+        let thinking = match &request.reasoning {
+            Some(reasoning) => {
+                let budget = super::thinking_budget(reasoning);
+                max_tokens = thinking_max_tokens(budget, request.max_tokens, max_tokens)?;
+                Some(json!({"type": "enabled", "budget_tokens": budget}))
+            }
+            None => None,
+        };
         let mut body = Map::new();
         body.insert("model".into(), json!(spec.model));
         body.insert("messages".into(), Value::Array(messages));
-        body.insert(
-            "max_tokens".into(),
-            json!(request.max_tokens.unwrap_or(spec.config.max_tokens)),
-        );
+        body.insert("max_tokens".into(), json!(max_tokens));
         if let Some(system) = system {
             body.insert("system".into(), json!(system));
         }
@@ -278,6 +320,50 @@ impl HttpApi for AnthropicApi {
         }
         if !request.stop.is_empty() {
             body.insert("stop_sequences".into(), json!(request.stop));
+        }
+        if !request.tools.is_empty() {
+            let tools: Vec<Value> = request
+                .tools
+                .iter()
+                .map(|t| {
+                    let mut tool = Map::new();
+                    tool.insert("name".into(), json!(t.name));
+                    if let Some(d) = &t.description {
+                        tool.insert("description".into(), json!(d));
+                    }
+                    tool.insert("input_schema".into(), t.parameters_or_empty());
+                    Value::Object(tool)
+                })
+                .collect();
+            body.insert("tools".into(), Value::Array(tools));
+        }
+        // Without tools, auto and none say what no tool_choice says (and the API wants
+        // tools beside one); required and one tool are refused before here.
+        if let Some(choice) = request
+            .tool_choice
+            .as_ref()
+            .filter(|_| !request.tools.is_empty())
+        {
+            body.insert("tool_choice".into(), tool_choice(choice));
+        }
+        if let Some(thinking) = thinking {
+            body.insert("thinking".into(), thinking);
+        }
+        match &request.response_format {
+            Some(ResponseFormat::JsonSchema { schema, .. }) => {
+                body.insert(
+                    "output_config".into(),
+                    json!({"format": {"type": "json_schema", "schema": schema}}),
+                );
+            }
+            Some(ResponseFormat::JsonObject) => {
+                return Err(ProviderError::new(
+                    ErrorCode::InvalidRequest,
+                    "response_format json_object is not supported by anthropic: the Messages API \
+                     constrains JSON only to a schema; give response_format json_schema",
+                ))
+            }
+            Some(ResponseFormat::Text) | None => {}
         }
         merge_params(&mut body, request, spec)?;
         body.insert("stream".into(), json!(request.stream));
@@ -338,36 +424,137 @@ impl HttpApi for AnthropicApi {
     }
 }
 
-/// The turns as the API wants them: roles alternate, and a run of turns with the same
-/// role becomes one turn holding each as a text block (what the API itself does with
-/// such a run). A single text stays a plain string, the API's shorthand.
-fn alternating_turns(turns: &[provd_client::Message]) -> Vec<Value> {
-    let mut merged: Vec<(&'static str, Vec<&str>)> = Vec::with_capacity(turns.len());
+/// The smallest thinking budget the API takes.
+pub const MIN_THINKING_BUDGET: u32 = 1024;
+
+/// `max_tokens` for a request with a thinking budget. The API wants
+/// `MIN_THINKING_BUDGET <= budget < max_tokens`, and `max_tokens` counts the thinking.
+/// A budget under the minimum is refused (raising it would spend what the caller did not
+/// allow); a request's own `max_tokens` that leaves no room is refused too (it is the
+/// caller's cap on all output); the configured default is raised to the budget plus
+/// itself, so the answer keeps the allowance it has without thinking.
+fn thinking_max_tokens(
+    budget: u32,
+    requested: Option<u32>,
+    max_tokens: u32,
+) -> Result<u32, ProviderError> {
+    if budget < MIN_THINKING_BUDGET {
+        return Err(ProviderError::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "reasoning.budget_tokens {budget} is below anthropic's minimum thinking budget of {MIN_THINKING_BUDGET}"
+            ),
+        ));
+    }
+    match requested {
+        Some(cap) if cap <= budget => Err(ProviderError::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "max_tokens {cap} leaves no room for the answer after a thinking budget of {budget} on anthropic (its max_tokens counts the thinking): give a max_tokens above the budget"
+            ),
+        )),
+        Some(_) => Ok(max_tokens),
+        None if max_tokens <= budget => Ok(budget.saturating_add(max_tokens)),
+        None => Ok(max_tokens),
+    }
+}
+
+/// The Messages API's `tool_choice` (`required` is its `any`).
+fn tool_choice(choice: &ToolChoice) -> Value {
+    match choice {
+        ToolChoice::Auto => json!({"type": "auto"}),
+        ToolChoice::None => json!({"type": "none"}),
+        ToolChoice::Required => json!({"type": "any"}),
+        ToolChoice::Tool(name) => json!({"type": "tool", "name": name}),
+    }
+}
+
+/// The content blocks of one turn. An assistant turn: its thinking blocks (when its
+/// state came from an anthropic provider), its text, its `tool_use` blocks. A tool turn:
+/// one `tool_result` block. A user turn: its text, then its images.
+fn blocks(turn: &provd_client::Message) -> Result<Vec<Value>, ProviderError> {
+    let mut blocks = Vec::new();
+    let text = |blocks: &mut Vec<Value>| {
+        if !turn.content.is_empty() {
+            blocks.push(json!({"type": "text", "text": turn.content}));
+        }
+    };
+    match turn.role {
+        Role::Assistant => {
+            if let Some(thinking) = super::state_for(turn, "anthropic")
+                .and_then(|s| s.get("thinking"))
+                .and_then(Value::as_array)
+            {
+                blocks.extend(thinking.iter().cloned());
+            }
+            text(&mut blocks);
+            for call in &turn.tool_calls {
+                // Checked to be a JSON object when the request was validated.
+                let input: Value =
+                    serde_json::from_str(&call.arguments).unwrap_or_else(|_| json!({}));
+                blocks.push(
+                    json!({"type": "tool_use", "id": call.id, "name": call.name, "input": input}),
+                );
+            }
+        }
+        Role::Tool => {
+            let mut result = json!({
+                "type": "tool_result",
+                "tool_use_id": turn.tool_call_id.clone().unwrap_or_default(),
+                "content": turn.content,
+            });
+            if turn.is_error {
+                result["is_error"] = json!(true);
+            }
+            blocks.push(result);
+        }
+        _ => {
+            text(&mut blocks);
+            for image in &turn.images {
+                let source = match image {
+                    Image::Base64 { media_type, data } => {
+                        json!({"type": "base64", "media_type": media_type, "data": data})
+                    }
+                    Image::Url { url } => json!({"type": "url", "url": url}),
+                };
+                blocks.push(json!({"type": "image", "source": source}));
+            }
+        }
+    }
+    Ok(blocks)
+}
+
+/// The turns as the API wants them: roles alternate (tool results are user turns), and a
+/// run of turns with the same role becomes one turn holding all their blocks (what the
+/// API itself does with such a run, and what it requires of the results of parallel
+/// calls). A turn that is a single text stays a plain string, the API's shorthand.
+fn alternating_turns(turns: &[provd_client::Message]) -> Result<Vec<Value>, ProviderError> {
+    let mut merged: Vec<(&'static str, Vec<Value>)> = Vec::with_capacity(turns.len());
     for turn in turns {
         let role = match turn.role {
             Role::Assistant => "assistant",
             // `conversation` has taken the system turns out already.
             _ => "user",
         };
+        let mut content = blocks(turn)?;
+        if content.is_empty() {
+            content.push(json!({"type": "text", "text": ""}));
+        }
         match merged.last_mut() {
-            Some((last, texts)) if *last == role => texts.push(&turn.content),
-            _ => merged.push((role, vec![&turn.content])),
+            Some((last, blocks)) if *last == role => blocks.extend(content),
+            _ => merged.push((role, content)),
         }
     }
-    merged
+    Ok(merged
         .into_iter()
-        .map(|(role, texts)| {
-            let content = match texts.as_slice() {
-                [one] => json!(one),
-                many => Value::Array(
-                    many.iter()
-                        .map(|t| json!({"type": "text", "text": t}))
-                        .collect(),
-                ),
+        .map(|(role, blocks)| {
+            let content = match blocks.as_slice() {
+                [one] if one["type"] == "text" => one["text"].clone(),
+                _ => Value::Array(blocks),
             };
             json!({"role": role, "content": content})
         })
-        .collect()
+        .collect())
 }
 
 /// Copies `additional_params` into the body without letting them contradict the
@@ -563,21 +750,118 @@ struct MessageStartBody {
 
 #[derive(Deserialize)]
 struct BlockStart {
+    #[serde(default)]
+    index: u32,
     content_block: WireBlock,
 }
 
 #[derive(Deserialize)]
 struct BlockDelta {
+    #[serde(default)]
+    index: u32,
     delta: WireBlock,
 }
 
-/// A content block or a delta: only `type` and, for text, `text` matter here.
+/// A content block or a delta, with the fields of the kinds provd carries: `text`,
+/// `thinking` (+ `signature`), `redacted_thinking` (`data`), `tool_use` (`id`, `name`,
+/// `input`), and the deltas `text_delta`, `thinking_delta`, `signature_delta` and
+/// `input_json_delta` (`partial_json`).
 #[derive(Deserialize)]
 struct WireBlock {
     #[serde(rename = "type")]
     kind: String,
     #[serde(default)]
     text: Option<String>,
+    #[serde(default)]
+    thinking: Option<String>,
+    #[serde(default)]
+    signature: Option<String>,
+    #[serde(default)]
+    data: Option<String>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    input: Option<Value>,
+    #[serde(default)]
+    partial_json: Option<String>,
+}
+
+/// The most thinking (text, signatures, redacted data) one answer may hand back as
+/// provider state: it is kept whether or not the client sees it, so an upstream that
+/// never stops thinking must not grow the daemon without bound.
+pub const MAX_THINKING_BYTES: usize = 8 << 20;
+
+/// The thinking blocks of an answer, in order, as the API wants them back at the head of
+/// the assistant turn: each thinking text with its signature, each redacted block's data.
+#[derive(Debug, Default)]
+struct Thinking {
+    blocks: Vec<Value>,
+    /// The content-block index of each of `blocks`, to place later deltas.
+    indexes: Vec<u32>,
+    /// The bytes of text kept so far.
+    kept: usize,
+}
+
+impl Thinking {
+    fn start(&mut self, index: u32, block: Value) {
+        self.blocks.push(block);
+        self.indexes.push(index);
+    }
+
+    /// Counts `bytes` more kept; past [`MAX_THINKING_BYTES`] the answer is refused.
+    fn keep(&mut self, provider: &str, bytes: usize) -> Result<(), ProviderError> {
+        self.kept = self.kept.saturating_add(bytes);
+        if self.kept > MAX_THINKING_BYTES {
+            return Err(ProviderError::new(
+                ErrorCode::UpstreamError,
+                format!("{provider}: the answer's thinking passed {MAX_THINKING_BYTES} bytes"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The block at content-block `index`, if it is a thinking block.
+    fn at(&mut self, index: u32) -> Option<&mut Value> {
+        let at = self.indexes.iter().position(|&i| i == index)?;
+        self.blocks.get_mut(at)
+    }
+
+    /// Appends `piece` to field `field` (`thinking`, `signature`) of the block at `index`.
+    fn append(&mut self, index: u32, field: &str, piece: &str) {
+        if let Some(Value::Object(block)) = self.at(index) {
+            let text = block
+                .entry(field)
+                .or_insert_with(|| Value::String(String::new()));
+            if let Value::String(text) = text {
+                text.push_str(piece);
+            }
+        }
+    }
+
+    /// The provider state for the next turn, once the answer is over.
+    fn state(&mut self) -> Option<StreamEvent> {
+        (!self.blocks.is_empty()).then(|| {
+            StreamEvent::ProviderState(json!({"thinking": std::mem::take(&mut self.blocks)}))
+        })
+    }
+}
+
+/// A thinking or redacted-thinking block as sent back.
+fn thinking_block(block: &WireBlock) -> Option<Value> {
+    match block.kind.as_str() {
+        "thinking" => Some(json!({
+            "type": "thinking",
+            "thinking": block.thinking.clone().unwrap_or_default(),
+            "signature": block.signature.clone().unwrap_or_default(),
+        })),
+        "redacted_thinking" => Some(json!({
+            "type": "redacted_thinking",
+            "data": block.data.clone().unwrap_or_default(),
+        })),
+        _ => None,
+    }
 }
 
 #[derive(Deserialize)]
@@ -604,6 +888,9 @@ pub struct EventDecoder {
     provider: String,
     tokens: Tokens,
     finish: Option<FinishReason>,
+    thinking: Thinking,
+    /// The content-block indexes of the `tool_use` blocks, whose deltas are arguments.
+    tool_blocks: Vec<u32>,
 }
 
 impl EventDecoder {
@@ -613,6 +900,8 @@ impl EventDecoder {
             provider: provider.to_owned(),
             tokens: Tokens::default(),
             finish: None,
+            thinking: Thinking::default(),
+            tool_blocks: Vec::new(),
         }
     }
 
@@ -623,6 +912,91 @@ impl EventDecoder {
     ) -> Result<T, ProviderError> {
         serde_json::from_value(v)
             .map_err(|e| http::malformed(&self.provider, format!("{kind} event: {e}")))
+    }
+
+    fn block_start(
+        &mut self,
+        index: u32,
+        block: WireBlock,
+        out: &mut Vec<StreamEvent>,
+    ) -> Result<(), ProviderError> {
+        match block.kind.as_str() {
+            // A text block starts empty in practice, but its initial text is text.
+            "text" => {
+                if let Some(text) = block.text.filter(|t| !t.is_empty()) {
+                    out.push(StreamEvent::Text(text));
+                }
+            }
+            "thinking" | "redacted_thinking" => {
+                if let Some(text) = block.thinking.as_ref().filter(|t| !t.is_empty()) {
+                    out.push(StreamEvent::Reasoning(text.clone()));
+                }
+                if let Some(kept) = thinking_block(&block) {
+                    self.thinking.keep(&self.provider, kept.to_string().len())?;
+                    self.thinking.start(index, kept);
+                }
+            }
+            "tool_use" => {
+                self.tool_blocks.push(index);
+                // The input streams as input_json_delta; a start that already holds a
+                // non-empty input (a gateway's) is that input whole.
+                let arguments = block
+                    .input
+                    .filter(|i| i.as_object().is_some_and(|o| !o.is_empty()))
+                    .map(|i| i.to_string())
+                    .unwrap_or_default();
+                out.push(StreamEvent::ToolCall(ToolCallDelta {
+                    index,
+                    id: block.id,
+                    name: block.name,
+                    arguments,
+                }));
+            }
+            // server_tool_use, web_search_tool_result and other blocks provd does not
+            // carry.
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn block_delta(
+        &mut self,
+        index: u32,
+        delta: WireBlock,
+        out: &mut Vec<StreamEvent>,
+    ) -> Result<(), ProviderError> {
+        match delta.kind.as_str() {
+            "text_delta" => {
+                if let Some(text) = delta.text.filter(|t| !t.is_empty()) {
+                    out.push(StreamEvent::Text(text));
+                }
+            }
+            "thinking_delta" => {
+                if let Some(text) = delta.thinking.filter(|t| !t.is_empty()) {
+                    self.thinking.keep(&self.provider, text.len())?;
+                    self.thinking.append(index, "thinking", &text);
+                    out.push(StreamEvent::Reasoning(text));
+                }
+            }
+            "signature_delta" => {
+                if let Some(signature) = delta.signature {
+                    self.thinking.keep(&self.provider, signature.len())?;
+                    self.thinking.append(index, "signature", &signature);
+                }
+            }
+            "input_json_delta" if self.tool_blocks.contains(&index) => {
+                if let Some(piece) = delta.partial_json.filter(|p| !p.is_empty()) {
+                    out.push(StreamEvent::ToolCall(ToolCallDelta {
+                        index,
+                        arguments: piece,
+                        ..ToolCallDelta::default()
+                    }));
+                }
+            }
+            // citations_delta and future kinds.
+            _ => {}
+        }
+        Ok(())
     }
 }
 
@@ -650,22 +1024,11 @@ impl Decoder for EventDecoder {
             }
             "content_block_start" => {
                 let start: BlockStart = self.parse(&kind, data)?;
-                // A text block starts empty in practice, but its initial text is text.
-                if start.content_block.kind == "text" {
-                    if let Some(text) = start.content_block.text.filter(|t| !t.is_empty()) {
-                        out.push(StreamEvent::Text(text));
-                    }
-                }
+                self.block_start(start.index, start.content_block, out)?;
             }
             "content_block_delta" => {
                 let delta: BlockDelta = self.parse(&kind, data)?;
-                // thinking_delta, signature_delta, input_json_delta, citations_delta and
-                // future kinds belong to blocks provd does not carry.
-                if delta.delta.kind == "text_delta" {
-                    if let Some(text) = delta.delta.text.filter(|t| !t.is_empty()) {
-                        out.push(StreamEvent::Text(text));
-                    }
-                }
+                self.block_delta(delta.index, delta.delta, out)?;
             }
             "message_delta" => {
                 let delta: MessageDelta = self.parse(&kind, data)?;
@@ -675,10 +1038,13 @@ impl Decoder for EventDecoder {
                 self.tokens.update(delta.usage);
                 out.push(StreamEvent::Usage(self.tokens.usage()));
             }
-            "message_stop" => out.push(StreamEvent::Done {
-                usage: self.tokens.usage(),
-                finish_reason: self.finish.unwrap_or(FinishReason::Other),
-            }),
+            "message_stop" => {
+                out.extend(self.thinking.state());
+                out.push(StreamEvent::Done {
+                    usage: self.tokens.usage(),
+                    finish_reason: self.finish.unwrap_or(FinishReason::Other),
+                });
+            }
             "error" => {
                 let error: ErrorEvent = self.parse(&kind, data)?;
                 return Err(stream_error(&self.provider, &error.error));
@@ -718,24 +1084,44 @@ struct WireMessage {
 }
 
 impl WireMessage {
-    /// The events the same answer yields when streamed: usage, the text blocks joined
-    /// as the stream would deliver them, the end.
+    /// The events the same answer yields when streamed: usage, the reasoning, the text
+    /// blocks joined as the stream would deliver them, the tool calls, the thinking
+    /// blocks as provider state, the end.
     fn into_events(self) -> Vec<StreamEvent> {
         let mut tokens = Tokens::default();
         tokens.update(self.usage);
         let usage = tokens.usage();
-        let text: String = self
-            .content
-            .into_iter()
-            .filter(|b| b.kind == "text")
-            .filter_map(|b| b.text)
-            .collect();
         let mut events = Vec::new();
         ReportedModel::default().note(self.model.as_deref(), &mut events);
         events.push(StreamEvent::Usage(usage));
+        let (mut reasoning, mut text, mut calls) = (String::new(), String::new(), Vec::new());
+        let mut thinking = Thinking::default();
+        for (index, block) in (0u32..).zip(self.content) {
+            match block.kind.as_str() {
+                "text" => text.push_str(block.text.as_deref().unwrap_or_default()),
+                "thinking" | "redacted_thinking" => {
+                    reasoning.push_str(block.thinking.as_deref().unwrap_or_default());
+                    if let Some(kept) = thinking_block(&block) {
+                        thinking.start(index, kept);
+                    }
+                }
+                "tool_use" => calls.push(StreamEvent::ToolCall(ToolCallDelta {
+                    index,
+                    arguments: block.input.unwrap_or_else(|| json!({})).to_string(),
+                    id: block.id,
+                    name: block.name,
+                })),
+                _ => {}
+            }
+        }
+        if !reasoning.is_empty() {
+            events.push(StreamEvent::Reasoning(reasoning));
+        }
         if !text.is_empty() {
             events.push(StreamEvent::Text(text));
         }
+        events.extend(calls);
+        events.extend(thinking.state());
         events.push(StreamEvent::Done {
             usage,
             finish_reason: self
@@ -819,15 +1205,30 @@ event: message_stop\n\
 data: {\"type\":\"message_stop\"}\n\n";
 
     #[test]
-    fn a_documented_stream_decodes_to_usage_text_and_done() {
+    fn a_documented_stream_decodes_to_usage_reasoning_text_calls_state_and_done() {
         assert_eq!(
             decode(STREAM).unwrap(),
             vec![
                 StreamEvent::Model("claude-sonnet-4-5".into()),
                 StreamEvent::Usage(Usage::new(25, 1)),
+                StreamEvent::Reasoning("Let me see".into()),
                 StreamEvent::Text("Hello".into()),
                 StreamEvent::Text("!".into()),
+                StreamEvent::ToolCall(ToolCallDelta {
+                    index: 2,
+                    id: Some("toolu_1".into()),
+                    name: Some("get_weather".into()),
+                    arguments: String::new(),
+                }),
+                StreamEvent::ToolCall(ToolCallDelta {
+                    index: 2,
+                    arguments: "{\"location\": ".into(),
+                    ..ToolCallDelta::default()
+                }),
                 StreamEvent::Usage(Usage::new(25, 15)),
+                StreamEvent::ProviderState(json!({"thinking": [
+                    {"type": "thinking", "thinking": "Let me see", "signature": "EqQB"}
+                ]})),
                 StreamEvent::Done {
                     usage: Usage::new(25, 15),
                     finish_reason: FinishReason::ToolCalls
@@ -935,7 +1336,17 @@ data: {\"type\": \"ping\"}\n\n";
             vec![
                 StreamEvent::Model("m".into()),
                 StreamEvent::Usage(Usage::new(25, 15)),
+                StreamEvent::Reasoning("hmm".into()),
                 StreamEvent::Text("Hello!".into()),
+                StreamEvent::ToolCall(ToolCallDelta {
+                    index: 2,
+                    id: Some("t".into()),
+                    name: Some("n".into()),
+                    arguments: "{}".into(),
+                }),
+                StreamEvent::ProviderState(json!({"thinking": [
+                    {"type": "thinking", "thinking": "hmm", "signature": "x"}
+                ]})),
                 StreamEvent::Done {
                     usage: Usage::new(25, 15),
                     finish_reason: FinishReason::Length
@@ -1158,5 +1569,346 @@ data: {\"type\": \"ping\"}\n\n";
             e,
             "config t.toml: providers.a.options.anthropic_version must be a date string such as \"2023-06-01\", got \"v1\""
         );
+    }
+
+    fn weather() -> provd_client::Tool {
+        provd_client::Tool::new(
+            "get_weather",
+            "The weather in a city",
+            json!({"type": "object", "properties": {"city": {"type": "string"}}}),
+        )
+    }
+
+    fn call(id: &str, city: &str) -> provd_client::ToolCall {
+        provd_client::ToolCall {
+            id: id.into(),
+            name: "get_weather".into(),
+            arguments: format!("{{\"city\":\"{city}\"}}"),
+        }
+    }
+
+    #[test]
+    fn tools_and_each_tool_choice_map_to_the_messages_api() {
+        let p = provider("", "");
+        let mut r = GenerateRequest::prompt("weather?");
+        r.tools = vec![
+            weather(),
+            provd_client::Tool {
+                name: "now".into(),
+                description: None,
+                parameters: None,
+            },
+        ];
+        let body = p.body(&r).unwrap();
+        assert_eq!(
+            body["tools"],
+            json!([
+                {"name": "get_weather", "description": "The weather in a city",
+                 "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}},
+                {"name": "now", "input_schema": {"type": "object", "properties": {}}},
+            ])
+        );
+        assert!(
+            body.get("tool_choice").is_none(),
+            "unset means the API's auto"
+        );
+        for (choice, wire) in [
+            (ToolChoice::Auto, json!({"type": "auto"})),
+            (ToolChoice::None, json!({"type": "none"})),
+            (ToolChoice::Required, json!({"type": "any"})),
+            (
+                ToolChoice::Tool("now".into()),
+                json!({"type": "tool", "name": "now"}),
+            ),
+        ] {
+            r.tool_choice = Some(choice);
+            assert_eq!(p.body(&r).unwrap()["tool_choice"], wire);
+        }
+        r.tools.clear();
+        r.tool_choice = Some(ToolChoice::None);
+        assert!(p.body(&r).unwrap().get("tool_choice").is_none());
+    }
+
+    #[test]
+    fn calls_become_tool_use_blocks_and_consecutive_results_one_user_turn() {
+        let p = provider("", "");
+        let mut r = GenerateRequest::prompt("thanks; and Rome?");
+        r.tools = vec![weather()];
+        r.messages = vec![
+            turn(Role::User, "Paris and Oslo?"),
+            provd_client::Message {
+                tool_calls: vec![call("toolu_1", "Paris"), call("toolu_2", "Oslo")],
+                ..turn(Role::Assistant, "Checking both.")
+            },
+            provd_client::Message::tool_result("toolu_1", "18C"),
+            provd_client::Message {
+                is_error: true,
+                ..provd_client::Message::tool_result("toolu_2", "no such city")
+            },
+        ];
+        assert_eq!(
+            p.body(&r).unwrap()["messages"],
+            json!([
+                {"role": "user", "content": "Paris and Oslo?"},
+                {"role": "assistant", "content": [
+                    {"type": "text", "text": "Checking both."},
+                    {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}},
+                    {"type": "tool_use", "id": "toolu_2", "name": "get_weather", "input": {"city": "Oslo"}},
+                ]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "toolu_1", "content": "18C"},
+                    {"type": "tool_result", "tool_use_id": "toolu_2", "content": "no such city", "is_error": true},
+                    {"type": "text", "text": "thanks; and Rome?"},
+                ]},
+            ])
+        );
+        // A turn of calls alone has no text block.
+        r.messages[1].content.clear();
+        assert_eq!(
+            p.body(&r).unwrap()["messages"][1]["content"][0]["type"],
+            "tool_use"
+        );
+    }
+
+    #[test]
+    fn thinking_blocks_lead_their_turn_only_when_an_anthropic_provider_signed_them() {
+        let p = provider("", "");
+        let blocks = json!([
+            {"type": "thinking", "thinking": "hmm", "signature": "sig=="},
+            {"type": "redacted_thinking", "data": "opaque"},
+        ]);
+        let mut r = GenerateRequest::prompt("and then?");
+        r.messages = vec![
+            turn(Role::User, "why?"),
+            provd_client::Message {
+                provider_state: Some(
+                    json!({"type": "anthropic", "state": {"thinking": blocks.clone()}}),
+                ),
+                ..turn(Role::Assistant, "because")
+            },
+        ];
+        let mut expected = blocks.as_array().unwrap().clone();
+        expected.push(json!({"type": "text", "text": "because"}));
+        assert_eq!(
+            p.body(&r).unwrap()["messages"][1]["content"],
+            Value::Array(expected)
+        );
+        r.messages[1].provider_state =
+            Some(json!({"type": "gemini", "state": {"thinking": blocks}}));
+        assert_eq!(p.body(&r).unwrap()["messages"][1]["content"], "because");
+    }
+
+    #[test]
+    fn reasoning_asks_for_a_thinking_budget_that_max_tokens_must_exceed() {
+        let p = provider("", "max_tokens = 4096");
+        let mut r = GenerateRequest::prompt("why?");
+        r.reasoning = Some(provd_client::Reasoning {
+            budget_tokens: Some(2000),
+            ..provd_client::Reasoning::default()
+        });
+        let body = p.body(&r).unwrap();
+        assert_eq!(
+            body["thinking"],
+            json!({"type": "enabled", "budget_tokens": 2000})
+        );
+        assert_eq!(body["max_tokens"], 4096);
+        // An effort maps to a budget; the configured max_tokens grows to hold it.
+        r.reasoning = Some(provd_client::Reasoning {
+            effort: Some(provd_client::Effort::High),
+            ..provd_client::Reasoning::default()
+        });
+        let body = p.body(&r).unwrap();
+        assert_eq!(body["thinking"]["budget_tokens"], 24_576);
+        assert_eq!(body["max_tokens"], 24_576 + 4096);
+        // The request's own cap is the caller's: refused rather than raised.
+        r.max_tokens = Some(1000);
+        let e = p.body(&r).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidRequest);
+        assert!(e.message.contains("max_tokens 1000"), "{e}");
+        r.reasoning = Some(provd_client::Reasoning {
+            budget_tokens: Some(500),
+            ..provd_client::Reasoning::default()
+        });
+        r.max_tokens = None;
+        let e = p.body(&r).unwrap_err();
+        assert!(e.message.contains("minimum thinking budget of 1024"), "{e}");
+    }
+
+    #[test]
+    fn a_json_schema_is_the_output_format_and_json_object_is_refused() {
+        let p = provider("", "");
+        let schema = json!({"type": "object", "properties": {"a": {"type": "integer"}},
+                            "required": ["a"], "additionalProperties": false});
+        let mut r = GenerateRequest::prompt("a?");
+        r.response_format = Some(ResponseFormat::JsonSchema {
+            name: "answer".into(),
+            schema: schema.clone(),
+            strict: true,
+        });
+        assert_eq!(
+            p.body(&r).unwrap()["output_config"],
+            json!({"format": {"type": "json_schema", "schema": schema}})
+        );
+        r.response_format = Some(ResponseFormat::JsonObject);
+        let e = p.body(&r).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidRequest);
+        assert!(
+            e.message.contains("json_object") && e.message.contains("anthropic"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn images_follow_the_text_as_base64_and_url_blocks() {
+        let p = provider("", "");
+        let r = GenerateRequest {
+            messages: vec![provd_client::Message {
+                images: vec![
+                    Image::Base64 {
+                        media_type: "image/png".into(),
+                        data: "iVBORw0KGgo=".into(),
+                    },
+                    Image::Url {
+                        url: "https://example.com/a.jpg".into(),
+                    },
+                ],
+                ..turn(Role::User, "what is this?")
+            }],
+            ..GenerateRequest::default()
+        };
+        assert_eq!(
+            p.body(&r).unwrap()["messages"][0]["content"],
+            json!([
+                {"type": "text", "text": "what is this?"},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}},
+                {"type": "image", "source": {"type": "url", "url": "https://example.com/a.jpg"}},
+            ])
+        );
+    }
+
+    #[test]
+    fn parallel_tool_calls_stream_as_pieces_indexed_by_content_block() {
+        let stream = "event: message_start\n\
+data: {\"type\":\"message_start\",\"message\":{\"model\":\"m\",\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n\
+event: content_block_start\n\
+data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n\
+event: content_block_delta\n\
+data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Both.\"}}\n\n\
+event: content_block_stop\n\
+data: {\"type\":\"content_block_stop\",\"index\":0}\n\n\
+event: content_block_start\n\
+data: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_a\",\"name\":\"get_weather\",\"input\":{}}}\n\n\
+event: content_block_delta\n\
+data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"\"}}\n\n\
+event: content_block_delta\n\
+data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"city\\\": \\\"Paris\\\"}\"}}\n\n\
+event: content_block_stop\n\
+data: {\"type\":\"content_block_stop\",\"index\":1}\n\n\
+event: content_block_start\n\
+data: {\"type\":\"content_block_start\",\"index\":2,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_b\",\"name\":\"get_weather\",\"input\":{}}}\n\n\
+event: content_block_delta\n\
+data: {\"type\":\"content_block_delta\",\"index\":2,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"city\\\":\"}}\n\n\
+event: content_block_delta\n\
+data: {\"type\":\"content_block_delta\",\"index\":2,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\" \\\"Oslo\\\"}\"}}\n\n\
+event: content_block_stop\n\
+data: {\"type\":\"content_block_stop\",\"index\":2}\n\n\
+event: message_delta\n\
+data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\"},\"usage\":{\"output_tokens\":40}}\n\n\
+event: message_stop\n\
+data: {\"type\":\"message_stop\"}\n\n";
+        let piece = |index, id: Option<&str>, arguments: &str| {
+            StreamEvent::ToolCall(ToolCallDelta {
+                index,
+                id: id.map(str::to_owned),
+                name: id.map(|_| "get_weather".to_owned()),
+                arguments: arguments.into(),
+            })
+        };
+        assert_eq!(
+            decode(stream).unwrap(),
+            vec![
+                StreamEvent::Model("m".into()),
+                StreamEvent::Usage(Usage::new(5, 1)),
+                StreamEvent::Text("Both.".into()),
+                piece(1, Some("toolu_a"), ""),
+                piece(1, None, "{\"city\": \"Paris\"}"),
+                piece(2, Some("toolu_b"), ""),
+                piece(2, None, "{\"city\":"),
+                piece(2, None, " \"Oslo\"}"),
+                StreamEvent::Usage(Usage::new(5, 40)),
+                StreamEvent::Done {
+                    usage: Usage::new(5, 40),
+                    finish_reason: FinishReason::ToolCalls
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn thinking_with_its_signature_and_redacted_thinking_are_one_state_in_order() {
+        let stream = "event: message_start\n\
+data: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n\
+event: content_block_start\n\
+data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"thinking\",\"thinking\":\"\",\"signature\":\"\"}}\n\n\
+event: content_block_delta\n\
+data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"thinking_delta\",\"thinking\":\"First, \"}}\n\n\
+event: content_block_delta\n\
+data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"thinking_delta\",\"thinking\":\"the sky.\"}}\n\n\
+event: content_block_delta\n\
+data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"signature_delta\",\"signature\":\"EqQBCgIYAhIM\"}}\n\n\
+event: content_block_stop\n\
+data: {\"type\":\"content_block_stop\",\"index\":0}\n\n\
+event: content_block_start\n\
+data: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"redacted_thinking\",\"data\":\"EmwKAhgB\"}}\n\n\
+event: content_block_stop\n\
+data: {\"type\":\"content_block_stop\",\"index\":1}\n\n\
+event: content_block_start\n\
+data: {\"type\":\"content_block_start\",\"index\":2,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n\
+event: content_block_delta\n\
+data: {\"type\":\"content_block_delta\",\"index\":2,\"delta\":{\"type\":\"text_delta\",\"text\":\"Blue.\"}}\n\n\
+event: content_block_stop\n\
+data: {\"type\":\"content_block_stop\",\"index\":2}\n\n\
+event: message_delta\n\
+data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":90}}\n\n\
+event: message_stop\n\
+data: {\"type\":\"message_stop\"}\n\n";
+        let events = decode(stream).unwrap();
+        assert_eq!(
+            events[1..],
+            [
+                StreamEvent::Reasoning("First, ".into()),
+                StreamEvent::Reasoning("the sky.".into()),
+                StreamEvent::Text("Blue.".into()),
+                StreamEvent::Usage(Usage::new(5, 90)),
+                StreamEvent::ProviderState(json!({"thinking": [
+                    {"type": "thinking", "thinking": "First, the sky.", "signature": "EqQBCgIYAhIM"},
+                    {"type": "redacted_thinking", "data": "EmwKAhgB"},
+                ]})),
+                StreamEvent::Done {
+                    usage: Usage::new(5, 90),
+                    finish_reason: FinishReason::Stop
+                },
+            ]
+        );
+        // Anthropic reports no separate count of thinking tokens: output includes them.
+        assert!(events
+            .iter()
+            .all(|e| !matches!(e, StreamEvent::Usage(u) if u.reasoning_tokens.is_some())));
+    }
+
+    #[test]
+    fn thinking_past_its_bound_ends_the_answer_with_an_error() {
+        let piece = "x".repeat(1 << 20);
+        let mut stream = String::from(
+            "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"thinking\",\"thinking\":\"\"}}\n\n",
+        );
+        for _ in 0..=MAX_THINKING_BYTES >> 20 {
+            stream.push_str(&format!(
+                "event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"thinking_delta\",\"thinking\":\"{piece}\"}}}}\n\n"
+            ));
+        }
+        let e = decode(&stream).unwrap_err();
+        assert_eq!(e.code, ErrorCode::UpstreamError);
+        assert!(e.message.contains("thinking passed"), "{e}");
     }
 }

@@ -18,22 +18,23 @@
 //!   `finishReason` and then the body ends. So `Done` is produced when the body ends
 //!   cleanly after some chunk carried a `finishReason`; a body that ends without one, or
 //!   that breaks after it, is an error, never a silent success.
-//! - **Text.** Only text parts of candidate 0 are forwarded. Parts marked `thought: true`
-//!   (thought summaries), `functionCall`, `inlineData`, `executableCode` and the like are
-//!   skipped without interrupting the text; when a `functionCall` was seen the finish
-//!   reason is `tool_use` (Gemini itself says `STOP` then). Other candidates
-//!   (`candidateCount > 1`) are not forwarded; their tokens still count in usage.
+//! - **Text.** Only candidate 0 is read: its text parts are text, its parts marked
+//!   `thought: true` (thought summaries, sent when `includeThoughts` is on) reasoning,
+//!   its `functionCall` parts tool calls; `inlineData`, `executableCode` and the like are
+//!   skipped without interrupting the text. Other candidates (`candidateCount > 1`) are
+//!   not forwarded; their tokens still count in usage.
 //! - **Usage.** Each chunk carries cumulative `usageMetadata`; the latest wins. `prompt` =
 //!   `promptTokenCount + toolUsePromptTokenCount` (tool results are fed back to the model
 //!   as input), `completion` = `candidatesTokenCount + thoughtsTokenCount` (thinking is
 //!   billed as output, and OpenAI's `completion_tokens` include reasoning likewise), so
-//!   `total` equals Gemini's `totalTokenCount`. Streamed and non-streamed agree because
-//!   both read the same fields.
-//! - **Finish reasons.** `STOP` → stop (tool_use after a `functionCall`), `MAX_TOKENS` →
+//!   `total` equals Gemini's `totalTokenCount`; `thoughtsTokenCount` is also the
+//!   reasoning count. Streamed and non-streamed agree because both read the same fields.
+//! - **Finish reasons.** `STOP` → stop (tool_calls after a `functionCall`), `MAX_TOKENS` →
 //!   length; `SAFETY`, `RECITATION`, `BLOCKLIST`, `PROHIBITED_CONTENT`, `SPII`,
 //!   `IMAGE_SAFETY` and the other `IMAGE_*` / `MODEL_ARMOR` blocks → content_filter;
 //!   everything else, `MALFORMED_FUNCTION_CALL` and `UNEXPECTED_TOOL_CALL` included, →
-//!   other: `tool_use` would tell the caller a call awaits it, and a malformed one does not.
+//!   other: `tool_calls` would tell the caller a call awaits it, and a malformed one does
+//!   not.
 //! - **Blocked prompt.** `promptFeedback.blockReason` (no candidates at all) ends the
 //!   generation with finish reason content_filter and no text, like an answer the filter
 //!   stopped: the request was well-formed, the usage is real, and retrying cannot help.
@@ -44,15 +45,53 @@
 //!   hint when no `retry-after` header gave one. The same body inside the stream
 //!   (`data: {"error": …}`) ends the generation with that error.
 //!
+//! How tools, structured output, reasoning and images map:
+//!
+//! - **Tools**: `tools: [{functionDeclarations: [{name, description,
+//!   parametersJsonSchema}]}]`. `parametersJsonSchema` takes the JSON Schema as given
+//!   (`v1beta`; `parameters` would take only the OpenAPI subset and need a lossy
+//!   translation of `additionalProperties`, `$ref`, `anyOf` …). A tool without
+//!   parameters declares none. `tool_choice` → `toolConfig.functionCallingConfig.mode`:
+//!   auto `AUTO`, none `NONE`, required `ANY`, one tool `ANY` with
+//!   `allowedFunctionNames: [name]`.
+//! - **Turns**: an assistant turn → a `model` turn of its text part (when it has text)
+//!   and one `functionCall {name, args}` part per call; a tool turn → a
+//!   `functionResponse {name, response: {output}}` part (`{error}` when the result is an
+//!   error, the keys the API documents) in a user turn, named after the earlier call
+//!   with that id; the results of consecutive tool turns share one user turn, as the API
+//!   wants the answers to parallel calls.
+//! - **Calls**: each `functionCall` part arrives whole → one tool-call piece with the
+//!   whole arguments, numbered in order; the API gives no ids, so the server fills
+//!   `call_<request id>_<n>`.
+//! - **Reasoning**: `generationConfig.thinkingConfig: {thinkingBudget, includeThoughts}`,
+//!   the budget being the request's, else its effort mapped by
+//!   [`super::thinking_budget`] (Google's own table), `includeThoughts` whether the
+//!   reasoning is shown. `thoughtSignature`s are kept per part and reported as one
+//!   provider state `{"thought_signatures": {"text": sig, "calls": [sig or null per
+//!   call]}}`; the next turn sends each back on its part (the text part, or the call at
+//!   that position), and drops them when the turn came from another provider type.
+//! - **Structured output**: `json_object` → `responseMimeType: application/json`;
+//!   `json_schema` → that plus `responseJsonSchema` (the schema as given, for the same
+//!   reason as `parametersJsonSchema`).
+//! - **Images**: base64 images → `inlineData {mimeType, data}` parts after the turn's
+//!   text. URLs are refused by name: the API takes bytes (or its own Files API URIs) and
+//!   provd never fetches a URL; the type's capabilities leave `image_urls` out.
+//!
 //! `additional_params` are merged into the request body: `generationConfig` (or
 //! `generation_config`) merges key by key into the one provd builds, the caller's keys
 //! winning (`topK`, `seed`, `thinkingConfig`, `responseMimeType`, or a `maxOutputTokens`
-//! that overrides `max_tokens`); every other key (`safetySettings`, `tools`,
-//! `cachedContent`, even `systemInstruction`) is set as given. `model`, `stream` and
-//! `contents` are refused: the model and streaming are in the URL provd chooses, and the
-//! conversation comes from `prompt` / `messages`.
+//! that overrides `max_tokens`), except that the keys the request's own
+//! `response_format` or `reasoning` set are refused rather than overridden; every other
+//! key (`safetySettings`, `tools`, `cachedContent`, even `systemInstruction`) is set as
+//! given, except `tools` and `toolConfig` when the request gives tools or a tool
+//! choice (refused: set them in one place). `model`, `stream` and `contents` are
+//! refused: the model and streaming are in the URL provd chooses, and the conversation
+//! comes from `prompt` / `messages`.
 
-use provd_client::{ErrorCode, FinishReason, GenerateRequest, ModelInfo, Role, Usage};
+use provd_client::{
+    ErrorCode, FinishReason, GenerateRequest, Image, ModelInfo, ResponseFormat, Role,
+    ToolCallDelta, ToolChoice, Usage,
+};
 use reqwest::{RequestBuilder, Url};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -162,16 +201,7 @@ impl HttpApi for GeminiApi {
 
     fn body(&self, spec: &ProviderSpec, request: &GenerateRequest) -> Result<Value, ProviderError> {
         let (system, turns) = conversation(request);
-        let contents: Vec<Value> = turns
-            .into_iter()
-            .map(|m| {
-                let role = match m.role {
-                    Role::Assistant => "model",
-                    _ => "user",
-                };
-                json!({"role": role, "parts": [{"text": m.content}]})
-            })
-            .collect();
+        let contents = contents(&turns)?;
         let mut config = Map::new();
         config.insert(
             "maxOutputTokens".into(),
@@ -186,6 +216,28 @@ impl HttpApi for GeminiApi {
         if !request.stop.is_empty() {
             config.insert("stopSequences".into(), json!(request.stop));
         }
+        // What the request's own options put in generationConfig: a caller's
+        // generationConfig may not contradict them.
+        let mut options = Map::new();
+        match &request.response_format {
+            Some(ResponseFormat::JsonObject) => {
+                options.insert("responseMimeType".into(), json!("application/json"));
+            }
+            Some(ResponseFormat::JsonSchema { schema, .. }) => {
+                options.insert("responseMimeType".into(), json!("application/json"));
+                options.insert("responseJsonSchema".into(), schema.clone());
+            }
+            Some(ResponseFormat::Text) | None => {}
+        }
+        if let Some(reasoning) = &request.reasoning {
+            options.insert(
+                "thinkingConfig".into(),
+                json!({
+                    "thinkingBudget": super::thinking_budget(reasoning),
+                    "includeThoughts": reasoning.show,
+                }),
+            );
+        }
         let mut body = Map::new();
         body.insert("contents".into(), Value::Array(contents));
         if let Some(system) = system {
@@ -195,10 +247,52 @@ impl HttpApi for GeminiApi {
             );
         }
         merge_additional_params(&mut body, request, RESERVED, spec)?;
+        if !request.tools.is_empty() {
+            let declarations: Vec<Value> = request
+                .tools
+                .iter()
+                .map(|t| {
+                    let mut declaration = Map::new();
+                    declaration.insert("name".into(), json!(t.name));
+                    if let Some(d) = &t.description {
+                        declaration.insert("description".into(), json!(d));
+                    }
+                    if let Some(p) = &t.parameters {
+                        declaration.insert("parametersJsonSchema".into(), p.clone());
+                    }
+                    Value::Object(declaration)
+                })
+                .collect();
+            set_own(
+                &mut body,
+                "tools",
+                json!([{"functionDeclarations": declarations}]),
+                "tools",
+            )?;
+        }
+        // Without tools, auto and none say what no toolConfig says; required and one
+        // tool are refused before here.
+        if let Some(choice) = request
+            .tool_choice
+            .as_ref()
+            .filter(|_| !request.tools.is_empty())
+        {
+            set_own(&mut body, "toolConfig", tool_config(choice), "tool_choice")?;
+        }
         for key in ["generationConfig", "generation_config"] {
             match body.remove(key) {
                 None => {}
-                Some(Value::Object(theirs)) => config.extend(theirs),
+                Some(Value::Object(theirs)) => {
+                    if let Some(clash) = theirs.keys().find(|k| options.contains_key(*k)) {
+                        return Err(ProviderError::new(
+                            ErrorCode::InvalidRequest,
+                            format!(
+                                "additional_params.{key}.{clash} conflicts with the request's own response_format or reasoning; set it in one place"
+                            ),
+                        ));
+                    }
+                    config.extend(theirs)
+                }
                 Some(_) => {
                     return Err(ProviderError::new(
                         ErrorCode::InvalidRequest,
@@ -207,6 +301,7 @@ impl HttpApi for GeminiApi {
                 }
             }
         }
+        config.extend(options);
         body.insert("generationConfig".into(), Value::Object(config));
         Ok(Value::Object(body))
     }
@@ -241,11 +336,13 @@ impl HttpApi for GeminiApi {
         for whole in wholes {
             decoder.response(whole, &mut events)?;
         }
-        events.push(
-            decoder
-                .done()
-                .ok_or_else(|| http::malformed(&spec.id, "the response has no finishReason"))?,
-        );
+        if decoder.done().is_none() {
+            return Err(http::malformed(
+                &spec.id,
+                "the response has no finishReason",
+            ));
+        }
+        decoder.finish(&mut events)?;
         Ok(events)
     }
 
@@ -293,6 +390,132 @@ impl HttpApi for GeminiApi {
     fn refine(error: &mut ProviderError, body: &[u8]) {
         refine(error, body)
     }
+}
+
+/// Sets body field `key` from the request's option `option`, refusing an
+/// `additional_params` entry of the same name rather than dropping either.
+fn set_own(
+    body: &mut Map<String, Value>,
+    key: &str,
+    value: Value,
+    option: &str,
+) -> Result<(), ProviderError> {
+    if body.contains_key(key) {
+        return Err(ProviderError::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "additional_params.{key} conflicts with the request's own {option}; set it in one place"
+            ),
+        ));
+    }
+    body.insert(key.to_owned(), value);
+    Ok(())
+}
+
+/// `toolConfig.functionCallingConfig` for a tool choice: `required` is `ANY`, one tool
+/// is `ANY` restricted to its name.
+fn tool_config(choice: &ToolChoice) -> Value {
+    let config = match choice {
+        ToolChoice::Auto => json!({"mode": "AUTO"}),
+        ToolChoice::None => json!({"mode": "NONE"}),
+        ToolChoice::Required => json!({"mode": "ANY"}),
+        ToolChoice::Tool(name) => json!({"mode": "ANY", "allowedFunctionNames": [name]}),
+    };
+    json!({"functionCallingConfig": config})
+}
+
+/// The conversation as `contents`. A user turn: its text, then its images as
+/// `inlineData`. An assistant (`model`) turn: its text, then one `functionCall` part per
+/// call, each part given back the `thoughtSignature` it came with (when the turn's state
+/// came from a gemini provider). A tool turn: a `functionResponse` part in a user turn,
+/// named after the call it answers; the results of consecutive tool turns share one
+/// turn, as the API wants the answers to parallel calls.
+fn contents(turns: &[provd_client::Message]) -> Result<Vec<Value>, ProviderError> {
+    let mut contents: Vec<Value> = Vec::with_capacity(turns.len());
+    let mut tool_run = false;
+    for (i, turn) in turns.iter().enumerate() {
+        match turn.role {
+            Role::Assistant => {
+                tool_run = false;
+                let signatures = super::state_for(turn, "gemini")
+                    .and_then(|s| s.get("thought_signatures"))
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                let mut parts = Vec::new();
+                if !turn.content.is_empty() || turn.tool_calls.is_empty() {
+                    let mut part = json!({"text": turn.content});
+                    if let Some(s) = signatures.get("text").filter(|s| s.is_string()) {
+                        part["thoughtSignature"] = s.clone();
+                    }
+                    parts.push(part);
+                }
+                for (n, call) in turn.tool_calls.iter().enumerate() {
+                    // Checked to be a JSON object when the request was validated.
+                    let args: Value =
+                        serde_json::from_str(&call.arguments).unwrap_or_else(|_| json!({}));
+                    let mut part = json!({"functionCall": {"name": call.name, "args": args}});
+                    if let Some(s) = signatures
+                        .get("calls")
+                        .and_then(|c| c.get(n))
+                        .filter(|s| s.is_string())
+                    {
+                        part["thoughtSignature"] = s.clone();
+                    }
+                    parts.push(part);
+                }
+                contents.push(json!({"role": "model", "parts": parts}));
+            }
+            Role::Tool => {
+                let id = turn.tool_call_id.as_deref().unwrap_or_default();
+                let name = turns[..i]
+                    .iter()
+                    .rev()
+                    .flat_map(|t| &t.tool_calls)
+                    .find(|c| c.id == id)
+                    .map(|c| c.name.clone())
+                    .ok_or_else(|| {
+                        ProviderError::new(
+                            ErrorCode::InvalidRequest,
+                            format!(
+                                "the tool result for call {} answers no earlier call, and gemini needs the call's name",
+                                crate::untrusted::untrusted(id)
+                            ),
+                        )
+                    })?;
+                let key = if turn.is_error { "error" } else { "output" };
+                let part =
+                    json!({"functionResponse": {"name": name, "response": {key: turn.content}}});
+                match contents.last_mut() {
+                    Some(last) if tool_run => {
+                        if let Some(parts) = last["parts"].as_array_mut() {
+                            parts.push(part);
+                        }
+                    }
+                    _ => contents.push(json!({"role": "user", "parts": [part]})),
+                }
+                tool_run = true;
+            }
+            _ => {
+                tool_run = false;
+                let mut parts = vec![json!({"text": turn.content})];
+                for image in &turn.images {
+                    match image {
+                        Image::Base64 { media_type, data } => parts.push(
+                            json!({"inlineData": {"mimeType": media_type, "data": data}}),
+                        ),
+                        Image::Url { .. } => {
+                            return Err(ProviderError::new(
+                                ErrorCode::InvalidRequest,
+                                "image URLs are not supported by gemini (its API takes the bytes inline, and provd never fetches a URL): send the image as base64",
+                            ))
+                        }
+                    }
+                }
+                contents.push(json!({"role": "user", "parts": parts}));
+            }
+        }
+    }
+    Ok(contents)
 }
 
 /// The resource name of a model (`models/gemini-2.5-flash`, `tunedModels/my-model`) from
@@ -513,7 +736,19 @@ struct WirePart {
     #[serde(default)]
     thought: Option<bool>,
     #[serde(default)]
-    function_call: Option<Value>,
+    function_call: Option<WireFunctionCall>,
+    /// The model's signed thought context, to be sent back on this part next turn.
+    #[serde(default)]
+    thought_signature: Option<String>,
+}
+
+/// A `functionCall` part: always whole, never in pieces.
+#[derive(Debug, Deserialize)]
+struct WireFunctionCall {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    args: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -528,7 +763,8 @@ struct PromptFeedback {
 struct WireUsage {
     prompt_token_count: u32,
     candidates_token_count: u32,
-    thoughts_token_count: u32,
+    /// Absent for a model that did not think.
+    thoughts_token_count: Option<u32>,
     tool_use_prompt_token_count: u32,
 }
 
@@ -538,8 +774,9 @@ impl From<WireUsage> for Usage {
             u.prompt_token_count
                 .saturating_add(u.tool_use_prompt_token_count),
             u.candidates_token_count
-                .saturating_add(u.thoughts_token_count),
+                .saturating_add(u.thoughts_token_count.unwrap_or(0)),
         )
+        .with_reasoning(u.thoughts_token_count)
     }
 }
 
@@ -552,7 +789,11 @@ pub struct ResponseDecoder {
     usage: Option<Usage>,
     /// Candidate 0's finish reason, or content_filter for a blocked prompt.
     finish: Option<FinishReason>,
-    function_call: bool,
+    /// The function calls seen so far (each one's index).
+    calls: u32,
+    /// The thought signatures seen: of the text, and of each call by index.
+    text_signature: Option<String>,
+    call_signatures: Vec<Option<String>>,
 }
 
 impl ResponseDecoder {
@@ -563,7 +804,9 @@ impl ResponseDecoder {
             model: ReportedModel::default(),
             usage: None,
             finish: None,
-            function_call: false,
+            calls: 0,
+            text_signature: None,
+            call_signatures: Vec::new(),
         }
     }
 
@@ -586,16 +829,7 @@ impl ResponseDecoder {
             }
             let parts = candidate.content.and_then(|c| c.parts).unwrap_or_default();
             for part in parts {
-                if part.function_call.is_some() {
-                    self.function_call = true;
-                    continue;
-                }
-                if part.thought == Some(true) {
-                    continue;
-                }
-                if let Some(text) = part.text.filter(|t| !t.is_empty()) {
-                    out.push(StreamEvent::Text(text));
-                }
+                self.part(part, out);
             }
             if let Some(reason) = candidate.finish_reason {
                 self.finish = Some(finish_reason(&reason));
@@ -612,16 +846,85 @@ impl ResponseDecoder {
         Ok(())
     }
 
+    /// One part of candidate 0: a function call (whole), a thought, or text.
+    fn part(&mut self, part: WirePart, out: &mut Vec<StreamEvent>) {
+        if let Some(call) = part.function_call {
+            let index = self.calls;
+            self.calls += 1;
+            self.call_signatures.push(part.thought_signature);
+            out.push(StreamEvent::ToolCall(ToolCallDelta {
+                index,
+                // The Gemini API gives no ids, and an optional one (the Live API's) would
+                // have to come back on the response, which is matched by name and order
+                // instead: the server names every call.
+                id: None,
+                name: call.name,
+                arguments: call.args.unwrap_or_else(|| json!({})).to_string(),
+            }));
+            return;
+        }
+        // A signature on a text or thought part belongs to the turn's text, which
+        // provd sends back as one part.
+        if let Some(signature) = part.thought_signature {
+            self.text_signature = Some(signature);
+        }
+        let Some(text) = part.text.filter(|t| !t.is_empty()) else {
+            return;
+        };
+        if part.thought == Some(true) {
+            out.push(StreamEvent::Reasoning(text));
+        } else {
+            out.push(StreamEvent::Text(text));
+        }
+    }
+
+    /// The thought signatures as provider state, when any came.
+    fn state(&self) -> Option<StreamEvent> {
+        if self.text_signature.is_none() && self.call_signatures.iter().all(Option::is_none) {
+            return None;
+        }
+        let mut signatures = Map::new();
+        if let Some(text) = &self.text_signature {
+            signatures.insert("text".into(), json!(text));
+        }
+        if self.call_signatures.iter().any(Option::is_some) {
+            signatures.insert("calls".into(), json!(self.call_signatures));
+        }
+        Some(StreamEvent::ProviderState(
+            json!({"thought_signatures": signatures}),
+        ))
+    }
+
     /// The final event, once a finish reason was seen.
     fn done(&self) -> Option<StreamEvent> {
         let finish_reason = match self.finish? {
-            FinishReason::Stop if self.function_call => FinishReason::ToolCalls,
+            FinishReason::Stop if self.calls > 0 => FinishReason::ToolCalls,
             reason => reason,
         };
         Some(StreamEvent::Done {
             usage: self.usage.unwrap_or_default(),
             finish_reason,
         })
+    }
+
+    /// The events that end the answer: the provider state, if any, then `Done`.
+    fn finish(&self, out: &mut Vec<StreamEvent>) -> Result<(), ProviderError> {
+        let done = self.done().ok_or_else(|| self.missing_finish())?;
+        out.extend(self.state());
+        out.push(done);
+        Ok(())
+    }
+
+    fn missing_finish(&self) -> ProviderError {
+        let mut e = ProviderError::new(
+            ErrorCode::UpstreamError,
+            format!(
+                "{}: the stream ended before any chunk carried a finishReason",
+                self.provider
+            ),
+        );
+        e.retryable = true;
+        e
     }
 }
 
@@ -635,25 +938,11 @@ impl Decoder for ResponseDecoder {
     }
 
     fn ended_early(&mut self) -> ProviderError {
-        let mut e = ProviderError::new(
-            ErrorCode::UpstreamError,
-            format!(
-                "{}: the stream ended before any chunk carried a finishReason",
-                self.provider
-            ),
-        );
-        e.retryable = true;
-        e
+        self.missing_finish()
     }
 
     fn ended(&mut self, out: &mut Vec<StreamEvent>) -> Result<(), ProviderError> {
-        match self.done() {
-            Some(done) => {
-                out.push(done);
-                Ok(())
-            }
-            None => Err(self.ended_early()),
-        }
+        self.finish(out)
     }
 }
 
@@ -693,15 +982,17 @@ mod tests {
         data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"llo ✓\"}],\"role\": \"model\"},\"finishReason\": \"STOP\",\"index\": 0}],\"usageMetadata\": {\"promptTokenCount\": 9,\"candidatesTokenCount\": 3,\"totalTokenCount\": 32,\"thoughtsTokenCount\": 20},\"modelVersion\": \"gemini-2.5-flash\",\"responseId\": \"r1\"}\r\n\r\n";
 
     fn expected() -> Vec<StreamEvent> {
+        let usage = |completion| Usage::new(9, completion).with_reasoning(Some(20));
         vec![
             StreamEvent::Model("gemini-2.5-flash".into()),
-            StreamEvent::Usage(Usage::new(9, 20)),
+            StreamEvent::Reasoning("Weighing it".into()),
+            StreamEvent::Usage(usage(20)),
             StreamEvent::Text("Hé".into()),
-            StreamEvent::Usage(Usage::new(9, 21)),
+            StreamEvent::Usage(usage(21)),
             StreamEvent::Text("llo ✓".into()),
-            StreamEvent::Usage(Usage::new(9, 23)),
+            StreamEvent::Usage(usage(23)),
             StreamEvent::Done {
-                usage: Usage::new(9, 23),
+                usage: usage(23),
                 finish_reason: FinishReason::Stop,
             },
         ]
@@ -737,35 +1028,74 @@ mod tests {
     }
 
     #[test]
-    fn a_documented_stream_decodes_to_text_usage_and_done_skipping_thoughts_and_other_candidates() {
+    fn a_documented_stream_decodes_to_thoughts_text_usage_and_done_skipping_other_candidates() {
         assert_eq!(decode(STREAM).unwrap(), expected());
     }
 
     #[test]
-    fn a_function_call_is_skipped_and_makes_the_finish_tool_use() {
+    fn parallel_function_calls_are_whole_pieces_and_their_signatures_the_state() {
         let stream = chunk(
             json!({"content": {"parts": [{"text": "Let me look."}], "role": "model"}, "index": 0}),
             json!({"promptTokenCount": 5, "candidatesTokenCount": 3}),
         ) + &chunk(
             json!({"content": {"parts": [
                 {"functionCall": {"name": "getWeather", "args": {"location": "Tokyo"}}, "thoughtSignature": "c2ln"},
-                {"text": " Done."}
+                {"functionCall": {"name": "getWeather", "args": {"location": "Oslo"}}},
+                {"functionCall": {"name": "now"}}
             ], "role": "model"}, "finishReason": "STOP", "index": 0}),
             json!({"promptTokenCount": 5, "candidatesTokenCount": 14}),
         );
+        let call = |index, name: &str, arguments: &str| {
+            StreamEvent::ToolCall(ToolCallDelta {
+                index,
+                id: None,
+                name: Some(name.into()),
+                arguments: arguments.into(),
+            })
+        };
         assert_eq!(
             decode(&stream).unwrap(),
             vec![
                 StreamEvent::Model("m".into()),
                 StreamEvent::Text("Let me look.".into()),
                 StreamEvent::Usage(Usage::new(5, 3)),
-                StreamEvent::Text(" Done.".into()),
+                call(0, "getWeather", "{\"location\":\"Tokyo\"}"),
+                call(1, "getWeather", "{\"location\":\"Oslo\"}"),
+                call(2, "now", "{}"),
                 StreamEvent::Usage(Usage::new(5, 14)),
+                StreamEvent::ProviderState(
+                    json!({"thought_signatures": {"calls": ["c2ln", null, null]}})
+                ),
                 StreamEvent::Done {
                     usage: Usage::new(5, 14),
                     finish_reason: FinishReason::ToolCalls
                 },
             ]
+        );
+    }
+
+    #[test]
+    fn a_signature_on_a_text_or_thought_part_is_the_texts() {
+        let stream = chunk(
+            json!({"content": {"parts": [{"text": "Hmm", "thought": true}], "role": "model"}, "index": 0}),
+            json!({"promptTokenCount": 5, "thoughtsTokenCount": 7}),
+        ) + &chunk(
+            json!({"content": {"parts": [{"text": "Blue.", "thoughtSignature": "dGV4dA=="}], "role": "model"},
+                   "finishReason": "STOP", "index": 0}),
+            json!({"promptTokenCount": 5, "candidatesTokenCount": 2, "thoughtsTokenCount": 7}),
+        );
+        let events = decode(&stream).unwrap();
+        assert_eq!(events[1], StreamEvent::Reasoning("Hmm".into()));
+        assert_eq!(
+            events[events.len() - 2],
+            StreamEvent::ProviderState(json!({"thought_signatures": {"text": "dGV4dA=="}}))
+        );
+        assert_eq!(
+            events.last(),
+            Some(&StreamEvent::Done {
+                usage: Usage::new(5, 9).with_reasoning(Some(7)),
+                finish_reason: FinishReason::Stop
+            })
         );
     }
 
@@ -810,7 +1140,7 @@ mod tests {
         }))
         .unwrap();
         let usage = Usage::from(usage);
-        assert_eq!(usage, Usage::new(14, 37));
+        assert_eq!(usage, Usage::new(14, 37).with_reasoning(Some(30)));
         assert_eq!(
             usage.total_tokens, 51,
             "the total is Gemini's totalTokenCount"
@@ -1079,5 +1409,238 @@ mod tests {
             }
             prop_assert_eq!(decode_pieces(pieces).unwrap(), expected());
         }
+    }
+
+    fn weather() -> provd_client::Tool {
+        provd_client::Tool::new(
+            "get_weather",
+            "The weather in a city",
+            json!({"type": "object", "properties": {"city": {"type": "string"}},
+                   "required": ["city"], "additionalProperties": false}),
+        )
+    }
+
+    #[test]
+    fn tools_are_function_declarations_with_their_json_schema_and_choices_modes() {
+        let p = provider("");
+        let mut r = GenerateRequest::prompt("weather?");
+        r.tools = vec![
+            weather(),
+            provd_client::Tool {
+                name: "now".into(),
+                description: None,
+                parameters: None,
+            },
+        ];
+        let body = p.body(&r).unwrap();
+        assert_eq!(
+            body["tools"],
+            json!([{"functionDeclarations": [
+                {"name": "get_weather", "description": "The weather in a city",
+                 "parametersJsonSchema": {"type": "object", "properties": {"city": {"type": "string"}},
+                                          "required": ["city"], "additionalProperties": false}},
+                {"name": "now"},
+            ]}])
+        );
+        assert!(body.get("toolConfig").is_none());
+        for (choice, config) in [
+            (ToolChoice::Auto, json!({"mode": "AUTO"})),
+            (ToolChoice::None, json!({"mode": "NONE"})),
+            (ToolChoice::Required, json!({"mode": "ANY"})),
+            (
+                ToolChoice::Tool("now".into()),
+                json!({"mode": "ANY", "allowedFunctionNames": ["now"]}),
+            ),
+        ] {
+            r.tool_choice = Some(choice);
+            assert_eq!(
+                p.body(&r).unwrap()["toolConfig"],
+                json!({"functionCallingConfig": config})
+            );
+        }
+        r.additional_params
+            .insert("tools".into(), json!([{"googleSearch": {}}]));
+        let e = p.body(&r).unwrap_err();
+        assert!(
+            e.message.contains("additional_params.tools conflicts"),
+            "{e}"
+        );
+        // Without tools, a choice of none is what the API does anyway.
+        r.additional_params.clear();
+        r.tools.clear();
+        r.tool_choice = Some(ToolChoice::None);
+        assert!(p.body(&r).unwrap().get("toolConfig").is_none());
+    }
+
+    #[test]
+    fn calls_and_results_are_function_parts_named_by_the_call_with_signatures_back() {
+        let p = provider("");
+        let call = |id: &str, city: &str| provd_client::ToolCall {
+            id: id.into(),
+            name: "get_weather".into(),
+            arguments: format!("{{\"city\":\"{city}\"}}"),
+        };
+        let mut r = GenerateRequest::prompt("and Rome?");
+        r.tools = vec![weather()];
+        r.messages = vec![
+            provd_client::Message::text(Role::User, "Paris and Oslo?"),
+            provd_client::Message {
+                tool_calls: vec![call("call_1_0", "Paris"), call("call_1_1", "Oslo")],
+                provider_state: Some(json!({"type": "gemini", "state": {
+                    "thought_signatures": {"calls": ["c2ln", null]}
+                }})),
+                ..provd_client::Message::text(Role::Assistant, "")
+            },
+            provd_client::Message::tool_result("call_1_0", "18C"),
+            provd_client::Message {
+                is_error: true,
+                ..provd_client::Message::tool_result("call_1_1", "no such city")
+            },
+        ];
+        let contents = p.body(&r).unwrap()["contents"].clone();
+        assert_eq!(
+            contents,
+            json!([
+                {"role": "user", "parts": [{"text": "Paris and Oslo?"}]},
+                {"role": "model", "parts": [
+                    {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}, "thoughtSignature": "c2ln"},
+                    {"functionCall": {"name": "get_weather", "args": {"city": "Oslo"}}},
+                ]},
+                {"role": "user", "parts": [
+                    {"functionResponse": {"name": "get_weather", "response": {"output": "18C"}}},
+                    {"functionResponse": {"name": "get_weather", "response": {"error": "no such city"}}},
+                ]},
+                {"role": "user", "parts": [{"text": "and Rome?"}]},
+            ])
+        );
+        // State from another provider type is dropped; a text signature rides the text.
+        r.messages[1].provider_state = Some(json!({"type": "anthropic", "state": {
+            "thought_signatures": {"calls": ["c2ln", null]}
+        }}));
+        assert!(p.body(&r).unwrap()["contents"][1]["parts"][0]
+            .get("thoughtSignature")
+            .is_none());
+        r.messages[1].content = "Checking.".into();
+        r.messages[1].provider_state = Some(json!({"type": "gemini", "state": {
+            "thought_signatures": {"text": "dGV4dA=="}
+        }}));
+        assert_eq!(
+            p.body(&r).unwrap()["contents"][1]["parts"][0],
+            json!({"text": "Checking.", "thoughtSignature": "dGV4dA=="})
+        );
+    }
+
+    #[test]
+    fn response_formats_and_reasoning_set_generation_config() {
+        let p = provider("");
+        let schema = json!({"type": "object", "properties": {"a": {"type": "integer"}}});
+        let mut r = GenerateRequest::prompt("a?");
+        r.response_format = Some(ResponseFormat::JsonSchema {
+            name: "answer".into(),
+            schema: schema.clone(),
+            strict: false,
+        });
+        r.reasoning = Some(provd_client::Reasoning {
+            effort: Some(provd_client::Effort::Low),
+            budget_tokens: None,
+            show: true,
+        });
+        assert_eq!(
+            p.body(&r).unwrap()["generationConfig"],
+            json!({
+                "maxOutputTokens": 100,
+                "responseMimeType": "application/json",
+                "responseJsonSchema": schema,
+                "thinkingConfig": {"thinkingBudget": 1024, "includeThoughts": true},
+            })
+        );
+        r.response_format = Some(ResponseFormat::JsonObject);
+        r.reasoning = Some(provd_client::Reasoning {
+            budget_tokens: Some(300),
+            ..provd_client::Reasoning::default()
+        });
+        assert_eq!(
+            p.body(&r).unwrap()["generationConfig"],
+            json!({
+                "maxOutputTokens": 100,
+                "responseMimeType": "application/json",
+                "thinkingConfig": {"thinkingBudget": 300, "includeThoughts": false},
+            })
+        );
+        r.additional_params.insert(
+            "generationConfig".into(),
+            json!({"thinkingConfig": {"thinkingBudget": 0}}),
+        );
+        let e = p.body(&r).unwrap_err();
+        assert!(
+            e.message
+                .contains("additional_params.generationConfig.thinkingConfig conflicts"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn base64_images_are_inline_data_and_urls_are_refused_naming_gemini() {
+        let p = provider("");
+        let mut r = GenerateRequest {
+            messages: vec![provd_client::Message {
+                images: vec![Image::Base64 {
+                    media_type: "image/jpeg".into(),
+                    data: "/9j/4AAQ".into(),
+                }],
+                ..provd_client::Message::text(Role::User, "what is this?")
+            }],
+            ..GenerateRequest::default()
+        };
+        assert_eq!(
+            p.body(&r).unwrap()["contents"][0]["parts"],
+            json!([{"text": "what is this?"}, {"inlineData": {"mimeType": "image/jpeg", "data": "/9j/4AAQ"}}])
+        );
+        r.messages[0].images = vec![Image::Url {
+            url: "https://example.com/a.png".into(),
+        }];
+        let e = p.body(&r).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidRequest);
+        assert!(
+            e.message.contains("image URLs are not supported by gemini"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_whole_answer_gives_the_events_of_its_stream() {
+        let p = provider("");
+        let body = json!({"candidates": [{"content": {"parts": [
+            {"text": "Plan", "thought": true},
+            {"functionCall": {"name": "now", "args": {}}, "thoughtSignature": "c2ln"}
+        ], "role": "model"}, "finishReason": "STOP", "index": 0}],
+        "usageMetadata": {"promptTokenCount": 4, "candidatesTokenCount": 3, "thoughtsTokenCount": 6}});
+        let events = p
+            .api()
+            .whole(
+                p.spec(),
+                p.transport(),
+                body.to_string().into_bytes(),
+                false,
+            )
+            .unwrap();
+        assert_eq!(
+            events,
+            vec![
+                StreamEvent::Reasoning("Plan".into()),
+                StreamEvent::ToolCall(ToolCallDelta {
+                    index: 0,
+                    id: None,
+                    name: Some("now".into()),
+                    arguments: "{}".into(),
+                }),
+                StreamEvent::Usage(Usage::new(4, 9).with_reasoning(Some(6))),
+                StreamEvent::ProviderState(json!({"thought_signatures": {"calls": ["c2ln"]}})),
+                StreamEvent::Done {
+                    usage: Usage::new(4, 9).with_reasoning(Some(6)),
+                    finish_reason: FinishReason::ToolCalls
+                },
+            ]
+        );
     }
 }

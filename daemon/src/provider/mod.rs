@@ -249,6 +249,19 @@ pub fn whole_answer(events: Vec<StreamEvent>) -> EventStream {
     Box::pin(futures_util::stream::iter(events.into_iter().map(Ok)))
 }
 
+/// The thinking budget of a reasoning request for the APIs that take a token budget
+/// (Anthropic, Gemini): its `budget_tokens`, else its effort as Google documents the
+/// mapping for Gemini's OpenAI-compatible endpoint (low 1,024, medium 8,192, high 24,576
+/// tokens; minimal is the smallest budget Anthropic takes, 1,024), else medium.
+pub fn thinking_budget(reasoning: &provd_client::Reasoning) -> u32 {
+    use provd_client::Effort;
+    reasoning.budget_tokens.unwrap_or(match reasoning.effort {
+        Some(Effort::Minimal | Effort::Low) => 1024,
+        Some(Effort::Medium) | None => 8192,
+        Some(Effort::High) => 24_576,
+    })
+}
+
 /// A sampling parameter as JSON. The wire carries `f32`; widening it to `f64` directly
 /// would send `0.8999999761581421` for 0.9, so it goes through its shortest decimal form.
 pub fn json_f32(value: f32) -> serde_json::Value {

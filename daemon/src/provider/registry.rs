@@ -193,9 +193,7 @@ pub static TYPES: &[ProviderType] = &[
                 )
             },
         }),
-        capabilities: &[
-            Streaming, Tools, JsonObject, JsonSchema, Reasoning, Images, ImageUrls,
-        ],
+        capabilities: &[Streaming, Tools, JsonSchema, Reasoning, Images, ImageUrls],
     },
     ProviderType {
         kind: ProviderKind::Openai,

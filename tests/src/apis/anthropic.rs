@@ -74,6 +74,13 @@ pub fn block_stop(index: u32) -> String {
     event(&json!({"type": "content_block_stop", "index": index}))
 }
 
+/// The signature that ends every mock thinking block (an opaque base64 string, as the
+/// API's are).
+pub const SIGNATURE: &str = "EqQBCgIYAhIM1gbcDa9GJwZA2b3h";
+
+/// The data of every mock redacted-thinking block.
+pub const REDACTED_DATA: &str = "EmwKAhgBEgy3va3pzix/LafPsn4a";
+
 /// An extended-thinking block: `thinking_delta`s, then the `signature_delta` that ends
 /// every thinking block.
 pub fn thinking_block(index: u32, thinking: &[&str]) -> String {
@@ -92,7 +99,7 @@ pub fn thinking_block(index: u32, thinking: &[&str]) -> String {
     s.push_str(&event(&json!({
         "type": "content_block_delta",
         "index": index,
-        "delta": {"type": "signature_delta", "signature": "EqQBCgIYAhIM1gbcDa9GJwZA2b3h"},
+        "delta": {"type": "signature_delta", "signature": SIGNATURE},
     })));
     s.push_str(&block_stop(index));
     s
@@ -103,7 +110,7 @@ pub fn redacted_thinking_block(index: u32) -> String {
     let mut s = event(&json!({
         "type": "content_block_start",
         "index": index,
-        "content_block": {"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix/LafPsn4a"},
+        "content_block": {"type": "redacted_thinking", "data": REDACTED_DATA},
     }));
     s.push_str(&block_stop(index));
     s
@@ -111,10 +118,15 @@ pub fn redacted_thinking_block(index: u32) -> String {
 
 /// A tool-use block whose input arrives as `input_json_delta` pieces of partial JSON.
 pub fn tool_use_block(index: u32, name: &str, partial_json: &[&str]) -> String {
+    tool_use_block_with_id(index, "toolu_01Test", name, partial_json)
+}
+
+/// [`tool_use_block`] with the call's id.
+pub fn tool_use_block_with_id(index: u32, id: &str, name: &str, partial_json: &[&str]) -> String {
     let mut s = event(&json!({
         "type": "content_block_start",
         "index": index,
-        "content_block": {"type": "tool_use", "id": "toolu_01Test", "name": name, "input": {}},
+        "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}},
     }));
     for piece in partial_json {
         s.push_str(&event(&json!({
@@ -192,6 +204,106 @@ pub fn message(model: &str, text: &str, stop_reason: &str, usage: (u32, u32)) ->
 /// A whole (non-streamed) `Message` reply.
 pub fn message_reply(model: &str, text: &str, stop_reason: &str, usage: (u32, u32)) -> Reply {
     Reply::json(200, &message(model, text, stop_reason, usage)).header("request-id", REQUEST_ID)
+}
+
+/// A content block of an answer, described once for its streamed and its whole shape.
+#[derive(Clone, Copy, Debug)]
+pub enum Block<'a> {
+    /// A text block, streamed as these `text_delta`s.
+    Text(&'a [&'a str]),
+    /// A thinking block of these `thinking_delta`s, signed with [`SIGNATURE`].
+    Thinking(&'a [&'a str]),
+    /// A redacted-thinking block holding [`REDACTED_DATA`].
+    RedactedThinking,
+    /// A tool-use block whose input streams as these pieces of partial JSON.
+    ToolUse {
+        /// The call's id (`toolu_…`).
+        id: &'a str,
+        /// The tool called.
+        name: &'a str,
+        /// The input's JSON text, in pieces.
+        partial_json: &'a [&'a str],
+    },
+}
+
+/// A streamed answer of these blocks: `message_start`, each block at its index, a ping,
+/// `message_delta`, `message_stop`.
+pub fn stream_blocks(
+    model: &str,
+    blocks: &[Block],
+    stop_reason: &str,
+    usage: (u32, u32),
+) -> String {
+    let mut s = message_start(model, usage.0);
+    for (index, block) in (0u32..).zip(blocks) {
+        s.push_str(&match *block {
+            Block::Text(pieces) => text_block(index, pieces),
+            Block::Thinking(pieces) => thinking_block(index, pieces),
+            Block::RedactedThinking => redacted_thinking_block(index),
+            Block::ToolUse {
+                id,
+                name,
+                partial_json,
+            } => tool_use_block_with_id(index, id, name, partial_json),
+        });
+    }
+    s.push_str(&ping());
+    s.push_str(&message_delta(stop_reason, usage.1));
+    s.push_str(&message_stop());
+    s
+}
+
+/// The non-streamed `Message` of the same blocks.
+pub fn message_blocks(
+    model: &str,
+    blocks: &[Block],
+    stop_reason: &str,
+    usage: (u32, u32),
+) -> Value {
+    let content: Vec<Value> = blocks
+        .iter()
+        .map(|block| match *block {
+            Block::Text(pieces) => json!({"type": "text", "text": pieces.concat()}),
+            Block::Thinking(pieces) => {
+                json!({"type": "thinking", "thinking": pieces.concat(), "signature": SIGNATURE})
+            }
+            Block::RedactedThinking => json!({"type": "redacted_thinking", "data": REDACTED_DATA}),
+            Block::ToolUse {
+                id,
+                name,
+                partial_json,
+            } => {
+                let input: Value =
+                    serde_json::from_str(&partial_json.concat()).expect("the pieces make JSON");
+                json!({"type": "tool_use", "id": id, "name": name, "input": input})
+            }
+        })
+        .collect();
+    let mut message = message(model, "", stop_reason, usage);
+    message["content"] = Value::Array(content);
+    message
+}
+
+/// The answer of these blocks in the shape `request` asked for: streamed when its body
+/// says `"stream": true`, else whole.
+pub fn answer(
+    request: &crate::upstream::Recorded,
+    blocks: &[Block],
+    stop_reason: &str,
+    usage: (u32, u32),
+) -> Reply {
+    if request.json()["stream"] == true {
+        stream_reply(
+            &stream_blocks("claude-test-model", blocks, stop_reason, usage),
+            9,
+        )
+    } else {
+        Reply::json(
+            200,
+            &message_blocks("claude-test-model", blocks, stop_reason, usage),
+        )
+        .header("request-id", REQUEST_ID)
+    }
 }
 
 /// An error response as Anthropic sends it.

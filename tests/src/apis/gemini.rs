@@ -89,6 +89,55 @@ pub fn whole(model: &str, text: &str, finish: &str, usage: Tokens) -> Value {
     response(model, json!([{"text": text}]), Some(finish), usage)
 }
 
+/// The thought signature the mock signs its parts with (opaque base64, as the API's).
+pub const SIGNATURE: &str = "Q2lRQjBlMk43c2lnbmF0dXJl";
+
+/// A `functionCall` part (Gemini sends each call whole, without an id).
+pub fn function_call(name: &str, args: Value) -> Value {
+    json!({"functionCall": {"name": name, "args": args}})
+}
+
+/// A thought-summary part.
+pub fn thought(text: &str) -> Value {
+    json!({"text": text, "thought": true})
+}
+
+/// `part` with a `thoughtSignature`.
+pub fn signed(mut part: Value, signature: &str) -> Value {
+    part["thoughtSignature"] = json!(signature);
+    part
+}
+
+/// The answer made of these chunks of parts in the shape `request` asked for: on
+/// `streamGenerateContent`, one SSE chunk each, the last with `finish` (the running usage
+/// the final one throughout, as thoughts and prompt are known from the start); on
+/// `generateContent`, one response holding every part.
+pub fn answer(
+    request: &crate::upstream::Recorded,
+    chunks: &[Value],
+    finish: &str,
+    usage: Tokens,
+) -> Reply {
+    const MODEL: &str = "gemini-test-model";
+    if request.path().ends_with(":streamGenerateContent") {
+        let mut sse = String::new();
+        for (i, parts) in chunks.iter().enumerate() {
+            let last = i + 1 == chunks.len();
+            sse.push_str(&chunk(MODEL, parts.clone(), last.then_some(finish), usage));
+        }
+        stream_reply(&sse, 10)
+    } else {
+        let parts: Vec<Value> = chunks
+            .iter()
+            .flat_map(|c| c.as_array().cloned().unwrap_or_default())
+            .collect();
+        Reply::json(
+            200,
+            &response(MODEL, Value::Array(parts), Some(finish), usage),
+        )
+    }
+}
+
 /// A prompt the safety filters refused: no candidates, `promptFeedback.blockReason`.
 pub fn blocked(reason: &str, prompt_tokens: u32) -> Value {
     json!({
