@@ -307,7 +307,10 @@ async fn serve(call: super::Call) -> Result<super::Response, super::Response> {
         .map_err(|e| refusal(&e.into()))?;
     let body = super::event_stream(generation, first, move |event| match event {
         super::core::Event::Text(text) => (Some(chunk_line(&requested, &text).into()), false),
-        super::core::Event::Keepalive => (None, false),
+        // This route asks for neither tools nor reasoning.
+        super::core::Event::Keepalive
+        | super::core::Event::ToolCall(_)
+        | super::core::Event::Reasoning(_) => (None, false),
         super::core::Event::Done(done) => (
             Some(final_line(&done.model, done.usage, done.finish_reason).into()),
             true,
