@@ -2208,6 +2208,243 @@ data: {{\"type\":\"error\",\"error\":{{\"type\":\"api_error\",\"message\":\"olla
         assert_eq!(text(e.chunk("b", "llama3.2:1b")), delta("b"));
     }
 
+    /// The tool-use conversation of Anthropic's tool-use guide, with thinking on: the
+    /// assistant's thinking (signed with provd's token), its call, and the result.
+    #[test]
+    fn a_tool_conversation_with_thinking_maps_tools_calls_results_and_state() {
+        let state = json!({"type": "anthropic", "state": {"blocks": [{"type": "thinking", "signature": "EqQBCkYIARgC"}]}});
+        let r = parse(json!({
+            "model": "m/mock-1",
+            "max_tokens": 4096,
+            "tools": [{
+                "name": "get_weather",
+                "description": "Get the current weather in a given location",
+                "input_schema": {"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]},
+                "cache_control": {"type": "ephemeral"},
+            }],
+            "tool_choice": {"type": "any", "disable_parallel_tool_use": true},
+            "thinking": {"type": "enabled", "budget_tokens": 2048},
+            "messages": [
+                {"role": "user", "content": [
+                    {"type": "text", "text": "What's the weather like in San Francisco?"},
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": "/9j/4AAQ"}},
+                    {"type": "image", "source": {"type": "url", "url": "https://upload.wikimedia.org/a.jpg"}},
+                ]},
+                {"role": "assistant", "content": [
+                    {"type": "thinking", "thinking": "I should call get_weather.", "signature": super::super::content::state_token(&state)},
+                    {"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix"},
+                    {"type": "text", "text": "I'll check."},
+                    {"type": "tool_use", "id": "toolu_01A09q90qw90lq917835lq9", "name": "get_weather", "input": {"location": "San Francisco, CA"}},
+                ]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "toolu_01A09q90qw90lq917835lq9", "content": [{"type": "text", "text": "15 degrees"}]},
+                    {"type": "tool_result", "tool_use_id": "toolu_02", "content": "no such city", "is_error": true},
+                    {"type": "text", "text": "And tomorrow?"},
+                ]},
+            ],
+        }))
+        .unwrap()
+        .generate;
+        assert_eq!(r.tools.len(), 1);
+        assert_eq!(r.tools[0].name, "get_weather");
+        assert_eq!(r.tools[0].parameters.as_ref().unwrap()["required"], json!(["location"]));
+        assert_eq!(r.tool_choice, Some(ToolChoice::Required));
+        assert_eq!(
+            r.reasoning,
+            Some(Reasoning {
+                effort: None,
+                budget_tokens: Some(2048),
+                show: true
+            })
+        );
+        assert_eq!(r.messages.len(), 5, "{:?}", r.messages);
+        assert_eq!(
+            r.messages[0].images,
+            [
+                Image::Base64 {
+                    media_type: "image/jpeg".into(),
+                    data: "/9j/4AAQ".into()
+                },
+                Image::Url {
+                    url: "https://upload.wikimedia.org/a.jpg".into()
+                }
+            ]
+        );
+        let assistant = &r.messages[1];
+        assert_eq!(assistant.content, "I'll check.");
+        assert_eq!(
+            assistant.tool_calls,
+            [ToolCall {
+                id: "toolu_01A09q90qw90lq917835lq9".into(),
+                name: "get_weather".into(),
+                arguments: "{\"location\":\"San Francisco, CA\"}".into()
+            }]
+        );
+        assert_eq!(assistant.provider_state, Some(state));
+        assert_eq!(
+            r.messages[2],
+            Message::tool_result("toolu_01A09q90qw90lq917835lq9", "15 degrees")
+        );
+        assert_eq!(
+            r.messages[3],
+            Message {
+                is_error: true,
+                ..Message::tool_result("toolu_02", "no such city")
+            }
+        );
+        assert_eq!(r.messages[4], turn(Role::User, "And tomorrow?"));
+        for (choice, expected) in [
+            (json!({"type": "auto"}), ToolChoice::Auto),
+            (json!({"type": "none"}), ToolChoice::None),
+            (json!({"type": "tool", "name": "get_weather"}), ToolChoice::Tool("get_weather".into())),
+        ] {
+            assert_eq!(parse(with("tool_choice", choice)).unwrap().generate.tool_choice, Some(expected));
+        }
+    }
+
+    #[test]
+    fn a_signature_provd_did_not_write_is_dropped_and_disabled_thinking_asks_nothing() {
+        let r = parse(with(
+            "messages",
+            json!([
+                {"role": "user", "content": "q"},
+                {"role": "assistant", "content": [
+                    {"type": "thinking", "thinking": "hm", "signature": "EqQBCkYIARgCIkA"},
+                    {"type": "text", "text": "a"},
+                ]},
+            ]),
+        ))
+        .unwrap()
+        .generate;
+        assert_eq!(r.messages[1].provider_state, None);
+        assert_eq!(r.messages[1].content, "a");
+        let r = parse(with("thinking", json!({"type": "disabled"}))).unwrap().generate;
+        assert_eq!(r.reasoning, None);
+    }
+
+    #[test]
+    fn structured_output_maps_from_the_beta_and_the_ga_fields() {
+        let schema = json!({"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]});
+        let expected = Some(ResponseFormat::JsonSchema {
+            name: "output".into(),
+            schema: schema.clone(),
+            strict: true,
+        });
+        let beta = parse(with("output_format", json!({"type": "json_schema", "schema": schema})))
+            .unwrap()
+            .generate;
+        assert_eq!(beta.response_format, expected);
+        let ga = parse(with(
+            "output_config",
+            json!({"format": {"type": "json_schema", "schema": schema}}),
+        ))
+        .unwrap()
+        .generate;
+        assert_eq!(ga.response_format, expected);
+    }
+
+    fn done_with_calls() -> GenerateDone {
+        GenerateDone {
+            tool_calls: vec![ToolCall {
+                id: "toolu_01".into(),
+                name: "get_weather".into(),
+                arguments: "{\"location\":\"Paris\"}".into(),
+            }],
+            reasoning: Some("Thinking about: weather".into()),
+            provider_state: Some(json!({"type": "mock", "state": {"signature": "mock-signature"}})),
+            ..done("mock-1", Usage::new(10, 5), FinishReason::ToolCalls)
+        }
+    }
+
+    #[test]
+    fn a_whole_answer_has_thinking_with_the_state_as_signature_then_text_then_tool_use() {
+        let done = done_with_calls();
+        let body = message("msg_1", "Let me check.", &done);
+        assert_eq!(body["stop_reason"], "tool_use");
+        let token = super::super::content::state_token(done.provider_state.as_ref().unwrap());
+        assert_eq!(
+            body["content"],
+            json!([
+                {"type": "thinking", "thinking": "Thinking about: weather", "signature": token},
+                {"type": "text", "text": "Let me check."},
+                {"type": "tool_use", "id": "toolu_01", "name": "get_weather", "input": {"location": "Paris"}},
+            ])
+        );
+        let calls_only = message("msg_1", "", &GenerateDone { reasoning: None, provider_state: None, ..done });
+        assert_eq!(calls_only["content"].as_array().unwrap().len(), 1);
+        assert_eq!(calls_only["content"][0]["type"], "tool_use");
+    }
+
+    /// The data of each event of a stream, in order.
+    fn events(wire: &str) -> Vec<Value> {
+        wire.strip_suffix("\n\n")
+            .unwrap()
+            .split("\n\n")
+            .map(|e| serde_json::from_str(e.split_once("\ndata: ").unwrap().1).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_streamed_turn_opens_thinking_text_and_tool_use_blocks_in_turn_and_signs_at_the_end() {
+        let mut e = StreamEncoder::new("msg_1");
+        let mut wire = text(e.reasoning("Thinking ", "m"));
+        wire += &text(e.reasoning("about it", "m"));
+        wire += &text(e.chunk("Checking.", "m"));
+        wire += &text(e.tool_call(
+            &ToolCallDelta {
+                index: 0,
+                id: Some("toolu_01".into()),
+                name: Some("get_weather".into()),
+                arguments: "{\"loc".into(),
+            },
+            "m",
+        ));
+        wire += &text(e.tool_call(
+            &ToolCallDelta {
+                index: 0,
+                id: None,
+                name: None,
+                arguments: "ation\":\"Paris\"}".into(),
+            },
+            "m",
+        ));
+        let done = done_with_calls();
+        wire += &text(e.done(&done));
+        let token = super::super::content::state_token(done.provider_state.as_ref().unwrap());
+        let got: Vec<Value> = events(&wire)
+            .into_iter()
+            .filter(|e| e["type"] != "ping")
+            .map(|mut e| {
+                if let Some(m) = e.get_mut("message") {
+                    *m = json!("…");
+                }
+                e
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                json!({"type": "message_start", "message": "…"}),
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "Thinking "}}),
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "about it"}}),
+                json!({"type": "content_block_stop", "index": 0}),
+                json!({"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}}),
+                json!({"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": "Checking."}}),
+                json!({"type": "content_block_stop", "index": 1}),
+                json!({"type": "content_block_start", "index": 2, "content_block": {"type": "tool_use", "id": "toolu_01", "name": "get_weather", "input": {}}}),
+                json!({"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": "{\"loc"}}),
+                json!({"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": "ation\":\"Paris\"}"}}),
+                json!({"type": "content_block_stop", "index": 2}),
+                json!({"type": "content_block_start", "index": 3, "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
+                json!({"type": "content_block_delta", "index": 3, "delta": {"type": "signature_delta", "signature": token}}),
+                json!({"type": "content_block_stop", "index": 3}),
+                json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null}, "usage": {"input_tokens": 10, "output_tokens": 5}}),
+                json!({"type": "message_stop"}),
+            ]
+        );
+    }
+
     #[test]
     fn finish_reasons_map_to_stop_reasons() {
         for (finish, reason) in [

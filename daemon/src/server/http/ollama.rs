@@ -1499,6 +1499,122 @@ mod tests {
         }
     }
 
+    /// The tool-calling exchange of Ollama's API docs (`docs/api.md`, "Chat request
+    /// (with tools)"), carried on to the tool's result, with `format`, `think` and an
+    /// image.
+    #[test]
+    fn a_tool_conversation_maps_tools_calls_results_format_think_and_images() {
+        let r = request(chat(json!({
+            "model": "llama3.2",
+            "messages": [
+                {"role": "user", "content": "What is the weather today in Paris?", "images": ["iVBORw0KGgoAAAANSUhEUg"]},
+                {"role": "assistant", "content": "", "thinking": "I should look.", "tool_calls": [
+                    {"function": {"name": "get_current_weather", "arguments": {"format": "celsius", "location": "Paris, FR"}}},
+                    {"function": {"name": "get_time", "arguments": {}}},
+                ]},
+                {"role": "tool", "content": "11 degrees", "tool_name": "get_current_weather"},
+                {"role": "tool", "content": "noon", "tool_call_id": "call_1_1"},
+            ],
+            "tools": [{"type": "function", "function": {
+                "name": "get_current_weather",
+                "description": "Get the current weather for a location",
+                "parameters": {"type": "object", "properties": {
+                    "location": {"type": "string", "description": "The location to get the weather for, e.g. San Francisco, CA"},
+                    "format": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+                    "required": ["location", "format"]},
+            }}],
+            "format": {"type": "object", "properties": {"age": {"type": "integer"}}, "required": ["age"]},
+            "think": "low",
+            "stream": false,
+        })));
+        assert_eq!(r.tools.len(), 1);
+        assert_eq!(r.tools[0].name, "get_current_weather");
+        assert_eq!(
+            r.tools[0].parameters.as_ref().unwrap()["required"],
+            json!(["location", "format"])
+        );
+        assert_eq!(
+            r.response_format,
+            Some(ResponseFormat::JsonSchema {
+                name: "response".into(),
+                schema: json!({"type": "object", "properties": {"age": {"type": "integer"}}, "required": ["age"]}),
+                strict: true
+            })
+        );
+        assert_eq!(
+            r.reasoning,
+            Some(Reasoning {
+                effort: Some(provd_client::Effort::Low),
+                budget_tokens: None,
+                show: true
+            })
+        );
+        assert_eq!(
+            r.messages[0].images,
+            [Image::Base64 {
+                media_type: "image/png".into(),
+                data: "iVBORw0KGgoAAAANSUhEUg".into()
+            }]
+        );
+        let calls = &r.messages[1].tool_calls;
+        assert_eq!(calls[0].id, "call_1_0");
+        assert_eq!(calls[0].name, "get_current_weather");
+        assert_eq!(
+            serde_json::from_str::<Value>(&calls[0].arguments).unwrap(),
+            json!({"format": "celsius", "location": "Paris, FR"})
+        );
+        assert_eq!(r.messages[2], Message::tool_result("call_1_0", "11 degrees"));
+        assert_eq!(r.messages[3], Message::tool_result("call_1_1", "noon"));
+        let json_mode = request(chat(json!({"model": "m", "messages": user("x"), "format": "json", "think": true})));
+        assert_eq!(json_mode.response_format, Some(ResponseFormat::JsonObject));
+        assert_eq!(json_mode.reasoning.map(|r| (r.effort, r.show)), Some((None, true)));
+        let with_image = request(generate(json!({"model": "m", "prompt": "what is this?", "images": ["/9j/4AAQSkZJRg"]})));
+        assert_eq!(with_image.prompt, None);
+        assert_eq!(with_image.messages[0].content, "what is this?");
+        assert_eq!(with_image.messages[0].images.len(), 1);
+    }
+
+    #[test]
+    fn calls_and_thinking_are_written_in_ollamas_shapes_streamed_and_whole() {
+        let calls = [ToolCall {
+            id: "call_7".into(),
+            name: "get_current_weather".into(),
+            arguments: "{\"format\":\"celsius\",\"location\":\"Paris, FR\"}".into(),
+        }];
+        let mut e = Encoder::new(Route::Chat, "llama3.2", true, at(0));
+        let thinking = lines(&e.reasoning("Let me look.", at(10)).unwrap());
+        assert_eq!(
+            thinking[0]["message"],
+            json!({"role": "assistant", "content": "", "thinking": "Let me look."})
+        );
+        let call = lines(&e.tool_calls(&calls, at(20)).unwrap());
+        assert_eq!(
+            call[0]["message"],
+            json!({"role": "assistant", "content": "", "tool_calls": [{"id": "call_7", "function": {
+                "index": 0, "name": "get_current_weather",
+                "arguments": {"format": "celsius", "location": "Paris, FR"}}}]})
+        );
+        assert_eq!(call[0]["done"], false);
+        let last = lines(&e.finish(Usage::new(3, 2), FinishReason::ToolCalls, at(30)));
+        assert_eq!(last[0]["done_reason"], "stop");
+        assert!(last[0]["message"].get("tool_calls").is_none());
+
+        let mut whole = Encoder::new(Route::Chat, "llama3.2", false, at(0));
+        assert_eq!(whole.reasoning("Let me look.", at(10)), None);
+        assert_eq!(whole.tool_calls(&calls, at(20)), None);
+        let body: Value =
+            serde_json::from_slice(&whole.finish(Usage::new(3, 2), FinishReason::ToolCalls, at(30)))
+                .unwrap();
+        assert_eq!(body["message"]["thinking"], "Let me look.");
+        assert_eq!(body["message"]["tool_calls"][0]["function"]["name"], "get_current_weather");
+        let mut generate = Encoder::new(Route::Generate, "m", false, at(0));
+        generate.reasoning("hm", at(1));
+        let body: Value =
+            serde_json::from_slice(&generate.finish(Usage::new(1, 1), FinishReason::Stop, at(2)))
+                .unwrap();
+        assert_eq!(body["thinking"], "hm");
+    }
+
     #[test]
     fn an_answer_without_text_has_no_eval_duration() {
         let mut e = Encoder::new(Route::Chat, "m", true, at(0));
