@@ -135,7 +135,10 @@ fn assemble_openai(events: &[Value]) -> (Vec<Value>, String, String) {
         for piece in delta["tool_calls"].as_array().into_iter().flatten() {
             let index = piece["index"].as_u64().unwrap() as usize;
             if index == calls.len() {
-                assert!(piece["id"].is_string(), "a call's first piece has its id: {piece}");
+                assert!(
+                    piece["id"].is_string(),
+                    "a call's first piece has its id: {piece}"
+                );
                 assert_eq!(piece["type"], "function", "{piece}");
                 assert!(piece["function"]["name"].is_string(), "{piece}");
                 calls.push(json!({
@@ -173,17 +176,28 @@ async fn openai_tool_loop(backend: &Backend, stream: bool) {
         })
     };
     let (status, bytes) = post(&socket, "/v1/chat/completions", &ask(&messages)).await;
-    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
     let (calls, text, finish) = if stream {
         assemble_openai(&sse(&bytes))
     } else {
         let body: Value = serde_json::from_slice(&bytes).unwrap();
         let message = &body["choices"][0]["message"];
-        assert!(message["content"].is_null(), "no text beside the call: {message}");
+        assert!(
+            message["content"].is_null(),
+            "no text beside the call: {message}"
+        );
         (
             message["tool_calls"].as_array().unwrap().clone(),
             String::new(),
-            body["choices"][0]["finish_reason"].as_str().unwrap().to_owned(),
+            body["choices"][0]["finish_reason"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
         )
     };
     assert_eq!(finish, "tool_calls");
@@ -197,7 +211,12 @@ async fn openai_tool_loop(backend: &Backend, stream: bool) {
     messages.push(json!({"role": "assistant", "content": null, "tool_calls": calls}));
     messages.push(json!({"role": "tool", "tool_call_id": call["id"], "content": WEATHER}));
     let (status, bytes) = post(&socket, "/v1/chat/completions", &ask(&messages)).await;
-    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
     let (calls, text, finish) = if stream {
         assemble_openai(&sse(&bytes))
     } else {
@@ -208,7 +227,10 @@ async fn openai_tool_loop(backend: &Backend, stream: bool) {
                 .as_str()
                 .unwrap()
                 .to_owned(),
-            body["choices"][0]["finish_reason"].as_str().unwrap().to_owned(),
+            body["choices"][0]["finish_reason"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
         )
     };
     assert!(calls.is_empty());
@@ -241,7 +263,10 @@ async fn openai_json_reasoning_and_images(backend: &Backend) {
     assert_eq!(status, StatusCode::OK, "{body}");
     let answer: Value =
         serde_json::from_str(body["choices"][0]["message"]["content"].as_str().unwrap()).unwrap();
-    assert!(answer["city"].is_string() && answer["rank"].is_i64(), "{answer}");
+    assert!(
+        answer["city"].is_string() && answer["rank"].is_i64(),
+        "{answer}"
+    );
 
     // Reasoning: shown as `reasoning_content`, counted in the usage, and its provider
     // state carried on the message to send back.
@@ -265,13 +290,20 @@ async fn openai_json_reasoning_and_images(backend: &Backend) {
             {"role": "user", "content": "Another"}]})
     };
     let (status, body) = post_json(&socket, "/v1/chat/completions", &again(message.clone())).await;
-    assert_eq!(status, StatusCode::OK, "the state sent back as it came is taken: {body}");
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the state sent back as it came is taken: {body}"
+    );
     let mut altered = message;
     altered["provider_state"]["state"]["signature"] = json!("forged");
     let (status, body) = post_json(&socket, "/v1/chat/completions", &again(altered)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert!(
-        body["error"]["message"].as_str().unwrap().contains("signature"),
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("signature"),
         "{body}"
     );
 
@@ -312,7 +344,10 @@ async fn openai_json_reasoning_and_images(backend: &Backend) {
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(body["error"]["param"], "messages[0].content[0].image_url.url");
+    assert_eq!(
+        body["error"]["param"],
+        "messages[0].content[0].image_url.url"
+    );
 }
 
 #[tokio::test]
@@ -337,14 +372,20 @@ fn assemble_anthropic(events: &[Value]) -> (Vec<Value>, String) {
                 let i = event["index"].as_u64().unwrap() as usize;
                 let delta = &event["delta"];
                 let append = |block: &mut Value, key: &str, more: &Value| {
-                    let now = format!("{}{}", block[key].as_str().unwrap_or(""), more.as_str().unwrap());
+                    let now = format!(
+                        "{}{}",
+                        block[key].as_str().unwrap_or(""),
+                        more.as_str().unwrap()
+                    );
                     block[key] = json!(now);
                 };
                 match delta["type"].as_str().unwrap() {
                     "text_delta" => append(&mut blocks[i], "text", &delta["text"]),
                     "thinking_delta" => append(&mut blocks[i], "thinking", &delta["thinking"]),
                     "signature_delta" => blocks[i]["signature"] = delta["signature"].clone(),
-                    "input_json_delta" => partial[i].push_str(delta["partial_json"].as_str().unwrap()),
+                    "input_json_delta" => {
+                        partial[i].push_str(delta["partial_json"].as_str().unwrap())
+                    }
                     other => panic!("unexpected delta {other}"),
                 }
             }
@@ -385,7 +426,12 @@ async fn anthropic_tool_loop(backend: &Backend, stream: bool) {
         }
     };
     let (status, bytes) = post(&socket, "/v1/messages", &ask(&messages)).await;
-    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
     let (blocks, stop) = turn(&bytes);
     assert_eq!(stop, "tool_use");
     let thinking: String = blocks
@@ -395,9 +441,10 @@ async fn anthropic_tool_loop(backend: &Backend, stream: bool) {
         .collect();
     assert_eq!(thinking, "Thinking about: What is the weather in Paris?");
     assert!(
-        blocks
-            .iter()
-            .any(|b| b["type"] == "thinking" && b["signature"].as_str().is_some_and(|s| s.starts_with("provd1."))),
+        blocks.iter().any(|b| b["type"] == "thinking"
+            && b["signature"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("provd1."))),
         "the state rides on a thinking block's signature: {blocks:?}"
     );
     let call = blocks
@@ -409,14 +456,17 @@ async fn anthropic_tool_loop(backend: &Backend, stream: bool) {
     assert!(call["input"]["city"].is_string(), "{call}");
 
     // The assistant's blocks go back as they came, then the tool's result.
-    let result = |content: Value| {
-        json!({"role": "user", "content": [{"type": "tool_result", "tool_use_id": call["id"], "content": content}]})
-    };
+    let result = |content: Value| json!({"role": "user", "content": [{"type": "tool_result", "tool_use_id": call["id"], "content": content}]});
     let list = messages.as_array_mut().unwrap();
     list.push(json!({"role": "assistant", "content": blocks}));
     list.push(result(json!(WEATHER)));
     let (status, bytes) = post(&socket, "/v1/messages", &ask(&messages)).await;
-    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
     let (blocks, stop) = turn(&bytes);
     assert_eq!(stop, "end_turn");
     let text: String = blocks
@@ -433,9 +483,13 @@ async fn anthropic_tool_loop(backend: &Backend, stream: bool) {
             block["signature"] = json!(forged);
         }
     }
-    let (status, body) = post_json(&socket, "/v1/messages", &json!({
-        "model": backend.model, "max_tokens": 4096, "tools": tools, "messages": messages,
-    }))
+    let (status, body) = post_json(
+        &socket,
+        "/v1/messages",
+        &json!({
+            "model": backend.model, "max_tokens": 4096, "tools": tools, "messages": messages,
+        }),
+    )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"]["type"], "invalid_request_error");
@@ -466,11 +520,15 @@ async fn anthropic_json_and_images(backend: &Backend) {
     let daemon = start(backend);
     let socket = http_socket(&daemon);
     let schema = json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"], "additionalProperties": false});
-    let (status, body) = post_json(&socket, "/v1/messages", &json!({
-        "model": backend.model, "max_tokens": 100,
-        "messages": [{"role": "user", "content": "Name a city"}],
-        "output_config": {"format": {"type": "json_schema", "schema": schema}},
-    }))
+    let (status, body) = post_json(
+        &socket,
+        "/v1/messages",
+        &json!({
+            "model": backend.model, "max_tokens": 100,
+            "messages": [{"role": "user", "content": "Name a city"}],
+            "output_config": {"format": {"type": "json_schema", "schema": schema}},
+        }),
+    )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let answer: Value = serde_json::from_str(body["content"][0]["text"].as_str().unwrap()).unwrap();
@@ -485,17 +543,30 @@ async fn anthropic_json_and_images(backend: &Backend) {
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(
-        body["content"][0]["text"].as_str().unwrap().starts_with("I see 1 image. "),
+        body["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("I see 1 image. "),
         "{body}"
     );
-    let (status, body) = post_json(&socket, "/v1/messages", &json!({
-        "model": backend.model, "max_tokens": 100,
-        "messages": [{"role": "user", "content": "q"}],
-        "tools": [{"type": "web_search_20250305", "name": "web_search"}],
-    }))
+    let (status, body) = post_json(
+        &socket,
+        "/v1/messages",
+        &json!({
+            "model": backend.model, "max_tokens": 100,
+            "messages": [{"role": "user", "content": "q"}],
+            "tools": [{"type": "web_search_20250305", "name": "web_search"}],
+        }),
+    )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(body["error"]["message"].as_str().unwrap().starts_with("tools.0.type"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("tools.0.type"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -522,11 +593,18 @@ async fn ollama_tool_loop(backend: &Backend, stream: bool) {
         for line in &lines {
             let m = &line["message"];
             for key in ["content", "thinking"] {
-                let now = format!("{}{}", merged[key].as_str().unwrap(), m[key].as_str().unwrap_or(""));
+                let now = format!(
+                    "{}{}",
+                    merged[key].as_str().unwrap(),
+                    m[key].as_str().unwrap_or("")
+                );
                 merged[key] = json!(now);
             }
             for call in m["tool_calls"].as_array().into_iter().flatten() {
-                merged["tool_calls"].as_array_mut().unwrap().push(call.clone());
+                merged["tool_calls"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(call.clone());
             }
         }
         let last = lines.last().unwrap();
@@ -534,21 +612,40 @@ async fn ollama_tool_loop(backend: &Backend, stream: bool) {
         (merged, last["done_reason"].as_str().unwrap().to_owned())
     };
     let (status, bytes) = post(&socket, "/api/chat", &ask(&messages)).await;
-    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
     let (message, reason) = read(&bytes);
     assert_eq!(reason, "stop");
-    assert_eq!(message["thinking"], "Thinking about: What is the weather in Paris?");
+    assert_eq!(
+        message["thinking"],
+        "Thinking about: What is the weather in Paris?"
+    );
     let calls = message["tool_calls"].as_array().unwrap().clone();
     assert_eq!(calls.len(), 1, "{message}");
     assert_eq!(calls[0]["function"]["name"], "get_weather");
-    assert!(calls[0]["function"]["arguments"]["city"].is_string(), "{message}");
+    assert!(
+        calls[0]["function"]["arguments"]["city"].is_string(),
+        "{message}"
+    );
     // Sent back as Ollama's clients do: the calls without ids, the result by tool name.
     messages.push(json!({"role": "assistant", "content": "", "tool_calls": [{"function": calls[0]["function"]}]}));
     messages.push(json!({"role": "tool", "tool_name": "get_weather", "content": WEATHER}));
     let (status, bytes) = post(&socket, "/api/chat", &ask(&messages)).await;
-    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
     let (message, _) = read(&bytes);
-    assert_eq!(message["content"], format!("The tool get_weather returned: {WEATHER}"));
+    assert_eq!(
+        message["content"],
+        format!("The tool get_weather returned: {WEATHER}")
+    );
 }
 
 #[tokio::test]
@@ -573,20 +670,38 @@ async fn ollama_format_and_images(backend: &Backend) {
     assert_eq!(status, StatusCode::OK, "{body}");
     let answer: Value = serde_json::from_str(body["message"]["content"].as_str().unwrap()).unwrap();
     assert!(answer["age"].is_i64(), "{answer}");
-    let (status, body) = post_json(&socket, "/api/chat", &json!({
-        "model": backend.model, "stream": false, "format": "json",
-        "messages": [{"role": "user", "content": "Name a city"}],
-    }))
+    let (status, body) = post_json(
+        &socket,
+        "/api/chat",
+        &json!({
+            "model": backend.model, "stream": false, "format": "json",
+            "messages": [{"role": "user", "content": "Name a city"}],
+        }),
+    )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert!(serde_json::from_str::<Value>(body["message"]["content"].as_str().unwrap()).unwrap().is_object());
-    let (status, body) = post_json(&socket, "/api/generate", &json!({
-        "model": backend.model, "stream": false, "prompt": "What is this?",
-        "images": ["iVBORw0KGgoAAAANSUhEUg==", "/9j/4AAQSkZJRg=="],
-    }))
+    assert!(
+        serde_json::from_str::<Value>(body["message"]["content"].as_str().unwrap())
+            .unwrap()
+            .is_object()
+    );
+    let (status, body) = post_json(
+        &socket,
+        "/api/generate",
+        &json!({
+            "model": backend.model, "stream": false, "prompt": "What is this?",
+            "images": ["iVBORw0KGgoAAAANSUhEUg==", "/9j/4AAQSkZJRg=="],
+        }),
+    )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert!(body["response"].as_str().unwrap().starts_with("I see 2 images. "), "{body}");
+    assert!(
+        body["response"]
+            .as_str()
+            .unwrap()
+            .starts_with("I see 2 images. "),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -605,7 +720,10 @@ fn have_python_package(python: &std::ffi::OsStr, module: &str) -> bool {
         let why = format!(
             "the {module} Python package is missing (scripts/test makes the Python environment from tests/python/requirements.txt)"
         );
-        assert!(std::env::var_os("CI").is_none(), "{why}, and CI installs it");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{why}, and CI installs it"
+        );
         eprintln!("SKIPPED: {why}");
     }
     ok
@@ -643,10 +761,7 @@ fn run_sdk_tools(backend: &Backend, sdk: &str, tests: usize) {
     ] {
         command.env_remove(name);
     }
-    let output = command
-        .stdin(Stdio::null())
-        .output()
-        .expect("run python");
+    let output = command.stdin(Stdio::null()).output().expect("run python");
     let stdout = String::from_utf8_lossy(&output.stdout);
     print!("{stdout}");
     assert!(

@@ -15,7 +15,10 @@
 //! - Each text block of a turn becomes one provd turn of that role, in order (a string
 //!   content is one block). The Anthropic provider merges a run of same-role turns back
 //!   into one turn of text blocks, so a request that goes to Anthropic arrives as sent;
-//!   the chat APIs take consecutive same-role messages as they are.
+//!   the chat APIs take consecutive same-role messages as they are. A user message's
+//!   `image` blocks go with the turn of the text block before them (or a turn of their
+//!   own), its `tool_result` blocks are tool turns; an assistant message with `tool_use`
+//!   or `thinking` blocks is one turn carrying its text, calls and provider state.
 //! - `system` as text blocks is joined with blank lines, as provd joins every system
 //!   prompt; an empty one is no system prompt.
 //! - `cache_control` (top level and on blocks), `citations` on text blocks and
@@ -26,18 +29,41 @@
 //!   although the newest SDKs no longer offer them: older clients send them and every
 //!   provider has them. A `null` field counts as absent (so a `null` required one is
 //!   "field required").
+//! - Tools, reasoning, structured output and images map as the next section says.
 //! - Refused with `invalid_request_error`, naming the field, because provd cannot honour
-//!   them on every provider: `tools` (unless empty), `tool_choice` (unless `none` or
-//!   `auto`, which without tools ask nothing), `thinking` (unless `disabled`), `top_k`
-//!   (provd has no portable top-k: OpenAI-style APIs have none, and an
-//!   `additional_params.top_k` would be ignored by Ollama and refused by OpenAI),
-//!   `service_tier: "standard_only"`, `speed: "fast"`, `output_config`, `container`,
-//!   `mcp_servers`, `context_management`, `inference_geo`, non-text content blocks
-//!   (images, documents, tool use and results, thinking), the `system` role in
-//!   `messages` (the API has a top-level `system` instead), `max_tokens: 0` (a cache
-//!   pre-warm, which provd does not do), and any field the API does not define (as the
-//!   API does). Client-chosen names quoted in a refusal are escaped and cut
-//!   ([`untrusted`]).
+//!   them on every provider: server tools (`web_search_…`, `bash_…`: they run on
+//!   Anthropic's side), `top_k` (provd has no portable top-k: OpenAI-style APIs have none,
+//!   and an `additional_params.top_k` would be ignored by Ollama and refused by OpenAI),
+//!   `service_tier: "standard_only"`, `speed: "fast"`, `output_config.effort`,
+//!   `container`, `mcp_servers`, `context_management`, `inference_geo`, `document` and
+//!   other blocks provd does not carry (and images in assistant turns, tool uses in user
+//!   turns), the `system` role in `messages` (the API has a top-level `system` instead),
+//!   `max_tokens: 0` (a cache pre-warm, which provd does not do), and any field the API
+//!   does not define (as the API does). Client-chosen names quoted in a refusal are
+//!   escaped and cut ([`untrusted`]).
+//!
+//! How tools, reasoning, structured output and images map:
+//! - `tools` (`{name, description, input_schema}`, `type` absent or `custom`) are
+//!   [`Tool`]s; `tool_choice` `auto`, `any`, `tool` (with `name`) and `none` are
+//!   [`ToolChoice`]s `auto`, `required`, the named tool and `none`;
+//!   `disable_parallel_tool_use` is accepted and not passed on (a turn's calls come in
+//!   order). `tool_use` blocks are [`ToolCall`]s (the input as JSON text), `tool_result`
+//!   blocks tool turns (`content` a string or text blocks joined, `is_error`).
+//! - `thinking: {type: enabled, budget_tokens}` is [`Reasoning`] with that budget and
+//!   shown; `adaptive` lets the provider choose the budget; `disabled` asks nothing.
+//! - `output_config.format` and the beta's `output_format` (`{type: json_schema,
+//!   schema}`) are a strict [`ResponseFormat::JsonSchema`]; the answer is the JSON text
+//!   in the text block.
+//! - `image` blocks (`source` `base64` with its media type, or `url`: `https:` only, which
+//!   provd never fetches) are [`Image`]s.
+//! - The provider state of an answer ([`GenerateDone::provider_state`]) travels in a
+//!   `thinking` block's `signature` as a `provd1.` token (see
+//!   [`super::content::state_token`]): a client sends its assistant blocks back as they
+//!   came, so an Anthropic model behind gets its signed thinking back whole (the state
+//!   holds Anthropic's own blocks and signatures; the thinking text a client sends back
+//!   is not used). A `signature` provd did not write means nothing to the provider
+//!   behind and is dropped, as are `redacted_thinking` blocks (Anthropic's travel inside
+//!   the state).
 //!
 //! Response decisions ([`StreamEncoder`], [`message`]):
 //! - provd learns the input token count only at the end of a generation, so
@@ -51,8 +77,14 @@
 //!   which the SDKs skip wherever it comes.
 //! - provd's `stop` finish reason does not say whether a stop sequence was hit, so it is
 //!   `end_turn` with `stop_sequence: null`; `length` is `max_tokens`, `content_filter` is
-//!   `refusal`, `tool_use` is `tool_use`, anything else `end_turn`.
-//! - The answer is one text block at index 0.
+//!   `refusal`, `tool_calls` is `tool_use`, anything else `end_turn`.
+//! - A whole answer is a `thinking` block (when there is reasoning or provider state),
+//!   the text block, then a `tool_use` block per call with its parsed `input`
+//!   ([`content_blocks`]). A stream opens a block each time the kind of piece changes
+//!   (`thinking_delta`, `text_delta`, a `tool_use` block per call with `input: {}` and its
+//!   `input_json_delta`s), and ends with a `thinking` block holding only the state's
+//!   `signature_delta`, as the state is known only at the end ([`StreamEncoder`]). A
+//!   plain answer is one text block at index 0, as before.
 //! - Error messages are sent as given: the router passes provd's own, which are scrubbed
 //!   of keys where they are made.
 //! - Statuses follow the front door's one mapping (400 invalid request, 401, 403, 404,
@@ -342,7 +374,7 @@ impl StreamEncoder {
         let mut out = String::new();
         self.open(&mut out, model);
         let index = self.block(&mut out, BlockKind::Text, StartBlock::Text { text: "" });
-        push_delta(&mut out, index, Delta::TextDelta { text });
+        push_delta(&mut out, index, Delta::Text { text });
         Bytes::from(out)
     }
 
@@ -354,7 +386,7 @@ impl StreamEncoder {
         let mut out = String::new();
         self.open(&mut out, model);
         let index = self.block(&mut out, BlockKind::Thinking, EMPTY_THINKING);
-        push_delta(&mut out, index, Delta::ThinkingDelta { thinking: text });
+        push_delta(&mut out, index, Delta::Thinking { thinking: text });
         Bytes::from(out)
     }
 
@@ -392,7 +424,7 @@ impl StreamEncoder {
             push_delta(
                 &mut out,
                 index,
-                Delta::InputJsonDelta {
+                Delta::InputJson {
                     partial_json: &piece.arguments,
                 },
             );
@@ -428,7 +460,7 @@ impl StreamEncoder {
             push_delta(
                 &mut out,
                 index,
-                Delta::SignatureDelta {
+                Delta::Signature {
                     signature: &super::content::state_token(state),
                 },
             );
@@ -635,12 +667,16 @@ struct Empty {}
 
 /// A `content_block_delta`'s delta.
 #[derive(Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type")]
 enum Delta<'a> {
-    TextDelta { text: &'a str },
-    ThinkingDelta { thinking: &'a str },
-    SignatureDelta { signature: &'a str },
-    InputJsonDelta { partial_json: &'a str },
+    #[serde(rename = "text_delta")]
+    Text { text: &'a str },
+    #[serde(rename = "thinking_delta")]
+    Thinking { thinking: &'a str },
+    #[serde(rename = "signature_delta")]
+    Signature { signature: &'a str },
+    #[serde(rename = "input_json_delta")]
+    InputJson { partial_json: &'a str },
 }
 
 #[derive(Serialize)]
@@ -752,7 +788,9 @@ pub fn parse_request(body: &[u8], max_body_bytes: usize) -> Result<MessagesReque
             "tools" => generate.tools = tools(value)?,
             "tool_choice" => generate.tool_choice = tool_choice(value)?,
             "thinking" => generate.reasoning = thinking(value)?,
-            "output_format" => generate.response_format = Some(output_format(value, "output_format")?),
+            "output_format" => {
+                generate.response_format = Some(output_format(value, "output_format")?)
+            }
             "output_config" => generate.response_format = output_config(value)?,
             other => return Err(unsupported_or_unknown(other, "")),
         }
@@ -1062,11 +1100,10 @@ fn tool_result_block(value: &Value, path: &str) -> Result<Message, ApiError> {
             "type" | "cache_control" => {}
             _ if value.is_null() => {}
             "tool_use_id" => {
-                id = Some(
-                    value
-                        .as_str()
-                        .ok_or_else(|| wrong_type(&format!("{path}.tool_use_id"), "a string", value))?,
-                )
+                id =
+                    Some(value.as_str().ok_or_else(|| {
+                        wrong_type(&format!("{path}.tool_use_id"), "a string", value)
+                    })?)
             }
             "is_error" => is_error = boolean(value, &format!("{path}.is_error"))?,
             "content" => {
@@ -1151,17 +1188,37 @@ fn tool_use_block(fields: &Map<String, Value>, path: &str) -> Result<ToolCall, A
     for (key, value) in fields {
         match key.as_str() {
             "type" | "cache_control" => {}
-            "id" => id = Some(value.as_str().ok_or_else(|| wrong_type(&format!("{path}.id"), "a string", value))?),
-            "name" => name = Some(value.as_str().ok_or_else(|| wrong_type(&format!("{path}.name"), "a string", value))?),
+            "id" => {
+                id = Some(
+                    value
+                        .as_str()
+                        .ok_or_else(|| wrong_type(&format!("{path}.id"), "a string", value))?,
+                )
+            }
+            "name" => {
+                name = Some(
+                    value
+                        .as_str()
+                        .ok_or_else(|| wrong_type(&format!("{path}.name"), "a string", value))?,
+                )
+            }
             "input" => input = Some(object(value, &format!("{path}.input"))?),
             other => return Err(unsupported_or_unknown(other, &format!("{path}."))),
         }
     }
     Ok(ToolCall {
-        id: id.ok_or_else(|| required(&format!("{path}.id")))?.to_owned(),
-        name: name.ok_or_else(|| required(&format!("{path}.name")))?.to_owned(),
-        arguments: Value::Object(input.ok_or_else(|| required(&format!("{path}.input")))?.clone())
-            .to_string(),
+        id: id
+            .ok_or_else(|| required(&format!("{path}.id")))?
+            .to_owned(),
+        name: name
+            .ok_or_else(|| required(&format!("{path}.name")))?
+            .to_owned(),
+        arguments: Value::Object(
+            input
+                .ok_or_else(|| required(&format!("{path}.input")))?
+                .clone(),
+        )
+        .to_string(),
     })
 }
 
@@ -1875,7 +1932,8 @@ mod tests {
             "messages",
             json!([{"role": "user", "content": [{"type": "image", "source": {"type": "url", "url": "http://x/a.png"}}]}]),
         );
-        assert!(refusal(url).starts_with("messages.0.content.0.source.url: an image URL must be https:"));
+        assert!(refusal(url)
+            .starts_with("messages.0.content.0.source.url: an image URL must be https:"));
         let system = with("system", json!([{"type": "image"}]));
         assert!(refusal(system).starts_with("system.0.type: image blocks"));
     }
@@ -2247,7 +2305,10 @@ data: {{\"type\":\"error\",\"error\":{{\"type\":\"api_error\",\"message\":\"olla
         .generate;
         assert_eq!(r.tools.len(), 1);
         assert_eq!(r.tools[0].name, "get_weather");
-        assert_eq!(r.tools[0].parameters.as_ref().unwrap()["required"], json!(["location"]));
+        assert_eq!(
+            r.tools[0].parameters.as_ref().unwrap()["required"],
+            json!(["location"])
+        );
         assert_eq!(r.tool_choice, Some(ToolChoice::Required));
         assert_eq!(
             r.reasoning,
@@ -2296,9 +2357,18 @@ data: {{\"type\":\"error\",\"error\":{{\"type\":\"api_error\",\"message\":\"olla
         for (choice, expected) in [
             (json!({"type": "auto"}), ToolChoice::Auto),
             (json!({"type": "none"}), ToolChoice::None),
-            (json!({"type": "tool", "name": "get_weather"}), ToolChoice::Tool("get_weather".into())),
+            (
+                json!({"type": "tool", "name": "get_weather"}),
+                ToolChoice::Tool("get_weather".into()),
+            ),
         ] {
-            assert_eq!(parse(with("tool_choice", choice)).unwrap().generate.tool_choice, Some(expected));
+            assert_eq!(
+                parse(with("tool_choice", choice))
+                    .unwrap()
+                    .generate
+                    .tool_choice,
+                Some(expected)
+            );
         }
     }
 
@@ -2318,7 +2388,9 @@ data: {{\"type\":\"error\",\"error\":{{\"type\":\"api_error\",\"message\":\"olla
         .generate;
         assert_eq!(r.messages[1].provider_state, None);
         assert_eq!(r.messages[1].content, "a");
-        let r = parse(with("thinking", json!({"type": "disabled"}))).unwrap().generate;
+        let r = parse(with("thinking", json!({"type": "disabled"})))
+            .unwrap()
+            .generate;
         assert_eq!(r.reasoning, None);
     }
 
@@ -2330,9 +2402,12 @@ data: {{\"type\":\"error\",\"error\":{{\"type\":\"api_error\",\"message\":\"olla
             schema: schema.clone(),
             strict: true,
         });
-        let beta = parse(with("output_format", json!({"type": "json_schema", "schema": schema})))
-            .unwrap()
-            .generate;
+        let beta = parse(with(
+            "output_format",
+            json!({"type": "json_schema", "schema": schema}),
+        ))
+        .unwrap()
+        .generate;
         assert_eq!(beta.response_format, expected);
         let ga = parse(with(
             "output_config",
@@ -2370,7 +2445,15 @@ data: {{\"type\":\"error\",\"error\":{{\"type\":\"api_error\",\"message\":\"olla
                 {"type": "tool_use", "id": "toolu_01", "name": "get_weather", "input": {"location": "Paris"}},
             ])
         );
-        let calls_only = message("msg_1", "", &GenerateDone { reasoning: None, provider_state: None, ..done });
+        let calls_only = message(
+            "msg_1",
+            "",
+            &GenerateDone {
+                reasoning: None,
+                provider_state: None,
+                ..done
+            },
+        );
         assert_eq!(calls_only["content"].as_array().unwrap().len(), 1);
         assert_eq!(calls_only["content"][0]["type"], "tool_use");
     }

@@ -58,9 +58,7 @@ pub fn image_from_url(url: &str) -> Result<Image, String> {
             return Err("a data: URL needs a comma before its data".to_owned());
         };
         let Some(media_type) = header.strip_suffix(";base64") else {
-            return Err(
-                "only base64 data: URLs are taken (data:image/png;base64,...)".to_owned(),
-            );
+            return Err("only base64 data: URLs are taken (data:image/png;base64,...)".to_owned());
         };
         return Ok(Image::Base64 {
             media_type: media_type.to_ascii_lowercase(),
@@ -99,14 +97,18 @@ mod tests {
 
     #[test]
     fn a_state_token_round_trips_and_foreign_or_altered_tokens_are_none() {
-        let state = json!({"type": "anthropic", "state": {"thinking": [{"signature": "EqQBCkYI\"x"}]}});
+        let state =
+            json!({"type": "anthropic", "state": {"thinking": [{"signature": "EqQBCkYI\"x"}]}});
         let token = state_token(&state);
         assert!(token.starts_with("provd1."), "{token}");
         assert_eq!(state_from_token(&token), Some(state));
         assert_eq!(state_from_token("EqQBCkYIARgCIkA"), None);
         assert_eq!(state_from_token(&format!("{token}0")), None);
         assert_eq!(state_from_token("provd1.zz"), None);
-        assert_eq!(state_from_token(&state_token(&json!("not an object"))), None);
+        assert_eq!(
+            state_from_token(&state_token(&json!("not an object"))),
+            None
+        );
     }
 
     #[test]

@@ -27,14 +27,27 @@
 //! handling: they are checked and ignored (an upstream provider manages its own). Unknown
 //! top-level fields are ignored, as Ollama's decoder ignores them.
 //!
-//! Refused with a 400 that names the field, because provd cannot honour them yet (it
-//! carries text only): non-empty `tools`, `images` (in a message or on `/api/generate`),
-//! a `tool` message or an assistant message's `tool_calls`, `format` (`"json"` or a JSON
-//! schema: provd carries no structured output), `think` other than `false` (provd does
-//! not carry a model's reasoning), `logprobs: true`; on `/api/generate` also `raw: true`,
-//! a non-empty `template`, `suffix` or `context` (provd's answers carry no token context;
-//! keep a conversation with `/api/chat`). A message's `thinking` (earlier reasoning) is
-//! dropped, as providers take no reasoning back.
+//! Tools, structured output, reasoning and images (any provider behind):
+//!
+//! - `tools` (`[{type: function, function: {name, description, parameters}}]`, on
+//!   `/api/chat`) are [`provd_client::Tool`]s. An assistant message's `tool_calls`
+//!   (`{function: {name, arguments}}`, arguments an object) are its calls; Ollama gives
+//!   calls no ids, so each is named `call_I_J` by its place unless it has an `id`. A
+//!   `tool` message answers the call its `tool_call_id` names, else the first call not
+//!   yet answered of its `tool_name` in the last assistant message.
+//! - `format` `"json"` is a JSON object answer, a schema object a strict JSON-schema one.
+//! - `think` `true` asks for reasoning and shows it; `high`, `medium`, `low` with that
+//!   effort; `false` asks nothing. A message's `thinking` (earlier reasoning) is dropped:
+//!   no provider takes reasoning text back, and provider state has no place in Ollama's
+//!   messages, so it is not carried through this route.
+//! - `images` (base64, on user messages and on `/api/generate`) are images whose type is
+//!   read from their first bytes (PNG, JPEG, GIF, WebP; anything else is refused). On
+//!   `/api/generate` the prompt becomes the one user turn that carries them.
+//!
+//! Refused with a 400 that names the field, because provd cannot honour them:
+//! `logprobs: true`; on `/api/generate` also `raw: true`, a non-empty `template`,
+//! `suffix` or `context` (provd's answers carry no token context; keep a conversation
+//! with `/api/chat`).
 //!
 //! A chat without messages, or a generate with an empty prompt, is Ollama's way to load
 //! a model (and, with `keep_alive: 0`, to unload it): it parses to [`OllamaCall::Preload`],
@@ -44,8 +57,11 @@
 //!
 //! Streamed (`application/x-ndjson`, [`NDJSON`]): one object a line per piece of text
 //! (`message: {role: assistant, content}` on `/api/chat`, `response` on `/api/generate`,
-//! `done: false`), then a final object with `done: true`, `done_reason` and the counts.
-//! Not streamed (`application/json`): that final object alone, carrying the whole text.
+//! `done: false`) or of reasoning (`message.thinking`, or `thinking`), one line with the
+//! turn's calls whole (`message.tool_calls`, `{id, function: {index, name, arguments}}`,
+//! as Ollama sends a call whole), then a final object with `done: true`, `done_reason`
+//! and the counts. Not streamed (`application/json`): that final object alone, carrying
+//! the whole text, reasoning and calls.
 //! [`Encoder`] writes both. An error before the first line is a status with
 //! `{"error": "..."}` ([`error_body`]); after it, the status (200) can no longer change
 //! and the error is the stream's last line ([`error_line`]), as Ollama does.
@@ -67,8 +83,8 @@
 use std::time::{Duration, SystemTime};
 
 use provd_client::{
-    ErrorCode, FinishReason, GenerateRequest, Image, Message, ModelInfo, Reasoning,
-    ResponseFormat, Role, Tool, ToolCall, Usage, WireError,
+    ErrorCode, FinishReason, GenerateRequest, Image, Message, ModelInfo, Reasoning, ResponseFormat,
+    Role, Tool, ToolCall, Usage, WireError,
 };
 use reqwest::StatusCode;
 use serde_json::{json, Map, Value};
@@ -810,7 +826,10 @@ fn images(object: &Map<String, Value>, field: &str) -> Result<Vec<Image>, WireEr
         .enumerate()
         .map(|(k, item)| {
             let data = item.as_str().ok_or_else(|| {
-                invalid(format!("{field}[{k}] must be a base64 string, got {}", kind(item)))
+                invalid(format!(
+                    "{field}[{k}] must be a base64 string, got {}",
+                    kind(item)
+                ))
             })?;
             let media_type = [
                 ("iVBORw0KGgo", "image/png"),
@@ -1052,7 +1071,9 @@ async fn serve(route: Route, call: super::Call) -> Result<super::Response, super
         super::core::Event::Keepalive | super::core::Event::ToolCall(_) => (None, false),
         super::core::Event::Done(done) => {
             let now = SystemTime::now();
-            let mut out = encoder.tool_calls(&done.tool_calls, now).unwrap_or_default();
+            let mut out = encoder
+                .tool_calls(&done.tool_calls, now)
+                .unwrap_or_default();
             out.extend(encoder.finish(done.usage, done.finish_reason, now));
             (Some(out.into()), true)
         }
@@ -1239,7 +1260,10 @@ mod tests {
     #[test]
     fn what_provd_cannot_honour_is_refused_naming_it() {
         let cases = [
-            (json!({"format": "yaml"}), "format must be \"json\" or a JSON schema"),
+            (
+                json!({"format": "yaml"}),
+                "format must be \"json\" or a JSON schema",
+            ),
             (json!({"think": "max"}), "think must be true, false"),
             (json!({"logprobs": true}), "logprobs cannot be honoured"),
             (
@@ -1563,12 +1587,22 @@ mod tests {
             serde_json::from_str::<Value>(&calls[0].arguments).unwrap(),
             json!({"format": "celsius", "location": "Paris, FR"})
         );
-        assert_eq!(r.messages[2], Message::tool_result("call_1_0", "11 degrees"));
+        assert_eq!(
+            r.messages[2],
+            Message::tool_result("call_1_0", "11 degrees")
+        );
         assert_eq!(r.messages[3], Message::tool_result("call_1_1", "noon"));
-        let json_mode = request(chat(json!({"model": "m", "messages": user("x"), "format": "json", "think": true})));
+        let json_mode = request(chat(
+            json!({"model": "m", "messages": user("x"), "format": "json", "think": true}),
+        ));
         assert_eq!(json_mode.response_format, Some(ResponseFormat::JsonObject));
-        assert_eq!(json_mode.reasoning.map(|r| (r.effort, r.show)), Some((None, true)));
-        let with_image = request(generate(json!({"model": "m", "prompt": "what is this?", "images": ["/9j/4AAQSkZJRg"]})));
+        assert_eq!(
+            json_mode.reasoning.map(|r| (r.effort, r.show)),
+            Some((None, true))
+        );
+        let with_image = request(generate(
+            json!({"model": "m", "prompt": "what is this?", "images": ["/9j/4AAQSkZJRg"]}),
+        ));
         assert_eq!(with_image.prompt, None);
         assert_eq!(with_image.messages[0].content, "what is this?");
         assert_eq!(with_image.messages[0].images.len(), 1);
@@ -1602,11 +1636,17 @@ mod tests {
         let mut whole = Encoder::new(Route::Chat, "llama3.2", false, at(0));
         assert_eq!(whole.reasoning("Let me look.", at(10)), None);
         assert_eq!(whole.tool_calls(&calls, at(20)), None);
-        let body: Value =
-            serde_json::from_slice(&whole.finish(Usage::new(3, 2), FinishReason::ToolCalls, at(30)))
-                .unwrap();
+        let body: Value = serde_json::from_slice(&whole.finish(
+            Usage::new(3, 2),
+            FinishReason::ToolCalls,
+            at(30),
+        ))
+        .unwrap();
         assert_eq!(body["message"]["thinking"], "Let me look.");
-        assert_eq!(body["message"]["tool_calls"][0]["function"]["name"], "get_current_weather");
+        assert_eq!(
+            body["message"]["tool_calls"][0]["function"]["name"],
+            "get_current_weather"
+        );
         let mut generate = Encoder::new(Route::Generate, "m", false, at(0));
         generate.reasoning("hm", at(1));
         let body: Value =

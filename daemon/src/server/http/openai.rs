@@ -3,12 +3,41 @@
 //! `GET /v1/models`, with OpenAI's error body `{"error": {"message", "type", "param",
 //! "code"}}`.
 //!
-//! What the API offers and provd cannot honour is refused by name (`n > 1`, tools,
-//! `logprobs`, JSON output formats, penalties, images…): silently ignoring it would change
-//! the answer the caller asked for. Parameters that only describe the caller or ask for
-//! bookkeeping (`user`, `store`, `metadata`, `seed`, `service_tier`…) are accepted and
-//! have no effect. The `model` in an answer is `provider/model`, the provider that
-//! answered and the model it named, so a caller sees which fallback served it.
+//! What the API offers and provd cannot honour is refused by name (`n > 1`, the legacy
+//! `functions`/`function_call`, custom tools, `logprobs`, penalties, `logit_bias`, audio,
+//! `prediction`, image URLs other than `https:` and base64 `data:`): silently ignoring it
+//! would change the answer the caller asked for. Parameters that only describe the caller
+//! or ask for bookkeeping (`user`, `store`, `metadata`, `seed`, `service_tier`…) are
+//! accepted and have no effect. The `model` in an answer is `provider/model`, the provider
+//! that answered and the model it named, so a caller sees which fallback served it.
+//!
+//! # How tools, structured output, reasoning and images map
+//!
+//! - `tools` (`{type: function, function: {name, description, parameters, strict}}`) are
+//!   [`Tool`]s; `strict` is accepted (provd checks every call's arguments parse, and a
+//!   provider that can hold its model to the schema does). `tool_choice` `none`, `auto`,
+//!   `required` and `{type: function, function: {name}}` are [`ToolChoice`]s.
+//!   `parallel_tool_calls` is accepted either way: a turn's calls come in order.
+//! - An assistant message's `tool_calls` become its [`ToolCall`]s (its `content` may be
+//!   null); a `tool` message is [`Message::tool_result`] of its `tool_call_id`.
+//! - `response_format` `text` asks nothing; `json_object` and `json_schema` (`name`,
+//!   `schema`, `strict`) are [`ResponseFormat`]s.
+//! - `reasoning_effort` (`minimal`…`high`; `none` asks nothing) asks for reasoning with
+//!   that effort and shows it: Chat Completions has no field for reasoning text, so it is
+//!   returned as DeepSeek and vLLM return it, `message.reasoning_content` and streamed
+//!   `delta.reasoning_content`, which the SDKs keep as an extra field. Without
+//!   `reasoning_effort` nothing is asked and no reasoning is sent.
+//!   `usage.completion_tokens_details.reasoning_tokens` is sent when the provider counts.
+//! - A provider's state for the next turn ([`GenerateDone::provider_state`]) is
+//!   `message.provider_state` (streamed: on the finish chunk's delta), read back from an
+//!   assistant message as it came: the SDKs keep unknown fields of a message and send
+//!   them back when the message object is appended to the conversation.
+//! - `image_url` parts of user messages are [`Image`]s: a base64 `data:` URL with its
+//!   media type, an `https:` URL as a URL (provd never fetches it).
+//! - Answers: `message.tool_calls` (`content: null` when the turn said nothing) and
+//!   `finish_reason: "tool_calls"`; streamed, `delta.tool_calls` pieces whose first
+//!   carries the call's `index`, `id`, `type` and `name`, later ones only `index` and
+//!   `arguments`, as OpenAI streams them.
 //!
 //! A streamed answer's status line waits for the first event: an error before any text
 //! is an HTTP error with the mapped status; one after the status line is an in-stream
@@ -434,18 +463,24 @@ fn tool(i: usize, value: &Value) -> Result<Tool, ApiError> {
             ),
         ));
     }
-    let function = value.get("function").filter(|f| f.is_object()).ok_or_else(|| {
-        ApiError::param(
-            format!("tools[{i}].function"),
-            format!("tools[{i}].function must be an object with a name"),
-        )
-    })?;
-    let name = function.get("name").and_then(Value::as_str).ok_or_else(|| {
-        ApiError::param(
-            format!("tools[{i}].function.name"),
-            format!("tools[{i}].function.name must be a string"),
-        )
-    })?;
+    let function = value
+        .get("function")
+        .filter(|f| f.is_object())
+        .ok_or_else(|| {
+            ApiError::param(
+                format!("tools[{i}].function"),
+                format!("tools[{i}].function must be an object with a name"),
+            )
+        })?;
+    let name = function
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            ApiError::param(
+                format!("tools[{i}].function.name"),
+                format!("tools[{i}].function.name must be a string"),
+            )
+        })?;
     Ok(Tool {
         name: name.to_owned(),
         description: function
@@ -968,7 +1003,9 @@ mod tests {
         let user = |content: Value| json!({"model": "p/m", "messages": [{"role": "user", "content": content}]});
         for (body, param) in [
             (
-                user(json!([{"type": "input_audio", "input_audio": {"data": "AA==", "format": "wav"}}])),
+                user(
+                    json!([{"type": "input_audio", "input_audio": {"data": "AA==", "format": "wav"}}]),
+                ),
                 "messages[0].content[0].type",
             ),
             (
@@ -998,9 +1035,14 @@ mod tests {
                        "reasoning_effort": "xhigh"}),
                 "reasoning_effort",
             ),
-            (json!({"messages": [{"role": "user", "content": "q"}]}), "model"),
+            (
+                json!({"messages": [{"role": "user", "content": "q"}]}),
+                "model",
+            ),
         ] {
-            let e = parse(body).err().unwrap_or_else(|| panic!("{param} accepted"));
+            let e = parse(body)
+                .err()
+                .unwrap_or_else(|| panic!("{param} accepted"));
             assert_eq!(e.status, StatusCode::BAD_REQUEST);
             assert_eq!(e.param.as_deref(), Some(param), "{}", e.wire.message);
         }
@@ -1045,7 +1087,10 @@ mod tests {
             r.tools[0].description.as_deref(),
             Some("Get current temperature for a given location.")
         );
-        assert_eq!(r.tools[0].parameters.as_ref().unwrap()["required"], json!(["location"]));
+        assert_eq!(
+            r.tools[0].parameters.as_ref().unwrap()["required"],
+            json!(["location"])
+        );
         assert_eq!(r.tool_choice, Some(ToolChoice::Tool("get_weather".into())));
         assert_eq!(
             r.response_format,
@@ -1078,7 +1123,10 @@ mod tests {
             ]
         );
         let assistant = &r.messages[1];
-        assert_eq!((assistant.role, assistant.content.as_str()), (Role::Assistant, ""));
+        assert_eq!(
+            (assistant.role, assistant.content.as_str()),
+            (Role::Assistant, "")
+        );
         assert_eq!(
             assistant.tool_calls,
             [ToolCall {
@@ -1091,7 +1139,10 @@ mod tests {
             assistant.provider_state,
             Some(json!({"type": "mock", "state": {"signature": "s"}}))
         );
-        assert_eq!(r.messages[2], Message::tool_result("call_12345xyz", "14 degrees"));
+        assert_eq!(
+            r.messages[2],
+            Message::tool_result("call_12345xyz", "14 degrees")
+        );
         for (choice, expected) in [
             (json!("auto"), ToolChoice::Auto),
             (json!("required"), ToolChoice::Required),
@@ -1191,7 +1242,11 @@ mod tests {
         };
         let end = sse.end(&done_with_calls());
         let last: Value = serde_json::from_slice(
-            end[0].strip_prefix(b"data: ").unwrap().strip_suffix(b"\n\n").unwrap(),
+            end[0]
+                .strip_prefix(b"data: ")
+                .unwrap()
+                .strip_suffix(b"\n\n")
+                .unwrap(),
         )
         .unwrap();
         assert_eq!(last["choices"][0]["finish_reason"], "tool_calls");
