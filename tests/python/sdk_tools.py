@@ -7,6 +7,11 @@
     target/python-venv/bin/python tests/python/sdk_tools.py --sdk anthropic \
         --socket DIR/http.sock --model m/mock-1
 
+``--answer`` (``{result}`` for the tool's result) and ``--reasoning`` (``{question}`` for
+the last user text) say what the provider behind answers after a tool's result and how it
+reasons; their defaults are the mock's. ``--forged-state JSON`` is a provider state the
+provider refuses, sent back in place of the real one to prove the state reaches it.
+
 Run by tests/tests/http_tools.rs against a daemon whose provider is a parameter of the
 test (the built-in mock, which calls the tool it is given with the least arguments its
 schema accepts, answers ``The tool NAME returned: RESULT`` after a tool's result, the
@@ -45,6 +50,20 @@ except ImportError:  # pragma: no cover
 TIMEOUT_S = 30.0
 WEATHER = "15 degrees and sunny"
 QUESTION = "What is the weather in Paris?"
+# What the provider behind says (main() sets them from --answer and --reasoning).
+EXPECTED: Dict[str, Optional[str]] = {
+    "answer": "The tool get_weather returned: {result}",
+    "reasoning": "Thinking about: {question}",
+    "forged_state": None,
+}
+
+
+def answer_to(result: str) -> str:
+    return str(EXPECTED["answer"]).replace("{result}", result)
+
+
+def reasoning_about(question: str) -> str:
+    return str(EXPECTED["reasoning"]).replace("{question}", question)
 
 
 def get_weather(city: str) -> str:
@@ -109,7 +128,7 @@ def openai_tool_loop_not_streamed(c: Any, model: str) -> None:
     messages.extend(openai_results(choice.message))
     r = c.chat.completions.create(model=model, messages=messages, tools=OPENAI_TOOLS)
     answer = r.choices[0].message.content
-    check(answer == f"The tool get_weather returned: {WEATHER}", f"answer {answer!r}")
+    check(answer == answer_to(WEATHER), f"answer {answer!r}")
     check(r.choices[0].finish_reason == "stop", f"finish {r.choices[0].finish_reason}")
 
 
@@ -136,7 +155,7 @@ def openai_tool_loop_streamed(c: Any, model: str) -> None:
     messages.extend(openai_results(choice.message))
     with c.chat.completions.stream(model=model, messages=messages, tools=OPENAI_TOOLS) as stream:
         text = "".join(e.delta for e in stream if e.type == "content.delta")
-    check(text == f"The tool get_weather returned: {WEATHER}", f"answer {text!r}")
+    check(text == answer_to(WEATHER), f"answer {text!r}")
 
 
 class City(pydantic.BaseModel):
@@ -158,7 +177,7 @@ def openai_reasoning_effort(c: Any, model: str) -> None:
     r = c.chat.completions.create(model=model, messages=messages, reasoning_effort="low")
     message = r.choices[0].message
     extra = message.model_extra or {}
-    check(extra.get("reasoning_content") == "Thinking about: Name a city", f"extra {extra}")
+    check(extra.get("reasoning_content") == reasoning_about("Name a city"), f"extra {extra}")
     details = r.usage.completion_tokens_details
     check(details is not None and (details.reasoning_tokens or 0) > 0, f"usage {r.usage}")
     # Sent back as the SDK returned it: its provider state goes with it (an altered one is
@@ -167,8 +186,10 @@ def openai_reasoning_effort(c: Any, model: str) -> None:
         model=model, messages=messages + [message, {"role": "user", "content": "Another"}], reasoning_effort="low"
     )
     check(r.choices[0].message.content is not None, "an answer to the second turn")
+    if EXPECTED["forged_state"] is None:
+        return
     forged = message.model_copy(deep=True)
-    forged.provider_state["state"]["signature"] = "forged"
+    forged.provider_state = json.loads(EXPECTED["forged_state"])
     try:
         c.chat.completions.create(
             model=model, messages=messages + [forged, {"role": "user", "content": "Another"}], reasoning_effort="low"
@@ -212,13 +233,13 @@ def anthropic_results(content: List[Any]) -> Dict[str, Any]:
 
 def anthropic_check_thinking(content: List[Any]) -> None:
     thinking = "".join(b.thinking for b in content if b.type == "thinking")
-    check(thinking == f"Thinking about: {QUESTION}", f"thinking {thinking!r}")
+    check(thinking == reasoning_about(QUESTION), f"thinking {thinking!r}")
     check(any(b.type == "thinking" and b.signature for b in content), "a signed thinking block")
 
 
 def anthropic_final_text(content: List[Any]) -> None:
     text = "".join(b.text for b in content if b.type == "text")
-    check(text == f"The tool get_weather returned: {WEATHER}", f"answer {text!r}")
+    check(text == answer_to(WEATHER), f"answer {text!r}")
 
 
 def anthropic_tool_loop_not_streamed(c: Any, model: str) -> None:
@@ -273,14 +294,31 @@ SDKS: Dict[str, Any] = {
 }
 
 
-def main() -> int:
-    # `--sdk NAME` is this script's own; the rest is live_runner's (--socket, --model).
-    if "--sdk" not in sys.argv:
-        print("usage: sdk_tools.py --sdk openai|anthropic [--socket PATH] --model MODEL", file=sys.stderr)
-        return 2
-    at = sys.argv.index("--sdk")
-    sdk = sys.argv[at + 1] if at + 1 < len(sys.argv) else ""
+def take_option(name: str) -> Optional[str]:
+    """Removes `name VALUE` from the command line (the rest is live_runner's); its value."""
+    if name not in sys.argv:
+        return None
+    at = sys.argv.index(name)
+    value = sys.argv[at + 1] if at + 1 < len(sys.argv) else ""
     del sys.argv[at : at + 2]
+    return value
+
+
+def main() -> int:
+    # --sdk, --answer and --reasoning are this script's own; --socket and --model are
+    # live_runner's.
+    sdk = take_option("--sdk")
+    if sdk is None:
+        print(
+            "usage: sdk_tools.py --sdk openai|anthropic [--answer T] [--reasoning T] [--forged-state JSON] "
+            "[--socket PATH] --model MODEL",
+            file=sys.stderr,
+        )
+        return 2
+    for key in ("answer", "reasoning", "forged_state"):
+        value = take_option(f"--{key.replace('_', '-')}")
+        if value is not None:
+            EXPECTED[key] = value
     if sdk not in SDKS:
         print(f"--sdk must be one of {sorted(SDKS)}, got {sdk!r}", file=sys.stderr)
         return 2

@@ -10,7 +10,10 @@
 //!
 //! The provider behind is a parameter ([`Backend`]): the built-in mock, which answers
 //! tools, JSON, reasoning and images from the request alone. A test against another
-//! provider is one more function giving its [`Backend`].
+//! provider is one more function giving its [`Backend`]: its configuration, what it
+//! answers after a tool's result and how it reasons (an upstream mock scripted to answer
+//! like the built-in one), and a state it refuses; the image answers (`I see N images.`)
+//! and JSON instances checked are the built-in mock's.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -31,6 +34,23 @@ struct Backend {
     env: Vec<(String, String)>,
     /// The model, as a client names it (`provider/model`).
     model: String,
+    /// The answer after the tool's result, `{result}` standing for the result.
+    answer: String,
+    /// The reasoning about a question, `{question}` standing for the last user text.
+    reasoning: String,
+    /// A provider state the provider refuses when it comes back (as Anthropic refuses a
+    /// bad thinking signature), which proves the state reaches it; `None` skips that.
+    forged_state: Option<Value>,
+}
+
+impl Backend {
+    fn answer(&self, result: &str) -> String {
+        self.answer.replace("{result}", result)
+    }
+
+    fn reasoning(&self, question: &str) -> String {
+        self.reasoning.replace("{question}", question)
+    }
 }
 
 /// The built-in mock as provider `m`.
@@ -39,6 +59,9 @@ fn mock() -> Backend {
         config: "[daemon]\nkeepalive_interval_ms = 0\n\n[providers.m]\ntype = \"mock\"\n".into(),
         env: Vec::new(),
         model: "m/mock-1".into(),
+        answer: "The tool get_weather returned: {result}".into(),
+        reasoning: "Thinking about: {question}".into(),
+        forged_state: Some(json!({"type": "mock", "state": {"signature": "forged"}})),
     }
 }
 
@@ -118,6 +141,8 @@ fn openai_tools() -> Value {
 
 /// What the local "tool" answers.
 const WEATHER: &str = "15 degrees and sunny";
+/// The question of every tool loop.
+const QUESTION: &str = "What is the weather in Paris?";
 
 /// A streamed chat completion's calls, assembled as a client does from `delta.tool_calls`
 /// (checking that only a call's first piece carries its id, type and name), its text and
@@ -168,7 +193,7 @@ fn assemble_openai(events: &[Value]) -> (Vec<Value>, String, String) {
 async fn openai_tool_loop(backend: &Backend, stream: bool) {
     let daemon = start(backend);
     let socket = http_socket(&daemon);
-    let mut messages = vec![json!({"role": "user", "content": "What is the weather in Paris?"})];
+    let mut messages = vec![json!({"role": "user", "content": QUESTION})];
     let ask = |messages: &[Value]| {
         json!({
             "model": backend.model, "messages": messages, "tools": openai_tools(),
@@ -235,7 +260,7 @@ async fn openai_tool_loop(backend: &Backend, stream: bool) {
     };
     assert!(calls.is_empty());
     assert_eq!(finish, "stop");
-    assert_eq!(text, format!("The tool get_weather returned: {WEATHER}"));
+    assert_eq!(text, backend.answer(WEATHER));
 }
 
 #[tokio::test]
@@ -278,7 +303,10 @@ async fn openai_json_reasoning_and_images(backend: &Backend) {
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let message = body["choices"][0]["message"].clone();
-    assert_eq!(message["reasoning_content"], "Thinking about: Name a city");
+    assert_eq!(
+        message["reasoning_content"],
+        backend.reasoning("Name a city")
+    );
     assert!(
         body["usage"]["completion_tokens_details"]["reasoning_tokens"].as_u64() > Some(0),
         "{body}"
@@ -295,17 +323,13 @@ async fn openai_json_reasoning_and_images(backend: &Backend) {
         StatusCode::OK,
         "the state sent back as it came is taken: {body}"
     );
-    let mut altered = message;
-    altered["provider_state"]["state"]["signature"] = json!("forged");
-    let (status, body) = post_json(&socket, "/v1/chat/completions", &again(altered)).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("signature"),
-        "{body}"
-    );
+    if let Some(forged) = &backend.forged_state {
+        let mut altered = message;
+        altered["provider_state"] = forged.clone();
+        let (status, body) = post_json(&socket, "/v1/chat/completions", &again(altered)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+    }
 
     // Streamed reasoning comes as `delta.reasoning_content` before the text.
     let (status, bytes) = post(
@@ -320,7 +344,7 @@ async fn openai_json_reasoning_and_images(backend: &Backend) {
         .iter()
         .filter_map(|e| e["choices"][0]["delta"]["reasoning_content"].as_str())
         .collect();
-    assert_eq!(reasoning, "Thinking about: Name a city");
+    assert_eq!(reasoning, backend.reasoning("Name a city"));
 
     // Images: a data URL and an https URL; another scheme is refused naming the field.
     let image = |url: &str| json!({"type": "image_url", "image_url": {"url": url}});
@@ -439,7 +463,7 @@ async fn anthropic_tool_loop(backend: &Backend, stream: bool) {
         .filter(|b| b["type"] == "thinking")
         .filter_map(|b| b["thinking"].as_str())
         .collect();
-    assert_eq!(thinking, "Thinking about: What is the weather in Paris?");
+    assert_eq!(thinking, backend.reasoning(QUESTION));
     assert!(
         blocks.iter().any(|b| b["type"] == "thinking"
             && b["signature"]
@@ -474,10 +498,12 @@ async fn anthropic_tool_loop(backend: &Backend, stream: bool) {
         .filter(|b| b["type"] == "text")
         .filter_map(|b| b["text"].as_str())
         .collect();
-    assert_eq!(text, format!("The tool get_weather returned: {WEATHER}"));
+    assert_eq!(text, backend.answer(WEATHER));
 
     // A signature token altered on the way carries state the provider refuses.
-    let forged = provd_token(&json!({"type": "mock", "state": {"signature": "forged"}}));
+    let Some(forged) = backend.forged_state.as_ref().map(provd_token) else {
+        return;
+    };
     for block in messages[1]["content"].as_array_mut().unwrap() {
         if block["type"] == "thinking" && block["signature"] != "" {
             block["signature"] = json!(forged);
@@ -577,7 +603,7 @@ async fn anthropic_clients_get_structured_output_and_images_on_the_mock() {
 async fn ollama_tool_loop(backend: &Backend, stream: bool) {
     let daemon = start(backend);
     let socket = http_socket(&daemon);
-    let mut messages = vec![json!({"role": "user", "content": "What is the weather in Paris?"})];
+    let mut messages = vec![json!({"role": "user", "content": QUESTION})];
     let ask = |messages: &[Value]| {
         json!({"model": backend.model, "messages": messages, "tools": openai_tools(),
                "think": true, "stream": stream})
@@ -620,10 +646,7 @@ async fn ollama_tool_loop(backend: &Backend, stream: bool) {
     );
     let (message, reason) = read(&bytes);
     assert_eq!(reason, "stop");
-    assert_eq!(
-        message["thinking"],
-        "Thinking about: What is the weather in Paris?"
-    );
+    assert_eq!(message["thinking"], backend.reasoning(QUESTION));
     let calls = message["tool_calls"].as_array().unwrap().clone();
     assert_eq!(calls.len(), 1, "{message}");
     assert_eq!(calls[0]["function"]["name"], "get_weather");
@@ -642,10 +665,7 @@ async fn ollama_tool_loop(backend: &Backend, stream: bool) {
         String::from_utf8_lossy(&bytes)
     );
     let (message, _) = read(&bytes);
-    assert_eq!(
-        message["content"],
-        format!("The tool get_weather returned: {WEATHER}")
-    );
+    assert_eq!(message["content"], backend.answer(WEATHER));
 }
 
 #[tokio::test]
@@ -743,8 +763,18 @@ fn run_sdk_tools(backend: &Backend, sdk: &str, tests: usize) {
     let mut command = Command::new(&python);
     command
         .arg(script)
-        .args(["--sdk", sdk, "--model", &backend.model, "--socket"])
+        .args(["--sdk", sdk, "--model", &backend.model])
+        .args([
+            "--answer",
+            &backend.answer,
+            "--reasoning",
+            &backend.reasoning,
+        ])
+        .arg("--socket")
         .arg(http_socket(&daemon));
+    if let Some(forged) = &backend.forged_state {
+        command.args(["--forged-state", &forged.to_string()]);
+    }
     // What the SDKs read from their environment is the test's to set, not the host's.
     for name in [
         "OPENAI_BASE_URL",

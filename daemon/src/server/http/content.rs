@@ -60,8 +60,10 @@ pub fn image_from_url(url: &str) -> Result<Image, String> {
         let Some(media_type) = header.strip_suffix(";base64") else {
             return Err("only base64 data: URLs are taken (data:image/png;base64,...)".to_owned());
         };
+        // Parameters (`;charset=…`) say nothing about an image's type.
+        let media_type = media_type.split(';').next().unwrap_or_default();
         return Ok(Image::Base64 {
-            media_type: media_type.to_ascii_lowercase(),
+            media_type: media_type.trim().to_ascii_lowercase(),
             data: data.to_owned(),
         });
     }
@@ -118,6 +120,13 @@ mod tests {
             Image::Base64 {
                 media_type: "image/png".into(),
                 data: "iVBORw0KGgo=".into()
+            }
+        );
+        assert_eq!(
+            image_from_url("data:image/webp;name=cat.webp;base64,UklGR").unwrap(),
+            Image::Base64 {
+                media_type: "image/webp".into(),
+                data: "UklGR".into()
             }
         );
         assert_eq!(

@@ -35,7 +35,7 @@
 //! ```
 //!
 //! `model` is the model that answered, as its provider names it. `finish_reason` (`stop`,
-//! `length`, `content_filter`, `tool_use` or `other`, provd's [`FinishReason`]) and `done`
+//! `length`, `content_filter`, `tool_calls` or `other`, provd's [`FinishReason`]) and `done`
 //! are provd's additions to the seed's object: without the first a cut-off answer looks
 //! like a whole one, and the second marks the last line of a stream.
 //!
