@@ -15,7 +15,10 @@
 //! - Each text block of a turn becomes one provd turn of that role, in order (a string
 //!   content is one block). The Anthropic provider merges a run of same-role turns back
 //!   into one turn of text blocks, so a request that goes to Anthropic arrives as sent;
-//!   the chat APIs take consecutive same-role messages as they are.
+//!   the chat APIs take consecutive same-role messages as they are. A user message's
+//!   `image` blocks go with the turn of the text block before them (or a turn of their
+//!   own), its `tool_result` blocks are tool turns; an assistant message with `tool_use`
+//!   or `thinking` blocks is one turn carrying its text, calls and provider state.
 //! - `system` as text blocks is joined with blank lines, as provd joins every system
 //!   prompt; an empty one is no system prompt.
 //! - `cache_control` (top level and on blocks), `citations` on text blocks and
@@ -26,18 +29,41 @@
 //!   although the newest SDKs no longer offer them: older clients send them and every
 //!   provider has them. A `null` field counts as absent (so a `null` required one is
 //!   "field required").
+//! - Tools, reasoning, structured output and images map as the next section says.
 //! - Refused with `invalid_request_error`, naming the field, because provd cannot honour
-//!   them on every provider: `tools` (unless empty), `tool_choice` (unless `none` or
-//!   `auto`, which without tools ask nothing), `thinking` (unless `disabled`), `top_k`
-//!   (provd has no portable top-k: OpenAI-style APIs have none, and an
-//!   `additional_params.top_k` would be ignored by Ollama and refused by OpenAI),
-//!   `service_tier: "standard_only"`, `speed: "fast"`, `output_config`, `container`,
-//!   `mcp_servers`, `context_management`, `inference_geo`, non-text content blocks
-//!   (images, documents, tool use and results, thinking), the `system` role in
-//!   `messages` (the API has a top-level `system` instead), `max_tokens: 0` (a cache
-//!   pre-warm, which provd does not do), and any field the API does not define (as the
-//!   API does). Client-chosen names quoted in a refusal are escaped and cut
-//!   ([`untrusted`]).
+//!   them on every provider: server tools (`web_search_…`, `bash_…`: they run on
+//!   Anthropic's side), `top_k` (provd has no portable top-k: OpenAI-style APIs have none,
+//!   and an `additional_params.top_k` would be ignored by Ollama and refused by OpenAI),
+//!   `service_tier: "standard_only"`, `speed: "fast"`, `output_config.effort`,
+//!   `container`, `mcp_servers`, `context_management`, `inference_geo`, `document` and
+//!   other blocks provd does not carry (and images in assistant turns, tool uses in user
+//!   turns), the `system` role in `messages` (the API has a top-level `system` instead),
+//!   `max_tokens: 0` (a cache pre-warm, which provd does not do), and any field the API
+//!   does not define (as the API does). Client-chosen names quoted in a refusal are
+//!   escaped and cut ([`untrusted`]).
+//!
+//! How tools, reasoning, structured output and images map:
+//! - `tools` (`{name, description, input_schema}`, `type` absent or `custom`) are
+//!   [`Tool`]s; `tool_choice` `auto`, `any`, `tool` (with `name`) and `none` are
+//!   [`ToolChoice`]s `auto`, `required`, the named tool and `none`;
+//!   `disable_parallel_tool_use` is accepted and not passed on (a turn's calls come in
+//!   order). `tool_use` blocks are [`ToolCall`]s (the input as JSON text), `tool_result`
+//!   blocks tool turns (`content` a string or text blocks joined, `is_error`).
+//! - `thinking: {type: enabled, budget_tokens}` is [`Reasoning`] with that budget and
+//!   shown; `adaptive` lets the provider choose the budget; `disabled` asks nothing.
+//! - `output_config.format` and the beta's `output_format` (`{type: json_schema,
+//!   schema}`) are a strict [`ResponseFormat::JsonSchema`]; the answer is the JSON text
+//!   in the text block.
+//! - `image` blocks (`source` `base64` with its media type, or `url`: `https:` only, which
+//!   provd never fetches) are [`Image`]s.
+//! - The provider state of an answer ([`GenerateDone::provider_state`]) travels in a
+//!   `thinking` block's `signature` as a `provd1.` token (see
+//!   [`super::content::state_token`]): a client sends its assistant blocks back as they
+//!   came, so an Anthropic model behind gets its signed thinking back whole (the state
+//!   holds Anthropic's own blocks and signatures; the thinking text a client sends back
+//!   is not used). A `signature` provd did not write means nothing to the provider
+//!   behind and is dropped, as are `redacted_thinking` blocks (Anthropic's travel inside
+//!   the state).
 //!
 //! Response decisions ([`StreamEncoder`], [`message`]):
 //! - provd learns the input token count only at the end of a generation, so
@@ -51,8 +77,14 @@
 //!   which the SDKs skip wherever it comes.
 //! - provd's `stop` finish reason does not say whether a stop sequence was hit, so it is
 //!   `end_turn` with `stop_sequence: null`; `length` is `max_tokens`, `content_filter` is
-//!   `refusal`, `tool_use` is `tool_use`, anything else `end_turn`.
-//! - The answer is one text block at index 0.
+//!   `refusal`, `tool_calls` is `tool_use`, anything else `end_turn`.
+//! - A whole answer is a `thinking` block (when there is reasoning or provider state),
+//!   the text block, then a `tool_use` block per call with its parsed `input`
+//!   ([`content_blocks`]). A stream opens a block each time the kind of piece changes
+//!   (`thinking_delta`, `text_delta`, a `tool_use` block per call with `input: {}` and its
+//!   `input_json_delta`s), and ends with a `thinking` block holding only the state's
+//!   `signature_delta`, as the state is known only at the end ([`StreamEncoder`]). A
+//!   plain answer is one text block at index 0, as before.
 //! - Error messages are sent as given: the router passes provd's own, which are scrubbed
 //!   of keys where they are made.
 //! - Statuses follow the front door's one mapping (400 invalid request, 401, 403, 404,
@@ -63,7 +95,10 @@ use std::fmt::Write as _;
 
 use bytes::Bytes;
 use provd_client::message::GenerateDone;
-use provd_client::{ErrorCode, FinishReason, GenerateRequest, Message, Role, WireError};
+use provd_client::{
+    ErrorCode, FinishReason, GenerateRequest, Image, Message, Reasoning, ResponseFormat, Role,
+    Tool, ToolCall, ToolCallDelta, ToolChoice, WireError,
+};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
@@ -221,13 +256,14 @@ pub fn new_message_id() -> String {
     format!("msg_{}", crate::credentials::hex(&random))
 }
 
-/// The non-streamed answer: a `message` object with one text block.
+/// The non-streamed answer: a `message` object with its content blocks (see
+/// [`content_blocks`]).
 pub fn message(id: &str, text: &str, done: &GenerateDone) -> Value {
     json!({
         "id": id,
         "type": "message",
         "role": "assistant",
-        "content": [{"type": "text", "text": text}],
+        "content": content_blocks(text, done),
         "model": done.model,
         "stop_reason": stop_reason(done.finish_reason),
         "stop_sequence": null,
@@ -236,6 +272,34 @@ pub fn message(id: &str, text: &str, done: &GenerateDone) -> Value {
             "output_tokens": done.usage.completion_tokens,
         },
     })
+}
+
+/// A whole answer's blocks: a `thinking` block first when there is reasoning or provider
+/// state (the state as its `signature`, module docs), the text block (also when empty and
+/// nothing else was said), then a `tool_use` block per call, its input the parsed
+/// arguments.
+pub fn content_blocks(text: &str, done: &GenerateDone) -> Vec<Value> {
+    let mut blocks = Vec::new();
+    if done.reasoning.is_some() || done.provider_state.is_some() {
+        blocks.push(json!({
+            "type": "thinking",
+            "thinking": done.reasoning.as_deref().unwrap_or(""),
+            "signature": done.provider_state.as_ref().map(super::content::state_token).unwrap_or_default(),
+        }));
+    }
+    if !text.is_empty() || done.tool_calls.is_empty() {
+        blocks.push(json!({"type": "text", "text": text}));
+    }
+    for call in &done.tool_calls {
+        blocks.push(json!({
+            "type": "tool_use",
+            "id": call.id,
+            "name": call.name,
+            // The server checked the arguments parse; an object is what the API holds.
+            "input": serde_json::from_str::<Value>(&call.arguments).unwrap_or_else(|_| json!({})),
+        }));
+    }
+    blocks
 }
 
 // ---------------------------------------------------------------------------------------
@@ -252,21 +316,41 @@ enum Phase {
     Ended,
 }
 
+/// What kind of content block is open in a stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BlockKind {
+    Text,
+    Thinking,
+    ToolUse,
+}
+
 /// Turns one generation's events into the Messages API's SSE sequence:
 ///
 /// ```text
-/// message_start, content_block_start (index 0, text), ping,
-/// content_block_delta (text_delta) per chunk,
+/// message_start, content_block_start (index 0), ping,
+/// content_block_delta per piece (text_delta, thinking_delta, input_json_delta),
+/// content_block_stop and content_block_start where the kind of piece changes,
+/// [a thinking block holding only a signature_delta: the provider state],
 /// content_block_stop, message_delta (stop_reason, usage), message_stop
 /// ```
 ///
-/// or an `error` event in place of the rest when the generation fails. Each method
-/// returns the bytes to write (empty when there is nothing to send); every event is
-/// `event: NAME\ndata: JSON\n\n`. Calls after the end return nothing.
+/// or an `error` event in place of the rest when the generation fails. A tool call is a
+/// `tool_use` block opened with its id, name and `input: {}`, its arguments following as
+/// `input_json_delta`s. The provider state is known only at the end, after the text, so
+/// it comes as a last `thinking` block of its own (empty thinking, a `signature_delta`);
+/// the SDKs collect blocks by index whatever their order. Each method returns the bytes to
+/// write (empty when there is nothing to send); every event is `event: NAME\ndata:
+/// JSON\n\n`. Calls after the end return nothing.
 #[derive(Debug)]
 pub struct StreamEncoder {
     id: String,
     phase: Phase,
+    /// The open block: its index and kind.
+    open_block: Option<(u32, BlockKind)>,
+    /// The index the next block gets.
+    next_index: u32,
+    /// For each call (by provd's call index), its block index.
+    calls: Vec<(u32, u32)>,
 }
 
 impl StreamEncoder {
@@ -275,6 +359,9 @@ impl StreamEncoder {
         StreamEncoder {
             id: id.into(),
             phase: Phase::Before,
+            open_block: None,
+            next_index: 0,
+            calls: Vec::new(),
         }
     }
 
@@ -286,18 +373,62 @@ impl StreamEncoder {
         }
         let mut out = String::new();
         self.open(&mut out, model);
-        push_event(
-            &mut out,
-            "content_block_delta",
-            &BlockDelta {
-                kind: "content_block_delta",
-                index: 0,
-                delta: TextBlock {
-                    kind: "text_delta",
-                    text,
+        let index = self.block(&mut out, BlockKind::Text, StartBlock::Text { text: "" });
+        push_delta(&mut out, index, Delta::Text { text });
+        Bytes::from(out)
+    }
+
+    /// One piece of the model's reasoning: a `thinking_delta` in a thinking block.
+    pub fn reasoning(&mut self, text: &str, model: &str) -> Bytes {
+        if self.phase == Phase::Ended {
+            return Bytes::new();
+        }
+        let mut out = String::new();
+        self.open(&mut out, model);
+        let index = self.block(&mut out, BlockKind::Thinking, EMPTY_THINKING);
+        push_delta(&mut out, index, Delta::Thinking { thinking: text });
+        Bytes::from(out)
+    }
+
+    /// One piece of a tool call: the first (it has the call's id) opens its `tool_use`
+    /// block; arguments are `input_json_delta`s in the call's block.
+    pub fn tool_call(&mut self, piece: &ToolCallDelta, model: &str) -> Bytes {
+        if self.phase == Phase::Ended {
+            return Bytes::new();
+        }
+        let mut out = String::new();
+        self.open(&mut out, model);
+        let known = self
+            .calls
+            .iter()
+            .find(|(call, _)| *call == piece.index)
+            .map(|(_, block)| *block);
+        let index = match (known, &piece.id) {
+            (Some(block), _) => block,
+            (None, id) => {
+                self.close(&mut out);
+                let index = self.start(
+                    &mut out,
+                    BlockKind::ToolUse,
+                    StartBlock::ToolUse {
+                        id: id.as_deref().unwrap_or(""),
+                        name: piece.name.as_deref().unwrap_or(""),
+                        input: Empty {},
+                    },
+                );
+                self.calls.push((piece.index, index));
+                index
+            }
+        };
+        if !piece.arguments.is_empty() {
+            push_delta(
+                &mut out,
+                index,
+                Delta::InputJson {
+                    partial_json: &piece.arguments,
                 },
-            },
-        );
+            );
+        }
         Bytes::from(out)
     }
 
@@ -311,22 +442,30 @@ impl StreamEncoder {
         Bytes::from(out)
     }
 
-    /// The generation ended: closes the block and the message, with the stop reason and
-    /// the usage (the input count too: module docs).
+    /// The generation ended: the provider state's block if any, closes the open block and
+    /// the message, with the stop reason and the usage (the input count too: module docs).
     pub fn done(&mut self, done: &GenerateDone) -> Bytes {
         if self.phase == Phase::Ended {
             return Bytes::new();
         }
         let mut out = String::new();
         self.open(&mut out, &done.model);
-        push_event(
-            &mut out,
-            "content_block_stop",
-            &BlockStop {
-                kind: "content_block_stop",
-                index: 0,
-            },
-        );
+        if self.next_index == 0 {
+            // An empty answer is still one (empty) text block.
+            self.block(&mut out, BlockKind::Text, StartBlock::Text { text: "" });
+        }
+        if let Some(state) = &done.provider_state {
+            self.close(&mut out);
+            let index = self.start(&mut out, BlockKind::Thinking, EMPTY_THINKING);
+            push_delta(
+                &mut out,
+                index,
+                Delta::Signature {
+                    signature: &super::content::state_token(state),
+                },
+            );
+        }
+        self.close(&mut out);
         push_event(
             &mut out,
             "message_delta",
@@ -368,7 +507,7 @@ impl StreamEncoder {
         self.phase == Phase::Ended
     }
 
-    /// Writes `message_start`, `content_block_start` and a `ping` if not done yet.
+    /// Writes `message_start` if not done yet.
     fn open(&mut self, out: &mut String, model: &str) {
         if self.phase != Phase::Before {
             return;
@@ -393,21 +532,65 @@ impl StreamEncoder {
                 },
             },
         );
+        self.phase = Phase::Open;
+    }
+
+    /// The index of the open block of `kind`, starting one (`start` its opening) after
+    /// closing another.
+    fn block(&mut self, out: &mut String, kind: BlockKind, start: StartBlock<'_>) -> u32 {
+        match self.open_block {
+            Some((index, open)) if open == kind => index,
+            _ => {
+                self.close(out);
+                self.start(out, kind, start)
+            }
+        }
+    }
+
+    /// Starts a block; the first is followed by a `ping`, as the API sends it.
+    fn start(&mut self, out: &mut String, kind: BlockKind, block: StartBlock<'_>) -> u32 {
+        let index = self.next_index;
         push_event(
             out,
             "content_block_start",
             &BlockStart {
                 kind: "content_block_start",
-                index: 0,
-                content_block: TextBlock {
-                    kind: "text",
-                    text: "",
-                },
+                index,
+                content_block: block,
             },
         );
-        push_ping(out);
-        self.phase = Phase::Open;
+        if index == 0 {
+            push_ping(out);
+        }
+        self.next_index += 1;
+        self.open_block = Some((index, kind));
+        index
     }
+
+    fn close(&mut self, out: &mut String) {
+        if let Some((index, _)) = self.open_block.take() {
+            push_event(
+                out,
+                "content_block_stop",
+                &BlockStop {
+                    kind: "content_block_stop",
+                    index,
+                },
+            );
+        }
+    }
+}
+
+fn push_delta(out: &mut String, index: u32, delta: Delta<'_>) {
+    push_event(
+        out,
+        "content_block_delta",
+        &BlockDelta {
+            kind: "content_block_delta",
+            index,
+            delta,
+        },
+    );
 }
 
 /// Appends `event: NAME\ndata: JSON\n\n`. The JSON is one line: serde_json escapes every
@@ -455,11 +638,45 @@ struct DeltaUsage {
     output_tokens: u32,
 }
 
+/// A thinking block as it opens: its text and signature come in deltas.
+const EMPTY_THINKING: StartBlock<'static> = StartBlock::Thinking {
+    thinking: "",
+    signature: "",
+};
+
+/// A block as `content_block_start` opens it.
 #[derive(Serialize)]
-struct TextBlock<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    text: &'a str,
+#[serde(tag = "type", rename_all = "snake_case")]
+enum StartBlock<'a> {
+    Text {
+        text: &'a str,
+    },
+    Thinking {
+        thinking: &'a str,
+        signature: &'a str,
+    },
+    ToolUse {
+        id: &'a str,
+        name: &'a str,
+        input: Empty,
+    },
+}
+
+#[derive(Serialize)]
+struct Empty {}
+
+/// A `content_block_delta`'s delta.
+#[derive(Serialize)]
+#[serde(tag = "type")]
+enum Delta<'a> {
+    #[serde(rename = "text_delta")]
+    Text { text: &'a str },
+    #[serde(rename = "thinking_delta")]
+    Thinking { thinking: &'a str },
+    #[serde(rename = "signature_delta")]
+    Signature { signature: &'a str },
+    #[serde(rename = "input_json_delta")]
+    InputJson { partial_json: &'a str },
 }
 
 #[derive(Serialize)]
@@ -467,7 +684,7 @@ struct BlockStart<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     index: u32,
-    content_block: TextBlock<'a>,
+    content_block: StartBlock<'a>,
 }
 
 #[derive(Serialize)]
@@ -475,7 +692,7 @@ struct BlockDelta<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     index: u32,
-    delta: TextBlock<'a>,
+    delta: Delta<'a>,
 }
 
 #[derive(Serialize)]
@@ -519,10 +736,6 @@ struct ErrorObject<'a> {
 /// Fields the codec refuses, each with why (module docs).
 const UNSUPPORTED: &[(&str, &str)] = &[
     ("top_k", "provd has no top-k that every provider honours"),
-    (
-        "output_config",
-        "provd cannot enforce output formats on every provider",
-    ),
     ("container", "provd runs no code-execution containers"),
     ("mcp_servers", "provd does not connect to MCP servers"),
     (
@@ -572,9 +785,13 @@ pub fn parse_request(body: &[u8], max_body_bytes: usize) -> Result<MessagesReque
             "cache_control" | "diagnostics" => {}
             "service_tier" => check_service_tier(value)?,
             "speed" => check_speed(value)?,
-            "tools" => check_tools(value)?,
-            "tool_choice" => check_tool_choice(value)?,
-            "thinking" => check_thinking(value)?,
+            "tools" => generate.tools = tools(value)?,
+            "tool_choice" => generate.tool_choice = tool_choice(value)?,
+            "thinking" => generate.reasoning = thinking(value)?,
+            "output_format" => {
+                generate.response_format = Some(output_format(value, "output_format")?)
+            }
+            "output_config" => generate.response_format = output_config(value)?,
             other => return Err(unsupported_or_unknown(other, "")),
         }
     }
@@ -745,7 +962,11 @@ fn system(value: &Value) -> Result<Option<String>, ApiError> {
     Ok((!text.is_empty()).then_some(text))
 }
 
-/// `messages`: each text block becomes one provd turn of its message's role.
+/// `messages`. A user message's text blocks each become a user turn (its images go with
+/// the turn of the text before them, or a turn of their own), and each `tool_result` block
+/// a tool turn. An assistant message of text blocks only becomes a turn per block; one with
+/// `tool_use` or `thinking` blocks becomes one turn carrying its text, its calls and the
+/// provider state its thinking signature holds (module docs).
 fn turns(value: &Value) -> Result<Vec<Message>, ApiError> {
     let messages = value
         .as_array()
@@ -770,12 +991,8 @@ fn turns(value: &Value) -> Result<Vec<Message>, ApiError> {
         let role = role.ok_or_else(|| required(&format!("{path}.role")))?;
         match content.ok_or_else(|| required(&format!("{path}.content")))? {
             Value::String(text) => turns.push(Message::text(role, text.clone())),
-            Value::Array(blocks) => {
-                for (j, block) in blocks.iter().enumerate() {
-                    let text = text_block(block, &format!("{path}.content.{j}"))?;
-                    turns.push(Message::text(role, text));
-                }
-            }
+            Value::Array(blocks) if role == Role::User => user_blocks(blocks, &path, &mut turns)?,
+            Value::Array(blocks) => assistant_blocks(blocks, &path, &mut turns)?,
             other => {
                 return Err(wrong_type(
                     &format!("{path}.content"),
@@ -786,6 +1003,223 @@ fn turns(value: &Value) -> Result<Vec<Message>, ApiError> {
         }
     }
     Ok(turns)
+}
+
+/// The `type` of block `path`, with its fields.
+fn block<'a>(value: &'a Value, path: &str) -> Result<(&'a str, &'a Map<String, Value>), ApiError> {
+    let fields = object(value, path)?;
+    Ok((type_of(fields, path)?, fields))
+}
+
+fn not_here(kind: &str, path: &str, role: &str) -> ApiError {
+    ApiError::invalid(format!(
+        "{path}.type: {} blocks are not supported in {role} messages by provd's Messages API",
+        untrusted(kind)
+    ))
+}
+
+fn user_blocks(blocks: &[Value], path: &str, turns: &mut Vec<Message>) -> Result<(), ApiError> {
+    // Images join the turn of the text block before them in this message.
+    let mut text_turn: Option<usize> = None;
+    for (j, value) in blocks.iter().enumerate() {
+        let at = format!("{path}.content.{j}");
+        match block(value, &at)?.0 {
+            "text" => {
+                turns.push(Message::text(Role::User, text_block(value, &at)?));
+                text_turn = Some(turns.len() - 1);
+            }
+            "image" => {
+                let image = image_block(value, &at)?;
+                match text_turn {
+                    Some(t) => turns[t].images.push(image),
+                    None => {
+                        turns.push(Message {
+                            images: vec![image],
+                            ..Message::text(Role::User, "")
+                        });
+                        text_turn = Some(turns.len() - 1);
+                    }
+                }
+            }
+            "tool_result" => {
+                turns.push(tool_result_block(value, &at)?);
+                text_turn = None;
+            }
+            kind => return Err(not_here(kind, &at, "user")),
+        }
+    }
+    Ok(())
+}
+
+/// An `image` block: `source` `{type: base64, media_type, data}` or `{type: url, url}`.
+fn image_block(value: &Value, path: &str) -> Result<Image, ApiError> {
+    let (_, fields) = block(value, path)?;
+    let mut source = None;
+    for (key, value) in fields {
+        match key.as_str() {
+            "type" | "cache_control" => {}
+            "source" => source = Some(value),
+            other => return Err(unsupported_or_unknown(other, &format!("{path}."))),
+        }
+    }
+    let at = format!("{path}.source");
+    let source = source.ok_or_else(|| required(&at))?;
+    let (kind, fields) = block(source, &at)?;
+    let string = |key: &str| -> Result<String, ApiError> {
+        match fields.get(key) {
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(other) => Err(wrong_type(&format!("{at}.{key}"), "a string", other)),
+            None => Err(required(&format!("{at}.{key}"))),
+        }
+    };
+    match kind {
+        "base64" => Ok(Image::Base64 {
+            media_type: string("media_type")?,
+            data: string("data")?,
+        }),
+        "url" => {
+            let url = string("url")?;
+            match super::content::image_from_url(&url) {
+                Ok(image) => Ok(image),
+                Err(why) => Err(ApiError::invalid(format!("{at}.url: {why}"))),
+            }
+        }
+        other => Err(ApiError::invalid(format!(
+            "{at}.type: must be \"base64\" or \"url\", got \"{}\"",
+            untrusted(other)
+        ))),
+    }
+}
+
+/// A `tool_result` block: `tool_use_id`, `content` (a string or text blocks), `is_error`.
+fn tool_result_block(value: &Value, path: &str) -> Result<Message, ApiError> {
+    let (_, fields) = block(value, path)?;
+    let (mut id, mut content, mut is_error) = (None, String::new(), false);
+    for (key, value) in fields {
+        match key.as_str() {
+            "type" | "cache_control" => {}
+            _ if value.is_null() => {}
+            "tool_use_id" => {
+                id =
+                    Some(value.as_str().ok_or_else(|| {
+                        wrong_type(&format!("{path}.tool_use_id"), "a string", value)
+                    })?)
+            }
+            "is_error" => is_error = boolean(value, &format!("{path}.is_error"))?,
+            "content" => {
+                content = match value {
+                    Value::String(text) => text.clone(),
+                    Value::Array(blocks) => blocks
+                        .iter()
+                        .enumerate()
+                        .map(|(k, b)| text_block(b, &format!("{path}.content.{k}")))
+                        .collect::<Result<Vec<_>, _>>()?
+                        .join("\n\n"),
+                    other => {
+                        return Err(wrong_type(
+                            &format!("{path}.content"),
+                            "a string or an array of text blocks",
+                            other,
+                        ))
+                    }
+                }
+            }
+            other => return Err(unsupported_or_unknown(other, &format!("{path}."))),
+        }
+    }
+    let id = id.ok_or_else(|| required(&format!("{path}.tool_use_id")))?;
+    Ok(Message {
+        is_error,
+        ..Message::tool_result(id, content)
+    })
+}
+
+fn assistant_blocks(
+    blocks: &[Value],
+    path: &str,
+    turns: &mut Vec<Message>,
+) -> Result<(), ApiError> {
+    let only_text = blocks
+        .iter()
+        .all(|b| b.get("type").and_then(Value::as_str) == Some("text"));
+    if only_text {
+        for (j, value) in blocks.iter().enumerate() {
+            let text = text_block(value, &format!("{path}.content.{j}"))?;
+            turns.push(Message::text(Role::Assistant, text));
+        }
+        return Ok(());
+    }
+    let mut turn = Message::text(Role::Assistant, "");
+    for (j, value) in blocks.iter().enumerate() {
+        let at = format!("{path}.content.{j}");
+        let (kind, fields) = block(value, &at)?;
+        match kind {
+            "text" => turn.content.push_str(text_block(value, &at)?),
+            "tool_use" => turn.tool_calls.push(tool_use_block(fields, &at)?),
+            "thinking" => {
+                for key in fields.keys() {
+                    if !["type", "thinking", "signature", "cache_control"].contains(&key.as_str()) {
+                        return Err(unsupported_or_unknown(key, &format!("{at}.")));
+                    }
+                }
+                // The thinking text itself goes back inside the state; a signature provd
+                // did not write (another provd, or Anthropic directly) means nothing to
+                // the provider behind and is dropped.
+                if let Some(state) = fields
+                    .get("signature")
+                    .and_then(Value::as_str)
+                    .and_then(super::content::state_from_token)
+                {
+                    turn.provider_state = Some(state);
+                }
+            }
+            // Anthropic's encrypted thinking travels inside provd's state token already.
+            "redacted_thinking" => {}
+            other => return Err(not_here(other, &at, "assistant")),
+        }
+    }
+    turns.push(turn);
+    Ok(())
+}
+
+/// A `tool_use` block: `{id, name, input}`, its input kept as JSON text.
+fn tool_use_block(fields: &Map<String, Value>, path: &str) -> Result<ToolCall, ApiError> {
+    let (mut id, mut name, mut input) = (None, None, None);
+    for (key, value) in fields {
+        match key.as_str() {
+            "type" | "cache_control" => {}
+            "id" => {
+                id = Some(
+                    value
+                        .as_str()
+                        .ok_or_else(|| wrong_type(&format!("{path}.id"), "a string", value))?,
+                )
+            }
+            "name" => {
+                name = Some(
+                    value
+                        .as_str()
+                        .ok_or_else(|| wrong_type(&format!("{path}.name"), "a string", value))?,
+                )
+            }
+            "input" => input = Some(object(value, &format!("{path}.input"))?),
+            other => return Err(unsupported_or_unknown(other, &format!("{path}."))),
+        }
+    }
+    Ok(ToolCall {
+        id: id
+            .ok_or_else(|| required(&format!("{path}.id")))?
+            .to_owned(),
+        name: name
+            .ok_or_else(|| required(&format!("{path}.name")))?
+            .to_owned(),
+        arguments: Value::Object(
+            input
+                .ok_or_else(|| required(&format!("{path}.input")))?
+                .clone(),
+        )
+        .to_string(),
+    })
 }
 
 fn message_role(value: &Value, path: &str) -> Result<Role, ApiError> {
@@ -845,37 +1279,175 @@ fn check_service_tier(value: &Value) -> Result<(), ApiError> {
     }
 }
 
-fn check_tools(value: &Value) -> Result<(), ApiError> {
-    match value.as_array() {
-        Some(tools) if tools.is_empty() => Ok(()),
-        Some(_) => Err(ApiError::invalid(
-            "tools: not supported by provd's Messages API (provd does not carry tool use yet); remove it",
-        )),
-        None => Err(wrong_type("tools", "an array", value)),
+/// `tools`: custom tools (`{name, description, input_schema}`, `type` absent or
+/// `custom`); Anthropic's server tools (web search, code execution, …) run on Anthropic's
+/// side and are refused by their type.
+fn tools(value: &Value) -> Result<Vec<Tool>, ApiError> {
+    let items = value
+        .as_array()
+        .ok_or_else(|| wrong_type("tools", "an array", value))?;
+    let mut tools = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let path = format!("tools.{i}");
+        let fields = object(item, &path)?;
+        let (mut name, mut description, mut schema) = (None, None, None);
+        for (key, value) in fields {
+            match key.as_str() {
+                "type" => match value {
+                    Value::Null => {}
+                    Value::String(kind) if kind == "custom" => {}
+                    Value::String(other) => {
+                        return Err(ApiError::invalid(format!(
+                            "{path}.type: \"{}\" is a server tool, which runs on Anthropic's side; provd carries custom tools (name, description, input_schema) only",
+                            untrusted(other)
+                        )))
+                    }
+                    other => return Err(wrong_type(&format!("{path}.type"), "a string", other)),
+                },
+                "name" => {
+                    name = Some(value.as_str().ok_or_else(|| {
+                        wrong_type(&format!("{path}.name"), "a string", value)
+                    })?)
+                }
+                "description" if value.is_null() => {}
+                "description" => {
+                    description = Some(value.as_str().ok_or_else(|| {
+                        wrong_type(&format!("{path}.description"), "a string", value)
+                    })?)
+                }
+                "input_schema" => schema = Some(object(value, &format!("{path}.input_schema"))?),
+                // Cost and presentation marks; `strict` asks what provd's providers do when
+                // they can (arguments are always checked to parse).
+                "cache_control" | "strict" | "defer_loading" | "input_examples" => {}
+                other => return Err(unsupported_or_unknown(other, &format!("{path}."))),
+            }
+        }
+        tools.push(Tool {
+            name: name
+                .ok_or_else(|| required(&format!("{path}.name")))?
+                .to_owned(),
+            description: description.map(str::to_owned),
+            parameters: Some(Value::Object(
+                schema
+                    .ok_or_else(|| required(&format!("{path}.input_schema")))?
+                    .clone(),
+            )),
+        });
     }
+    Ok(tools)
 }
 
-/// `tool_choice`: `none` and `auto` ask nothing of a request without tools.
-fn check_tool_choice(value: &Value) -> Result<(), ApiError> {
+/// `tool_choice`: `auto`, `any` (provd's `required`), `tool` with its `name`, `none`.
+/// `disable_parallel_tool_use` is accepted and not passed on: a model may still make
+/// several calls in a turn, and provd keeps them in order.
+fn tool_choice(value: &Value) -> Result<Option<ToolChoice>, ApiError> {
     let fields = object(value, "tool_choice")?;
-    match type_of(fields, "tool_choice")? {
-        "none" | "auto" => Ok(()),
+    for key in fields.keys() {
+        if !["type", "name", "disable_parallel_tool_use"].contains(&key.as_str()) {
+            return Err(unsupported_or_unknown(key, "tool_choice."));
+        }
+    }
+    Ok(Some(match type_of(fields, "tool_choice")? {
+        "auto" => ToolChoice::Auto,
+        "any" => ToolChoice::Required,
+        "none" => ToolChoice::None,
+        "tool" => match fields.get("name") {
+            Some(Value::String(name)) => ToolChoice::Tool(name.clone()),
+            Some(other) => return Err(wrong_type("tool_choice.name", "a string", other)),
+            None => return Err(required("tool_choice.name")),
+        },
+        other => {
+            return Err(ApiError::invalid(format!(
+                "tool_choice.type: must be \"auto\", \"any\", \"tool\" or \"none\", got \"{}\"",
+                untrusted(other)
+            )))
+        }
+    }))
+}
+
+/// `thinking`: `enabled` with `budget_tokens` (or `adaptive`, the model's own budget)
+/// asks for the reasoning and shows it; `disabled` asks nothing.
+fn thinking(value: &Value) -> Result<Option<Reasoning>, ApiError> {
+    let fields = object(value, "thinking")?;
+    let budget = match fields.get("budget_tokens").filter(|v| !v.is_null()) {
+        None => None,
+        Some(v) => Some(
+            v.as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| wrong_type("thinking.budget_tokens", "a positive integer", v))?,
+        ),
+    };
+    for key in fields.keys() {
+        if !["type", "budget_tokens", "display"].contains(&key.as_str()) {
+            return Err(unsupported_or_unknown(key, "thinking."));
+        }
+    }
+    match type_of(fields, "thinking")? {
+        "disabled" => Ok(None),
+        "enabled" => Ok(Some(Reasoning {
+            effort: None,
+            budget_tokens: Some(budget.ok_or_else(|| required("thinking.budget_tokens"))?),
+            show: true,
+        })),
+        "adaptive" => Ok(Some(Reasoning {
+            effort: None,
+            budget_tokens: budget,
+            show: true,
+        })),
         other => Err(ApiError::invalid(format!(
-            "tool_choice: type \"{}\" is not supported by provd's Messages API (provd does not carry tool use yet); remove it",
+            "thinking.type: must be \"enabled\", \"adaptive\" or \"disabled\", got \"{}\"",
             untrusted(other)
         ))),
     }
 }
 
-fn check_thinking(value: &Value) -> Result<(), ApiError> {
-    let fields = object(value, "thinking")?;
-    match type_of(fields, "thinking")? {
-        "disabled" => Ok(()),
-        other => Err(ApiError::invalid(format!(
-            "thinking: type \"{}\" is not supported by provd's Messages API (provd does not carry extended thinking yet); remove it or use \"disabled\"",
-            untrusted(other)
-        ))),
+/// A structured-output format: `{type: json_schema, schema}` (the beta's `output_format`
+/// and the GA's `output_config.format`).
+fn output_format(value: &Value, path: &str) -> Result<ResponseFormat, ApiError> {
+    let fields = object(value, path)?;
+    match type_of(fields, path)? {
+        "json_schema" => {}
+        other => {
+            return Err(ApiError::invalid(format!(
+                "{path}.type: must be \"json_schema\", got \"{}\"",
+                untrusted(other)
+            )))
+        }
     }
+    for key in fields.keys() {
+        if !["type", "schema"].contains(&key.as_str()) {
+            return Err(unsupported_or_unknown(key, &format!("{path}.")));
+        }
+    }
+    let schema = fields
+        .get("schema")
+        .ok_or_else(|| required(&format!("{path}.schema")))?;
+    object(schema, &format!("{path}.schema"))?;
+    Ok(ResponseFormat::JsonSchema {
+        name: "output".to_owned(),
+        schema: schema.clone(),
+        strict: true,
+    })
+}
+
+/// `output_config`: its `format` is a structured-output format; its `effort` (how many
+/// tokens Claude spends overall) has no portable equivalent and is refused.
+fn output_config(value: &Value) -> Result<Option<ResponseFormat>, ApiError> {
+    let mut format = None;
+    for (key, value) in object(value, "output_config")? {
+        match key.as_str() {
+            _ if value.is_null() => {}
+            "format" => format = Some(output_format(value, "output_config.format")?),
+            "effort" => {
+                return Err(ApiError::invalid(
+                    "output_config.effort: not supported by provd's Messages API (no other provider has Claude's overall effort setting); remove it, or ask for thinking",
+                ))
+            }
+            other => return Err(unsupported_or_unknown(other, "output_config.")),
+        }
+    }
+    Ok(format)
 }
 
 /// `POST /v1/messages`: the Messages API on any configured provider.
@@ -924,6 +1496,8 @@ async fn messages_inner(call: super::Call) -> Result<super::Response, super::Res
     let mut encoder = StreamEncoder::new(id);
     let body = super::event_stream(generation, first, move |event| match event {
         super::core::Event::Text(text) => (Some(encoder.chunk(&text, &requested)), false),
+        super::core::Event::Reasoning(text) => (Some(encoder.reasoning(&text, &requested)), false),
+        super::core::Event::ToolCall(piece) => (Some(encoder.tool_call(&piece, &requested)), false),
         super::core::Event::Keepalive => (Some(encoder.keepalive()), false),
         super::core::Event::Done(done) => (Some(encoder.done(&done)), true),
         super::core::Event::Failed(e) => (Some(encoder.error(&e)), true),
@@ -1271,35 +1845,30 @@ mod tests {
         for (field, value, says) in [
             (
                 "tools",
-                json!([{"name": "get_weather", "input_schema": {"type": "object"}}]),
-                "tools: not supported",
+                json!([{"type": "web_search_20250305", "name": "web_search"}]),
+                "tools.0.type: \"web_search_20250305\" is a server tool",
             ),
             (
                 "tool_choice",
-                json!({"type": "any"}),
-                "tool_choice: type \"any\" is not supported",
-            ),
-            (
-                "tool_choice",
-                json!({"type": "tool", "name": "x"}),
-                "tool_choice: type \"tool\"",
+                json!({"type": "sometimes"}),
+                "tool_choice.type: must be",
             ),
             (
                 "thinking",
-                json!({"type": "enabled", "budget_tokens": 2048}),
-                "thinking: type \"enabled\" is not supported",
+                json!({"type": "enabled"}),
+                "thinking.budget_tokens: field required",
             ),
             (
-                "thinking",
-                json!({"type": "adaptive"}),
-                "thinking: type \"adaptive\"",
+                "output_config",
+                json!({"effort": "high"}),
+                "output_config.effort: not supported",
             ),
-            ("top_k", json!(5), "top_k: not supported"),
             (
                 "output_config",
                 json!({"format": {"type": "json_schema"}}),
-                "output_config: not supported",
+                "output_config.format.schema: field required",
             ),
+            ("top_k", json!(5), "top_k: not supported"),
             ("container", json!("c-1"), "container: not supported"),
             ("mcp_servers", json!([]), "mcp_servers: not supported"),
             (
@@ -1326,38 +1895,45 @@ mod tests {
     }
 
     #[test]
-    fn non_text_blocks_are_refused_with_their_path() {
-        for (block, path) in [
+    fn blocks_provd_does_not_carry_are_refused_with_their_path() {
+        for (role, block, path) in [
             (
-                json!({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA=="}}),
-                "image",
-            ),
-            (
+                "user",
                 json!({"type": "document", "source": {"type": "text", "data": "x"}}),
-                "document",
+                "document blocks are not supported in user messages",
             ),
             (
-                json!({"type": "tool_result", "tool_use_id": "t", "content": "1"}),
-                "tool_result",
-            ),
-            (
+                "user",
                 json!({"type": "tool_use", "id": "t", "name": "n", "input": {}}),
-                "tool_use",
+                "tool_use blocks are not supported in user messages",
             ),
             (
-                json!({"type": "thinking", "thinking": "hm", "signature": "s"}),
-                "thinking",
+                "assistant",
+                json!({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA=="}}),
+                "image blocks are not supported in assistant messages",
+            ),
+            (
+                "assistant",
+                json!({"type": "server_tool_use", "id": "t", "name": "web_search", "input": {}}),
+                "server_tool_use blocks are not supported in assistant messages",
             ),
         ] {
             let body = with(
                 "messages",
-                json!([{"role": "user", "content": [{"type": "text", "text": "a"}, block]}]),
+                json!([{"role": role, "content": [{"type": "text", "text": "a"}, block]}]),
             );
-            assert_eq!(
-                refusal(body),
-                format!("messages.0.content.1.type: {path} blocks are not supported by provd's Messages API, which carries text blocks only")
+            let message = refusal(body);
+            assert!(
+                message.starts_with(&format!("messages.0.content.1.type: {path}")),
+                "{message}"
             );
         }
+        let url = with(
+            "messages",
+            json!([{"role": "user", "content": [{"type": "image", "source": {"type": "url", "url": "http://x/a.png"}}]}]),
+        );
+        assert!(refusal(url)
+            .starts_with("messages.0.content.0.source.url: an image URL must be https:"));
         let system = with("system", json!([{"type": "image"}]));
         assert!(refusal(system).starts_with("system.0.type: image blocks"));
     }
@@ -1688,6 +2264,268 @@ data: {{\"type\":\"error\",\"error\":{{\"type\":\"api_error\",\"message\":\"olla
             "event: ping\ndata: {\"type\":\"ping\"}\n\n"
         );
         assert_eq!(text(e.chunk("b", "llama3.2:1b")), delta("b"));
+    }
+
+    /// The tool-use conversation of Anthropic's tool-use guide, with thinking on: the
+    /// assistant's thinking (signed with provd's token), its call, and the result.
+    #[test]
+    fn a_tool_conversation_with_thinking_maps_tools_calls_results_and_state() {
+        let state = json!({"type": "anthropic", "state": {"blocks": [{"type": "thinking", "signature": "EqQBCkYIARgC"}]}});
+        let r = parse(json!({
+            "model": "m/mock-1",
+            "max_tokens": 4096,
+            "tools": [{
+                "name": "get_weather",
+                "description": "Get the current weather in a given location",
+                "input_schema": {"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]},
+                "cache_control": {"type": "ephemeral"},
+            }],
+            "tool_choice": {"type": "any", "disable_parallel_tool_use": true},
+            "thinking": {"type": "enabled", "budget_tokens": 2048},
+            "messages": [
+                {"role": "user", "content": [
+                    {"type": "text", "text": "What's the weather like in San Francisco?"},
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": "/9j/4AAQ"}},
+                    {"type": "image", "source": {"type": "url", "url": "https://upload.wikimedia.org/a.jpg"}},
+                ]},
+                {"role": "assistant", "content": [
+                    {"type": "thinking", "thinking": "I should call get_weather.", "signature": super::super::content::state_token(&state)},
+                    {"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix"},
+                    {"type": "text", "text": "I'll check."},
+                    {"type": "tool_use", "id": "toolu_01A09q90qw90lq917835lq9", "name": "get_weather", "input": {"location": "San Francisco, CA"}},
+                ]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "toolu_01A09q90qw90lq917835lq9", "content": [{"type": "text", "text": "15 degrees"}]},
+                    {"type": "tool_result", "tool_use_id": "toolu_02", "content": "no such city", "is_error": true},
+                    {"type": "text", "text": "And tomorrow?"},
+                ]},
+            ],
+        }))
+        .unwrap()
+        .generate;
+        assert_eq!(r.tools.len(), 1);
+        assert_eq!(r.tools[0].name, "get_weather");
+        assert_eq!(
+            r.tools[0].parameters.as_ref().unwrap()["required"],
+            json!(["location"])
+        );
+        assert_eq!(r.tool_choice, Some(ToolChoice::Required));
+        assert_eq!(
+            r.reasoning,
+            Some(Reasoning {
+                effort: None,
+                budget_tokens: Some(2048),
+                show: true
+            })
+        );
+        assert_eq!(r.messages.len(), 5, "{:?}", r.messages);
+        assert_eq!(
+            r.messages[0].images,
+            [
+                Image::Base64 {
+                    media_type: "image/jpeg".into(),
+                    data: "/9j/4AAQ".into()
+                },
+                Image::Url {
+                    url: "https://upload.wikimedia.org/a.jpg".into()
+                }
+            ]
+        );
+        let assistant = &r.messages[1];
+        assert_eq!(assistant.content, "I'll check.");
+        assert_eq!(
+            assistant.tool_calls,
+            [ToolCall {
+                id: "toolu_01A09q90qw90lq917835lq9".into(),
+                name: "get_weather".into(),
+                arguments: "{\"location\":\"San Francisco, CA\"}".into()
+            }]
+        );
+        assert_eq!(assistant.provider_state, Some(state));
+        assert_eq!(
+            r.messages[2],
+            Message::tool_result("toolu_01A09q90qw90lq917835lq9", "15 degrees")
+        );
+        assert_eq!(
+            r.messages[3],
+            Message {
+                is_error: true,
+                ..Message::tool_result("toolu_02", "no such city")
+            }
+        );
+        assert_eq!(r.messages[4], turn(Role::User, "And tomorrow?"));
+        for (choice, expected) in [
+            (json!({"type": "auto"}), ToolChoice::Auto),
+            (json!({"type": "none"}), ToolChoice::None),
+            (
+                json!({"type": "tool", "name": "get_weather"}),
+                ToolChoice::Tool("get_weather".into()),
+            ),
+        ] {
+            assert_eq!(
+                parse(with("tool_choice", choice))
+                    .unwrap()
+                    .generate
+                    .tool_choice,
+                Some(expected)
+            );
+        }
+    }
+
+    #[test]
+    fn a_signature_provd_did_not_write_is_dropped_and_disabled_thinking_asks_nothing() {
+        let r = parse(with(
+            "messages",
+            json!([
+                {"role": "user", "content": "q"},
+                {"role": "assistant", "content": [
+                    {"type": "thinking", "thinking": "hm", "signature": "EqQBCkYIARgCIkA"},
+                    {"type": "text", "text": "a"},
+                ]},
+            ]),
+        ))
+        .unwrap()
+        .generate;
+        assert_eq!(r.messages[1].provider_state, None);
+        assert_eq!(r.messages[1].content, "a");
+        let r = parse(with("thinking", json!({"type": "disabled"})))
+            .unwrap()
+            .generate;
+        assert_eq!(r.reasoning, None);
+    }
+
+    #[test]
+    fn structured_output_maps_from_the_beta_and_the_ga_fields() {
+        let schema = json!({"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]});
+        let expected = Some(ResponseFormat::JsonSchema {
+            name: "output".into(),
+            schema: schema.clone(),
+            strict: true,
+        });
+        let beta = parse(with(
+            "output_format",
+            json!({"type": "json_schema", "schema": schema}),
+        ))
+        .unwrap()
+        .generate;
+        assert_eq!(beta.response_format, expected);
+        let ga = parse(with(
+            "output_config",
+            json!({"format": {"type": "json_schema", "schema": schema}}),
+        ))
+        .unwrap()
+        .generate;
+        assert_eq!(ga.response_format, expected);
+    }
+
+    fn done_with_calls() -> GenerateDone {
+        GenerateDone {
+            tool_calls: vec![ToolCall {
+                id: "toolu_01".into(),
+                name: "get_weather".into(),
+                arguments: "{\"location\":\"Paris\"}".into(),
+            }],
+            reasoning: Some("Thinking about: weather".into()),
+            provider_state: Some(json!({"type": "mock", "state": {"signature": "mock-signature"}})),
+            ..done("mock-1", Usage::new(10, 5), FinishReason::ToolCalls)
+        }
+    }
+
+    #[test]
+    fn a_whole_answer_has_thinking_with_the_state_as_signature_then_text_then_tool_use() {
+        let done = done_with_calls();
+        let body = message("msg_1", "Let me check.", &done);
+        assert_eq!(body["stop_reason"], "tool_use");
+        let token = super::super::content::state_token(done.provider_state.as_ref().unwrap());
+        assert_eq!(
+            body["content"],
+            json!([
+                {"type": "thinking", "thinking": "Thinking about: weather", "signature": token},
+                {"type": "text", "text": "Let me check."},
+                {"type": "tool_use", "id": "toolu_01", "name": "get_weather", "input": {"location": "Paris"}},
+            ])
+        );
+        let calls_only = message(
+            "msg_1",
+            "",
+            &GenerateDone {
+                reasoning: None,
+                provider_state: None,
+                ..done
+            },
+        );
+        assert_eq!(calls_only["content"].as_array().unwrap().len(), 1);
+        assert_eq!(calls_only["content"][0]["type"], "tool_use");
+    }
+
+    /// The data of each event of a stream, in order.
+    fn events(wire: &str) -> Vec<Value> {
+        wire.strip_suffix("\n\n")
+            .unwrap()
+            .split("\n\n")
+            .map(|e| serde_json::from_str(e.split_once("\ndata: ").unwrap().1).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_streamed_turn_opens_thinking_text_and_tool_use_blocks_in_turn_and_signs_at_the_end() {
+        let mut e = StreamEncoder::new("msg_1");
+        let mut wire = text(e.reasoning("Thinking ", "m"));
+        wire += &text(e.reasoning("about it", "m"));
+        wire += &text(e.chunk("Checking.", "m"));
+        wire += &text(e.tool_call(
+            &ToolCallDelta {
+                index: 0,
+                id: Some("toolu_01".into()),
+                name: Some("get_weather".into()),
+                arguments: "{\"loc".into(),
+            },
+            "m",
+        ));
+        wire += &text(e.tool_call(
+            &ToolCallDelta {
+                index: 0,
+                id: None,
+                name: None,
+                arguments: "ation\":\"Paris\"}".into(),
+            },
+            "m",
+        ));
+        let done = done_with_calls();
+        wire += &text(e.done(&done));
+        let token = super::super::content::state_token(done.provider_state.as_ref().unwrap());
+        let got: Vec<Value> = events(&wire)
+            .into_iter()
+            .filter(|e| e["type"] != "ping")
+            .map(|mut e| {
+                if let Some(m) = e.get_mut("message") {
+                    *m = json!("…");
+                }
+                e
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                json!({"type": "message_start", "message": "…"}),
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "Thinking "}}),
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "about it"}}),
+                json!({"type": "content_block_stop", "index": 0}),
+                json!({"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}}),
+                json!({"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": "Checking."}}),
+                json!({"type": "content_block_stop", "index": 1}),
+                json!({"type": "content_block_start", "index": 2, "content_block": {"type": "tool_use", "id": "toolu_01", "name": "get_weather", "input": {}}}),
+                json!({"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": "{\"loc"}}),
+                json!({"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": "ation\":\"Paris\"}"}}),
+                json!({"type": "content_block_stop", "index": 2}),
+                json!({"type": "content_block_start", "index": 3, "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
+                json!({"type": "content_block_delta", "index": 3, "delta": {"type": "signature_delta", "signature": token}}),
+                json!({"type": "content_block_stop", "index": 3}),
+                json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null}, "usage": {"input_tokens": 10, "output_tokens": 5}}),
+                json!({"type": "message_stop"}),
+            ]
+        );
     }
 
     #[test]

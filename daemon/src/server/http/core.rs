@@ -17,7 +17,7 @@
 
 use provd_client::frame::HEADER_BYTES;
 use provd_client::message::{self, notification, Chunk, Envelope, GenerateDone};
-use provd_client::{ErrorCode, GenerateRequest, WireError};
+use provd_client::{ErrorCode, GenerateRequest, ToolCallDelta, WireError};
 use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -37,6 +37,11 @@ const GENERATION_ID: u32 = 1;
 pub enum Event {
     /// A piece of text.
     Text(String),
+    /// A piece of a tool call (sent only to requests with tools): the first piece of a
+    /// call carries its id and name, later ones more of its arguments.
+    ToolCall(ToolCallDelta),
+    /// A piece of the model's reasoning (sent only to requests that asked to see it).
+    Reasoning(String),
     /// The upstream is still working (no text for a while): a dialect may write a
     /// comment or a ping, which also finds out early that the client left.
     Keepalive,
@@ -235,7 +240,11 @@ fn decode(frame: &[u8]) -> Result<Option<Event>, WireError> {
     match Envelope::parse(payload).map_err(internal)? {
         Envelope::Notification { method, params } if method == notification::CHUNK => {
             let chunk: Chunk = message::decode(params).map_err(internal)?;
-            Ok(Some(Event::Text(chunk.text)))
+            Ok(Some(match (chunk.tool_call, chunk.reasoning) {
+                (Some(piece), _) => Event::ToolCall(piece),
+                (None, Some(reasoning)) => Event::Reasoning(reasoning),
+                (None, None) => Event::Text(chunk.text),
+            }))
         }
         Envelope::Notification { method, .. } if method == notification::KEEPALIVE => {
             Ok(Some(Event::Keepalive))
@@ -259,7 +268,8 @@ pub async fn whole(mut generation: Generation) -> Result<GenerateDone, WireError
     while let Some(event) = generation.next().await {
         match event {
             Event::Text(piece) => text.push_str(&piece),
-            Event::Keepalive => {}
+            // A whole answer carries its calls and reasoning in the final reply.
+            Event::ToolCall(_) | Event::Reasoning(_) | Event::Keepalive => {}
             Event::Done(mut done) => {
                 if done.text.is_none() {
                     done.text = Some(text);

@@ -35,7 +35,7 @@
 //! ```
 //!
 //! `model` is the model that answered, as its provider names it. `finish_reason` (`stop`,
-//! `length`, `content_filter`, `tool_use` or `other`, provd's [`FinishReason`]) and `done`
+//! `length`, `content_filter`, `tool_calls` or `other`, provd's [`FinishReason`]) and `done`
 //! are provd's additions to the seed's object: without the first a cut-off answer looks
 //! like a whole one, and the second marks the last line of a stream.
 //!
@@ -307,7 +307,10 @@ async fn serve(call: super::Call) -> Result<super::Response, super::Response> {
         .map_err(|e| refusal(&e.into()))?;
     let body = super::event_stream(generation, first, move |event| match event {
         super::core::Event::Text(text) => (Some(chunk_line(&requested, &text).into()), false),
-        super::core::Event::Keepalive => (None, false),
+        // This route asks for neither tools nor reasoning.
+        super::core::Event::Keepalive
+        | super::core::Event::ToolCall(_)
+        | super::core::Event::Reasoning(_) => (None, false),
         super::core::Event::Done(done) => (
             Some(final_line(&done.model, done.usage, done.finish_reason).into()),
             true,

@@ -24,6 +24,7 @@ pub mod body;
 pub mod caller;
 pub mod catalogue;
 pub mod connection;
+pub mod content;
 pub mod core;
 pub mod error;
 pub mod generate;

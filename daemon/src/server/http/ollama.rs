@@ -27,14 +27,27 @@
 //! handling: they are checked and ignored (an upstream provider manages its own). Unknown
 //! top-level fields are ignored, as Ollama's decoder ignores them.
 //!
-//! Refused with a 400 that names the field, because provd cannot honour them yet (it
-//! carries text only): non-empty `tools`, `images` (in a message or on `/api/generate`),
-//! a `tool` message or an assistant message's `tool_calls`, `format` (`"json"` or a JSON
-//! schema: provd carries no structured output), `think` other than `false` (provd does
-//! not carry a model's reasoning), `logprobs: true`; on `/api/generate` also `raw: true`,
-//! a non-empty `template`, `suffix` or `context` (provd's answers carry no token context;
-//! keep a conversation with `/api/chat`). A message's `thinking` (earlier reasoning) is
-//! dropped, as providers take no reasoning back.
+//! Tools, structured output, reasoning and images (any provider behind):
+//!
+//! - `tools` (`[{type: function, function: {name, description, parameters}}]`, on
+//!   `/api/chat`) are [`provd_client::Tool`]s. An assistant message's `tool_calls`
+//!   (`{function: {name, arguments}}`, arguments an object) are its calls; Ollama gives
+//!   calls no ids, so each is named `call_I_J` by its place unless it has an `id`. A
+//!   `tool` message answers the call its `tool_call_id` names, else the first call not
+//!   yet answered of its `tool_name` in the last assistant message.
+//! - `format` `"json"` is a JSON object answer, a schema object a strict JSON-schema one.
+//! - `think` `true` asks for reasoning and shows it; `high`, `medium`, `low` with that
+//!   effort; `false` asks nothing. A message's `thinking` (earlier reasoning) is dropped:
+//!   no provider takes reasoning text back, and provider state has no place in Ollama's
+//!   messages, so it is not carried through this route.
+//! - `images` (base64, on user messages and on `/api/generate`) are images whose type is
+//!   read from their first bytes (PNG, JPEG, GIF, WebP; anything else is refused). On
+//!   `/api/generate` the prompt becomes the one user turn that carries them.
+//!
+//! Refused with a 400 that names the field, because provd cannot honour them:
+//! `logprobs: true`; on `/api/generate` also `raw: true`, a non-empty `template`,
+//! `suffix` or `context` (provd's answers carry no token context; keep a conversation
+//! with `/api/chat`).
 //!
 //! A chat without messages, or a generate with an empty prompt, is Ollama's way to load
 //! a model (and, with `keep_alive: 0`, to unload it): it parses to [`OllamaCall::Preload`],
@@ -44,8 +57,11 @@
 //!
 //! Streamed (`application/x-ndjson`, [`NDJSON`]): one object a line per piece of text
 //! (`message: {role: assistant, content}` on `/api/chat`, `response` on `/api/generate`,
-//! `done: false`), then a final object with `done: true`, `done_reason` and the counts.
-//! Not streamed (`application/json`): that final object alone, carrying the whole text.
+//! `done: false`) or of reasoning (`message.thinking`, or `thinking`), one line with the
+//! turn's calls whole (`message.tool_calls`, `{id, function: {index, name, arguments}}`,
+//! as Ollama sends a call whole), then a final object with `done: true`, `done_reason`
+//! and the counts. Not streamed (`application/json`): that final object alone, carrying
+//! the whole text, reasoning and calls.
 //! [`Encoder`] writes both. An error before the first line is a status with
 //! `{"error": "..."}` ([`error_body`]); after it, the status (200) can no longer change
 //! and the error is the stream's last line ([`error_line`]), as Ollama does.
@@ -67,7 +83,8 @@
 use std::time::{Duration, SystemTime};
 
 use provd_client::{
-    ErrorCode, FinishReason, GenerateRequest, Message, ModelInfo, Role, Usage, WireError,
+    ErrorCode, FinishReason, GenerateRequest, Image, Message, ModelInfo, Reasoning, ResponseFormat,
+    Role, Tool, ToolCall, Usage, WireError,
 };
 use reqwest::StatusCode;
 use serde_json::{json, Map, Value};
@@ -125,12 +142,16 @@ pub fn parse_chat(body: &[u8]) -> Result<OllamaCall, WireError> {
     let model = model(&object)?;
     common(&object)?;
     let unload = keep_alive_is_zero(&object)?;
-    let mut messages = Vec::new();
+    let mut messages: Vec<Message> = Vec::new();
     match present(&object, "messages") {
         None => {}
         Some(Value::Array(items)) => {
             for (i, item) in items.iter().enumerate() {
-                messages.push(message(i, item)?);
+                let mut turn = message(i, item)?;
+                if turn.role == Role::Tool && turn.tool_call_id.is_none() {
+                    turn.tool_call_id = Some(answered_call(i, item, &messages)?);
+                }
+                messages.push(turn);
             }
         }
         Some(other) => {
@@ -142,6 +163,7 @@ pub fn parse_chat(body: &[u8]) -> Result<OllamaCall, WireError> {
     }
     // Built before the preload answer too, so that bad options are refused either way.
     let mut request = base_request(&object, model.clone())?;
+    request.tools = tools(&object)?;
     if messages.is_empty() {
         return Ok(OllamaCall::Preload { model, unload });
     }
@@ -175,11 +197,7 @@ pub fn parse_generate(body: &[u8]) -> Result<OllamaCall, WireError> {
             return Err(cannot(field, why));
         }
     }
-    non_empty_array(
-        &object,
-        "images",
-        "provd carries text only (images are not supported yet)",
-    )?;
+    let images = images(&object, "images")?;
     non_empty_array(
         &object,
         "context",
@@ -190,7 +208,15 @@ pub fn parse_generate(body: &[u8]) -> Result<OllamaCall, WireError> {
     if prompt.is_empty() {
         return Ok(OllamaCall::Preload { model, unload });
     }
-    request.prompt = Some(prompt);
+    if images.is_empty() {
+        request.prompt = Some(prompt);
+    } else {
+        // provd's images travel on a turn: the prompt becomes the one user turn.
+        request.messages = vec![Message {
+            images,
+            ..Message::text(Role::User, prompt)
+        }];
+    }
     request.system = string(&object, "system")?.filter(|s| !s.is_empty());
     Ok(OllamaCall::Generate(Box::new(request)))
 }
@@ -240,6 +266,10 @@ pub struct Encoder {
     first_text: Option<SystemTime>,
     /// The text so far, for a whole answer only: a stream keeps none.
     whole: String,
+    /// The reasoning so far, for a whole answer only.
+    thinking: String,
+    /// The calls, for a whole answer only.
+    calls: Vec<ToolCall>,
 }
 
 impl Encoder {
@@ -253,6 +283,8 @@ impl Encoder {
             started,
             first_text: None,
             whole: String::new(),
+            thinking: String::new(),
+            calls: Vec::new(),
         }
     }
 
@@ -282,12 +314,52 @@ impl Encoder {
         Some(line(&Value::Object(object)))
     }
 
+    /// A piece of reasoning that arrived at `at`: its line (`thinking` beside empty
+    /// text) when streaming; kept for the final object otherwise.
+    pub fn reasoning(&mut self, thinking: &str, at: SystemTime) -> Option<Vec<u8>> {
+        if thinking.is_empty() {
+            return None;
+        }
+        self.first_text.get_or_insert(at);
+        if !self.stream {
+            self.thinking.push_str(thinking);
+            return None;
+        }
+        let mut object = self.head(at);
+        self.put_text(&mut object, "");
+        self.put_thinking(&mut object, thinking);
+        object.insert("done".into(), json!(false));
+        Some(line(&Value::Object(object)))
+    }
+
+    /// The turn's calls, whole (Ollama sends each call whole, in one object): their line
+    /// when streaming; kept for the final object otherwise. No calls is no line.
+    pub fn tool_calls(&mut self, calls: &[ToolCall], at: SystemTime) -> Option<Vec<u8>> {
+        if calls.is_empty() {
+            return None;
+        }
+        if !self.stream {
+            self.calls.extend_from_slice(calls);
+            return None;
+        }
+        let mut object = self.head(at);
+        self.put_text(&mut object, "");
+        put_calls(&mut object, calls);
+        object.insert("done".into(), json!(false));
+        Some(line(&Value::Object(object)))
+    }
+
     /// The final object, at `at`: the last line of a stream (newline-terminated, no
-    /// text), or the whole answer's body (with the text).
+    /// text), or the whole answer's body (with the text, reasoning and calls).
     pub fn finish(&mut self, usage: Usage, reason: FinishReason, at: SystemTime) -> Vec<u8> {
         let mut object = self.head(at);
         let text = std::mem::take(&mut self.whole);
         self.put_text(&mut object, &text);
+        let thinking = std::mem::take(&mut self.thinking);
+        if !thinking.is_empty() {
+            self.put_thinking(&mut object, &thinking);
+        }
+        put_calls(&mut object, &std::mem::take(&mut self.calls));
         object.insert("done".into(), json!(true));
         object.insert("done_reason".into(), json!(done_reason(reason)));
         let since = |from: SystemTime| nanos(at.duration_since(from).unwrap_or_default());
@@ -318,6 +390,20 @@ impl Encoder {
         object
     }
 
+    /// Reasoning goes beside the text: `message.thinking` or `thinking`.
+    fn put_thinking(&self, object: &mut Map<String, Value>, thinking: &str) {
+        match self.route {
+            Route::Chat => {
+                if let Some(message) = object.get_mut("message") {
+                    message["thinking"] = json!(thinking);
+                }
+            }
+            Route::Generate => {
+                object.insert("thinking".into(), json!(thinking));
+            }
+        }
+    }
+
     fn put_text(&self, object: &mut Map<String, Value>, text: &str) {
         match self.route {
             Route::Chat => object.insert(
@@ -326,6 +412,33 @@ impl Encoder {
             ),
             Route::Generate => object.insert("response".into(), json!(text)),
         };
+    }
+}
+
+/// `message.tool_calls` as Ollama writes them: `{function: {index, name, arguments}}`,
+/// the arguments an object; provd adds the call's `id`, which a client may send back as
+/// a tool message's `tool_call_id` (Ollama's clients send `tool_name`, which works too).
+fn put_calls(object: &mut Map<String, Value>, calls: &[ToolCall]) {
+    if calls.is_empty() {
+        return;
+    }
+    let calls: Vec<Value> = calls
+        .iter()
+        .enumerate()
+        .map(|(index, call)| {
+            json!({
+                "id": call.id,
+                "function": {
+                    "index": index,
+                    "name": call.name,
+                    // The server checked the arguments parse.
+                    "arguments": serde_json::from_str::<Value>(&call.arguments).unwrap_or_else(|_| json!({})),
+                },
+            })
+        })
+        .collect();
+    if let Some(message) = object.get_mut("message") {
+        message["tool_calls"] = Value::Array(calls);
     }
 }
 
@@ -434,36 +547,6 @@ fn model(object: &Map<String, Value>) -> Result<String, WireError> {
 
 /// The fields both routes read the same way and provd can only refuse or ignore.
 fn common(object: &Map<String, Value>) -> Result<(), WireError> {
-    match present(object, "format") {
-        None => {}
-        Some(Value::String(s)) if s.is_empty() => {}
-        Some(_) => {
-            return Err(cannot(
-                "format",
-                "provd does not carry structured output (JSON mode or a JSON schema) to providers yet; leave format out",
-            ))
-        }
-    }
-    match present(object, "think") {
-        None | Some(Value::Bool(false)) => {}
-        Some(Value::Bool(true) | Value::String(_)) => {
-            return Err(cannot(
-                "think",
-                "provd does not carry a model's reasoning yet; send think: false or leave it out",
-            ))
-        }
-        Some(other) => {
-            return Err(invalid(format!(
-                "think must be true, false, \"high\", \"medium\" or \"low\", got {}",
-                kind(other)
-            )))
-        }
-    }
-    non_empty_array(
-        object,
-        "tools",
-        "provd does not carry tool calls yet; leave tools out",
-    )?;
     if present(object, "logprobs").is_some() && boolean(object, "logprobs")? {
         return Err(cannot(
             "logprobs",
@@ -515,6 +598,8 @@ fn base_request(object: &Map<String, Value>, model: String) -> Result<GenerateRe
     let mut request = GenerateRequest {
         model: Some(model),
         stream: present(object, "stream").is_none() || boolean(object, "stream")?,
+        response_format: format(object)?,
+        reasoning: think(object)?,
         ..GenerateRequest::default()
     };
     let options = match present(object, "options") {
@@ -598,7 +683,8 @@ fn option_f32(key: &str, value: &Value) -> Result<f32, WireError> {
         .ok_or_else(|| invalid(format!("options.{key} must be a number, got {value}")))
 }
 
-/// One of `messages`, at index `i`.
+/// One of `messages`, at index `i`. A tool message's call is found by
+/// [`answered_call`] when it gives no `tool_call_id`.
 fn message(i: usize, item: &Value) -> Result<Message, WireError> {
     let Value::Object(m) = item else {
         return Err(invalid(format!(
@@ -614,15 +700,10 @@ fn message(i: usize, item: &Value) -> Result<Message, WireError> {
         "system" => Role::System,
         "user" => Role::User,
         "assistant" => Role::Assistant,
-        "tool" => {
-            return Err(cannot(
-                &format!("messages[{i}] (role \"tool\", a tool's result)"),
-                "provd does not carry tool calls yet",
-            ))
-        }
+        "tool" => Role::Tool,
         _ => {
             return Err(invalid(format!(
-                "messages[{i}].role must be \"system\", \"user\" or \"assistant\", got \"{}\"",
+                "messages[{i}].role must be \"system\", \"user\", \"assistant\" or \"tool\", got \"{}\"",
                 crate::untrusted::untrusted(&role)
             )))
         }
@@ -637,15 +718,214 @@ fn message(i: usize, item: &Value) -> Result<Message, WireError> {
             )))
         }
     };
-    non_empty_array(
-        m,
-        "images",
-        "provd carries text only (images are not supported yet)",
-    )
-    .map_err(|e| at_message(i, e))?;
-    non_empty_array(m, "tool_calls", "provd does not carry tool calls yet")
-        .map_err(|e| at_message(i, e))?;
-    Ok(Message::text(role, content))
+    let mut turn = Message::text(role, content);
+    turn.images = images(m, "images").map_err(|e| at_message(i, e))?;
+    if !turn.images.is_empty() && role != Role::User {
+        return Err(invalid(format!(
+            "messages[{i}].images: provd carries images in user messages only"
+        )));
+    }
+    match present(m, "tool_calls") {
+        None => {}
+        Some(Value::Array(calls)) if role == Role::Assistant => {
+            for (j, call) in calls.iter().enumerate() {
+                turn.tool_calls.push(assistant_call(i, j, call)?);
+            }
+        }
+        Some(Value::Array(calls)) if calls.is_empty() => {}
+        Some(_) => {
+            return Err(invalid(format!(
+                "messages[{i}].tool_calls must be an array, in an assistant message"
+            )))
+        }
+    }
+    if role == Role::Tool {
+        turn.tool_call_id = string(m, "tool_call_id").map_err(|e| at_message(i, e))?;
+    }
+    Ok(turn)
+}
+
+/// Call `j` of assistant message `i`: `{function: {name, arguments}}`, the arguments an
+/// object (or JSON text). Ollama gives calls no id; provd names the call by its place
+/// (`call_I_J`), and tool messages find it by [`answered_call`].
+fn assistant_call(i: usize, j: usize, call: &Value) -> Result<ToolCall, WireError> {
+    let at = format!("messages[{i}].tool_calls[{j}]");
+    let function = call
+        .get("function")
+        .filter(|f| f.is_object())
+        .ok_or_else(|| invalid(format!("{at}.function must be an object")))?;
+    let name = function
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid(format!("{at}.function.name must be a string")))?;
+    let arguments = match function.get("arguments") {
+        None | Some(Value::Null) => "{}".to_owned(),
+        Some(Value::String(text)) => text.clone(),
+        Some(object @ Value::Object(_)) => object.to_string(),
+        Some(other) => {
+            return Err(invalid(format!(
+                "{at}.function.arguments must be an object, got {}",
+                kind(other)
+            )))
+        }
+    };
+    let id = call
+        .get("id")
+        .and_then(Value::as_str)
+        .filter(|id| !id.is_empty())
+        .map_or_else(|| format!("call_{i}_{j}"), str::to_owned);
+    Ok(ToolCall {
+        id,
+        name: name.to_owned(),
+        arguments,
+    })
+}
+
+/// The call tool message `i` answers, as Ollama's clients name it: by `tool_name`, the
+/// first call of that name in the last assistant turn not answered yet (or the first
+/// call not answered, without a name).
+fn answered_call(i: usize, item: &Value, earlier: &[Message]) -> Result<String, WireError> {
+    let name = item.get("tool_name").and_then(Value::as_str);
+    let Some(at) = earlier.iter().rposition(|m| m.role == Role::Assistant) else {
+        return Err(invalid(format!(
+            "messages[{i}] is a tool result with no assistant tool call before it"
+        )));
+    };
+    let answered: Vec<&str> = earlier[at + 1..]
+        .iter()
+        .filter_map(|m| m.tool_call_id.as_deref())
+        .collect();
+    earlier[at]
+        .tool_calls
+        .iter()
+        .find(|c| !answered.contains(&c.id.as_str()) && name.is_none_or(|n| n == c.name))
+        .map(|c| c.id.clone())
+        .ok_or_else(|| {
+            invalid(format!(
+                "messages[{i}] is a tool result for {}, which the assistant message before it did not call (or whose result was given already)",
+                name.map_or_else(|| "a call".to_owned(), |n| format!("\"{}\"", crate::untrusted::untrusted(n)))
+            ))
+        })
+}
+
+/// `images`: base64 strings, as Ollama takes them, their type read from their first bytes
+/// (PNG, JPEG, GIF or WebP: what every provider takes).
+fn images(object: &Map<String, Value>, field: &str) -> Result<Vec<Image>, WireError> {
+    let items = match present(object, field) {
+        None => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items,
+        Some(other) => {
+            return Err(invalid(format!(
+                "{field} must be an array of base64 strings, got {}",
+                kind(other)
+            )))
+        }
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(k, item)| {
+            let data = item.as_str().ok_or_else(|| {
+                invalid(format!(
+                    "{field}[{k}] must be a base64 string, got {}",
+                    kind(item)
+                ))
+            })?;
+            let media_type = [
+                ("iVBORw0KGgo", "image/png"),
+                ("/9j/", "image/jpeg"),
+                ("R0lGOD", "image/gif"),
+                ("UklGR", "image/webp"),
+            ]
+            .into_iter()
+            .find(|(magic, _)| data.starts_with(magic))
+            .map(|(_, media_type)| media_type)
+            .ok_or_else(|| {
+                invalid(format!(
+                    "{field}[{k}] is not a base64 PNG, JPEG, GIF or WebP image"
+                ))
+            })?;
+            Ok(Image::Base64 {
+                media_type: media_type.to_owned(),
+                data: data.to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// `tools`: `[{type: function, function: {name, description, parameters}}]`.
+fn tools(object: &Map<String, Value>) -> Result<Vec<Tool>, WireError> {
+    let items = match present(object, "tools") {
+        None => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items,
+        Some(other) => {
+            return Err(invalid(format!(
+                "tools must be an array, got {}",
+                kind(other)
+            )))
+        }
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(k, item)| {
+            let function = item
+                .get("function")
+                .filter(|f| f.is_object())
+                .ok_or_else(|| invalid(format!("tools[{k}].function must be an object")))?;
+            let name = function
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| invalid(format!("tools[{k}].function.name must be a string")))?;
+            Ok(Tool {
+                name: name.to_owned(),
+                description: function
+                    .get("description")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+                parameters: function.get("parameters").filter(|p| !p.is_null()).cloned(),
+            })
+        })
+        .collect()
+}
+
+/// `format`: `"json"` (any JSON object) or a JSON schema; `""` asks nothing.
+fn format(object: &Map<String, Value>) -> Result<Option<ResponseFormat>, WireError> {
+    match present(object, "format") {
+        None => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) if s == "json" => Ok(Some(ResponseFormat::JsonObject)),
+        Some(schema @ Value::Object(_)) => Ok(Some(ResponseFormat::JsonSchema {
+            name: "response".to_owned(),
+            schema: schema.clone(),
+            strict: true,
+        })),
+        Some(other) => Err(invalid(format!(
+            "format must be \"json\" or a JSON schema object, got {other}"
+        ))),
+    }
+}
+
+/// `think`: `true` or an effort level (`high`, `medium`, `low`) asks for the reasoning
+/// and shows it; `false` asks nothing.
+fn think(object: &Map<String, Value>) -> Result<Option<Reasoning>, WireError> {
+    let effort = match present(object, "think") {
+        None | Some(Value::Bool(false)) => return Ok(None),
+        Some(Value::Bool(true)) => None,
+        Some(Value::String(word)) if ["high", "medium", "low"].contains(&word.as_str()) => {
+            super::content::effort(word)
+        }
+        Some(other) => {
+            return Err(invalid(format!(
+                "think must be true, false, \"high\", \"medium\" or \"low\", got {other}"
+            )))
+        }
+    };
+    Ok(Some(Reasoning {
+        effort,
+        budget_tokens: None,
+        show: true,
+    }))
 }
 
 fn at_message(i: usize, e: WireError) -> WireError {
@@ -765,7 +1045,9 @@ async fn serve(route: Route, call: super::Call) -> Result<super::Response, super
         let done = super::core::whole(generation)
             .await
             .map_err(|e| refusal(&e.into()))?;
+        encoder.reasoning(done.reasoning.as_deref().unwrap_or(""), SystemTime::now());
         encoder.text(done.text.as_deref().unwrap_or(""), SystemTime::now());
+        encoder.tool_calls(&done.tool_calls, SystemTime::now());
         let body = encoder.finish(done.usage, done.finish_reason, SystemTime::now());
         return Ok(super::streamed(content_type, super::full(body)));
     }
@@ -779,15 +1061,22 @@ async fn serve(route: Route, call: super::Call) -> Result<super::Response, super
                 .map(bytes::Bytes::from),
             false,
         ),
-        super::core::Event::Keepalive => (None, false),
-        super::core::Event::Done(done) => (
-            Some(
-                encoder
-                    .finish(done.usage, done.finish_reason, SystemTime::now())
-                    .into(),
-            ),
-            true,
+        super::core::Event::Reasoning(text) => (
+            encoder
+                .reasoning(&text, SystemTime::now())
+                .map(bytes::Bytes::from),
+            false,
         ),
+        // Ollama sends each call whole: they are written from the end's assembled calls.
+        super::core::Event::Keepalive | super::core::Event::ToolCall(_) => (None, false),
+        super::core::Event::Done(done) => {
+            let now = SystemTime::now();
+            let mut out = encoder
+                .tool_calls(&done.tool_calls, now)
+                .unwrap_or_default();
+            out.extend(encoder.finish(done.usage, done.finish_reason, now));
+            (Some(out.into()), true)
+        }
         super::core::Event::Failed(e) => (Some(error_line(&e.message).into()), true),
     });
     Ok(super::streamed(content_type, body))
@@ -970,16 +1259,12 @@ mod tests {
 
     #[test]
     fn what_provd_cannot_honour_is_refused_naming_it() {
-        let tool = json!([{"type": "function", "function": {"name": "f"}}]);
         let cases = [
-            (json!({"tools": tool}), "tools cannot be honoured"),
-            (json!({"format": "json"}), "format cannot be honoured"),
             (
-                json!({"format": {"type": "object"}}),
-                "format cannot be honoured",
+                json!({"format": "yaml"}),
+                "format must be \"json\" or a JSON schema",
             ),
-            (json!({"think": true}), "think cannot be honoured"),
-            (json!({"think": "high"}), "think cannot be honoured"),
+            (json!({"think": "max"}), "think must be true, false"),
             (json!({"logprobs": true}), "logprobs cannot be honoured"),
             (
                 json!({"top_logprobs": 21}),
@@ -1000,25 +1285,26 @@ mod tests {
             chat(
                 json!({"model": "m", "messages": [{"role": "user", "content": "x", "images": ["aGk="]}]}),
             ),
-            "messages[0].images cannot be honoured",
+            "messages[0].images[0] is not a base64 PNG, JPEG, GIF or WebP image",
         );
         refused(
             chat(json!({"model": "m", "messages": [
                 {"role": "user", "content": "x"},
                 {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "f", "arguments": {}}}]},
+                {"role": "tool", "content": "1", "tool_name": "g"},
             ]})),
-            "messages[1].tool_calls cannot be honoured",
+            "messages[2] is a tool result for \"g\", which the assistant message before it did not call",
         );
         refused(
             chat(
                 json!({"model": "m", "messages": [{"role": "tool", "content": "42", "tool_name": "f"}]}),
             ),
-            "messages[0] (role \"tool\", a tool's result) cannot be honoured",
+            "messages[0] is a tool result with no assistant tool call before it",
         );
     }
 
     #[test]
-    fn generate_refuses_raw_template_suffix_images_and_context() {
+    fn generate_refuses_raw_template_suffix_and_context() {
         let cases = [
             (json!({"raw": true}), "raw cannot be honoured"),
             (
@@ -1026,7 +1312,6 @@ mod tests {
                 "template cannot be honoured",
             ),
             (json!({"suffix": "return x"}), "suffix cannot be honoured"),
-            (json!({"images": ["aGk="]}), "images cannot be honoured"),
             (json!({"context": [1, 2, 3]}), "context cannot be honoured"),
         ];
         for (extra, expected) in cases {
@@ -1236,6 +1521,138 @@ mod tests {
             assert_eq!(body["prompt_eval_duration"], 100_000_000u64);
             assert_eq!(body["eval_duration"], 200_000_000u64);
         }
+    }
+
+    /// The tool-calling exchange of Ollama's API docs (`docs/api.md`, "Chat request
+    /// (with tools)"), carried on to the tool's result, with `format`, `think` and an
+    /// image.
+    #[test]
+    fn a_tool_conversation_maps_tools_calls_results_format_think_and_images() {
+        let r = request(chat(json!({
+            "model": "llama3.2",
+            "messages": [
+                {"role": "user", "content": "What is the weather today in Paris?", "images": ["iVBORw0KGgoAAAANSUhEUg"]},
+                {"role": "assistant", "content": "", "thinking": "I should look.", "tool_calls": [
+                    {"function": {"name": "get_current_weather", "arguments": {"format": "celsius", "location": "Paris, FR"}}},
+                    {"function": {"name": "get_time", "arguments": {}}},
+                ]},
+                {"role": "tool", "content": "11 degrees", "tool_name": "get_current_weather"},
+                {"role": "tool", "content": "noon", "tool_call_id": "call_1_1"},
+            ],
+            "tools": [{"type": "function", "function": {
+                "name": "get_current_weather",
+                "description": "Get the current weather for a location",
+                "parameters": {"type": "object", "properties": {
+                    "location": {"type": "string", "description": "The location to get the weather for, e.g. San Francisco, CA"},
+                    "format": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+                    "required": ["location", "format"]},
+            }}],
+            "format": {"type": "object", "properties": {"age": {"type": "integer"}}, "required": ["age"]},
+            "think": "low",
+            "stream": false,
+        })));
+        assert_eq!(r.tools.len(), 1);
+        assert_eq!(r.tools[0].name, "get_current_weather");
+        assert_eq!(
+            r.tools[0].parameters.as_ref().unwrap()["required"],
+            json!(["location", "format"])
+        );
+        assert_eq!(
+            r.response_format,
+            Some(ResponseFormat::JsonSchema {
+                name: "response".into(),
+                schema: json!({"type": "object", "properties": {"age": {"type": "integer"}}, "required": ["age"]}),
+                strict: true
+            })
+        );
+        assert_eq!(
+            r.reasoning,
+            Some(Reasoning {
+                effort: Some(provd_client::Effort::Low),
+                budget_tokens: None,
+                show: true
+            })
+        );
+        assert_eq!(
+            r.messages[0].images,
+            [Image::Base64 {
+                media_type: "image/png".into(),
+                data: "iVBORw0KGgoAAAANSUhEUg".into()
+            }]
+        );
+        let calls = &r.messages[1].tool_calls;
+        assert_eq!(calls[0].id, "call_1_0");
+        assert_eq!(calls[0].name, "get_current_weather");
+        assert_eq!(
+            serde_json::from_str::<Value>(&calls[0].arguments).unwrap(),
+            json!({"format": "celsius", "location": "Paris, FR"})
+        );
+        assert_eq!(
+            r.messages[2],
+            Message::tool_result("call_1_0", "11 degrees")
+        );
+        assert_eq!(r.messages[3], Message::tool_result("call_1_1", "noon"));
+        let json_mode = request(chat(
+            json!({"model": "m", "messages": user("x"), "format": "json", "think": true}),
+        ));
+        assert_eq!(json_mode.response_format, Some(ResponseFormat::JsonObject));
+        assert_eq!(
+            json_mode.reasoning.map(|r| (r.effort, r.show)),
+            Some((None, true))
+        );
+        let with_image = request(generate(
+            json!({"model": "m", "prompt": "what is this?", "images": ["/9j/4AAQSkZJRg"]}),
+        ));
+        assert_eq!(with_image.prompt, None);
+        assert_eq!(with_image.messages[0].content, "what is this?");
+        assert_eq!(with_image.messages[0].images.len(), 1);
+    }
+
+    #[test]
+    fn calls_and_thinking_are_written_in_ollamas_shapes_streamed_and_whole() {
+        let calls = [ToolCall {
+            id: "call_7".into(),
+            name: "get_current_weather".into(),
+            arguments: "{\"format\":\"celsius\",\"location\":\"Paris, FR\"}".into(),
+        }];
+        let mut e = Encoder::new(Route::Chat, "llama3.2", true, at(0));
+        let thinking = lines(&e.reasoning("Let me look.", at(10)).unwrap());
+        assert_eq!(
+            thinking[0]["message"],
+            json!({"role": "assistant", "content": "", "thinking": "Let me look."})
+        );
+        let call = lines(&e.tool_calls(&calls, at(20)).unwrap());
+        assert_eq!(
+            call[0]["message"],
+            json!({"role": "assistant", "content": "", "tool_calls": [{"id": "call_7", "function": {
+                "index": 0, "name": "get_current_weather",
+                "arguments": {"format": "celsius", "location": "Paris, FR"}}}]})
+        );
+        assert_eq!(call[0]["done"], false);
+        let last = lines(&e.finish(Usage::new(3, 2), FinishReason::ToolCalls, at(30)));
+        assert_eq!(last[0]["done_reason"], "stop");
+        assert!(last[0]["message"].get("tool_calls").is_none());
+
+        let mut whole = Encoder::new(Route::Chat, "llama3.2", false, at(0));
+        assert_eq!(whole.reasoning("Let me look.", at(10)), None);
+        assert_eq!(whole.tool_calls(&calls, at(20)), None);
+        let body: Value = serde_json::from_slice(&whole.finish(
+            Usage::new(3, 2),
+            FinishReason::ToolCalls,
+            at(30),
+        ))
+        .unwrap();
+        assert_eq!(body["message"]["thinking"], "Let me look.");
+        assert_eq!(
+            body["message"]["tool_calls"][0]["function"]["name"],
+            "get_current_weather"
+        );
+        let mut generate = Encoder::new(Route::Generate, "m", false, at(0));
+        generate.reasoning("hm", at(1));
+        let body: Value =
+            serde_json::from_slice(&generate.finish(Usage::new(1, 1), FinishReason::Stop, at(2)))
+                .unwrap();
+        assert_eq!(body["thinking"], "hm");
     }
 
     #[test]

@@ -3,12 +3,41 @@
 //! `GET /v1/models`, with OpenAI's error body `{"error": {"message", "type", "param",
 //! "code"}}`.
 //!
-//! What the API offers and provd cannot honour is refused by name (`n > 1`, tools,
-//! `logprobs`, JSON output formats, penalties, images…): silently ignoring it would change
-//! the answer the caller asked for. Parameters that only describe the caller or ask for
-//! bookkeeping (`user`, `store`, `metadata`, `seed`, `service_tier`…) are accepted and
-//! have no effect. The `model` in an answer is `provider/model`, the provider that
-//! answered and the model it named, so a caller sees which fallback served it.
+//! What the API offers and provd cannot honour is refused by name (`n > 1`, the legacy
+//! `functions`/`function_call`, custom tools, `logprobs`, penalties, `logit_bias`, audio,
+//! `prediction`, image URLs other than `https:` and base64 `data:`): silently ignoring it
+//! would change the answer the caller asked for. Parameters that only describe the caller
+//! or ask for bookkeeping (`user`, `store`, `metadata`, `seed`, `service_tier`…) are
+//! accepted and have no effect. The `model` in an answer is `provider/model`, the provider
+//! that answered and the model it named, so a caller sees which fallback served it.
+//!
+//! # How tools, structured output, reasoning and images map
+//!
+//! - `tools` (`{type: function, function: {name, description, parameters, strict}}`) are
+//!   [`Tool`]s; `strict` is accepted (provd checks every call's arguments parse, and a
+//!   provider that can hold its model to the schema does). `tool_choice` `none`, `auto`,
+//!   `required` and `{type: function, function: {name}}` are [`ToolChoice`]s.
+//!   `parallel_tool_calls` is accepted either way: a turn's calls come in order.
+//! - An assistant message's `tool_calls` become its [`ToolCall`]s (its `content` may be
+//!   null); a `tool` message is [`Message::tool_result`] of its `tool_call_id`.
+//! - `response_format` `text` asks nothing; `json_object` and `json_schema` (`name`,
+//!   `schema`, `strict`) are [`ResponseFormat`]s.
+//! - `reasoning_effort` (`minimal`…`high`; `none` asks nothing) asks for reasoning with
+//!   that effort and shows it: Chat Completions has no field for reasoning text, so it is
+//!   returned as DeepSeek and vLLM return it, `message.reasoning_content` and streamed
+//!   `delta.reasoning_content`, which the SDKs keep as an extra field. Without
+//!   `reasoning_effort` nothing is asked and no reasoning is sent.
+//!   `usage.completion_tokens_details.reasoning_tokens` is sent when the provider counts.
+//! - A provider's state for the next turn ([`GenerateDone::provider_state`]) is
+//!   `message.provider_state` (streamed: on the finish chunk's delta), read back from an
+//!   assistant message as it came: the SDKs keep unknown fields of a message and send
+//!   them back when the message object is appended to the conversation.
+//! - `image_url` parts of user messages are [`Image`]s: a base64 `data:` URL with its
+//!   media type, an `https:` URL as a URL (provd never fetches it).
+//! - Answers: `message.tool_calls` (`content: null` when the turn said nothing) and
+//!   `finish_reason: "tool_calls"`; streamed, `delta.tool_calls` pieces whose first
+//!   carries the call's `index`, `id`, `type` and `name`, later ones only `index` and
+//!   `arguments`, as OpenAI streams them.
 //!
 //! A streamed answer's status line waits for the first event: an error before any text
 //! is an HTTP error with the mapped status; one after the status line is an in-stream
@@ -22,7 +51,10 @@ use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::BodyExt;
 use provd_client::message::{FinishReason, GenerateDone, Message, Role};
-use provd_client::{ErrorCode, GenerateRequest, Usage};
+use provd_client::{
+    ErrorCode, GenerateRequest, Image, Reasoning, ResponseFormat, Tool, ToolCall, ToolCallDelta,
+    ToolChoice, Usage,
+};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -138,6 +170,14 @@ struct ChatRequest {
     stop: Option<Stop>,
     #[serde(default)]
     n: Option<u32>,
+    #[serde(default)]
+    tools: Option<Vec<Value>>,
+    #[serde(default)]
+    tool_choice: Option<Value>,
+    #[serde(default)]
+    response_format: Option<Value>,
+    #[serde(default)]
+    reasoning_effort: Option<String>,
     #[serde(flatten)]
     other: Map<String, Value>,
 }
@@ -160,6 +200,13 @@ struct ChatMessage {
     role: String,
     #[serde(default)]
     content: Option<Content>,
+    #[serde(default)]
+    tool_calls: Option<Vec<Value>>,
+    #[serde(default)]
+    tool_call_id: Option<String>,
+    /// provd's own: the provider state of an earlier answer, sent back as it came.
+    #[serde(default)]
+    provider_state: Option<Value>,
     #[serde(flatten)]
     other: Map<String, Value>,
 }
@@ -177,6 +224,13 @@ struct Part {
     kind: String,
     #[serde(default)]
     text: Option<String>,
+    #[serde(default)]
+    image_url: Option<ImageUrl>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ImageUrl {
+    url: String,
 }
 
 /// A chat request turned into provd's.
@@ -215,33 +269,9 @@ impl ChatRequest {
         let mut system: Vec<String> = Vec::new();
         let mut turns = Vec::new();
         for (i, m) in messages.into_iter().enumerate() {
-            let role = match m.role.as_str() {
-                "system" | "developer" => None,
-                "user" => Some(Role::User),
-                "assistant" => Some(Role::Assistant),
-                other => {
-                    return Err(ApiError::param(
-                        format!("messages[{i}].role"),
-                        format!(
-                            "messages[{i}].role '{}' is not supported: provd carries system, developer, user and assistant messages (no tool calls yet)",
-                            crate::server::connection::truncate(other, 32)
-                        ),
-                    ))
-                }
-            };
-            if let Some(key) = ["tool_calls", "function_call", "audio"]
-                .into_iter()
-                .find(|k| m.other.get(*k).is_some_and(|v| !v.is_null()))
-            {
-                return Err(ApiError::param(
-                    format!("messages[{i}].{key}"),
-                    format!("messages[{i}].{key} is not supported: provd does not carry tool calls or audio yet"),
-                ));
-            }
-            let text = content_text(i, m.content)?;
-            match role {
-                None => system.push(text),
-                Some(role) => turns.push(Message::text(role, text)),
+            match turn(i, m)? {
+                Turn::System(text) => system.push(text),
+                Turn::Message(message) => turns.push(message),
             }
         }
         if turns.is_empty() {
@@ -264,6 +294,39 @@ impl ChatRequest {
                 ),
             ));
         }
+        let tools = self
+            .tools
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .map(|(i, t)| tool(i, t))
+            .collect::<Result<Vec<_>, _>>()?;
+        let tool_choice = match self.tool_choice.filter(|v| !v.is_null()) {
+            None => None,
+            Some(choice) => Some(tool_choice(&choice)?),
+        };
+        let response_format = match self.response_format.filter(|v| !v.is_null()) {
+            None => None,
+            Some(format) => response_format(&format)?,
+        };
+        let reasoning = match self.reasoning_effort.as_deref() {
+            None | Some("none") => None,
+            Some(word) => Some(Reasoning {
+                effort: Some(super::content::effort(word).ok_or_else(|| {
+                    ApiError::param(
+                        "reasoning_effort",
+                        format!(
+                            "reasoning_effort '{}' is not supported: provd takes none, minimal, low, medium or high",
+                            crate::server::connection::truncate(word, 32)
+                        ),
+                    )
+                })?),
+                budget_tokens: None,
+                // Asking for reasoning is asking to see it here: it comes back as
+                // `reasoning_content` (module docs).
+                show: true,
+            }),
+        };
         let stream = self.stream.unwrap_or(false);
         let request = GenerateRequest {
             provider: route.provider,
@@ -276,6 +339,10 @@ impl ChatRequest {
             top_p: self.top_p,
             stop,
             stream,
+            tools,
+            tool_choice,
+            response_format,
+            reasoning,
             ..GenerateRequest::default()
         };
         Ok(Parsed {
@@ -290,34 +357,238 @@ impl ChatRequest {
     }
 }
 
-/// A message's text: a string, or text parts joined; any other part is refused by name.
-fn content_text(i: usize, content: Option<Content>) -> Result<String, ApiError> {
+/// A message of the request: a system prompt, or a turn.
+enum Turn {
+    System(String),
+    Message(Message),
+}
+
+/// Message `i`: its role decides which fields it may carry.
+fn turn(i: usize, m: ChatMessage) -> Result<Turn, ApiError> {
+    if let Some(key) = ["function_call", "audio"]
+        .into_iter()
+        .find(|k| m.other.get(*k).is_some_and(|v| !v.is_null()))
+    {
+        return Err(ApiError::param(
+            format!("messages[{i}].{key}"),
+            format!("messages[{i}].{key} is not supported: provd carries tool_calls, not the legacy function_call, and no audio"),
+        ));
+    }
+    let calls = m.tool_calls.unwrap_or_default();
+    match m.role.as_str() {
+        "system" | "developer" => Ok(Turn::System(content(i, m.content, false)?.0)),
+        "user" => {
+            let (text, images) = content(i, m.content, true)?;
+            Ok(Turn::Message(Message {
+                images,
+                ..Message::text(Role::User, text)
+            }))
+        }
+        "assistant" => {
+            let text = content(i, m.content, false)?.0;
+            let tool_calls = calls
+                .iter()
+                .enumerate()
+                .map(|(j, call)| assistant_call(i, j, call))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Turn::Message(Message {
+                tool_calls,
+                provider_state: m.provider_state.filter(Value::is_object),
+                ..Message::text(Role::Assistant, text)
+            }))
+        }
+        "tool" => {
+            let id = m.tool_call_id.ok_or_else(|| {
+                ApiError::param(
+                    format!("messages[{i}].tool_call_id"),
+                    format!("messages[{i}] has role 'tool' but no tool_call_id"),
+                )
+            })?;
+            let text = content(i, m.content, false)?.0;
+            Ok(Turn::Message(Message::tool_result(id, text)))
+        }
+        other => Err(ApiError::param(
+            format!("messages[{i}].role"),
+            format!(
+                "messages[{i}].role '{}' is not supported: provd carries system, developer, user, assistant and tool messages",
+                crate::server::connection::truncate(other, 32)
+            ),
+        )),
+    }
+}
+
+/// Call `j` of assistant message `i`: `{id, type: function, function: {name, arguments}}`.
+fn assistant_call(i: usize, j: usize, call: &Value) -> Result<ToolCall, ApiError> {
+    let at = format!("messages[{i}].tool_calls[{j}]");
+    let field = |path: &str| -> Result<String, ApiError> {
+        call.pointer(path)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                ApiError::param(
+                    format!("{at}{}", path.replace('/', ".")),
+                    format!("{at}{} must be a string", path.replace('/', ".")),
+                )
+            })
+    };
+    if let Some(kind) = call.get("type").and_then(Value::as_str) {
+        if kind != "function" {
+            return Err(ApiError::param(
+                format!("{at}.type"),
+                format!(
+                    "{at}.type '{}' is not supported: provd carries function calls",
+                    crate::server::connection::truncate(kind, 32)
+                ),
+            ));
+        }
+    }
+    Ok(ToolCall {
+        id: field("/id")?,
+        name: field("/function/name")?,
+        arguments: field("/function/arguments")?,
+    })
+}
+
+/// Tool `i`: `{type: function, function: {name, description, parameters, strict}}`.
+/// `strict` is accepted: provd checks that a call's arguments parse, and the providers
+/// that can hold a model to a schema do so when they are given one.
+fn tool(i: usize, value: &Value) -> Result<Tool, ApiError> {
+    let kind = value.get("type").and_then(Value::as_str).unwrap_or("");
+    if kind != "function" {
+        return Err(ApiError::param(
+            format!("tools[{i}].type"),
+            format!(
+                "tools[{i}].type '{}' is not supported: provd carries function tools",
+                crate::server::connection::truncate(kind, 32)
+            ),
+        ));
+    }
+    let function = value
+        .get("function")
+        .filter(|f| f.is_object())
+        .ok_or_else(|| {
+            ApiError::param(
+                format!("tools[{i}].function"),
+                format!("tools[{i}].function must be an object with a name"),
+            )
+        })?;
+    let name = function
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            ApiError::param(
+                format!("tools[{i}].function.name"),
+                format!("tools[{i}].function.name must be a string"),
+            )
+        })?;
+    Ok(Tool {
+        name: name.to_owned(),
+        description: function
+            .get("description")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        parameters: function.get("parameters").filter(|p| !p.is_null()).cloned(),
+    })
+}
+
+/// `tool_choice`: `none`, `auto`, `required` or `{type: function, function: {name}}`.
+fn tool_choice(value: &Value) -> Result<ToolChoice, ApiError> {
+    let named = value
+        .get("function")
+        .and_then(|f| f.get("name"))
+        .and_then(Value::as_str);
+    match (value.as_str(), value.get("type").and_then(Value::as_str), named) {
+        (Some("none"), ..) => Ok(ToolChoice::None),
+        (Some("auto"), ..) => Ok(ToolChoice::Auto),
+        (Some("required"), ..) => Ok(ToolChoice::Required),
+        (None, Some("function"), Some(name)) => Ok(ToolChoice::Tool(name.to_owned())),
+        _ => Err(ApiError::param(
+            "tool_choice",
+            "tool_choice must be \"none\", \"auto\", \"required\" or {\"type\": \"function\", \"function\": {\"name\": ...}}",
+        )),
+    }
+}
+
+/// `response_format`: `text` (no format), `json_object`, or `json_schema` with its
+/// `json_schema: {name, schema, strict}`.
+fn response_format(value: &Value) -> Result<Option<ResponseFormat>, ApiError> {
+    match value.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(None),
+        Some("json_object") => Ok(Some(ResponseFormat::JsonObject)),
+        Some("json_schema") => {
+            let spec = value.get("json_schema");
+            let schema = spec
+                .and_then(|s| s.get("schema"))
+                .filter(|s| s.is_object())
+                .ok_or_else(|| {
+                    ApiError::param(
+                        "response_format.json_schema.schema",
+                        "response_format.json_schema.schema must be a JSON schema object",
+                    )
+                })?;
+            Ok(Some(ResponseFormat::JsonSchema {
+                name: spec
+                    .and_then(|s| s.get("name"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("response")
+                    .to_owned(),
+                schema: schema.clone(),
+                strict: spec
+                    .and_then(|s| s.get("strict"))
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
+            }))
+        }
+        _ => Err(ApiError::param(
+            "response_format.type",
+            "response_format.type must be text, json_object or json_schema",
+        )),
+    }
+}
+
+/// A message's text and, where `images` allows (user messages), its images: a string, or
+/// text and `image_url` parts; any other part is refused by name.
+fn content(
+    i: usize,
+    content: Option<Content>,
+    images: bool,
+) -> Result<(String, Vec<Image>), ApiError> {
     match content {
-        None => Ok(String::new()),
-        Some(Content::Text(text)) => Ok(text),
+        None => Ok((String::new(), Vec::new())),
+        Some(Content::Text(text)) => Ok((text, Vec::new())),
         Some(Content::Parts(parts)) => {
             let mut text = String::new();
+            let mut found = Vec::new();
             for (j, part) in parts.into_iter().enumerate() {
-                match (part.kind.as_str(), part.text) {
-                    ("text", Some(t)) => text.push_str(&t),
-                    ("text", None) => {
+                match (part.kind.as_str(), part.text, part.image_url) {
+                    ("text", Some(t), _) => text.push_str(&t),
+                    ("text", None, _) => {
                         return Err(ApiError::param(
                             format!("messages[{i}].content[{j}].text"),
                             format!("messages[{i}].content[{j}] is a text part without text"),
                         ))
                     }
-                    (kind, _) => {
+                    ("image_url", _, Some(image)) if images => {
+                        let image = super::content::image_from_url(&image.url).map_err(|why| {
+                            ApiError::param(
+                                format!("messages[{i}].content[{j}].image_url.url"),
+                                format!("messages[{i}].content[{j}].image_url.url: {why}"),
+                            )
+                        })?;
+                        found.push(image);
+                    }
+                    (kind, _, _) => {
                         return Err(ApiError::param(
                             format!("messages[{i}].content[{j}].type"),
                             format!(
-                                "messages[{i}].content[{j}].type '{}' is not supported: provd carries text parts only",
+                                "messages[{i}].content[{j}].type '{}' is not supported here: provd carries text parts, and image_url parts in user messages",
                                 crate::server::connection::truncate(kind, 32)
                             ),
                         ))
                     }
                 }
             }
-            Ok(text)
+            Ok((text, found))
         }
     }
 }
@@ -327,32 +598,16 @@ fn content_text(i: usize, content: Option<Content>) -> Result<String, ApiError> 
 fn refused_option(other: &Map<String, Value>) -> Option<(String, &'static str)> {
     let set = |key: &str| other.get(key).filter(|v| !v.is_null());
     let nonzero = |key: &str| set(key).is_some_and(|v| v.as_f64() != Some(0.0));
-    let checks: [(&str, bool, &'static str); 12] = [
-        (
-            "tools",
-            set("tools").is_some_and(|v| v.as_array().is_none_or(|a| !a.is_empty())),
-            "tool calling is not supported by provd yet",
-        ),
-        (
-            "tool_choice",
-            set("tool_choice").is_some_and(|v| v != "none"),
-            "tool calling is not supported by provd yet",
-        ),
+    let checks: [(&str, bool, &'static str); 9] = [
         (
             "functions",
             set("functions").is_some(),
-            "function calling is not supported by provd yet",
+            "the legacy function calling is not supported; use tools",
         ),
         (
             "function_call",
             set("function_call").is_some_and(|v| v != "none"),
-            "function calling is not supported by provd yet",
-        ),
-        (
-            "response_format",
-            set("response_format")
-                .is_some_and(|v| v.get("type").and_then(Value::as_str) != Some("text")),
-            "only the text response format is supported",
+            "the legacy function calling is not supported; use tools",
         ),
         (
             "logprobs",
@@ -430,11 +685,61 @@ fn finish_reason(reason: FinishReason) -> &'static str {
 }
 
 fn usage(u: &Usage) -> Value {
-    json!({
+    let mut usage = json!({
         "prompt_tokens": u.prompt_tokens,
         "completion_tokens": u.completion_tokens,
         "total_tokens": u.total_tokens,
-    })
+    });
+    if let Some(reasoning) = u.reasoning_tokens {
+        usage["completion_tokens_details"] = json!({"reasoning_tokens": reasoning});
+    }
+    usage
+}
+
+/// The whole `message` of a finished generation: `content` is null when the turn made
+/// calls and said nothing, as OpenAI writes it.
+fn whole_message(done: &GenerateDone) -> Value {
+    let text = done.text.clone().unwrap_or_default();
+    let mut message = json!({
+        "role": "assistant",
+        "content": if text.is_empty() && !done.tool_calls.is_empty() { Value::Null } else { json!(text) },
+        "refusal": null,
+    });
+    if !done.tool_calls.is_empty() {
+        message["tool_calls"] = done
+            .tool_calls
+            .iter()
+            .map(|call| {
+                json!({
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments},
+                })
+            })
+            .collect();
+    }
+    if let Some(reasoning) = &done.reasoning {
+        message["reasoning_content"] = json!(reasoning);
+    }
+    if let Some(state) = &done.provider_state {
+        message["provider_state"] = state.clone();
+    }
+    message
+}
+
+/// A streamed piece of a call as a `delta.tool_calls` entry: the first piece of a call
+/// carries its id, type and name, later ones only more arguments.
+fn call_delta(piece: &ToolCallDelta) -> Value {
+    let mut function = json!({"arguments": piece.arguments});
+    if let Some(name) = &piece.name {
+        function["name"] = json!(name);
+    }
+    let mut entry = json!({"index": piece.index, "function": function});
+    if let Some(id) = &piece.id {
+        entry["id"] = json!(id);
+        entry["type"] = json!("function");
+    }
+    json!({"tool_calls": [entry]})
 }
 
 fn answered_model(done: &GenerateDone) -> String {
@@ -450,7 +755,7 @@ fn completion(done: &GenerateDone) -> Value {
         "model": answered_model(done),
         "choices": [{
             "index": 0,
-            "message": {"role": "assistant", "content": done.text.clone().unwrap_or_default(), "refusal": null},
+            "message": whole_message(done),
             "logprobs": null,
             "finish_reason": finish_reason(done.finish_reason),
         }],
@@ -485,7 +790,12 @@ impl Sse {
 
     fn end(&mut self, done: &GenerateDone) -> Vec<Bytes> {
         self.model = answered_model(done);
-        let mut out = vec![self.chunk(json!({}), Some(finish_reason(done.finish_reason)))];
+        // The state for the next turn is known only now: it rides on the last delta.
+        let delta = match &done.provider_state {
+            Some(state) => json!({"provider_state": state}),
+            None => json!({}),
+        };
+        let mut out = vec![self.chunk(delta, Some(finish_reason(done.finish_reason)))];
         if self.include_usage {
             out.push(event(&json!({
                 "id": self.id,
@@ -559,6 +869,10 @@ async fn stream(
                 };
                 match next {
                     Event::Text(text) => queued.push(sse.chunk(json!({"content": text}), None)),
+                    Event::ToolCall(piece) => queued.push(sse.chunk(call_delta(&piece), None)),
+                    Event::Reasoning(text) => {
+                        queued.push(sse.chunk(json!({"reasoning_content": text}), None))
+                    }
                     Event::Keepalive => queued.push(Bytes::from_static(b": keepalive\n\n")),
                     Event::Done(done) => {
                         queued.extend(sse.end(&done));
@@ -656,11 +970,7 @@ mod tests {
         let base = json!({"model": "p/m", "messages": [{"role": "user", "content": "q"}]});
         for (key, value) in [
             ("n", json!(2)),
-            (
-                "tools",
-                json!([{"type": "function", "function": {"name": "f"}}]),
-            ),
-            ("response_format", json!({"type": "json_object"})),
+            ("functions", json!([{"name": "f"}])),
             ("logprobs", json!(true)),
             ("presence_penalty", json!(0.5)),
             ("logit_bias", json!({"50256": -100})),
@@ -689,23 +999,261 @@ mod tests {
     }
 
     #[test]
-    fn non_text_parts_and_tool_roles_are_refused_naming_where() {
-        let e = parse(json!({"model": "p/m", "messages": [
-            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x"}}]}
-        ]}))
-        .err()
+    fn unsupported_parts_roles_and_tools_are_refused_naming_where() {
+        let user = |content: Value| json!({"model": "p/m", "messages": [{"role": "user", "content": content}]});
+        for (body, param) in [
+            (
+                user(
+                    json!([{"type": "input_audio", "input_audio": {"data": "AA==", "format": "wav"}}]),
+                ),
+                "messages[0].content[0].type",
+            ),
+            (
+                user(json!([{"type": "image_url", "image_url": {"url": "http://x/cat.png"}}])),
+                "messages[0].content[0].image_url.url",
+            ),
+            (
+                json!({"model": "p/m", "messages": [{"role": "function", "name": "f", "content": "r"}]}),
+                "messages[0].role",
+            ),
+            (
+                json!({"model": "p/m", "messages": [{"role": "tool", "content": "r"}]}),
+                "messages[0].tool_call_id",
+            ),
+            (
+                json!({"model": "p/m", "messages": [{"role": "user", "content": "q"}],
+                       "tools": [{"type": "custom", "custom": {"name": "f"}}]}),
+                "tools[0].type",
+            ),
+            (
+                json!({"model": "p/m", "messages": [{"role": "user", "content": "q"}],
+                       "response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}),
+                "response_format.json_schema.schema",
+            ),
+            (
+                json!({"model": "p/m", "messages": [{"role": "user", "content": "q"}],
+                       "reasoning_effort": "xhigh"}),
+                "reasoning_effort",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": "q"}]}),
+                "model",
+            ),
+        ] {
+            let e = parse(body)
+                .err()
+                .unwrap_or_else(|| panic!("{param} accepted"));
+            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+            assert_eq!(e.param.as_deref(), Some(param), "{}", e.wire.message);
+        }
+    }
+
+    /// The request of OpenAI's function-calling guide, one turn after the call: the
+    /// tools, the assistant's call (content null) and the tool's result.
+    #[test]
+    fn a_tool_conversation_maps_tools_calls_and_results() {
+        let parsed = parse(json!({
+            "model": "p/m",
+            "messages": [
+                {"role": "user", "content": [
+                    {"type": "text", "text": "What's the weather like in Paris today? "},
+                    {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,/9j/4AAQ", "detail": "low"}},
+                    {"type": "image_url", "image_url": {"url": "https://example.com/paris.png"}},
+                ]},
+                {"role": "assistant", "content": null, "refusal": null, "tool_calls": [
+                    {"id": "call_12345xyz", "type": "function",
+                     "function": {"name": "get_weather", "arguments": "{\"location\":\"Paris, France\"}"}}
+                ], "provider_state": {"type": "mock", "state": {"signature": "s"}}},
+                {"role": "tool", "tool_call_id": "call_12345xyz", "content": "14 degrees"},
+            ],
+            "tools": [{"type": "function", "function": {
+                "name": "get_weather",
+                "description": "Get current temperature for a given location.",
+                "parameters": {"type": "object", "properties": {"location": {"type": "string"}},
+                               "required": ["location"], "additionalProperties": false},
+                "strict": true,
+            }}],
+            "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+            "parallel_tool_calls": false,
+            "response_format": {"type": "json_schema", "json_schema": {
+                "name": "weather", "strict": true, "schema": {"type": "object"}}},
+            "reasoning_effort": "low",
+        }))
         .unwrap();
-        assert_eq!(e.param.as_deref(), Some("messages[0].content[0].type"));
-        let e = parse(json!({"model": "p/m", "messages": [
-            {"role": "user", "content": "q"}, {"role": "tool", "content": "r", "tool_call_id": "c"}
-        ]}))
-        .err()
+        let r = parsed.request;
+        assert_eq!(r.tools.len(), 1);
+        assert_eq!(r.tools[0].name, "get_weather");
+        assert_eq!(
+            r.tools[0].description.as_deref(),
+            Some("Get current temperature for a given location.")
+        );
+        assert_eq!(
+            r.tools[0].parameters.as_ref().unwrap()["required"],
+            json!(["location"])
+        );
+        assert_eq!(r.tool_choice, Some(ToolChoice::Tool("get_weather".into())));
+        assert_eq!(
+            r.response_format,
+            Some(ResponseFormat::JsonSchema {
+                name: "weather".into(),
+                schema: json!({"type": "object"}),
+                strict: true
+            })
+        );
+        assert_eq!(
+            r.reasoning,
+            Some(Reasoning {
+                effort: Some(provd_client::Effort::Low),
+                budget_tokens: None,
+                show: true
+            })
+        );
+        let user = &r.messages[0];
+        assert_eq!(user.content, "What's the weather like in Paris today? ");
+        assert_eq!(
+            user.images,
+            [
+                Image::Base64 {
+                    media_type: "image/jpeg".into(),
+                    data: "/9j/4AAQ".into()
+                },
+                Image::Url {
+                    url: "https://example.com/paris.png".into()
+                }
+            ]
+        );
+        let assistant = &r.messages[1];
+        assert_eq!(
+            (assistant.role, assistant.content.as_str()),
+            (Role::Assistant, "")
+        );
+        assert_eq!(
+            assistant.tool_calls,
+            [ToolCall {
+                id: "call_12345xyz".into(),
+                name: "get_weather".into(),
+                arguments: "{\"location\":\"Paris, France\"}".into()
+            }]
+        );
+        assert_eq!(
+            assistant.provider_state,
+            Some(json!({"type": "mock", "state": {"signature": "s"}}))
+        );
+        assert_eq!(
+            r.messages[2],
+            Message::tool_result("call_12345xyz", "14 degrees")
+        );
+        for (choice, expected) in [
+            (json!("auto"), ToolChoice::Auto),
+            (json!("required"), ToolChoice::Required),
+            (json!("none"), ToolChoice::None),
+        ] {
+            let r = parse(json!({"model": "p/m", "messages": [{"role": "user", "content": "q"}], "tool_choice": choice}))
+                .unwrap()
+                .request;
+            assert_eq!(r.tool_choice, Some(expected));
+        }
+        let r = parse(json!({"model": "p/m", "messages": [{"role": "user", "content": "q"}],
+                             "response_format": {"type": "json_object"}, "reasoning_effort": "none"}))
+        .unwrap()
+        .request;
+        assert_eq!(r.response_format, Some(ResponseFormat::JsonObject));
+        assert_eq!(r.reasoning, None);
+    }
+
+    fn done_with_calls() -> GenerateDone {
+        GenerateDone {
+            done: true,
+            provider: "m".into(),
+            model: "mock-1".into(),
+            usage: Usage::new(20, 9).with_reasoning(Some(4)),
+            finish_reason: FinishReason::ToolCalls,
+            text: Some(String::new()),
+            tool_calls: vec![ToolCall {
+                id: "call_abc".into(),
+                name: "get_weather".into(),
+                arguments: "{\"location\":\"Paris\"}".into(),
+            }],
+            reasoning: Some("Thinking about: weather".into()),
+            provider_state: Some(json!({"type": "mock", "state": {"signature": "mock-signature"}})),
+            ..GenerateDone::default()
+        }
+    }
+
+    #[test]
+    fn a_whole_answer_with_calls_has_null_content_the_calls_and_reasoning_tokens() {
+        let body = completion(&done_with_calls());
+        let choice = &body["choices"][0];
+        assert_eq!(choice["finish_reason"], "tool_calls");
+        assert_eq!(
+            choice["message"],
+            json!({
+                "role": "assistant",
+                "content": null,
+                "refusal": null,
+                "tool_calls": [{"id": "call_abc", "type": "function",
+                                "function": {"name": "get_weather", "arguments": "{\"location\":\"Paris\"}"}}],
+                "reasoning_content": "Thinking about: weather",
+                "provider_state": {"type": "mock", "state": {"signature": "mock-signature"}},
+            })
+        );
+        assert_eq!(
+            body["usage"],
+            json!({"prompt_tokens": 20, "completion_tokens": 9, "total_tokens": 29,
+                   "completion_tokens_details": {"reasoning_tokens": 4}})
+        );
+        let plain = completion(&GenerateDone {
+            text: Some("hi".into()),
+            ..GenerateDone::default()
+        });
+        assert_eq!(plain["choices"][0]["message"]["content"], "hi");
+        assert!(plain["choices"][0]["message"].get("tool_calls").is_none());
+        assert!(plain["usage"].get("completion_tokens_details").is_none());
+    }
+
+    #[test]
+    fn streamed_call_pieces_carry_id_type_and_name_first_then_only_arguments() {
+        let first = call_delta(&ToolCallDelta {
+            index: 0,
+            id: Some("call_abc".into()),
+            name: Some("get_weather".into()),
+            arguments: "{\"loc".into(),
+        });
+        assert_eq!(
+            first,
+            json!({"tool_calls": [{"index": 0, "id": "call_abc", "type": "function",
+                                   "function": {"name": "get_weather", "arguments": "{\"loc"}}]})
+        );
+        let later = call_delta(&ToolCallDelta {
+            index: 1,
+            id: None,
+            name: None,
+            arguments: "ation\"}".into(),
+        });
+        assert_eq!(
+            later,
+            json!({"tool_calls": [{"index": 1, "function": {"arguments": "ation\"}"}}]})
+        );
+        let mut sse = Sse {
+            id: "c".into(),
+            created: 0,
+            model: "p/m".into(),
+            include_usage: false,
+        };
+        let end = sse.end(&done_with_calls());
+        let last: Value = serde_json::from_slice(
+            end[0]
+                .strip_prefix(b"data: ")
+                .unwrap()
+                .strip_suffix(b"\n\n")
+                .unwrap(),
+        )
         .unwrap();
-        assert_eq!(e.param.as_deref(), Some("messages[1].role"));
-        let e = parse(json!({"messages": [{"role": "user", "content": "q"}]}))
-            .err()
-            .unwrap();
-        assert_eq!(e.param.as_deref(), Some("model"));
+        assert_eq!(last["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(
+            last["choices"][0]["delta"]["provider_state"]["state"]["signature"],
+            "mock-signature"
+        );
     }
 
     #[test]

@@ -1,0 +1,815 @@
+//! Tools, structured output, reasoning and images through the HTTP front door's three
+//! dialects, on a live daemon: a full tool loop (call, run the tool here, send the
+//! result, final answer) streamed and whole in OpenAI's, Anthropic's and Ollama's own
+//! shapes; JSON answers from `response_format`, `output_format` and `format`; reasoning
+//! shown (`reasoning_content`, `thinking` blocks, `message.thinking`) with its provider
+//! state carried back (an altered one refused by the provider, as Anthropic refuses a bad
+//! thinking signature); images as data URLs, base64 blocks and Ollama's `images`; what
+//! cannot be honoured refused naming the field. Then the official `openai` and
+//! `anthropic` Python SDKs run the same loops (`python/sdk_tools.py`).
+//!
+//! The provider behind is a parameter ([`Backend`]): the built-in mock, which answers
+//! tools, JSON, reasoning and images from the request alone. A test against another
+//! provider is one more function giving its [`Backend`]: its configuration, what it
+//! answers after a tool's result and how it reasons (an upstream mock scripted to answer
+//! like the built-in one), and a state it refuses; the image answers (`I see N images.`)
+//! and JSON instances checked are the built-in mock's.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::StatusCode;
+use hyper_util::rt::TokioIo;
+use provd_tests::Daemon;
+use serde_json::{json, Value};
+
+/// The provider a test's daemon sends its requests to: its configuration and the model
+/// name a client asks for.
+struct Backend {
+    /// The daemon's configuration (providers and anything they need).
+    config: String,
+    /// Environment variables the daemon needs (keys).
+    env: Vec<(String, String)>,
+    /// The model, as a client names it (`provider/model`).
+    model: String,
+    /// The answer after the tool's result, `{result}` standing for the result.
+    answer: String,
+    /// The reasoning about a question, `{question}` standing for the last user text.
+    reasoning: String,
+    /// A provider state the provider refuses when it comes back (as Anthropic refuses a
+    /// bad thinking signature), which proves the state reaches it; `None` skips that.
+    forged_state: Option<Value>,
+}
+
+impl Backend {
+    fn answer(&self, result: &str) -> String {
+        self.answer.replace("{result}", result)
+    }
+
+    fn reasoning(&self, question: &str) -> String {
+        self.reasoning.replace("{question}", question)
+    }
+}
+
+/// The built-in mock as provider `m`.
+fn mock() -> Backend {
+    Backend {
+        config: "[daemon]\nkeepalive_interval_ms = 0\n\n[providers.m]\ntype = \"mock\"\n".into(),
+        env: Vec::new(),
+        model: "m/mock-1".into(),
+        answer: "The tool get_weather returned: {result}".into(),
+        reasoning: "Thinking about: {question}".into(),
+        forged_state: Some(json!({"type": "mock", "state": {"signature": "forged"}})),
+    }
+}
+
+fn start(backend: &Backend) -> Daemon {
+    let mut builder = Daemon::builder().config(&backend.config);
+    for (name, value) in &backend.env {
+        builder = builder.env(name, value);
+    }
+    builder.start()
+}
+
+/// The HTTP socket of a test daemon: beside its MessagePack socket.
+fn http_socket(daemon: &Daemon) -> PathBuf {
+    daemon.socket.with_file_name("http.sock")
+}
+
+/// One POST with a JSON body on a new connection: the status and the whole body.
+async fn post(socket: &Path, path: &str, body: &Value) -> (StatusCode, Bytes) {
+    let stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {}: {e}", socket.display()));
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("HTTP handshake");
+    let task = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let request = hyper::Request::builder()
+        .method("POST")
+        .uri(path)
+        .header("host", "localhost")
+        .header("content-type", "application/json")
+        .header("anthropic-version", "2023-06-01")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    let response = sender.send_request(request).await.expect("a response");
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    task.abort();
+    (status, bytes)
+}
+
+/// A POST answered with one JSON object.
+async fn post_json(socket: &Path, path: &str, body: &Value) -> (StatusCode, Value) {
+    let (status, bytes) = post(socket, path, body).await;
+    let value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&bytes)));
+    (status, value)
+}
+
+/// The JSON `data:` payloads of a server-sent event stream (not `[DONE]`).
+fn sse(bytes: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(bytes)
+        .split("\n\n")
+        .filter_map(|event| event.lines().find_map(|l| l.strip_prefix("data: ")))
+        .filter(|data| *data != "[DONE]")
+        .map(|data| serde_json::from_str(data).unwrap_or_else(|e| panic!("{e}: {data}")))
+        .collect()
+}
+
+fn ndjson(bytes: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// The tool every test offers, in OpenAI's shape.
+fn openai_tools() -> Value {
+    json!([{"type": "function", "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    }}])
+}
+
+/// What the local "tool" answers.
+const WEATHER: &str = "15 degrees and sunny";
+/// The question of every tool loop.
+const QUESTION: &str = "What is the weather in Paris?";
+
+/// A streamed chat completion's calls, assembled as a client does from `delta.tool_calls`
+/// (checking that only a call's first piece carries its id, type and name), its text and
+/// its finish reason.
+fn assemble_openai(events: &[Value]) -> (Vec<Value>, String, String) {
+    let mut calls: Vec<Value> = Vec::new();
+    let mut text = String::new();
+    let mut finish = String::new();
+    for event in events {
+        let Some(choice) = event["choices"].get(0) else {
+            continue;
+        };
+        let delta = &choice["delta"];
+        text.push_str(delta["content"].as_str().unwrap_or(""));
+        for piece in delta["tool_calls"].as_array().into_iter().flatten() {
+            let index = piece["index"].as_u64().unwrap() as usize;
+            if index == calls.len() {
+                assert!(
+                    piece["id"].is_string(),
+                    "a call's first piece has its id: {piece}"
+                );
+                assert_eq!(piece["type"], "function", "{piece}");
+                assert!(piece["function"]["name"].is_string(), "{piece}");
+                calls.push(json!({
+                    "id": piece["id"], "type": "function",
+                    "function": {"name": piece["function"]["name"], "arguments": ""},
+                }));
+            } else {
+                assert!(
+                    piece.get("id").is_none() && piece["function"].get("name").is_none(),
+                    "a later piece carries arguments only: {piece}"
+                );
+            }
+            let arguments = format!(
+                "{}{}",
+                calls[index]["function"]["arguments"].as_str().unwrap(),
+                piece["function"]["arguments"].as_str().unwrap_or("")
+            );
+            calls[index]["function"]["arguments"] = json!(arguments);
+        }
+        if let Some(reason) = choice["finish_reason"].as_str() {
+            finish = reason.to_owned();
+        }
+    }
+    (calls, text, finish)
+}
+
+async fn openai_tool_loop(backend: &Backend, stream: bool) {
+    let daemon = start(backend);
+    let socket = http_socket(&daemon);
+    let mut messages = vec![json!({"role": "user", "content": QUESTION})];
+    let ask = |messages: &[Value]| {
+        json!({
+            "model": backend.model, "messages": messages, "tools": openai_tools(),
+            "tool_choice": "auto", "parallel_tool_calls": true, "stream": stream,
+        })
+    };
+    let (status, bytes) = post(&socket, "/v1/chat/completions", &ask(&messages)).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    let (calls, text, finish) = if stream {
+        assemble_openai(&sse(&bytes))
+    } else {
+        let body: Value = serde_json::from_slice(&bytes).unwrap();
+        let message = &body["choices"][0]["message"];
+        assert!(
+            message["content"].is_null(),
+            "no text beside the call: {message}"
+        );
+        (
+            message["tool_calls"].as_array().unwrap().clone(),
+            String::new(),
+            body["choices"][0]["finish_reason"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        )
+    };
+    assert_eq!(finish, "tool_calls");
+    assert_eq!(text, "");
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    let call = &calls[0];
+    assert_eq!(call["function"]["name"], "get_weather");
+    let arguments: Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert!(arguments["city"].is_string(), "{arguments}");
+    messages.push(json!({"role": "assistant", "content": null, "tool_calls": calls}));
+    messages.push(json!({"role": "tool", "tool_call_id": call["id"], "content": WEATHER}));
+    let (status, bytes) = post(&socket, "/v1/chat/completions", &ask(&messages)).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    let (calls, text, finish) = if stream {
+        assemble_openai(&sse(&bytes))
+    } else {
+        let body: Value = serde_json::from_slice(&bytes).unwrap();
+        (
+            Vec::new(),
+            body["choices"][0]["message"]["content"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+            body["choices"][0]["finish_reason"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        )
+    };
+    assert!(calls.is_empty());
+    assert_eq!(finish, "stop");
+    assert_eq!(text, backend.answer(WEATHER));
+}
+
+#[tokio::test]
+async fn openai_clients_run_a_whole_tool_loop_on_the_mock() {
+    openai_tool_loop(&mock(), false).await;
+}
+
+#[tokio::test]
+async fn openai_clients_run_a_streamed_tool_loop_on_the_mock() {
+    openai_tool_loop(&mock(), true).await;
+}
+
+async fn openai_json_reasoning_and_images(backend: &Backend) {
+    let daemon = start(backend);
+    let socket = http_socket(&daemon);
+    let user = json!([{"role": "user", "content": "Name a city"}]);
+    let schema = json!({"type": "object", "properties": {"city": {"type": "string"}, "rank": {"type": "integer"}}, "required": ["city", "rank"], "additionalProperties": false});
+    let (status, body) = post_json(
+        &socket,
+        "/v1/chat/completions",
+        &json!({"model": backend.model, "messages": user, "response_format": {
+            "type": "json_schema", "json_schema": {"name": "city", "strict": true, "schema": schema}}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let answer: Value =
+        serde_json::from_str(body["choices"][0]["message"]["content"].as_str().unwrap()).unwrap();
+    assert!(
+        answer["city"].is_string() && answer["rank"].is_i64(),
+        "{answer}"
+    );
+
+    // Reasoning: shown as `reasoning_content`, counted in the usage, and its provider
+    // state carried on the message to send back.
+    let (status, body) = post_json(
+        &socket,
+        "/v1/chat/completions",
+        &json!({"model": backend.model, "messages": user, "reasoning_effort": "low"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let message = body["choices"][0]["message"].clone();
+    assert_eq!(
+        message["reasoning_content"],
+        backend.reasoning("Name a city")
+    );
+    assert!(
+        body["usage"]["completion_tokens_details"]["reasoning_tokens"].as_u64() > Some(0),
+        "{body}"
+    );
+    assert!(message["provider_state"].is_object(), "{message}");
+    let again = |message: Value| {
+        json!({"model": backend.model, "reasoning_effort": "low", "messages": [
+            {"role": "user", "content": "Name a city"}, message,
+            {"role": "user", "content": "Another"}]})
+    };
+    let (status, body) = post_json(&socket, "/v1/chat/completions", &again(message.clone())).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the state sent back as it came is taken: {body}"
+    );
+    if let Some(forged) = &backend.forged_state {
+        let mut altered = message;
+        altered["provider_state"] = forged.clone();
+        let (status, body) = post_json(&socket, "/v1/chat/completions", &again(altered)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+    }
+
+    // Streamed reasoning comes as `delta.reasoning_content` before the text.
+    let (status, bytes) = post(
+        &socket,
+        "/v1/chat/completions",
+        &json!({"model": backend.model, "messages": user, "reasoning_effort": "high", "stream": true}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let events = sse(&bytes);
+    let reasoning: String = events
+        .iter()
+        .filter_map(|e| e["choices"][0]["delta"]["reasoning_content"].as_str())
+        .collect();
+    assert_eq!(reasoning, backend.reasoning("Name a city"));
+
+    // Images: a data URL and an https URL; another scheme is refused naming the field.
+    let image = |url: &str| json!({"type": "image_url", "image_url": {"url": url}});
+    let (status, body) = post_json(
+        &socket,
+        "/v1/chat/completions",
+        &json!({"model": backend.model, "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "What is this?"},
+            image("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="),
+            image("https://example.com/cat.png"),
+        ]}]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let text = body["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(text.starts_with("I see 2 images. "), "{text}");
+    let (status, body) = post_json(
+        &socket,
+        "/v1/chat/completions",
+        &json!({"model": backend.model, "messages": [{"role": "user", "content": [image("ftp://example.com/cat.png")]}]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        body["error"]["param"],
+        "messages[0].content[0].image_url.url"
+    );
+}
+
+#[tokio::test]
+async fn openai_clients_get_json_answers_reasoning_with_its_state_and_images_on_the_mock() {
+    openai_json_reasoning_and_images(&mock()).await;
+}
+
+/// A streamed Messages answer assembled as the SDKs do: blocks by index, text and
+/// thinking from their deltas, a tool's input from its JSON pieces, signatures.
+fn assemble_anthropic(events: &[Value]) -> (Vec<Value>, String) {
+    let mut blocks: Vec<Value> = Vec::new();
+    let mut partial: Vec<String> = Vec::new();
+    let mut stop = String::new();
+    for event in events {
+        match event["type"].as_str().unwrap() {
+            "content_block_start" => {
+                assert_eq!(event["index"].as_u64().unwrap() as usize, blocks.len());
+                blocks.push(event["content_block"].clone());
+                partial.push(String::new());
+            }
+            "content_block_delta" => {
+                let i = event["index"].as_u64().unwrap() as usize;
+                let delta = &event["delta"];
+                let append = |block: &mut Value, key: &str, more: &Value| {
+                    let now = format!(
+                        "{}{}",
+                        block[key].as_str().unwrap_or(""),
+                        more.as_str().unwrap()
+                    );
+                    block[key] = json!(now);
+                };
+                match delta["type"].as_str().unwrap() {
+                    "text_delta" => append(&mut blocks[i], "text", &delta["text"]),
+                    "thinking_delta" => append(&mut blocks[i], "thinking", &delta["thinking"]),
+                    "signature_delta" => blocks[i]["signature"] = delta["signature"].clone(),
+                    "input_json_delta" => {
+                        partial[i].push_str(delta["partial_json"].as_str().unwrap())
+                    }
+                    other => panic!("unexpected delta {other}"),
+                }
+            }
+            "content_block_stop" => {
+                let i = event["index"].as_u64().unwrap() as usize;
+                if blocks[i]["type"] == "tool_use" && !partial[i].is_empty() {
+                    blocks[i]["input"] = serde_json::from_str(&partial[i]).unwrap();
+                }
+            }
+            "message_delta" => stop = event["delta"]["stop_reason"].as_str().unwrap().to_owned(),
+            "message_start" | "message_stop" | "ping" => {}
+            other => panic!("unexpected event {other}: {event}"),
+        }
+    }
+    (blocks, stop)
+}
+
+async fn anthropic_tool_loop(backend: &Backend, stream: bool) {
+    let daemon = start(backend);
+    let socket = http_socket(&daemon);
+    let tools = json!([{"name": "get_weather", "description": "The weather in a city",
+        "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]);
+    let ask = |messages: &Value| {
+        json!({"model": backend.model, "max_tokens": 4096, "tools": tools, "stream": stream,
+               "thinking": {"type": "enabled", "budget_tokens": 2048}, "messages": messages})
+    };
+    let mut messages = json!([{"role": "user", "content": "What is the weather in Paris?"}]);
+    let turn = |bytes: &Bytes| -> (Vec<Value>, String) {
+        if stream {
+            assemble_anthropic(&sse(bytes))
+        } else {
+            let body: Value = serde_json::from_slice(bytes).unwrap();
+            assert_eq!(body["type"], "message", "{body}");
+            (
+                body["content"].as_array().unwrap().clone(),
+                body["stop_reason"].as_str().unwrap().to_owned(),
+            )
+        }
+    };
+    let (status, bytes) = post(&socket, "/v1/messages", &ask(&messages)).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    let (blocks, stop) = turn(&bytes);
+    assert_eq!(stop, "tool_use");
+    let thinking: String = blocks
+        .iter()
+        .filter(|b| b["type"] == "thinking")
+        .filter_map(|b| b["thinking"].as_str())
+        .collect();
+    assert_eq!(thinking, backend.reasoning(QUESTION));
+    assert!(
+        blocks.iter().any(|b| b["type"] == "thinking"
+            && b["signature"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("provd1."))),
+        "the state rides on a thinking block's signature: {blocks:?}"
+    );
+    let call = blocks
+        .iter()
+        .find(|b| b["type"] == "tool_use")
+        .unwrap_or_else(|| panic!("a tool_use block: {blocks:?}"))
+        .clone();
+    assert_eq!(call["name"], "get_weather");
+    assert!(call["input"]["city"].is_string(), "{call}");
+
+    // The assistant's blocks go back as they came, then the tool's result.
+    let result = |content: Value| json!({"role": "user", "content": [{"type": "tool_result", "tool_use_id": call["id"], "content": content}]});
+    let list = messages.as_array_mut().unwrap();
+    list.push(json!({"role": "assistant", "content": blocks}));
+    list.push(result(json!(WEATHER)));
+    let (status, bytes) = post(&socket, "/v1/messages", &ask(&messages)).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    let (blocks, stop) = turn(&bytes);
+    assert_eq!(stop, "end_turn");
+    let text: String = blocks
+        .iter()
+        .filter(|b| b["type"] == "text")
+        .filter_map(|b| b["text"].as_str())
+        .collect();
+    assert_eq!(text, backend.answer(WEATHER));
+
+    // A signature token altered on the way carries state the provider refuses.
+    let Some(forged) = backend.forged_state.as_ref().map(provd_token) else {
+        return;
+    };
+    for block in messages[1]["content"].as_array_mut().unwrap() {
+        if block["type"] == "thinking" && block["signature"] != "" {
+            block["signature"] = json!(forged);
+        }
+    }
+    let (status, body) = post_json(
+        &socket,
+        "/v1/messages",
+        &json!({
+            "model": backend.model, "max_tokens": 4096, "tools": tools, "messages": messages,
+        }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+}
+
+/// A provider-state token as provd writes one (`provd1.` and the JSON in hex), made
+/// here to forge a state.
+fn provd_token(state: &Value) -> String {
+    let hex: String = state
+        .to_string()
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("provd1.{hex}")
+}
+
+#[tokio::test]
+async fn anthropic_clients_run_a_whole_tool_loop_with_thinking_on_the_mock() {
+    anthropic_tool_loop(&mock(), false).await;
+}
+
+#[tokio::test]
+async fn anthropic_clients_run_a_streamed_tool_loop_with_thinking_on_the_mock() {
+    anthropic_tool_loop(&mock(), true).await;
+}
+
+async fn anthropic_json_and_images(backend: &Backend) {
+    let daemon = start(backend);
+    let socket = http_socket(&daemon);
+    let schema = json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"], "additionalProperties": false});
+    let (status, body) = post_json(
+        &socket,
+        "/v1/messages",
+        &json!({
+            "model": backend.model, "max_tokens": 100,
+            "messages": [{"role": "user", "content": "Name a city"}],
+            "output_config": {"format": {"type": "json_schema", "schema": schema}},
+        }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let answer: Value = serde_json::from_str(body["content"][0]["text"].as_str().unwrap()).unwrap();
+    assert!(answer["city"].is_string(), "{answer}");
+    let (status, body) = post_json(&socket, "/v1/messages", &json!({
+        "model": backend.model, "max_tokens": 100,
+        "messages": [{"role": "user", "content": [
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}},
+            {"type": "text", "text": "What is this?"},
+        ]}],
+    }))
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("I see 1 image. "),
+        "{body}"
+    );
+    let (status, body) = post_json(
+        &socket,
+        "/v1/messages",
+        &json!({
+            "model": backend.model, "max_tokens": 100,
+            "messages": [{"role": "user", "content": "q"}],
+            "tools": [{"type": "web_search_20250305", "name": "web_search"}],
+        }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("tools.0.type"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn anthropic_clients_get_structured_output_and_images_on_the_mock() {
+    anthropic_json_and_images(&mock()).await;
+}
+
+async fn ollama_tool_loop(backend: &Backend, stream: bool) {
+    let daemon = start(backend);
+    let socket = http_socket(&daemon);
+    let mut messages = vec![json!({"role": "user", "content": QUESTION})];
+    let ask = |messages: &[Value]| {
+        json!({"model": backend.model, "messages": messages, "tools": openai_tools(),
+               "think": true, "stream": stream})
+    };
+    // Each answer read as Ollama's clients read it: the lines' messages merged.
+    let read = |bytes: &Bytes| -> (Value, String) {
+        let lines = if stream {
+            ndjson(bytes)
+        } else {
+            vec![serde_json::from_slice(bytes).unwrap()]
+        };
+        let mut merged = json!({"content": "", "thinking": "", "tool_calls": []});
+        for line in &lines {
+            let m = &line["message"];
+            for key in ["content", "thinking"] {
+                let now = format!(
+                    "{}{}",
+                    merged[key].as_str().unwrap(),
+                    m[key].as_str().unwrap_or("")
+                );
+                merged[key] = json!(now);
+            }
+            for call in m["tool_calls"].as_array().into_iter().flatten() {
+                merged["tool_calls"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(call.clone());
+            }
+        }
+        let last = lines.last().unwrap();
+        assert_eq!(last["done"], true, "{last}");
+        (merged, last["done_reason"].as_str().unwrap().to_owned())
+    };
+    let (status, bytes) = post(&socket, "/api/chat", &ask(&messages)).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    let (message, reason) = read(&bytes);
+    assert_eq!(reason, "stop");
+    assert_eq!(message["thinking"], backend.reasoning(QUESTION));
+    let calls = message["tool_calls"].as_array().unwrap().clone();
+    assert_eq!(calls.len(), 1, "{message}");
+    assert_eq!(calls[0]["function"]["name"], "get_weather");
+    assert!(
+        calls[0]["function"]["arguments"]["city"].is_string(),
+        "{message}"
+    );
+    // Sent back as Ollama's clients do: the calls without ids, the result by tool name.
+    messages.push(json!({"role": "assistant", "content": "", "tool_calls": [{"function": calls[0]["function"]}]}));
+    messages.push(json!({"role": "tool", "tool_name": "get_weather", "content": WEATHER}));
+    let (status, bytes) = post(&socket, "/api/chat", &ask(&messages)).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    let (message, _) = read(&bytes);
+    assert_eq!(message["content"], backend.answer(WEATHER));
+}
+
+#[tokio::test]
+async fn ollama_clients_run_a_whole_tool_loop_with_thinking_on_the_mock() {
+    ollama_tool_loop(&mock(), false).await;
+}
+
+#[tokio::test]
+async fn ollama_clients_run_a_streamed_tool_loop_with_thinking_on_the_mock() {
+    ollama_tool_loop(&mock(), true).await;
+}
+
+async fn ollama_format_and_images(backend: &Backend) {
+    let daemon = start(backend);
+    let socket = http_socket(&daemon);
+    let (status, body) = post_json(&socket, "/api/chat", &json!({
+        "model": backend.model, "stream": false,
+        "messages": [{"role": "user", "content": "Name a city"}],
+        "format": {"type": "object", "properties": {"age": {"type": "integer"}}, "required": ["age"]},
+    }))
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let answer: Value = serde_json::from_str(body["message"]["content"].as_str().unwrap()).unwrap();
+    assert!(answer["age"].is_i64(), "{answer}");
+    let (status, body) = post_json(
+        &socket,
+        "/api/chat",
+        &json!({
+            "model": backend.model, "stream": false, "format": "json",
+            "messages": [{"role": "user", "content": "Name a city"}],
+        }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        serde_json::from_str::<Value>(body["message"]["content"].as_str().unwrap())
+            .unwrap()
+            .is_object()
+    );
+    let (status, body) = post_json(
+        &socket,
+        "/api/generate",
+        &json!({
+            "model": backend.model, "stream": false, "prompt": "What is this?",
+            "images": ["iVBORw0KGgoAAAANSUhEUg==", "/9j/4AAQSkZJRg=="],
+        }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body["response"]
+            .as_str()
+            .unwrap()
+            .starts_with("I see 2 images. "),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn ollama_clients_get_format_answers_and_images_on_the_mock() {
+    ollama_format_and_images(&mock()).await;
+}
+
+/// Whether the Python package `module` is there; prints SKIPPED and returns false when
+/// not, except in CI, where it is installed and a missing one is a failure.
+fn have_python_package(python: &std::ffi::OsStr, module: &str) -> bool {
+    let ok = Command::new(python)
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        let why = format!(
+            "the {module} Python package is missing (scripts/test makes the Python environment from tests/python/requirements.txt)"
+        );
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{why}, and CI installs it"
+        );
+        eprintln!("SKIPPED: {why}");
+    }
+    ok
+}
+
+/// Runs `python/sdk_tools.py --sdk SDK` against a daemon on `backend` over the Unix
+/// socket and asserts its `tests` tests passed.
+fn run_sdk_tools(backend: &Backend, sdk: &str, tests: usize) {
+    let python = provd_tests::python();
+    if !have_python_package(&python, sdk) {
+        return;
+    }
+    let daemon = start(backend);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join("sdk_tools.py");
+    let mut command = Command::new(&python);
+    command
+        .arg(script)
+        .args(["--sdk", sdk, "--model", &backend.model])
+        .args([
+            "--answer",
+            &backend.answer,
+            "--reasoning",
+            &backend.reasoning,
+        ])
+        .arg("--socket")
+        .arg(http_socket(&daemon));
+    if let Some(forged) = &backend.forged_state {
+        command.args(["--forged-state", &forged.to_string()]);
+    }
+    // What the SDKs read from their environment is the test's to set, not the host's.
+    for name in [
+        "OPENAI_BASE_URL",
+        "OPENAI_API_KEY",
+        "ANTHROPIC_BASE_URL",
+        "ANTHROPIC_API_KEY",
+        "ANTHROPIC_AUTH_TOKEN",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ] {
+        command.env_remove(name);
+    }
+    let output = command.stdin(Stdio::null()).output().expect("run python");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    print!("{stdout}");
+    assert!(
+        output.status.success(),
+        "sdk_tools.py --sdk {sdk} failed:\n{stdout}\n{}\ndaemon log:\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        daemon.log()
+    );
+    let summary = format!("{tests} passed, 0 failed");
+    assert!(stdout.lines().any(|l| l.trim() == summary), "{stdout}");
+}
+
+#[test]
+fn the_official_openai_sdk_runs_tool_loops_and_a_json_schema_request_on_the_mock() {
+    run_sdk_tools(&mock(), "openai", 4);
+}
+
+#[test]
+fn the_official_anthropic_sdk_runs_tool_loops_with_thinking_on_the_mock() {
+    run_sdk_tools(&mock(), "anthropic", 3);
+}
