@@ -22,6 +22,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::StatusCode;
 use hyper_util::rt::TokioIo;
+use provd_tests::upstream::{Reply, Upstream};
 use provd_tests::Daemon;
 use serde_json::{json, Value};
 
@@ -750,11 +751,12 @@ fn have_python_package(python: &std::ffi::OsStr, module: &str) -> bool {
 }
 
 /// Runs `python/sdk_tools.py --sdk SDK` against a daemon on `backend` over the Unix
-/// socket and asserts its `tests` tests passed.
-fn run_sdk_tools(backend: &Backend, sdk: &str, tests: usize) {
+/// socket (only the tests named in `only`, when it names any) and asserts its `tests`
+/// tests passed; false when the SDK is missing and nothing ran.
+fn run_sdk_tools(backend: &Backend, sdk: &str, only: &[&str], tests: usize) -> bool {
     let python = provd_tests::python();
     if !have_python_package(&python, sdk) {
-        return;
+        return false;
     }
     let daemon = start(backend);
     let script = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -774,6 +776,9 @@ fn run_sdk_tools(backend: &Backend, sdk: &str, tests: usize) {
         .arg(http_socket(&daemon));
     if let Some(forged) = &backend.forged_state {
         command.args(["--forged-state", &forged.to_string()]);
+    }
+    if !only.is_empty() {
+        command.args(["--only", &only.join(",")]);
     }
     // What the SDKs read from their environment is the test's to set, not the host's.
     for name in [
@@ -802,14 +807,195 @@ fn run_sdk_tools(backend: &Backend, sdk: &str, tests: usize) {
     );
     let summary = format!("{tests} passed, 0 failed");
     assert!(stdout.lines().any(|l| l.trim() == summary), "{stdout}");
+    true
 }
 
 #[test]
 fn the_official_openai_sdk_runs_tool_loops_and_a_json_schema_request_on_the_mock() {
-    run_sdk_tools(&mock(), "openai", 4);
+    run_sdk_tools(&mock(), "openai", &[], 4);
 }
 
 #[test]
 fn the_official_anthropic_sdk_runs_tool_loops_with_thinking_on_the_mock() {
-    run_sdk_tools(&mock(), "anthropic", 3);
+    run_sdk_tools(&mock(), "anthropic", &[], 3);
+}
+
+// ---------------------------------------------------------------------------------------
+// Across providers: an SDK of one API driving a model of another
+
+/// The text of a Messages API turn's `tool_result` (a string, or text blocks).
+fn anthropic_tool_result(body: &Value) -> Option<String> {
+    let last = body["messages"].as_array()?.last()?;
+    let block = last["content"]
+        .as_array()?
+        .iter()
+        .find(|b| b["type"] == "tool_result")?;
+    Some(match &block["content"] {
+        Value::String(text) => text.clone(),
+        Value::Array(blocks) => blocks.iter().filter_map(|b| b["text"].as_str()).collect(),
+        other => other.to_string(),
+    })
+}
+
+/// A Claude model behind provider `c`: the faithful Anthropic mock, scripted from each
+/// request as the model would answer it: a `tool_use` of `get_weather` when given tools,
+/// `Claude says: RESULT` after a tool result, a JSON object for an `output_config`
+/// schema.
+async fn claude() -> (Upstream, Backend) {
+    use provd_tests::apis::anthropic::{answer, Block};
+    let upstream = Upstream::start(|r| {
+        let body = r.json();
+        if let Some(result) = anthropic_tool_result(&body) {
+            let text = format!("Claude says: {result}");
+            return answer(&r, &[Block::Text(&[text.as_str()])], "end_turn", (20, 5));
+        }
+        if body["tools"].as_array().is_some_and(|t| !t.is_empty()) {
+            let call = Block::ToolUse {
+                id: "toolu_01A",
+                name: "get_weather",
+                partial_json: &["{\"city\": ", "\"Paris\"}"],
+            };
+            return answer(&r, &[call], "tool_use", (30, 12));
+        }
+        if body.get("output_config").is_some() {
+            let json = ["{\"city\": \"Paris\", ", "\"rank\": 1}"];
+            return answer(&r, &[Block::Text(&json)], "end_turn", (10, 9));
+        }
+        answer(&r, &[Block::Text(&["Bonjour"])], "end_turn", (5, 1))
+    })
+    .await;
+    let backend = Backend {
+        config: provd_tests::apis::provider_config("anthropic", &upstream.base_url, 0, "")
+            .replace("providers.p]", "providers.c]")
+            .replace("default_provider = \"p\"", "default_provider = \"c\""),
+        env: vec![("PROVD_TEST_KEY".into(), provd_tests::apis::TEST_KEY.into())],
+        model: "c/claude-test-model".into(),
+        answer: "Claude says: {result}".into(),
+        reasoning: String::new(),
+        forged_state: None,
+    };
+    (upstream, backend)
+}
+
+/// A GPT model behind provider `g`: the faithful OpenAI mock, scripted from each request:
+/// a `get_weather` call when given tools, `GPT says: RESULT` after a tool message.
+async fn gpt() -> (Upstream, Backend) {
+    use provd_tests::apis::openai;
+    const MODEL: &str = "gpt-test";
+    let upstream = Upstream::start(|r| {
+        let body = r.json();
+        let streamed = body["stream"] == true;
+        let last = body["messages"]
+            .as_array()
+            .and_then(|m| m.last())
+            .cloned()
+            .unwrap_or_default();
+        if last["role"] == "tool" {
+            let text = format!("GPT says: {}", last["content"].as_str().unwrap_or_default());
+            return if streamed {
+                openai::stream_reply(&openai::stream_text(MODEL, &[&text], "stop", (40, 6)), 9)
+            } else {
+                Reply::json(200, &openai::completion(MODEL, &text, "stop", (40, 6)))
+            };
+        }
+        let calls = [("call_gpt_1", "get_weather", "{\"city\":\"Paris\"}")];
+        if streamed {
+            openai::stream_reply(&openai::stream_tool_calls(MODEL, &calls, (30, 10)), 9)
+        } else {
+            Reply::json(200, &openai::completion_tool_calls(MODEL, &calls, (30, 10)))
+        }
+    })
+    .await;
+    let backend = Backend {
+        config: provd_tests::apis::provider_config(
+            "openai",
+            &format!("{}/v1", upstream.base_url),
+            0,
+            "",
+        )
+        .replace("providers.p]", "providers.g]")
+        .replace("default_provider = \"p\"", "default_provider = \"g\"")
+        .replace(
+            "default_model = \"test-model\"",
+            "default_model = \"gpt-test\"",
+        ),
+        env: vec![("PROVD_TEST_KEY".into(), provd_tests::apis::TEST_KEY.into())],
+        model: "g/gpt-test".into(),
+        answer: "GPT says: {result}".into(),
+        // OpenAI's Chat Completions shows no reasoning text: the loops run without thinking.
+        reasoning: String::new(),
+        forged_state: None,
+    };
+    (upstream, backend)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_openai_sdk_runs_tool_loops_and_json_against_a_claude_model() {
+    let (upstream, backend) = claude().await;
+    // The upstream answers on this runtime while the script runs on a blocking thread.
+    let ran = tokio::task::block_in_place(|| {
+        run_sdk_tools(
+            &backend,
+            "openai",
+            &[
+                "openai_tool_loop_not_streamed",
+                "openai_tool_loop_streamed",
+                "openai_json_schema_parse",
+            ],
+            3,
+        )
+    });
+    if ran {
+        // The Claude model really got the Messages API's shapes: tools, the call sent
+        // back as a tool_use block and its result as a tool_result block.
+        let second = upstream
+            .requests()
+            .into_iter()
+            .map(|r| r.json())
+            .find(|b| anthropic_tool_result(b).is_some())
+            .expect("a turn with the tool's result reached Claude");
+        assert_eq!(second["tools"][0]["name"], "get_weather");
+        let assistant = &second["messages"][1];
+        assert_eq!(assistant["role"], "assistant");
+        assert_eq!(assistant["content"][0]["type"], "tool_use");
+        assert_eq!(assistant["content"][0]["id"], "toolu_01A");
+        assert_eq!(assistant["content"][0]["input"], json!({"city": "Paris"}));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_anthropic_sdk_runs_tool_loops_against_an_openai_model() {
+    let (upstream, backend) = gpt().await;
+    let ran = tokio::task::block_in_place(|| {
+        run_sdk_tools(
+            &backend,
+            "anthropic",
+            &[
+                "anthropic_tool_loop_not_streamed",
+                "anthropic_tool_loop_streamed",
+            ],
+            2,
+        )
+    });
+    if ran {
+        let second = upstream
+            .requests()
+            .into_iter()
+            .map(|r| r.json())
+            .find(|b| {
+                b["messages"]
+                    .as_array()
+                    .is_some_and(|m| m.iter().any(|t| t["role"] == "tool"))
+            })
+            .expect("a turn with the tool's result reached the GPT model");
+        assert_eq!(second["tools"][0]["function"]["name"], "get_weather");
+        let messages = second["messages"].as_array().unwrap();
+        let call = &messages[messages.len() - 2]["tool_calls"][0];
+        assert_eq!(call["id"], "call_gpt_1");
+        let tool = &messages[messages.len() - 1];
+        assert_eq!(
+            (tool["tool_call_id"].as_str(), tool["content"].as_str()),
+            (Some("call_gpt_1"), Some("15 degrees and sunny"))
+        );
+    }
 }

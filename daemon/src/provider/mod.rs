@@ -243,7 +243,6 @@ pub fn conversation(request: &GenerateRequest) -> (Option<String>, Vec<provd_cli
     (system, turns)
 }
 
-
 /// A non-streamed answer's events, as the stream [`Provider::generate`] returns.
 pub fn whole_answer(events: Vec<StreamEvent>) -> EventStream {
     Box::pin(futures_util::stream::iter(events.into_iter().map(Ok)))

@@ -224,7 +224,9 @@ pub static TYPES: &[ProviderType] = &[
         stream: Some(OPENAI_STREAM),
         // Reasoning: `reasoning_effort` is sent and `reasoning_content` read; a server
         // that knows neither ignores the first and sends no second.
-        capabilities: &[Streaming, Tools, JsonObject, JsonSchema, Reasoning, Images, ImageUrls],
+        capabilities: &[
+            Streaming, Tools, JsonObject, JsonSchema, Reasoning, Images, ImageUrls,
+        ],
     },
     ProviderType {
         kind: ProviderKind::Ollama,

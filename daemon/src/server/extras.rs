@@ -170,7 +170,8 @@ impl Extras {
             tool_calls: calls,
             // A provider that sends no reasoning text (OpenAI's Chat Completions) leaves
             // none, not an empty one.
-            reasoning: (self.keep_reasoning && !self.reasoning.is_empty()).then_some(self.reasoning),
+            reasoning: (self.keep_reasoning && !self.reasoning.is_empty())
+                .then_some(self.reasoning),
             provider_state: self.provider_state,
         })
     }
@@ -288,7 +289,11 @@ mod tests {
         whole.reasoning("b".into()).unwrap();
         assert_eq!(whole.finish().unwrap().reasoning.as_deref(), Some("ab"));
         let silent = Extras::new(1, &with_tools(false));
-        assert_eq!(silent.finish().unwrap().reasoning, None, "no text is no reasoning");
+        assert_eq!(
+            silent.finish().unwrap().reasoning,
+            None,
+            "no text is no reasoning"
+        );
     }
 
     #[test]
