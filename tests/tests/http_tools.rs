@@ -847,7 +847,7 @@ async fn claude() -> (Upstream, Backend) {
         let body = r.json();
         if let Some(result) = anthropic_tool_result(&body) {
             let text = format!("Claude says: {result}");
-            return answer(&r, &[Block::Text(&[text.as_str()])], "end_turn", (20, 5));
+            return answer(r, &[Block::Text(&[text.as_str()])], "end_turn", (20, 5));
         }
         if body["tools"].as_array().is_some_and(|t| !t.is_empty()) {
             let call = Block::ToolUse {
@@ -855,13 +855,13 @@ async fn claude() -> (Upstream, Backend) {
                 name: "get_weather",
                 partial_json: &["{\"city\": ", "\"Paris\"}"],
             };
-            return answer(&r, &[call], "tool_use", (30, 12));
+            return answer(r, &[call], "tool_use", (30, 12));
         }
         if body.get("output_config").is_some() {
             let json = ["{\"city\": \"Paris\", ", "\"rank\": 1}"];
-            return answer(&r, &[Block::Text(&json)], "end_turn", (10, 9));
+            return answer(r, &[Block::Text(&json)], "end_turn", (10, 9));
         }
-        answer(&r, &[Block::Text(&["Bonjour"])], "end_turn", (5, 1))
+        answer(r, &[Block::Text(&["Bonjour"])], "end_turn", (5, 1))
     })
     .await;
     let backend = Backend {
