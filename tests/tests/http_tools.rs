@@ -878,7 +878,8 @@ async fn claude() -> (Upstream, Backend) {
 }
 
 /// A GPT model behind provider `g`: the faithful OpenAI mock, scripted from each request:
-/// a `get_weather` call when given tools, `GPT says: RESULT` after a tool message.
+/// a `get_weather` call when given tools, `GPT says: RESULT` after a tool message, a JSON
+/// object when asked for a response format.
 async fn gpt() -> (Upstream, Backend) {
     use provd_tests::apis::openai;
     const MODEL: &str = "gpt-test";
@@ -896,6 +897,19 @@ async fn gpt() -> (Upstream, Backend) {
                 openai::stream_reply(&openai::stream_text(MODEL, &[&text], "stop", (40, 6)), 9)
             } else {
                 Reply::json(200, &openai::completion(MODEL, &text, "stop", (40, 6)))
+            };
+        }
+        if body.get("tools").is_none() {
+            // A JSON answer (what `response_format` asked for) or plain text.
+            let text = if body.get("response_format").is_some() {
+                r#"{"city":"Paris","country":"France"}"#
+            } else {
+                "Hello"
+            };
+            return if streamed {
+                openai::stream_reply(&openai::stream_text(MODEL, &[text], "stop", (8, 9)), 9)
+            } else {
+                Reply::json(200, &openai::completion(MODEL, text, "stop", (8, 9)))
             };
         }
         let calls = [("call_gpt_1", "get_weather", "{\"city\":\"Paris\"}")];
@@ -998,4 +1012,43 @@ async fn the_official_anthropic_sdk_runs_tool_loops_against_an_openai_model() {
             (Some("call_gpt_1"), Some("15 degrees and sunny"))
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ollama_clients_run_tool_loops_and_get_json_from_an_openai_model() {
+    let (upstream, backend) = gpt().await;
+    ollama_tool_loop(&backend, false).await;
+    ollama_tool_loop(&backend, true).await;
+    // The GPT model got the calls back with their ids (provd matched Ollama's tool_name
+    // to the call) and the result as a tool message.
+    let bodies: Vec<Value> = upstream.requests().into_iter().map(|r| r.json()).collect();
+    let second = bodies
+        .iter()
+        .find(|b| {
+            b["messages"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|t| t["role"] == "tool"))
+        })
+        .expect("the tool's result reached the GPT model");
+    let messages = second["messages"].as_array().unwrap();
+    let id = messages[messages.len() - 2]["tool_calls"][0]["id"].clone();
+    assert_eq!(messages[messages.len() - 1]["tool_call_id"], id);
+
+    let daemon = start(&backend);
+    let schema = json!({"type": "object", "properties": {"city": {"type": "string"},
+        "country": {"type": "string"}}, "required": ["city", "country"]});
+    let (status, answer) = post_json(
+        &http_socket(&daemon),
+        "/api/chat",
+        &json!({"model": backend.model, "stream": false, "format": schema,
+                "messages": [{"role": "user", "content": "Name a capital"}]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let content: Value = serde_json::from_str(answer["message"]["content"].as_str().unwrap())
+        .expect("the answer is JSON");
+    assert_eq!(content, json!({"city": "Paris", "country": "France"}));
+    let asked = upstream.requests().last().unwrap().json();
+    assert_eq!(asked["response_format"]["type"], "json_schema");
+    assert_eq!(asked["response_format"]["json_schema"]["schema"], schema);
 }
