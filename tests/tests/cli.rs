@@ -41,6 +41,10 @@ fn providers_models_status_and_ping_report_the_daemon() {
     let (ok, out, _) = run_provd(&["providers"], &daemon.socket);
     assert!(ok.success());
     assert!(out.contains("mock") && out.contains("(default)"), "{out}");
+    assert!(
+        out.contains("capabilities: streaming, tools, json_object, json_schema, reasoning, images, image_urls"),
+        "{out}"
+    );
     let (ok, out, _) = run_provd(&["models"], &daemon.socket);
     assert!(ok.success());
     assert!(out.contains("mock-1"), "{out}");

@@ -148,6 +148,8 @@ pub async fn providers(socket: &Path, as_json: bool) -> Result<(), CommandError>
             p.default_model.as_deref().unwrap_or("-"),
             if p.is_default { " (default)" } else { "" }
         );
+        // What requests to it may use beyond text, so a user can tell before asking.
+        println!("{:<16} capabilities: {}", "", p.capabilities.join(", "));
     }
     Ok(())
 }
