@@ -518,3 +518,64 @@ fn installed_library_runs_a_pkg_config_linked_program_without_ld_library_path() 
     assert!(stderr.contains(" tokens"), "{stderr}");
     assert!(!out.stdout.is_empty(), "no text streamed");
 }
+
+/// `tests/c/tool_loop.c` against a daemon whose provider is an OpenAI-type provider on
+/// the faithful OpenAI mock: the C ABI's tool loop and JSON answer reach a real
+/// provider type's API, not only the built-in mock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_c_caller_runs_a_tool_loop_and_a_json_answer_against_an_openai_model() {
+    if !have("cc", &["--version"]) {
+        return;
+    }
+    let upstream = provd_tests::apis::openai::tool_model("gpt-test").await;
+    let daemon = Daemon::builder()
+        .config(&provd_tests::apis::provider_config(
+            "openai",
+            &format!("{}/v1", upstream.base_url),
+            0,
+            "",
+        ))
+        .env("PROVD_TEST_KEY", provd_tests::apis::TEST_KEY)
+        .start();
+    let out = tokio::task::block_in_place(|| {
+        let lib = lib();
+        let tmp = tempfile::tempdir().unwrap();
+        let flags = flags(&lib, tmp.path());
+        let exe = tmp.path().join("tool_loop");
+        run(
+            Command::new("cc")
+                .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-g"])
+                .args(&flags.cflags)
+                .arg(workspace().join("tests/c/tool_loop.c"))
+                .arg("-o")
+                .arg(&exe)
+                .args(&flags.libs)
+                .arg(format!("-Wl,-rpath,{}", lib.dir.display()))
+                .arg("-pthread"),
+            "cc tool_loop.c",
+        );
+        run(
+            Command::new(&exe).arg(&daemon.socket).arg("p/gpt-test"),
+            "tool_loop",
+        )
+    });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            r#"call call_gpt_1 get_weather {"city":"Paris"}"#,
+            "answer GPT says: 18 degrees and sunny",
+            r#"json {"city":"Paris","country":"France"}"#,
+        ],
+        "{stdout}"
+    );
+    // The model got OpenAI's shapes: the call sent back with its id, then its result.
+    let bodies: Vec<serde_json::Value> =
+        upstream.requests().into_iter().map(|r| r.json()).collect();
+    let second = &bodies[1]["messages"];
+    assert_eq!(second[1]["tool_calls"][0]["id"], "call_gpt_1");
+    assert_eq!(second[2]["role"], "tool");
+    assert_eq!(second[2]["tool_call_id"], "call_gpt_1");
+    assert_eq!(bodies[2]["response_format"]["type"], "json_schema");
+}

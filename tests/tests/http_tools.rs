@@ -978,7 +978,7 @@ async fn the_official_openai_sdk_runs_tool_loops_and_json_against_a_claude_model
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_official_anthropic_sdk_runs_tool_loops_against_an_openai_model() {
+async fn the_official_anthropic_sdk_runs_tool_loops_and_json_against_an_openai_model() {
     let (upstream, backend) = gpt().await;
     let ran = tokio::task::block_in_place(|| {
         run_sdk_tools(
@@ -987,8 +987,9 @@ async fn the_official_anthropic_sdk_runs_tool_loops_against_an_openai_model() {
             &[
                 "anthropic_tool_loop_not_streamed",
                 "anthropic_tool_loop_streamed",
+                "anthropic_structured_output_parse",
             ],
-            2,
+            3,
         )
     });
     if ran {

@@ -250,3 +250,47 @@ pub fn stream_reasoning(
     s.push_str("data: [DONE]\n\n");
     s
 }
+
+/// A model that uses tools, scripted from each request as such a model answers: a call
+/// `call_gpt_1` of `get_weather` with `{"city":"Paris"}` when given tools, `GPT says:
+/// RESULT` after a tool message, `{"city":"Paris","country":"France"}` when asked for a
+/// response format, else `Hello`; streamed or whole as the request asks. What an
+/// interface's tool loop against a real provider type is tested with.
+pub async fn tool_model(model: &'static str) -> Upstream {
+    Upstream::start(move |r| {
+        let body = r.json();
+        let streamed = body["stream"] == true;
+        let text_reply = |text: &str| {
+            if streamed {
+                stream_reply(&stream_text(model, &[text], "stop", (8, 9)), 9)
+            } else {
+                Reply::json(200, &completion(model, text, "stop", (8, 9)))
+            }
+        };
+        let last = body["messages"]
+            .as_array()
+            .and_then(|m| m.last())
+            .cloned()
+            .unwrap_or_default();
+        if last["role"] == "tool" {
+            return text_reply(&format!(
+                "GPT says: {}",
+                last["content"].as_str().unwrap_or_default()
+            ));
+        }
+        if body.get("tools").is_none() {
+            return text_reply(if body.get("response_format").is_some() {
+                r#"{"city":"Paris","country":"France"}"#
+            } else {
+                "Hello"
+            });
+        }
+        let calls = [("call_gpt_1", "get_weather", r#"{"city":"Paris"}"#)];
+        if streamed {
+            stream_reply(&stream_tool_calls(model, &calls, (30, 10)), 9)
+        } else {
+            Reply::json(200, &completion_tool_calls(model, &calls, (30, 10)))
+        }
+    })
+    .await
+}
