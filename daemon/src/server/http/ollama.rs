@@ -90,6 +90,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Map, Value};
 
 use super::generate::{kind, line, present, string};
+use crate::provider::tools;
 
 pub use crate::provider::ollama::OPTION_KEYS;
 
@@ -432,7 +433,7 @@ fn put_calls(object: &mut Map<String, Value>, calls: &[ToolCall]) {
                     "index": index,
                     "name": call.name,
                     // The server checked the arguments parse.
-                    "arguments": serde_json::from_str::<Value>(&call.arguments).unwrap_or_else(|_| json!({})),
+                    "arguments": tools::arguments_object(call),
                 },
             })
         })
