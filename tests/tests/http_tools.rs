@@ -730,32 +730,12 @@ async fn ollama_clients_get_format_answers_and_images_on_the_mock() {
     ollama_format_and_images(&mock()).await;
 }
 
-/// Whether the Python package `module` is there; prints SKIPPED and returns false when
-/// not, except in CI, where it is installed and a missing one is a failure.
-fn have_python_package(python: &std::ffi::OsStr, module: &str) -> bool {
-    let ok = Command::new(python)
-        .args(["-c", &format!("import {module}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        let why = format!(
-            "the {module} Python package is missing (scripts/test makes the Python environment from tests/python/requirements.txt)"
-        );
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{why}, and CI installs it"
-        );
-        eprintln!("SKIPPED: {why}");
-    }
-    ok
-}
-
 /// Runs `python/sdk_tools.py --sdk SDK` against a daemon on `backend` over the Unix
 /// socket (only the tests named in `only`, when it names any) and asserts its `tests`
 /// tests passed; false when the SDK is missing and nothing ran.
 fn run_sdk_tools(backend: &Backend, sdk: &str, only: &[&str], tests: usize) -> bool {
     let python = provd_tests::python();
-    if !have_python_package(&python, sdk) {
+    if !provd_tests::have_python_package(sdk) {
         return false;
     }
     let daemon = start(backend);
@@ -781,19 +761,7 @@ fn run_sdk_tools(backend: &Backend, sdk: &str, only: &[&str], tests: usize) -> b
         command.args(["--only", &only.join(",")]);
     }
     // What the SDKs read from their environment is the test's to set, not the host's.
-    for name in [
-        "OPENAI_BASE_URL",
-        "OPENAI_API_KEY",
-        "ANTHROPIC_BASE_URL",
-        "ANTHROPIC_API_KEY",
-        "ANTHROPIC_AUTH_TOKEN",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-    ] {
+    for name in provd_tests::SDK_ENV_VARS {
         command.env_remove(name);
     }
     let output = command.stdin(Stdio::null()).output().expect("run python");
