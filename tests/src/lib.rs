@@ -12,7 +12,7 @@ pub mod upstream; // the mock upstream HTTP server and what it saw
 
 pub use generation::{
     drain_chunks, drain_generation, generation_chunks, generation_error, generation_outcome,
-    generation_text, mock_request, numbered, numbered_text, Outcome,
+    generation_text, mock_request, numbered, numbered_text, weather_schema, weather_tool, Outcome,
 };
 
 use std::io::{BufRead, BufReader};

@@ -8,21 +8,13 @@ use provd_client::{
     ErrorCode, FinishReason, GenerateDone, GenerateEvent, GenerateRequest, Image, Message,
     Reasoning, ResponseFormat, Role, Tool, ToolCall, ToolChoice,
 };
-use provd_tests::Daemon;
+use provd_tests::{weather_tool, Daemon};
 use serde_json::{json, Value};
-
-fn weather() -> Tool {
-    Tool::new(
-        "get_weather",
-        "The weather in a city",
-        json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}),
-    )
-}
 
 fn ask(stream: bool) -> GenerateRequest {
     GenerateRequest {
         messages: vec![Message::text(Role::User, "What is the weather in Paris?")],
-        tools: vec![weather()],
+        tools: vec![weather_tool()],
         stream,
         ..GenerateRequest::default()
     }
