@@ -189,37 +189,24 @@ async fn a_json_schema_answer_parses_and_matches_the_schema_streamed_or_whole() 
 #[tokio::test]
 async fn reasoning_is_streamed_only_when_shown_counted_always_and_its_state_returns() {
     let daemon = Daemon::start();
-    let reasoning = |show| Reasoning {
-        budget_tokens: Some(1024),
-        show,
-        ..Reasoning::default()
+    let sky = |show, stream| GenerateRequest {
+        prompt: Some("why is the sky blue".into()),
+        reasoning: Some(Reasoning {
+            budget_tokens: Some(1024),
+            show,
+            ..Reasoning::default()
+        }),
+        stream,
+        ..GenerateRequest::default()
     };
-    let hidden = run(
-        &daemon,
-        GenerateRequest {
-            prompt: Some("why is the sky blue".into()),
-            reasoning: Some(reasoning(false)),
-            stream: true,
-            ..GenerateRequest::default()
-        },
-    )
-    .await;
+    let hidden = run(&daemon, sky(false, true)).await;
     assert_eq!(hidden.reasoning, "");
     let done = hidden.done.unwrap();
     // "Thinking about: why is the sky blue" is 7 words.
     assert_eq!(done.usage.reasoning_tokens, Some(7));
     assert!(done.usage.completion_tokens > 7, "{:?}", done.usage);
 
-    let shown = run(
-        &daemon,
-        GenerateRequest {
-            prompt: Some("why is the sky blue".into()),
-            reasoning: Some(reasoning(true)),
-            stream: true,
-            ..GenerateRequest::default()
-        },
-    )
-    .await;
+    let shown = run(&daemon, sky(true, true)).await;
     assert_eq!(shown.reasoning, "Thinking about: why is the sky blue");
     let done = shown.done.unwrap();
     let state = done
@@ -228,16 +215,7 @@ async fn reasoning_is_streamed_only_when_shown_counted_always_and_its_state_retu
         .expect("the mock signs its reasoning");
     assert_eq!(state["type"], "mock");
 
-    let whole = run(
-        &daemon,
-        GenerateRequest {
-            prompt: Some("why is the sky blue".into()),
-            reasoning: Some(reasoning(true)),
-            stream: false,
-            ..GenerateRequest::default()
-        },
-    )
-    .await;
+    let whole = run(&daemon, sky(true, false)).await;
     assert_eq!(
         whole.done.unwrap().reasoning.as_deref(),
         Some("Thinking about: why is the sky blue")
