@@ -809,20 +809,27 @@ fn answered_call(i: usize, item: &Value, earlier: &[Message]) -> Result<String, 
         })
 }
 
+/// The array in `field`, empty when the field is absent or null; anything else is
+/// refused as not being `what`.
+fn array<'a>(
+    object: &'a Map<String, Value>,
+    field: &str,
+    what: &str,
+) -> Result<&'a [Value], WireError> {
+    match present(object, field) {
+        None => Ok(&[]),
+        Some(Value::Array(items)) => Ok(items),
+        Some(other) => Err(invalid(format!(
+            "{field} must be {what}, got {}",
+            kind(other)
+        ))),
+    }
+}
+
 /// `images`: base64 strings, as Ollama takes them, their type read from their first bytes
 /// (PNG, JPEG, GIF or WebP: what every provider takes).
 fn images(object: &Map<String, Value>, field: &str) -> Result<Vec<Image>, WireError> {
-    let items = match present(object, field) {
-        None => return Ok(Vec::new()),
-        Some(Value::Array(items)) => items,
-        Some(other) => {
-            return Err(invalid(format!(
-                "{field} must be an array of base64 strings, got {}",
-                kind(other)
-            )))
-        }
-    };
-    items
+    array(object, field, "an array of base64 strings")?
         .iter()
         .enumerate()
         .map(|(k, item)| {
@@ -856,17 +863,7 @@ fn images(object: &Map<String, Value>, field: &str) -> Result<Vec<Image>, WireEr
 
 /// `tools`: `[{type: function, function: {name, description, parameters}}]`.
 fn tools(object: &Map<String, Value>) -> Result<Vec<Tool>, WireError> {
-    let items = match present(object, "tools") {
-        None => return Ok(Vec::new()),
-        Some(Value::Array(items)) => items,
-        Some(other) => {
-            return Err(invalid(format!(
-                "tools must be an array, got {}",
-                kind(other)
-            )))
-        }
-    };
-    items
+    array(object, "tools", "an array")?
         .iter()
         .enumerate()
         .map(|(k, item)| {
