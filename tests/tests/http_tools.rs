@@ -105,6 +105,18 @@ async fn post(socket: &Path, path: &str, body: &Value) -> (StatusCode, Bytes) {
     (status, bytes)
 }
 
+/// POSTs `body` and returns the answer's bytes, asserting it is a 200.
+async fn post_ok(socket: &Path, path: &str, body: &Value) -> Bytes {
+    let (status, bytes) = post(socket, path, body).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    bytes
+}
+
 /// A POST answered with one JSON object.
 async fn post_json(socket: &Path, path: &str, body: &Value) -> (StatusCode, Value) {
     let (status, bytes) = post(socket, path, body).await;
@@ -201,13 +213,7 @@ async fn openai_tool_loop(backend: &Backend, stream: bool) {
             "tool_choice": "auto", "parallel_tool_calls": true, "stream": stream,
         })
     };
-    let (status, bytes) = post(&socket, "/v1/chat/completions", &ask(&messages)).await;
-    assert_eq!(
-        status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&bytes)
-    );
+    let bytes = post_ok(&socket, "/v1/chat/completions", &ask(&messages)).await;
     let (calls, text, finish) = if stream {
         assemble_openai(&sse(&bytes))
     } else {
@@ -236,13 +242,7 @@ async fn openai_tool_loop(backend: &Backend, stream: bool) {
     assert!(arguments["city"].is_string(), "{arguments}");
     messages.push(json!({"role": "assistant", "content": null, "tool_calls": calls}));
     messages.push(json!({"role": "tool", "tool_call_id": call["id"], "content": WEATHER}));
-    let (status, bytes) = post(&socket, "/v1/chat/completions", &ask(&messages)).await;
-    assert_eq!(
-        status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&bytes)
-    );
+    let bytes = post_ok(&socket, "/v1/chat/completions", &ask(&messages)).await;
     let (calls, text, finish) = if stream {
         assemble_openai(&sse(&bytes))
     } else {
@@ -450,13 +450,7 @@ async fn anthropic_tool_loop(backend: &Backend, stream: bool) {
             )
         }
     };
-    let (status, bytes) = post(&socket, "/v1/messages", &ask(&messages)).await;
-    assert_eq!(
-        status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&bytes)
-    );
+    let bytes = post_ok(&socket, "/v1/messages", &ask(&messages)).await;
     let (blocks, stop) = turn(&bytes);
     assert_eq!(stop, "tool_use");
     let thinking: String = blocks
@@ -485,13 +479,7 @@ async fn anthropic_tool_loop(backend: &Backend, stream: bool) {
     let list = messages.as_array_mut().unwrap();
     list.push(json!({"role": "assistant", "content": blocks}));
     list.push(result(json!(WEATHER)));
-    let (status, bytes) = post(&socket, "/v1/messages", &ask(&messages)).await;
-    assert_eq!(
-        status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&bytes)
-    );
+    let bytes = post_ok(&socket, "/v1/messages", &ask(&messages)).await;
     let (blocks, stop) = turn(&bytes);
     assert_eq!(stop, "end_turn");
     let text: String = blocks
@@ -638,13 +626,7 @@ async fn ollama_tool_loop(backend: &Backend, stream: bool) {
         assert_eq!(last["done"], true, "{last}");
         (merged, last["done_reason"].as_str().unwrap().to_owned())
     };
-    let (status, bytes) = post(&socket, "/api/chat", &ask(&messages)).await;
-    assert_eq!(
-        status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&bytes)
-    );
+    let bytes = post_ok(&socket, "/api/chat", &ask(&messages)).await;
     let (message, reason) = read(&bytes);
     assert_eq!(reason, "stop");
     assert_eq!(message["thinking"], backend.reasoning(QUESTION));
@@ -658,13 +640,7 @@ async fn ollama_tool_loop(backend: &Backend, stream: bool) {
     // Sent back as Ollama's clients do: the calls without ids, the result by tool name.
     messages.push(json!({"role": "assistant", "content": "", "tool_calls": [{"function": calls[0]["function"]}]}));
     messages.push(json!({"role": "tool", "tool_name": "get_weather", "content": WEATHER}));
-    let (status, bytes) = post(&socket, "/api/chat", &ask(&messages)).await;
-    assert_eq!(
-        status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&bytes)
-    );
+    let bytes = post_ok(&socket, "/api/chat", &ask(&messages)).await;
     let (message, _) = read(&bytes);
     assert_eq!(message["content"], backend.answer(WEATHER));
 }
