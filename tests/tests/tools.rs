@@ -8,7 +8,7 @@ use provd_client::{
     ErrorCode, FinishReason, GenerateDone, GenerateEvent, GenerateRequest, Image, Message,
     Reasoning, ResponseFormat, Role, Tool, ToolCall, ToolChoice,
 };
-use provd_tests::{weather_tool, Daemon};
+use provd_tests::{generation_error, weather_tool, Daemon};
 use serde_json::{json, Value};
 
 fn ask(stream: bool) -> GenerateRequest {
@@ -232,14 +232,8 @@ async fn reasoning_is_streamed_only_when_shown_counted_always_and_its_state_retu
     next.messages[1].provider_state =
         Some(json!({"type": "mock", "state": {"signature": "forged"}}));
     let client = daemon.client().await;
-    let e = client
-        .generate(next)
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap_err();
-    assert!(format!("{e}").contains("signature"), "{e}");
+    let wire = generation_error(&client, next).await;
+    assert!(wire.message.contains("signature"), "{wire:?}");
 }
 
 #[tokio::test]
@@ -265,16 +259,7 @@ async fn a_provider_without_a_capability_refuses_the_option_by_name() {
     let daemon =
         Daemon::with_config("[providers.plain]\ntype = \"mock\"\ncapabilities = [\"streaming\"]\n");
     let client = daemon.client().await;
-    let e = client
-        .generate(ask(true))
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap_err();
-    let provd_client::ClientError::Server(wire) = e else {
-        panic!("not a daemon error: {e}")
-    };
+    let wire = generation_error(&client, ask(true)).await;
     assert_eq!(wire.code, ErrorCode::InvalidRequest);
     assert!(
         wire.message
@@ -299,16 +284,7 @@ async fn a_tool_result_for_no_call_is_an_invalid_request() {
         .messages
         .push(Message::tool_result("call_nowhere", "42"));
     let client = daemon.client().await;
-    let e = client
-        .generate(request)
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap_err();
-    let provd_client::ClientError::Server(wire) = e else {
-        panic!("not a daemon error: {e}")
-    };
+    let wire = generation_error(&client, request).await;
     assert_eq!(wire.code, ErrorCode::InvalidRequest);
     assert!(
         wire.message.contains("answers no earlier tool call"),
