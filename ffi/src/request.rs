@@ -344,6 +344,28 @@ unsafe fn json_arg<T: serde::de::DeserializeOwned>(
         .map_err(|e| Error::invalid(name, format!("must be {shape}: {e}")))
 }
 
+/// `value`, the argument `name`, unless it is empty.
+fn not_empty<'a>(value: &'a str, name: &str) -> Result<&'a str, Error> {
+    if value.is_empty() {
+        return Err(Error::invalid(name, "is empty"));
+    }
+    Ok(value)
+}
+
+/// `text`, the argument `name`, parsed as JSON that must be `object` (a JSON object
+/// described for the error).
+fn json_object(text: &str, name: &str, object: &str) -> Result<serde_json::Value, Error> {
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| Error::invalid(name, format!("is not valid JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(Error::invalid(
+            name,
+            format!("must be {object}, got {value}"),
+        ));
+    }
+    Ok(value)
+}
+
 /// The last turn of the conversation, which must be said by `role` (`what` names the
 /// setter's subject in the error).
 fn last_turn<'a>(
@@ -527,17 +549,8 @@ pub extern "C" fn provd_request_set_response_json_schema(
                 args::text(schema, schema_len, "schema")?,
             )
         };
-        if name.is_empty() {
-            return Err(Error::invalid("name", "is empty"));
-        }
-        let schema: serde_json::Value = serde_json::from_str(schema)
-            .map_err(|e| Error::invalid("schema", format!("is not valid JSON: {e}")))?;
-        if !schema.is_object() {
-            return Err(Error::invalid(
-                "schema",
-                format!("must be a JSON object (a JSON Schema), got {schema}"),
-            ));
-        }
+        not_empty(name, "name")?;
+        let schema = json_object(schema, "schema", "a JSON object (a JSON Schema)")?;
         r.response_format = Some(ResponseFormat::JsonSchema {
             name: name.to_owned(),
             schema,
@@ -647,9 +660,7 @@ pub extern "C" fn provd_request_add_image_base64(
                 args::text(data, data_len, "data")?,
             )
         };
-        if data.is_empty() {
-            return Err(Error::invalid("data", "is empty"));
-        }
+        not_empty(data, "data")?;
         last_turn(r, Role::User, "an image")?
             .images
             .push(Image::Base64 {
@@ -676,10 +687,7 @@ pub extern "C" fn provd_request_add_image_url(
 ) -> provd_status {
     set(function_name!(), request, err_out, |r| {
         // SAFETY: the header's rule for pointer + length arguments.
-        let url = unsafe { args::text(url, url_len, "url") }?;
-        if url.is_empty() {
-            return Err(Error::invalid("url", "is empty"));
-        }
+        let url = not_empty(unsafe { args::text(url, url_len, "url") }?, "url")?;
         last_turn(r, Role::User, "an image")?
             .images
             .push(Image::Url {
@@ -720,19 +728,9 @@ pub extern "C" fn provd_request_add_tool_call(
                 args::text(arguments, arguments_len, "arguments")?,
             )
         };
-        for (value, arg) in [(id, "id"), (name, "name")] {
-            if value.is_empty() {
-                return Err(Error::invalid(arg, "is empty"));
-            }
-        }
-        let parsed: serde_json::Value = serde_json::from_str(arguments)
-            .map_err(|e| Error::invalid("arguments", format!("is not valid JSON: {e}")))?;
-        if !parsed.is_object() {
-            return Err(Error::invalid(
-                "arguments",
-                format!("must be a JSON object, got {parsed}"),
-            ));
-        }
+        not_empty(id, "id")?;
+        not_empty(name, "name")?;
+        json_object(arguments, "arguments", "a JSON object")?;
         last_turn(r, Role::Assistant, "a tool call")?
             .tool_calls
             .push(ToolCall {
@@ -829,9 +827,7 @@ pub extern "C" fn provd_request_add_tool_result(
                 args::text(content, len, "content")?,
             )
         };
-        if id.is_empty() {
-            return Err(Error::invalid("tool_call_id", "is empty"));
-        }
+        not_empty(id, "tool_call_id")?;
         let mut turn = Message::tool_result(id, content);
         turn.is_error = is_error;
         r.messages.push(turn);

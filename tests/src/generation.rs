@@ -5,6 +5,16 @@ use provd_client::{
     Chunk, Client, GenerateDone, GenerateEvent, GenerateRequest, Generation, WireError,
 };
 
+/// The parameters of [`weather_tool`]: a required city name.
+pub fn weather_schema() -> serde_json::Value {
+    serde_json::json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})
+}
+
+/// The tool the tool tests offer: `get_weather`, taking a city.
+pub fn weather_tool() -> provd_client::Tool {
+    provd_client::Tool::new("get_weather", "The weather in a city", weather_schema())
+}
+
 /// A request to the mock provider with these options (`additional_params.mock`; the
 /// names are documented in `daemon/src/provider/mock.rs`).
 pub fn mock_request(prompt: &str, options: serde_json::Value) -> GenerateRequest {

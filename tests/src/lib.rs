@@ -12,7 +12,7 @@ pub mod upstream; // the mock upstream HTTP server and what it saw
 
 pub use generation::{
     drain_chunks, drain_generation, generation_chunks, generation_error, generation_outcome,
-    generation_text, mock_request, numbered, numbered_text, Outcome,
+    generation_text, mock_request, numbered, numbered_text, weather_schema, weather_tool, Outcome,
 };
 
 use std::io::{BufRead, BufReader};
@@ -36,6 +36,54 @@ pub fn python() -> std::ffi::OsString {
         .filter(|p| !p.is_empty())
         .unwrap_or_else(|| "python3".into())
 }
+
+/// Whether `tool` runs and `args` succeed (what a test needs from the host: a Python
+/// package, curl, go); prints SKIPPED and returns false when not, except in CI, where
+/// it is installed and a missing one is a failure.
+pub fn have(what: &str, tool: &std::ffi::OsStr, args: &[&str]) -> bool {
+    let ok = Command::new(tool)
+        .args(args)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        let why = format!(
+            "{what} is missing ({} {args:?} failed; scripts/test makes the Python environment from tests/python/requirements.txt)",
+            tool.to_string_lossy()
+        );
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{why}, and CI installs it"
+        );
+        eprintln!("SKIPPED: {why}");
+    }
+    ok
+}
+
+/// Whether the suite's [`python`] imports `module`, as [`have`] says it.
+pub fn have_python_package(module: &str) -> bool {
+    have(
+        &format!("the {module} Python package"),
+        &python(),
+        &["-c", &format!("import {module}")],
+    )
+}
+
+/// What the official OpenAI and Anthropic SDKs (and the HTTP stack under them) read
+/// from their environment: a test that runs them removes these, so where a script
+/// connects is the test's to set, not the host's.
+pub const SDK_ENV_VARS: &[&str] = &[
+    "OPENAI_BASE_URL",
+    "OPENAI_API_KEY",
+    "ANTHROPIC_BASE_URL",
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_AUTH_TOKEN",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+];
 
 /// The workspace's root directory (the parent of `tests/`), for tests that read its files
 /// or run its scripts.

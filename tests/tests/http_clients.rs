@@ -25,27 +25,6 @@ fn http_socket(daemon: &Daemon) -> PathBuf {
     daemon.socket.with_file_name("http.sock")
 }
 
-/// Whether `tool` runs; prints SKIPPED and returns false when it does not, except in CI,
-/// where every tool is installed and a missing one is a failure.
-fn have(what: &str, tool: &std::ffi::OsStr, args: &[&str]) -> bool {
-    let ok = Command::new(tool)
-        .args(args)
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        let why = format!(
-            "{what} is missing ({} {args:?} failed; scripts/test makes the Python environment from tests/python/requirements.txt)",
-            tool.to_string_lossy()
-        );
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{why}, and CI installs it"
-        );
-        eprintln!("SKIPPED: {why}");
-    }
-    ok
-}
-
 async fn upstream() -> Upstream {
     openai::scripted_upstream(MODEL).await
 }
@@ -107,11 +86,7 @@ fn loopback_and_token(daemon: &Daemon) -> (u16, String) {
 /// stream closed, and asserts all `tests` passed.
 async fn run_python_script(module: &str, script: &str, tests: usize, via: Via) {
     let python = provd_tests::python();
-    if !have(
-        &format!("the {module} Python package"),
-        &python,
-        &["-c", &format!("import {module}")],
-    ) {
+    if !provd_tests::have_python_package(module) {
         return;
     }
     let upstream = upstream().await;
@@ -122,19 +97,7 @@ async fn run_python_script(module: &str, script: &str, tests: usize, via: Via) {
     let mut command = tokio::process::Command::new(&python);
     command.arg(path).args(["--model", "p/test-model"]);
     // What the SDKs read from their environment is the test's to set, not the host's.
-    for name in [
-        "OPENAI_BASE_URL",
-        "OPENAI_API_KEY",
-        "ANTHROPIC_BASE_URL",
-        "ANTHROPIC_API_KEY",
-        "ANTHROPIC_AUTH_TOKEN",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-    ] {
+    for name in provd_tests::SDK_ENV_VARS {
         command.env_remove(name);
     }
     match via {
@@ -260,7 +223,7 @@ fn json_of(body: &str) -> Value {
 
 #[tokio::test]
 async fn curl_over_the_unix_socket_gets_an_answer_from_every_route() {
-    if !have("curl", "curl".as_ref(), &["--version"]) {
+    if !provd_tests::have("curl", "curl".as_ref(), &["--version"]) {
         return;
     }
     let upstream = upstream().await;
@@ -361,7 +324,7 @@ async fn curl_over_the_unix_socket_gets_an_answer_from_every_route() {
 
 #[tokio::test]
 async fn a_go_net_http_client_streams_a_chat_completion_and_reads_its_server_sent_events() {
-    if !have("go", "go".as_ref(), &["version"]) {
+    if !provd_tests::have("go", "go".as_ref(), &["version"]) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

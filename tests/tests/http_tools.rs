@@ -105,6 +105,18 @@ async fn post(socket: &Path, path: &str, body: &Value) -> (StatusCode, Bytes) {
     (status, bytes)
 }
 
+/// POSTs `body` and returns the answer's bytes, asserting it is a 200.
+async fn post_ok(socket: &Path, path: &str, body: &Value) -> Bytes {
+    let (status, bytes) = post(socket, path, body).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    bytes
+}
+
 /// A POST answered with one JSON object.
 async fn post_json(socket: &Path, path: &str, body: &Value) -> (StatusCode, Value) {
     let (status, bytes) = post(socket, path, body).await;
@@ -201,13 +213,7 @@ async fn openai_tool_loop(backend: &Backend, stream: bool) {
             "tool_choice": "auto", "parallel_tool_calls": true, "stream": stream,
         })
     };
-    let (status, bytes) = post(&socket, "/v1/chat/completions", &ask(&messages)).await;
-    assert_eq!(
-        status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&bytes)
-    );
+    let bytes = post_ok(&socket, "/v1/chat/completions", &ask(&messages)).await;
     let (calls, text, finish) = if stream {
         assemble_openai(&sse(&bytes))
     } else {
@@ -236,13 +242,7 @@ async fn openai_tool_loop(backend: &Backend, stream: bool) {
     assert!(arguments["city"].is_string(), "{arguments}");
     messages.push(json!({"role": "assistant", "content": null, "tool_calls": calls}));
     messages.push(json!({"role": "tool", "tool_call_id": call["id"], "content": WEATHER}));
-    let (status, bytes) = post(&socket, "/v1/chat/completions", &ask(&messages)).await;
-    assert_eq!(
-        status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&bytes)
-    );
+    let bytes = post_ok(&socket, "/v1/chat/completions", &ask(&messages)).await;
     let (calls, text, finish) = if stream {
         assemble_openai(&sse(&bytes))
     } else {
@@ -450,13 +450,7 @@ async fn anthropic_tool_loop(backend: &Backend, stream: bool) {
             )
         }
     };
-    let (status, bytes) = post(&socket, "/v1/messages", &ask(&messages)).await;
-    assert_eq!(
-        status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&bytes)
-    );
+    let bytes = post_ok(&socket, "/v1/messages", &ask(&messages)).await;
     let (blocks, stop) = turn(&bytes);
     assert_eq!(stop, "tool_use");
     let thinking: String = blocks
@@ -485,13 +479,7 @@ async fn anthropic_tool_loop(backend: &Backend, stream: bool) {
     let list = messages.as_array_mut().unwrap();
     list.push(json!({"role": "assistant", "content": blocks}));
     list.push(result(json!(WEATHER)));
-    let (status, bytes) = post(&socket, "/v1/messages", &ask(&messages)).await;
-    assert_eq!(
-        status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&bytes)
-    );
+    let bytes = post_ok(&socket, "/v1/messages", &ask(&messages)).await;
     let (blocks, stop) = turn(&bytes);
     assert_eq!(stop, "end_turn");
     let text: String = blocks
@@ -638,13 +626,7 @@ async fn ollama_tool_loop(backend: &Backend, stream: bool) {
         assert_eq!(last["done"], true, "{last}");
         (merged, last["done_reason"].as_str().unwrap().to_owned())
     };
-    let (status, bytes) = post(&socket, "/api/chat", &ask(&messages)).await;
-    assert_eq!(
-        status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&bytes)
-    );
+    let bytes = post_ok(&socket, "/api/chat", &ask(&messages)).await;
     let (message, reason) = read(&bytes);
     assert_eq!(reason, "stop");
     assert_eq!(message["thinking"], backend.reasoning(QUESTION));
@@ -658,13 +640,7 @@ async fn ollama_tool_loop(backend: &Backend, stream: bool) {
     // Sent back as Ollama's clients do: the calls without ids, the result by tool name.
     messages.push(json!({"role": "assistant", "content": "", "tool_calls": [{"function": calls[0]["function"]}]}));
     messages.push(json!({"role": "tool", "tool_name": "get_weather", "content": WEATHER}));
-    let (status, bytes) = post(&socket, "/api/chat", &ask(&messages)).await;
-    assert_eq!(
-        status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&bytes)
-    );
+    let bytes = post_ok(&socket, "/api/chat", &ask(&messages)).await;
     let (message, _) = read(&bytes);
     assert_eq!(message["content"], backend.answer(WEATHER));
 }
@@ -730,32 +706,12 @@ async fn ollama_clients_get_format_answers_and_images_on_the_mock() {
     ollama_format_and_images(&mock()).await;
 }
 
-/// Whether the Python package `module` is there; prints SKIPPED and returns false when
-/// not, except in CI, where it is installed and a missing one is a failure.
-fn have_python_package(python: &std::ffi::OsStr, module: &str) -> bool {
-    let ok = Command::new(python)
-        .args(["-c", &format!("import {module}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        let why = format!(
-            "the {module} Python package is missing (scripts/test makes the Python environment from tests/python/requirements.txt)"
-        );
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{why}, and CI installs it"
-        );
-        eprintln!("SKIPPED: {why}");
-    }
-    ok
-}
-
 /// Runs `python/sdk_tools.py --sdk SDK` against a daemon on `backend` over the Unix
 /// socket (only the tests named in `only`, when it names any) and asserts its `tests`
 /// tests passed; false when the SDK is missing and nothing ran.
 fn run_sdk_tools(backend: &Backend, sdk: &str, only: &[&str], tests: usize) -> bool {
     let python = provd_tests::python();
-    if !have_python_package(&python, sdk) {
+    if !provd_tests::have_python_package(sdk) {
         return false;
     }
     let daemon = start(backend);
@@ -781,19 +737,7 @@ fn run_sdk_tools(backend: &Backend, sdk: &str, only: &[&str], tests: usize) -> b
         command.args(["--only", &only.join(",")]);
     }
     // What the SDKs read from their environment is the test's to set, not the host's.
-    for name in [
-        "OPENAI_BASE_URL",
-        "OPENAI_API_KEY",
-        "ANTHROPIC_BASE_URL",
-        "ANTHROPIC_API_KEY",
-        "ANTHROPIC_AUTH_TOKEN",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-    ] {
+    for name in provd_tests::SDK_ENV_VARS {
         command.env_remove(name);
     }
     let output = command.stdin(Stdio::null()).output().expect("run python");

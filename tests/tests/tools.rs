@@ -8,21 +8,13 @@ use provd_client::{
     ErrorCode, FinishReason, GenerateDone, GenerateEvent, GenerateRequest, Image, Message,
     Reasoning, ResponseFormat, Role, Tool, ToolCall, ToolChoice,
 };
-use provd_tests::Daemon;
+use provd_tests::{generation_error, weather_tool, Daemon};
 use serde_json::{json, Value};
-
-fn weather() -> Tool {
-    Tool::new(
-        "get_weather",
-        "The weather in a city",
-        json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}),
-    )
-}
 
 fn ask(stream: bool) -> GenerateRequest {
     GenerateRequest {
         messages: vec![Message::text(Role::User, "What is the weather in Paris?")],
-        tools: vec![weather()],
+        tools: vec![weather_tool()],
         stream,
         ..GenerateRequest::default()
     }
@@ -197,37 +189,24 @@ async fn a_json_schema_answer_parses_and_matches_the_schema_streamed_or_whole() 
 #[tokio::test]
 async fn reasoning_is_streamed_only_when_shown_counted_always_and_its_state_returns() {
     let daemon = Daemon::start();
-    let reasoning = |show| Reasoning {
-        budget_tokens: Some(1024),
-        show,
-        ..Reasoning::default()
+    let sky = |show, stream| GenerateRequest {
+        prompt: Some("why is the sky blue".into()),
+        reasoning: Some(Reasoning {
+            budget_tokens: Some(1024),
+            show,
+            ..Reasoning::default()
+        }),
+        stream,
+        ..GenerateRequest::default()
     };
-    let hidden = run(
-        &daemon,
-        GenerateRequest {
-            prompt: Some("why is the sky blue".into()),
-            reasoning: Some(reasoning(false)),
-            stream: true,
-            ..GenerateRequest::default()
-        },
-    )
-    .await;
+    let hidden = run(&daemon, sky(false, true)).await;
     assert_eq!(hidden.reasoning, "");
     let done = hidden.done.unwrap();
     // "Thinking about: why is the sky blue" is 7 words.
     assert_eq!(done.usage.reasoning_tokens, Some(7));
     assert!(done.usage.completion_tokens > 7, "{:?}", done.usage);
 
-    let shown = run(
-        &daemon,
-        GenerateRequest {
-            prompt: Some("why is the sky blue".into()),
-            reasoning: Some(reasoning(true)),
-            stream: true,
-            ..GenerateRequest::default()
-        },
-    )
-    .await;
+    let shown = run(&daemon, sky(true, true)).await;
     assert_eq!(shown.reasoning, "Thinking about: why is the sky blue");
     let done = shown.done.unwrap();
     let state = done
@@ -236,16 +215,7 @@ async fn reasoning_is_streamed_only_when_shown_counted_always_and_its_state_retu
         .expect("the mock signs its reasoning");
     assert_eq!(state["type"], "mock");
 
-    let whole = run(
-        &daemon,
-        GenerateRequest {
-            prompt: Some("why is the sky blue".into()),
-            reasoning: Some(reasoning(true)),
-            stream: false,
-            ..GenerateRequest::default()
-        },
-    )
-    .await;
+    let whole = run(&daemon, sky(true, false)).await;
     assert_eq!(
         whole.done.unwrap().reasoning.as_deref(),
         Some("Thinking about: why is the sky blue")
@@ -262,14 +232,8 @@ async fn reasoning_is_streamed_only_when_shown_counted_always_and_its_state_retu
     next.messages[1].provider_state =
         Some(json!({"type": "mock", "state": {"signature": "forged"}}));
     let client = daemon.client().await;
-    let e = client
-        .generate(next)
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap_err();
-    assert!(format!("{e}").contains("signature"), "{e}");
+    let wire = generation_error(&client, next).await;
+    assert!(wire.message.contains("signature"), "{wire:?}");
 }
 
 #[tokio::test]
@@ -295,16 +259,7 @@ async fn a_provider_without_a_capability_refuses_the_option_by_name() {
     let daemon =
         Daemon::with_config("[providers.plain]\ntype = \"mock\"\ncapabilities = [\"streaming\"]\n");
     let client = daemon.client().await;
-    let e = client
-        .generate(ask(true))
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap_err();
-    let provd_client::ClientError::Server(wire) = e else {
-        panic!("not a daemon error: {e}")
-    };
+    let wire = generation_error(&client, ask(true)).await;
     assert_eq!(wire.code, ErrorCode::InvalidRequest);
     assert!(
         wire.message
@@ -329,16 +284,7 @@ async fn a_tool_result_for_no_call_is_an_invalid_request() {
         .messages
         .push(Message::tool_result("call_nowhere", "42"));
     let client = daemon.client().await;
-    let e = client
-        .generate(request)
-        .await
-        .unwrap()
-        .collect_text()
-        .await
-        .unwrap_err();
-    let provd_client::ClientError::Server(wire) = e else {
-        panic!("not a daemon error: {e}")
-    };
+    let wire = generation_error(&client, request).await;
     assert_eq!(wire.code, ErrorCode::InvalidRequest);
     assert!(
         wire.message.contains("answers no earlier tool call"),

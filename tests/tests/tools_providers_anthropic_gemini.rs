@@ -6,20 +6,16 @@
 //! daemon sends is checked whole against the API's documented shape.
 
 use provd_client::{
-    FinishReason, GenerateDone, GenerateRequest, Message, Reasoning, ResponseFormat, Role, Tool,
+    FinishReason, GenerateDone, GenerateRequest, Message, Reasoning, ResponseFormat, Role,
     ToolCall, ToolCallDelta,
 };
 use provd_tests::apis::anthropic::{self, Block};
 use provd_tests::apis::gemini;
 use provd_tests::upstream::{Recorded, Reply, Upstream};
-use provd_tests::{drain_chunks, Daemon};
+use provd_tests::{drain_chunks, weather_schema, weather_tool, Daemon};
 use serde_json::{json, Value};
 
 const MAX_TOKENS: u32 = 4096;
-
-fn weather_schema() -> Value {
-    json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})
-}
 
 fn city_schema() -> Value {
     json!({"type": "object", "properties": {
@@ -30,11 +26,7 @@ fn city_schema() -> Value {
 fn ask(stream: bool) -> GenerateRequest {
     GenerateRequest {
         messages: vec![Message::text(Role::User, "What is the weather in Paris?")],
-        tools: vec![Tool::new(
-            "get_weather",
-            "The weather in a city",
-            weather_schema(),
-        )],
+        tools: vec![weather_tool()],
         max_tokens: Some(MAX_TOKENS),
         stream,
         ..GenerateRequest::default()

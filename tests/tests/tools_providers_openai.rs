@@ -11,11 +11,11 @@
 
 use provd_client::{
     Effort, FinishReason, GenerateDone, GenerateEvent, GenerateRequest, Image, Message, Reasoning,
-    ResponseFormat, Role, Tool, ToolCallDelta, ToolChoice,
+    ResponseFormat, Role, ToolCallDelta, ToolChoice,
 };
 use provd_tests::apis::{azure, ollama, openai};
 use provd_tests::upstream::{Recorded, Reply, Upstream};
-use provd_tests::Daemon;
+use provd_tests::{weather_tool, Daemon};
 use serde_json::{json, Value};
 
 const MODEL: &str = "test-model";
@@ -151,14 +151,6 @@ fn answer(kind: Kind, r: &Recorded) -> Reply {
     }
 }
 
-fn weather() -> Tool {
-    Tool::new(
-        "get_weather",
-        "The weather in a city",
-        json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}),
-    )
-}
-
 /// The first turn: a question with a picture, the weather tool offered.
 fn ask(stream: bool) -> GenerateRequest {
     GenerateRequest {
@@ -169,7 +161,7 @@ fn ask(stream: bool) -> GenerateRequest {
             }],
             ..Message::text(Role::User, "What is the weather where this was taken?")
         }],
-        tools: vec![weather()],
+        tools: vec![weather_tool()],
         tool_choice: Some(ToolChoice::Auto),
         max_tokens: Some(200),
         stream,

@@ -76,6 +76,7 @@ use serde_json::{json, Map, Value};
 
 use super::http::{self, time, Decoder, HttpApi, HttpProvider, Transport};
 use super::sse::{SseEvent, SseParser};
+use super::tools;
 use super::{
     check_additional_param, conversation, fold_param, BoxFuture, ProviderError, ProviderSpec,
     ReportedModel, StreamEvent,
@@ -489,9 +490,7 @@ fn blocks(turn: &provd_client::Message) -> Result<Vec<Value>, ProviderError> {
             }
             text(&mut blocks);
             for call in &turn.tool_calls {
-                // Checked to be a JSON object when the request was validated.
-                let input: Value =
-                    serde_json::from_str(&call.arguments).unwrap_or_else(|_| json!({}));
+                let input = tools::arguments_object(call);
                 blocks.push(
                     json!({"type": "tool_use", "id": call.id, "name": call.name, "input": input}),
                 );

@@ -98,6 +98,7 @@ use serde_json::{json, Map, Value};
 
 use super::http::{self, time, Decoder, HttpApi, HttpProvider, Transport};
 use super::sse::{SseEvent, SseParser};
+use super::tools;
 use super::{
     conversation, merge_additional_params, BoxFuture, ProviderError, ProviderSpec, ReportedModel,
     StreamEvent,
@@ -450,9 +451,7 @@ fn contents(turns: &[provd_client::Message]) -> Result<Vec<Value>, ProviderError
                     parts.push(part);
                 }
                 for (n, call) in turn.tool_calls.iter().enumerate() {
-                    // Checked to be a JSON object when the request was validated.
-                    let args: Value =
-                        serde_json::from_str(&call.arguments).unwrap_or_else(|_| json!({}));
+                    let args = tools::arguments_object(call);
                     let mut part = json!({"functionCall": {"name": call.name, "args": args}});
                     if let Some(s) = signatures
                         .get("calls")
@@ -467,13 +466,7 @@ fn contents(turns: &[provd_client::Message]) -> Result<Vec<Value>, ProviderError
             }
             Role::Tool => {
                 let id = turn.tool_call_id.as_deref().unwrap_or_default();
-                let name = turns[..i]
-                    .iter()
-                    .rev()
-                    .flat_map(|t| &t.tool_calls)
-                    .find(|c| c.id == id)
-                    .map(|c| c.name.clone())
-                    .ok_or_else(|| {
+                let name = tools::call_name(&turns[..i], id).ok_or_else(|| {
                         ProviderError::new(
                             ErrorCode::InvalidRequest,
                             format!(

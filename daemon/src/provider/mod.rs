@@ -16,6 +16,7 @@ pub mod ollama;
 pub mod openai;
 pub mod registry;
 pub mod sse;
+pub mod tools;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -44,7 +44,7 @@
 //!   arguments}}]` with the arguments as a JSON object (Ollama keeps no call ids); a
 //!   result as `{"role": "tool", content, tool_name}`, the name found from the call
 //!   its id answers. No error flag: a failed call's result is sent as
-//!   [`openai::TOOL_ERROR_PREFIX`] + content.
+//!   [`tools::TOOL_ERROR_PREFIX`] + content.
 //! - **Calls back**: `message.tool_calls` arrive whole, so each becomes one
 //!   [`StreamEvent::ToolCall`] piece with its whole arguments serialized, numbered in
 //!   the order they came; without ids the server names them `call_<request id>_<n>`.
@@ -61,8 +61,6 @@
 //! - **Images**: a user turn's `images: [base64, …]`. Ollama takes bytes only: an image
 //!   URL is refused (the capability table refuses it first; the check stays here).
 
-use std::collections::HashMap;
-
 use provd_client::{
     Effort, ErrorCode, FinishReason, GenerateRequest, Image, ModelInfo, ResponseFormat, Role,
     ToolCallDelta, ToolChoice, Usage,
@@ -73,11 +71,11 @@ use serde_json::{json, Map, Value};
 
 use super::http::{self, time, Decoder, HttpApi, HttpProvider, Transport};
 use super::ndjson::NdjsonSplitter;
-use super::openai;
 use super::{
     conversation, json_f32, merge_additional_params, BoxFuture, ProviderError, ProviderSpec,
     ReportedModel, StreamEvent,
 };
+use super::{openai, tools};
 use crate::settings::ProviderKind;
 
 /// Where `ollama serve` listens unless told otherwise (`OLLAMA_HOST`).
@@ -332,33 +330,24 @@ fn chat_messages(provider: &str, request: &GenerateRequest) -> Result<Vec<Value>
     if let Some(system) = system {
         messages.push(json!({"role": "system", "content": system}));
     }
-    // Ollama names a result by its tool, not by a call id.
-    let mut tool_names: HashMap<&str, &str> = HashMap::new();
-    for m in &turns {
-        for call in &m.tool_calls {
-            tool_names.insert(&call.id, &call.name);
-        }
-    }
-    for m in &turns {
+    for (i, m) in turns.iter().enumerate() {
         let message = match m.role {
             Role::Assistant if !m.tool_calls.is_empty() => {
                 let calls: Vec<Value> = m
                     .tool_calls
                     .iter()
                     .map(|c| {
-                        // Checked to be a JSON object when the request was validated.
-                        let arguments: Value =
-                            serde_json::from_str(&c.arguments).unwrap_or_else(|_| json!({}));
-                        json!({"function": {"name": c.name, "arguments": arguments}})
+                        json!({"function": {"name": c.name, "arguments": tools::arguments_object(c)}})
                     })
                     .collect();
                 json!({"role": "assistant", "content": m.content, "tool_calls": calls})
             }
             Role::Assistant => json!({"role": "assistant", "content": m.content}),
             Role::Tool => {
-                let mut message =
-                    json!({"role": "tool", "content": openai::tool_result_content(m)});
-                let name = m.tool_call_id.as_deref().and_then(|id| tool_names.get(id));
+                let mut message = json!({"role": "tool", "content": tools::tool_result_content(m)});
+                // Ollama names a result by its tool, not by a call id.
+                let id = m.tool_call_id.as_deref().unwrap_or_default();
+                let name = tools::call_name(&turns[..i], id);
                 if let Some(name) = name {
                     message["tool_name"] = json!(name);
                 }

@@ -55,6 +55,7 @@ use serde_json::{json, Map, Value};
 
 use super::http::{self, time, Decoder, HttpApi, HttpProvider, Transport};
 use super::sse::{SseEvent, SseParser};
+use super::tools;
 use super::{
     conversation, fold_param, json_f32, merge_additional_params, BoxFuture, ProviderError,
     ProviderSpec, ReportedModel, StreamEvent,
@@ -284,19 +285,6 @@ pub fn chat_body(
     Ok(Value::Object(body))
 }
 
-/// What a failed tool call's result starts with where an API has no error flag
-/// (OpenAI's `role: tool` messages, Ollama's): the model reads it as a failure.
-pub const TOOL_ERROR_PREFIX: &str = "Error: ";
-
-/// A tool result's content as an API without an error flag takes it.
-pub fn tool_result_content(message: &provd_client::Message) -> String {
-    if message.is_error {
-        format!("{TOOL_ERROR_PREFIX}{}", message.content)
-    } else {
-        message.content.clone()
-    }
-}
-
 /// The conversation as Chat Completions `messages`: the system prompt first, user turns
 /// with their images as content parts, assistant turns with their calls, tool results.
 fn chat_messages(request: &GenerateRequest) -> Vec<Value> {
@@ -323,7 +311,7 @@ fn chat_messages(request: &GenerateRequest) -> Vec<Value> {
             Role::Tool => json!({
                 "role": "tool",
                 "tool_call_id": m.tool_call_id,
-                "content": tool_result_content(&m),
+                "content": tools::tool_result_content(&m),
             }),
             Role::User | Role::System if !m.images.is_empty() => {
                 let mut parts = Vec::with_capacity(m.images.len() + 1);

@@ -22,13 +22,21 @@ pub fn chunk_event(model: &str, delta: Value, finish_reason: Option<&str>) -> St
 
 /// The usage chunk that `stream_options.include_usage` adds before `[DONE]`.
 pub fn usage_event(model: &str, prompt: u32, completion: u32) -> String {
+    usage_chunk(
+        model,
+        json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}),
+    )
+}
+
+/// A usage chunk (no choices) carrying `usage` as given.
+fn usage_chunk(model: &str, usage: Value) -> String {
     let chunk = json!({
         "id": "chatcmpl-test",
         "object": "chat.completion.chunk",
         "created": 1_700_000_000,
         "model": model,
         "choices": [],
-        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
+        "usage": usage,
     });
     format!("data: {chunk}\n\n")
 }
@@ -238,15 +246,10 @@ pub fn stream_reasoning(
         s.push_str(&chunk_event(model, json!({"content": t}), None));
     }
     s.push_str(&chunk_event(model, json!({}), Some("stop")));
-    let chunk = json!({
-        "id": "chatcmpl-test",
-        "object": "chat.completion.chunk",
-        "created": 1_700_000_000,
-        "model": model,
-        "choices": [],
-        "usage": reasoning_usage(usage.0, usage.1, usage.2),
-    });
-    s.push_str(&format!("data: {chunk}\n\n"));
+    s.push_str(&usage_chunk(
+        model,
+        reasoning_usage(usage.0, usage.1, usage.2),
+    ));
     s.push_str("data: [DONE]\n\n");
     s
 }

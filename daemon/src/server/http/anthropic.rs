@@ -102,6 +102,7 @@ use provd_client::{
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
+use crate::provider::tools;
 use crate::untrusted::untrusted;
 
 /// The route this dialect serves.
@@ -296,7 +297,7 @@ pub fn content_blocks(text: &str, done: &GenerateDone) -> Vec<Value> {
             "id": call.id,
             "name": call.name,
             // The server checked the arguments parse; an object is what the API holds.
-            "input": serde_json::from_str::<Value>(&call.arguments).unwrap_or_else(|_| json!({})),
+            "input": tools::arguments_object(call),
         }));
     }
     blocks

@@ -90,6 +90,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Map, Value};
 
 use super::generate::{kind, line, present, string};
+use crate::provider::tools;
 
 pub use crate::provider::ollama::OPTION_KEYS;
 
@@ -432,7 +433,7 @@ fn put_calls(object: &mut Map<String, Value>, calls: &[ToolCall]) {
                     "index": index,
                     "name": call.name,
                     // The server checked the arguments parse.
-                    "arguments": serde_json::from_str::<Value>(&call.arguments).unwrap_or_else(|_| json!({})),
+                    "arguments": tools::arguments_object(call),
                 },
             })
         })
@@ -808,20 +809,27 @@ fn answered_call(i: usize, item: &Value, earlier: &[Message]) -> Result<String, 
         })
 }
 
+/// The array in `field`, empty when the field is absent or null; anything else is
+/// refused as not being `what`.
+fn array<'a>(
+    object: &'a Map<String, Value>,
+    field: &str,
+    what: &str,
+) -> Result<&'a [Value], WireError> {
+    match present(object, field) {
+        None => Ok(&[]),
+        Some(Value::Array(items)) => Ok(items),
+        Some(other) => Err(invalid(format!(
+            "{field} must be {what}, got {}",
+            kind(other)
+        ))),
+    }
+}
+
 /// `images`: base64 strings, as Ollama takes them, their type read from their first bytes
 /// (PNG, JPEG, GIF or WebP: what every provider takes).
 fn images(object: &Map<String, Value>, field: &str) -> Result<Vec<Image>, WireError> {
-    let items = match present(object, field) {
-        None => return Ok(Vec::new()),
-        Some(Value::Array(items)) => items,
-        Some(other) => {
-            return Err(invalid(format!(
-                "{field} must be an array of base64 strings, got {}",
-                kind(other)
-            )))
-        }
-    };
-    items
+    array(object, field, "an array of base64 strings")?
         .iter()
         .enumerate()
         .map(|(k, item)| {
@@ -855,17 +863,7 @@ fn images(object: &Map<String, Value>, field: &str) -> Result<Vec<Image>, WireEr
 
 /// `tools`: `[{type: function, function: {name, description, parameters}}]`.
 fn tools(object: &Map<String, Value>) -> Result<Vec<Tool>, WireError> {
-    let items = match present(object, "tools") {
-        None => return Ok(Vec::new()),
-        Some(Value::Array(items)) => items,
-        Some(other) => {
-            return Err(invalid(format!(
-                "tools must be an array, got {}",
-                kind(other)
-            )))
-        }
-    };
-    items
+    array(object, "tools", "an array")?
         .iter()
         .enumerate()
         .map(|(k, item)| {
