@@ -22,7 +22,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::StatusCode;
 use hyper_util::rt::TokioIo;
-use provd_tests::upstream::{Reply, Upstream};
+use provd_tests::upstream::Upstream;
 use provd_tests::Daemon;
 use serde_json::{json, Value};
 
@@ -821,49 +821,12 @@ async fn claude() -> (Upstream, Backend) {
     (upstream, backend)
 }
 
-/// A GPT model behind provider `g`: the faithful OpenAI mock, scripted from each request:
-/// a `get_weather` call when given tools, `GPT says: RESULT` after a tool message, a JSON
-/// object when asked for a response format.
+/// A GPT model behind provider `g`: the faithful OpenAI mock scripted as a model that
+/// uses tools ([`provd_tests::apis::openai::tool_model`]): a `get_weather` call when given
+/// tools, `GPT says: RESULT` after a tool message, a JSON object when asked for a
+/// response format.
 async fn gpt() -> (Upstream, Backend) {
-    use provd_tests::apis::openai;
-    const MODEL: &str = "gpt-test";
-    let upstream = Upstream::start(|r| {
-        let body = r.json();
-        let streamed = body["stream"] == true;
-        let last = body["messages"]
-            .as_array()
-            .and_then(|m| m.last())
-            .cloned()
-            .unwrap_or_default();
-        if last["role"] == "tool" {
-            let text = format!("GPT says: {}", last["content"].as_str().unwrap_or_default());
-            return if streamed {
-                openai::stream_reply(&openai::stream_text(MODEL, &[&text], "stop", (40, 6)), 9)
-            } else {
-                Reply::json(200, &openai::completion(MODEL, &text, "stop", (40, 6)))
-            };
-        }
-        if body.get("tools").is_none() {
-            // A JSON answer (what `response_format` asked for) or plain text.
-            let text = if body.get("response_format").is_some() {
-                r#"{"city":"Paris","country":"France"}"#
-            } else {
-                "Hello"
-            };
-            return if streamed {
-                openai::stream_reply(&openai::stream_text(MODEL, &[text], "stop", (8, 9)), 9)
-            } else {
-                Reply::json(200, &openai::completion(MODEL, text, "stop", (8, 9)))
-            };
-        }
-        let calls = [("call_gpt_1", "get_weather", "{\"city\":\"Paris\"}")];
-        if streamed {
-            openai::stream_reply(&openai::stream_tool_calls(MODEL, &calls, (30, 10)), 9)
-        } else {
-            Reply::json(200, &openai::completion_tool_calls(MODEL, &calls, (30, 10)))
-        }
-    })
-    .await;
+    let upstream = provd_tests::apis::openai::tool_model("gpt-test").await;
     let backend = Backend {
         config: provd_tests::apis::provider_config(
             "openai",
