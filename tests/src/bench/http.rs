@@ -32,8 +32,8 @@ pub fn socket_of(daemon: &crate::Daemon) -> PathBuf {
     daemon.socket.with_file_name("http.sock")
 }
 
-/// Where an HTTP path's requests go.
-#[derive(Clone, Debug)]
+/// Where an HTTP path's requests go. Its Debug names the place, never the token.
+#[derive(Clone)]
 pub enum Endpoint {
     /// The front door's Unix socket: the peer's uid is the identity.
     Unix(PathBuf),
@@ -45,6 +45,15 @@ pub enum Endpoint {
         /// The bearer token.
         bearer: String,
     },
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Unix(socket) => write!(f, "{}", socket.display()),
+            Endpoint::Tcp { port, .. } => write!(f, "127.0.0.1:{port} (bearer token redacted)"),
+        }
+    }
 }
 
 /// One HTTP/1.1 connection to `endpoint`, driven by a task of its own; the connection
@@ -116,6 +125,8 @@ pub struct HttpPath {
     /// Worker `i` uses connection `i % len`, one request at a time.
     connections: Vec<Mutex<SendRequest<Full<Bytes>>>>,
     tasks: Vec<JoinHandle<()>>,
+    /// The tasks of connections opened again after the server closed one.
+    spare_tasks: Mutex<Vec<JoinHandle<()>>>,
     endpoint: Endpoint,
     /// The model asked for: `provider/model` of the upstream, or LiteLLM's name for it.
     model: String,
@@ -133,6 +144,7 @@ impl HttpPath {
         HttpPath {
             connections,
             tasks,
+            spare_tasks: Mutex::new(Vec::new()),
             endpoint: endpoint.clone(),
             model: model.to_owned(),
         }
@@ -144,6 +156,13 @@ impl HttpPath {
         let mut sender = self.connections[worker % self.connections.len()]
             .lock()
             .await;
+        if sender.ready().await.is_err() {
+            // The server closed the idle connection (uvicorn, under LiteLLM, after 5 s
+            // while the other paths ran): a new one, as any client would, before the clock.
+            let (fresh, task) = connect(&self.endpoint).await;
+            *sender = fresh;
+            self.spare_tasks.lock().await.push(task);
+        }
         let start = Instant::now();
         let mut body = send(&mut sender, &self.endpoint, &self.model).await;
         let mut sse = SseChunks::default();
@@ -160,7 +179,7 @@ impl HttpPath {
 
 impl Drop for HttpPath {
     fn drop(&mut self) {
-        for task in &self.tasks {
+        for task in self.tasks.iter().chain(self.spare_tasks.get_mut().iter()) {
             task.abort();
         }
     }

@@ -220,7 +220,8 @@ pub fn run(options: &Options) -> String {
     if options.runs("http") {
         let config = format!(
             "[daemon]\nkeepalive_interval_ms = 0\nslow_client_timeout_seconds = 3600\n{workers}\
-             [http]\nkeep_alive_idle_seconds = 3600\nlisten = \"127.0.0.1:0\"\n{}{}",
+             [http]\nkeep_alive_idle_seconds = 3600\nlisten = \"127.0.0.1:0\"\n\
+             [limits]\nmax_connections_per_uid = 4096\n{}{}",
             provider("up", &daemon_upstream),
             provider("stall", &stalling.base_url),
         );
