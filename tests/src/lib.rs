@@ -5,6 +5,7 @@
 pub mod apis; // mock upstreams' wire formats, one file per provider API, and shared checks
 pub mod bench; // the benchmarks: load, memory, cache, TLS, and their statistics
 pub mod generation; // requests to send and the ways to read a generation back
+pub mod litellm; // the LiteLLM proxy started as a gateway in front of provd (smoke test, benchmark)
 pub mod other_user; // running a command as another uid (setpriv)
 pub mod raw; // a raw protocol connection, for bytes no well-behaved client sends
 pub mod soak; // the soak: many clients, random cancels, every chunk checked

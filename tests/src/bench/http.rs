@@ -1,13 +1,15 @@
-//! The HTTP front door (`http.sock`, `POST /v1/chat/completions` streamed as SSE) beside
-//! the direct and MessagePack paths, on the same mock upstream in the same rounds: time
-//! to first chunk, throughput, cancel latency when an HTTP client drops the response, and
-//! the daemon's idle RSS with the HTTP socket open.
+//! The HTTP front door (`POST /v1/chat/completions` streamed as SSE) on its Unix socket
+//! and on loopback TCP, and the LiteLLM proxy in front of the loopback route, beside the
+//! direct and MessagePack paths, on the same mock upstream in the same rounds: time to
+//! first chunk, throughput, cancel latency when an HTTP client drops the response, and
+//! the daemon's idle RSS with both front doors open.
 //!
-//! The HTTP client is hyper's HTTP/1.1 client connection over a `UnixStream` (reqwest
-//! cannot dial a Unix socket), one keep-alive connection per worker, and it reads the
-//! SSE body as the direct path does ([`SseChunks`]).
+//! Every HTTP path is driven by one client: hyper's HTTP/1.1 client connection over a
+//! `UnixStream` (reqwest cannot dial a Unix socket) or a `TcpStream`, one keep-alive
+//! connection per worker, reading the SSE body as the direct path does ([`SseChunks`]).
+//! LiteLLM (see [`crate::litellm`]) runs with one worker, from `$PROVD_PYTHON`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use http_body_util::{BodyExt, Full};
@@ -30,12 +32,56 @@ pub fn socket_of(daemon: &crate::Daemon) -> PathBuf {
     daemon.socket.with_file_name("http.sock")
 }
 
-/// One HTTP/1.1 connection to `socket`, driven by a task of its own; the connection
+/// Where an HTTP path's requests go. Its Debug names the place, never the token.
+#[derive(Clone)]
+pub enum Endpoint {
+    /// The front door's Unix socket: the peer's uid is the identity.
+    Unix(PathBuf),
+    /// A server on `127.0.0.1:port` that wants `bearer` as its bearer token: provd's
+    /// loopback listener with a provd token, or LiteLLM with its master key.
+    Tcp {
+        /// The port on 127.0.0.1.
+        port: u16,
+        /// The bearer token.
+        bearer: String,
+    },
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Unix(socket) => write!(f, "{}", socket.display()),
+            Endpoint::Tcp { port, .. } => write!(f, "127.0.0.1:{port} (bearer token redacted)"),
+        }
+    }
+}
+
+/// One HTTP/1.1 connection to `endpoint`, driven by a task of its own; the connection
 /// closes when the task is aborted or the sender dropped.
-async fn connect(socket: &Path) -> (SendRequest<Full<Bytes>>, JoinHandle<()>) {
-    let stream = tokio::net::UnixStream::connect(socket)
-        .await
-        .unwrap_or_else(|e| panic!("connect to {}: {e}", socket.display()));
+async fn connect(endpoint: &Endpoint) -> (SendRequest<Full<Bytes>>, JoinHandle<()>) {
+    match endpoint {
+        Endpoint::Unix(socket) => {
+            let stream = tokio::net::UnixStream::connect(socket)
+                .await
+                .unwrap_or_else(|e| panic!("connect to {}: {e}", socket.display()));
+            handshake(stream).await
+        }
+        Endpoint::Tcp { port, .. } => {
+            let stream = tokio::net::TcpStream::connect(("127.0.0.1", *port))
+                .await
+                .unwrap_or_else(|e| panic!("connect to 127.0.0.1:{port}: {e}"));
+            // Chunks are small and must not wait for the next one.
+            stream.set_nodelay(true).expect("TCP_NODELAY");
+            handshake(stream).await
+        }
+    }
+}
+
+/// HTTP/1.1 over `stream`, its connection driven by a task of its own.
+async fn handshake<S>(stream: S) -> (SendRequest<Full<Bytes>>, JoinHandle<()>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .expect("HTTP handshake");
@@ -45,42 +91,61 @@ async fn connect(socket: &Path) -> (SendRequest<Full<Bytes>>, JoinHandle<()>) {
     (sender, task)
 }
 
-/// Sends one streamed chat completion for `model` and returns its response's body.
-async fn send(sender: &mut SendRequest<Full<Bytes>>, model: &str) -> hyper::body::Incoming {
+/// Sends one streamed chat completion for `model` to `endpoint` over `sender` and returns
+/// its response's body.
+async fn send(
+    sender: &mut SendRequest<Full<Bytes>>,
+    endpoint: &Endpoint,
+    model: &str,
+) -> hyper::body::Incoming {
     sender.ready().await.expect("the connection is ready");
-    let request = hyper::Request::post(ROUTE)
-        .header("host", "localhost")
-        .header("content-type", "application/json")
+    let mut request = hyper::Request::post(ROUTE).header("content-type", "application/json");
+    request = match endpoint {
+        Endpoint::Unix(_) => request.header("host", "localhost"),
+        Endpoint::Tcp { port, bearer } => request
+            .header("host", format!("127.0.0.1:{port}"))
+            .header("authorization", format!("Bearer {bearer}")),
+    };
+    let request = request
         .body(Full::new(Bytes::from(
             load::chat_request(model).to_string(),
         )))
         .expect("a request");
     let response = sender.send_request(request).await.expect("a response");
-    assert_eq!(response.status(), StatusCode::OK, "the front door answered");
+    let status = response.status();
+    if status != StatusCode::OK {
+        let body = response.into_body().collect().await.map(|b| b.to_bytes());
+        panic!("{endpoint:?} answered {status}: {body:?}");
+    }
     response.into_body()
 }
 
-/// Where the HTTP path sends its generations: keep-alive connections to the front door.
-pub struct FrontDoor {
+/// Where an HTTP path sends its generations: keep-alive connections to an endpoint.
+pub struct HttpPath {
     /// Worker `i` uses connection `i % len`, one request at a time.
     connections: Vec<Mutex<SendRequest<Full<Bytes>>>>,
     tasks: Vec<JoinHandle<()>>,
-    /// `provider/model` of the upstream.
+    /// The tasks of connections opened again after the server closed one.
+    spare_tasks: Mutex<Vec<JoinHandle<()>>>,
+    endpoint: Endpoint,
+    /// The model asked for: `provider/model` of the upstream, or LiteLLM's name for it.
     model: String,
 }
 
-impl FrontDoor {
-    /// Opens `count` keep-alive connections to `socket`, for `model`.
-    pub async fn open(socket: &Path, count: usize, model: &str) -> FrontDoor {
+impl HttpPath {
+    /// Opens `count` keep-alive connections to `endpoint`, for `model`.
+    pub async fn open(endpoint: &Endpoint, count: usize, model: &str) -> HttpPath {
         let (mut connections, mut tasks) = (Vec::new(), Vec::new());
         for _ in 0..count {
-            let (sender, task) = connect(socket).await;
+            let (sender, task) = connect(endpoint).await;
             connections.push(Mutex::new(sender));
             tasks.push(task);
         }
-        FrontDoor {
+        HttpPath {
             connections,
             tasks,
+            spare_tasks: Mutex::new(Vec::new()),
+            endpoint: endpoint.clone(),
             model: model.to_owned(),
         }
     }
@@ -91,8 +156,15 @@ impl FrontDoor {
         let mut sender = self.connections[worker % self.connections.len()]
             .lock()
             .await;
+        if sender.ready().await.is_err() {
+            // The server closed the idle connection (uvicorn, under LiteLLM, after 5 s
+            // while the other paths ran): a new one, as any client would, before the clock.
+            let (fresh, task) = connect(&self.endpoint).await;
+            *sender = fresh;
+            self.spare_tasks.lock().await.push(task);
+        }
         let start = Instant::now();
-        let mut body = send(&mut sender, &self.model).await;
+        let mut body = send(&mut sender, &self.endpoint, &self.model).await;
         let mut sse = SseChunks::default();
         let mut done = false;
         while let Some(frame) = body.frame().await {
@@ -101,19 +173,19 @@ impl FrontDoor {
             }
         }
         assert!(done, "the stream ended with [DONE]");
-        sse.timing(start, "through the HTTP front door")
+        sse.timing(start, &format!("over HTTP to {:?}", self.endpoint))
     }
 }
 
-impl Drop for FrontDoor {
+impl Drop for HttpPath {
     fn drop(&mut self) {
-        for task in &self.tasks {
+        for task in self.tasks.iter().chain(self.spare_tasks.get_mut().iter()) {
             task.abort();
         }
     }
 }
 
-/// One concurrency level, three paths, rounds alternating between them.
+/// One concurrency level, every path, rounds alternating between them.
 #[derive(Debug, Default)]
 pub struct Level {
     /// Generations in flight at once.
@@ -122,12 +194,26 @@ pub struct Level {
     pub direct: PathRun,
     /// Through the MessagePack socket (`provd-client`).
     pub daemon: PathRun,
-    /// Through the HTTP front door.
+    /// Through the HTTP front door on its Unix socket.
     pub http: PathRun,
+    /// Through the HTTP front door on loopback TCP, with a token.
+    pub loopback: PathRun,
+    /// Through the LiteLLM proxy in front of the loopback route; `None` without it.
+    pub litellm: Option<PathRun>,
 }
 
-/// Runs `rounds` rounds of each path, direct → MessagePack → HTTP, after `warmup`
-/// unmeasured ones.
+/// The HTTP paths of a level, each with a keep-alive connection per worker.
+pub struct HttpPaths<'a> {
+    /// The front door's Unix socket.
+    pub unix: &'a HttpPath,
+    /// The front door on loopback TCP.
+    pub loopback: &'a HttpPath,
+    /// LiteLLM in front of the loopback route, when it runs.
+    pub litellm: Option<&'a HttpPath>,
+}
+
+/// Runs `rounds` rounds of each path, direct → MessagePack → HTTP on the Unix socket →
+/// HTTP on loopback → LiteLLM, after `warmup` unmeasured ones.
 pub async fn level(
     concurrency: usize,
     per_worker: usize,
@@ -135,35 +221,48 @@ pub async fn level(
     rounds: usize,
     upstream: &DirectPath<'_>,
     daemon: &DaemonPath<'_>,
-    front: &FrontDoor,
+    paths: &HttpPaths<'_>,
 ) -> Level {
     let clients = daemon.clients;
     let direct_run = |_| load::direct(upstream.http, upstream.url);
     let daemon_run =
         |worker: usize| load::through(&clients[worker % clients.len()], daemon.provider);
-    let http_run = |worker: usize| front.generate(worker);
+    let unix_run = |worker: usize| paths.unix.generate(worker);
+    let loopback_run = |worker: usize| paths.loopback.generate(worker);
     for _ in 0..warmup {
         load::round(concurrency, per_worker, direct_run).await;
         load::round(concurrency, per_worker, daemon_run).await;
-        load::round(concurrency, per_worker, http_run).await;
+        load::round(concurrency, per_worker, unix_run).await;
+        load::round(concurrency, per_worker, loopback_run).await;
+        if let Some(litellm) = paths.litellm {
+            load::round(concurrency, per_worker, |w| litellm.generate(w)).await;
+        }
     }
     let mut level = Level {
         concurrency,
+        litellm: paths.litellm.map(|_| PathRun::default()),
         ..Level::default()
     };
+    let cpu = &daemon.cpu;
     for _ in 0..rounds {
-        level
-            .direct
-            .measure(concurrency, per_worker, &daemon.cpu, direct_run)
+        let direct = &mut level.direct;
+        direct
+            .measure(concurrency, per_worker, cpu, direct_run)
             .await;
-        level
-            .daemon
-            .measure(concurrency, per_worker, &daemon.cpu, daemon_run)
+        let through = &mut level.daemon;
+        through
+            .measure(concurrency, per_worker, cpu, daemon_run)
             .await;
-        level
-            .http
-            .measure(concurrency, per_worker, &daemon.cpu, http_run)
+        let http = &mut level.http;
+        http.measure(concurrency, per_worker, cpu, unix_run).await;
+        let loopback = &mut level.loopback;
+        loopback
+            .measure(concurrency, per_worker, cpu, loopback_run)
             .await;
+        if let (Some(run), Some(litellm)) = (&mut level.litellm, paths.litellm) {
+            run.measure(concurrency, per_worker, cpu, |w| litellm.generate(w))
+                .await;
+        }
     }
     level
 }
@@ -173,15 +272,15 @@ pub async fn level(
 /// closed. `model` routes to `stalling`, which sends one chunk and then waits.
 pub async fn cancel_latency(
     rounds: usize,
-    socket: &Path,
+    endpoint: &Endpoint,
     model: &str,
     stalling: &Upstream,
 ) -> Samples {
     let mut samples = Samples::new();
     for _ in 0..rounds {
         let index = stalling.requests().len();
-        let (mut sender, task) = connect(socket).await;
-        let mut body = send(&mut sender, model).await;
+        let (mut sender, task) = connect(endpoint).await;
+        let mut body = send(&mut sender, endpoint, model).await;
         let mut sse = SseChunks::default();
         let start = Instant::now();
         while sse.chunks() == 0 {

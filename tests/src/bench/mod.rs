@@ -94,6 +94,8 @@ struct FrontDoorResults {
     cancel: Samples,
     /// The daemon's RSS after start-up, with the HTTP socket open.
     idle_kib: u64,
+    /// Why the LiteLLM rows are missing, when they are.
+    litellm_absent: Option<String>,
 }
 
 /// The machine's floor: a 16-byte round trip over a Unix socket pair to an echo thread,
@@ -218,7 +220,8 @@ pub fn run(options: &Options) -> String {
     if options.runs("http") {
         let config = format!(
             "[daemon]\nkeepalive_interval_ms = 0\nslow_client_timeout_seconds = 3600\n{workers}\
-             [http]\nkeep_alive_idle_seconds = 3600\n{}{}",
+             [http]\nkeep_alive_idle_seconds = 3600\nlisten = \"127.0.0.1:0\"\n\
+             [limits]\nmax_connections_per_uid = 4096\n{}{}",
             provider("up", &daemon_upstream),
             provider("stall", &stalling.base_url),
         );
@@ -347,8 +350,10 @@ async fn main_sections(
 }
 
 /// The HTTP front door section: the daemon's idle RSS first (started, one MessagePack
-/// ping, the HTTP socket open), then direct, MessagePack and HTTP generations at
-/// concurrency 1, 16 and 64 in alternating rounds, then cancel latency through HTTP.
+/// ping, both front doors open), then direct, MessagePack, HTTP (Unix socket and loopback
+/// TCP) and LiteLLM generations at concurrency 1, 16 and 64 in alternating rounds, then
+/// cancel latency through HTTP. LiteLLM (one worker, from `$PROVD_PYTHON`) is pointed
+/// at provd's loopback route with a token; without the package its rows say why not.
 async fn front_door(
     options: &Options,
     daemon: &Daemon,
@@ -360,7 +365,42 @@ async fn front_door(
     client.ping().await.expect("ping");
     let socket = http::socket_of(daemon);
     assert!(socket.exists(), "the HTTP socket is open");
+    let port = crate::litellm::provd_loopback_port(daemon);
     let idle_kib = system::rss_kib(daemon.pid());
+    let (status, token, stderr) =
+        crate::run_provd(&["token", "create", "--providers", "up"], &daemon.socket);
+    assert!(status.success(), "a token for the loopback path: {stderr}");
+    let unix = http::Endpoint::Unix(socket);
+    let loopback = http::Endpoint::Tcp {
+        port,
+        bearer: token.trim().to_owned(),
+    };
+    let python = crate::python();
+    let litellm_absent = crate::litellm::unavailable(&python);
+    let litellm = match &litellm_absent {
+        Some(why) => {
+            eprintln!("provd-bench: LiteLLM left out: {why}");
+            None
+        }
+        None => Some(
+            crate::litellm::LiteLlm::start(
+                &python,
+                &format!("http://127.0.0.1:{port}/v1"),
+                "up/m",
+                token.trim(),
+            )
+            .await,
+        ),
+    };
+    let gateway = litellm.as_ref().map(|proxy| http::Endpoint::Tcp {
+        port: proxy
+            .base_url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("LiteLLM's port"),
+        bearer: crate::litellm::MASTER_KEY.to_owned(),
+    });
 
     let reqwest = reqwest::Client::builder()
         .pool_max_idle_per_host(1024)
@@ -385,7 +425,19 @@ async fn front_door(
     ] {
         // A connection per worker, opened for its level: none sits idle through the
         // levels before it.
-        let front = http::FrontDoor::open(&socket, concurrency, "up/m").await;
+        let front = http::HttpPath::open(&unix, concurrency, "up/m").await;
+        let tcp = http::HttpPath::open(&loopback, concurrency, "up/m").await;
+        let proxied = match &gateway {
+            Some(endpoint) => {
+                Some(http::HttpPath::open(endpoint, concurrency, crate::litellm::MODEL).await)
+            }
+            None => None,
+        };
+        let paths = http::HttpPaths {
+            unix: &front,
+            loopback: &tcp,
+            litellm: proxied.as_ref(),
+        };
         levels.push(
             http::level(
                 concurrency,
@@ -394,16 +446,18 @@ async fn front_door(
                 rounds,
                 &direct,
                 &through,
-                &front,
+                &paths,
             )
             .await,
         );
     }
-    let cancel = http::cancel_latency(options.scale(300), &socket, "stall/m", stalling).await;
+    drop(litellm);
+    let cancel = http::cancel_latency(options.scale(300), &unix, "stall/m", stalling).await;
     FrontDoorResults {
         levels,
         cancel,
         idle_kib,
+        litellm_absent,
     }
 }
 
@@ -636,17 +690,25 @@ fn report(r: &mut Results) -> String {
         out.push("|---|---|---|---|---|---|---|---|---|---|".into());
         for level in &mut f.levels {
             let c = level.concurrency;
-            for (name, run) in [
+            let mut rows = vec![
                 ("direct", &mut level.direct),
                 (
                     "MessagePack socket (`provd-client`, 1 connection)",
                     &mut level.daemon,
                 ),
                 (
-                    "HTTP front door (hyper, keep-alive connection per worker)",
+                    "HTTP front door on `http.sock` (hyper, keep-alive connection per worker)",
                     &mut level.http,
                 ),
-            ] {
+                (
+                    "HTTP front door on loopback TCP (same, with a token)",
+                    &mut level.loopback,
+                ),
+            ];
+            if let Some(litellm) = &mut level.litellm {
+                rows.push(("LiteLLM proxy (1 worker) → provd's loopback route", litellm));
+            }
+            for (name, run) in rows {
                 out.push(format!(
                     "| {name} | {c} | {} | {} | {} | {} | {:.0} | {:.0} | {:.2} | {:.2} |",
                     run.requests,
@@ -673,9 +735,13 @@ fn report(r: &mut Results) -> String {
         out.push(format!(
             "Idle RSS with the HTTP socket open (started, one MessagePack ping): {}. \
              HTTP: `POST /v1/chat/completions` with `stream: true`, the SSE body split into events and each event's JSON decoded, as the direct path does. \
-             Rounds alternate direct → MessagePack → HTTP; each of c workers runs its generations back to back. \
-             The comparison with LiteLLM is not measured here.",
-            mib(f.idle_kib)
+             Rounds alternate direct → MessagePack → HTTP on `http.sock` → HTTP on loopback → LiteLLM; each of c workers runs its generations back to back. \
+             LiteLLM: {}; the daemon's CPU column counts provd's share of that path, not LiteLLM's.",
+            mib(f.idle_kib),
+            f.litellm_absent.as_ref().map_or_else(
+                || "the proxy from PyPI (tests/python/requirements.txt), one worker, offline, its model routed to provd's loopback OpenAI route with a provd token".to_owned(),
+                |why| format!("**not measured**: {why}"),
+            ),
         ));
     }
 
@@ -766,9 +832,52 @@ fn report(r: &mut Results) -> String {
             mib(f.idle_kib),
             verdict(f.idle_kib <= 16 * 1024)
         ));
-        out.push(
-            "| HTTP front door vs LiteLLM | not measured (a later part of issue 14) | – |".into(),
-        );
+        out.extend(litellm_targets(&mut f.levels, f.litellm_absent.as_deref()));
     }
     out.join("\n")
+}
+
+/// The targets against LiteLLM: what it adds to the median first chunk (c = 1) over
+/// what the HTTP front door adds, and its streamed requests/s at c = 16.
+fn litellm_targets(levels: &mut [http::Level], absent: Option<&str>) -> Vec<String> {
+    if let Some(why) = absent {
+        return vec![format!(
+            "| HTTP front door vs LiteLLM | not measured: {why} | – |"
+        )];
+    }
+    let mut out = Vec::new();
+    if let Some(c1) = levels.iter_mut().find(|l| l.concurrency == 1) {
+        let direct = c1.direct.first.p50();
+        let http = c1.http.first.p50() - direct;
+        let loopback = c1.loopback.first.p50() - direct;
+        if let Some(litellm) = &mut c1.litellm {
+            let added = litellm.first.p50() - direct;
+            let ratio = added / http;
+            out.push(format!(
+                "| HTTP front door adds ≥ 50× less than LiteLLM to the median first chunk (c = 1) | LiteLLM {} − direct {} = {}; HTTP on `http.sock` adds {}: {ratio:.0}× less (on loopback TCP {}: {:.0}×; LiteLLM's own share, over the loopback path it calls, {}) | {} |",
+                human(litellm.first.p50()),
+                human(direct),
+                human(added),
+                human(http),
+                human(loopback),
+                added / loopback,
+                human(litellm.first.p50() - c1.loopback.first.p50()),
+                verdict(http > 0.0 && ratio >= 50.0)
+            ));
+        }
+    }
+    if let Some(c16) = levels.iter().find(|l| l.concurrency == 16) {
+        if let Some(litellm) = &c16.litellm {
+            let ratio = c16.http.requests_per_s() / litellm.requests_per_s();
+            out.push(format!(
+                "| HTTP front door serves ≥ 30× LiteLLM's streamed requests/s (c = 16) | `http.sock` {:.0} / LiteLLM {:.1} = {ratio:.0}× (loopback TCP {:.0}: {:.0}×) | {} |",
+                c16.http.requests_per_s(),
+                litellm.requests_per_s(),
+                c16.loopback.requests_per_s(),
+                c16.loopback.requests_per_s() / litellm.requests_per_s(),
+                verdict(ratio >= 30.0)
+            ));
+        }
+    }
+    out
 }
