@@ -205,6 +205,11 @@ fn bind_loopback(listen: &str) -> Result<TcpListener, crate::server::listener::L
 /// Admits a loopback TCP connection and serves it: no peer uid, so it counts under the
 /// anonymous peer's limit, and each request's token says who calls.
 async fn admit_tcp(stream: tokio::net::TcpStream, names: Arc<Vec<String>>, front: Arc<Front>) {
+    // A stream is many small writes (one SSE event per chunk): without TCP_NODELAY,
+    // Nagle's algorithm holds each behind the client's delayed ACK, tens of ms a chunk.
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY on an HTTP connection");
+    }
     let daemon = &front.daemon;
     let standing = Standing::tcp(daemon.auth());
     let config = daemon.factory.config();
