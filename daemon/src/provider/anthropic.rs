@@ -486,7 +486,7 @@ fn blocks(turn: &provd_client::Message) -> Result<Vec<Value>, ProviderError> {
                 .and_then(|s| s.get("thinking"))
                 .and_then(Value::as_array)
             {
-                blocks.extend(thinking.iter().cloned());
+                blocks.extend(thinking.iter().filter_map(returned_thinking_block));
             }
             text(&mut blocks);
             for call in &turn.tool_calls {
@@ -1152,6 +1152,24 @@ struct WireModel {
     /// Newer API versions report the context window.
     #[serde(default)]
     max_input_tokens: Option<u32>,
+}
+
+/// A thinking block from a turn's provider state, as it may go back to the API: only
+/// `thinking` (its text and signature) and `redacted_thinking` (its data), with string
+/// fields. The state comes from the client, so anything else in it (a `tool_use`, an
+/// `image` by URL, `cache_control`) is dropped rather than passed around the checks that
+/// the request's own fields go through.
+fn returned_thinking_block(block: &Value) -> Option<Value> {
+    let text = |key: &str| block.get(key).and_then(Value::as_str);
+    match text("type")? {
+        "thinking" => Some(json!({
+            "type": "thinking",
+            "thinking": text("thinking")?,
+            "signature": text("signature")?,
+        })),
+        "redacted_thinking" => Some(json!({"type": "redacted_thinking", "data": text("data")?})),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -1909,5 +1927,27 @@ data: {\"type\":\"message_stop\"}\n\n";
         let e = decode(&stream).unwrap_err();
         assert_eq!(e.code, ErrorCode::UpstreamError);
         assert!(e.message.contains("thinking passed"), "{e}");
+    }
+
+    #[test]
+    fn only_thinking_blocks_go_back_from_a_turns_state() {
+        let kept = [
+            json!({"type": "thinking", "thinking": "hm", "signature": "sig", "cache_control": {"type": "ephemeral"}}),
+            json!({"type": "redacted_thinking", "data": "opaque"}),
+        ];
+        assert_eq!(
+            returned_thinking_block(&kept[0]),
+            Some(json!({"type": "thinking", "thinking": "hm", "signature": "sig"}))
+        );
+        assert_eq!(returned_thinking_block(&kept[1]), Some(kept[1].clone()));
+        for dropped in [
+            json!({"type": "tool_use", "id": "x", "name": "f", "input": {}}),
+            json!({"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}),
+            json!({"type": "thinking", "thinking": "no signature"}),
+            json!({"type": "redacted_thinking", "data": 7}),
+            json!("thinking"),
+        ] {
+            assert_eq!(returned_thinking_block(&dropped), None, "{dropped}");
+        }
     }
 }
