@@ -1736,21 +1736,8 @@ mod tests {
 
     #[test]
     fn every_error_code_has_its_status_and_ollamas_shape() {
-        let expected = [
-            (ErrorCode::InvalidRequest, 400),
-            (ErrorCode::ProtocolError, 400),
-            (ErrorCode::Unauthenticated, 401),
-            (ErrorCode::PermissionDenied, 403),
-            (ErrorCode::NotFound, 404),
-            (ErrorCode::RateLimited, 429),
-            (ErrorCode::Cancelled, 499),
-            (ErrorCode::Internal, 500),
-            (ErrorCode::UpstreamError, 502),
-            (ErrorCode::Unavailable, 503),
-            (ErrorCode::Overloaded, 503),
-            (ErrorCode::Timeout, 504),
-        ];
-        assert_eq!(expected.len(), ErrorCode::ALL.len());
+        let expected = crate::server::http::error::DOCUMENTED_STATUSES;
+        assert_eq!(expected.len(), ErrorCode::ALL.len(), "every code is listed");
         for (code, status) in expected {
             let (got, body) = error_body(code, "model 'x' not found");
             assert_eq!(got.as_u16(), status, "{code}");
