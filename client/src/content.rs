@@ -122,6 +122,26 @@ pub enum Effort {
     High,
 }
 
+impl Effort {
+    /// Every level, least first.
+    pub const ALL: [Effort; 4] = [Effort::Minimal, Effort::Low, Effort::Medium, Effort::High];
+
+    /// Its name on the wire, which the APIs that take an effort spell the same way.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Effort::Minimal => "minimal",
+            Effort::Low => "low",
+            Effort::Medium => "medium",
+            Effort::High => "high",
+        }
+    }
+
+    /// The level named `name`, if it is one.
+    pub fn from_name(name: &str) -> Option<Effort> {
+        Effort::ALL.into_iter().find(|e| e.as_str() == name)
+    }
+}
+
 /// A request for the model's reasoning ("thinking").
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reasoning {
@@ -183,6 +203,15 @@ mod tests {
         let back: T = rmp_serde::from_slice(&bytes).unwrap();
         assert_eq!(&back, value);
         serde_json::to_value(value).unwrap()
+    }
+
+    #[test]
+    fn an_efforts_name_is_its_wire_name_and_reads_back() {
+        for effort in Effort::ALL {
+            assert_eq!(roundtrip(&effort), effort.as_str());
+            assert_eq!(Effort::from_name(effort.as_str()), Some(effort));
+        }
+        assert_eq!(Effort::from_name("extreme"), None);
     }
 
     #[test]

@@ -332,3 +332,45 @@ async fn collect_returns_the_text_the_calls_and_a_turn_to_send_back() {
     );
     assert!(answer.tool_calls().is_empty());
 }
+
+#[tokio::test]
+async fn a_hostile_clients_tools_and_images_are_refused_by_name_and_the_daemon_keeps_serving() {
+    let daemon = Daemon::start();
+    let client = daemon.client().await;
+    let tool = |name: &str| Tool::new(name, "", json!({"type": "object"}));
+    let many = GenerateRequest {
+        tools: (0..129).map(|i| tool(&format!("t{i}"))).collect(),
+        ..ask(true)
+    };
+    // A name with a forged log line and terminal escapes, long enough to be cut.
+    let forged = format!("x\nINFO forged\x1b[31m{}", "y".repeat(300));
+    let named = GenerateRequest {
+        tools: vec![tool(&forged)],
+        ..ask(true)
+    };
+    let mut pictured = ask(true);
+    pictured.messages[0].images = vec![Image::Url {
+        url: "file:///etc/shadow".into(),
+    }];
+    for (request, expected) in [
+        (many, "at most 128"),
+        (named, "tools.0.name"),
+        (pictured, "https:// URL"),
+    ] {
+        let wire = generation_error(&client, request).await;
+        assert_eq!(wire.code, ErrorCode::InvalidRequest, "{wire:?}");
+        assert!(wire.message.contains(expected), "{expected}: {wire:?}");
+        assert!(
+            !wire.message.contains('\n') && !wire.message.contains('\x1b'),
+            "the client's text is escaped: {wire:?}"
+        );
+        assert!(
+            wire.message.len() < 1024,
+            "the client's text is cut: {wire:?}"
+        );
+    }
+    // The daemon still serves, and the refusing connection still works.
+    client.ping().await.unwrap();
+    let done = run(&daemon, ask(false)).await.done.unwrap();
+    assert_eq!(done.tool_calls[0].name, "get_weather");
+}

@@ -140,16 +140,11 @@ fn last_user_text(request: &GenerateRequest) -> String {
 
 /// The answer to the tool result that ends the conversation.
 fn tool_result_answer(request: &GenerateRequest) -> String {
-    let Some(result) = request.messages.last() else {
+    let Some((result, earlier)) = request.messages.split_last() else {
         return String::new();
     };
     let id = result.tool_call_id.as_deref().unwrap_or_default();
-    let name = request
-        .messages
-        .iter()
-        .flat_map(|m| &m.tool_calls)
-        .find(|c| c.id == id)
-        .map_or("?", |c| c.name.as_str());
+    let name = super::tools::call_name(earlier, id).unwrap_or("?");
     let verb = if result.is_error {
         "failed"
     } else {
@@ -197,7 +192,7 @@ fn least(schema: &Value, depth: u32) -> Value {
     let kind = match schema.get("type") {
         Some(Value::String(t)) => t.as_str(),
         Some(Value::Array(types)) => types.iter().find_map(Value::as_str).unwrap_or("null"),
-        _ if schema.get("properties").is_some() => "object",
+        // No type: an object, as a schema with `properties` (or none at all) describes.
         _ => "object",
     };
     match kind {

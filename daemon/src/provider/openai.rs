@@ -260,7 +260,7 @@ pub fn chat_body(
         Some(ResponseFormat::Text) | None => {}
     }
     if let Some(effort) = request.reasoning.as_ref().and_then(effort_of) {
-        typed.insert("reasoning_effort".into(), json!(effort_name(effort)));
+        typed.insert("reasoning_effort".into(), json!(effort.as_str()));
     }
     let mut body = Map::new();
     body.insert("model".into(), json!(spec.model));
@@ -371,16 +371,6 @@ pub fn effort_of(reasoning: &Reasoning) -> Option<Effort> {
     reasoning
         .effort
         .or_else(|| reasoning.budget_tokens.map(effort_for_budget))
-}
-
-/// An effort as OpenAI spells it.
-pub fn effort_name(effort: Effort) -> &'static str {
-    match effort {
-        Effort::Minimal => "minimal",
-        Effort::Low => "low",
-        Effort::Medium => "medium",
-        Effort::High => "high",
-    }
 }
 
 /// Adds the fields provd maps from the request's typed options to `body`, refusing one

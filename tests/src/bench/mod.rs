@@ -188,17 +188,11 @@ pub fn run(options: &Options) -> String {
     let needs_main = ["floor", "c1", "c64", "paced", "c512", "stuck", "cancel"]
         .iter()
         .any(|s| options.runs(s));
-    if needs_main {
-        let config = format!(
-            "[daemon]\nkeepalive_interval_ms = 0\ndefault_provider = \"up\"\n\
-             slow_client_timeout_seconds = 3600\n{workers}\
-             {}{}{}[providers.mock]\ntype = \"mock\"\ndefault_model = \"mock-1\"\n",
-            provider("up", &daemon_upstream),
-            provider("paced", &paced.base_url),
-            provider("stall", &stalling.base_url),
-        );
+    // A benchmark daemon on `config` (trusting the TLS front when there is one) and the
+    // probe of its CPU time.
+    let start_daemon = |config: &str| {
         let mut daemon = Daemon::builder()
-            .config(&config)
+            .config(config)
             .env("PROVD_LOG", DAEMON_LOG);
         if let Some(front) = &tls_front {
             daemon = daemon.env("SSL_CERT_FILE", &front.cert_file.display().to_string());
@@ -208,6 +202,18 @@ pub fn run(options: &Options) -> String {
             daemon_pid: daemon.pid(),
             upstream_tid,
         };
+        (daemon, cpu)
+    };
+    if needs_main {
+        let config = format!(
+            "[daemon]\nkeepalive_interval_ms = 0\ndefault_provider = \"up\"\n\
+             slow_client_timeout_seconds = 3600\n{workers}\
+             {}{}{}[providers.mock]\ntype = \"mock\"\ndefault_model = \"mock-1\"\n",
+            provider("up", &daemon_upstream),
+            provider("paced", &paced.base_url),
+            provider("stall", &stalling.base_url),
+        );
+        let (daemon, cpu) = start_daemon(&config);
         client_rt.block_on(main_sections(
             options,
             &daemon,
@@ -225,17 +231,7 @@ pub fn run(options: &Options) -> String {
             provider("up", &daemon_upstream),
             provider("stall", &stalling.base_url),
         );
-        let mut daemon = Daemon::builder()
-            .config(&config)
-            .env("PROVD_LOG", DAEMON_LOG);
-        if let Some(front) = &tls_front {
-            daemon = daemon.env("SSL_CERT_FILE", &front.cert_file.display().to_string());
-        }
-        let daemon = daemon.start();
-        let cpu = CpuProbe {
-            daemon_pid: daemon.pid(),
-            upstream_tid,
-        };
+        let (daemon, cpu) = start_daemon(&config);
         results.front_door =
             Some(client_rt.block_on(front_door(options, &daemon, cpu, &streaming, &stalling)));
     }

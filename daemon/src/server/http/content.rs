@@ -79,19 +79,6 @@ pub fn image_from_url(url: &str) -> Result<Image, String> {
     ))
 }
 
-/// provd's effort for a dialect's word (`minimal`, `low`, `medium`, `high`); `None` for
-/// a word provd has not.
-pub fn effort(word: &str) -> Option<provd_client::Effort> {
-    use provd_client::Effort;
-    match word {
-        "minimal" => Some(Effort::Minimal),
-        "low" => Some(Effort::Low),
-        "medium" => Some(Effort::Medium),
-        "high" => Some(Effort::High),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

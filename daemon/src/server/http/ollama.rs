@@ -911,7 +911,7 @@ fn think(object: &Map<String, Value>) -> Result<Option<Reasoning>, WireError> {
         None | Some(Value::Bool(false)) => return Ok(None),
         Some(Value::Bool(true)) => None,
         Some(Value::String(word)) if ["high", "medium", "low"].contains(&word.as_str()) => {
-            super::content::effort(word)
+            provd_client::Effort::from_name(word)
         }
         Some(other) => {
             return Err(invalid(format!(

@@ -312,7 +312,7 @@ impl ChatRequest {
         let reasoning = match self.reasoning_effort.as_deref() {
             None | Some("none") => None,
             Some(word) => Some(Reasoning {
-                effort: Some(super::content::effort(word).ok_or_else(|| {
+                effort: Some(provd_client::Effort::from_name(word).ok_or_else(|| {
                     ApiError::param(
                         "reasoning_effort",
                         format!(
