@@ -19,6 +19,7 @@
 //! [`TypeRules`].
 
 pub mod load;
+pub mod usage;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -154,6 +155,13 @@ pub struct LimitsConfig {
     /// `status`, `reload` and `shutdown` get through when other users fill the rest. At
     /// most `max_connections - 1` are kept ([`LimitsConfig::reserved_for_admins`]).
     pub admin_reserved_connections: usize,
+    /// Budgets and rates per user (`[limits.uid.NAME]`, NAME a user name or uid),
+    /// enforced from counters the usage ledger seeds at start (see [`usage`]).
+    pub uid: BTreeMap<String, usage::Quota>,
+    /// Budgets and rates per group, pooled over its members (`[limits.group.NAME]`).
+    pub group: BTreeMap<String, usage::Quota>,
+    /// Budgets and rates per token id (`[limits.token.ID]`).
+    pub token: BTreeMap<String, usage::Quota>,
 }
 
 impl LimitsConfig {
@@ -163,6 +171,20 @@ impl LimitsConfig {
     pub fn reserved_for_admins(&self, max_connections: usize) -> usize {
         self.admin_reserved_connections
             .min(max_connections.saturating_sub(1))
+    }
+
+    /// Every budget table, with its kind as the configuration spells it.
+    pub fn quota_tables(&self) -> [(&'static str, &BTreeMap<String, usage::Quota>); 3] {
+        [
+            ("uid", &self.uid),
+            ("group", &self.group),
+            ("token", &self.token),
+        ]
+    }
+
+    /// Whether any budget or rate is configured (none, the common case: nothing to check).
+    pub fn has_quotas(&self) -> bool {
+        !(self.uid.is_empty() && self.group.is_empty() && self.token.is_empty())
     }
 }
 
@@ -179,6 +201,9 @@ impl Default for LimitsConfig {
             max_connections_per_uid: DEFAULT_MAX_CONNECTIONS_PER_UID,
             max_streams_per_uid: DEFAULT_MAX_STREAMS_PER_UID,
             admin_reserved_connections: DEFAULT_ADMIN_RESERVED_CONNECTIONS,
+            uid: BTreeMap::new(),
+            group: BTreeMap::new(),
+            token: BTreeMap::new(),
         }
     }
 }
@@ -207,6 +232,12 @@ pub struct Config {
     /// The HTTP front door (OpenAI-, Anthropic- and Ollama-compatible routes).
     #[serde(default)]
     pub http: HttpConfig,
+    /// The usage ledger.
+    #[serde(default)]
+    pub ledger: usage::LedgerConfig,
+    /// Prices per `"provider/model"`, for the cost in `provd usage`.
+    #[serde(default)]
+    pub prices: BTreeMap<String, usage::Price>,
 }
 
 /// The `[http]` table: the HTTP front door on a Unix socket beside the MessagePack one.
@@ -474,6 +505,23 @@ impl Config {
                     format!("must be <= {MAX_COUNT_OR_SECONDS}, got {value}"),
                 ));
             }
+        }
+        for (key, value, min, max) in self.ledger.bounds() {
+            if !(min..=max).contains(&value) {
+                return Err(invalid(
+                    format!("ledger.{key}"),
+                    format!("must be {min} to {max}, got {value}"),
+                ));
+            }
+        }
+        for (kind, table) in self.limits.quota_tables() {
+            for (name, quota) in table {
+                usage::check_quota(kind, name, quota).map_err(|(k, rule)| invalid(k, rule))?;
+            }
+        }
+        for (target, price) in &self.prices {
+            usage::check_price(target, price, |p| self.providers.contains_key(p))
+                .map_err(|(k, rule)| invalid(k, rule))?;
         }
         if let Some(listen) = &self.http.listen {
             loopback_address(listen).map_err(|rule| invalid("http.listen".into(), rule))?;
@@ -857,7 +905,8 @@ mod tests {
             LimitsConfig {
                 max_connections_per_uid: 3,
                 max_streams_per_uid: 4,
-                admin_reserved_connections: 0
+                admin_reserved_connections: 0,
+                ..LimitsConfig::default()
             }
         );
         let default = Config::embedded();

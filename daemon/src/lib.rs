@@ -10,6 +10,7 @@
 //! - [`config`]: the TOML configuration and its validation; which file and socket to use.
 //! - [`server`]: the socket, connections, requests, dispatch, generations, graceful drain.
 //! - [`access`]: who may ask what: peer identity, admins, tokens and provider grants.
+//! - [`ledger`]: the usage ledger: every generation recorded in SQLite, off the request path.
 //! - [`resilience`]: retries, fallbacks and the request deadline.
 //! - [`factory`]: provider registry, per-(provider, model) instance cache, lifecycle.
 //! - [`provider`]: the [`provider::Provider`] trait and the providers.
@@ -36,6 +37,7 @@ pub mod factory;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod ledger;
 pub mod one_line;
 pub mod provider;
 pub mod reload;

@@ -212,12 +212,12 @@ pub fn kill(pid: u32, signal: libc::c_int) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Every group `uid` belongs to (its supplementary groups and `primary_gid`), for access
-/// checks: SO_PEERCRED reports only the peer's primary gid.
+/// The name of user `uid` from the password database (`getpwuid_r`), or `None` when it
+/// has no entry. May ask the name service: call it off the runtime's threads.
 #[cfg(unix)]
-pub fn user_groups(uid: u32, primary_gid: u32) -> Vec<u32> {
+pub fn user_name(uid: u32) -> Option<std::ffi::CString> {
     let mut buf = vec![0u8; 4096];
-    let name = loop {
+    loop {
         // SAFETY: an all-zero `passwd` is a valid value for a plain C struct.
         let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
         let mut result: *mut libc::passwd = std::ptr::null_mut();
@@ -236,11 +236,20 @@ pub fn user_groups(uid: u32, primary_gid: u32) -> Vec<u32> {
             continue;
         }
         if rc != 0 || result.is_null() {
-            // A uid with no passwd entry has no supplementary groups to find.
-            return vec![primary_gid];
+            return None;
         }
         // SAFETY: on success pw_name points to a NUL-terminated string inside `buf`.
-        break unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) }.to_owned();
+        return Some(unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) }.to_owned());
+    }
+}
+
+/// Every group `uid` belongs to (its supplementary groups and `primary_gid`), for access
+/// checks: SO_PEERCRED reports only the peer's primary gid.
+#[cfg(unix)]
+pub fn user_groups(uid: u32, primary_gid: u32) -> Vec<u32> {
+    // A uid with no passwd entry has no supplementary groups to find.
+    let Some(name) = user_name(uid) else {
+        return vec![primary_gid];
     };
     let mut groups: Vec<libc::gid_t> = vec![0; 64];
     loop {

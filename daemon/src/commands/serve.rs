@@ -205,10 +205,16 @@ async fn serve_until_stopped(start: ServeStart) -> Result<(), CommandError> {
     let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
 
     let providers = config.providers.len();
+    // The ledger, before READY=1: the budgets it seeds must hold from the first request.
+    #[cfg(unix)]
+    let ledger = crate::ledger::Ledger::open(&config.ledger, vault.dir());
+    #[cfg(not(unix))]
+    let ledger = crate::ledger::Ledger::open(&config.ledger, &std::env::temp_dir().join("provd"));
     #[cfg(unix)]
     let mut daemon = Daemon::assemble(config, auth, vault);
     #[cfg(not(unix))]
     let mut daemon = Daemon::assemble(config, auth);
+    daemon.ledger = ledger;
     daemon.reloader = Reloader::new(config_path, &daemon.factory.config(), notifier.clone())
         .with_socket(
             socket_flag,
@@ -259,11 +265,14 @@ async fn serve_until_stopped(start: ServeStart) -> Result<(), CommandError> {
         env!("CARGO_PKG_VERSION")
     );
     let supervisor = tokio::spawn(supervise(daemon.clone(), notifier, shutdown.clone(), ready));
+    let daemon_for_ledger = daemon.clone();
     let server = Server::new(daemon, listener, shutdown);
     #[cfg(unix)]
     let server = server.with_http(http);
     server.run().await;
     supervisor.abort();
+    // Every generation has ended: write their records before the process goes.
+    let _ = tokio::task::spawn_blocking(move || daemon_for_ledger.ledger.flush()).await;
     // `detached` (the pid file) goes last: the pid file stays until the daemon has stopped.
     #[cfg(unix)]
     drop(detached);

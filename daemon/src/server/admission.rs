@@ -193,6 +193,7 @@ mod tests {
             max_connections_per_uid: per_uid,
             max_streams_per_uid: streams,
             admin_reserved_connections: reserved,
+            ..LimitsConfig::default()
         }
     }
 

@@ -614,7 +614,11 @@ impl Connection {
                 self.tasks.spawn(generation::run(
                     id,
                     request,
-                    generation::Plan { config, targets },
+                    generation::Plan {
+                        config,
+                        targets,
+                        requester: super::accounting::Requester::of(&grant),
+                    },
                     registration,
                     self.ctx.clone(),
                 ));

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::accounting::{self, Requester};
 use super::extras::Extras;
 use super::request::encode_reply;
 use super::streams::{Registration, Streams};
@@ -53,6 +54,8 @@ pub(super) struct Plan {
     pub config: Arc<Config>,
     /// The providers it may be served by, in order (see [`resilience::targets`]).
     pub targets: Vec<Target>,
+    /// Who asked, for the ledger and the budgets.
+    pub requester: Requester,
 }
 
 /// Runs generation `id` to its terminal reply. `registration` holds its place on the
@@ -64,17 +67,26 @@ pub(super) async fn run(
     registration: Registration,
     ctx: StreamCtx,
 ) {
-    let result = Generation {
+    let started = Instant::now();
+    let at_ms = crate::ledger::unix_millis();
+    let asked = asked(&plan);
+    let requester = plan.requester.clone();
+    let mut generation = Generation {
         id,
         ctx: &ctx,
         cancel: registration.cancel_token(),
         chunks: 0,
         pieces: 0,
         usage: None,
-    }
-    .drive(request, plan)
-    .await;
-    // Free the id before the client can see the end, so it may reuse it at once.
+        first_chunk: None,
+        answered: None,
+        opened_model: None,
+    };
+    let result = generation.drive(request, plan).await;
+    let record = generation.record(&result, at_ms, started, asked, &requester);
+    // Accounted before the client can see the end, so its next request (a report, a
+    // budget check) sees this one; then the id is freed, so the client may reuse it.
+    accounting::account(&ctx.daemon, &requester, record);
     drop(registration);
     let frame = match result {
         Ok(done) => encode_reply(id, &done),
@@ -97,6 +109,33 @@ struct Generation<'a> {
     pieces: u32,
     /// The provider's own latest usage report, if it sent one.
     usage: Option<Usage>,
+    /// When the first chunk went to the client.
+    first_chunk: Option<Instant>,
+    /// The provider that answered and the model it named, once one did.
+    answered: Option<(String, String)>,
+    /// The model of the instance that answered (the provider's choice when the request
+    /// named none), once one did.
+    opened_model: Option<String>,
+}
+
+/// The provider and model a plan asks for, as the ledger keys them: the first target,
+/// aliases resolved, the provider's default model when none is named.
+fn asked(plan: &Plan) -> (String, String) {
+    let Some(first) = plan.targets.first() else {
+        return (String::new(), String::new());
+    };
+    let model = first.model.clone().or_else(|| {
+        plan.config
+            .providers
+            .get(&first.provider)
+            .and_then(|p| p.default_model.clone())
+    });
+    (first.provider.clone(), model.unwrap_or_default())
+}
+
+/// Milliseconds in `d`, saturated.
+fn millis(d: std::time::Duration) -> u32 {
+    d.as_millis().try_into().unwrap_or(u32::MAX)
 }
 
 /// The longest model name reported to clients; an upstream's longer one is cut.
@@ -125,6 +164,62 @@ async fn silence(interval: Option<std::time::Duration>, since: Instant) {
 }
 
 impl Generation<'_> {
+    /// The ledger's record of this generation, from its terminal reply.
+    fn record(
+        &self,
+        result: &Result<GenerateDone, WireError>,
+        at_ms: i64,
+        started: Instant,
+        (provider, mut model): (String, String),
+        requester: &Requester,
+    ) -> crate::ledger::Record {
+        use crate::ledger::Outcome;
+        // No model named and no default configured: the one the provider chose for it.
+        if model.is_empty() {
+            model = self.opened_model.clone().unwrap_or_default();
+        }
+        let (usage, chunks, outcome, error_code, answered) = match result {
+            Ok(done) => (
+                Some(done.usage),
+                done.chunks,
+                Outcome::Completed,
+                None,
+                Some((done.provider.clone(), done.model.clone())),
+            ),
+            Err(e) => (
+                e.usage,
+                self.chunks,
+                if e.code == ErrorCode::Cancelled {
+                    Outcome::Cancelled
+                } else {
+                    Outcome::Failed
+                },
+                Some(e.code.as_str()),
+                self.answered.clone(),
+            ),
+        };
+        let usage = usage.unwrap_or_default();
+        let (answered_provider, answered_model) = answered.unzip();
+        crate::ledger::Record {
+            at_ms,
+            uid: requester.uid,
+            user: None,
+            token: requester.token.clone(),
+            provider,
+            model,
+            answered_provider,
+            answered_model,
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            reasoning_tokens: usage.reasoning_tokens.unwrap_or(0),
+            chunks,
+            outcome,
+            error_code,
+            first_chunk_ms: self.first_chunk.map(|at| millis(at - started)),
+            duration_ms: millis(started.elapsed()),
+        }
+    }
+
     /// The usage of a generation that ended early: the provider's own count where it
     /// sent one, raised to at least one token per piece of text it produced. A lower
     /// bound, as PROTOCOL.md says.
@@ -190,14 +285,16 @@ impl Generation<'_> {
     }
 
     async fn drive(
-        mut self,
+        &mut self,
         request: GenerateRequest,
         plan: Plan,
     ) -> Result<GenerateDone, WireError> {
         let daemon = &self.ctx.daemon;
         let keepalive_every = daemon.limits.keepalive_interval;
         let streaming = request.stream;
-        let Plan { config, targets } = plan;
+        let Plan {
+            config, targets, ..
+        } = plan;
         let deadline_error = |chunks| resilience::deadline_error(&config, &targets, chunks);
 
         // Opening: retries and fallbacks happen inside; keepalives go out meanwhile.
@@ -243,6 +340,8 @@ impl Generation<'_> {
         // The requested (configured) model until the upstream names the one answering;
         // limits and counters keep keying on the instance.
         let mut model = instance.model().to_owned();
+        self.answered = Some((provider_id.clone(), model.clone()));
+        self.opened_model = Some(model.clone());
         let mut text = String::new();
         let mut extras = Extras::new(self.id, &request);
 
@@ -381,6 +480,9 @@ impl Generation<'_> {
             if !sent {
                 return Err(self.end_early(state, Interrupt::Cancelled, deadline_error));
             }
+            if self.chunks == 0 {
+                self.first_chunk = Some(Instant::now());
+            }
             self.chunks += 1;
             state.record_chunk();
         }
@@ -410,6 +512,7 @@ impl Generation<'_> {
                 let named = reported_model(&named);
                 if !named.is_empty() && named != *model {
                     tracing::debug!(provider = %untrusted(provider_id), requested = %untrusted(instance.model()), answering = %untrusted(&named), "the upstream names the model answering");
+                    self.answered = Some((provider_id.to_owned(), named.clone()));
                     *model = named;
                 }
                 After::Next

@@ -9,6 +9,7 @@
 //! limits and the admins' reserve, decided from the peer's uid before anything is read)
 //! and drains them on shutdown.
 
+pub mod accounting;
 pub mod admin;
 pub mod admission;
 pub mod connection;
@@ -138,6 +139,8 @@ pub struct Daemon {
     /// The sealed credentials.
     #[cfg(unix)]
     pub vault: Arc<crate::credentials::Vault>,
+    /// The usage ledger (off in [`Daemon::new`]; `provd serve` opens the configured one).
+    pub ledger: crate::ledger::Ledger,
 }
 
 impl Daemon {
@@ -180,6 +183,7 @@ impl Daemon {
             admission: Arc::default(),
             #[cfg(unix)]
             vault,
+            ledger: crate::ledger::Ledger::disabled(),
         }
     }
 

@@ -169,7 +169,11 @@ impl Generation {
         front.tasks.spawn(generation::run(
             GENERATION_ID,
             request,
-            Plan { config, targets },
+            Plan {
+                config,
+                targets,
+                requester: crate::server::accounting::Requester::of(&caller.grant),
+            },
             registration,
             ctx,
         ));

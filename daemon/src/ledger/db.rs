@@ -1,0 +1,235 @@
+//! The ledger's SQLite file: its schema, how it is opened (0600, WAL, a file that cannot
+//! be read is set aside rather than deleted), batched inserts and pruning.
+//!
+//! WAL with `synchronous = NORMAL`: a committed batch is in the write-ahead log before
+//! the commit returns, so a SIGKILL of the daemon loses nothing committed and never
+//! leaves a torn database; only a power loss may roll back the last batches, never
+//! corrupt the file.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OpenFlags};
+
+use super::Record;
+
+/// The schema version this daemon writes (`PRAGMA user_version`).
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// The schema. `at_ms` is the Unix time in milliseconds (UTC) when the request was
+/// admitted; rows are inserted in about that order, so `id` follows time too.
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS generations (
+    id INTEGER PRIMARY KEY,
+    at_ms INTEGER NOT NULL,
+    uid INTEGER,
+    user TEXT,
+    token TEXT,
+    provider TEXT NOT NULL,
+    model TEXT NOT NULL,
+    answered_provider TEXT,
+    answered_model TEXT,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    reasoning_tokens INTEGER NOT NULL,
+    chunks INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    error_code TEXT,
+    first_chunk_ms INTEGER,
+    duration_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS generations_at ON generations(at_ms);
+";
+
+/// How long a writer or a report waits for the other's lock (WAL makes this rare: only
+/// checkpoints and writers exclude each other).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Rows deleted per transaction when pruning, so a prune never holds the write lock for
+/// long.
+const PRUNE_STEP: i64 = 10_000;
+
+/// Why the ledger file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// SQLite refused (not a database, corrupt, disk full, read-only…).
+    #[error("{0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The file itself (its type, its permissions).
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// Written by a newer provd, whose schema this one does not know.
+    #[error("schema version {0} is newer than this provd's ({SCHEMA_VERSION})")]
+    NewerSchema(i64),
+}
+
+impl DbError {
+    /// Whether the file itself is unusable (corrupt, not a database, of another schema),
+    /// as opposed to a passing failure (disk full, busy): the former is set aside.
+    pub fn is_unreadable_file(&self) -> bool {
+        match self {
+            DbError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase
+            ),
+            DbError::Sqlite(_) => false,
+            DbError::Io(_) => false,
+            DbError::NewerSchema(_) => true,
+        }
+    }
+}
+
+/// An open ledger file, for the writer.
+pub struct Db {
+    conn: Connection,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").finish_non_exhaustive()
+    }
+}
+
+/// Creates `path` as an empty 0600 file if it does not exist, and narrows an existing
+/// one to 0600 (SQLite gives its `-wal` and `-shm` files the database file's mode).
+/// Refuses anything but a regular file: a symlink planted where the ledger goes would
+/// make the daemon write through it.
+fn prepare_file(path: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if !meta.file_type().is_file() => Err(std::io::Error::other(format!(
+            "{} is not a regular file",
+            path.display()
+        ))),
+        Ok(_) => {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+            }
+            match options.open(path) {
+                Ok(_) => Ok(()),
+                // Created meanwhile (another provd starting): checked like any file.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => prepare_file(path),
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+impl Db {
+    /// Opens (creating if needed) the ledger at `path` for writing, and checks it can be
+    /// read: its header, its schema and its version.
+    pub fn open(path: &Path) -> Result<Db, DbError> {
+        prepare_file(path)?;
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        // The first statement that reads the file: a file that is not a database fails
+        // here, not in the middle of serving.
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(DbError::NewerSchema(version));
+        }
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.execute_batch(SCHEMA)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        // Walks the index to its last row: a file torn there shows now, not mid-serving.
+        conn.query_row("SELECT max(id) FROM generations", [], |_| Ok(()))?;
+        Ok(Db { conn })
+    }
+
+    /// Writes `records` in one transaction: all or none.
+    pub fn insert(&mut self, records: &[Record]) -> Result<(), DbError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO generations (at_ms, uid, user, token, provider, model, answered_provider, answered_model, prompt_tokens, completion_tokens, reasoning_tokens, chunks, outcome, error_code, first_chunk_ms, duration_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+            )?;
+            for r in records {
+                insert.execute(params![
+                    r.at_ms,
+                    r.uid,
+                    r.user,
+                    r.token,
+                    r.provider,
+                    r.model,
+                    r.answered_provider,
+                    r.answered_model,
+                    r.prompt_tokens,
+                    r.completion_tokens,
+                    r.reasoning_tokens,
+                    r.chunks,
+                    r.outcome.as_str(),
+                    r.error_code,
+                    r.first_chunk_ms,
+                    r.duration_ms,
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Deletes the rows recorded before `before_ms`, a step at a time; how many.
+    pub fn prune(&mut self, before_ms: i64) -> Result<u64, DbError> {
+        let mut total = 0u64;
+        loop {
+            let deleted = self.conn.execute(
+                "DELETE FROM generations WHERE id IN (SELECT id FROM generations WHERE at_ms < ?1 LIMIT ?2)",
+                params![before_ms, PRUNE_STEP],
+            )?;
+            total += deleted as u64;
+            if (deleted as i64) < PRUNE_STEP {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+/// Opens the ledger at `path` read-only, for a report or for seeding the budgets: WAL
+/// lets it read while the writer writes.
+pub fn open_read(path: &Path) -> Result<Connection, DbError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    Ok(conn)
+}
+
+/// Moves an unreadable ledger (and its `-wal` and `-shm`) aside as
+/// `NAME.unreadable-UNIXSECONDS`, so that nothing is deleted and a new file can start;
+/// the name it now has.
+pub fn set_aside(path: &Path, now_s: u64) -> std::io::Result<PathBuf> {
+    let aside = |suffix: &str| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        name.push(format!(".unreadable-{now_s}"));
+        PathBuf::from(name)
+    };
+    let target = aside("");
+    std::fs::rename(path, &target)?;
+    for suffix in ["-wal", "-shm"] {
+        let mut side = path.as_os_str().to_owned();
+        side.push(suffix);
+        let side = PathBuf::from(side);
+        if side.exists() {
+            std::fs::rename(&side, aside(suffix))?;
+        }
+    }
+    Ok(target)
+}

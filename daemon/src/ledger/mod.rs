@@ -1,0 +1,444 @@
+//! The usage ledger: every generation (completed, failed, cancelled) recorded with who
+//! asked (uid, user name, token id), what was asked and what answered, the tokens, the
+//! chunks, the outcome and the times, in an SQLite file under the state directory
+//! (`[ledger]`, see [`crate::config::usage`]).
+//!
+//! A generation never waits for the ledger. Its end hands one [`Record`] to a bounded
+//! queue ([`Ledger::record`], a non-blocking send); a writer thread of its own writes
+//! them in batches (`batch_records`, or whatever arrived within `flush_interval_ms`), one
+//! transaction each. A full queue (a slow or full disk) drops the record, counts it and
+//! logs the count; a batch that cannot be written is counted lost the same way. So a
+//! SIGKILL loses at most the records not yet committed: those of the last
+//! `flush_interval_ms` (and any still queued behind a slow disk), never a committed one,
+//! and never the file (see [`db`]).
+//!
+//! A ledger file that cannot be read (corrupt, not a database, written by a newer provd)
+//! is renamed aside, never deleted, and a new one started, with a warning; if no file
+//! can be opened at all the daemon serves without a ledger and says so.
+
+pub mod db;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::config::usage::LedgerConfig;
+use db::Db;
+
+/// How a generation ended, as the ledger stores it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Its final reply was `done`.
+    Completed,
+    /// It ended with an error other than a cancel.
+    Failed,
+    /// The client cancelled it or went away.
+    Cancelled,
+}
+
+impl Outcome {
+    /// The name stored and reported.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Completed => "completed",
+            Outcome::Failed => "failed",
+            Outcome::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// One generation, as the ledger records it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Record {
+    /// When the request was admitted: Unix time in milliseconds, UTC.
+    pub at_ms: i64,
+    /// The peer's uid (`None`: the OS did not say).
+    pub uid: Option<u32>,
+    /// The uid's user name, filled in by the writer (a name-service lookup is not for the
+    /// request path).
+    pub user: Option<String>,
+    /// The id of the token the client presented, if any.
+    pub token: Option<String>,
+    /// The provider asked for (the first target, aliases resolved).
+    pub provider: String,
+    /// The model asked for (aliases resolved; the provider's default model when the
+    /// request named none; empty when that is not known).
+    pub model: String,
+    /// The provider that answered (a fallback's, after one), if any did.
+    pub answered_provider: Option<String>,
+    /// The model the upstream said answered, if any did.
+    pub answered_model: Option<String>,
+    /// Prompt tokens (a lower bound after a cancel, see PROTOCOL.md).
+    pub prompt_tokens: u32,
+    /// Completion tokens, reasoning included (at least one per chunk delivered).
+    pub completion_tokens: u32,
+    /// Of the completion tokens, those spent reasoning, where the provider said.
+    pub reasoning_tokens: u32,
+    /// Chunks delivered to the client.
+    pub chunks: u32,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// The error code it ended with (`snake_case`, as on the wire), if it failed.
+    pub error_code: Option<&'static str>,
+    /// Milliseconds from admission to the first chunk, if one was sent.
+    pub first_chunk_ms: Option<u32>,
+    /// Milliseconds from admission to the end.
+    pub duration_ms: u32,
+}
+
+impl Record {
+    /// The tokens this generation counts against a budget: prompt and completion.
+    pub fn tokens(&self) -> u64 {
+        u64::from(self.prompt_tokens) + u64::from(self.completion_tokens)
+    }
+}
+
+/// The ledger's counters, for `status` and the metrics.
+#[derive(Debug, Default)]
+pub struct LedgerStats {
+    /// Records written to the file.
+    pub written: AtomicU64,
+    /// Records dropped because the queue was full.
+    pub dropped: AtomicU64,
+    /// Records lost because their batch could not be written.
+    pub lost: AtomicU64,
+    /// Batches written.
+    pub batches: AtomicU64,
+    /// Rows pruned by retention.
+    pub pruned: AtomicU64,
+}
+
+/// What the writer thread is told.
+enum Message {
+    Record(Box<Record>),
+    /// Write everything queued before this, then answer.
+    Flush(mpsc::SyncSender<()>),
+}
+
+/// The ledger: a handle to the writer thread, or nothing when it is off.
+#[derive(Debug)]
+pub struct Ledger {
+    inner: Option<Inner>,
+    stats: Arc<LedgerStats>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    path: PathBuf,
+    queue: SyncSender<Message>,
+    /// When the last "records dropped" warning was logged, so a full disk logs once per
+    /// interval, not once per generation.
+    last_drop_warning: Mutex<Option<Instant>>,
+}
+
+/// How often the writer prunes rows past their retention.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
+/// The least time between two "records dropped" warnings.
+const DROP_WARNING_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a flush request (before a report, at shutdown) waits for the writer.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn unix_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// The current Unix time in milliseconds.
+pub fn unix_millis() -> i64 {
+    unix_now().as_millis().try_into().unwrap_or(i64::MAX)
+}
+
+impl Ledger {
+    /// A ledger that records nothing (`[ledger] enabled = false`, tests, the demo).
+    pub fn disabled() -> Ledger {
+        Ledger {
+            inner: None,
+            stats: Arc::default(),
+        }
+    }
+
+    /// Opens the ledger of `config` in `state_dir` and starts its writer. Never fails:
+    /// an unreadable file is set aside and a new one started; a ledger that cannot be
+    /// opened at all is logged and the daemon runs without one.
+    pub fn open(config: &LedgerConfig, state_dir: &Path) -> Ledger {
+        if !config.enabled {
+            tracing::info!("usage ledger off ([ledger] enabled = false)");
+            return Ledger::disabled();
+        }
+        let path = state_dir.join(&config.path);
+        let Some(db) = open_or_replace(&path) else {
+            return Ledger::disabled();
+        };
+        let stats = Arc::new(LedgerStats::default());
+        let (queue, rx) = mpsc::sync_channel(config.queue_records);
+        let writer = Writer {
+            db,
+            path: path.clone(),
+            batch: Vec::with_capacity(config.batch_records.min(4096)),
+            batch_records: config.batch_records,
+            flush_interval: Duration::from_millis(config.flush_interval_ms),
+            retention: Duration::from_secs(u64::from(config.retention_days) * 86_400),
+            stats: stats.clone(),
+            names: HashMap::new(),
+        };
+        // Detached: it ends when the daemon's handle (the queue's only sender) is dropped,
+        // having written what was queued; shutdown calls `flush` to wait for that.
+        let thread = std::thread::Builder::new()
+            .name("provd-ledger".into())
+            .spawn(move || writer.run(rx));
+        match thread {
+            Ok(_detached) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the usage ledger's writer; serving without a ledger");
+                return Ledger::disabled();
+            }
+        }
+        tracing::info!(path = %path.display(), retention_days = config.retention_days, "usage ledger open");
+        Ledger {
+            inner: Some(Inner {
+                path,
+                queue,
+                last_drop_warning: Mutex::new(None),
+            }),
+            stats,
+        }
+    }
+
+    /// Whether generations are being recorded.
+    pub fn is_enabled(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    /// The ledger file, when there is one (reports open it read-only).
+    pub fn path(&self) -> Option<&Path> {
+        self.inner.as_ref().map(|i| i.path.as_path())
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &LedgerStats {
+        &self.stats
+    }
+
+    /// Queues `record` for writing without waiting; a full queue drops it (counted and,
+    /// at most every ten seconds, logged).
+    pub fn record(&self, record: Record) {
+        let Some(inner) = &self.inner else {
+            return;
+        };
+        match inner.queue.try_send(Message::Record(Box::new(record))) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                let dropped = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                let mut last = inner
+                    .last_drop_warning
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                if last.is_none_or(|at| at.elapsed() >= DROP_WARNING_INTERVAL) {
+                    *last = Some(Instant::now());
+                    tracing::warn!(dropped_total = dropped, "usage ledger queue full (the disk is slow or full): records dropped; generations go on unrecorded");
+                }
+            }
+        }
+    }
+
+    /// Waits (blocking, at most ten seconds) until every record queued before this call
+    /// is written or counted lost. For reports, which must include the generations that
+    /// ended before they were asked for, and for shutdown. Call it off the runtime's
+    /// threads.
+    pub fn flush(&self) {
+        let Some(inner) = &self.inner else {
+            return;
+        };
+        let (tx, rx) = mpsc::sync_channel(1);
+        // Waits for room: a flush is asked for rarely and must come after the records.
+        if inner.queue.send(Message::Flush(tx)).is_ok() {
+            let _ = rx.recv_timeout(FLUSH_TIMEOUT);
+        }
+    }
+}
+
+/// Opens the ledger at `path`; an unreadable file is set aside and a new one started.
+fn open_or_replace(path: &Path) -> Option<Db> {
+    match Db::open(path) {
+        Ok(db) => Some(db),
+        Err(e) if e.is_unreadable_file() => {
+            let aside = db::set_aside(path, unix_now().as_secs());
+            match aside {
+                Ok(aside) => {
+                    tracing::warn!(path = %path.display(), set_aside_as = %aside.display(), error = %e, "the usage ledger cannot be read; it was renamed aside (not deleted) and a new ledger starts: usage reports and budgets restart from zero")
+                }
+                Err(rename) => {
+                    tracing::warn!(path = %path.display(), error = %e, rename_error = %rename, "the usage ledger cannot be read and cannot be set aside; serving without a ledger");
+                    return None;
+                }
+            }
+            match Db::open(path) {
+                Ok(db) => Some(db),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot start a new usage ledger; serving without a ledger");
+                    None
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot open the usage ledger; serving without a ledger (generations are not recorded)");
+            None
+        }
+    }
+}
+
+/// The writer thread's state.
+struct Writer {
+    db: Db,
+    path: PathBuf,
+    batch: Vec<Record>,
+    batch_records: usize,
+    flush_interval: Duration,
+    retention: Duration,
+    stats: Arc<LedgerStats>,
+    /// User names by uid, looked up once each.
+    names: HashMap<u32, Option<String>>,
+}
+
+/// The most user names the writer remembers (a host has few users; the bound is for a
+/// hostile one that connects under many uids).
+const MAX_NAMES: usize = 4096;
+
+impl Writer {
+    fn run(mut self, rx: Receiver<Message>) {
+        self.prune();
+        let mut last_prune = Instant::now();
+        loop {
+            // Waits for the first record of a batch without a deadline, then gathers
+            // for at most `flush_interval` after it.
+            let first = match rx.recv_timeout(PRUNE_INTERVAL) {
+                Ok(message) => message,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.prune();
+                    last_prune = Instant::now();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            let started = Instant::now();
+            let mut message = Some(first);
+            loop {
+                match message.take() {
+                    Some(Message::Record(record)) => {
+                        self.push(*record);
+                        if self.batch.len() >= self.batch_records {
+                            self.write();
+                        }
+                    }
+                    Some(Message::Flush(done)) => {
+                        self.write();
+                        let _ = done.send(());
+                    }
+                    None => {}
+                }
+                if self.batch.is_empty() {
+                    break;
+                }
+                let left = self.flush_interval.saturating_sub(started.elapsed());
+                match rx.recv_timeout(left) {
+                    Ok(next) => message = Some(next),
+                    Err(RecvTimeoutError::Timeout) => break,
+                    Err(RecvTimeoutError::Disconnected) => {
+                        self.write();
+                        return;
+                    }
+                }
+            }
+            self.write();
+            if last_prune.elapsed() >= PRUNE_INTERVAL {
+                self.prune();
+                last_prune = Instant::now();
+            }
+        }
+    }
+
+    fn push(&mut self, mut record: Record) {
+        if let Some(uid) = record.uid {
+            record.user = self.user_name(uid);
+        }
+        self.batch.push(record);
+    }
+
+    fn user_name(&mut self, uid: u32) -> Option<String> {
+        if let Some(name) = self.names.get(&uid) {
+            return name.clone();
+        }
+        #[cfg(unix)]
+        let name = crate::sys::user_name(uid).map(|n| n.to_string_lossy().into_owned());
+        #[cfg(not(unix))]
+        let name = None;
+        if self.names.len() < MAX_NAMES {
+            self.names.insert(uid, name.clone());
+        }
+        name
+    }
+
+    /// Writes the batch; a batch that cannot be written is counted lost and logged. A
+    /// file found corrupt is set aside and a new one started for the next batches.
+    fn write(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let count = self.batch.len() as u64;
+        match self.db.insert(&self.batch) {
+            Ok(()) => {
+                self.stats.written.fetch_add(count, Ordering::Relaxed);
+                self.stats.batches.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                let lost = self.stats.lost.fetch_add(count, Ordering::Relaxed) + count;
+                tracing::warn!(records = count, lost_total = lost, error = %e, "cannot write to the usage ledger; these records are lost");
+                if e.is_unreadable_file() {
+                    self.replace();
+                }
+            }
+        }
+        self.batch.clear();
+    }
+
+    /// Sets the corrupt file aside and starts a new one, keeping the old handle if no new
+    /// file can be made.
+    fn replace(&mut self) {
+        if let Some(db) = open_or_replace_after_corruption(&self.path) {
+            self.db = db;
+        }
+    }
+
+    fn prune(&mut self) {
+        let before = unix_now().saturating_sub(self.retention);
+        let before_ms = before.as_millis().try_into().unwrap_or(i64::MAX);
+        match self.db.prune(before_ms) {
+            Ok(0) => {}
+            Ok(n) => {
+                self.stats.pruned.fetch_add(n, Ordering::Relaxed);
+                tracing::info!(rows = n, "pruned usage ledger rows past their retention");
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot prune the usage ledger"),
+        }
+    }
+}
+
+/// After a write found the open file corrupt: set it aside and start a new one.
+fn open_or_replace_after_corruption(path: &Path) -> Option<Db> {
+    match db::set_aside(path, unix_now().as_secs()) {
+        Ok(aside) => {
+            tracing::warn!(path = %path.display(), set_aside_as = %aside.display(), "the usage ledger became unreadable; it was renamed aside (not deleted) and a new ledger starts");
+            Db::open(path)
+                .inspect_err(|e| tracing::warn!(error = %e, "cannot start a new usage ledger"))
+                .ok()
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "the usage ledger became unreadable and cannot be set aside");
+            None
+        }
+    }
+}
