@@ -1075,6 +1075,23 @@ pub struct StatusResult {
     /// An admin sees every uid; others see only their own.
     #[serde(default, deserialize_with = "nil_as_default")]
     pub uids: Vec<UidUsage>,
+    /// The usage ledger's counters since the daemon started: shown to admins only, and
+    /// `nil` when the ledger is off (or from a daemon that predates it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ledger: Option<LedgerStatus>,
+}
+
+/// The usage ledger's counters, in `status`: whether every generation was recorded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerStatus {
+    /// Records written to the ledger file.
+    pub written: u64,
+    /// Records dropped because the writer's queue was full (a slow or full disk).
+    pub dropped: u64,
+    /// Records lost because their batch could not be written.
+    pub lost: u64,
+    /// Rows pruned past their retention.
+    pub pruned: u64,
 }
 
 /// How many instances `status` details at most (see [`StatusResult::instances`]).

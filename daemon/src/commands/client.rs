@@ -223,6 +223,12 @@ pub async fn status(socket: &Path, as_json: bool) -> Result<(), CommandError> {
     if s.instances_omitted > 0 {
         println!("    … and {} more", s.instances_omitted);
     }
+    if let Some(l) = &s.ledger {
+        println!(
+            "  usage ledger: {} records written, {} dropped (queue full), {} lost (write failed), {} pruned",
+            l.written, l.dropped, l.lost, l.pruned
+        );
+    }
     Ok(())
 }
 

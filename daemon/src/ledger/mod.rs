@@ -223,6 +223,17 @@ impl Ledger {
         &self.stats
     }
 
+    /// The counters, as `status` reports them.
+    pub fn status(&self) -> provd_client::message::LedgerStatus {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        provd_client::message::LedgerStatus {
+            written: load(&self.stats.written),
+            dropped: load(&self.stats.dropped),
+            lost: load(&self.stats.lost),
+            pruned: load(&self.stats.pruned),
+        }
+    }
+
     /// Queues `record` for writing without waiting; a full queue drops it (counted and,
     /// at most every ten seconds, logged).
     pub fn record(&self, record: Record) {

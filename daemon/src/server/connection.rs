@@ -494,6 +494,7 @@ impl Connection {
             instances_omitted: cache.omitted,
             max_provider_instances: cache.max_instances,
             uids: daemon.admission.usage(),
+            ledger: daemon.ledger.is_enabled().then(|| daemon.ledger.status()),
         };
         visible_status(&self.policy, grant, &mut status);
         status
@@ -672,6 +673,7 @@ fn visible_status(auth: &AuthProvider, grant: &Grant, status: &mut StatusResult)
         status.instances.clear();
         status.instances_omitted = 0;
         status.uids.retain(|u| u.uid == grant.peer.uid);
+        status.ledger = None;
     }
 }
 
