@@ -219,6 +219,10 @@ impl DaemonBuilder {
         }
         cmd.args(&self.args)
             .env_remove("PROVD_SOCKET")
+            // Its own state directory (ledger, tokens, sealed keys), not the host's: as
+            // root the default is /var/lib/provd, which every test daemon would share. A
+            // test's `env` or `[daemon] state_dir` still wins.
+            .env("STATE_DIRECTORY", dir.path().join("state"))
             .env("PROVD_LOG", "provd=debug")
             .env("NO_COLOR", "1")
             .envs(self.env.iter().map(|(k, v)| (k, v)))

@@ -233,3 +233,164 @@ pub fn set_aside(path: &Path, now_s: u64) -> std::io::Result<PathBuf> {
     }
     Ok(target)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::Outcome;
+
+    fn record(at_ms: i64, uid: u32, tokens: u32) -> Record {
+        Record {
+            at_ms,
+            uid: Some(uid),
+            user: None,
+            token: None,
+            provider: "m".into(),
+            model: "mock-1".into(),
+            answered_provider: Some("m".into()),
+            answered_model: Some("mock-1".into()),
+            prompt_tokens: 1,
+            completion_tokens: tokens,
+            reasoning_tokens: 0,
+            chunks: tokens,
+            outcome: Outcome::Completed,
+            error_code: None,
+            first_chunk_ms: Some(1),
+            duration_ms: 2,
+        }
+    }
+
+    fn count(path: &Path) -> i64 {
+        open_read(path)
+            .unwrap()
+            .query_row("SELECT count(*) FROM generations", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_new_ledger_is_a_0600_file_in_wal_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("usage.db");
+        let mut db = Db::open(&path).unwrap();
+        db.insert(&[record(1, 7, 3)]).unwrap();
+        let mode: String = db
+            .conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            for name in ["usage.db", "usage.db-wal", "usage.db-shm"] {
+                let meta = std::fs::metadata(dir.path().join(name)).unwrap();
+                assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_existing_ledger_with_a_wider_mode_is_narrowed_to_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("usage.db");
+        drop(Db::open(&path).unwrap());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            drop(Db::open(&path).unwrap());
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn a_batch_is_written_whole_and_reopening_keeps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("usage.db");
+        let mut db = Db::open(&path).unwrap();
+        let batch: Vec<Record> = (0..100).map(|i| record(i, 1000, 5)).collect();
+        db.insert(&batch).unwrap();
+        drop(db);
+        drop(Db::open(&path).unwrap());
+        assert_eq!(count(&path), 100);
+        let (uid, tokens, outcome): (u32, i64, String) = open_read(&path)
+            .unwrap()
+            .query_row(
+                "SELECT uid, sum(prompt_tokens + completion_tokens), min(outcome) FROM generations",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!((uid, tokens, outcome.as_str()), (1000, 600, "completed"));
+    }
+
+    #[test]
+    fn pruning_removes_exactly_the_rows_before_the_cut_in_steps() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("usage.db");
+        let mut db = Db::open(&path).unwrap();
+        let n = PRUNE_STEP * 2 + 17;
+        let batch: Vec<Record> = (0..n).map(|i| record(i, 1, 1)).collect();
+        db.insert(&batch).unwrap();
+        let cut = PRUNE_STEP * 2 + 5;
+        assert_eq!(db.prune(cut).unwrap(), cut as u64);
+        assert_eq!(count(&path), n - cut);
+        let first: i64 = open_read(&path)
+            .unwrap()
+            .query_row("SELECT min(at_ms) FROM generations", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(first, cut);
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_an_unreadable_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("usage.db");
+        std::fs::write(&path, vec![0x5a; 8192]).unwrap();
+        let e = Db::open(&path).unwrap_err();
+        assert!(e.is_unreadable_file(), "{e}");
+    }
+
+    #[test]
+    fn a_ledger_of_a_newer_schema_is_not_written_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("usage.db");
+        drop(Db::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        drop(conn);
+        let e = Db::open(&path).unwrap_err();
+        assert!(matches!(e, DbError::NewerSchema(v) if v == SCHEMA_VERSION + 1));
+        assert!(e.is_unreadable_file());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlink_in_the_ledgers_place_is_refused_and_its_target_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("elsewhere");
+        std::fs::write(&target, b"not yours").unwrap();
+        let path = dir.path().join("usage.db");
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        let e = Db::open(&path).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        assert_eq!(std::fs::read(&target).unwrap(), b"not yours");
+    }
+
+    #[test]
+    fn setting_aside_keeps_every_byte_under_a_new_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("usage.db");
+        std::fs::write(&path, b"garbage").unwrap();
+        std::fs::write(dir.path().join("usage.db-wal"), b"wal").unwrap();
+        let aside = set_aside(&path, 1234).unwrap();
+        assert_eq!(aside, dir.path().join("usage.db.unreadable-1234"));
+        assert_eq!(std::fs::read(&aside).unwrap(), b"garbage");
+        assert_eq!(
+            std::fs::read(dir.path().join("usage.db-wal.unreadable-1234")).unwrap(),
+            b"wal"
+        );
+        assert!(!path.exists());
+    }
+}

@@ -27,6 +27,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::usage::LedgerConfig;
 use db::Db;
+#[cfg(test)]
+use rusqlite::Connection;
 
 /// How a generation ended, as the ledger stores it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -451,5 +453,141 @@ fn open_or_replace_after_corruption(path: &Path) -> Option<Db> {
             tracing::warn!(path = %path.display(), error = %e, "the usage ledger became unreadable and cannot be set aside");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(queue_records: usize) -> LedgerConfig {
+        LedgerConfig {
+            queue_records,
+            ..LedgerConfig::default()
+        }
+    }
+
+    fn rows(path: &Path) -> Vec<(Option<u32>, Option<String>, String, i64)> {
+        let conn = db::open_read(path).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT uid, user, outcome, completion_tokens FROM generations ORDER BY id")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    fn record(uid: u32, completion: u32, outcome: Outcome) -> Record {
+        Record {
+            at_ms: unix_millis(),
+            uid: Some(uid),
+            user: None,
+            token: Some("t1".into()),
+            provider: "m".into(),
+            model: "mock-1".into(),
+            answered_provider: None,
+            answered_model: None,
+            prompt_tokens: 2,
+            completion_tokens: completion,
+            reasoning_tokens: 0,
+            chunks: completion,
+            outcome,
+            error_code: (outcome != Outcome::Completed).then_some("cancelled"),
+            first_chunk_ms: None,
+            duration_ms: 0,
+        }
+    }
+
+    #[test]
+    fn flush_returns_once_every_record_before_it_is_written_with_its_user_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(&config(1024), dir.path());
+        assert!(ledger.is_enabled());
+        for i in 0..10 {
+            ledger.record(record(0, i, Outcome::Completed));
+        }
+        ledger.record(record(0, 3, Outcome::Cancelled));
+        ledger.flush();
+        let rows = rows(ledger.path().unwrap());
+        assert_eq!(rows.len(), 11);
+        assert_eq!(ledger.status().written, 11);
+        assert_eq!(ledger.status().dropped + ledger.status().lost, 0);
+        // The writer names the uid from the password database, where uid 0 is root.
+        #[cfg(unix)]
+        assert_eq!(rows[0].1.as_deref(), Some("root"));
+        assert_eq!(rows[10].2, "cancelled");
+        assert_eq!(rows[9].3, 9);
+    }
+
+    #[test]
+    fn an_unreadable_ledger_is_set_aside_and_a_new_one_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("usage.db");
+        std::fs::write(&path, vec![0xa5; 4096]).unwrap();
+        let ledger = Ledger::open(&config(16), dir.path());
+        assert!(ledger.is_enabled());
+        ledger.record(record(1, 1, Outcome::Completed));
+        ledger.flush();
+        assert_eq!(rows(&path).len(), 1);
+        let aside: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("usage.db.unreadable-")
+            })
+            .collect();
+        assert_eq!(aside.len(), 1);
+        assert_eq!(std::fs::read(aside[0].path()).unwrap(), vec![0xa5; 4096]);
+    }
+
+    #[test]
+    fn a_ledger_that_cannot_be_opened_leaves_the_daemon_without_one() {
+        let dir = tempfile::tempdir().unwrap();
+        // The state "directory" is a file: nothing can be created inside it.
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        let ledger = Ledger::open(&config(16), &file);
+        assert!(!ledger.is_enabled());
+        ledger.record(record(1, 1, Outcome::Completed));
+        ledger.flush();
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_records_instead_of_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(&config(1), dir.path());
+        // Another connection holds the write lock: the writer waits on its first batch
+        // while records keep coming.
+        let path = ledger.path().unwrap().to_owned();
+        let blocker = Connection::open(&path).unwrap();
+        blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        for i in 0..50 {
+            ledger.record(record(1, i, Outcome::Completed));
+        }
+        let dropped = ledger.status().dropped;
+        assert!(
+            dropped >= 48,
+            "at most the writer's batch and one queued record wait: {dropped} dropped"
+        );
+        blocker.execute_batch("COMMIT").unwrap();
+        ledger.flush();
+        let s = ledger.status();
+        assert_eq!(s.written + s.dropped + s.lost, 50, "{s:?}");
+        assert_eq!(rows(&path).len() as u64, s.written);
+    }
+
+    #[test]
+    fn a_disabled_ledger_records_nothing_and_never_blocks() {
+        let ledger = Ledger::disabled();
+        ledger.record(record(1, 1, Outcome::Completed));
+        ledger.flush();
+        assert!(ledger.path().is_none());
+        assert_eq!(
+            ledger.status(),
+            provd_client::message::LedgerStatus::default()
+        );
     }
 }
