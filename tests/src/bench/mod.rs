@@ -15,6 +15,7 @@
 
 pub mod cache;
 pub mod http;
+pub mod ledger;
 pub mod load;
 pub mod memory;
 pub mod stats;
