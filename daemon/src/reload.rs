@@ -19,6 +19,8 @@
 //!   each request is checked against the policy in force (`server::connection`).
 //! - `[limits]` and `hello_timeout_seconds` apply to connections and generations that
 //!   begin after the reload; those already admitted keep their place.
+//! - `[ledger]` is read once, at start: a change to it needs a restart (`[prices]`
+//!   apply at once, to the next report).
 //! - `default_provider`, `aliases` and `drain_timeout_seconds` apply at once. The other
 //!   `[daemon]` settings shape the socket and every connection, so a change to them is
 //!   logged as "needs restart" (and listed in the reply) and takes effect only when provd
@@ -149,6 +151,8 @@ pub struct Reloader {
     started_with: DaemonConfig,
     /// The `[http]` table start-up applied (its socket and `enabled` need a restart).
     http_started_with: crate::config::HttpConfig,
+    /// The `[ledger]` table start-up applied (the ledger is opened once).
+    ledger_started_with: crate::config::usage::LedgerConfig,
     notifier: Notifier,
     serial: tokio::sync::Mutex<()>,
 }
@@ -160,6 +164,7 @@ impl Reloader {
             config_path,
             started_with: config.daemon.clone(),
             http_started_with: config.http.clone(),
+            ledger_started_with: config.ledger.clone(),
             notifier,
             ..Reloader::default()
         }
@@ -291,6 +296,9 @@ impl Reloader {
         if self.http_started_with.enabled != new.http.enabled {
             changed.push("http.enabled");
         }
+        if self.ledger_started_with != new.ledger {
+            changed.push("ledger");
+        }
         changed.into_iter().map(str::to_owned).collect()
     }
 }
@@ -352,6 +360,11 @@ mod tests {
             reloader.needs_restart(&http_moved),
             ["http.socket", "http.enabled"]
         );
+        // The ledger is opened once; budgets and prices are read per request and report.
+        let ledger = config(
+            "[daemon]\nmax_connections = 10\n[ledger]\nretention_days = 7\n[limits.uid.root]\ntokens_per_day = 5\n",
+        );
+        assert_eq!(reloader.needs_restart(&ledger), ["ledger"]);
         let moved = config(
             "[daemon]\nmax_connections = 11\nsocket = \"/elsewhere/provd.sock\"\nmax_frame_bytes = 2048\n",
         );
