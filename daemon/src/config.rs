@@ -774,6 +774,66 @@ mod tests {
     }
 
     #[test]
+    fn the_ledger_budgets_and_prices_are_read_and_checked_naming_the_key() {
+        let config = Config::parse(
+            "[providers.a]\ntype = \"mock\"\n[ledger]\nretention_days = 7\n\
+             [limits]\nmax_streams_per_uid = 3\n[limits.uid.alice]\ntokens_per_day = 100\n\
+             [limits.group.1001]\nrequests_per_minute = 5\n[limits.token.ci]\ntokens_per_month = 9\n\
+             [prices.\"a/big\"]\ninput_per_mtok = 3.0\noutput_per_mtok = 15\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        assert_eq!(config.ledger.retention_days, 7);
+        assert!(config.ledger.enabled, "on by default");
+        assert_eq!(config.limits.max_streams_per_uid, 3);
+        assert_eq!(config.limits.uid["alice"].tokens_per_day, Some(100));
+        assert_eq!(config.limits.group["1001"].requests_per_minute, Some(5));
+        assert_eq!(config.limits.token["ci"].tokens_per_month, Some(9));
+        assert!(config.limits.has_quotas());
+        assert!(!Config::embedded().limits.has_quotas());
+        let price = config.prices["a/big"];
+        assert_eq!(price.cost(1_000_000, 2_000_000), 33.0);
+
+        let mock = "[providers.a]\ntype = \"mock\"\n";
+        for (table, rule) in [
+            (
+                "[ledger]\nretention_days = 0",
+                "ledger.retention_days must be 1 to 36500, got 0",
+            ),
+            (
+                "[ledger]\nqueue_records = 99999999",
+                "ledger.queue_records must be 1 to 1048576, got 99999999",
+            ),
+            (
+                "[limits.uid.bob]\ntokens_per_day = 0",
+                "limits.uid.bob.tokens_per_day must be > 0, got 0",
+            ),
+            ("[limits.group.staff]\n", "limits.group.staff sets no limit"),
+            (
+                "[prices.\"b/m\"]\ninput_per_mtok = 1\noutput_per_mtok = 1",
+                "prices.\"b/m\" must name a configured provider",
+            ),
+            (
+                "[prices.a]\ninput_per_mtok = 1\noutput_per_mtok = 1",
+                "prices.\"a\" must be \"provider/model\"",
+            ),
+            (
+                "[prices.\"a/m\"]\ninput_per_mtok = -1\noutput_per_mtok = 1",
+                "prices.\"a/m\".input_per_mtok must be a finite number >= 0, got -1",
+            ),
+        ] {
+            let e = err(&format!("{mock}{table}\n"));
+            assert!(e.contains(rule), "{e}");
+        }
+        // A misspelt key is an error, not a silently absent limit.
+        assert!(
+            err(&format!("{mock}[limits.uid.bob]\ntokens_per_dya = 5\n"))
+                .contains("tokens_per_dya")
+        );
+        assert!(err(&format!("{mock}[ledger]\nretention = 5\n")).contains("retention"));
+    }
+
+    #[test]
     fn counts_and_seconds_the_server_cannot_use_are_refused() {
         // Each of these used to be accepted, then panicked the daemon at start-up (a
         // semaphore of max_connections permits), in every connection (a queue of
