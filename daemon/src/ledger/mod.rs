@@ -594,6 +594,32 @@ mod tests {
     }
 
     #[test]
+    fn rows_past_their_retention_are_pruned_when_the_ledger_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("usage.db");
+        let mut db = Db::open(&path).unwrap();
+        let day_ms = 86_400_000;
+        let mut old = record(1, 1, Outcome::Completed);
+        old.at_ms = unix_millis() - 8 * day_ms;
+        let mut recent = record(1, 2, Outcome::Completed);
+        recent.at_ms = unix_millis() - 6 * day_ms;
+        db.insert(&[old.clone(), old, recent]).unwrap();
+        drop(db);
+        let ledger = Ledger::open(
+            &LedgerConfig {
+                retention_days: 7,
+                ..config(16)
+            },
+            dir.path(),
+        );
+        ledger.flush();
+        assert_eq!(ledger.status().pruned, 2);
+        let rows = rows(&path);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].3, 2, "the recent row stays");
+    }
+
+    #[test]
     fn a_disabled_ledger_records_nothing_and_never_blocks() {
         let ledger = Ledger::disabled();
         ledger.record(record(1, 1, Outcome::Completed));
