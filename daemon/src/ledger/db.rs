@@ -137,6 +137,7 @@ impl Db {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
         // The first statement that reads the file: a file that is not a database fails
         // here, not in the middle of serving.
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -208,6 +209,9 @@ pub fn open_read(path: &Path) -> Result<Connection, DbError> {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    // A report's sorts and groups stay in memory: no temporary file appears outside the
+    // state directory (a hardened unit may have no writable /tmp to give).
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     Ok(conn)
 }
 
