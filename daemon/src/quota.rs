@@ -739,3 +739,409 @@ fn groups_of_user(uid: u32) -> Vec<u32> {
 fn groups_of_user(_: u32) -> Vec<u32> {
     Vec::new()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    /// 2026-12-31T23:59:30Z.
+    const NEW_YEARS_EVE: i64 = 1_798_761_570_000;
+
+    fn config(limits: &str) -> LimitsConfig {
+        Config::parse(limits, std::path::Path::new("t.toml"))
+            .unwrap()
+            .limits
+    }
+
+    /// Quotas for `limits`, where user `alice` is uid 1001, group `interns` gid 500, and
+    /// nothing else resolves but numbers.
+    fn quotas(limits: &str) -> Quotas {
+        let quotas = Quotas::default();
+        quotas.set_limits(resolve(limits).0);
+        quotas
+    }
+
+    fn resolve(limits: &str) -> (Limits, Vec<String>) {
+        Limits::resolve_with(
+            &config(limits),
+            |n| match n {
+                "alice" => Some(1001),
+                n => n.parse().ok(),
+            },
+            |n| match n {
+                "interns" => Some(500),
+                n => n.parse().ok(),
+            },
+        )
+    }
+
+    fn alice() -> Requester {
+        Requester {
+            uid: Some(1001),
+            groups: vec![1001, 500],
+            token: None,
+            admin_uid: false,
+        }
+    }
+
+    fn bob() -> Requester {
+        Requester {
+            uid: Some(1002),
+            groups: vec![1002, 500],
+            token: None,
+            admin_uid: false,
+        }
+    }
+
+    fn ms(rfc3339: &str) -> i64 {
+        rfc3339.parse::<jiff::Timestamp>().unwrap().as_millisecond()
+    }
+
+    #[test]
+    fn periods_are_utc_days_and_calendar_months_across_the_year_end() {
+        let p = Period::of(NEW_YEARS_EVE);
+        assert_eq!(rfc3339(p.day_start_ms()), "2026-12-31T00:00:00Z");
+        assert_eq!(rfc3339(p.next_day_ms), "2027-01-01T00:00:00Z");
+        assert_eq!(rfc3339(p.month_start_ms), "2026-12-01T00:00:00Z");
+        assert_eq!(rfc3339(p.next_month_ms), "2027-01-01T00:00:00Z");
+        let q = Period::of(p.next_day_ms);
+        assert_eq!((q.day, q.month), (p.day + 1, p.month + 1));
+        let february = Period::of(ms("2028-02-29T12:00:00Z"));
+        assert_eq!(rfc3339(february.next_month_ms), "2028-03-01T00:00:00Z");
+    }
+
+    #[test]
+    fn a_spent_daily_budget_refuses_naming_it_and_resets_at_utc_midnight() {
+        let q = quotas("[limits.uid.alice]\ntokens_per_day = 100\n");
+        let before = NEW_YEARS_EVE - 3_600_000;
+        q.check(&alice(), before).unwrap();
+        // The generation that crosses the budget was admitted; it is charged in full.
+        q.charge(&alice(), 150, before);
+        let e = q.check(&alice(), before + 1000).unwrap_err();
+        assert_eq!(e.code, ErrorCode::PermissionDenied);
+        assert!(!e.retryable);
+        assert_eq!(
+            e.message,
+            "limits.uid.alice.tokens_per_day = 100 is spent (150 used); it resets at 2027-01-01T00:00:00Z"
+        );
+        // Bob is not bound by alice's budget.
+        q.check(&bob(), before + 1000).unwrap();
+        q.check(&alice(), ms("2027-01-01T00:00:00Z")).unwrap();
+    }
+
+    #[test]
+    fn a_monthly_budget_runs_from_december_into_january() {
+        let q = quotas("[limits.uid.1001]\ntokens_per_month = 1000\n");
+        q.charge(&alice(), 600, ms("2026-12-02T10:00:00Z"));
+        q.check(&alice(), ms("2026-12-20T10:00:00Z")).unwrap();
+        q.charge(&alice(), 500, ms("2026-12-20T10:00:00Z"));
+        let e = q.check(&alice(), NEW_YEARS_EVE).unwrap_err();
+        assert_eq!(
+            e.message,
+            "limits.uid.1001.tokens_per_month = 1000 is spent (1100 used); it resets at 2027-01-01T00:00:00Z"
+        );
+        q.check(&alice(), ms("2027-01-01T00:00:00.001Z")).unwrap();
+    }
+
+    #[test]
+    fn a_generation_admitted_before_midnight_counts_in_the_day_it_was_admitted() {
+        let q = quotas("[limits.uid.alice]\ntokens_per_day = 100\n");
+        q.check(&alice(), ms("2027-01-01T00:00:01Z")).unwrap();
+        q.charge(&alice(), 40, ms("2027-01-01T00:00:01Z"));
+        // Ends after midnight, admitted before: the ledger has it on the 31st.
+        q.charge(&alice(), 500, NEW_YEARS_EVE);
+        let users = q.users(ms("2027-01-01T00:00:02Z"));
+        assert_eq!(users[0].tokens_today, 40);
+        assert_eq!(users[0].tokens_this_month, 40);
+        q.check(&alice(), ms("2027-01-01T00:00:02Z")).unwrap();
+    }
+
+    #[test]
+    fn the_request_window_slides_and_says_when_a_slot_frees() {
+        let q = quotas("[limits.uid.alice]\nrequests_per_minute = 3\n");
+        let t0 = ms("2026-12-06T10:00:00.500Z");
+        q.check(&alice(), t0).unwrap();
+        q.check(&alice(), t0 + 10_000).unwrap();
+        q.check(&alice(), t0 + 20_000).unwrap();
+        let e = q.check(&alice(), t0 + 30_000).unwrap_err();
+        assert_eq!(e.code, ErrorCode::RateLimited);
+        assert!(e.retryable);
+        assert!(
+            e.message
+                .starts_with("limits.uid.alice.requests_per_minute = 3 is reached (3 requests"),
+            "{}",
+            e.message
+        );
+        // The first request's second (10:00:00) leaves the window at 10:01:01.
+        assert_eq!(
+            e.retry_after_ms,
+            Some(ms("2026-12-06T10:01:01Z") - (t0 + 30_000)).map(|m| m as u64)
+        );
+        // Refused requests are not counted: the slot frees when it said.
+        let free = t0 + 30_000 + e.retry_after_ms.unwrap() as i64;
+        let e = q.check(&alice(), free - 1).unwrap_err();
+        assert_eq!(e.retry_after_ms, Some(1));
+        q.check(&alice(), free).unwrap();
+        assert!(q.check(&alice(), free).is_err());
+    }
+
+    #[test]
+    fn no_sixty_seconds_admit_more_than_the_rate() {
+        let q = quotas("[limits.uid.alice]\nrequests_per_minute = 2\n");
+        let t0 = ms("2026-12-06T10:00:00.999Z");
+        let mut admitted = Vec::new();
+        for step in 0..400 {
+            let now = t0 + step * 250;
+            if q.check(&alice(), now).is_ok() {
+                admitted.push(now);
+            }
+        }
+        for pair in admitted.windows(3) {
+            assert!(pair[2] - pair[0] >= 60_000, "{admitted:?}");
+        }
+        assert!(admitted.len() >= 2 * (400 * 250 / 61_000), "{admitted:?}");
+    }
+
+    #[test]
+    fn a_group_budget_is_pooled_over_its_members() {
+        let q = quotas("[limits.group.interns]\ntokens_per_day = 100\nrequests_per_minute = 3\n");
+        let now = ms("2026-12-06T10:00:00Z");
+        q.check(&alice(), now).unwrap();
+        q.charge(&alice(), 60, now);
+        q.check(&bob(), now).unwrap();
+        q.charge(&bob(), 60, now);
+        let e = q.check(&alice(), now + 1).unwrap_err();
+        assert!(
+            e.message
+                .starts_with("limits.group.interns.tokens_per_day = 100 is spent (120 used)"),
+            "{}",
+            e.message
+        );
+        let carol = Requester {
+            uid: Some(1003),
+            groups: vec![1003],
+            ..Requester::default()
+        };
+        q.check(&carol, now + 1).unwrap();
+    }
+
+    #[test]
+    fn a_spent_budget_wins_over_a_full_window_and_the_last_reset_is_named() {
+        let q = quotas(
+            "[limits.uid.alice]\nrequests_per_minute = 1\ntokens_per_day = 10\n\
+             [limits.group.interns]\ntokens_per_month = 10\n",
+        );
+        let now = ms("2026-12-06T10:00:00Z");
+        q.check(&alice(), now).unwrap();
+        q.charge(&alice(), 10, now);
+        let e = q.check(&alice(), now + 1).unwrap_err();
+        assert_eq!(e.code, ErrorCode::PermissionDenied);
+        assert!(
+            e.message
+                .starts_with("limits.group.interns.tokens_per_month = 10 is spent")
+                && e.message.ends_with("2027-01-01T00:00:00Z"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn a_token_budget_binds_the_token_whoever_uses_it() {
+        let q = quotas("[limits.token.ci-bot]\ntokens_per_day = 5\n");
+        let now = ms("2026-12-06T10:00:00Z");
+        let with_token = |r: Requester| Requester {
+            token: Some("ci-bot".into()),
+            ..r
+        };
+        q.check(&with_token(alice()), now).unwrap();
+        q.charge(&with_token(alice()), 5, now);
+        let e = q.check(&with_token(bob()), now).unwrap_err();
+        assert!(
+            e.message
+                .starts_with("limits.token.ci-bot.tokens_per_day = 5 is spent (5 used)"),
+            "{}",
+            e.message
+        );
+        q.check(&alice(), now).unwrap();
+    }
+
+    #[test]
+    fn admins_are_bound_by_a_budget_that_names_them() {
+        let q = quotas("[limits.uid.0]\ntokens_per_day = 1\n");
+        let root = Requester {
+            uid: Some(0),
+            groups: vec![0],
+            token: None,
+            admin_uid: true,
+        };
+        let now = ms("2026-12-06T10:00:00Z");
+        q.charge(&root, 1, now);
+        assert_eq!(
+            q.check(&root, now).unwrap_err().code,
+            ErrorCode::PermissionDenied
+        );
+    }
+
+    #[test]
+    fn a_name_that_does_not_resolve_binds_nobody_and_is_reported() {
+        let (limits, unresolved) = resolve(
+            "[limits.uid.nobody-here]\ntokens_per_day = 1\n[limits.group.no-group]\ntokens_per_day = 1\n\
+             [limits.uid.alice]\ntokens_per_day = 1\n",
+        );
+        assert_eq!(
+            unresolved,
+            ["limits.uid.nobody-here", "limits.group.no-group"]
+        );
+        assert_eq!(limits.by_subject.len(), 1);
+        assert_eq!(limits.names.get(&1001).map(String::as_str), Some("alice"));
+    }
+
+    #[test]
+    fn a_reload_keeps_the_counters_and_applies_the_new_limits_to_them() {
+        let q = quotas("[limits.uid.alice]\ntokens_per_day = 100\n");
+        let now = ms("2026-12-06T10:00:00Z");
+        q.check(&alice(), now).unwrap();
+        q.charge(&alice(), 150, now);
+        assert!(q.check(&alice(), now).is_err());
+        q.set_limits(resolve("[limits.uid.alice]\ntokens_per_day = 200\n").0);
+        q.check(&alice(), now).unwrap();
+        // A limit new to the configuration starts from the usage already counted.
+        q.set_limits(resolve("[limits.group.interns]\ntokens_per_day = 100\n").0);
+        let e = q.check(&alice(), now).unwrap_err();
+        assert!(e.message.contains("(150 used)"), "{}", e.message);
+    }
+
+    #[test]
+    fn status_shows_each_users_usage_and_the_tightest_limit_of_each_kind() {
+        let q = quotas(
+            "[limits.uid.alice]\ntokens_per_day = 1000\nrequests_per_minute = 10\n\
+             [limits.group.interns]\ntokens_per_day = 300\n[limits.uid.4000]\ntokens_per_month = 5\n",
+        );
+        let now = ms("2026-12-06T10:00:00Z");
+        q.check(&alice(), now).unwrap();
+        q.charge(&alice(), 100, now);
+        q.check(&bob(), now).unwrap();
+        q.charge(&bob(), 150, now);
+        let users = q.users(now + 1);
+        assert_eq!(
+            users.iter().map(|u| u.uid).collect::<Vec<_>>(),
+            [1001, 1002, 4000],
+            "users with usage or a limit of their own"
+        );
+        let a = &users[0];
+        assert_eq!(a.user.as_deref(), Some("alice"));
+        assert_eq!(
+            (a.requests_last_minute, a.tokens_today, a.tokens_this_month),
+            (1, 100, 100)
+        );
+        assert_eq!(
+            a.limits,
+            [
+                LimitUse {
+                    limit: "limits.uid.alice.requests_per_minute".into(),
+                    value: 10,
+                    used: 1,
+                    left: 9,
+                    resets_at: None
+                },
+                LimitUse {
+                    limit: "limits.group.interns.tokens_per_day".into(),
+                    value: 300,
+                    used: 250,
+                    left: 50,
+                    resets_at: Some("2026-12-07T00:00:00Z".into())
+                },
+            ]
+        );
+        assert_eq!(users[2].limits[0].left, 5);
+    }
+
+    #[test]
+    fn counters_are_seeded_from_the_ledger_this_month_today_and_the_last_minute() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("usage.db");
+        let now = ms("2026-12-06T10:00:00Z");
+        let row = |at_ms: i64, uid: u32, token: Option<&str>, tokens: u32| crate::ledger::Record {
+            at_ms,
+            uid: Some(uid),
+            user: Some(format!("user{uid}")),
+            token: token.map(str::to_owned),
+            provider: "m".into(),
+            model: "mock-1".into(),
+            answered_provider: None,
+            answered_model: None,
+            prompt_tokens: tokens,
+            completion_tokens: 0,
+            reasoning_tokens: 0,
+            chunks: 0,
+            outcome: crate::ledger::Outcome::Completed,
+            error_code: None,
+            first_chunk_ms: None,
+            duration_ms: 1,
+        };
+        let mut db = crate::ledger::db::Db::open(&path).unwrap();
+        db.insert(&[
+            // Last month: not counted.
+            row(ms("2026-11-30T23:59:59Z"), 1001, None, 10_000),
+            // Earlier this month: the month only.
+            row(ms("2026-12-01T00:00:00Z"), 1001, None, 300),
+            // Today, one in the last minute, one with a token.
+            row(now - 3_600_000, 1001, None, 20),
+            row(now - 30_000, 1002, Some("ci-bot"), 7),
+            // From the future (a clock set back): left out.
+            row(now + 60_000, 1001, None, 99_999),
+        ])
+        .unwrap();
+        let q = quotas(
+            "[limits.uid.alice]\ntokens_per_month = 320\n[limits.group.interns]\nrequests_per_minute = 1\n\
+             [limits.token.ci-bot]\ntokens_per_day = 7\n",
+        );
+        let conn = crate::ledger::db::open_read(&path).unwrap();
+        let seeded = q.seed(&conn, now, |uid| vec![uid, 500]).unwrap();
+        assert_eq!(
+            seeded,
+            Seeded {
+                generations: 3,
+                tokens: 327
+            }
+        );
+        let users = q.users(now);
+        assert_eq!(users.len(), 2, "{users:?}");
+        assert_eq!(
+            (
+                users[0].uid,
+                users[0].tokens_today,
+                users[0].tokens_this_month,
+                users[0].requests_last_minute
+            ),
+            (1001, 20, 320, 0)
+        );
+        assert_eq!(users[1].user.as_deref(), Some("user1002"));
+        assert_eq!(users[1].requests_last_minute, 1);
+        let e = q.check(&alice(), now).unwrap_err();
+        assert!(
+            e.message
+                .contains("tokens_per_month = 320 is spent (320 used)"),
+            "{}",
+            e.message
+        );
+        let e = q.check(&bob(), now).unwrap_err();
+        assert_eq!(
+            e.code,
+            ErrorCode::RateLimited,
+            "bob's request of the last minute fills the group's window"
+        );
+        let token = Requester {
+            uid: Some(7),
+            groups: vec![],
+            token: Some("ci-bot".into()),
+            admin_uid: false,
+        };
+        assert!(q
+            .check(&token, now)
+            .unwrap_err()
+            .message
+            .contains("ci-bot.tokens_per_day = 7 is spent"));
+    }
+}
