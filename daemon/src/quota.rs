@@ -133,10 +133,6 @@ impl Limits {
         }
         resolved
     }
-
-    fn is_empty(&self) -> bool {
-        self.by_subject.is_empty()
-    }
 }
 
 /// The UTC day and month an instant falls in, and their bounds.
@@ -319,6 +315,74 @@ struct State {
     names: HashMap<u32, Option<String>>,
 }
 
+/// Why a request is refused, as the limits that bind it are weighed one by one: the
+/// spent budget that resets last, and the full window that frees last.
+#[derive(Debug, Default)]
+struct Refusal {
+    spent: Option<(i64, String)>,
+    full: Option<(Duration, String)>,
+}
+
+impl Refusal {
+    /// Weighs `bound` against `counter` (its subject's, expired at `now_ms`).
+    fn weigh(&mut self, bound: &Bound, counter: &Counter, p: &Period, now_ms: i64) {
+        let q = &bound.quota;
+        for (field, limit, used, resets) in [
+            (
+                "tokens_per_day",
+                q.tokens_per_day,
+                counter.tokens_today(p),
+                p.next_day_ms,
+            ),
+            (
+                "tokens_per_month",
+                q.tokens_per_month,
+                counter.tokens_this_month(p),
+                p.next_month_ms,
+            ),
+        ] {
+            let Some(limit) = limit.filter(|l| used >= *l) else {
+                continue;
+            };
+            if self.spent.as_ref().is_none_or(|(at, _)| resets > *at) {
+                let message = format!(
+                    "{}.{field} = {limit} is spent ({used} used); it resets at {}",
+                    bound.key,
+                    rfc3339(resets)
+                );
+                self.spent = Some((resets, message));
+            }
+        }
+        let Some(limit) = q.requests_per_minute.map(u64::from) else {
+            return;
+        };
+        let requests = counter.requests();
+        if requests < limit {
+            return;
+        }
+        let wait = counter.free_in(limit, now_ms);
+        if self.full.as_ref().is_none_or(|(w, _)| wait > *w) {
+            let message = format!(
+                "{}.requests_per_minute = {limit} is reached ({requests} requests admitted in the last minute); retry in {:.1} s",
+                bound.key,
+                wait.as_secs_f64()
+            );
+            self.full = Some((wait, message));
+        }
+    }
+
+    /// The error to refuse with, if any: a spent budget first (waiting for the window
+    /// would not help).
+    fn into_error(self) -> Option<WireError> {
+        if let Some((_, message)) = self.spent {
+            return Some(WireError::new(ErrorCode::PermissionDenied, message));
+        }
+        self.full.map(|(wait, message)| {
+            WireError::new(ErrorCode::RateLimited, message).with_retry_after(wait)
+        })
+    }
+}
+
 /// The subjects a request counts for: its uid, its groups, its token.
 fn subjects(requester: &Requester) -> Vec<Subject> {
     let mut subjects = Vec::with_capacity(requester.groups.len() + 2);
@@ -371,75 +435,24 @@ impl Quotas {
         let p = Period::of(now_ms);
         let mut state = self.lock();
         state.sweep(&p, now_ms);
-        if !limits.is_empty() {
-            let mut spent: Option<(i64, String)> = None;
-            let mut full: Option<(Duration, String)> = None;
-            for subject in &subjects {
-                let Some(bounds) = limits.by_subject.get(subject) else {
-                    continue;
-                };
-                let counter = state.counters.get_mut(subject);
-                let counter = match counter {
-                    Some(c) => {
-                        c.expire(now_ms);
-                        &*c
-                    }
-                    None => &Counter::default(),
-                };
-                for bound in bounds {
-                    let q = &bound.quota;
-                    for (field, limit, used, resets) in [
-                        (
-                            "tokens_per_day",
-                            q.tokens_per_day,
-                            counter.tokens_today(&p),
-                            p.next_day_ms,
-                        ),
-                        (
-                            "tokens_per_month",
-                            q.tokens_per_month,
-                            counter.tokens_this_month(&p),
-                            p.next_month_ms,
-                        ),
-                    ] {
-                        let Some(limit) = limit.filter(|l| used >= *l) else {
-                            continue;
-                        };
-                        if spent.as_ref().is_none_or(|(at, _)| resets > *at) {
-                            spent = Some((
-                                resets,
-                                format!(
-                                    "{}.{field} = {limit} is spent ({used} used); it resets at {}",
-                                    bound.key,
-                                    rfc3339(resets)
-                                ),
-                            ));
-                        }
-                    }
-                    let Some(limit) = q.requests_per_minute.map(u64::from) else {
-                        continue;
-                    };
-                    let requests = counter.requests();
-                    if requests >= limit {
-                        let wait = counter.free_in(limit, now_ms);
-                        if full.as_ref().is_none_or(|(w, _)| wait > *w) {
-                            full = Some((wait, format!(
-                                "{}.requests_per_minute = {limit} is reached ({requests} requests admitted in the last minute); retry in {:.1} s",
-                                bound.key,
-                                wait.as_secs_f64()
-                            )));
-                        }
-                    }
+        let mut refusal = Refusal::default();
+        for subject in &subjects {
+            let Some(bounds) = limits.by_subject.get(subject) else {
+                continue;
+            };
+            let counter = match state.counters.get_mut(subject) {
+                Some(c) => {
+                    c.expire(now_ms);
+                    &*c
                 }
+                None => &Counter::default(),
+            };
+            for bound in bounds {
+                refusal.weigh(bound, counter, &p, now_ms);
             }
-            if let Some((_, message)) = spent {
-                return Err(WireError::new(ErrorCode::PermissionDenied, message));
-            }
-            if let Some((wait, message)) = full {
-                let mut e = WireError::new(ErrorCode::RateLimited, message).with_retry_after(wait);
-                e.retryable = true;
-                return Err(e);
-            }
+        }
+        if let Some(e) = refusal.into_error() {
+            return Err(e);
         }
         state.count_request(requester, now_ms);
         Ok(())
