@@ -337,3 +337,27 @@ async fn the_http_door_answers_a_spent_budget_with_403_naming_it() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn a_limit_naming_an_unknown_user_is_a_warning_and_binds_nobody() {
+    let state = tempfile::tempdir().unwrap();
+    let daemon = daemon(
+        state.path(),
+        "[limits.uid.provd-no-such-user]\nrequests_per_minute = 1\n\
+         [limits.group.provd-no-such-group]\nrequests_per_minute = 1\n",
+    );
+    for key in [
+        "limits.uid.provd-no-such-user",
+        "limits.group.provd-no-such-group",
+    ] {
+        let line = daemon.wait_for_log(key);
+        assert!(line.contains("binds nobody"), "{line}");
+    }
+    let client = daemon.client().await;
+    for _ in 0..2 {
+        generation_outcome(&client, numbered(1, 0))
+            .await
+            .1
+            .expect("nobody is bound");
+    }
+}
