@@ -270,6 +270,18 @@ fn a_group_budget_is_pooled_over_its_members() {
             "{answer}"
         );
     }
+    // A member sees its own figures in `status`, the pooled budget with them, and
+    // nobody else's.
+    let answer = members[0].ask("status");
+    let status: Value = serde_json::from_str(answer.strip_prefix("ok ").expect("ok")).unwrap();
+    let users = status["users"].as_array().expect("users");
+    assert_eq!(users.len(), 1, "{answer}");
+    assert_eq!(users[0]["uid"], MEMBERS[0]);
+    assert_eq!(users[0]["tokens_today"], 5);
+    assert_eq!(
+        users[0]["limits"],
+        json!([{"limit": format!("limits.group.{GROUP}.tokens_per_day"), "value": 10, "used": 10, "left": 0, "resets_at": users[0]["limits"][0]["resets_at"]}])
+    );
     // Root is not in the group.
     let answer = tokio::runtime::Runtime::new().unwrap().block_on(async {
         let client = daemon.client().await;

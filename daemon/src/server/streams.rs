@@ -202,6 +202,61 @@ mod tests {
     }
 
     #[test]
+    fn a_request_over_its_rate_is_refused_with_rate_limited_and_holds_nothing() {
+        let config = crate::config::Config::parse(
+            "[providers.m]\ntype = \"mock\"\n[limits.uid.4242]\nrequests_per_minute = 1\n",
+            std::path::Path::new("test.toml"),
+        )
+        .unwrap();
+        let daemon = Arc::new(Daemon::new(config));
+        let streams = Streams::default();
+        let connection = CancellationToken::new();
+        let limits = daemon.factory.config().limits.clone();
+        drop(
+            streams
+                .register_generation(1, &connection, &daemon, &uid(), &limits)
+                .unwrap(),
+        );
+        let e = streams
+            .register_generation(2, &connection, &daemon, &uid(), &limits)
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::RateLimited);
+        assert!(e.retry_after_ms.is_some());
+        assert!(!streams.contains(2));
+        assert_eq!(daemon.stats.active_streams.load(Ordering::Relaxed), 0);
+        assert_eq!(held_streams(&daemon), 0);
+        // Another uid is not bound by it.
+        let other = Requester {
+            uid: Some(4343),
+            ..Requester::default()
+        };
+        streams
+            .register_generation(3, &connection, &daemon, &other, &limits)
+            .unwrap();
+    }
+
+    #[test]
+    fn a_request_over_a_stream_cap_and_its_rate_gets_overloaded() {
+        let config = crate::config::Config::parse(
+            "[daemon]\nmax_streams_per_connection = 1\n[providers.m]\ntype = \"mock\"\n\
+             [limits.uid.4242]\nrequests_per_minute = 1\n",
+            std::path::Path::new("test.toml"),
+        )
+        .unwrap();
+        let daemon = Arc::new(Daemon::new(config));
+        let streams = Streams::default();
+        let connection = CancellationToken::new();
+        let limits = daemon.factory.config().limits.clone();
+        let _running = streams
+            .register_generation(1, &connection, &daemon, &uid(), &limits)
+            .unwrap();
+        let e = streams
+            .register_generation(2, &connection, &daemon, &uid(), &limits)
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::Overloaded, "{}", e.message);
+    }
+
+    #[test]
     fn a_connection_at_its_stream_limit_is_refused_with_overloaded_and_nothing_is_taken() {
         let daemon = daemon(1);
         let streams = Streams::default();
