@@ -649,7 +649,7 @@ impl Quotas {
 
     /// Fills in the names of `users` not known yet from the user database, off the
     /// runtime's threads (it may ask the name service), and remembers them.
-    pub async fn name_users(self: &Arc<Self>, users: &mut [UserUsage]) {
+    pub async fn name_users(&self, users: &mut [UserUsage]) {
         let unknown: Vec<u32> = {
             let state = self.lock();
             users

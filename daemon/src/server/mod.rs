@@ -143,7 +143,7 @@ pub struct Daemon {
     pub ledger: crate::ledger::Ledger,
     /// Budgets and rate limits (`[limits.uid/group/token]`) and their counters; the
     /// limits are replaced on reload, the counters stay.
-    pub quotas: Arc<crate::quota::Quotas>,
+    pub quotas: crate::quota::Quotas,
 }
 
 impl Daemon {
@@ -187,7 +187,7 @@ impl Daemon {
             #[cfg(unix)]
             vault,
             ledger: crate::ledger::Ledger::disabled(),
-            quotas: Arc::new(crate::quota::Quotas::new(&config.limits)),
+            quotas: crate::quota::Quotas::new(&config.limits),
         }
     }
 
