@@ -17,9 +17,9 @@
 //!   a queue of (second, requests) pairs, at most [`WINDOW_SECONDS`] + 1 of them, so a
 //!   counter's memory is bounded whatever the request rate; a request counts for 60 to 61
 //!   seconds (its whole second is kept), so no 60 seconds ever admit more than the limit
-//!   and `retry_after_ms` is exact for that rule. Subjects idle for a whole month are
-//!   dropped once a day; the rest are bounded by the host's users and groups and the
-//!   token store.
+//!   and `retry_after_ms` is exact for that rule. Once a day the counters with nothing
+//!   left in them (no tokens this month, an empty window) are dropped; the rest are
+//!   bounded by the host's users and groups and the token store.
 //! - **When.** [`Quotas::check`] at admission (in `server::streams`, the one place both
 //!   front doors admit a generation): a spent token budget is `permission_denied` naming
 //!   the budget and when it resets; a full request window is `rate_limited` with
