@@ -1079,6 +1079,49 @@ pub struct StatusResult {
     /// `nil` when the ledger is off (or from a daemon that predates it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ledger: Option<LedgerStatus>,
+    /// Per user: requests in the last minute, tokens today and this month (UTC), and the
+    /// tightest budget and rate of each kind that binds the user, with what is left. An
+    /// admin sees every uid with usage this month, a request in the last minute or a
+    /// limit of its own; others see only their own. Empty from a daemon that predates it.
+    #[serde(default, deserialize_with = "nil_as_default")]
+    pub users: Vec<UserUsage>,
+}
+
+/// One user's usage and limits, in `status` (see [`StatusResult::users`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserUsage {
+    /// The uid.
+    pub uid: u32,
+    /// Its user name, when the daemon knows it.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Requests admitted in the last minute (the window `requests_per_minute` counts).
+    pub requests_last_minute: u64,
+    /// Tokens (prompt and completion) since the start of the UTC day.
+    pub tokens_today: u64,
+    /// Tokens since the start of the UTC calendar month.
+    pub tokens_this_month: u64,
+    /// Of the limits that bind the user (its own and its groups'; not its tokens'), the
+    /// one with the least left of each kind.
+    #[serde(default, deserialize_with = "nil_as_default")]
+    pub limits: Vec<LimitUse>,
+}
+
+/// One budget or rate and how much of it is used, in `status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitUse {
+    /// The limit's key as configured: `limits.group.interns.tokens_per_month`.
+    pub limit: String,
+    /// Its value.
+    pub value: u64,
+    /// How much of it is used (for a group, by all its members together).
+    pub used: u64,
+    /// How much is left (0 when spent).
+    pub left: u64,
+    /// When a token budget resets (RFC 3339, UTC); nil for a request rate, whose window
+    /// slides.
+    #[serde(default)]
+    pub resets_at: Option<String>,
 }
 
 /// The usage ledger's counters, in `status`: whether every generation was recorded.

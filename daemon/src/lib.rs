@@ -11,6 +11,7 @@
 //! - [`server`]: the socket, connections, requests, dispatch, generations, graceful drain.
 //! - [`access`]: who may ask what: peer identity, admins, tokens and provider grants.
 //! - [`ledger`]: the usage ledger: every generation recorded in SQLite, off the request path.
+//! - [`quota`]: budgets and rate limits per uid, group and token, checked at admission.
 //! - [`resilience`]: retries, fallbacks and the request deadline.
 //! - [`factory`]: provider registry, per-(provider, model) instance cache, lifecycle.
 //! - [`provider`]: the [`provider::Provider`] trait and the providers.
@@ -40,6 +41,7 @@ pub mod fuzzing;
 pub mod ledger;
 pub mod one_line;
 pub mod provider;
+pub mod quota;
 pub mod reload;
 pub mod resilience;
 pub mod scrub;

@@ -18,7 +18,10 @@
 //! - The access policy (`[access]`, tokens) applies at once, to open connections too:
 //!   each request is checked against the policy in force (`server::connection`).
 //! - `[limits]` and `hello_timeout_seconds` apply to connections and generations that
-//!   begin after the reload; those already admitted keep their place.
+//!   begin after the reload; those already admitted keep their place. The budgets and
+//!   rates (`[limits.uid/group/token]`) are resolved again (names to ids) and swapped in;
+//!   their counters stay, so usage so far counts against the new limits, and running
+//!   generations are charged at their end as before.
 //! - `[ledger]` is read once, at start: a change to it needs a restart (`[prices]`
 //!   apply at once, to the next report).
 //! - `default_provider`, `aliases` and `drain_timeout_seconds` apply at once. The other
@@ -234,6 +237,8 @@ impl Reloader {
         #[cfg(not(unix))]
         let auth = access_policy(&config, &std::env::temp_dir().join("provd"))?;
         let needs_restart = self.needs_restart(&config);
+        // Resolved before anything is swapped (it may ask the name service).
+        let quota_limits = crate::quota::Limits::resolve(&config.limits);
         let providers = config.providers.len().try_into().unwrap_or(u32::MAX);
         let mut changes = daemon.factory.reload(config);
         #[cfg(unix)]
@@ -241,6 +246,7 @@ impl Reloader {
             changes.retired += daemon.factory.retire_provider(id);
         }
         *daemon.auth.write().expect("auth lock poisoned") = std::sync::Arc::new(auth);
+        daemon.quotas.set_limits(quota_limits);
         if changes.retired > 0 {
             tokio::spawn(shut_down_retired(daemon.clone()));
         }

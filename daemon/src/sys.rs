@@ -243,6 +243,33 @@ pub fn user_name(uid: u32) -> Option<std::ffi::CString> {
     }
 }
 
+/// The primary gid of user `uid` from the password database (`getpwuid_r`), or `None`
+/// when it has no entry. May ask the name service: call it off the runtime's threads.
+#[cfg(unix)]
+pub fn user_gid(uid: u32) -> Option<u32> {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        // SAFETY: an all-zero `passwd` is a valid value for a plain C struct.
+        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: `pwd` and `result` are live locals and `buf` is writable for its length.
+        let rc = unsafe {
+            libc::getpwuid_r(
+                uid,
+                &mut pwd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        if rc == libc::ERANGE && buf.len() < 1 << 20 {
+            buf.resize(buf.len() * 2, 0);
+            continue;
+        }
+        return (rc == 0 && !result.is_null()).then_some(pwd.pw_gid);
+    }
+}
+
 /// Every group `uid` belongs to (its supplementary groups and `primary_gid`), for access
 /// checks: SO_PEERCRED reports only the peer's primary gid.
 #[cfg(unix)]

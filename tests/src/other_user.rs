@@ -27,9 +27,15 @@ pub fn root_or_skip(test: &str) -> bool {
 
 /// `program` run as `uid` (and gid `uid`), with no supplementary groups.
 pub fn command_as(uid: u32, program: impl AsRef<Path>) -> Command {
+    command_in_group(uid, uid, program)
+}
+
+/// `program` run as `uid` and gid `gid`, with no supplementary groups: uids sharing a
+/// group, for the group budgets.
+pub fn command_in_group(uid: u32, gid: u32, program: impl AsRef<Path>) -> Command {
     let mut cmd = Command::new("setpriv");
     cmd.arg(format!("--reuid={uid}"))
-        .arg(format!("--regid={uid}"))
+        .arg(format!("--regid={gid}"))
         .args(["--clear-groups", "--"])
         .arg(program.as_ref());
     cmd
@@ -70,9 +76,20 @@ pub struct Peer {
 impl Peer {
     /// Starts `provd-test-peer <args>` as `uid` against `socket`, with `env` added.
     pub fn start(uid: u32, socket: &Path, args: &[&str], env: &[(&str, &str)]) -> Peer {
+        Peer::start_in_group(uid, uid, socket, args, env)
+    }
+
+    /// [`Peer::start`] with gid `gid` (see [`command_in_group`]).
+    pub fn start_in_group(
+        uid: u32,
+        gid: u32,
+        socket: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Peer {
         use std::io::BufRead;
         use std::process::Stdio;
-        let mut child = command_as(uid, test_peer_bin())
+        let mut child = command_in_group(uid, gid, test_peer_bin())
             .args(args)
             .env("PROVD_SOCKET", socket)
             .envs(env.iter().copied())

@@ -229,7 +229,44 @@ pub async fn status(socket: &Path, as_json: bool) -> Result<(), CommandError> {
             l.written, l.dropped, l.lost, l.pruned
         );
     }
+    if !s.users.is_empty() {
+        println!("  users (tokens per UTC day and month; the tightest limits that bind each):");
+    }
+    for u in &s.users {
+        println!("    {}", user_line(u));
+    }
     Ok(())
+}
+
+/// One user's line in `provd status`: who, what they used, and each binding limit's
+/// remainder.
+fn user_line(u: &provd_client::message::UserUsage) -> String {
+    let who = match &u.user {
+        // A name from the user database, escaped all the same: it cannot forge a line.
+        Some(name) => format!("{} (uid {})", name.escape_debug(), u.uid),
+        None => format!("uid {}", u.uid),
+    };
+    let mut line = format!(
+        "{who}: {} request{} in the last minute, {} tokens today, {} this month",
+        u.requests_last_minute,
+        if u.requests_last_minute == 1 { "" } else { "s" },
+        u.tokens_today,
+        u.tokens_this_month
+    );
+    for l in &u.limits {
+        let resets = l
+            .resets_at
+            .as_deref()
+            .map(|at| format!(", resets {}", at.escape_debug()))
+            .unwrap_or_default();
+        line.push_str(&format!(
+            "; {} = {}: {} left{resets}",
+            l.limit.escape_debug(),
+            l.value,
+            l.left
+        ));
+    }
+    line
 }
 
 /// A provider's (or instance's) health as its counters show it, as `status` prints it.

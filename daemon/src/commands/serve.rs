@@ -214,6 +214,12 @@ async fn serve_until_stopped(start: ServeStart) -> Result<(), CommandError> {
     let mut daemon = Daemon::assemble(config, auth, vault);
     #[cfg(not(unix))]
     let mut daemon = Daemon::assemble(config, auth);
+    // The budgets count from the ledger's usage of this month, before the first request.
+    if let Some(path) = ledger.path() {
+        daemon
+            .quotas
+            .seed_from_ledger(path, crate::ledger::unix_millis());
+    }
     daemon.ledger = ledger;
     daemon.reloader = Reloader::new(config_path, &daemon.factory.config(), notifier.clone())
         .with_socket(

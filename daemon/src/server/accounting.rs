@@ -34,6 +34,9 @@ impl Requester {
 }
 
 /// Accounts one generation's end: never waits, never fails the generation.
-pub(super) fn account(daemon: &Daemon, _requester: &Requester, record: Record) {
+pub(super) fn account(daemon: &Daemon, requester: &Requester, record: Record) {
+    daemon
+        .quotas
+        .charge(requester, record.tokens(), record.at_ms);
     daemon.ledger.record(record);
 }

@@ -53,7 +53,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::admission::{Applicant, ConnectionSlot};
+use super::admission::ConnectionSlot;
 use super::generation::{self, StreamCtx};
 use super::outbox::{write_loop, StallGuard, CLOSE_FLUSH_TIMEOUT};
 use super::peer::PeerIdentity;
@@ -381,7 +381,7 @@ impl Connection {
             }
             (Request::Ping, Some(_)) => self.reply(id, &Empty {}).await,
             (Request::Status, Some(grant)) => {
-                let status = self.status(&grant);
+                let status = self.status(&grant).await;
                 self.reply(id, &status).await
             }
             (Request::ListProviders, Some(grant)) => {
@@ -473,7 +473,7 @@ impl Connection {
         self.reply(id, &result).await
     }
 
-    fn status(&self, grant: &Grant) -> StatusResult {
+    async fn status(&self, grant: &Grant) -> StatusResult {
         let daemon = &self.ctx.daemon;
         let cache = daemon.factory.status();
         let mut status = StatusResult {
@@ -495,8 +495,11 @@ impl Connection {
             max_provider_instances: cache.max_instances,
             uids: daemon.admission.usage(),
             ledger: daemon.ledger.is_enabled().then(|| daemon.ledger.status()),
+            users: daemon.quotas.users(crate::ledger::unix_millis()),
         };
         visible_status(&self.policy, grant, &mut status);
+        // After the filter: only the names this caller will see are looked up.
+        daemon.quotas.name_users(&mut status.users).await;
         status
     }
 
@@ -597,15 +600,12 @@ impl Connection {
         }
         targets
             .retain(|t| t.provider.is_empty() || auth.check_provider(&grant, &t.provider).is_ok());
-        let applicant = Applicant {
-            uid: self.peer.uid,
-            admin: grant.admin_uid,
-        };
+        let requester = super::accounting::Requester::of(&grant);
         let registered = self.ctx.streams.register_generation(
             id,
             &self.closing,
             &self.ctx.daemon,
-            applicant,
+            &requester,
             &config.limits,
         );
         match registered {
@@ -618,7 +618,7 @@ impl Connection {
                     generation::Plan {
                         config,
                         targets,
-                        requester: super::accounting::Requester::of(&grant),
+                        requester,
                     },
                     registration,
                     self.ctx.clone(),
@@ -674,6 +674,8 @@ fn visible_status(auth: &AuthProvider, grant: &Grant, status: &mut StatusResult)
         status.instances_omitted = 0;
         status.uids.retain(|u| u.uid == grant.peer.uid);
         status.ledger = None;
+        // Its own budgets (its groups' included: it is bound by them), nobody else's.
+        status.users.retain(|u| Some(u.uid) == grant.peer.uid);
     }
 }
 

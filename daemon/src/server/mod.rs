@@ -141,6 +141,9 @@ pub struct Daemon {
     pub vault: Arc<crate::credentials::Vault>,
     /// The usage ledger (off in [`Daemon::new`]; `provd serve` opens the configured one).
     pub ledger: crate::ledger::Ledger,
+    /// Budgets and rate limits (`[limits.uid/group/token]`) and their counters; the
+    /// limits are replaced on reload, the counters stay.
+    pub quotas: crate::quota::Quotas,
 }
 
 impl Daemon {
@@ -184,6 +187,7 @@ impl Daemon {
             #[cfg(unix)]
             vault,
             ledger: crate::ledger::Ledger::disabled(),
+            quotas: crate::quota::Quotas::new(&config.limits),
         }
     }
 

@@ -7,6 +7,13 @@
 //! `limits.max_streams_per_uid` and counts in the daemon's `active_streams`; all of it is
 //! given back in one place, [`Registration`]'s `Drop`, before the client can see the end,
 //! so the client may reuse the id at once and the gauges stay true.
+//!
+//! Admission of a generation, for both front doors, is here: first the stream caps
+//! (`max_streams_per_connection`, `limits.max_streams_per_uid`: `overloaded`), then the
+//! budgets and rate limits of [`crate::quota`] (`permission_denied` for a spent budget,
+//! `rate_limited` for a full request window). A request over both gets `overloaded`:
+//! a cap frees when a stream ends, and a request refused by a cap is not counted against
+//! the rate.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -15,6 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use provd_client::{ErrorCode, WireError};
 use tokio_util::sync::CancellationToken;
 
+use super::accounting::Requester;
 use super::admission::{Applicant, StreamSlot};
 use super::Daemon;
 use crate::config::LimitsConfig;
@@ -40,17 +48,23 @@ impl Streams {
         token.inspect(CancellationToken::cancel).is_some()
     }
 
-    /// Registers generation `id`, cancelled by a child of `parent`: refused with
-    /// `overloaded` when the connection already runs `max_per_connection` requests or
-    /// the uid is at `limits.max_streams_per_uid`; counted in `active_streams`.
+    /// Registers generation `id` of `requester`, cancelled by a child of `parent`:
+    /// refused with `overloaded` when the connection already runs `max_per_connection`
+    /// requests or the uid is at `limits.max_streams_per_uid`, then with
+    /// `permission_denied` or `rate_limited` when a budget or rate of [`crate::quota`]
+    /// refuses it; counted in `active_streams` and in the requester's request windows.
     pub(super) fn register_generation(
         &self,
         id: u32,
         parent: &CancellationToken,
         daemon: &Arc<Daemon>,
-        applicant: Applicant,
+        requester: &Requester,
         limits: &LimitsConfig,
     ) -> Result<Registration, WireError> {
+        let applicant = Applicant {
+            uid: requester.uid,
+            admin: requester.admin_uid,
+        };
         let max = daemon.limits.max_streams_per_connection;
         let mut streams = self.lock();
         if streams.len() >= max {
@@ -60,6 +74,10 @@ impl Streams {
             ));
         }
         let slot = daemon.admission.admit_stream(applicant, limits)?;
+        // Refused here, the slot is dropped: nothing is held.
+        daemon
+            .quotas
+            .check(requester, crate::ledger::unix_millis())?;
         let cancel = parent.child_token();
         streams.insert(id, cancel.clone());
         drop(streams);
@@ -138,10 +156,12 @@ mod tests {
         daemon.admission.usage().iter().map(|u| u.streams).sum()
     }
 
-    const UID: Applicant = Applicant {
-        uid: Some(4242),
-        admin: false,
-    };
+    fn uid() -> Requester {
+        Requester {
+            uid: Some(4242),
+            ..Requester::default()
+        }
+    }
 
     #[test]
     fn a_generation_holds_its_id_slot_and_gauge_until_its_registration_drops() {
@@ -150,7 +170,7 @@ mod tests {
         let connection = CancellationToken::new();
         let limits = daemon.factory.config().limits.clone();
         let registration = streams
-            .register_generation(7, &connection, &daemon, UID, &limits)
+            .register_generation(7, &connection, &daemon, &uid(), &limits)
             .unwrap();
         assert!(streams.contains(7));
         assert_eq!(daemon.stats.active_streams.load(Ordering::Relaxed), 1);
@@ -182,16 +202,71 @@ mod tests {
     }
 
     #[test]
+    fn a_request_over_its_rate_is_refused_with_rate_limited_and_holds_nothing() {
+        let config = crate::config::Config::parse(
+            "[providers.m]\ntype = \"mock\"\n[limits.uid.4242]\nrequests_per_minute = 1\n",
+            std::path::Path::new("test.toml"),
+        )
+        .unwrap();
+        let daemon = Arc::new(Daemon::new(config));
+        let streams = Streams::default();
+        let connection = CancellationToken::new();
+        let limits = daemon.factory.config().limits.clone();
+        drop(
+            streams
+                .register_generation(1, &connection, &daemon, &uid(), &limits)
+                .unwrap(),
+        );
+        let e = streams
+            .register_generation(2, &connection, &daemon, &uid(), &limits)
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::RateLimited);
+        assert!(e.retry_after_ms.is_some());
+        assert!(!streams.contains(2));
+        assert_eq!(daemon.stats.active_streams.load(Ordering::Relaxed), 0);
+        assert_eq!(held_streams(&daemon), 0);
+        // Another uid is not bound by it.
+        let other = Requester {
+            uid: Some(4343),
+            ..Requester::default()
+        };
+        streams
+            .register_generation(3, &connection, &daemon, &other, &limits)
+            .unwrap();
+    }
+
+    #[test]
+    fn a_request_over_a_stream_cap_and_its_rate_gets_overloaded() {
+        let config = crate::config::Config::parse(
+            "[daemon]\nmax_streams_per_connection = 1\n[providers.m]\ntype = \"mock\"\n\
+             [limits.uid.4242]\nrequests_per_minute = 1\n",
+            std::path::Path::new("test.toml"),
+        )
+        .unwrap();
+        let daemon = Arc::new(Daemon::new(config));
+        let streams = Streams::default();
+        let connection = CancellationToken::new();
+        let limits = daemon.factory.config().limits.clone();
+        let _running = streams
+            .register_generation(1, &connection, &daemon, &uid(), &limits)
+            .unwrap();
+        let e = streams
+            .register_generation(2, &connection, &daemon, &uid(), &limits)
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::Overloaded, "{}", e.message);
+    }
+
+    #[test]
     fn a_connection_at_its_stream_limit_is_refused_with_overloaded_and_nothing_is_taken() {
         let daemon = daemon(1);
         let streams = Streams::default();
         let connection = CancellationToken::new();
         let limits = daemon.factory.config().limits.clone();
         let _first = streams
-            .register_generation(1, &connection, &daemon, UID, &limits)
+            .register_generation(1, &connection, &daemon, &uid(), &limits)
             .unwrap();
         let e = streams
-            .register_generation(2, &connection, &daemon, UID, &limits)
+            .register_generation(2, &connection, &daemon, &uid(), &limits)
             .unwrap_err();
         assert_eq!(e.code, ErrorCode::Overloaded);
         assert!(

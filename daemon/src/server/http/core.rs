@@ -25,7 +25,6 @@ use super::caller::Caller;
 use super::error::{ApiError, CLIENT_CLOSED};
 use super::Front;
 use crate::config::Config;
-use crate::server::admission::Applicant;
 use crate::server::generation::{self, Plan, StreamCtx};
 use crate::server::streams::Streams;
 
@@ -121,7 +120,8 @@ pub struct Generation {
 impl Generation {
     /// Starts `request` for `caller` (its `provider` and `model` already resolved, see
     /// [`route_model`]). Refused before anything runs: the daemon draining, a provider
-    /// the caller may not use, the uid at its stream limit.
+    /// the caller may not use, the uid at its stream limit, a spent budget or a full
+    /// request window ([`crate::quota`]).
     pub fn start(
         front: &Front,
         caller: &Caller,
@@ -140,17 +140,14 @@ impl Generation {
             caller.check_provider(&first.provider)?;
         }
         targets.retain(|t| t.provider.is_empty() || caller.check_provider(&t.provider).is_ok());
-        let applicant = Applicant {
-            uid: caller.grant.peer.uid,
-            admin: caller.grant.admin_uid,
-        };
+        let requester = crate::server::accounting::Requester::of(&caller.grant);
         let cancel = CancellationToken::new();
         let streams = Streams::default();
         let registration = streams.register_generation(
             GENERATION_ID,
             &cancel,
             daemon,
-            applicant,
+            &requester,
             &config.limits,
         )?;
         let what = format!(
@@ -172,7 +169,7 @@ impl Generation {
             Plan {
                 config,
                 targets,
-                requester: crate::server::accounting::Requester::of(&caller.grant),
+                requester,
             },
             registration,
             ctx,
