@@ -527,6 +527,25 @@ impl Providers {
             .collect()
     }
 
+    /// Every provider's upstream HTTP responses by status, as its counters kept them
+    /// (for the metrics): (provider id, status, count), by provider then status.
+    pub fn upstream_statuses(&self) -> Vec<(String, u16, u64)> {
+        let cache = self.lock();
+        let mut statuses: Vec<(String, u16, u64)> = cache
+            .providers
+            .iter()
+            .flat_map(|(id, shared)| {
+                shared
+                    .counters
+                    .upstream_statuses()
+                    .into_iter()
+                    .map(move |(status, count)| (id.clone(), status, count))
+            })
+            .collect();
+        statuses.sort();
+        statuses
+    }
+
     /// What `status` shows of the providers and instances: every configured provider's
     /// counters, and the [`STATUS_TOP_INSTANCES`] instances that served the most
     /// requests (ties by provider and model) with a count of the others, so its size does

@@ -12,6 +12,7 @@
 //! - [`access`]: who may ask what: peer identity, admins, tokens and provider grants.
 //! - [`ledger`]: the usage ledger: every generation recorded in SQLite, off the request path.
 //! - [`resilience`]: retries, fallbacks and the request deadline.
+//! - [`metrics`]: counters and histograms for Prometheus (`GET /metrics`), in GenAI names.
 //! - [`factory`]: provider registry, per-(provider, model) instance cache, lifecycle.
 //! - [`provider`]: the [`provider::Provider`] trait and the providers.
 //! - [`settings`]: a provider's type and settings, shared by [`config`] and [`provider`].
@@ -38,6 +39,7 @@ pub mod factory;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod ledger;
+pub mod metrics;
 pub mod one_line;
 pub mod provider;
 pub mod reload;

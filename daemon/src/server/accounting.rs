@@ -35,5 +35,6 @@ impl Requester {
 
 /// Accounts one generation's end: never waits, never fails the generation.
 pub(super) fn account(daemon: &Daemon, _requester: &Requester, record: Record) {
+    daemon.metrics.generation(&daemon.factory.config(), &record);
     daemon.ledger.record(record);
 }

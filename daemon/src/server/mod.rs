@@ -141,6 +141,8 @@ pub struct Daemon {
     pub vault: Arc<crate::credentials::Vault>,
     /// The usage ledger (off in [`Daemon::new`]; `provd serve` opens the configured one).
     pub ledger: crate::ledger::Ledger,
+    /// The metrics `GET /metrics` renders.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Daemon {
@@ -184,6 +186,7 @@ impl Daemon {
             #[cfg(unix)]
             vault,
             ledger: crate::ledger::Ledger::disabled(),
+            metrics: crate::metrics::Metrics::default(),
         }
     }
 
