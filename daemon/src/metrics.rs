@@ -725,10 +725,20 @@ impl Exposition {
     }
 }
 
-/// A bucket boundary as both formats want it: a float's shortest form with a decimal
-/// point (`1.0`, `0.01`), which OpenMetrics parsers check for.
+/// A bucket boundary as Prometheus's own Go client writes it (OpenMetrics asks for one
+/// canonical form): the shortest float with a decimal point (`1.0`, `0.01`), and from
+/// seven digits before the point an exponent (`1.048576e+06`).
 fn le(bound: f64) -> String {
-    format!("{bound:?}")
+    let shortest = format!("{bound:?}");
+    match shortest.find('.') {
+        Some(dot) if bound > 0.0 && dot > 6 => {
+            let digits = format!("{}{}", &shortest[1..dot], &shortest[dot + 1..]);
+            let mantissa = format!("{}.{digits}", &shortest[..1]);
+            let mantissa = mantissa.trim_end_matches(['0', '.']);
+            format!("{mantissa}e+{:02}", dot - 1)
+        }
+        _ => shortest,
+    }
 }
 
 /// A sample value.
@@ -906,6 +916,27 @@ mod tests {
             "gen_ai_client_token_usage_bucket{{{labels},gen_ai_token_type=\"input\",le=\"16.0\"}} 2\n"
         )));
         assert!(!text.contains("# EOF"));
+    }
+
+    #[test]
+    fn bucket_bounds_are_written_as_gos_client_writes_them() {
+        let written: Vec<String> = [0.001, 0.01, 1.0, 81.92, 16384.0, 1048576.0, 67108864.0, 1e7]
+            .into_iter()
+            .map(le)
+            .collect();
+        assert_eq!(
+            written,
+            [
+                "0.001",
+                "0.01",
+                "1.0",
+                "81.92",
+                "16384.0",
+                "1.048576e+06",
+                "6.7108864e+07",
+                "1e+07"
+            ]
+        );
     }
 
     #[test]
