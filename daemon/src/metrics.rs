@@ -39,8 +39,9 @@
 //!
 //! Every label value comes from a closed set, through [`label`]: a provider is a
 //! configured provider id, a model a name the configuration gives (a provider's
-//! `default_model` or its type's, a fallback target's model, an alias or an alias
-//! target's model, a `[prices]` key's model); anything else is [`OTHER`]. A client can
+//! `default_model` or its type's, an Azure provider's `deployments`, a fallback target's
+//! model, an alias or an alias target's model, a `[prices]` key's model); anything else
+//! is [`OTHER`]. A client can
 //! name any model and an upstream can report any name: neither may grow the number of
 //! series or carry text into a label. Codes are the wire's error codes and statuses are
 //! numbers. No uid, user, token or prompt text is ever a label. A reload changes the
@@ -131,6 +132,11 @@ fn configured_model(config: &Config, model: &str) -> bool {
             p.default_model.as_deref() == Some(model)
                 || crate::provider::registry::row(p.kind).default_model == Some(model)
                 || p.fallbacks.iter().any(|t| is(&Target::parse(t).model))
+                // An Azure provider's deployments are its configured models.
+                || p.options
+                    .get("deployments")
+                    .and_then(toml::Value::as_array)
+                    .is_some_and(|d| d.iter().any(|d| d.as_str() == Some(model)))
         })
         || config
             .prices
@@ -849,6 +855,14 @@ mod tests {
             assert_eq!(label(&config, Label::Model, model), model);
         }
         assert_eq!(label(&config, Label::Model, "made-up-by-a-client"), OTHER);
+        let azure = Config::parse(
+            "[providers.az]\ntype = \"azure-openai\"\ndefault_model = \"chat-prod\"\n\
+             [providers.az.options]\nendpoint = \"https://x.example\"\n\
+             deployments = [\"chat-prod\", \"chat-eu\"]\n",
+            std::path::Path::new("t"),
+        )
+        .unwrap();
+        assert_eq!(label(&azure, Label::Model, "chat-eu"), "chat-eu");
         assert_eq!(label(&config, Label::Model, ""), OTHER);
         assert_eq!(label(&config, Label::Model, "main/priced"), OTHER);
         assert_eq!(label(&config, Label::Provider, "spare"), "spare");

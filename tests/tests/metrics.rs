@@ -402,12 +402,11 @@ async fn the_metrics_parse_as_prometheus_text_with_exact_counts_and_only_configu
         ),
         1.0
     );
-    assert_eq!(
-        m.label_names(first, &format!("{first}_count"))
-            .into_iter()
-            .flatten()
-            .any(|l| l == "error_type"),
-        false,
+    assert!(
+        m.family(first)
+            .samples
+            .iter()
+            .all(|s| s.labels["gen_ai_provider_name"] != "strict"),
         "the time to first token counts completed generations only"
     );
     let usage = "gen_ai_client_token_usage";
