@@ -559,3 +559,61 @@ async fn the_loopback_listener_serves_the_metrics_only_with_a_provd_token() {
         assert!(!body.contains(secret), "{secret} in the metrics:\n{body}");
     }
 }
+
+#[tokio::test]
+async fn another_user_sees_only_the_providers_it_may_use_without_model_labels() {
+    use provd_tests::other_user::{command_as, let_every_user_connect, root_or_skip};
+    use std::os::unix::fs::PermissionsExt;
+    if !root_or_skip("another_user_sees_only_the_providers_it_may_use_without_model_labels") {
+        return;
+    }
+    const USER: u32 = 64_911;
+    const NOBODY_HERE: u32 = 64_912;
+    let upstreams = upstreams().await;
+    let daemon = daemon(
+        &upstreams,
+        &format!(
+            "[access]\nallow_uids = [{USER}]\n[access.providers.strict]\nuids = [{NOBODY_HERE}]\n"
+        ),
+    );
+    run_generations(&daemon).await;
+    let_every_user_connect(&daemon);
+    let socket = daemon.socket.with_file_name("http.sock");
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+
+    let out = command_as(USER, "curl")
+        .args(["--silent", "--fail", "--unix-socket"])
+        .arg(&socket)
+        .arg("http://localhost/metrics")
+        .output()
+        .expect("run curl");
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{body}");
+    // Its providers, the models of each added up (ok's own model and the client's).
+    assert!(
+        body.contains("provd_requests_total{provider=\"ok\",outcome=\"completed\"} 2\n"),
+        "{body}"
+    );
+    assert!(
+        body.contains("provd_upstream_responses_total{provider=\"ok\",status=\"200\"} 3\n"),
+        "{body}"
+    );
+    assert!(
+        body.contains("provd_retries_total{provider=\"flaky\"} 1\n"),
+        "{body}"
+    );
+    for hidden in [
+        "strict",
+        "model=",
+        "gen_ai_request_model",
+        "gen_ai_response_model",
+        "provd_ledger",
+        TEST_KEY,
+        PROMPT,
+    ] {
+        assert!(
+            !body.contains(hidden),
+            "{hidden} shown to uid {USER}:\n{body}"
+        );
+    }
+}
