@@ -651,7 +651,7 @@ impl Providers {
     /// down after it. It is never cached, so listing neither fills nor pins a slot of the
     /// bounded cache, and it needs no model: `default_model`, else the type's own, else
     /// none (listing does not use it). It takes the key in force now, and the
-    /// provider's HTTP client and (when `counted`) its counters.
+    /// provider's HTTP client and counters (a request counted only when `counted`).
     async fn list_provider(
         &self,
         id: &str,
@@ -687,8 +687,10 @@ impl Providers {
         };
         let instance = constructor(spec)?;
         let state = instance.state();
+        // Attached either way: the upstream's statuses count for the metrics whatever
+        // the listing is for; only a counted listing records a request.
+        state.count_for_provider(counters);
         if counted {
-            state.count_for_provider(counters);
             state.record_start();
         }
         let result = async {

@@ -625,6 +625,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn upstream_statuses_count_for_the_configured_provider_by_status() {
+        let provider = Arc::new(Counters::default());
+        let state = ProviderState::default();
+        state.record_upstream_status(200);
+        state.count_for_provider(provider.clone());
+        for status in [200, 429, 200] {
+            state.record_upstream_status(status);
+        }
+        assert_eq!(provider.upstream_statuses(), [(200, 2), (429, 1)]);
+        assert_eq!(state.counters.upstream_statuses(), []);
+    }
+
+    #[test]
     fn the_missing_key_hint_names_creds_set_when_a_store_is_open() {
         let mut spec = ProviderSpec::for_test("claude", "type = \"anthropic\"", "m", None);
         let e = spec.require_credential().unwrap_err();
