@@ -41,9 +41,9 @@
 //! configured provider id, a model a name the configuration gives (a provider's
 //! `default_model` or its type's, an Azure provider's `deployments`, a fallback target's
 //! model, an alias or an alias target's model, a `[prices]` key's model); anything else
-//! is [`OTHER`]. A client can
-//! name any model and an upstream can report any name: neither may grow the number of
-//! series or carry text into a label. Codes are the wire's error codes and statuses are
+//! is [`OTHER`] (which a provider configured with the id `other` would share). A client
+//! can name any model and an upstream can report any name: neither may grow the number
+//! of series or carry text into a label. Codes are the wire's error codes and statuses are
 //! numbers. No uid, user, token or prompt text is ever a label. A reload changes the
 //! configured set for what is recorded after it; series already recorded stay.
 //!
@@ -379,7 +379,10 @@ impl Metrics {
     /// figures of `daemon`.
     pub fn render(&self, daemon: &DaemonFigures, view: &View<'_>, format: Format) -> String {
         let mut out = Exposition::new(format);
-        let provider = |p: &str| (view.provider_visible)(p).then(|| p.to_owned());
+        // What counts as `other` is no provider a non-admin may use.
+        let provider = |p: &str| {
+            ((view.admin || p != OTHER) && (view.provider_visible)(p)).then(|| p.to_owned())
+        };
         let model = |m: &str| view.admin.then(|| m.to_owned());
 
         let generations = self.generations.all();
@@ -572,8 +575,9 @@ pub struct DaemonFigures {
 }
 
 /// What a scraper may see: an admin everything; anyone else only the series of the
-/// providers it may use, without model labels (as `status` shows a non-admin
-/// provider-level figures only) and without the ledger's counters.
+/// providers it may use (not those counted as [`OTHER`]), without model labels (as
+/// `status` shows a non-admin provider-level figures only) and without the ledger's
+/// counters.
 pub struct View<'a> {
     /// Whether the scraper is an admin.
     pub admin: bool,
@@ -999,7 +1003,11 @@ mod tests {
         metrics.generation(&config, &record("main", "house", Outcome::Completed, None));
         metrics.generation(&config, &record("main", "fast", Outcome::Completed, None));
         metrics.generation(&config, &record("spare", "quick", Outcome::Completed, None));
-        let only_main = |p: &str| p == "main";
+        metrics.generation(
+            &config,
+            &record("unknown", "x", Outcome::Failed, Some("not_found")),
+        );
+        let only_main = |p: &str| p == "main" || p == OTHER;
         let text = metrics.render(
             &DaemonFigures {
                 ledger: Some(Default::default()),
@@ -1016,6 +1024,10 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("spare") && !text.contains("house"), "{text}");
+        assert!(
+            !text.contains("other") && !text.contains("not_found"),
+            "{text}"
+        );
         assert!(!text.contains("provd_ledger"), "{text}");
         assert!(text.contains("provd_active_streams 0\n"), "{text}");
     }
