@@ -24,7 +24,7 @@
 //! | `provd_active_streams` | gauge | generations running now |
 //! | `provd_connections` | gauge | connections open now (MessagePack and HTTP) |
 //! | `provd_uptime_seconds` | gauge | seconds since the daemon started |
-//! | `provd_ledger_records_written_total`, `_dropped_total`, `_lost_total` | counter | the usage ledger's counters (admins only) |
+//! | `provd_ledger_records_written_total`, `_dropped_total`, `_lost_total` | counter | the usage ledger's counters (admins only, while the ledger is on) |
 //!
 //! The GenAI histograms carry `gen_ai_operation_name` (`chat`), `gen_ai_provider_name`
 //! (the configured provider id asked for: the name the operator chose, which is what
