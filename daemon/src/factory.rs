@@ -527,6 +527,25 @@ impl Providers {
             .collect()
     }
 
+    /// Every provider's upstream HTTP responses by status, as its counters kept them
+    /// (for the metrics): (provider id, status, count), by provider then status.
+    pub fn upstream_statuses(&self) -> Vec<(String, u16, u64)> {
+        let cache = self.lock();
+        let mut statuses: Vec<(String, u16, u64)> = cache
+            .providers
+            .iter()
+            .flat_map(|(id, shared)| {
+                shared
+                    .counters
+                    .upstream_statuses()
+                    .into_iter()
+                    .map(move |(status, count)| (id.clone(), status, count))
+            })
+            .collect();
+        statuses.sort();
+        statuses
+    }
+
     /// What `status` shows of the providers and instances: every configured provider's
     /// counters, and the [`STATUS_TOP_INSTANCES`] instances that served the most
     /// requests (ties by provider and model) with a count of the others, so its size does
@@ -632,7 +651,7 @@ impl Providers {
     /// down after it. It is never cached, so listing neither fills nor pins a slot of the
     /// bounded cache, and it needs no model: `default_model`, else the type's own, else
     /// none (listing does not use it). It takes the key in force now, and the
-    /// provider's HTTP client and (when `counted`) its counters.
+    /// provider's HTTP client and counters (a request counted only when `counted`).
     async fn list_provider(
         &self,
         id: &str,
@@ -668,8 +687,10 @@ impl Providers {
         };
         let instance = constructor(spec)?;
         let state = instance.state();
+        // Attached either way: the upstream's statuses count for the metrics whatever
+        // the listing is for; only a counted listing records a request.
+        state.count_for_provider(counters);
         if counted {
-            state.count_for_provider(counters);
             state.record_start();
         }
         let result = async {

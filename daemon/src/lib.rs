@@ -13,6 +13,7 @@
 //! - [`ledger`]: the usage ledger: every generation recorded in SQLite, off the request path.
 //! - [`quota`]: budgets and rate limits per uid, group and token, checked at admission.
 //! - [`resilience`]: retries, fallbacks and the request deadline.
+//! - [`metrics`]: counters and histograms for Prometheus (`GET /metrics`), in GenAI names.
 //! - [`factory`]: provider registry, per-(provider, model) instance cache, lifecycle.
 //! - [`provider`]: the [`provider::Provider`] trait and the providers.
 //! - [`settings`]: a provider's type and settings, shared by [`config`] and [`provider`].
@@ -39,6 +40,7 @@ pub mod factory;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod ledger;
+pub mod metrics;
 pub mod one_line;
 pub mod provider;
 pub mod quota;

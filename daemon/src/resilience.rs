@@ -113,9 +113,10 @@ pub fn deadline_error(config: &Config, targets: &[Target], chunks: u32) -> Provi
 /// one its targets were chosen from: its deadline and retries come from it too, not from
 /// whatever a reload has put in force since. `attempted` becomes true once an attempt is
 /// counted in the provider's counters, so a caller that drops this future before that
-/// can count the generation itself.
+/// can count the generation itself. Retries and fallbacks are counted in `metrics`.
 pub async fn open(
     factory: &Providers,
+    metrics: &crate::metrics::Metrics,
     config: &Config,
     request: &GenerateRequest,
     targets: &[Target],
@@ -136,10 +137,18 @@ pub async fn open(
                 if stop {
                     return Err(failures.into_error());
                 }
+                if index + 1 < targets.len() {
+                    metrics.fallback(config, target);
+                }
                 continue;
             }
         };
         let label = label(target, &provider_id);
+        // The target as the metrics name it: the default provider resolved.
+        let resolved = Target {
+            provider: provider_id.clone(),
+            model: target.model.clone(),
+        };
         // What the request needs must be what this provider can do; a fallback that
         // cannot passes the turn, as one that fails to resolve does.
         if let Some(provider_config) = config.providers.get(&provider_id) {
@@ -149,6 +158,9 @@ pub async fn open(
                 failures.push(label, e);
                 if index == 0 {
                     return Err(failures.into_error());
+                }
+                if index + 1 < targets.len() {
+                    metrics.fallback(config, &resolved);
                 }
                 continue;
             }
@@ -164,6 +176,9 @@ pub async fn open(
                 failures.extend(&label, failed.take());
                 failures.push(label, deadline_error(config, targets, 0));
                 return Err(failures.into_error());
+            }
+            if attempt > 0 {
+                metrics.retry(config, &resolved);
             }
             let state = instance.state();
             let attempt_counted = CountedAttempt::start(state);
@@ -214,6 +229,9 @@ pub async fn open(
             tokio::time::sleep(wait).await;
         }
         failures.extend(&label, failed);
+        if index + 1 < targets.len() {
+            metrics.fallback(config, &resolved);
+        }
     }
     if failures.is_empty() {
         return Err(ProviderError::new(

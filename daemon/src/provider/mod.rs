@@ -402,6 +402,10 @@ pub struct Counters {
     chunks: AtomicU64,
     prompt_tokens: AtomicU64,
     completion_tokens: AtomicU64,
+    /// Upstream HTTP responses by status, for the metrics. A map under a lock rather
+    /// than atomics: few statuses ever appear, and it is touched once per response
+    /// (never per chunk), under this provider's lock alone.
+    upstream_statuses: std::sync::Mutex<std::collections::BTreeMap<u16, u64>>,
 }
 
 impl Counters {
@@ -436,6 +440,25 @@ impl Counters {
                 self.cancelled.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    fn upstream_status(&self, status: u16) {
+        *self
+            .upstream_statuses
+            .lock()
+            .expect("status counts lock poisoned")
+            .entry(status)
+            .or_default() += 1;
+    }
+
+    /// How many upstream HTTP responses had each status, by status.
+    pub fn upstream_statuses(&self) -> Vec<(u16, u64)> {
+        self.upstream_statuses
+            .lock()
+            .expect("status counts lock poisoned")
+            .iter()
+            .map(|(status, count)| (*status, *count))
+            .collect()
     }
 
     /// A snapshot.
@@ -509,6 +532,15 @@ impl ProviderState {
         self.counters.chunk();
         if let Some(p) = self.provider.get() {
             p.chunk();
+        }
+    }
+
+    /// An upstream HTTP response arrived with `status`. Counted for the configured
+    /// provider only: the metrics read statuses per provider, and an instance's own
+    /// counters are what `status` details, which shows none.
+    pub fn record_upstream_status(&self, status: u16) {
+        if let Some(p) = self.provider.get() {
+            p.upstream_status(status);
         }
     }
 
@@ -591,6 +623,19 @@ pub(crate) fn word_count(text: &str) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upstream_statuses_count_for_the_configured_provider_by_status() {
+        let provider = Arc::new(Counters::default());
+        let state = ProviderState::default();
+        state.record_upstream_status(200);
+        state.count_for_provider(provider.clone());
+        for status in [200, 429, 200] {
+            state.record_upstream_status(status);
+        }
+        assert_eq!(provider.upstream_statuses(), [(200, 2), (429, 1)]);
+        assert_eq!(state.counters.upstream_statuses(), []);
+    }
 
     #[test]
     fn the_missing_key_hint_names_creds_set_when_a_store_is_open() {

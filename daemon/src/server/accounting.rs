@@ -38,5 +38,6 @@ pub(super) fn account(daemon: &Daemon, requester: &Requester, record: Record) {
     daemon
         .quotas
         .charge(requester, record.tokens(), record.at_ms);
+    daemon.metrics.generation(&daemon.factory.config(), &record);
     daemon.ledger.record(record);
 }

@@ -299,7 +299,14 @@ impl Generation<'_> {
 
         // Opening: retries and fallbacks happen inside; keepalives go out meanwhile.
         let attempted = std::sync::atomic::AtomicBool::new(false);
-        let open = resilience::open(&daemon.factory, &config, &request, &targets, &attempted);
+        let open = resilience::open(
+            &daemon.factory,
+            &daemon.metrics,
+            &config,
+            &request,
+            &targets,
+            &attempted,
+        );
         tokio::pin!(open);
         let opening_interrupted = interruption(self.cancel, &self.ctx.shutdown, None);
         tokio::pin!(opening_interrupted);

@@ -144,6 +144,8 @@ pub struct Daemon {
     /// Budgets and rate limits (`[limits.uid/group/token]`) and their counters; the
     /// limits are replaced on reload, the counters stay.
     pub quotas: crate::quota::Quotas,
+    /// The metrics `GET /metrics` renders.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Daemon {
@@ -188,6 +190,7 @@ impl Daemon {
             vault,
             ledger: crate::ledger::Ledger::disabled(),
             quotas: crate::quota::Quotas::new(&config.limits),
+            metrics: crate::metrics::Metrics::default(),
         }
     }
 

@@ -178,7 +178,7 @@ impl<A: HttpApi> HttpProvider<A> {
     pub async fn send(&self, request: RequestBuilder) -> Result<Response, ProviderError> {
         let request = self.authorized(request)?;
         self.http
-            .send(request)
+            .send(request, &self.state)
             .await
             .map_err(|e| self.api.send_failed(e))
     }

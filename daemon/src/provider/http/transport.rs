@@ -23,7 +23,7 @@ use reqwest::{RequestBuilder, Response};
 
 use super::errors::{error_chain, malformed, quote_body, status_error, transport_error, Dialect};
 use super::pump::{self, Decoder, Framer, Pump};
-use crate::provider::{EventStream, ProviderConfig, ProviderError, ProviderSpec};
+use crate::provider::{EventStream, ProviderConfig, ProviderError, ProviderSpec, ProviderState};
 use crate::scrub::Scrubber;
 
 /// Largest error or non-streamed response body read into memory.
@@ -173,8 +173,13 @@ impl Transport {
     /// Sends a request and returns the response if its status is a success. Failures
     /// are classified: connection problems are `unavailable`, the first-byte limit
     /// `timeout`, an HTTP error status by [`status_error`] with the provider's own
-    /// message and retry hint, which the dialect extracts.
-    pub async fn send(&self, request: RequestBuilder) -> Result<Response, ProviderError> {
+    /// message and retry hint, which the dialect extracts. The status of every response
+    /// is counted in `state` (for the metrics).
+    pub async fn send(
+        &self,
+        request: RequestBuilder,
+        state: &ProviderState,
+    ) -> Result<Response, ProviderError> {
         let (provider, timeouts) = (self.provider.as_str(), &self.timeouts);
         let response = match tokio::time::timeout(timeouts.first_byte, request.send()).await {
             Err(_) => {
@@ -190,6 +195,7 @@ impl Transport {
             Ok(Ok(r)) => r,
         };
         let status = response.status();
+        state.record_upstream_status(status.as_u16());
         if status.is_success() {
             return Ok(response);
         }

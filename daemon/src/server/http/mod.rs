@@ -12,7 +12,7 @@
 //! and fallbacks, admission, the streams registry, one configuration snapshot) and hands
 //! its events to the dialect; [`error`] maps the one [`provd_client::ErrorCode`] to an
 //! HTTP status; [`body`] reads a bounded JSON body; [`catalogue`] lists the models a
-//! caller may use. Each dialect ([`openai`], …) is a codec over those: it parses its
+//! caller may use; [`metrics`] renders the daemon's metrics for Prometheus. Each dialect ([`openai`], …) is a codec over those: it parses its
 //! request into a [`provd_client::GenerateRequest`] and writes the events in its own
 //! shape, errors included.
 //!
@@ -28,6 +28,7 @@ pub mod content;
 pub mod core;
 pub mod error;
 pub mod generate;
+pub mod metrics;
 pub mod ollama;
 pub mod openai;
 
@@ -111,7 +112,8 @@ pub async fn route(call: Call) -> Response {
         ("/api/generate", &Method::POST) => ollama::generate(call).await,
         ("/api/tags", &Method::GET) => ollama::tags(call).await,
         ("/generate", &Method::POST) => generate::route(call).await,
-        ("/health" | "/v1/models" | "/api/tags", _) => not_allowed("GET"),
+        ("/metrics", &Method::GET | &Method::HEAD) => metrics::route(call).await,
+        ("/health" | "/v1/models" | "/api/tags" | "/metrics", _) => not_allowed("GET"),
         (
             "/v1/chat/completions" | anthropic::MESSAGES_PATH | "/api/chat" | "/api/generate"
             | "/generate",
@@ -120,7 +122,7 @@ pub async fn route(call: Call) -> Response {
         _ => openai::error_response(&error::ApiError::new(
             provd_client::ErrorCode::NotFound,
             format!(
-                "no route for {method} {}; provd serves GET /health, POST /v1/chat/completions, GET /v1/models, POST /v1/messages, POST /api/chat, POST /api/generate, GET /api/tags and POST /generate",
+                "no route for {method} {}; provd serves GET /health, POST /v1/chat/completions, GET /v1/models, POST /v1/messages, POST /api/chat, POST /api/generate, GET /api/tags, POST /generate and GET /metrics",
                 crate::server::connection::truncate(&path, 128)
             ),
         )),
