@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::WireError;
 use crate::frame::{FrameBuilder, FrameError};
+pub use crate::usage::{UsageBy, UsageParams, UsageReport, UsageRow, MAX_USAGE_ROWS};
 
 /// The protocol version this build speaks. Bumped only for incompatible changes; adding
 /// optional fields or methods does not bump it.
@@ -117,6 +118,10 @@ pub mod method {
         /// [`super::ReloadResult`]; `permission_denied` for callers other than the daemon's
         /// own user and root.
         RELOAD = "reload" => Reload, Common, secret: false;
+        /// [`super::UsageParams`] → [`super::UsageReport`]: who used what, from the usage
+        /// ledger. Anyone allowed in; a connection that is not an admin's sees only its
+        /// own uid's generations.
+        USAGE = "usage" => Usage, Common, secret: false;
         /// Admin: [`super::CredsSetParams`] → empty map. Seals a provider's API key.
         CREDS_SET = "creds_set" => CredsSet, Admin, secret: true;
         /// Admin: empty map → [`super::CredsList`]. Never returns a key.
