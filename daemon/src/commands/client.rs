@@ -389,8 +389,7 @@ fn usage_table(report: &provd_client::message::UsageReport) -> String {
         UsageBy::Token => "TOKEN",
         UsageBy::Day => "DAY (UTC)",
     };
-    let mut lines: Vec<(String, &UsageRow)> =
-        report.rows.iter().map(|r| (label(r), r)).collect();
+    let mut lines: Vec<(String, &UsageRow)> = report.rows.iter().map(|r| (label(r), r)).collect();
     lines.push(("total".to_owned(), &report.total));
     let width = lines
         .iter()
@@ -410,7 +409,11 @@ fn usage_table(report: &provd_client::message::UsageReport) -> String {
     out.push('\n');
     for (i, (label, row)) in lines.iter().enumerate() {
         if i == lines.len() - 1 {
-            let _ = writeln!(out, "{}", "-".repeat(width + 77 + if report.priced { 15 } else { 0 }));
+            let _ = writeln!(
+                out,
+                "{}",
+                "-".repeat(width + 77 + if report.priced { 15 } else { 0 })
+            );
         }
         let _ = write!(
             out,
@@ -459,17 +462,27 @@ mod tests {
     fn since_takes_durations_instants_and_dates() {
         let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_772_323_200 + 86_400);
         assert_eq!(instant_ms("--since", "1d", now).unwrap(), 1_772_323_200_000);
-        assert_eq!(instant_ms("--since", "12h", now).unwrap(), 1_772_323_200_000 + 43_200_000);
+        assert_eq!(
+            instant_ms("--since", "12h", now).unwrap(),
+            1_772_323_200_000 + 43_200_000
+        );
         assert_eq!(
             instant_ms("--since", "2026-03-01T00:00:01Z", now).unwrap(),
             1_772_323_201_000
         );
-        assert_eq!(instant_ms("--since", "2026-03-01", now).unwrap(), 1_772_323_200_000);
-        let e = instant_ms("--since", "last week", now).unwrap_err().to_string();
+        assert_eq!(
+            instant_ms("--since", "2026-03-01", now).unwrap(),
+            1_772_323_200_000
+        );
+        let e = instant_ms("--since", "last week", now)
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("--since 'last week' is neither"), "{e}");
         let e = instant_ms("--until", "1970-01-01T00:00:00Z", now).unwrap();
         assert_eq!(e, 0);
-        let e = instant_ms("--since", "100000d", now).unwrap_err().to_string();
+        let e = instant_ms("--since", "100000d", now)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("before 1970"), "{e}");
     }
 
@@ -497,7 +510,10 @@ mod tests {
         };
         let text = usage_table(&report);
         assert!(text.contains("alice (1000)"), "{text}");
-        assert!(text.contains("bob\\n (1001)"), "a name cannot break a line: {text}");
+        assert!(
+            text.contains("bob\\n (1001)"),
+            "a name cannot break a line: {text}"
+        );
         assert!(text.lines().last().unwrap().starts_with("total "), "{text}");
         assert!(!text.contains("COST"), "{text}");
         report.priced = true;

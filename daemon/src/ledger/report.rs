@@ -307,12 +307,7 @@ fn lines(conn: &Connection, query: &Query) -> Result<Vec<Line>, ReportError> {
          WHERE id >= ?1 AND +at_ms >= ?2 AND +at_ms < ?3 AND (?4 IS NULL OR uid = ?4)"
     );
     let mut statement = conn.prepare(&sql)?;
-    let mut rows = statement.query(params![
-        first,
-        query.since_ms,
-        query.until_ms,
-        query.uid
-    ])?;
+    let mut rows = statement.query(params![first, query.since_ms, query.until_ms, query.uid])?;
     // Lines by (key, provider, model) encoded as bytes into `probe`, reused row after
     // row: a row allocates only when it starts a line.
     let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
@@ -524,9 +519,17 @@ mod tests {
         let r = report(&conn, &query(UsageBy::User), &BTreeMap::new()).unwrap();
         assert_eq!(r.rows.len(), 3, "{:#?}", r.rows);
         let alice = row(&r, Some("alice"));
-        assert_eq!((alice.uid, alice.user.as_deref()), (Some(1000), Some("alice")));
         assert_eq!(
-            (alice.requests, alice.completed, alice.failed, alice.cancelled),
+            (alice.uid, alice.user.as_deref()),
+            (Some(1000), Some("alice"))
+        );
+        assert_eq!(
+            (
+                alice.requests,
+                alice.completed,
+                alice.failed,
+                alice.cancelled
+            ),
             (2, 1, 1, 0)
         );
         assert_eq!((alice.prompt_tokens, alice.completion_tokens), (11, 20));
@@ -535,7 +538,10 @@ mod tests {
         assert_eq!((nameless.cancelled, nameless.reasoning_tokens), (1, 7));
         let unknown = row(&r, None);
         assert_eq!((unknown.uid, unknown.requests), (None, 1));
-        assert_eq!(r.total.requests, 4, "the rows outside the window are not counted");
+        assert_eq!(
+            r.total.requests, 4,
+            "the rows outside the window are not counted"
+        );
         assert_eq!(r.total.prompt_tokens, 31);
         assert_eq!(r.total.completion_tokens, 60);
         assert_eq!(r.total.key, None);
@@ -553,7 +559,10 @@ mod tests {
         };
         let k = |s: &str, n| (Some(s.to_owned()), n);
         assert_eq!(keys(UsageBy::Provider), [k("p", 3), k("q", 1)]);
-        assert_eq!(keys(UsageBy::Model), [k("p/m1", 2), k("p/m2", 1), k("q/m1", 1)]);
+        assert_eq!(
+            keys(UsageBy::Model),
+            [k("p/m1", 2), k("p/m2", 1), k("q/m1", 1)]
+        );
         assert_eq!(keys(UsageBy::Token), [(None, 2), k("ci", 2)]);
         assert_eq!(keys(UsageBy::Day), [k("2026-03-01", 2), k("2026-03-02", 2)]);
     }
@@ -642,18 +651,15 @@ mod tests {
 
     #[test]
     fn an_off_ledger_is_a_report_error_of_its_own() {
-        let e = from_ledger(&Ledger::disabled(), &query(UsageBy::User), &BTreeMap::new())
-            .unwrap_err();
+        let e =
+            from_ledger(&Ledger::disabled(), &query(UsageBy::User), &BTreeMap::new()).unwrap_err();
         assert!(matches!(e, ReportError::Off), "{e}");
     }
 
     #[test]
     fn a_window_defaults_to_the_last_seven_days_and_names_a_bad_field() {
         let now = MARCH_1;
-        assert_eq!(
-            window(None, None, now),
-            Ok((now - 7 * 24 * HOUR, now))
-        );
+        assert_eq!(window(None, None, now), Ok((now - 7 * 24 * HOUR, now)));
         let until = (now - HOUR) as u64;
         assert_eq!(
             window(None, Some(until), now),
@@ -680,15 +686,29 @@ mod tests {
         assert_eq!(scope(true, Some(0), None, lookup), Ok(None));
         assert_eq!(scope(true, Some(0), Some("bob"), lookup), Ok(Some(1001)));
         assert_eq!(scope(false, Some(1000), None, lookup), Ok(Some(1000)));
-        assert_eq!(scope(false, Some(1000), Some("alice"), lookup), Ok(Some(1000)));
-        assert_eq!(scope(false, Some(1000), Some("1000"), lookup), Ok(Some(1000)));
+        assert_eq!(
+            scope(false, Some(1000), Some("alice"), lookup),
+            Ok(Some(1000))
+        );
+        assert_eq!(
+            scope(false, Some(1000), Some("1000"), lookup),
+            Ok(Some(1000))
+        );
         let e = scope(false, Some(1000), Some("bob"), lookup).unwrap_err();
         assert_eq!(e.code, ErrorCode::PermissionDenied);
-        assert!(e.message.contains("user 'bob' is for admins"), "{}", e.message);
+        assert!(
+            e.message.contains("user 'bob' is for admins"),
+            "{}",
+            e.message
+        );
         assert!(e.message.contains("(uid 1000)"), "{}", e.message);
         let e = scope(true, Some(0), Some("nobody-here"), lookup).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidRequest);
-        assert!(e.message.starts_with("user: no user 'nobody-here'"), "{}", e.message);
+        assert!(
+            e.message.starts_with("user: no user 'nobody-here'"),
+            "{}",
+            e.message
+        );
         let e = scope(false, None, None, lookup).unwrap_err();
         assert_eq!(e.code, ErrorCode::PermissionDenied);
     }

@@ -579,15 +579,18 @@ impl Connection {
         grant: Grant,
     ) -> ControlFlow<()> {
         use crate::ledger::report;
-        let (since_ms, until_ms) =
-            match report::window(params.since_ms, params.until_ms, crate::ledger::unix_millis()) {
-                Ok(window) => window,
-                Err(e) => {
-                    return self
-                        .reply_error(id, WireError::new(ErrorCode::InvalidRequest, e))
-                        .await
-                }
-            };
+        let (since_ms, until_ms) = match report::window(
+            params.since_ms,
+            params.until_ms,
+            crate::ledger::unix_millis(),
+        ) {
+            Ok(window) => window,
+            Err(e) => {
+                return self
+                    .reply_error(id, WireError::new(ErrorCode::InvalidRequest, e))
+                    .await
+            }
+        };
         let daemon = self.ctx.daemon.clone();
         let config = daemon.factory.config();
         if !daemon.ledger.is_enabled() {
