@@ -205,4 +205,48 @@ mod tests {
         let p: UsageParams = crate::message::decode(&bytes).unwrap();
         assert_eq!(p, UsageParams::default());
     }
+
+    /// The hex dump of the `n`th fenced block after `heading` in PROTOCOL.md, as bytes.
+    fn documented_frame(heading: &str, n: usize) -> Vec<u8> {
+        let doc = include_str!("../PROTOCOL.md");
+        let section = &doc[doc.find(heading).expect("the section exists")..];
+        let block = section.split("```").nth(2 * n + 1).expect("a fenced block");
+        block
+            .lines()
+            .flat_map(|line| line.split_whitespace().skip(1))
+            .map(|b| u8::from_str_radix(b, 16).expect("hex byte"))
+            .collect()
+    }
+
+    #[test]
+    fn the_documented_usage_frames_are_what_the_types_encode() {
+        let heading = "### 15.15 Request `usage` (id 8) and its result";
+        let params = UsageParams {
+            since_ms: Some(1_772_323_200_000),
+            by: Some(UsageBy::Model),
+            ..UsageParams::default()
+        };
+        let request = crate::message::encode_request(8, "usage", &params).unwrap();
+        assert_eq!(request, documented_frame(heading, 0));
+        let row = UsageRow {
+            key: Some("mock/mock-1".into()),
+            requests: 1,
+            completed: 1,
+            prompt_tokens: 3,
+            completion_tokens: 25,
+            cost: Some((3.0 * 3.0 + 25.0 * 15.0) / 1e6),
+            ..UsageRow::default()
+        };
+        let report = UsageReport {
+            by: UsageBy::Model,
+            since_ms: 1_772_323_200_000,
+            until_ms: 1_772_928_000_000,
+            rows: vec![row.clone()],
+            total: UsageRow { key: None, ..row },
+            priced: true,
+            ..UsageReport::default()
+        };
+        let reply = crate::message::encode_result(8, &report).unwrap();
+        assert_eq!(reply, documented_frame(heading, 1));
+    }
 }
