@@ -167,8 +167,9 @@ pub struct UsageReport {
     /// has a cost.
     #[serde(default)]
     pub priced: bool,
-    /// The models (`provider/model`) of the window that have no price: the rows that
-    /// include them, and the totals, have no cost rather than a cost that leaves them out.
+    /// The models (`provider/model`) of the window that have no price (at most
+    /// [`MAX_USAGE_ROWS`]): the rows that include them, and the totals, have no cost rather
+    /// than a cost that leaves them out.
     #[serde(default)]
     pub unpriced: Vec<String>,
 }
