@@ -114,14 +114,14 @@ pub mod method {
         LIST_MODELS = "list_models" => ListModels, Common, secret: false;
         /// Empty map → [`super::StatusResult`].
         STATUS = "status" => Status, Common, secret: false;
-        /// Admin: re-read the configuration and credentials. Empty map →
-        /// [`super::ReloadResult`]; `permission_denied` for callers other than the daemon's
-        /// own user and root.
-        RELOAD = "reload" => Reload, Common, secret: false;
         /// [`super::UsageParams`] → [`super::UsageReport`]: who used what, from the usage
         /// ledger. Anyone allowed in; a connection that is not an admin's sees only its
         /// own uid's generations.
         USAGE = "usage" => Usage, Common, secret: false;
+        /// Admin: re-read the configuration and credentials. Empty map →
+        /// [`super::ReloadResult`]; `permission_denied` for callers other than the daemon's
+        /// own user and root.
+        RELOAD = "reload" => Reload, Common, secret: false;
         /// Admin: [`super::CredsSetParams`] → empty map. Seals a provider's API key.
         CREDS_SET = "creds_set" => CredsSet, Admin, secret: true;
         /// Admin: empty map → [`super::CredsList`]. Never returns a key.
