@@ -595,7 +595,7 @@ impl Connection {
         let config = daemon.factory.config();
         if !daemon.ledger.is_enabled() {
             let why = if config.ledger.enabled {
-                "the usage ledger could not be opened when the daemon started (its log says why), so there is no usage to report"
+                "the usage ledger is off: it could not be opened when the daemon started (its log says why), or [ledger] was off then ([ledger] changes take effect at the next start), so there is no usage to report"
             } else {
                 "the usage ledger is off ([ledger] enabled = false in the daemon's configuration), so there is no usage to report"
             };
