@@ -68,6 +68,12 @@
 #define PROVD_STOP 1
 
 /**
+ * Passed as `since_ms` or `until_ms` to `provd_client_usage`: the daemon's default (the
+ * window ends now and starts 7 days before its end).
+ */
+#define PROVD_USAGE_DEFAULT_TIME 18446744073709551615ull
+
+/**
  * The result of every fallible libprovd function.
  *
  * Values 1 to 12 are the daemon's error codes (PROTOCOL.md section 11.2), with the same
@@ -301,6 +307,44 @@ typedef uint32_t provd_effort;
 #endif // __cplusplus
 
 /**
+ * How `provd_client_usage` groups a window's generations: one row per user, provider,
+ * model asked (`provider/model`), token, or UTC day (`YYYY-MM-DD`).
+ */
+enum provd_usage_by
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * One row per uid, with its user name where the host knows it.
+   */
+  PROVD_USAGE_BY_USER = 0,
+  /**
+   * One row per provider id.
+   */
+  PROVD_USAGE_BY_PROVIDER = 1,
+  /**
+   * One row per `provider/model` asked for.
+   */
+  PROVD_USAGE_BY_MODEL = 2,
+  /**
+   * One row per token id, and one (key absent) for generations without a token.
+   */
+  PROVD_USAGE_BY_TOKEN = 3,
+  /**
+   * One row per UTC calendar day.
+   */
+  PROVD_USAGE_BY_DAY = 4,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum provd_usage_by provd_usage_by;
+#else
+typedef uint32_t provd_usage_by;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * A way to cancel generations from any thread. Made by `provd_cancel_token_new`, freed
  * by `provd_cancel_token_free`.
  *
@@ -391,6 +435,12 @@ typedef struct provd_request provd_request;
  * called from any thread at any time until `provd_stream_free`.
  */
 typedef struct provd_stream provd_stream;
+
+/**
+ * Who used what in a window. Made by `provd_client_usage`, freed by
+ * `provd_usage_report_free`.
+ */
+typedef struct provd_usage_report provd_usage_report;
 
 /**
  * A string the library lends to the caller: `len` bytes of UTF-8 at `data`.
@@ -743,6 +793,110 @@ typedef struct provd_provider_info {
   size_t capabilities_len;
 } provd_provider_info;
 
+/**
+ * The report as a whole, as a view into a `provd_usage_report`.
+ */
+typedef struct provd_usage_info {
+  /**
+   * The grouping of the rows: a `provd_usage_by` value.
+   */
+  uint32_t by;
+  /**
+   * The window's start, in milliseconds since the Unix epoch (inclusive).
+   */
+  uint64_t since_ms;
+  /**
+   * The window's end, in milliseconds since the Unix epoch (exclusive).
+   */
+  uint64_t until_ms;
+  /**
+   * Whether the report is limited to one uid (`uid`): the user asked for, or the
+   * caller's own uid when the connection is not an admin's.
+   */
+  bool has_uid;
+  /**
+   * That uid, when `has_uid`.
+   */
+  uint32_t uid;
+  /**
+   * How many rows `provd_usage_report_row` can read: at most 5000.
+   */
+  size_t rows_len;
+  /**
+   * Rows left out past those (the totals include them).
+   */
+  uint64_t rows_omitted;
+  /**
+   * Whether the daemon's configuration prices any model (`[prices]`).
+   */
+  bool priced;
+  /**
+   * How many models of the window have no price (`provd_usage_report_unpriced`).
+   */
+  size_t unpriced_len;
+} provd_usage_info;
+
+/**
+ * One row of a report (or its totals), as a view into a `provd_usage_report`.
+ */
+typedef struct provd_usage_row {
+  /**
+   * What the row counts: the user name (the uid in decimal when the host does not
+   * know it), the provider id, `provider/model`, the token id, or the UTC date.
+   * Absent (NULL data) for generations of an unknown uid, those without a token, and
+   * the totals.
+   */
+  struct provd_str key;
+  /**
+   * When grouped by user: whether `uid` is known.
+   */
+  bool has_uid;
+  /**
+   * When grouped by user: the uid.
+   */
+  uint32_t uid;
+  /**
+   * When grouped by user: the user name; absent when the host does not know it.
+   */
+  struct provd_str user;
+  /**
+   * Generations.
+   */
+  uint64_t requests;
+  /**
+   * Of them, those that completed.
+   */
+  uint64_t completed;
+  /**
+   * Those that failed (an error other than a cancel).
+   */
+  uint64_t failed;
+  /**
+   * Those cancelled.
+   */
+  uint64_t cancelled;
+  /**
+   * Prompt tokens.
+   */
+  uint64_t prompt_tokens;
+  /**
+   * Completion tokens (reasoning included).
+   */
+  uint64_t completion_tokens;
+  /**
+   * Of the completion tokens, those spent reasoning, where the provider said.
+   */
+  uint64_t reasoning_tokens;
+  /**
+   * Whether `cost` is known: false when some model of the row has no price.
+   */
+  bool has_cost;
+  /**
+   * The cost at the configured prices, in their currency, when `has_cost`.
+   */
+  double cost;
+} provd_usage_row;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -997,6 +1151,33 @@ provd_status provd_client_list_models(const struct provd_client *client,
 provd_status provd_client_status(const struct provd_client *client,
                                  struct provd_daemon_status **status_out,
                                  struct provd_error **err_out);
+
+/**
+ * Who used what: the daemon's usage ledger for a window, grouped by `by` (a
+ * `provd_usage_by` value), into `*report_out` (NULL on failure), which the caller frees
+ * with `provd_usage_report_free`.
+ *
+ * `since_ms` and `until_ms` bound the window in milliseconds since the Unix epoch (from
+ * inclusive, to exclusive); `PROVD_USAGE_DEFAULT_TIME` means the default (until now,
+ * since 7 days before the end). `user` (`user_len` bytes of UTF-8, or NULL for none)
+ * limits the report to one user, by name or uid. An admin's connection sees every user
+ * and may name any; any other connection (and one that presented a token) sees only its
+ * own uid's generations, and naming another user is `PROVD_PERMISSION_DENIED`.
+ *
+ * Errors: `PROVD_INVALID_REQUEST` (a window that ends before it starts or lies past the
+ * year 9999, an unknown user; the message names the field), `PROVD_PERMISSION_DENIED`,
+ * `PROVD_UNAVAILABLE` (the daemon's usage ledger is off, or the connection is lost),
+ * `PROVD_NULL_ARGUMENT`, `PROVD_INVALID_UTF8`, `PROVD_INVALID_ARGUMENT` (a `by` that is
+ * no `provd_usage_by`). Thread-safe.
+ */
+provd_status provd_client_usage(const struct provd_client *client,
+                                uint64_t since_ms,
+                                uint64_t until_ms,
+                                uint32_t by,
+                                const char *user,
+                                size_t user_len,
+                                struct provd_usage_report **report_out,
+                                struct provd_error **err_out);
 
 /**
  * The default deadlines, those `provd_client_connect` uses: 5000 ms to connect, 5000 ms
@@ -1735,6 +1916,50 @@ provd_status provd_stream_cancel(const struct provd_stream *stream,
  * daemon (without waiting for its end). No other thread may be using the stream.
  */
 void provd_stream_free(struct provd_stream *stream);
+
+/**
+ * The report's window, grouping and sizes, through `info_out`.
+ *
+ * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL. Thread-safe.
+ */
+provd_status provd_usage_report_info(const struct provd_usage_report *report,
+                                     struct provd_usage_info *info_out);
+
+/**
+ * Row number `index` of `report`, through `row_out`; its strings point into `report`.
+ *
+ * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL, `PROVD_INVALID_ARGUMENT` if
+ * `index` is out of range. Thread-safe.
+ */
+provd_status provd_usage_report_row(const struct provd_usage_report *report,
+                                    size_t index,
+                                    struct provd_usage_row *row_out);
+
+/**
+ * The totals of `report` (every generation of the window, rows left out included),
+ * through `row_out`; its key is absent.
+ *
+ * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL. Thread-safe.
+ */
+provd_status provd_usage_report_total(const struct provd_usage_report *report,
+                                      struct provd_usage_row *row_out);
+
+/**
+ * Model number `index` (`provider/model`) of those in the window without a price,
+ * through `model_out`; it points into `report`. Rows that include such a model, and
+ * the totals, have no cost.
+ *
+ * Returns `PROVD_NULL_ARGUMENT` if an argument is NULL, `PROVD_INVALID_ARGUMENT` if
+ * `index` is out of range. Thread-safe.
+ */
+provd_status provd_usage_report_unpriced(const struct provd_usage_report *report,
+                                         size_t index,
+                                         struct provd_str *model_out);
+
+/**
+ * Frees a usage report. NULL is ignored; views into it become invalid.
+ */
+void provd_usage_report_free(struct provd_usage_report *report);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -85,6 +85,14 @@ impl Client {
         self.runtime.block_on(self.inner.status())
     }
 
+    /// Who used what, from the usage ledger (see [`crate::Client::usage`]).
+    pub fn usage(
+        &self,
+        params: &crate::message::UsageParams,
+    ) -> Result<crate::message::UsageReport, ClientError> {
+        self.runtime.block_on(self.inner.usage(params))
+    }
+
     /// Starts a generation; iterate the result for its events.
     pub fn generate(&self, request: GenerateRequest) -> Result<Generation, ClientError> {
         let inner = self.runtime.block_on(self.inner.generate(request))?;

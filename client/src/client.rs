@@ -412,6 +412,16 @@ impl Client {
         self.call(method::STATUS, &Empty {}).await
     }
 
+    /// Who used what: the usage ledger's figures for a window, grouped as `params.by`
+    /// says (PROTOCOL.md section 7.9). An admin sees every user; anyone else only their
+    /// own uid's generations.
+    pub async fn usage(
+        &self,
+        params: &crate::message::UsageParams,
+    ) -> Result<crate::message::UsageReport, ClientError> {
+        self.call(method::USAGE, params).await
+    }
+
     /// Asks the daemon to re-read its configuration and credentials (an admin request:
     /// only the daemon's own user and root may). A rejected reload is an error; the
     /// daemon then keeps the configuration in force.

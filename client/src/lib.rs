@@ -37,6 +37,7 @@ pub mod socket;
 mod socket_path;
 #[cfg(unix)]
 pub mod trust;
+mod usage;
 
 pub use client::{
     CancelHandle, Client, ClientError, Collected, ConnectOptions, GenerateEvent, Generation,

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::WireError;
 use crate::frame::{FrameBuilder, FrameError};
+pub use crate::usage::{UsageBy, UsageParams, UsageReport, UsageRow, MAX_USAGE_ROWS};
 
 /// The protocol version this build speaks. Bumped only for incompatible changes; adding
 /// optional fields or methods does not bump it.
@@ -113,6 +114,10 @@ pub mod method {
         LIST_MODELS = "list_models" => ListModels, Common, secret: false;
         /// Empty map → [`super::StatusResult`].
         STATUS = "status" => Status, Common, secret: false;
+        /// [`super::UsageParams`] → [`super::UsageReport`]: who used what, from the usage
+        /// ledger. Anyone allowed in; a connection that is not an admin's sees only its
+        /// own uid's generations.
+        USAGE = "usage" => Usage, Common, secret: false;
         /// Admin: re-read the configuration and credentials. Empty map →
         /// [`super::ReloadResult`]; `permission_denied` for callers other than the daemon's
         /// own user and root.

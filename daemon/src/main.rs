@@ -117,6 +117,27 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Who used what: generations, tokens and cost from the daemon's usage ledger, per
+    /// user, provider, model, token or day. Admins see every user; others their own.
+    Usage {
+        /// The window's start: a duration before now (7d, 12h, 30m), an RFC 3339
+        /// instant (2026-03-01T12:00:00Z) or a date (2026-03-01, UTC) [default: 7d]
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        /// The window's end, in the same forms [default: now]
+        #[arg(long, value_name = "WHEN")]
+        until: Option<String>,
+        /// One row per user, provider, model, token or day [default: user]
+        #[arg(long, value_name = "KEY")]
+        by: Option<String>,
+        /// Only this user's generations (a name or a uid; others than yourself: admins
+        /// only).
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Measure one round trip to the daemon.
     Ping,
     /// Manage the sealed API keys (admin).
@@ -392,6 +413,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Command::Providers { json } => client::providers(&client_socket(), json).await?,
             Command::Status { json } => client::status(&client_socket(), json).await?,
+            Command::Usage {
+                since,
+                until,
+                by,
+                user,
+                json,
+            } => {
+                let options = client::UsageOptions {
+                    since,
+                    until,
+                    by,
+                    user,
+                    json,
+                };
+                client::usage(&client_socket(), options).await?
+            }
             Command::Ping => client::ping(&client_socket()).await?,
             Command::Demo => serve::demo(cli.socket.as_deref()).await?,
         }

@@ -19,6 +19,7 @@ use crate::model_list::provd_model_list;
 use crate::panic::{accessor, boundary};
 use crate::provider_list::provd_provider_list;
 use crate::status::provd_status;
+use crate::usage_report::provd_usage_report;
 
 /// The name the daemon logs for connections from this library.
 const CLIENT_NAME: &str = "libprovd";
@@ -344,6 +345,56 @@ pub extern "C" fn provd_client_status(
         };
         let status = client.status()?;
         out.write(args::give(provd_daemon_status::new(status)));
+        Ok(())
+    })
+}
+
+/// Who used what: the daemon's usage ledger for a window, grouped by `by` (a
+/// `provd_usage_by` value), into `*report_out` (NULL on failure), which the caller frees
+/// with `provd_usage_report_free`.
+///
+/// `since_ms` and `until_ms` bound the window in milliseconds since the Unix epoch (from
+/// inclusive, to exclusive); `PROVD_USAGE_DEFAULT_TIME` means the default (until now,
+/// since 7 days before the end). `user` (`user_len` bytes of UTF-8, or NULL for none)
+/// limits the report to one user, by name or uid. An admin's connection sees every user
+/// and may name any; any other connection (and one that presented a token) sees only its
+/// own uid's generations, and naming another user is `PROVD_PERMISSION_DENIED`.
+///
+/// Errors: `PROVD_INVALID_REQUEST` (a window that ends before it starts or lies past the
+/// year 9999, an unknown user; the message names the field), `PROVD_PERMISSION_DENIED`,
+/// `PROVD_UNAVAILABLE` (the daemon's usage ledger is off, or the connection is lost),
+/// `PROVD_NULL_ARGUMENT`, `PROVD_INVALID_UTF8`, `PROVD_INVALID_ARGUMENT` (a `by` that is
+/// no `provd_usage_by`). Thread-safe.
+#[no_mangle]
+pub extern "C" fn provd_client_usage(
+    client: *const provd_client,
+    since_ms: u64,
+    until_ms: u64,
+    by: u32,
+    user: *const c_char,
+    user_len: usize,
+    report_out: *mut *mut provd_usage_report,
+    err_out: *mut *mut provd_error,
+) -> provd_status {
+    boundary!(err_out, || {
+        // SAFETY: the header requires a live client, a NULL or writable `report_out`, and
+        // `user` NULL or `user_len` readable bytes.
+        let (out, client, user) = unsafe {
+            (
+                args::out_object(report_out, "report_out")?,
+                borrow_client(client)?,
+                args::opt_text(user, user_len, "user")?,
+            )
+        };
+        let time = |ms: u64| (ms != crate::usage_report::PROVD_USAGE_DEFAULT_TIME).then_some(ms);
+        let params = ::provd_client::message::UsageParams {
+            since_ms: time(since_ms),
+            until_ms: time(until_ms),
+            by: Some(crate::usage_report::usage_by(by)?),
+            user: user.map(str::to_owned),
+        };
+        let report = client.usage(&params)?;
+        out.write(args::give(provd_usage_report::new(report)));
         Ok(())
     })
 }

@@ -49,6 +49,7 @@ pub mod model_list; // provd_model_list: the answer of list_models
 pub mod provider_list; // provd_provider_list: the answer of list_providers
 pub mod request; // provd_request: the generation request builder
 pub mod stream; // provd_stream: pull-driven generation // provd_daemon_status: the answer of status
+pub mod usage_report; // provd_usage_report: the answer of usage, who used what
 
 pub use status::provd_status;
 pub use strings::provd_str;

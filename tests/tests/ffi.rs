@@ -579,3 +579,101 @@ async fn a_c_caller_runs_a_tool_loop_and_a_json_answer_against_an_openai_model()
     assert_eq!(second[2]["tool_call_id"], "call_gpt_1");
     assert_eq!(bodies[2]["response_format"]["type"], "json_schema");
 }
+
+/// `tests/c/usage_report.c` against a daemon where two generations ran, one of a priced
+/// model: the report reaches C through `provd_client_usage` with the figures the Rust
+/// client sees, and its refusals are typed. Under valgrind memcheck when it is installed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_c_caller_reads_a_usage_report_and_its_refusals() {
+    if !have("cc", &["--version"]) {
+        return;
+    }
+    let state = tempfile::tempdir().unwrap();
+    let daemon = Daemon::builder()
+        .config(
+            "[providers.mock]\ntype = \"mock\"\n\
+             [prices.\"mock/mock-1\"]\ninput_per_mtok = 2.0\noutput_per_mtok = 4.0\n",
+        )
+        .env("STATE_DIRECTORY", &state.path().display().to_string())
+        .start();
+    let client = daemon.client().await;
+    for model in ["mock-1", "mock-2"] {
+        let request = provd_client::GenerateRequest {
+            provider: Some("mock".into()),
+            model: Some(model.into()),
+            ..provd_client::GenerateRequest::prompt("one two three")
+        };
+        client
+            .generate(request)
+            .await
+            .unwrap()
+            .collect_text()
+            .await
+            .unwrap();
+    }
+    let by_model = provd_client::message::UsageParams {
+        by: Some(provd_client::message::UsageBy::Model),
+        ..Default::default()
+    };
+    let expected = client.usage(&by_model).await.unwrap();
+    let out = tokio::task::block_in_place(|| {
+        let lib = lib();
+        let tmp = tempfile::tempdir().unwrap();
+        let flags = flags(&lib, tmp.path());
+        let exe = tmp.path().join("usage_report");
+        run(
+            Command::new("cc")
+                .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-g"])
+                .args(&flags.cflags)
+                .arg(workspace().join("tests/c/usage_report.c"))
+                .arg("-o")
+                .arg(&exe)
+                .args(&flags.libs)
+                .arg(format!("-Wl,-rpath,{}", lib.dir.display()))
+                .arg("-pthread"),
+            "cc usage_report.c",
+        );
+        if have("valgrind", &["--version"]) {
+            run(
+                Command::new("valgrind")
+                    .args([
+                        "--tool=memcheck",
+                        "--error-exitcode=99",
+                        "--leak-check=full",
+                        "--show-leak-kinds=definite,indirect",
+                        "--errors-for-leak-kinds=definite,indirect",
+                    ])
+                    .arg(&exe)
+                    .arg(&daemon.socket),
+                "usage_report under valgrind",
+            )
+        } else {
+            run(Command::new(&exe).arg(&daemon.socket), "usage_report")
+        }
+    });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = |row: &provd_client::message::UsageRow, label: &str| {
+        format!(
+            "{label} {} requests={} completed={} prompt={} completion={} cost={}",
+            row.key.as_deref().unwrap_or("-"),
+            row.requests,
+            row.completed,
+            row.prompt_tokens,
+            row.completion_tokens,
+            row.cost.map_or("-".to_owned(), |c| format!("{c:.6}"))
+        )
+    };
+    let mut lines = vec![format!(
+        "info by=2 rows={} priced=1 unpriced=1 has_uid=0 window_ms=604800000",
+        expected.rows.len()
+    )];
+    lines.extend(expected.rows.iter().map(|r| line(r, "row")));
+    lines.push(line(&expected.total, "total"));
+    lines.push("unpriced mock/mock-2".to_owned());
+    lines.push("refusals ok".to_owned());
+    assert_eq!(stdout.lines().collect::<Vec<_>>(), lines, "{stdout}");
+    assert!(
+        expected.rows.iter().any(|r| r.cost.is_some()),
+        "mock-1 is priced"
+    );
+}

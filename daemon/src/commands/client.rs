@@ -1,5 +1,6 @@
 //! The commands any allowed user runs against a running daemon: stream a generation,
-//! list models and providers, show the daemon's state, measure a round trip.
+//! list models and providers, show the daemon's state and who used what, measure a round
+//! trip.
 
 use std::io::Write;
 use std::path::Path;
@@ -289,4 +290,275 @@ pub async fn ping(socket: &Path) -> Result<(), CommandError> {
         start.elapsed()
     );
     Ok(())
+}
+
+/// Options of `provd usage`.
+#[derive(Debug, Default)]
+pub struct UsageOptions {
+    /// The window's start: a duration before now (`7d`, `12h`), an RFC 3339 instant or a
+    /// date (UTC midnight); the daemon's default (7 days) when absent.
+    pub since: Option<String>,
+    /// The window's end, in the same forms; now when absent.
+    pub until: Option<String>,
+    /// The grouping: `user`, `provider`, `model`, `token` or `day`.
+    pub by: Option<String>,
+    /// Only this user (a name or a uid).
+    pub user: Option<String>,
+    /// Print the reply as JSON.
+    pub json: bool,
+}
+
+/// `provd usage`: who used what, from the daemon's usage ledger, as a table with a
+/// totals line (and a cost column when the daemon's configuration has prices), or as
+/// JSON.
+pub async fn usage(socket: &Path, options: UsageOptions) -> Result<(), CommandError> {
+    use provd_client::message::{UsageBy, UsageParams};
+    let now = std::time::SystemTime::now();
+    let by = options
+        .by
+        .as_deref()
+        .map(|name| {
+            UsageBy::from_name(name).ok_or_else(|| {
+                let names: Vec<&str> = UsageBy::ALL.iter().map(|b| b.as_str()).collect();
+                CommandError::Usage(format!(
+                    "--by must be one of {}, got '{}'",
+                    names.join(", "),
+                    name.escape_debug()
+                ))
+            })
+        })
+        .transpose()?;
+    let params = UsageParams {
+        since_ms: options
+            .since
+            .as_deref()
+            .map(|t| instant_ms("--since", t, now))
+            .transpose()?,
+        until_ms: options
+            .until
+            .as_deref()
+            .map(|t| instant_ms("--until", t, now))
+            .transpose()?,
+        by,
+        user: options.user,
+    };
+    let client = connect(socket).await?;
+    let report = client.usage(&params).await?;
+    if options.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+        return Ok(());
+    }
+    print!("{}", usage_table(&report));
+    Ok(())
+}
+
+/// An instant of the command line as ms since the epoch: a duration before `now` (`7d`,
+/// `12h`, `90m`), an RFC 3339 instant (`2026-03-01T12:00:00Z`) or a date (`2026-03-01`,
+/// UTC midnight).
+fn instant_ms(flag: &str, text: &str, now: std::time::SystemTime) -> Result<u64, CommandError> {
+    let text = text.trim();
+    let at = if let Ok(ago) = humantime::parse_duration(text) {
+        now.checked_sub(ago)
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_millis())
+    } else if let Ok(at) = text.parse::<jiff::Timestamp>() {
+        u128::try_from(at.as_millisecond()).ok()
+    } else if let Ok(date) = text.parse::<jiff::civil::Date>() {
+        date.to_zoned(jiff::tz::TimeZone::UTC)
+            .ok()
+            .and_then(|z| u128::try_from(z.timestamp().as_millisecond()).ok())
+    } else {
+        return Err(CommandError::Usage(format!(
+            "{flag} '{}' is neither a duration like 7d, 12h or 30m nor an instant like 2026-03-01 or 2026-03-01T12:00:00Z",
+            text.escape_debug()
+        )));
+    };
+    at.and_then(|ms| u64::try_from(ms).ok()).ok_or_else(|| {
+        CommandError::Usage(format!(
+            "{flag} '{}' is before 1970, which the ledger cannot hold",
+            text.escape_debug()
+        ))
+    })
+}
+
+/// A `usage` report as `provd usage` prints it.
+fn usage_table(report: &provd_client::message::UsageReport) -> String {
+    use provd_client::message::{UsageBy, UsageRow};
+    use std::fmt::Write as _;
+    let when = |ms: u64| {
+        jiff::Timestamp::from_millisecond(i64::try_from(ms).unwrap_or(i64::MAX))
+            .map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string())
+            .unwrap_or_else(|_| ms.to_string())
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "usage by {} from {} to {}{}",
+        report.by,
+        when(report.since_ms),
+        when(report.until_ms),
+        report
+            .uid
+            .map(|uid| format!(", uid {uid} only"))
+            .unwrap_or_default()
+    );
+    // Keys are the clients' words (model names, token ids): escaped, they cannot forge a
+    // line or a column.
+    let label = |row: &UsageRow| -> String {
+        match (report.by, &row.key) {
+            (UsageBy::User, _) => match (&row.user, row.uid) {
+                (Some(name), Some(uid)) => format!("{} ({uid})", name.escape_debug()),
+                (None, Some(uid)) => uid.to_string(),
+                (_, None) => "(unknown uid)".to_owned(),
+            },
+            (UsageBy::Token, None) => "(no token)".to_owned(),
+            (_, Some(key)) => key.escape_debug().to_string(),
+            (_, None) => "-".to_owned(),
+        }
+    };
+    let heading = match report.by {
+        UsageBy::User => "USER",
+        UsageBy::Provider => "PROVIDER",
+        UsageBy::Model => "MODEL",
+        UsageBy::Token => "TOKEN",
+        UsageBy::Day => "DAY (UTC)",
+    };
+    let mut lines: Vec<(String, &UsageRow)> = report.rows.iter().map(|r| (label(r), r)).collect();
+    lines.push(("total".to_owned(), &report.total));
+    let width = lines
+        .iter()
+        .map(|(l, _)| l.chars().count())
+        .chain([heading.len()])
+        .max()
+        .unwrap_or(0);
+    let cost = |row: &UsageRow| row.cost.map_or("-".to_owned(), |c| format!("{c:.6}"));
+    let _ = write!(
+        out,
+        "{heading:<width$}  {:>9} {:>9} {:>7} {:>9} {:>12} {:>12} {:>10}",
+        "REQUESTS", "COMPLETED", "FAILED", "CANCELLED", "PROMPT", "COMPLETION", "REASONING"
+    );
+    if report.priced {
+        let _ = write!(out, " {:>14}", "COST");
+    }
+    out.push('\n');
+    for (i, (label, row)) in lines.iter().enumerate() {
+        if i == lines.len() - 1 {
+            let _ = writeln!(
+                out,
+                "{}",
+                "-".repeat(width + 77 + if report.priced { 15 } else { 0 })
+            );
+        }
+        let _ = write!(
+            out,
+            "{label:<width$}  {:>9} {:>9} {:>7} {:>9} {:>12} {:>12} {:>10}",
+            row.requests,
+            row.completed,
+            row.failed,
+            row.cancelled,
+            row.prompt_tokens,
+            row.completion_tokens,
+            row.reasoning_tokens
+        );
+        if report.priced {
+            let _ = write!(out, " {:>14}", cost(row));
+        }
+        out.push('\n');
+    }
+    if report.rows_omitted > 0 {
+        let _ = writeln!(
+            out,
+            "({} more rows with the fewest tokens are left out; the total counts them)",
+            report.rows_omitted
+        );
+    }
+    if report.priced && !report.unpriced.is_empty() {
+        let models: Vec<String> = report
+            .unpriced
+            .iter()
+            .map(|m| m.escape_debug().to_string())
+            .collect();
+        let _ = writeln!(
+            out,
+            "no price for {} ([prices.\"provider/model\"]): the rows with a '-' cost include it",
+            models.join(", ")
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use provd_client::message::{UsageBy, UsageReport, UsageRow};
+
+    #[test]
+    fn since_takes_durations_instants_and_dates() {
+        let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_772_323_200 + 86_400);
+        assert_eq!(instant_ms("--since", "1d", now).unwrap(), 1_772_323_200_000);
+        assert_eq!(
+            instant_ms("--since", "12h", now).unwrap(),
+            1_772_323_200_000 + 43_200_000
+        );
+        assert_eq!(
+            instant_ms("--since", "2026-03-01T00:00:01Z", now).unwrap(),
+            1_772_323_201_000
+        );
+        assert_eq!(
+            instant_ms("--since", "2026-03-01", now).unwrap(),
+            1_772_323_200_000
+        );
+        let e = instant_ms("--since", "last week", now)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("--since 'last week' is neither"), "{e}");
+        let e = instant_ms("--until", "1970-01-01T00:00:00Z", now).unwrap();
+        assert_eq!(e, 0);
+        let e = instant_ms("--since", "100000d", now)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("before 1970"), "{e}");
+    }
+
+    #[test]
+    fn the_table_has_a_totals_line_and_a_cost_column_only_with_prices() {
+        let row = |key: &str, uid, cost| UsageRow {
+            key: Some(key.to_owned()),
+            uid: Some(uid),
+            user: Some(key.to_owned()),
+            requests: 2,
+            completed: 2,
+            prompt_tokens: 10,
+            completion_tokens: 20,
+            cost,
+            ..UsageRow::default()
+        };
+        let mut report = UsageReport {
+            by: UsageBy::User,
+            rows: vec![row("alice", 1000, None), row("bob\n", 1001, None)],
+            total: UsageRow {
+                requests: 4,
+                ..UsageRow::default()
+            },
+            ..UsageReport::default()
+        };
+        let text = usage_table(&report);
+        assert!(text.contains("alice (1000)"), "{text}");
+        assert!(
+            text.contains("bob\\n (1001)"),
+            "a name cannot break a line: {text}"
+        );
+        assert!(text.lines().last().unwrap().starts_with("total "), "{text}");
+        assert!(!text.contains("COST"), "{text}");
+        report.priced = true;
+        report.rows[0].cost = Some(0.5);
+        report.unpriced = vec!["q/m1".into()];
+        let text = usage_table(&report);
+        assert!(text.contains("COST"), "{text}");
+        assert!(text.contains("0.500000"), "{text}");
+        assert!(text.contains("no price for q/m1"), "{text}");
+    }
 }

@@ -1,6 +1,6 @@
 //! What each `provd` subcommand does, split by job: [`serve`] runs the daemon (start-up,
 //! readiness, signals, `--daemon`, `stop`, `demo`), [`client`] holds the commands any
-//! allowed user runs (`generate`, `models`, `providers`, `status`, `ping`), and [`admin`]
+//! allowed user runs (`generate`, `models`, `providers`, `status`, `usage`, `ping`), and [`admin`]
 //! the ones that change the daemon (`reload`, `creds`, `key`, `token`, `shutdown`).
 //!
 //! `main.rs` parses the arguments (its clap definitions are the one description of the

@@ -17,6 +17,7 @@
 //! can be opened at all the daemon serves without a ledger and says so.
 
 pub mod db;
+pub mod report;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

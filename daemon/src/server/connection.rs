@@ -392,6 +392,7 @@ impl Connection {
             (Request::ListModels(p), Some(grant)) => self.list_models(id, p, grant).await,
             (Request::Generate(request), Some(grant)) => self.generate(id, *request, grant).await,
             (Request::Reload, Some(grant)) => self.reload(id, grant).await,
+            (Request::Usage(p), Some(grant)) => self.usage(id, p, grant).await,
             (
                 admin @ (Request::CredsSet(_)
                 | Request::CredsList
@@ -563,6 +564,77 @@ impl Connection {
             drop(registration);
             let frame = match result {
                 Ok(list) => encode_reply(id, &list),
+                Err(e) => message::encode_error(id, &e),
+            };
+            let _ = out.send(frame).await;
+        });
+        ControlFlow::Continue(())
+    }
+
+    /// `usage`: a report from the usage ledger. Making it waits for the ledger's writer
+    /// and reads the file (and a user name may need a name-service lookup), so it runs
+    /// on the blocking pool, answered from a task like `list_models`: this connection's
+    /// reader goes on, and `cancel` reaches it.
+    async fn usage(
+        &mut self,
+        id: u32,
+        params: provd_client::message::UsageParams,
+        grant: Grant,
+    ) -> ControlFlow<()> {
+        use crate::ledger::report;
+        let (since_ms, until_ms) = match report::window(
+            params.since_ms,
+            params.until_ms,
+            crate::ledger::unix_millis(),
+        ) {
+            Ok(window) => window,
+            Err(e) => {
+                return self
+                    .reply_error(id, WireError::new(ErrorCode::InvalidRequest, e))
+                    .await
+            }
+        };
+        let daemon = self.ctx.daemon.clone();
+        let config = daemon.factory.config();
+        if !daemon.ledger.is_enabled() {
+            let why = if config.ledger.enabled {
+                "the usage ledger is off: it could not be opened when the daemon started (its log says why), or [ledger] was off then ([ledger] changes take effect at the next start), so there is no usage to report"
+            } else {
+                "the usage ledger is off ([ledger] enabled = false in the daemon's configuration), so there is no usage to report"
+            };
+            let mut e = WireError::new(ErrorCode::Unavailable, why);
+            e.retryable = false;
+            return self.reply_error(id, e).await;
+        }
+        let out = self.ctx.out.clone();
+        let registration = self.ctx.streams.register_listing(id, &self.closing);
+        self.tasks.spawn(async move {
+            let by = params.by.unwrap_or_default();
+            let make = tokio::task::spawn_blocking(move || {
+                #[cfg(unix)]
+                let lookup = crate::sys::user_id;
+                #[cfg(not(unix))]
+                let lookup = |name: &str| name.parse::<u32>().ok();
+                let uid = report::scope(grant.admin, grant.peer.uid, params.user.as_deref(), lookup)?;
+                let query = report::Query {
+                    since_ms,
+                    until_ms,
+                    by,
+                    uid,
+                };
+                report::from_ledger(&daemon.ledger, &query, &config.prices).map_err(|e| {
+                    tracing::warn!(error = %e, "usage report failed");
+                    WireError::new(ErrorCode::Internal, e.to_string())
+                })
+            });
+            let result = tokio::select! {
+                _ = registration.cancel_token().cancelled() => Err(WireError::new(ErrorCode::Cancelled, format!("usage {id} was cancelled"))),
+                r = make => r.unwrap_or_else(|e| Err(WireError::new(ErrorCode::Internal, format!("the usage report failed: {e}")))),
+            };
+            // Free the id before the client can see the end, so it may reuse it at once.
+            drop(registration);
+            let frame = match result {
+                Ok(report) => encode_reply(id, &report),
                 Err(e) => message::encode_error(id, &e),
             };
             let _ = out.send(frame).await;

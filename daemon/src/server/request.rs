@@ -14,6 +14,7 @@ use provd_client::message::method::{Access, Method, SERVED};
 use provd_client::message::{
     self, CancelParams, CredsImportParams, CredsSetParams, Empty, GenerateRequest, Hello,
     KeyRotateParams, ListModelsParams, ProviderParams, TokenCreateParams, TokenRevokeParams,
+    UsageParams,
 };
 use provd_client::{ErrorCode, WireError};
 use serde::de::DeserializeOwned;
@@ -38,6 +39,8 @@ pub enum Request {
     Status,
     /// `reload` (obeyed only from an admin).
     Reload,
+    /// `usage`: a report from the usage ledger.
+    Usage(UsageParams),
     /// Admin: `creds_set`.
     CredsSet(CredsSetParams),
     /// Admin: `creds_list`.
@@ -88,6 +91,7 @@ impl Request {
             M::ListModels => Request::ListModels(decode(method, params)?),
             M::Status => empty(method, params, Request::Status)?,
             M::Reload => empty(method, params, Request::Reload)?,
+            M::Usage => Request::Usage(decode(method, params)?),
             M::CredsSet => Request::CredsSet(decode(method, params)?),
             M::CredsList => empty(method, params, Request::CredsList)?,
             M::CredsRemove => Request::CredsRemove(decode(method, params)?),
@@ -113,6 +117,7 @@ impl Request {
             Request::ListModels(_) => Method::ListModels,
             Request::Status => Method::Status,
             Request::Reload => Method::Reload,
+            Request::Usage(_) => Method::Usage,
             Request::CredsSet(_) => Method::CredsSet,
             Request::CredsList => Method::CredsList,
             Request::CredsRemove(_) => Method::CredsRemove,
@@ -197,6 +202,7 @@ mod tests {
             Method::Generate => named(&GenerateRequest::prompt("hi")),
             Method::Cancel => named(&CancelParams { id: 7 }),
             Method::ListModels => named(&ListModelsParams::default()),
+            Method::Usage => named(&UsageParams::default()),
             Method::CredsSet => named(&CredsSetParams {
                 provider: "p".into(),
                 secret: "k".into(),
