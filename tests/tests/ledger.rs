@@ -435,3 +435,29 @@ fn rusqlite_lock(path: &Path) -> impl Drop {
     assert_eq!(line.trim(), "locked");
     Lock(child)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_long_model_and_provider_names_are_stored_cut_to_a_bound() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let daemon = daemon_on(state.path(), PROVIDERS);
+    let client = daemon.client().await;
+    let long = "m".repeat(100_000);
+    let mut request = numbered(1, 0);
+    request.model = Some(long.clone());
+    generation_text(&client, request).await;
+    let mut request = numbered(1, 0);
+    request.provider = Some(long);
+    generation_error(&client, request).await;
+    written(&daemon, 2).await;
+    let rows = rows(&state.path().join("usage.db"));
+    assert_eq!(rows.len(), 2);
+    // 256 characters and the ellipsis that says the name was cut.
+    assert_eq!(
+        rows[0].model.chars().count(),
+        257,
+        "{}",
+        &rows[0].model[..40]
+    );
+    assert!(rows[0].model.ends_with('…'));
+    assert_eq!(rows[1].provider.chars().count(), 257);
+}

@@ -119,18 +119,24 @@ struct Generation<'a> {
 }
 
 /// The provider and model a plan asks for, as the ledger keys them: the first target,
-/// aliases resolved, the provider's default model when none is named.
+/// aliases resolved, the provider's default model when none is named. Both may be a
+/// client's words (an unknown provider, any model name), so each is cut to
+/// [`MAX_MODEL_CHARS`]: a client cannot make the ledger store a megabyte per row.
 fn asked(plan: &Plan) -> (String, String) {
     let Some(first) = plan.targets.first() else {
         return (String::new(), String::new());
     };
-    let model = first.model.clone().or_else(|| {
+    let model = first.model.as_deref().or_else(|| {
         plan.config
             .providers
             .get(&first.provider)
-            .and_then(|p| p.default_model.clone())
+            .and_then(|p| p.default_model.as_deref())
     });
-    (first.provider.clone(), model.unwrap_or_default())
+    let bounded = |s: &str| super::connection::truncate(s, MAX_MODEL_CHARS);
+    (
+        bounded(&first.provider),
+        model.map(bounded).unwrap_or_default(),
+    )
 }
 
 /// Milliseconds in `d`, saturated.
