@@ -86,7 +86,7 @@ pub struct UsageParams {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since_ms: Option<u64>,
     /// The window's end, in milliseconds since the Unix epoch, exclusive; the default is
-    /// now.
+    /// now, the current millisecond included.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until_ms: Option<u64>,
     /// The grouping; `user` when absent.

@@ -81,7 +81,8 @@ pub const DEFAULT_WINDOW_MS: u64 = 7 * 86_400_000;
 pub const MAX_INSTANT_MS: u64 = 253_402_300_799_999;
 
 /// The window `[since, until)` of a `usage` request at `now_ms`, its defaults filled in
-/// (until: now; since: [`DEFAULT_WINDOW_MS`] before until). The error names the field.
+/// (until: just after now, so a generation admitted in the current millisecond is in it;
+/// since: [`DEFAULT_WINDOW_MS`] before until). The error names the field.
 pub fn window(
     since_ms: Option<u64>,
     until_ms: Option<u64>,
@@ -94,7 +95,7 @@ pub fn window(
             ));
         }
     }
-    let until = until_ms.unwrap_or_else(|| u64::try_from(now_ms).unwrap_or(0));
+    let until = until_ms.unwrap_or_else(|| u64::try_from(now_ms).unwrap_or(0) + 1);
     let since = since_ms.unwrap_or_else(|| until.saturating_sub(DEFAULT_WINDOW_MS));
     if since > until {
         return Err(format!(
@@ -684,14 +685,19 @@ mod tests {
     #[test]
     fn a_window_defaults_to_the_last_seven_days_and_names_a_bad_field() {
         let now = MARCH_1;
-        assert_eq!(window(None, None, now), Ok((now - 7 * 24 * HOUR, now)));
+        // The current millisecond is in the default window: a generation admitted in it
+        // has ended before the report was asked for.
+        assert_eq!(
+            window(None, None, now),
+            Ok((now + 1 - 7 * 24 * HOUR, now + 1))
+        );
         let until = (now - HOUR) as u64;
         assert_eq!(
             window(None, Some(until), now),
             Ok((until as i64 - 7 * 24 * HOUR, until as i64))
         );
-        assert_eq!(window(Some(5), None, now), Ok((5, now)));
-        let e = window(Some(now as u64 + 1), None, now).unwrap_err();
+        assert_eq!(window(Some(5), None, now), Ok((5, now + 1)));
+        let e = window(Some(now as u64 + 2), None, now).unwrap_err();
         assert!(e.starts_with("since_ms ("), "{e}");
         assert!(e.contains("is after until_ms"), "{e}");
         let e = window(None, Some(u64::MAX), now).unwrap_err();
