@@ -24,14 +24,14 @@ fn main() {
         );
     let options = if quick {
         Options {
-            rounds: 4,
-            per_worker: 10,
+            rounds: 5,
+            per_worker: 40,
             reports: 3,
         }
     } else {
         Options {
-            rounds: 12,
-            per_worker: 40,
+            rounds: 15,
+            per_worker: 200,
             reports: 7,
         }
     };
