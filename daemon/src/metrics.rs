@@ -800,22 +800,14 @@ mod tests {
 
     fn record(provider: &str, model: &str, outcome: Outcome, code: Option<&'static str>) -> Record {
         Record {
-            at_ms: 0,
-            uid: Some(4242),
-            user: Some("alice".into()),
             token: Some("tok-id".into()),
-            provider: provider.into(),
-            model: model.into(),
-            answered_provider: Some(provider.into()),
-            answered_model: Some(model.into()),
-            prompt_tokens: 10,
-            completion_tokens: 20,
             reasoning_tokens: 5,
             chunks: 3,
             outcome,
             error_code: code,
             first_chunk_ms: Some(30),
             duration_ms: 150,
+            ..Record::example(provider, model)
         }
     }
 

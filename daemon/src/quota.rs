@@ -1081,18 +1081,9 @@ mod tests {
             uid: Some(uid),
             user: Some(format!("user{uid}")),
             token: token.map(str::to_owned),
-            provider: "m".into(),
-            model: "mock-1".into(),
-            answered_provider: None,
-            answered_model: None,
             prompt_tokens: tokens,
             completion_tokens: 0,
-            reasoning_tokens: 0,
-            chunks: 0,
-            outcome: crate::ledger::Outcome::Completed,
-            error_code: None,
-            first_chunk_ms: None,
-            duration_ms: 1,
+            ..crate::ledger::Record::example("m", "mock-1")
         };
         let mut db = crate::ledger::db::Db::open(&path).unwrap();
         db.insert(&[

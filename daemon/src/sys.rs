@@ -212,10 +212,10 @@ pub fn kill(pid: u32, signal: libc::c_int) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The name of user `uid` from the password database (`getpwuid_r`), or `None` when it
-/// has no entry. May ask the name service: call it off the runtime's threads.
+/// Reads user `uid`'s password database entry (`getpwuid_r`) through `read`, or `None`
+/// when it has none. May ask the name service: call it off the runtime's threads.
 #[cfg(unix)]
-pub fn user_name(uid: u32) -> Option<std::ffi::CString> {
+fn with_passwd<T>(uid: u32, read: impl FnOnce(&libc::passwd) -> T) -> Option<T> {
     let mut buf = vec![0u8; 4096];
     loop {
         // SAFETY: an all-zero `passwd` is a valid value for a plain C struct.
@@ -235,39 +235,27 @@ pub fn user_name(uid: u32) -> Option<std::ffi::CString> {
             buf.resize(buf.len() * 2, 0);
             continue;
         }
-        if rc != 0 || result.is_null() {
-            return None;
-        }
-        // SAFETY: on success pw_name points to a NUL-terminated string inside `buf`.
-        return Some(unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) }.to_owned());
+        // `pwd`'s strings point into `buf`, which outlives `read`.
+        return (rc == 0 && !result.is_null()).then(|| read(&pwd));
     }
 }
 
-/// The primary gid of user `uid` from the password database (`getpwuid_r`), or `None`
-/// when it has no entry. May ask the name service: call it off the runtime's threads.
+/// The name of user `uid` from the password database, or `None` when it has no entry.
+/// May ask the name service: call it off the runtime's threads.
+#[cfg(unix)]
+pub fn user_name(uid: u32) -> Option<std::ffi::CString> {
+    with_passwd(uid, |pwd| {
+        // SAFETY: on success pw_name points to a NUL-terminated string inside the
+        // buffer `with_passwd` keeps alive while this runs.
+        unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) }.to_owned()
+    })
+}
+
+/// The primary gid of user `uid` from the password database, or `None` when it has no
+/// entry. May ask the name service: call it off the runtime's threads.
 #[cfg(unix)]
 pub fn user_gid(uid: u32) -> Option<u32> {
-    let mut buf = vec![0u8; 4096];
-    loop {
-        // SAFETY: an all-zero `passwd` is a valid value for a plain C struct.
-        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-        let mut result: *mut libc::passwd = std::ptr::null_mut();
-        // SAFETY: `pwd` and `result` are live locals and `buf` is writable for its length.
-        let rc = unsafe {
-            libc::getpwuid_r(
-                uid,
-                &mut pwd,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                &mut result,
-            )
-        };
-        if rc == libc::ERANGE && buf.len() < 1 << 20 {
-            buf.resize(buf.len() * 2, 0);
-            continue;
-        }
-        return (rc == 0 && !result.is_null()).then_some(pwd.pw_gid);
-    }
+    with_passwd(uid, |pwd| pwd.pw_gid)
 }
 
 /// Every group `uid` belongs to (its supplementary groups and `primary_gid`), for access

@@ -185,11 +185,17 @@ fn flags(lib: &Lib, tmp: &Path) -> Flags {
 
 /// Builds `tests/c/provd_test.c` into `tmp`, dynamically or statically linked.
 fn build_c_test(lib: &Lib, tmp: &Path, linking: Linking) -> PathBuf {
+    build_c(lib, tmp, "provd_test", linking)
+}
+
+/// Builds `tests/c/PROGRAM.c` into `tmp` against libprovd as its `provd.pc` says, with
+/// every warning an error, dynamically or statically linked.
+fn build_c(lib: &Lib, tmp: &Path, program: &str, linking: Linking) -> PathBuf {
     let flags = flags(lib, tmp);
-    let src = workspace().join("tests/c/provd_test.c");
+    let src = workspace().join(format!("tests/c/{program}.c"));
     let exe = tmp.join(match linking {
-        Linking::Dynamic => "provd_test_dynamic",
-        Linking::Static => "provd_test_static",
+        Linking::Dynamic => format!("{program}_dynamic"),
+        Linking::Static => format!("{program}_static"),
     });
     let mut cc = Command::new("cc");
     cc.args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-g"])
@@ -207,8 +213,26 @@ fn build_c_test(lib: &Lib, tmp: &Path, linking: Linking) -> PathBuf {
         }
     }
     cc.arg("-pthread");
-    run(&mut cc, "cc provd_test.c");
+    run(&mut cc, &format!("cc {program}.c"));
     exe
+}
+
+/// `exe` under valgrind's memcheck with `options` too, where leaks of the kinds that mean
+/// lost memory count as errors (exit 99); "still reachable" (the C runtime's and
+/// thread-locals' own buffers) and "possibly lost" do not.
+fn memcheck(exe: &Path, options: &[&str]) -> Command {
+    let mut valgrind = Command::new("valgrind");
+    valgrind
+        .args([
+            "--tool=memcheck",
+            "--error-exitcode=99",
+            "--leak-check=full",
+            "--show-leak-kinds=definite,indirect",
+            "--errors-for-leak-kinds=definite,indirect",
+        ])
+        .args(options)
+        .arg(exe);
+    valgrind
 }
 
 #[derive(Clone, Copy)]
@@ -287,26 +311,20 @@ fn c_caller_runs_clean_under_valgrind_memcheck() {
     let tmp = tempfile::tempdir().unwrap();
     let exe = build_c_test(&lib, tmp.path(), Linking::Dynamic);
     let daemon = Daemon::start();
-    // Leaks of the kinds that mean lost memory count as errors; "still reachable" (the
-    // C runtime's and thread-locals' own buffers) and "possibly lost" do not.
-    let out = Command::new("valgrind")
-        .args([
-            "--tool=memcheck",
-            "--error-exitcode=99",
-            "--leak-check=full",
-            "--show-leak-kinds=definite,indirect",
-            "--errors-for-leak-kinds=definite,indirect",
+    let out = memcheck(
+        &exe,
+        &[
             "--track-origins=yes",
             // The fork test's child leaves the parent's client alone, as the header
             // says; its threads stay behind in the parent, so the child's copy of that
             // memory looks lost. The parent's accounting is the one that matters.
             "--child-silent-after-fork=yes",
-        ])
-        .arg(&exe)
-        .arg(&daemon.socket)
-        .arg(missing_socket(tmp.path()))
-        .output()
-        .expect("run valgrind");
+        ],
+    )
+    .arg(&daemon.socket)
+    .arg(missing_socket(tmp.path()))
+    .output()
+    .expect("run valgrind");
     let stderr = String::from_utf8_lossy(&out.stderr);
     let stdout = String::from_utf8_lossy(&out.stdout);
     println!("{stdout}\n{stderr}");
@@ -540,20 +558,7 @@ async fn a_c_caller_runs_a_tool_loop_and_a_json_answer_against_an_openai_model()
     let out = tokio::task::block_in_place(|| {
         let lib = lib();
         let tmp = tempfile::tempdir().unwrap();
-        let flags = flags(&lib, tmp.path());
-        let exe = tmp.path().join("tool_loop");
-        run(
-            Command::new("cc")
-                .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-g"])
-                .args(&flags.cflags)
-                .arg(workspace().join("tests/c/tool_loop.c"))
-                .arg("-o")
-                .arg(&exe)
-                .args(&flags.libs)
-                .arg(format!("-Wl,-rpath,{}", lib.dir.display()))
-                .arg("-pthread"),
-            "cc tool_loop.c",
-        );
+        let exe = build_c(&lib, tmp.path(), "tool_loop", Linking::Dynamic);
         run(
             Command::new(&exe).arg(&daemon.socket).arg("p/gpt-test"),
             "tool_loop",
@@ -619,32 +624,10 @@ async fn a_c_caller_reads_a_usage_report_and_its_refusals() {
     let out = tokio::task::block_in_place(|| {
         let lib = lib();
         let tmp = tempfile::tempdir().unwrap();
-        let flags = flags(&lib, tmp.path());
-        let exe = tmp.path().join("usage_report");
-        run(
-            Command::new("cc")
-                .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-g"])
-                .args(&flags.cflags)
-                .arg(workspace().join("tests/c/usage_report.c"))
-                .arg("-o")
-                .arg(&exe)
-                .args(&flags.libs)
-                .arg(format!("-Wl,-rpath,{}", lib.dir.display()))
-                .arg("-pthread"),
-            "cc usage_report.c",
-        );
+        let exe = build_c(&lib, tmp.path(), "usage_report", Linking::Dynamic);
         if have("valgrind", &["--version"]) {
             run(
-                Command::new("valgrind")
-                    .args([
-                        "--tool=memcheck",
-                        "--error-exitcode=99",
-                        "--leak-check=full",
-                        "--show-leak-kinds=definite,indirect",
-                        "--errors-for-leak-kinds=definite,indirect",
-                    ])
-                    .arg(&exe)
-                    .arg(&daemon.socket),
+                memcheck(&exe, &[]).arg(&daemon.socket),
                 "usage_report under valgrind",
             )
         } else {

@@ -241,26 +241,15 @@ pub fn set_aside(path: &Path, now_s: u64) -> std::io::Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ledger::Outcome;
 
     fn record(at_ms: i64, uid: u32, tokens: u32) -> Record {
         Record {
             at_ms,
             uid: Some(uid),
-            user: None,
-            token: None,
-            provider: "m".into(),
-            model: "mock-1".into(),
-            answered_provider: Some("m".into()),
-            answered_model: Some("mock-1".into()),
             prompt_tokens: 1,
             completion_tokens: tokens,
-            reasoning_tokens: 0,
             chunks: tokens,
-            outcome: Outcome::Completed,
-            error_code: None,
-            first_chunk_ms: Some(1),
-            duration_ms: 2,
+            ..Record::example("m", "mock-1")
         }
     }
 

@@ -92,6 +92,33 @@ pub struct Record {
     pub duration_ms: u32,
 }
 
+#[cfg(test)]
+impl Record {
+    /// A completed generation of `provider/model` by uid 4242 (alice), for tests: 10
+    /// prompt and 20 completion tokens in 20 chunks, answered by what was asked. A test
+    /// changes what it is about with struct update syntax.
+    pub(crate) fn example(provider: &str, model: &str) -> Record {
+        Record {
+            at_ms: 0,
+            uid: Some(4242),
+            user: Some("alice".into()),
+            token: None,
+            provider: provider.into(),
+            model: model.into(),
+            answered_provider: Some(provider.into()),
+            answered_model: Some(model.into()),
+            prompt_tokens: 10,
+            completion_tokens: 20,
+            reasoning_tokens: 0,
+            chunks: 20,
+            outcome: Outcome::Completed,
+            error_code: None,
+            first_chunk_ms: Some(5),
+            duration_ms: 50,
+        }
+    }
+}
+
 impl Record {
     /// The tokens this generation counts against a budget: prompt and completion.
     pub fn tokens(&self) -> u64 {
@@ -498,19 +525,11 @@ mod tests {
             at_ms: unix_millis(),
             uid: Some(uid),
             user: None,
-            token: Some("t1".into()),
-            provider: "m".into(),
-            model: "mock-1".into(),
-            answered_provider: None,
-            answered_model: None,
-            prompt_tokens: 2,
             completion_tokens: completion,
-            reasoning_tokens: 0,
             chunks: completion,
             outcome,
             error_code: (outcome != Outcome::Completed).then_some("cancelled"),
-            first_chunk_ms: None,
-            duration_ms: 0,
+            ..Record::example("m", "mock-1")
         }
     }
 

@@ -454,19 +454,7 @@ mod tests {
             at_ms,
             uid,
             user: user.map(str::to_owned),
-            token: None,
-            provider: provider.into(),
-            model: model.into(),
-            answered_provider: Some(provider.into()),
-            answered_model: Some(model.into()),
-            prompt_tokens: 10,
-            completion_tokens: 20,
-            reasoning_tokens: 0,
-            chunks: 20,
-            outcome: Outcome::Completed,
-            error_code: None,
-            first_chunk_ms: Some(5),
-            duration_ms: 50,
+            ..Record::example(provider, model)
         }
     }
 
