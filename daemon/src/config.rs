@@ -514,6 +514,8 @@ impl Config {
                 ));
             }
         }
+        usage::check_ledger_path(&self.ledger.path)
+            .map_err(|rule| invalid("ledger.path".into(), rule))?;
         for (kind, table) in self.limits.quota_tables() {
             for (name, quota) in table {
                 usage::check_quota(kind, name, quota).map_err(|(k, rule)| invalid(k, rule))?;
@@ -803,6 +805,14 @@ mod tests {
             (
                 "[ledger]\nqueue_records = 99999999",
                 "ledger.queue_records must be 1 to 1048576, got 99999999",
+            ),
+            (
+                "[ledger]\npath = \"/tmp/usage.db\"",
+                "ledger.path must be a relative path inside the state directory",
+            ),
+            (
+                "[ledger]\npath = \"../usage.db\"",
+                "ledger.path must be a relative path inside the state directory",
             ),
             (
                 "[limits.uid.bob]\ntokens_per_day = 0",

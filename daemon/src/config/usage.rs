@@ -33,7 +33,8 @@ pub struct LedgerConfig {
     /// Whether generations are recorded at all. Off, `provd usage` has nothing to report
     /// and token budgets count only since the daemon started.
     pub enabled: bool,
-    /// The database file; a relative path is inside the state directory.
+    /// The database file, relative to the state directory (an absolute path or `..` is
+    /// refused: the ledger stays in the directory provd keeps 0700).
     pub path: PathBuf,
     /// Rows older than this many days are pruned (1 to 36500).
     pub retention_days: u32,
@@ -112,6 +113,23 @@ impl Price {
     pub fn cost(&self, prompt: u64, completion: u64) -> f64 {
         (prompt as f64 * self.input_per_mtok + completion as f64 * self.output_per_mtok)
             / 1_000_000.0
+    }
+}
+
+/// Checks `[ledger] path`: a file name or a relative path inside the state directory, so
+/// the ledger lives in the directory provd made 0700 for itself (an absolute path or one
+/// with `..` could put every user's usage where another user can reach it).
+pub(super) fn check_ledger_path(path: &std::path::Path) -> Result<(), String> {
+    use std::path::Component;
+    let inside = !path.as_os_str().is_empty()
+        && path.components().all(|c| matches!(c, Component::Normal(_)));
+    if inside {
+        Ok(())
+    } else {
+        Err(format!(
+            "must be a relative path inside the state directory (like \"usage.db\"), got '{}'",
+            path.display()
+        ))
     }
 }
 

@@ -100,10 +100,20 @@ fn prepare_file(path: &Path) -> std::io::Result<()> {
             "{} is not a regular file",
             path.display()
         ))),
-        Ok(_) => {
+        Ok(meta) => {
             #[cfg(unix)]
             {
-                use std::os::unix::fs::PermissionsExt;
+                use std::os::unix::fs::{MetadataExt, PermissionsExt};
+                // Another user's file is never written (nor its mode changed, which root
+                // could do): whoever owns it could read every row.
+                let ours = crate::sys::effective_uid();
+                if meta.uid() != ours {
+                    return Err(std::io::Error::other(format!(
+                        "{} belongs to uid {}, not to provd's uid {ours}",
+                        path.display(),
+                        meta.uid()
+                    )));
+                }
                 std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
             }
             Ok(())
@@ -369,6 +379,32 @@ mod tests {
         let e = Db::open(&path).unwrap_err();
         assert!(e.to_string().contains("not a regular file"), "{e}");
         assert_eq!(std::fs::read(&target).unwrap(), b"not yours");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn another_users_file_in_the_ledgers_place_is_refused_and_left_as_it_is() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        if crate::sys::effective_uid() != 0 {
+            println!("SKIPPED: needs root, to give the file to another uid");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("usage.db");
+        std::fs::write(&path, b"").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::os::unix::fs::chown(&path, Some(65_534), Some(65_534)).unwrap();
+        let e = Db::open(&path).unwrap_err();
+        assert!(e.to_string().contains("belongs to uid 65534"), "{e}");
+        assert!(
+            !e.is_unreadable_file(),
+            "not set aside: it is not ours to move"
+        );
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.permissions().mode() & 0o777),
+            (65_534, 0o644)
+        );
     }
 
     #[test]
