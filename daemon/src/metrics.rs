@@ -54,7 +54,7 @@
 //! per chunk. A retry or a fallback adds one more look-up; an upstream response one add
 //! to its provider's counters ([`crate::provider::Counters`]), read at scrape time.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -103,45 +103,74 @@ pub enum Label {
 }
 
 /// The label policy, in one place: `value` when the configuration names it as a
-/// `kind`, else [`OTHER`] (see the module docs).
+/// `kind`, else [`OTHER`] (see the module docs). Builds the configured set each call: for
+/// cold paths and tests; a generation's end uses the set [`Metrics`] keeps per
+/// configuration.
 pub fn label<'v>(config: &Config, kind: Label, value: &'v str) -> &'v str {
-    let configured = match kind {
-        Label::Provider => config.providers.contains_key(value),
-        Label::Model => configured_model(config, value),
-    };
-    if configured {
-        value
-    } else {
-        OTHER
-    }
+    Names::of(config).label(kind, value)
 }
 
-/// Whether the configuration names `model` anywhere a model is named.
-fn configured_model(config: &Config, model: &str) -> bool {
-    if model.is_empty() {
-        return false;
+/// The names a configuration gives providers and models: the label policy's closed set,
+/// collected once per configuration (a reload makes a new one) instead of walking the
+/// aliases, fallbacks and prices at every generation's end.
+#[derive(Debug, Default)]
+pub struct Names {
+    providers: HashSet<String>,
+    models: HashSet<String>,
+}
+
+impl Names {
+    /// The names `config` gives: provider ids; models anywhere a model is named (a
+    /// provider's `default_model` or its type's, an Azure provider's `deployments`, a
+    /// fallback target's model, an alias or an alias target's model, a `[prices]` key's
+    /// model).
+    pub fn of(config: &Config) -> Names {
+        let mut models: HashSet<String> = HashSet::new();
+        let targets = config.aliases.values().flatten();
+        let targets = targets.chain(config.providers.values().flat_map(|p| &p.fallbacks));
+        models.extend(targets.filter_map(|t| Target::parse(t).model));
+        models.extend(config.aliases.keys().cloned());
+        for p in config.providers.values() {
+            models.extend(p.default_model.clone());
+            models.extend(
+                crate::provider::registry::row(p.kind)
+                    .default_model
+                    .map(str::to_owned),
+            );
+            // An Azure provider's deployments are its configured models.
+            let deployments = p.options.get("deployments").and_then(toml::Value::as_array);
+            models.extend(
+                deployments
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|d| d.as_str().map(str::to_owned)),
+            );
+        }
+        models.extend(
+            config
+                .prices
+                .keys()
+                .filter_map(|key| key.split_once('/').map(|(_, m)| m.to_owned())),
+        );
+        models.remove("");
+        Names {
+            providers: config.providers.keys().cloned().collect(),
+            models,
+        }
     }
-    let is = |m: &Option<String>| m.as_deref() == Some(model);
-    config.aliases.contains_key(model)
-        || config
-            .aliases
-            .values()
-            .flatten()
-            .any(|t| is(&Target::parse(t).model))
-        || config.providers.values().any(|p| {
-            p.default_model.as_deref() == Some(model)
-                || crate::provider::registry::row(p.kind).default_model == Some(model)
-                || p.fallbacks.iter().any(|t| is(&Target::parse(t).model))
-                // An Azure provider's deployments are its configured models.
-                || p.options
-                    .get("deployments")
-                    .and_then(toml::Value::as_array)
-                    .is_some_and(|d| d.iter().any(|d| d.as_str() == Some(model)))
-        })
-        || config
-            .prices
-            .keys()
-            .any(|key| key.split_once('/').is_some_and(|(_, m)| m == model))
+
+    /// `value` when this set names it as a `kind`, else [`OTHER`].
+    pub fn label<'v>(&self, kind: Label, value: &'v str) -> &'v str {
+        let set = match kind {
+            Label::Provider => &self.providers,
+            Label::Model => &self.models,
+        };
+        if set.contains(value) {
+            value
+        } else {
+            OTHER
+        }
+    }
 }
 
 /// A histogram's counts: per bucket (not cumulative: added up when rendered), their
@@ -297,19 +326,35 @@ pub struct Metrics {
     generations: Family<GenerationKey, GenerationSeries>,
     retries: Family<TargetKey, AtomicU64>,
     fallbacks: Family<TargetKey, AtomicU64>,
+    /// The configured names of the configuration last seen, and that configuration.
+    names: RwLock<Option<(Arc<Config>, Arc<Names>)>>,
 }
 
 impl Metrics {
+    /// The configured names of `config`: those kept from the last call while the
+    /// configuration is the same one, else collected anew (after a reload).
+    fn names(&self, config: &Arc<Config>) -> Arc<Names> {
+        if let Some((seen, names)) = &*self.names.read().expect("names lock poisoned") {
+            if Arc::ptr_eq(seen, config) {
+                return names.clone();
+            }
+        }
+        let names = Arc::new(Names::of(config));
+        *self.names.write().expect("names lock poisoned") = Some((config.clone(), names.clone()));
+        names
+    }
+
     /// Counts a generation's end (from [`crate::server::accounting`]); `config` is the
     /// configuration in force, which decides its labels.
-    pub fn generation(&self, config: &Config, record: &Record) {
+    pub fn generation(&self, config: &Arc<Config>, record: &Record) {
+        let names = self.names(config);
         let key = GenerationKey {
-            provider: label(config, Label::Provider, &record.provider).to_owned(),
-            model: label(config, Label::Model, &record.model).to_owned(),
+            provider: names.label(Label::Provider, &record.provider).to_owned(),
+            model: names.label(Label::Model, &record.model).to_owned(),
             response_model: record
                 .answered_model
                 .as_deref()
-                .map(|m| label(config, Label::Model, m).to_owned()),
+                .map(|m| names.label(Label::Model, m).to_owned()),
             outcome: record.outcome.as_str(),
             code: record.error_code,
         };
@@ -794,8 +839,8 @@ mod tests {
         [aliases]\nfast = [\"spare/quick\"]\n\
         [prices.\"main/priced\"]\ninput_per_mtok = 1.0\noutput_per_mtok = 2.0\n";
 
-    fn config() -> Config {
-        Config::parse(CONFIG, std::path::Path::new("t")).unwrap()
+    fn config() -> Arc<Config> {
+        Arc::new(Config::parse(CONFIG, std::path::Path::new("t")).unwrap())
     }
 
     fn record(provider: &str, model: &str, outcome: Outcome, code: Option<&'static str>) -> Record {
@@ -885,6 +930,34 @@ mod tests {
     }
 
     #[test]
+    fn a_model_a_reload_configures_is_its_own_label_from_then_on() {
+        let metrics = Metrics::default();
+        let before = Arc::new(
+            Config::parse(
+                "[providers.main]\ntype = \"mock\"\n",
+                std::path::Path::new("t"),
+            )
+            .unwrap(),
+        );
+        metrics.generation(&before, &record("main", "new", Outcome::Completed, None));
+        let after = Arc::new(
+            Config::parse(
+                "[providers.main]\ntype = \"mock\"\ndefault_model = \"new\"\n",
+                std::path::Path::new("t"),
+            )
+            .unwrap(),
+        );
+        metrics.generation(&after, &record("main", "new", Outcome::Completed, None));
+        let text = render(&metrics, true, Format::Prometheus);
+        for model in ["other", "new"] {
+            let line = format!(
+                "provd_requests_total{{provider=\"main\",model=\"{model}\",outcome=\"completed\"}} 1\n"
+            );
+            assert!(text.contains(&line), "{line} in {text}");
+        }
+    }
+
+    #[test]
     fn counters_end_in_total_and_histogram_buckets_are_cumulative_up_to_inf() {
         let metrics = Metrics::default();
         let config = config();
@@ -953,11 +1026,13 @@ mod tests {
     fn label_values_escape_backslash_quote_and_newline() {
         assert_eq!(escape_label("a\\b\"c\nd"), "a\\\\b\\\"c\\nd");
         // A configured name may hold any of them: it is escaped, never cut.
-        let config = Config::parse(
-            "[providers.main]\ntype = \"mock\"\ndefault_model = \"we\\\"ird\\\\name\\n\"\n",
-            std::path::Path::new("t"),
-        )
-        .unwrap();
+        let config = Arc::new(
+            Config::parse(
+                "[providers.main]\ntype = \"mock\"\ndefault_model = \"we\\\"ird\\\\name\\n\"\n",
+                std::path::Path::new("t"),
+            )
+            .unwrap(),
+        );
         let metrics = Metrics::default();
         metrics.generation(
             &config,
