@@ -72,6 +72,9 @@ pub struct Options {
     pub reports: usize,
 }
 
+/// One of a round's figures.
+type Figure = fn(&Round) -> f64;
+
 /// One round's figures.
 struct Round {
     requests_per_s: f64,
@@ -114,6 +117,21 @@ async fn round(client: &Client, workload: Workload, per_worker: usize) -> Round 
     Round {
         requests_per_s: (CONCURRENCY * per_worker) as f64 / elapsed,
         chunks_per_s: chunks as f64 / elapsed,
+    }
+}
+
+/// Waits until the ledger has taken every one of `generations` (written, dropped or
+/// lost); its counters then.
+async fn ledger_caught_up(
+    client: &Client,
+    generations: usize,
+) -> provd_client::message::LedgerStatus {
+    loop {
+        let s = client.status().await.expect("status").ledger.expect("on");
+        if s.written + s.dropped + s.lost >= generations as u64 {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -176,57 +194,77 @@ pub fn run(options: Options) -> String {
         .expect("upstream runtime");
     let answer = super::load::answer();
     let upstream = upstream_rt.block_on(Upstream::start(move |_| answer.clone()));
-    let on = daemon(on_state.path(), &upstream.base_url, true);
-    let off = daemon(off_state.path(), &upstream.base_url, false);
-    let mut figures = Vec::new();
-    let mut generations = 0;
-    rt.block_on(async {
-        let (on_client, off_client) = (on.client().await, off.client().await);
-        for (workload, per_worker) in [
-            (Workload::Upstream, options.per_worker / 4),
-            (Workload::Mock, options.per_worker),
-        ] {
-            // A warm-up round each, not counted.
-            round(&on_client, workload, 2).await;
-            round(&off_client, workload, 2).await;
-            let (mut on_rounds, mut off_rounds) = (Vec::new(), Vec::new());
-            for i in 0..options.rounds {
-                // Alternating which goes first, so neither always follows the other.
-                if i % 2 == 0 {
-                    on_rounds.push(round(&on_client, workload, per_worker).await);
-                    off_rounds.push(round(&off_client, workload, per_worker).await);
-                } else {
-                    off_rounds.push(round(&off_client, workload, per_worker).await);
-                    on_rounds.push(round(&on_client, workload, per_worker).await);
+    // Two phases with the start order swapped. In an A/A run (both daemons with the
+    // ledger off) on this machine the daemon started first served 5 to 10% less than its
+    // twin, whatever it was configured with; so each ratio below is the geometric mean of
+    // the two phases' ratios, in which that bias cancels, and both are shown.
+    let workloads = [
+        (Workload::Upstream, options.per_worker / 4),
+        (Workload::Mock, options.per_worker),
+    ];
+    let rounds = options.rounds.div_ceil(2);
+    // Per phase, per workload: the rounds with the ledger on and with it off.
+    let mut phases: Vec<Vec<(Vec<Round>, Vec<Round>)>> = Vec::new();
+    // Per workload: the daemons' CPU time (the ledger's writer included) and the
+    // generations served, with the ledger on and off, over both phases.
+    let mut cpu = [[(Duration::ZERO, 0usize); 2]; 2];
+    let mut status = provd_client::message::LedgerStatus::default();
+    for on_first in [true, false] {
+        let (on, off) = if on_first {
+            let on = daemon(on_state.path(), &upstream.base_url, true);
+            (on, daemon(off_state.path(), &upstream.base_url, false))
+        } else {
+            let off = daemon(off_state.path(), &upstream.base_url, false);
+            (daemon(on_state.path(), &upstream.base_url, true), off)
+        };
+        let mut generations = 0;
+        let phase = rt.block_on(async {
+            let (on_client, off_client) = (on.client().await, off.client().await);
+            let mut phase = Vec::new();
+            for (w, (workload, per_worker)) in workloads.into_iter().enumerate() {
+                let before = [system::cpu_time(on.pid()), system::cpu_time(off.pid())];
+                // A warm-up round each, not counted.
+                round(&on_client, workload, 2).await;
+                round(&off_client, workload, 2).await;
+                let (mut on_rounds, mut off_rounds) = (Vec::new(), Vec::new());
+                for i in 0..rounds {
+                    // Alternating which goes first, so neither always follows the other.
+                    if i % 2 == 0 {
+                        on_rounds.push(round(&on_client, workload, per_worker).await);
+                        off_rounds.push(round(&off_client, workload, per_worker).await);
+                    } else {
+                        off_rounds.push(round(&off_client, workload, per_worker).await);
+                        on_rounds.push(round(&on_client, workload, per_worker).await);
+                    }
                 }
+                let served = (rounds * per_worker + 2) * CONCURRENCY;
+                generations += served;
+                // The ledger's writer is done with this workload before its CPU is read.
+                ledger_caught_up(&on_client, generations).await;
+                let after = [system::cpu_time(on.pid()), system::cpu_time(off.pid())];
+                for side in 0..2 {
+                    cpu[w][side].0 += after[side] - before[side];
+                    cpu[w][side].1 += served;
+                }
+                phase.push((on_rounds, off_rounds));
             }
-            generations += (options.rounds * per_worker + 2) * CONCURRENCY;
-            figures.push((workload, per_worker, on_rounds, off_rounds));
-        }
-    });
-    let status = rt.block_on(async {
-        let client = on.client().await;
-        // Everything written before the figures are read.
-        let total = generations as u64;
-        for _ in 0..10_000 {
-            let s = client.status().await.expect("status").ledger.expect("on");
-            if s.written + s.dropped + s.lost >= total {
-                return s;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        client.status().await.expect("status").ledger.expect("on")
-    });
-    drop(off);
-    on.signal(libc::SIGTERM);
-    let _ = on.wait();
+            phase
+        });
+        let written = rt.block_on(async {
+            let client = on.client().await;
+            ledger_caught_up(&client, generations).await
+        });
+        status.written += written.written;
+        status.dropped += written.dropped;
+        status.lost += written.lost;
+        phases.push(phase);
+        drop(off);
+        on.signal(libc::SIGTERM);
+        let _ = on.wait();
+    }
 
-    let requests = |rounds: &[Round]| median(rounds.iter().map(|r| r.requests_per_s).collect());
-    let chunks = |rounds: &[Round]| median(rounds.iter().map(|r| r.chunks_per_s).collect());
     let mut hot_path = String::new();
-    for (workload, per_worker, on_rounds, off_rounds) in &figures {
-        let (req_on, req_off) = (requests(on_rounds), requests(off_rounds));
-        let (chunks_on, chunks_off) = (chunks(on_rounds), chunks(off_rounds));
+    for (w, (workload, per_worker)) in workloads.iter().enumerate() {
         let what = match workload {
             Workload::Upstream => format!(
                 "provd-bench's c = 64 (OpenAI-format upstream, {} chunks), {} generations per round",
@@ -242,11 +280,38 @@ pub fn run(options: Options) -> String {
             Workload::Upstream => "≥ 0.97",
             Workload::Mock => "(shown)",
         };
+        let figures: [(&str, Figure); 2] = [
+            ("requests/s", |r| r.requests_per_s),
+            ("chunks/s", |r| r.chunks_per_s),
+        ];
+        for (figure, value) in figures {
+            let of = |rounds: &[Round]| median(rounds.iter().map(value).collect());
+            let ratios: Vec<f64> = phases
+                .iter()
+                .map(|phase| of(&phase[w].0) / of(&phase[w].1))
+                .collect();
+            // Every round of a side, over both phases.
+            let side = |on: bool| {
+                let rounds = phases
+                    .iter()
+                    .flat_map(|phase| if on { &phase[w].0 } else { &phase[w].1 });
+                median(rounds.map(value).collect())
+            };
+            hot_path.push_str(&format!(
+                "| {figure}, ledger on / off, {what} | {:.0} / {:.0}; ratio {:.3} (on started first {:.3}, off started first {:.3}) | {target} |\n",
+                side(true),
+                side(false),
+                (ratios[0] * ratios[1]).sqrt(),
+                ratios[0],
+                ratios[1],
+            ));
+        }
+        let per_generation =
+            |(time, served): (Duration, usize)| time.as_secs_f64() * 1e6 / served as f64;
+        let (on_us, off_us) = (per_generation(cpu[w][0]), per_generation(cpu[w][1]));
         hot_path.push_str(&format!(
-            "| requests/s, ledger on / off (medians), {what} | {req_on:.0} / {req_off:.0} = {:.3} | {target} |\n\
-             | chunks/s, ledger on / off (medians), {what} | {chunks_on:.0} / {chunks_off:.0} = {:.3} | {target} |\n",
-            req_on / req_off,
-            chunks_on / chunks_off,
+            "| daemon CPU per generation, ledger on / off, {what} | {on_us:.1} µs / {off_us:.1} µs; the ledger's share {:.1}% | |\n",
+            (on_us - off_us) / off_us * 100.0,
         ));
     }
 
@@ -286,7 +351,8 @@ pub fn run(options: Options) -> String {
     format!(
         "# provd-ledger-bench\n\n\
          Machine: {}. Load average {load_before} before, {} after; {:.0} s. Concurrency {CONCURRENCY} \
-         on one connection, {} rounds per workload and daemon, alternating.\n\n\
+         on one connection; two phases (the start order swapped) of {} rounds per workload and \
+         daemon, alternating; medians of the rounds.\n\n\
          | figure | value | target |\n|---|---|---|\n\
          {hot_path}\
          | records written / dropped / lost in those rounds | {} / {} / {} | no loss |\n\
@@ -296,7 +362,7 @@ pub fn run(options: Options) -> String {
         system::machine(),
         system::load_average(),
         started.elapsed().as_secs_f64(),
-        options.rounds,
+        rounds,
         status.written,
         status.dropped,
         status.lost,
