@@ -172,6 +172,8 @@ const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 const DROP_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a flush request (before a report, at shutdown) waits for the writer.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a flush looks for room in a full queue.
+const FLUSH_POLL: Duration = Duration::from_millis(5);
 
 fn unix_now() -> Duration {
     SystemTime::now()
@@ -294,15 +296,38 @@ impl Ledger {
     /// ended before they were asked for, and for shutdown. Call it off the runtime's
     /// threads.
     pub fn flush(&self) {
+        self.flush_within(FLUSH_TIMEOUT);
+    }
+
+    /// [`Ledger::flush`] waiting at most `timeout`, the queue's room for the request
+    /// included: a writer stuck on a hung disk with a full queue must not hang a report or
+    /// the daemon's exit. Whether everything before the call was taken care of.
+    pub fn flush_within(&self, timeout: Duration) -> bool {
         let Some(inner) = &self.inner else {
-            return;
+            return true;
         };
+        let deadline = Instant::now() + timeout;
         let (tx, rx) = mpsc::sync_channel(1);
-        // Waits for room: a flush is asked for rarely and must come after the records.
-        if inner.queue.send(Message::Flush(tx)).is_ok() {
-            inner.writer.unpark();
-            let _ = rx.recv_timeout(FLUSH_TIMEOUT);
+        let mut flush = Message::Flush(tx);
+        // Behind the records, so it waits for room; std's bounded sender has no send with
+        // a timeout, hence the polling, which only a full queue reaches.
+        loop {
+            match inner.queue.try_send(flush) {
+                Ok(()) => break,
+                Err(TrySendError::Disconnected(_)) => return false,
+                Err(TrySendError::Full(back)) => {
+                    if Instant::now() >= deadline {
+                        return false;
+                    }
+                    flush = back;
+                    inner.writer.unpark();
+                    std::thread::sleep(FLUSH_POLL);
+                }
+            }
         }
+        inner.writer.unpark();
+        rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .is_ok()
     }
 }
 
@@ -611,6 +636,36 @@ mod tests {
         let s = ledger.status();
         assert_eq!(s.written + s.dropped + s.lost, 50, "{s:?}");
         assert_eq!(rows(&path).len() as u64, s.written);
+    }
+
+    #[test]
+    fn a_flush_behind_a_stuck_writer_and_a_full_queue_gives_up_at_its_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(
+            &LedgerConfig {
+                batch_records: 1,
+                ..config(1)
+            },
+            dir.path(),
+        );
+        let path = ledger.path().unwrap().to_owned();
+        let blocker = Connection::open(&path).unwrap();
+        blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        // The writer waits on the lock with its first record; the second fills the queue.
+        for i in 0..3 {
+            ledger.record(record(1, i, Outcome::Completed));
+        }
+        assert!(
+            !ledger.flush_within(Duration::from_millis(50)),
+            "nothing could be written"
+        );
+        blocker.execute_batch("COMMIT").unwrap();
+        assert!(
+            ledger.flush_within(FLUSH_TIMEOUT),
+            "the writer is free again"
+        );
+        let s = ledger.status();
+        assert_eq!(s.written + s.dropped + s.lost, 3, "{s:?}");
     }
 
     #[test]
