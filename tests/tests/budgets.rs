@@ -45,6 +45,16 @@ async fn refused(
     e
 }
 
+/// Root's figures in `status` (the tests run their clients as root).
+async fn root_figures(client: &Client) -> provd_client::message::UserUsage {
+    let status = client.status().await.unwrap();
+    status
+        .users
+        .into_iter()
+        .find(|u| u.uid == 0)
+        .expect("uid 0 in status")
+}
+
 #[tokio::test]
 async fn a_spent_daily_budget_refuses_the_next_request_naming_it_while_the_stream_that_crossed_it_finished(
 ) {
@@ -67,12 +77,7 @@ async fn a_spent_daily_budget_refuses_the_next_request_naming_it_while_the_strea
         e.message
     );
     // The admin's view: the user's figures and what is left of the budget.
-    let status = client.status().await.unwrap();
-    let root = status
-        .users
-        .iter()
-        .find(|u| u.uid == 0)
-        .expect("uid 0 in status");
+    let root = root_figures(&client).await;
     assert_eq!(root.tokens_today, cost(20));
     assert_eq!(root.tokens_this_month, cost(20));
     assert_eq!(
@@ -139,12 +144,7 @@ async fn a_restarted_daemon_still_refuses_a_spent_budget_from_its_ledger() {
         "{}",
         e.message
     );
-    let status = client.status().await.unwrap();
-    let root = status
-        .users
-        .iter()
-        .find(|u| u.uid == 0)
-        .expect("uid 0 in status");
+    let root = root_figures(&client).await;
     assert_eq!(root.requests_last_minute, 1, "the window is seeded too");
 }
 
@@ -179,8 +179,7 @@ async fn a_reload_that_raises_a_spent_budget_admits_again_and_leaves_a_running_s
     assert_eq!(format!("0 {}", rest.concat()), numbered_text(20));
     assert_eq!(done.chunks, 20);
     // And is charged at its end.
-    let status = client.status().await.unwrap();
-    let root = status.users.iter().find(|u| u.uid == 0).unwrap();
+    let root = root_figures(&client).await;
     assert_eq!(root.tokens_today, cost(20) + cost(2) + cost(20));
 }
 

@@ -8,7 +8,6 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 use provd_client::message::{self, notification, Chunk, GenerateDone, Keepalive};
@@ -467,7 +466,7 @@ impl Generation<'_> {
                 index: self.chunks,
                 text: piece,
                 model: model.clone(),
-                created_at: unix_millis(),
+                created_at: u64::try_from(crate::ledger::unix_millis()).unwrap_or(0),
                 tool_call,
                 reasoning,
             };
@@ -599,12 +598,6 @@ async fn interruption(
         _ = shutdown.aborting() => Interrupt::Shutdown,
         _ = deadline => Interrupt::Deadline,
     }
-}
-
-fn unix_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis().try_into().unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]
